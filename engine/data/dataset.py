@@ -1,0 +1,146 @@
+"""`open_dataset`: a spec in, a validated, decoded, split dataset out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.data.cache import channels_for, decoded, default_size, scan_headers
+from engine.data.decode import decode
+from engine.data.detect import resolve_source
+from engine.data.source import Progress, ScanResult, Source, no_progress
+from engine.data.splits import make_splits
+from engine.errors import DatasetError
+
+TASKS = ("binary", "multiclass", "multilabel")
+
+
+def infer_task(source: Source) -> str:
+    if source.multilabel:
+        return "multilabel"
+    return "binary" if len(source.classes) == 2 else "multiclass"
+
+
+def check_task(source: Source, task: str | None) -> str:
+    """The inferred task, or the user's override when the labels allow it."""
+    inferred = infer_task(source)
+    if task is None or task == inferred:
+        return inferred
+    if task not in TASKS:
+        raise DatasetError(f"Unknown task '{task}'; use one of {', '.join(TASKS)}.")
+    if task == "multilabel":
+        return task  # single labels are a special case of label sets
+    if source.multilabel:
+        raise DatasetError(
+            f"The dataset '{source.spec}' has images with zero or several labels, so it cannot be treated as {task}; use multilabel."
+        )
+    if task == "binary" and len(source.classes) != 2:
+        raise DatasetError(f"The dataset '{source.spec}' has {len(source.classes)} classes; a binary task needs exactly 2.")
+    return task
+
+
+@dataclass
+class Dataset:
+    """A dataset ready for training and inspection; `images` is the decoded uint8 cache (memory-mapped)."""
+
+    source: Source
+    task: str
+    image_size: int
+    channels: int
+    images: np.ndarray  # (N, size, size, channels) uint8; rows of corrupt items are zeros
+    scan: ScanResult
+    splits: dict[str, np.ndarray]  # usable indices per split ('test' absent when the data has none)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.source.classes
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.source.labels
+
+    @property
+    def fingerprint(self) -> str:
+        return self.source.fingerprint
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def label_names(self, i: int) -> list[str]:
+        row = self.labels[i]
+        if row.ndim == 0:
+            return [self.classes[int(row)]]
+        return [self.classes[j] for j in np.flatnonzero(row)]
+
+    def sample(self, per_class: int, seed: int = 0, split: str | None = None) -> dict[str, np.ndarray]:
+        """A few usable item indices per class (per label for multi-label), for sample grids."""
+        rng = np.random.default_rng(seed)
+        pool = self.splits[split] if split else np.flatnonzero(self.scan.ok)
+        out = {}
+        for c, name in enumerate(self.classes):
+            has = self.labels[pool] == c if self.labels.ndim == 1 else self.labels[pool, c] > 0
+            members = pool[has]
+            out[name] = np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
+        return out
+
+    def thumbnail(self, i: int, size: int = 128) -> np.ndarray:
+        """Item `i` for display: from the original file when there is one (sharper than the cache)."""
+        if self.source.files is not None and self.scan.ok[i]:
+            arr, _ = decode(self.source.path(i), size=size, channels=self.channels)
+            return arr
+        return np.asarray(self.images[i])
+
+
+def open_dataset(
+    spec: str,
+    image_size: int | None = None,
+    task: str | None = None,
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    resize_mode: str = "crop",
+    progress: Progress = no_progress,
+) -> Dataset:
+    """Resolve, scan, decode once (cached) and split. Unusable files are listed in `scan.corrupt`, not fatal."""
+    source = resolve_source(spec, seed=seed)
+    task = check_task(source, task)
+    headers = scan_headers(source, progress)
+    if not headers.ok.any():
+        first = headers.corrupt[0] if headers.corrupt else {"path": spec, "reason": "no images"}
+        raise DatasetError(
+            f"None of the {len(source)} files in '{spec}' is a readable image (e.g. '{first['path']}': {first['reason']})."
+        )
+    size = image_size or default_size(headers)
+    if size < 1:
+        raise DatasetError(f"The image size must be a positive number of pixels, not {size}.")
+    channels = channels_for(headers)
+    images, scan = decoded(source, size, channels, resize_mode, progress)
+    if not scan.ok.any():
+        raise DatasetError(f"None of the images in '{spec}' could be decoded (e.g. '{scan.corrupt[0]['path']}': {scan.corrupt[0]['reason']}).")
+    splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed, val_fraction, test_fraction)
+    return Dataset(source, task, size, channels, images, scan, splits, notes=source.notes + notes)
+
+
+def dataset_stats(ds: Dataset) -> dict:
+    """The full statistics of an opened dataset (deep: corrupt files and duplicates included)."""
+    from engine.data.stats import compute_stats
+
+    stats = compute_stats(ds.source, ds.scan, ds.splits, ds.task)
+    stats["notes"] = ds.notes
+    stats["image_size"], stats["channels"] = ds.image_size, ds.channels
+    return stats
+
+
+def quick_stats(spec: str, task: str | None = None, seed: int = 0, progress: Progress = no_progress) -> dict:
+    """Statistics from headers alone: counts, splits, sizes and unopenable files, without decoding."""
+    from engine.data.stats import compute_stats
+
+    source = resolve_source(spec, seed=seed)
+    task = check_task(source, task)
+    scan = scan_headers(source, progress)
+    splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed)
+    stats = compute_stats(source, scan, splits, task)
+    stats["notes"] = source.notes + notes
+    return stats

@@ -1,0 +1,193 @@
+"""The one safe image decoder: every image Loupe reads, for training or prediction, goes through here.
+
+Why one place: the same photo must look the same to the model at training and at prediction time
+(EXIF orientation, palette/alpha/16-bit handling, resize mode), and every untrusted file must pass
+the same checks (format allow-list, pixel cap, full decode so truncated files are caught).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+#: extensions we treat as images, and the Pillow format each must really be
+EXTENSION_FORMATS: dict[str, tuple[str, ...]] = {
+    ".jpg": ("JPEG", "MPO"),
+    ".jpeg": ("JPEG", "MPO"),
+    ".png": ("PNG",),
+    ".bmp": ("BMP",),
+    ".gif": ("GIF",),
+    ".webp": ("WEBP",),
+    ".tif": ("TIFF",),
+    ".tiff": ("TIFF",),
+}
+#: formats Pillow may even try to parse: never EPS/PSD/etc. (EPS runs Ghostscript)
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF")
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: background that transparent pixels are composited on (hidden RGB under alpha 0 must not leak)
+BACKGROUND = (255, 255, 255)
+
+
+def max_pixels() -> int:
+    """Our own pixel cap, below Pillow's bomb threshold so its warning never fires first."""
+    return int(os.environ.get("LOUPE_MAX_PIXELS", 40_000_000))
+
+
+class ImageDecodeError(ValueError):
+    """An image that cannot be used; the message is the reason, for the corrupt-files list."""
+
+
+@dataclass
+class Header:
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+def is_image_name(name: str) -> bool:
+    return Path(name).suffix.lower() in EXTENSION_FORMATS
+
+
+def _open(data: bytes | Path, name: str) -> Image.Image:
+    fp = io.BytesIO(data) if isinstance(data, bytes) else data
+    if isinstance(data, bytes) and not data:
+        raise ImageDecodeError("the file is empty (0 bytes)")
+    try:
+        img = Image.open(fp, formats=ALLOWED_FORMATS)
+    except UnidentifiedImageError:
+        raise ImageDecodeError(_not_image_reason(data)) from None
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageDecodeError(f"unreadable image header ({e})") from None
+    suffix = Path(name).suffix.lower()
+    expected = EXTENSION_FORMATS.get(suffix)
+    if expected and img.format not in expected:
+        raise ImageDecodeError(f"the file is {img.format} but named {suffix}; rename or convert it")
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageDecodeError(f"the image has no pixels ({w}x{h})")
+    if w * h > max_pixels():
+        raise ImageDecodeError(
+            f"{w}x{h} pixels exceeds the cap of {max_pixels():,} (LOUPE_MAX_PIXELS); downscale it"
+        )
+    return img
+
+
+def _not_image_reason(data: bytes | Path) -> str:
+    head = data[:256] if isinstance(data, bytes) else Path(data).open("rb").read(256)
+    if not head:
+        return "the file is empty (0 bytes)"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "not an image: the file is an HTML page"
+    if head.startswith(b"%!PS"):
+        return "not an allowed image: the file is PostScript/EPS"
+    try:
+        head.decode("utf-8")
+        return "not an image: the file is text"
+    except UnicodeDecodeError:
+        return "not an image in an allowed format (JPEG, PNG, BMP, GIF, WebP, TIFF)"
+
+
+def read_header(path: Path) -> Header:
+    """Size, mode and format without decoding pixels: what the quick scan needs."""
+    try:
+        with _open(path, path.name) as img:
+            return Header(img.width, img.height, img.mode, img.format or "")
+    except OSError as e:  # e.g. the file vanished or is unreadable
+        raise ImageDecodeError(f"cannot read the file ({e.strerror or e})") from None
+
+
+def to_array(img: Image.Image, channels: int = 3) -> np.ndarray:
+    """Convert any Pillow mode to uint8 (H, W, channels) the way the whole project does.
+
+    16-bit and 32-bit images are scaled to 8 bits (not clipped, which would saturate to white);
+    transparency is composited on `BACKGROUND`; CMYK and palettes go through Pillow's converters.
+    """
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img)
+        if mode == "F":
+            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+            arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
+        elif mode == "I" and arr.max() <= 255 and arr.min() >= 0:
+            pass  # 8-bit values stored in 32-bit ints
+        else:
+            arr = arr.astype(np.float64) / 257.0  # 0..65535 -> 0..255
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        img = Image.fromarray(gray, "L")
+    elif mode == "P" and "transparency" in img.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        img = Image.alpha_composite(background, rgba).convert("RGB")
+    if channels == 1:
+        img = img.convert("L")
+        return np.asarray(img, dtype=np.uint8)[:, :, None]
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def resize(img: Image.Image, size: int, mode: str = "crop") -> Image.Image:
+    """Bring an image to `size` x `size`: `crop` keeps the aspect (shorter side, centre crop), `squash` doesn't."""
+    if img.size == (size, size):
+        return img
+    if mode == "squash":
+        return img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+    if mode != "crop":
+        raise ValueError(f"unknown resize mode {mode!r}; use 'crop' or 'squash'")
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def decode(
+    data: bytes | Path, name: str = "", size: int | None = None, channels: int = 3, resize_mode: str = "crop"
+) -> tuple[np.ndarray, Header]:
+    """Fully decode one image into uint8 (H, W, channels), optionally at `size` x `size`.
+
+    Raises `ImageDecodeError` with the reason for anything unusable, so a dataset scan can list it
+    and carry on. Returns the header as found on disk too (for statistics).
+    """
+    if isinstance(data, Path):
+        name = name or data.name
+        try:
+            data = data.read_bytes()
+        except OSError as e:
+            raise ImageDecodeError(f"cannot read the file ({e.strerror or e})") from None
+    img = _open(data, name)
+    header = Header(img.width, img.height, img.mode, img.format or "")
+    try:
+        if size is not None and img.format == "JPEG":
+            img.draft("RGB" if channels == 3 else "L", (size, size))  # DCT-domain downscale: much faster
+        img.load()  # full decode: truncated files raise here, not later
+        if getattr(img, "is_animated", False):
+            img.seek(0)
+        img = ImageOps.exif_transpose(img)
+        if size is not None:
+            img = _prepare_mode(img)
+            img = resize(img, size, resize_mode)
+        arr = to_array(img, channels)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageDecodeError(f"refused as a decompression bomb ({e})") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ImageDecodeError(f"the image data is damaged or truncated ({e})") from None
+    return arr, header
+
+
+def _prepare_mode(img: Image.Image) -> Image.Image:
+    """Resample only in a mode that resizes correctly (no palettes, no 16-bit, alpha composited)."""
+    if img.mode in ("RGB", "L"):
+        return img
+    arr = to_array(img, 1 if img.mode in GRAY_MODES else 3)
+    return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)

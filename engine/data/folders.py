@@ -1,0 +1,201 @@
+"""File-tree datasets: class folders (with optional split folders) and numbered images + a label file."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+
+from engine.data.decode import is_image_name
+from engine.data.source import TEST, TRAIN, UNASSIGNED, VAL, Source, fingerprint
+from engine.errors import DatasetError
+
+SPLIT_DIRS = {"train": TRAIN, "training": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "test": TEST, "testing": TEST}
+IGNORED_DIRS = {"__MACOSX", "__pycache__"}
+
+
+def natural_key(name: str) -> list:
+    """Sort 'img2' before 'img10': numbered files must line up with the label file's lines."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _visible(name: str) -> bool:
+    return not name.startswith(".") and name not in IGNORED_DIRS
+
+
+def list_dir(path: Path) -> tuple[list[str], list[str]]:
+    """(sub-folders, files) of a folder, hidden entries left out, naturally sorted."""
+    dirs, files = [], []
+    try:
+        entries = list(os.scandir(path))
+    except OSError as e:
+        raise DatasetError(f"Cannot read the folder '{path}' ({e.strerror}); check that it exists and is readable.") from None
+    for entry in entries:
+        if not _visible(entry.name):
+            continue
+        try:
+            (dirs if entry.is_dir() else files).append(entry.name)
+        except OSError:
+            files.append(entry.name)
+    return sorted(dirs, key=natural_key), sorted(files, key=natural_key)
+
+
+def walk_images(root: Path) -> tuple[list[str], list[str]]:
+    """All image files under `root` (relative paths) and the other files found, following symlinks.
+
+    Symlinked folders are followed (datasets are often assembled from links) but a folder reached a
+    second time by its device/inode is a loop, which would otherwise walk forever.
+    """
+    images, others = [], []
+    seen: dict[tuple[int, int], Path] = {}
+
+    def visit(folder: Path, rel: str) -> None:
+        st = folder.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise DatasetError(
+                f"The folder '{folder}' is a symlink loop back to '{seen[key]}'; remove the link and try again."
+            )
+        seen[key] = folder
+        dirs, files = list_dir(folder)
+        for f in files:
+            (images if is_image_name(f) else others).append(f"{rel}{f}")
+        for d in dirs:
+            visit(folder / d, f"{rel}{d}/")
+        del seen[key]  # a folder linked twice from different places is fine; only a cycle is a loop
+
+    visit(root, "")
+    return images, others
+
+
+def _ignored_note(others: list[str]) -> list[str]:
+    if not others:
+        return []
+    return [f"Ignored {len(others)} files that are not images by their extension (e.g. '{others[0]}')."]
+
+
+def _file_stats(root: Path, files: list[str]) -> list[tuple[str, int, int]]:
+    out = []
+    for f in files:
+        try:
+            st = (root / f).stat()
+            out.append((f, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((f, -1, 0))  # reported as unreadable by the scan
+    return out
+
+
+def is_class_folder_tree(root: Path) -> bool:
+    dirs, _ = list_dir(root)
+    return bool(dirs)
+
+
+def load_class_folders(root: Path, spec: str) -> Source:
+    """`root/<class>/*.jpg`, or `root/{train,val,test}/<class>/*.jpg` when split folders exist."""
+    dirs, root_files = list_dir(root)
+    split_dirs = {d: SPLIT_DIRS[d.lower()] for d in dirs if d.lower() in SPLIT_DIRS}
+    notes: list[str] = []
+    if split_dirs:
+        if len(split_dirs) < len(dirs):
+            others = [d for d in dirs if d not in split_dirs]
+            notes.append(f"Used the split folders {sorted(split_dirs)} and ignored the other folders {others[:5]}.")
+        parts = [(root / d, f"{d}/", code) for d, code in split_dirs.items()]
+    else:
+        parts = [(root, "", UNASSIGNED)]
+    files: list[str] = []
+    class_of: list[str] = []
+    split_of: list[int] = []
+    others_all: list[str] = []
+    for folder, prefix, code in parts:
+        class_dirs, loose = list_dir(folder)
+        if split_dirs and not class_dirs:
+            raise DatasetError(
+                f"The split folder '{folder}' holds no class folders; put its images in one folder per class."
+            )
+        others_all += [f"{prefix}{f}" for f in loose]
+        for cls in class_dirs:
+            images, others = walk_images(folder / cls)
+            others_all += [f"{prefix}{cls}/{o}" for o in others]
+            files += [f"{prefix}{cls}/{i}" for i in images]
+            class_of += [cls] * len(images)
+            split_of += [code] * len(images)
+    if not files:
+        raise DatasetError(
+            f"No images found in the class folders under '{root}' (looked for .jpg, .jpeg, .png, .bmp, .gif, .webp, .tif)."
+        )
+    classes = sorted(set(class_of), key=natural_key)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[c] for c in class_of], dtype=np.int64)
+    notes += _ignored_note(others_all)
+    splits = np.array(split_of, dtype=np.int8) if split_dirs else None
+    return Source(
+        spec=spec, name=root.name, kind="folder", classes=classes, labels=labels, multilabel=False,
+        root=root, files=files, split_of=splits, notes=notes,
+        fingerprint=fingerprint("folder", _file_stats(root, files), classes, labels, splits),
+    )
+
+
+def find_label_file(root: Path) -> Path | None:
+    """A `label*.txt` beside the images (the '100k faces in a zip' format)."""
+    _, files = list_dir(root)
+    found = [f for f in files if f.lower().startswith("label") and f.lower().endswith(".txt")]
+    if len(found) > 1:
+        raise DatasetError(f"'{root}' holds several label files {found}; keep exactly one.")
+    return root / found[0] if found else None
+
+
+def parse_label_lines(path: Path) -> list[str]:
+    """One label per line; trailing blank lines tolerated, blank or multi-token lines inside are not."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise DatasetError(f"The label file '{path.name}' is not UTF-8 text; save it as plain text, one label per line.") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    labels = []
+    for n, line in enumerate(lines, start=1):
+        label = line.strip()
+        if not label:
+            raise DatasetError(f"Line {n} of '{path.name}' is empty; every image needs one label, one per line.")
+        if len(label.split()) > 1 or "," in label:
+            raise DatasetError(
+                f"Line {n} of '{path.name}' holds '{label[:40]}', which is not one label; "
+                "use one label per line (for several labels per image use a CSV)."
+            )
+        labels.append(label)
+    return labels
+
+
+def sort_labels(values: list[str]) -> list[str]:
+    """Class names in index order: numerically when all labels are integers ('0','1'), else naturally."""
+    unique = set(values)
+    if all(re.fullmatch(r"-?\d+", v) for v in unique):
+        return sorted(unique, key=int)
+    return sorted(unique, key=natural_key)
+
+
+def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
+    images, others = walk_images(root)
+    labels_text = parse_label_lines(label_file)
+    if not images:
+        raise DatasetError(f"'{root}' holds the label file '{label_file.name}' but no images.")
+    if len(labels_text) != len(images):
+        raise DatasetError(
+            f"The label file '{label_file.name}' has {len(labels_text)} labels but '{root.name}' holds "
+            f"{len(images)} images; it needs exactly one line per image, in file-name order."
+        )
+    # natural order of the full relative path: 'img2.png' before 'img10.png'
+    images.sort(key=natural_key)
+    classes = sort_labels(labels_text)
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.array([index[v] for v in labels_text], dtype=np.int64)
+    others = [o for o in others if (root / o) != label_file]
+    return Source(
+        spec=spec, name=root.name, kind="labelfile", classes=classes, labels=labels, multilabel=False,
+        root=root, files=images, notes=[f"Labels read from '{label_file.name}', matched to images in file-name order."]
+        + _ignored_note(others),
+        fingerprint=fingerprint("labelfile", _file_stats(root, images), labels_text),
+    )

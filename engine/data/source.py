@@ -1,0 +1,91 @@
+"""What a dataset spec resolves to before any pixel is decoded, and what one pass over it finds."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+#: split codes used in `Source.split_of`
+TRAIN, VAL, TEST, UNASSIGNED = 0, 1, 2, -1
+SPLIT_NAMES = ("train", "val", "test")
+
+
+class Progress(Protocol):
+    """Progress callback shared by the CLI (tqdm) and the app (st.progress)."""
+
+    def __call__(self, done: int, total: int, stage: str) -> None: ...
+
+
+def no_progress(done: int, total: int, stage: str) -> None:
+    """The default callback: report nothing."""
+
+
+@dataclass
+class Source:
+    """A dataset as found on disk (or built in): items, labels and given splits, not yet decoded.
+
+    File-based sources set `root` and `files` (paths relative to `root`); array sources (`.npz`,
+    built-ins) set `arrays`, a loader returning (N, H, W) or (N, H, W, C) uint8, called lazily so
+    listing datasets stays cheap.
+    """
+
+    spec: str
+    name: str
+    kind: str  # 'folder' | 'labelfile' | 'csv' | 'npz' | 'builtin'
+    classes: list[str]
+    labels: np.ndarray  # (N,) int64 class index; (N, C) uint8 multi-hot when multilabel
+    multilabel: bool
+    root: Path | None = None
+    files: list[str] | None = None
+    arrays: Callable[[], np.ndarray] | None = None
+    split_of: np.ndarray | None = None  # (N,) int8 split code per item; None when no splits are given
+    fingerprint: str = ""
+    notes: list[str] = field(default_factory=list)  # facts the user should see (e.g. a carved split)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def item_id(self, i: int) -> str:
+        """A stable, human-readable name for item `i` (relative path, or `name#i`)."""
+        return self.files[i] if self.files is not None else f"{self.name}#{i}"
+
+    def path(self, i: int) -> Path:
+        assert self.root is not None and self.files is not None
+        return self.root / self.files[i]
+
+
+@dataclass
+class ScanResult:
+    """Per-item facts from one pass over the data.
+
+    A header scan fills sizes, modes and formats and flags files Pillow cannot even open; a deep
+    scan (the decode-once pass) also fully decodes every image, which catches truncated files, and
+    fills the content hash and perceptual hash used to find duplicates.
+    """
+
+    ok: np.ndarray  # (N,) bool
+    width: np.ndarray  # (N,) int32, size on disk; 0 when unreadable
+    height: np.ndarray  # (N,) int32
+    mode: list[str]  # Pillow mode on disk ('L', 'RGB', 'P', 'I;16', ...) or ''
+    format: list[str]  # 'JPEG', 'PNG', ... or ''
+    corrupt: list[dict]  # [{"path": item id, "reason": one sentence}]
+    deep: bool = False
+    sha: list[str] | None = None  # content hash per item (deep only); '' when unreadable
+    dhash: np.ndarray | None = None  # (N,) uint64 difference hash of the decoded image (deep only)
+
+
+def fingerprint(*parts: object) -> str:
+    """A short stable hash of whatever identifies a dataset's content (stats, labels, params)."""
+    h = hashlib.blake2b(digest_size=10)
+    for p in parts:
+        if isinstance(p, np.ndarray):
+            h.update(str(p.dtype).encode() + str(p.shape).encode())
+            h.update(np.ascontiguousarray(p).tobytes())
+        else:
+            h.update(repr(p).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
