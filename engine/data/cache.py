@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.decode import GRAY_MODES, ImageDecodeError, decode, read_header
-from engine.data.duplicates import dhash_batch
+from engine.data.duplicates import dhash_batch, thumbnails_batch
 from engine.data.source import Progress, ScanResult, Source, no_progress
 
 CHUNK = 256  # images per worker task: big enough to amortise scheduling, small enough for smooth progress
@@ -86,7 +86,9 @@ def decoded(
     if not (folder / "images.npy").exists():
         _build(source, size, channels, resize_mode, folder, progress)
     images = np.load(folder / "images.npy", mmap_mode="r")
-    return images, _load_scan(folder / "scan.json")
+    scan = _load_scan(folder / "scan.json")
+    scan.thumbs = np.load(folder / "thumbs.npy", mmap_mode="r")
+    return images, scan
 
 
 def _build(source: Source, size: int, channels: int, resize_mode: str, folder: Path, progress: Progress) -> None:
@@ -101,6 +103,7 @@ def _build(source: Source, size: int, channels: int, resize_mode: str, folder: P
         scan = _fill_from_files(source, images, size, channels, resize_mode, progress)
     progress(n, n, "hashing")
     scan.dhash = dhash_batch(images)
+    np.save(tmp / "thumbs.npy", thumbnails_batch(images))
     scan.deep = True
     images.flush()
     del images

@@ -104,6 +104,7 @@ def open_dataset(
     progress: Progress = no_progress,
 ) -> Dataset:
     """Resolve, scan, decode once (cached) and split. Unusable files are listed in `scan.corrupt`, not fatal."""
+    progress = progress or no_progress
     source = resolve_source(spec, seed=seed)
     task = check_task(source, task)
     headers = scan_headers(source, progress)
@@ -135,6 +136,7 @@ def dataset_stats(ds: Dataset) -> dict:
 
 def quick_stats(spec: str, task: str | None = None, seed: int = 0, progress: Progress = no_progress) -> dict:
     """Statistics from headers alone: counts, splits, sizes and unopenable files, without decoding."""
+    progress = progress or no_progress
     from engine.data.stats import compute_stats
 
     source = resolve_source(spec, seed=seed)

@@ -76,6 +76,7 @@ class ScanResult:
     deep: bool = False
     sha: list[str] | None = None  # content hash per item (deep only); '' when unreadable
     dhash: np.ndarray | None = None  # (N,) uint64 difference hash of the decoded image (deep only)
+    thumbs: np.ndarray | None = None  # (N, 16, 16) uint8 grayscale thumbnails confirming near duplicates (deep only)
 
 
 def fingerprint(*parts: object) -> str:
