@@ -34,6 +34,12 @@ class TqdmProgress:
         self.bar.n = done
         self.bar.refresh()
 
+    def write(self, message: str) -> None:
+        """A log line that does not break the progress bar."""
+        from tqdm import tqdm
+
+        tqdm.write(message, file=sys.stderr) if self.bar is not None else print(message, file=sys.stderr)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
@@ -83,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--seed", type=int, default=0, help="seed for splits and derived datasets")
     stats.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     stats.set_defaults(func=cmd_data_stats)
+
+    from engine.cli_train import register
+
+    register(sub)
     return parser
 
 
