@@ -21,6 +21,8 @@ from engine.data.decode import GRAY_MODES, ImageDecodeError, decode, read_header
 from engine.data.duplicates import dhash_batch, thumbnails_batch
 from engine.data.source import Progress, ScanResult, Source, no_progress
 
+#: bump when the cache layout changes, so caches written by older code are rebuilt, not misread
+CACHE_VERSION = 2
 CHUNK = 256  # images per worker task: big enough to amortise scheduling, small enough for smooth progress
 
 
@@ -82,7 +84,7 @@ def decoded(
     source: Source, size: int, channels: int, resize_mode: str = "crop", progress: Progress = no_progress
 ) -> tuple[np.ndarray, ScanResult]:
     """The (N, size, size, channels) uint8 array (memory-mapped) and the deep scan, building both once."""
-    folder = _dataset_dir(source) / f"s{size}-c{channels}-{resize_mode}"
+    folder = _dataset_dir(source) / f"v{CACHE_VERSION}-s{size}-c{channels}-{resize_mode}"
     if not (folder / "images.npy").exists():
         _build(source, size, channels, resize_mode, folder, progress)
     images = np.load(folder / "images.npy", mmap_mode="r")
