@@ -1,0 +1,220 @@
+"""`train`, `runs list|delete`, `stop` and `resume`: the command line for runs.
+
+Every `RunConfig` field is a flag (`batch_size` -> `--batch-size`), generated from the dataclass so
+the CLI, the config file and the Train page can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from engine.config import GROUPS, RunConfig, field_groups
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults are suppressed so we know which ones the user gave."""
+    for group, group_fields in field_groups().items():
+        g = parser.add_argument_group(group, GROUPS[group])
+        for f in group_fields:
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not MISSING else f.default_factory()
+            help_text = f"{f.metadata['help']} (default: {default!r})"
+            if isinstance(default, bool):
+                g.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
+                               metavar="BOOL", help=help_text)
+            elif isinstance(default, list):
+                g.add_argument(flag, type=lambda s: [float(x) for x in s.split(",") if x], default=argparse.SUPPRESS,
+                               metavar="W1,W2,...", help=help_text)
+            else:
+                g.add_argument(flag, type=type(default), default=argparse.SUPPRESS, choices=f.metadata["choices"],
+                               help=help_text)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a model (foreground, with a progress bar)",
+                           description="Train a model into a new run folder. With only --dataset, the defaults pick a "
+                                       "recipe that suits the dataset and print what they chose and why.")
+    train.add_argument("--config", help="a JSON/YAML config file (a run's config.json trains into that run)")
+    train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
+    train.add_argument("--runs-dir", help="where run folders go (default: $LOUPE_RUNS_DIR or ./runs)")
+    train.add_argument("--background", action="store_true", help="start as a background job and return")
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    runs = sub.add_parser("runs", help="list or delete runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND", required=True)
+    ls = runs_sub.add_parser("list", help="the runs, newest first")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--runs-dir")
+    ls.set_defaults(func=cmd_runs_list)
+    rm = runs_sub.add_parser("delete", help="delete a finished run folder")
+    rm.add_argument("run")
+    rm.add_argument("--runs-dir")
+    rm.set_defaults(func=cmd_runs_delete)
+
+    stop = sub.add_parser("stop", help="ask a running training to stop at the next batch")
+    stop.add_argument("run")
+    stop.add_argument("--runs-dir")
+    stop.set_defaults(func=cmd_stop)
+
+    resume = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
+    resume.add_argument("run")
+    resume.add_argument("--runs-dir")
+    resume.add_argument("--background", action="store_true")
+    resume.add_argument("--json", action="store_true")
+    resume.add_argument("--no-progress", action="store_true")
+    resume.set_defaults(func=cmd_resume)
+
+
+def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
+    """Preset < config file < flags; then dataset-aware defaults for what none of them set."""
+    from engine.recipes import apply_preset
+
+    values: dict = {}
+    if args.preset:
+        values.update(apply_preset(args.preset))
+    if args.config:
+        values.update(RunConfig.load(args.config).to_dict() if not values else _explicit(RunConfig.load(args.config)))
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    values.update(flags)
+    reasons: list[str] = []
+    if not args.preset and not args.config:
+        from engine.data import quick_stats
+        from engine.device import resolve_device
+        from engine.recipes import suggest
+
+        dataset = values.get("dataset", RunConfig().dataset)
+        stats = quick_stats(dataset)
+        chosen, reasons = suggest(stats, set(values), gpu=resolve_device(values.get("device", "auto")).type == "cuda")
+        values = {**chosen, **values}
+    return RunConfig(**values).validate(), reasons
+
+
+def _explicit(cfg: RunConfig) -> dict:
+    default = RunConfig()
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.runs import Run
+
+    cfg_path = Path(args.config) if args.config else None
+    if cfg_path is not None and (cfg_path.parent / "status.json").exists():
+        run = Run(cfg_path.parent)  # a prepared run folder (the background job path)
+        cfg = RunConfig.load(cfg_path)
+    else:
+        cfg, reasons = build_config(args)
+        for r in reasons:
+            print(f"chose {r}", file=sys.stderr)
+        if args.background:
+            run = jobs.start(cfg, args.runs_dir)
+            print(run.path)
+            return 0
+        run = _shared_run(cfg, args.runs_dir)
+    return _run_foreground(cfg, run, resume=False, args=args)
+
+
+def _shared_run(cfg: RunConfig, runs_dir: str | None):
+    """A new run folder; under torchrun, rank 0 makes it and every rank gets its path."""
+    from engine import distributed, jobs
+    from engine.runs import Run
+
+    d = distributed.setup(cfg.device)
+    if not d.enabled:
+        return jobs.prepare_run(cfg, runs_dir)
+    import torch.distributed as tdist
+
+    path = [str(jobs.prepare_run(cfg, runs_dir).path) if d.is_main else None]
+    tdist.broadcast_object_list(path, src=0)
+    return Run(path[0])
+
+
+def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace) -> int:
+    from engine.cli import TqdmProgress
+    from engine.device import resolve_device
+    from engine.jobs import device_slot
+    from engine.train import train_cli_entry
+
+    print(f"run {run.id} in {run.path}", file=sys.stderr)
+    progress = TqdmProgress(enabled=not args.no_progress)
+    log = (lambda msg: progress.write(str(msg)))
+    try:
+        with device_slot(run, resolve_device(cfg.device).type):
+            train_cli_entry(cfg, run, resume=resume, log=log, progress=progress)
+    finally:
+        progress.close()
+    summary = run.summary() or {}
+    state = run.raw_status().get("state")
+    if args.json:
+        print(json.dumps({"run": run.id, "path": str(run.path), "state": state, **summary}, indent=2))
+    else:
+        print(f"{state}: {run.path}")
+        for split, m in (summary.get("final") or {}).items():
+            print(f"  {split}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    return 0
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from engine.runs import list_runs, run_row
+
+    rows = [run_row(r) for r in list_runs(args.runs_dir)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs yet; start one with: python -m engine train --preset quick")
+        return 0
+    for r in rows:
+        best = f"{r['monitor']} {r['best']:.4f}" if isinstance(r["best"], float) else "-"
+        print(f"{r['id']:<52} {r['state']:<17} {r['model']:<22} {r['dataset']:<28} epoch {r['epoch']}/{r['epochs']}  {best}")
+    return 0
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    from engine.runs import delete_run, find_run
+
+    run = find_run(args.run, args.runs_dir)
+    delete_run(run)
+    print(f"deleted {run.path}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.runs import find_run
+
+    run = find_run(args.run, args.runs_dir)
+    jobs.stop(run)
+    print(f"asked {run.id} to stop; it saves its last checkpoint at the next batch")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.runs import find_run
+
+    run = find_run(args.run, args.runs_dir)
+    if args.background:
+        jobs.resume(run)
+        print(run.path)
+        return 0
+    if run.raw_status().get("state") != "queued" and not jobs.can_resume(run):
+        jobs.resume(run)  # raises the clear "cannot resume" error
+    run.clear_stop()
+    cfg = RunConfig.load(run.path / "config.json")
+    return _run_foreground(cfg, run, resume=True, args=args)

@@ -1,0 +1,230 @@
+"""The run folder (DESIGN.md, contract 2): atomic writes, reading, listing and crash detection.
+
+The folder on disk is the truth: the app, the CLI and the training subprocess only ever talk
+through these files, so a page reload or a second browser sees exactly what the trainer wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.errors import LoupeError
+
+STATES = ("queued", "running", "completed", "stopped", "failed")
+
+
+class RunError(LoupeError):
+    """A run that does not exist or cannot be used as asked."""
+
+
+def runs_dir(override: str | Path | None = None) -> Path:
+    return Path(override or os.environ.get("LOUPE_RUNS_DIR", "runs")).expanduser().resolve()
+
+
+def stale_after_s() -> float:
+    """A running job rewrites status.json at least this often; older means it may be dead."""
+    return float(os.environ.get("LOUPE_HEARTBEAT_STALE_S", 30))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then `os.replace`: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False, default=_json_default).encode())
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _read_json(path: Path, default: Any = None) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return default
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie (exited, not yet reaped by its parent) is dead for our purposes
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class Run:
+    """One run folder: `Run(path)`; files named as in DESIGN.md."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).resolve()
+        self.id = self.path.name
+
+    # --- paths ----------------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def predictions(self) -> Path:
+        return self.path / "predictions"
+
+    def exists(self) -> bool:
+        return (self.path / "config.json").exists()
+
+    # --- reading --------------------------------------------------------------------------------
+    def config(self) -> dict:
+        return _read_json(self.path / "config.json", {})
+
+    def classes(self) -> list[str]:
+        return _read_json(self.path / "classes.json", [])
+
+    def summary(self) -> dict | None:
+        return _read_json(self.path / "summary.json")
+
+    def raw_status(self) -> dict:
+        return _read_json(self.path / "status.json", {"state": "queued"})
+
+    def status(self) -> dict:
+        """status.json plus `display_state`: 'failed (crashed)' for a dead job still marked running."""
+        st = dict(self.raw_status())
+        st["display_state"] = st.get("state", "queued")
+        st["crashed"] = self.is_crashed(st)
+        if st["crashed"]:
+            st["display_state"] = "failed (crashed)"
+        return st
+
+    def is_crashed(self, st: dict | None = None) -> bool:
+        st = st or self.raw_status()
+        if st.get("state") not in ("running", "queued") or st.get("host", socket.gethostname()) != socket.gethostname():
+            return False
+        age = time.time() - float(st.get("heartbeat", 0))
+        return age > stale_after_s() and not pid_alive(st.get("pid"))
+
+    def metrics(self) -> list[dict]:
+        """metrics.jsonl as a list; a torn last line (crash mid-write) is skipped."""
+        out = []
+        try:
+            with open(self.path / "metrics.jsonl") as f:
+                for line in f:
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        continue
+        except OSError:
+            pass
+        return out
+
+    def stop_requested(self) -> bool:
+        return (self.path / "STOP").exists()
+
+    # --- writing (the trainer) ------------------------------------------------------------------
+    def write_status(self, **updates: Any) -> dict:
+        st = self.raw_status()
+        st.update(updates)
+        st["updated_at"] = now_iso()
+        st["heartbeat"] = time.time()
+        st.setdefault("host", socket.gethostname())
+        atomic_write_json(self.path / "status.json", st)
+        return st
+
+    def append_metrics(self, record: dict) -> None:
+        line = json.dumps(record, allow_nan=False, default=_json_default)
+        with open(self.path / "metrics.jsonl", "a") as f:
+            f.write(line + "\n")
+
+    def request_stop(self) -> None:
+        (self.path / "STOP").write_text(now_iso())
+
+    def clear_stop(self) -> None:
+        (self.path / "STOP").unlink(missing_ok=True)
+
+
+def new_run_id(model: str, dataset: str) -> str:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    short = re.sub(r"[^A-Za-z0-9]+", "-", dataset.split(":")[-1].rstrip("/").split("/")[-1])[:24].strip("-")
+    return f"{stamp}-{re.sub(r'[^A-Za-z0-9_]+', '-', model)[:24]}-{short}-{os.urandom(2).hex()}"
+
+
+def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
+    """A run by folder path or by id under the runs folder; a clear error when neither exists."""
+    for candidate in (Path(ref), runs_dir(root) / str(ref)):
+        if (candidate / "config.json").exists():
+            return Run(candidate)
+    raise RunError(f"No run '{ref}' found (looked for a run folder there and under '{runs_dir(root)}'); see `python -m engine runs list`.")
+
+
+def list_runs(root: str | Path | None = None) -> list[Run]:
+    """Runs under the runs folder, newest first."""
+    base = runs_dir(root)
+    if not base.is_dir():
+        return []
+    runs = [Run(p) for p in base.iterdir() if p.is_dir() and (p / "config.json").exists()]
+    return sorted(runs, key=lambda r: (r.path / "config.json").stat().st_mtime, reverse=True)
+
+
+def run_row(run: Run) -> dict:
+    """One line of the runs table (UI and `runs list`)."""
+    cfg = run.config().get("config", {})
+    st, summary = run.status(), run.summary() or {}
+    best = summary.get("best", {})
+    return {
+        "id": run.id,
+        "name": cfg.get("name") or run.id,
+        "dataset": cfg.get("dataset", ""),
+        "model": cfg.get("model", ""),
+        "state": st["display_state"],
+        "epoch": st.get("epoch", 0),
+        "epochs": st.get("epochs", cfg.get("epochs")),
+        "monitor": summary.get("monitor"),
+        "best": best.get(summary.get("monitor", ""), None),
+        "best_epoch": summary.get("best_epoch"),
+        "wall_seconds": summary.get("wall_seconds"),
+        "started_at": st.get("started_at"),
+    }
+
+
+def delete_run(run: Run) -> None:
+    if run.status()["display_state"] in ("running", "queued"):
+        raise RunError(f"The run '{run.id}' is still {run.raw_status().get('state')}; stop it before deleting it.")
+    shutil.rmtree(run.path)

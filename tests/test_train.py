@@ -1,0 +1,130 @@
+"""The training loop writes the run-folder contract and each training option does what it says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.config import RunConfig
+from engine.jobs import prepare_run
+from engine.loop import TrainingFailed
+from engine.runs import Run
+from engine.train import fit, train_cli_entry
+
+TINY = dict(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, epochs=2,
+            batch_size=32, train_limit=0, lr=1e-2, precision="fp32")
+
+
+def tiny(**changes) -> RunConfig:
+    return RunConfig(**{**TINY, **changes}).validate()
+
+
+def run_fit(tmp_path: Path, cfg: RunConfig, **kw) -> tuple[Run, dict]:
+    run = prepare_run(cfg, tmp_path / "runs")
+    return run, fit(cfg, run, log=lambda m: None, **kw)
+
+
+def test_two_epoch_run_writes_the_whole_contract(tmp_path: Path):
+    run, summary = run_fit(tmp_path, tiny())
+    files = {p.relative_to(run.path).as_posix() for p in run.path.rglob("*") if p.is_file()}
+    for name in ("config.json", "status.json", "metrics.jsonl", "classes.json", "summary.json",
+                 "checkpoints/best.safetensors", "checkpoints/last.safetensors", "checkpoints/last_state.pt",
+                 "predictions/val.npz", "predictions/test.npz"):
+        assert name in files, name
+    status = json.loads((run.path / "status.json").read_text())
+    assert status["state"] == "completed" and status["epoch"] == 2 and status["step"] == status["total_steps"]
+    for key in ("epoch", "epochs", "step", "total_steps", "pid", "started_at", "updated_at"):
+        assert key in status
+    config = json.loads((run.path / "config.json").read_text())
+    assert config["config"]["epochs"] == 2 and config["dataset_fingerprint"] and config["versions"]["torch"]
+    assert json.loads((run.path / "classes.json").read_text()) == [str(i) for i in range(10)]
+    records = [json.loads(l) for l in (run.path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for r in records:
+        assert {"epoch", "step", "split", "loss", "accuracy", "balanced_accuracy", "macro_f1", "lr", "img_per_s"} <= set(r)
+    preds = np.load(run.path / "predictions" / "test.npz")
+    assert preds["probs"].shape == (len(preds["labels"]), 10) and len(preds["ids"]) == len(preds["labels"])
+    assert np.allclose(preds["probs"].sum(1), 1, atol=1e-4)
+    assert summary["best_epoch"] in (1, 2) and summary["wall_seconds"] > 0 and summary["train_img_per_s"] > 0
+    assert summary["final"]["test"]["accuracy"] > 0.8  # 10 classes, chance is 0.1: it really learned
+    torch.load(run.path / "checkpoints" / "last_state.pt", weights_only=True)  # plain tensors and numbers only
+    assert load_file(str(run.path / "checkpoints" / "best.safetensors"))
+
+
+def test_stop_file_stops_at_the_next_batch_and_resume_completes(tmp_path: Path):
+    cfg = tiny(epochs=3, batch_size=16, train_limit=300)
+    run = prepare_run(cfg, tmp_path / "runs")
+    calls = {"n": 0}
+
+    def stop_after_some_steps(done: int, total: int, stage: str) -> None:
+        if stage == "training":
+            calls["n"] += 1
+            if calls["n"] == 25:  # mid-epoch 2 (19 steps per epoch)
+                run.request_stop()
+
+    out = fit(cfg, run, log=lambda m: None, progress=stop_after_some_steps)
+    assert out["state"] == "stopped"
+    status = run.raw_status()
+    assert status["state"] == "stopped" and status["step"] == 25 and not run.stop_requested()
+    assert (run.checkpoints / "last.safetensors").exists()
+    summary = fit(cfg, run, resume=True, log=lambda m: None)
+    status = run.raw_status()
+    assert status["state"] == "completed" and status["epoch"] == 3
+    assert status["step"] == status["total_steps"] == 57  # no step lost or repeated across the stop
+    assert [r["epoch"] for r in run.metrics()] == [1, 2, 3]
+    assert summary["epochs_run"] == 3
+
+
+def test_early_stopping_stops(tmp_path: Path):
+    # a learning rate this small cannot change the val accuracy, so it never improves after epoch 1
+    run, summary = run_fit(tmp_path, tiny(epochs=6, lr=1e-12, patience=2, monitor="val_accuracy", scheduler="none"))
+    assert summary["epochs_run"] == 3 and summary["stopped_early"] == "patience"
+    assert run.raw_status()["state"] == "completed"
+
+
+def test_non_finite_loss_fails_cleanly(tmp_path: Path):
+    # class weights this large overflow float32 in the weighted loss: a real route to an inf loss
+    cfg = tiny(imbalance="weighted_loss", class_weights=[3e38] * 10)
+    run = prepare_run(cfg, tmp_path / "runs")
+    with pytest.raises(TrainingFailed, match="became nan|became inf"):
+        train_cli_entry(cfg, run, resume=False, log=lambda m: None)
+    status = run.raw_status()
+    assert status["state"] == "failed" and "learning rate" in status["error"]
+
+
+def test_multilabel_trains_with_bce(tmp_path: Path):
+    run, summary = run_fit(tmp_path, tiny(dataset="builtin:fashion-multilabel", image_size=28, train_limit=400, epochs=1))
+    preds = np.load(run.path / "predictions" / "val.npz")
+    assert preds["labels"].ndim == 2 and preds["probs"].shape == preds["labels"].shape
+    assert not np.allclose(preds["probs"].sum(1), 1)  # independent sigmoids, not a softmax
+    assert {"micro_f1", "macro_f1", "hamming_loss"} <= set(summary["final"]["val"])
+    assert summary["thresholds"]["multilabel"] == [0.5] * 10
+
+
+def test_binary_run_reports_auc_and_hter(tmp_path: Path):
+    run, summary = run_fit(tmp_path, tiny(dataset="builtin:fashion-binary", image_size=28, train_limit=400, epochs=1,
+                                          imbalance="weighted_loss"))
+    val = summary["final"]["val"]
+    assert {"auc", "far", "frr", "hter"} <= set(val) and 0 <= val["hter"] <= 1
+    assert val["hter"] == pytest.approx((val["far"] + val["frr"]) / 2)
+    assert summary["thresholds"]["binary"] == 0.5
+
+
+def test_train_limit_is_stratified(tmp_path: Path):
+    run, _ = run_fit(tmp_path, tiny(dataset="builtin:fashion-longtail", image_size=28, train_limit=200, epochs=1))
+    assert json.loads((run.path / "config.json").read_text())["num_train"] == 200
+
+
+def test_linear_probe_reuses_cached_features(tmp_path: Path):
+    cfg = tiny(model="tf_efficientnet_lite0", pretrained=True, strategy="linear_probe", image_size=32, epochs=3,
+               batch_size=128, lr=1e-2, train_limit=0)
+    _, first = run_fit(tmp_path, cfg)
+    _, second = run_fit(tmp_path, cfg)
+    assert first["features_cache_hit"] is False and second["features_cache_hit"] is True
+    assert second["final"]["test"]["accuracy"] == pytest.approx(first["final"]["test"]["accuracy"])
+    assert second["final"]["test"]["accuracy"] > 0.6  # ImageNet features separate digits well
