@@ -55,6 +55,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
+    lrf = sub.add_parser("lr-find", help="LR range test: loss vs learning rate and a suggested value",
+                         description="Train briefly with an exponentially rising learning rate on the configured "
+                                     "data and model (nothing is saved) and suggest a learning rate.")
+    lrf.add_argument("--config", help="a JSON/YAML config file")
+    lrf.add_argument("--preset", help="a named starting point, e.g. quick")
+    lrf.add_argument("--steps", type=int, default=100, help="batches in the sweep")
+    lrf.add_argument("--start-lr", type=float, default=1e-6)
+    lrf.add_argument("--end-lr", type=float, default=1.0)
+    lrf.add_argument("--json", action="store_true", help="print lrs, losses and the suggestion as JSON")
+    lrf.add_argument("--no-progress", action="store_true")
+    lrf.set_defaults(func=cmd_lr_find)
+    add_config_flags(lrf)
+
     runs = sub.add_parser("runs", help="list or delete runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND", required=True)
     ls = runs_sub.add_parser("list", help="the runs, newest first")
@@ -166,6 +179,27 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
         print(f"{state}: {run.path}")
         for split, m in (summary.get("final") or {}).items():
             print(f"  {split}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from engine.cli import TqdmProgress
+    from engine.lr_find import find_lr
+
+    cfg, _ = build_config(args)
+    progress = TqdmProgress(enabled=not args.no_progress)
+    try:
+        result = find_lr(cfg, num_steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, progress=progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    lrs, losses = result["lrs"], result["losses"]
+    for i in range(0, len(lrs), max(1, len(lrs) // 12)):
+        print(f"lr {lrs[i]:9.2e}  loss {losses[i]:.4f}")
+    print(f"suggested lr: {result['suggested_lr']:.2e} (steepest fall of the smoothed loss; "
+          f"minimum at {result['min_loss_lr']:.2e})")
     return 0
 
 

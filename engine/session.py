@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 from dataclasses import dataclass, field
 from typing import Callable
@@ -74,7 +75,9 @@ def versions() -> dict[str, str]:
             "numpy": np.__version__}
 
 
-def open_session(cfg: RunConfig, run: Run, dist, log: Callable = print, progress=None, write: bool = True) -> Session:
+def open_session(cfg: RunConfig, run: Run, dist, log: Callable = print, progress=None, write: bool = True,
+                 splits: dict[str, np.ndarray] | None = None) -> Session:
+    """Open data, model and device for `cfg`; `splits` replaces the dataset's own (k-fold children)."""
     torch.manual_seed(cfg.seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -88,6 +91,8 @@ def open_session(cfg: RunConfig, run: Run, dist, log: Callable = print, progress
         from engine.errors import DatasetError
 
         raise DatasetError(f"The dataset '{cfg.dataset}' has no validation images; it is too small to train on.")
+    if splits is not None:
+        ds = dataclasses.replace(ds, splits=splits)
     train_idx = limit_train(ds.splits["train"], ds.labels, cfg.train_limit, cfg.seed)
     pretrained = cfg.pretrained and cfg.strategy != "scratch"
     model, info = build_model(cfg.model, len(ds.classes), in_chans=ds.channels, pretrained=pretrained,

@@ -46,12 +46,19 @@ def improved(value: float | None, best: float | None, monitor: str) -> bool:
 
 
 def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
-        progress: Callable[[int, int, str], None] | None = None) -> dict:
-    """Train per `cfg` into `run`; returns the summary. Raises `LoupeError` for user-fixable problems."""
+        progress: Callable[[int, int, str], None] | None = None, splits: dict | None = None) -> dict:
+    """Train per `cfg` into `run`; returns the summary. Raises `LoupeError` for user-fixable problems.
+
+    `cfg.kfold >= 2` trains one child run per fold instead (see `engine.kfold`).
+    """
+    if cfg.kfold >= 2:
+        from engine.kfold import fit_kfold
+
+        return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
     dist = distributed.setup(cfg.device)
     wall0 = time.time()
     try:
-        s = open_session(cfg, run, dist, log=log, progress=progress, write=dist.is_main)
+        s = open_session(cfg, run, dist, log=log, progress=progress, write=dist.is_main, splits=splits)
         if cfg.strategy == "linear_probe":
             from engine.probe import fit_probe
 

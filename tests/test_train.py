@@ -128,3 +128,31 @@ def test_linear_probe_reuses_cached_features(tmp_path: Path):
     assert first["features_cache_hit"] is False and second["features_cache_hit"] is True
     assert second["final"]["test"]["accuracy"] == pytest.approx(first["final"]["test"]["accuracy"])
     assert second["final"]["test"]["accuracy"] > 0.6  # ImageNet features separate digits well
+
+
+def test_lr_finder_sweeps_and_suggests_a_value_inside_the_range():
+    from engine.lr_find import find_lr
+
+    result = find_lr(tiny(batch_size=32), num_steps=40, start_lr=1e-5, end_lr=10.0)
+    lrs, losses = result["lrs"], result["losses"]
+    assert lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-5) and len(losses) == len(lrs)
+    assert 1e-5 <= result["suggested_lr"] <= 10.0
+    assert min(losses) < losses[0]  # the loss does fall somewhere in the sweep
+
+
+def test_kfold_trains_children_and_keeps_out_of_fold_probabilities(tmp_path: Path):
+    run, summary = run_fit(tmp_path, tiny(kfold=3, epochs=1))
+    children = sorted(p.name for p in (run.path / "folds").iterdir())
+    assert children == ["fold1", "fold2", "fold3"]
+    for c in children:
+        assert Run(run.path / "folds" / c).raw_status()["state"] == "completed"
+    oof = np.load(run.path / "predictions" / "oof.npz")
+    test = np.load(run.path / "folds" / "fold1" / "predictions" / "test.npz")
+    # every train+val image has exactly one held-out prediction; test images are never folded
+    assert len(np.unique(oof["indices"])) == len(oof["indices"])
+    assert not set(oof["indices"].tolist()) & set(test["indices"].tolist())
+    assert len(oof["indices"]) + len(test["indices"]) == 1797
+    cv = summary["cv"]["val"]["accuracy"]
+    per_fold = [f["val"]["accuracy"] for f in summary["folds"]]
+    assert cv["mean"] == pytest.approx(np.mean(per_fold)) and cv["std"] == pytest.approx(np.std(per_fold, ddof=1))
+    assert run.raw_status()["state"] == "completed"
