@@ -2,4 +2,5 @@ import sys
 
 from engine.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # guarded: spawned worker processes import this module as __mp_main__
+    sys.exit(main())

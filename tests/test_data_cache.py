@@ -22,8 +22,8 @@ def _forbid_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     def boom(*args, **kwargs):
         raise AssertionError("decoded again although the cache holds this dataset")
 
-    monkeypatch.setattr(cache, "decode", boom)
-    monkeypatch.setattr(cache, "read_header", boom)
+    monkeypatch.setattr(cache, "decode_chunk", boom)
+    monkeypatch.setattr(cache, "header_chunk", boom)
 
 
 def test_second_open_does_not_decode(tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch):
@@ -82,3 +82,18 @@ def test_exact_duplicates_share_a_content_hash(tmp_path: Path, fresh_cache: Path
     ds = open_dataset(str(tmp_path / "ds"), image_size=8)
     sha = dict(zip(ds.source.files, ds.scan.sha))
     assert sha["a/0.png"] == sha["b/copy.png"] != sha["a/1.png"]
+
+
+def test_large_folders_decode_in_worker_processes_with_the_same_result(tmp_path: Path, fresh_cache: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    import engine.data.workers as workers
+
+    make_class_folders(tmp_path / "ds", {"a": 20, "b": 20})
+    (tmp_path / "ds" / "b" / "bad.png").write_bytes(b"not an image")
+    serial = open_dataset(str(tmp_path / "ds"), image_size=8)
+    monkeypatch.setattr(workers, "POOL_MIN_FILES", 1)  # force the process pool on a small folder
+    monkeypatch.setattr(workers, "CHUNK", 7)
+    monkeypatch.setenv("LOUPE_CACHE_DIR", str(tmp_path / "cache-pool"))
+    pooled = open_dataset(str(tmp_path / "ds"), image_size=8)
+    assert np.array_equal(np.asarray(serial.images), np.asarray(pooled.images))
+    assert serial.scan.corrupt == pooled.scan.corrupt and serial.scan.sha == pooled.scan.sha

@@ -12,26 +12,21 @@ import hashlib
 import json
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from engine.data.decode import GRAY_MODES, ImageDecodeError, decode, read_header
+from engine.data.decode import GRAY_MODES
 from engine.data.duplicates import dhash_batch, thumbnails_batch
 from engine.data.source import Progress, ScanResult, Source, no_progress
+from engine.data.workers import decode_chunk, header_chunk, run_chunks
 
 #: bump when the cache layout changes, so caches written by older code are rebuilt, not misread
 CACHE_VERSION = 2
-CHUNK = 256  # images per worker task: big enough to amortise scheduling, small enough for smooth progress
 
 
 def cache_dir() -> Path:
     return Path(os.environ.get("LOUPE_CACHE_DIR", Path.home() / ".cache" / "loupe")).expanduser()
-
-
-def _workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _dataset_dir(source: Source) -> Path:
@@ -49,19 +44,11 @@ def scan_headers(source: Source, progress: Progress = no_progress) -> ScanResult
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
     mode, fmt, corrupt = [""] * n, [""] * n, []
     ok = np.zeros(n, bool)
-
-    def work(i: int) -> None:
-        try:
-            h = read_header(source.path(i))
-        except ImageDecodeError as e:
-            corrupt.append({"path": source.item_id(i), "reason": str(e)})
-            return
-        width[i], height[i], mode[i], fmt[i], ok[i] = h.width, h.height, h.mode, h.format, True
-
-    with ThreadPoolExecutor(_workers()) as pool:
-        for start in range(0, n, CHUNK):
-            list(pool.map(work, range(start, min(n, start + CHUNK))))
-            progress(min(n, start + CHUNK), n, "reading headers")
+    for i, header, reason in run_chunks(header_chunk, str(source.root), source.files, (), "reading headers", progress):
+        if header is None:
+            corrupt.append({"path": source.item_id(i), "reason": reason})
+        else:
+            (width[i], height[i], mode[i], fmt[i]), ok[i] = header, True
     corrupt.sort(key=lambda c: c["path"])
     scan = ScanResult(ok=ok, width=width, height=height, mode=mode, format=fmt, corrupt=corrupt)
     _save_scan(path, scan)
@@ -102,10 +89,12 @@ def _build(source: Source, size: int, channels: int, resize_mode: str, folder: P
     if source.arrays is not None:
         scan = _fill_from_arrays(source, images, size, channels, progress)
     else:
-        scan = _fill_from_files(source, images, size, channels, resize_mode, progress)
+        images.flush()  # the workers write rows through their own maps of the same file
+        scan = _fill_from_files(source, tmp / "images.npy", size, channels, resize_mode, progress)
     progress(n, n, "hashing")
-    scan.dhash = dhash_batch(images)
-    np.save(tmp / "thumbs.npy", thumbnails_batch(images))
+    thumbs = thumbnails_batch(images)
+    scan.dhash = dhash_batch(thumbs)  # from the 16x16 thumbnails: same gradients, a fraction of the work
+    np.save(tmp / "thumbs.npy", thumbs)
     scan.deep = True
     images.flush()
     del images
@@ -117,34 +106,18 @@ def _build(source: Source, size: int, channels: int, resize_mode: str, folder: P
 
 
 def _fill_from_files(
-    source: Source, images: np.ndarray, size: int, channels: int, resize_mode: str, progress: Progress
+    source: Source, images_path: Path, size: int, channels: int, resize_mode: str, progress: Progress
 ) -> ScanResult:
     n = len(source)
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
     mode, fmt, sha, corrupt = [""] * n, [""] * n, [""] * n, []
     ok = np.zeros(n, bool)
-
-    def work(i: int) -> None:
-        path = source.path(i)
-        try:
-            data = path.read_bytes()
-            arr, h = decode(data, path.name, size=size, channels=channels, resize_mode=resize_mode)
-        except OSError as e:
-            corrupt.append({"path": source.item_id(i), "reason": f"cannot read the file ({e.strerror or e})"})
-            return
-        except ImageDecodeError as e:
-            corrupt.append({"path": source.item_id(i), "reason": str(e)})
-            return
-        images[i] = arr
-        sha[i] = hashlib.blake2b(data, digest_size=16).hexdigest()
-        width[i], height[i], mode[i], fmt[i], ok[i] = h.width, h.height, h.mode, h.format, True
-
-    done = 0
-    with ThreadPoolExecutor(_workers()) as pool:
-        for start in range(0, n, CHUNK):
-            list(pool.map(work, range(start, min(n, start + CHUNK))))
-            done = min(n, start + CHUNK)
-            progress(done, n, "decoding")
+    extra = (str(images_path), size, channels, resize_mode)
+    for i, found, reason in run_chunks(decode_chunk, str(source.root), source.files, extra, "decoding", progress):
+        if found is None:
+            corrupt.append({"path": source.item_id(i), "reason": reason})
+        else:
+            (width[i], height[i], mode[i], fmt[i], sha[i]), ok[i] = found, True
     corrupt.sort(key=lambda c: c["path"])
     return ScanResult(ok=ok, width=width, height=height, mode=mode, format=fmt, corrupt=corrupt, sha=sha)
 

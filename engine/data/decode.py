@@ -51,7 +51,7 @@ class Header:
 
 
 def is_image_name(name: str) -> bool:
-    return Path(name).suffix.lower() in EXTENSION_FORMATS
+    return os.path.splitext(name)[1].lower() in EXTENSION_FORMATS
 
 
 def _open(data: bytes | Path, name: str) -> Image.Image:

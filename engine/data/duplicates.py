@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections import defaultdict
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from engine.data.source import SPLIT_NAMES
 
 #: ITU-R 601 luma weights, the same as Pillow's convert('L')
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
+_LUMA = (0.299, 0.587, 0.114)
 #: float elements per dhash chunk (~256 MB of float32), so memmaps of large images stay bounded
 _CHUNK_ELEMENTS = 64 * 1024 * 1024
 
@@ -36,6 +34,9 @@ def dhash_batch(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
     Grayscale, area-average to 8 rows x 9 columns, bit = left < right (row-major, first bit is the
     most significant). Works on a memmap chunk by chunk; tiny images are upsampled by the pooling.
     """
+    import torch  # lazily: the decode workers import this package and need no torch
+    import torch.nn.functional as F
+
     if not isinstance(images, np.ndarray):
         images = np.asarray(images)
     if images.ndim not in (3, 4):
@@ -53,7 +54,7 @@ def dhash_batch(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
         small = F.adaptive_avg_pool2d(x, (8, 9))
         c = small.shape[1]
         if c >= 3:  # RGB or RGBA: alpha is ignored
-            gray = (small[:, :3] * _LUMA.view(1, 3, 1, 1)).sum(1)
+            gray = (small[:, :3] * torch.tensor(_LUMA).view(1, 3, 1, 1)).sum(1)
         else:  # L or LA
             gray = small[:, 0]
         bits = (gray[:, :, :-1] < gray[:, :, 1:]).reshape(-1, 64).numpy()
@@ -83,13 +84,16 @@ def exact_groups(keys: list[str], ok: np.ndarray) -> list[list[int]]:
 
 def thumbnails_batch(images: np.ndarray, side: int = 16, chunk: int = 4096) -> np.ndarray:
     """(N, H, W[, C]) uint8 -> (N, side, side) uint8 grayscale thumbnails, for the pixel check below."""
+    import torch  # lazily: the decode workers import this package and need no torch
+    import torch.nn.functional as F
+
     n = images.shape[0]
     out = np.empty((n, side, side), dtype=np.uint8)
     for start in range(0, n, chunk):
         x = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).float()
         x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x.unsqueeze(1)
         small = F.adaptive_avg_pool2d(x, (side, side))
-        gray = (small[:, :3] * _LUMA.view(1, 3, 1, 1)).sum(1) if small.shape[1] >= 3 else small[:, 0]
+        gray = (small[:, :3] * torch.tensor(_LUMA).view(1, 3, 1, 1)).sum(1) if small.shape[1] >= 3 else small[:, 0]
         out[start : start + chunk] = gray.round().clamp(0, 255).to(torch.uint8).numpy()
     return out
 
