@@ -113,8 +113,7 @@ class ImageClassifier(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, head: nn.Module, *, in_chans: int,
-                 backbone_chans: int, mean: tuple[float, ...], std: tuple[float, ...], dropout: float = 0.0,
-                 feature_scale: float = 1.0):
+                 backbone_chans: int, mean: tuple[float, ...], std: tuple[float, ...], dropout: float = 0.0):
         super().__init__()
         self.backbone = backbone
         self.num_features = num_features
@@ -125,8 +124,6 @@ class ImageClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.drop = nn.Dropout(dropout)
         self.head = head
-        # L2-normalised embeddings have norm 1; a fixed scale lets a plain linear head reach confident logits.
-        self.feature_scale = float(feature_scale)
         self.last_stage: list[str] = []
         self.strategy = "finetune_all"
 
@@ -136,7 +133,7 @@ class ImageClassifier(nn.Module):
         return self.backbone((x - self.mean) / self.std)
 
     def classify(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(f * self.feature_scale))
+        return self.head(self.drop(f))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify(self.features(x))
@@ -146,12 +143,27 @@ class ImageClassifier(nn.Module):
         return set_train_mode(self)
 
 
-def make_head(kind: str, num_features: int, num_classes: int) -> nn.Module:
+class ScaledLinear(nn.Linear):
+    """`Linear(scale * x)`: L2-normalised embeddings have norm 1, and a fixed scale (as in NormFace) lets
+    the head reach confident logits quickly. The scale lives in the head, so `head(features)` is exact
+    wherever the head is used alone (a linear probe on cached features)."""
+
+    def __init__(self, in_features: int, out_features: int, scale: float = 1.0):
+        super().__init__(in_features, out_features)
+        self.scale = float(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x * self.scale, self.weight, self.bias)
+
+
+def make_head(kind: str, num_features: int, num_classes: int, scale: float = 1.0) -> nn.Module:
+    first = ScaledLinear if scale != 1.0 else nn.Linear
+    kw = {"scale": scale} if scale != 1.0 else {}
     if kind == "linear":
-        return nn.Linear(num_features, num_classes)
+        return first(num_features, num_classes, **kw)
     if kind == "mlp":
         hidden = max(64, min(512, num_features))
-        return nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
+        return nn.Sequential(first(num_features, hidden, **kw), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
     raise ModelError(f"Unknown head '{kind}'; choose 'linear' or 'mlp'.")
 
 
@@ -251,7 +263,7 @@ def _load_package(model: nn.Module, name: str, dist: str, path: Path) -> None:
     pairs = [(k, v) for k, v in src.items() if not k.endswith(skip)]
     if len(pairs) != len(dst):
         raise WeightsError(f"The weights in package '{dist}' ({path.name}) hold {len(pairs)} tensors but timm's '{name}' "
-                           f"has {len(dst)}; install a package version that matches this timm, or pass --allow-scratch.")
+                           f"has {len(dst)}; reinstall a version that fits this timm, or train without pretrained weights.")
     mapped = {}
     for dk, (sk, v) in zip(dst, pairs):
         if dk.rsplit(".", 1)[-1] != sk.rsplit(".", 1)[-1] or v.shape != own[dk].shape:
@@ -278,7 +290,7 @@ def load_state(target: nn.Module, state: dict[str, torch.Tensor], origin: str, o
     """Strict load: every non-optional key present with its exact shape. Optional keys (a classifier)
     may be absent or differ in shape; then they keep their initialisation and a note says so."""
     own = target.state_dict()
-    state = _resample_pos_embed(target, dict(state))
+    state = _resample_pos_embed(target, own, dict(state))
     extra = [k for k in state if k not in own]
     if extra:
         raise WeightsError(f"{origin} has {len(extra)} tensor(s) this model lacks (first: '{extra[0]}'); it was saved "
@@ -300,12 +312,11 @@ def load_state(target: nn.Module, state: dict[str, torch.Tensor], origin: str, o
     return notes[:1]
 
 
-def _resample_pos_embed(target: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _resample_pos_embed(target: nn.Module, own: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """ViT position embeddings saved at another resolution are interpolated, as timm does for its own weights."""
-    for key in [k for k in state if k.endswith("pos_embed")]:
+    for key in [k for k in state if k.endswith("pos_embed") and k in own and own[k].shape != state[k].shape]:
         owner = target.get_submodule(key.rsplit(".", 1)[0]) if "." in key else target
-        own = getattr(owner, "pos_embed", None)
-        if isinstance(own, torch.Tensor) and own.shape != state[key].shape and hasattr(owner, "patch_embed"):
+        if hasattr(owner, "patch_embed") and state[key].ndim == 3:
             from timm.layers import resample_abs_pos_embed
 
             state[key] = resample_abs_pos_embed(state[key], list(owner.patch_embed.grid_size),
@@ -354,9 +365,9 @@ def build_model(name: str, num_classes: int | None, in_chans: int = 3, pretraine
             raise ModelError(f"Keeping the pretrained classifier needs ImageNet weights, which '{name}' does not have here; give the number of classes.")
         head_mod = b.pretrained_head
     else:
-        head_mod = make_head(head, b.num_features, num_classes)
+        head_mod = make_head(head, b.num_features, num_classes, scale=16.0 if name == "facenet" else 1.0)
     model = ImageClassifier(b.backbone, b.num_features, head_mod, in_chans=in_chans, backbone_chans=b.chans,
-                            mean=b.mean, std=b.std, dropout=dropout, feature_scale=16.0 if name == "facenet" else 1.0)
+                            mean=b.mean, std=b.std, dropout=dropout)
     if own_layout:
         b.notes += load_state(model, {k: v for k, v in state.items() if k not in ("mean", "std")}, origin, optional=("head.", "mean", "std"))
     if state is not None:

@@ -34,10 +34,14 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
     wall0 = time.time()
     ds, model = s.ds, s.model
     multilabel = s.task == "multilabel"
-    model_key = f"{cfg.model}|{s.info.weights_source}|{cfg.weights_file}"
+    # a scratch backbone is random: its features are only valid for this seed's initialisation
+    seed_part = f"|seed{cfg.seed}" if s.info.weights_source == "scratch" else ""
+    model_key = f"{cfg.model}|{s.info.weights_source}|{cfg.weights_file}{seed_part}"
     run.write_status(state="running", epoch=0, epochs=cfg.epochs, step=0, stage="features")
-    feats_np, hit = cached_features(model.cpu(), model_key, ds.fingerprint, ds.image_size, ds.images,
+    model.to(s.compute.device)
+    feats_np, hit = cached_features(model, model_key, ds.fingerprint, ds.image_size, ds.images,
                                     batch_size=256, device=str(s.compute.device))
+    model.cpu()
     log(f"features {feats_np.shape} ({'cache hit' if hit else 'computed and cached'})")
     feats = torch.from_numpy(np.asarray(feats_np, dtype=np.float32))
     labels = torch.from_numpy(ds.labels.astype(np.float32 if multilabel else np.int64))

@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Measured on the project's 2-core CPU: >= 91% test accuracy on builtin:fashion-mnist in about a
-    # minute of training (see bench/RESULTS.md). The time budget guarantees it ends within 2 minutes.
+    # Measured on the project's 2-core CPU (bench/RESULTS.md): about 92% test accuracy on
+    # builtin:fashion-mnist after 3 epochs; the time budget is a guard that it ends within 2 minutes.
     "quick": {
-        "dataset": "builtin:fashion-mnist", "model": "small_cnn", "image_size": 28, "epochs": 6,
-        "batch_size": 256, "optimizer": "adamw", "lr": 4e-3, "weight_decay": 5e-4, "scheduler": "onecycle",
-        "hflip": True, "label_smoothing": 0.1, "time_budget_s": 110.0, "strategy": "scratch",
+        "dataset": "builtin:fashion-mnist", "model": "small_cnn", "image_size": 28, "epochs": 3,
+        "batch_size": 256, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4, "scheduler": "onecycle",
+        "hflip": True, "dropout": 0.1, "time_budget_s": 115.0, "strategy": "scratch",
     },
 }
 
