@@ -46,11 +46,15 @@ def _cbr(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
-def _stages(in_chans: int, widths: tuple[int, ...]) -> nn.Sequential:
-    """Two conv-bn-relu per stage, 2x2 max-pool between stages: cheap, and strong on 28-64 px images."""
+def _stages(in_chans: int, widths: tuple[int, ...], single_first: bool = False) -> nn.Sequential:
+    """Two conv-bn-relu per stage, 2x2 max-pool between stages: cheap, and strong on 28-64 px images.
+
+    `single_first` keeps one conv at full resolution, where a conv costs 4x a stage-2 conv.
+    """
     out, c = [], in_chans
     for i, w in enumerate(widths):
-        out.append(nn.Sequential(*([nn.MaxPool2d(2)] if i else []), _cbr(c, w), _cbr(w, w)))
+        convs = [_cbr(c, w)] + ([] if (i == 0 and single_first) else [_cbr(w, w)])
+        out.append(nn.Sequential(*([nn.MaxPool2d(2)] if i else []), *convs))
         c = w
     return nn.Sequential(*out)
 
@@ -60,7 +64,7 @@ class SmallCNN(nn.Module):
 
     def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128)):
         super().__init__()
-        self.stages = _stages(in_chans, widths)
+        self.stages = _stages(in_chans, widths, single_first=True)
         self.num_features = widths[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

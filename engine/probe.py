@@ -69,7 +69,7 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(idx)
+            total += float(loss.detach()) * len(idx)
             step += 1
         t_train += time.perf_counter() - t0
         probs = _head_probs(head, feats[val_idx], multilabel)

@@ -217,7 +217,7 @@ def run_row(run: Run) -> dict:
         "epoch": st.get("epoch", 0),
         "epochs": st.get("epochs", cfg.get("epochs")),
         "monitor": summary.get("monitor"),
-        "best": best.get(summary.get("monitor", ""), None),
+        "best": best.get((summary.get("monitor") or "").removeprefix("val_")),
         "best_epoch": summary.get("best_epoch"),
         "wall_seconds": summary.get("wall_seconds"),
         "started_at": st.get("started_at"),

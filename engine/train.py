@@ -119,7 +119,11 @@ def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: f
                 progress(step0 + math.ceil(pos / per_rank_bs), total_steps, "training")
             if dist.is_main and now - last_beat[0] >= HEARTBEAT_S:
                 last_beat[0] = now
-                run.write_status(step=step0 + math.ceil(pos / per_rank_bs), epoch=epoch, batch_loss=loss)
+                step = step0 + math.ceil(pos / per_rank_bs)
+                run.write_status(step=step, epoch=epoch, batch_loss=loss)
+                # a throttled train record, so live curves move within an epoch, not only at its end
+                run.append_metrics({"epoch": epoch + pos / len(order), "step": step, "split": "train", "loss": loss,
+                                    "lr": optimizer.param_groups[0]["lr"], "time": now_iso()})
 
         set_train_mode(getattr(model, "module", model))
         res = train_one_epoch(model, data, order, cfg, loss_fn, optimizer, scheduler, compute, st["batch_size"],

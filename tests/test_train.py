@@ -44,6 +44,7 @@ def test_two_epoch_run_writes_the_whole_contract(tmp_path: Path):
     assert config["config"]["epochs"] == 2 and config["dataset_fingerprint"] and config["versions"]["torch"]
     assert json.loads((run.path / "classes.json").read_text()) == [str(i) for i in range(10)]
     records = [json.loads(l) for l in (run.path / "metrics.jsonl").read_text().splitlines()]
+    records = [r for r in records if r["split"] == "val"]  # (throttled split=train records come between)
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
         assert {"epoch", "step", "split", "loss", "accuracy", "balanced_accuracy", "macro_f1", "lr", "img_per_s"} <= set(r)
@@ -76,14 +77,16 @@ def test_stop_file_stops_at_the_next_batch_and_resume_completes(tmp_path: Path):
     status = run.raw_status()
     assert status["state"] == "completed" and status["epoch"] == 3
     assert status["step"] == status["total_steps"] == 57  # no step lost or repeated across the stop
-    assert [r["epoch"] for r in run.metrics()] == [1, 2, 3]
+    assert [r["epoch"] for r in run.metrics() if r["split"] == "val"] == [1, 2, 3]
     assert summary["epochs_run"] == 3
 
 
 def test_early_stopping_stops(tmp_path: Path):
-    # a learning rate this small cannot change the val accuracy, so it never improves after epoch 1
-    run, summary = run_fit(tmp_path, tiny(epochs=6, lr=1e-12, patience=2, monitor="val_accuracy", scheduler="none"))
-    assert summary["epochs_run"] == 3 and summary["stopped_early"] == "patience"
+    # a learning rate this small leaves the weights alone; only BatchNorm statistics settle, so the val
+    # accuracy soon stops improving and the run must end exactly `patience` epochs after its best
+    run, summary = run_fit(tmp_path, tiny(epochs=8, lr=1e-12, patience=2, monitor="val_accuracy", scheduler="none"))
+    assert summary["stopped_early"] == "patience"
+    assert summary["epochs_run"] == summary["best_epoch"] + 2 < 8
     assert run.raw_status()["state"] == "completed"
 
 

@@ -1,0 +1,65 @@
+"""Train page: a form with every option (prefilled for the active dataset) -> a background training
+job -> a live panel that follows it; below, every run for comparison and clean-up.
+
+The run folder is the truth: the job writes it, the live panel and the table only read it, so a
+reload or another browser reattaches to whatever is training.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine import jobs
+from engine.errors import LoupeError
+from engine.runs import list_runs
+from pages import runs_table, state, train_form, train_live, train_values
+
+K_FLASH = "train.flash"
+
+
+def start(stats_error: LoupeError | None) -> None:
+    """Validate the form and launch the job; a bad value is shown as one sentence, the form kept as is."""
+    try:
+        if stats_error is not None:
+            raise stats_error
+        cfg = train_values.build_config()
+        run = jobs.start(cfg)
+    except LoupeError as e:
+        st.error(str(e), icon=":material/error:")
+        return
+    state.set_active_run(run.id)
+    st.session_state[K_FLASH] = f"Started {run.id}"
+    st.rerun()
+
+
+def start_bar(stats_error: LoupeError | None) -> None:
+    busy = [r.id for r in list_runs() if r.status()["display_state"] in train_live.ACTIVE]
+    with st.container(horizontal=True, vertical_alignment="center"):
+        clicked = st.button("Start training", type="primary", icon=":material/play_arrow:", key="train.start")
+        if busy:
+            st.caption(f"{len(busy)} run{'s are' if len(busy) > 1 else ' is'} training already; a new one waits "
+                       "in the queue until the device is free.")  # fmt: skip
+    if clicked:
+        start(stats_error)
+
+
+def main() -> None:
+    st.title("Train")
+    if flash := st.session_state.pop(K_FLASH, None):
+        st.toast(flash, icon=":material/play_arrow:")
+    spec = state.active_dataset()
+    stats, stats_error = train_values.dataset_stats(spec)
+    train_values.sync(spec, stats)
+    form, live = st.columns([3, 2], gap="large")
+    with form:
+        st.subheader("New run")
+        train_form.render(spec, stats, stats_error)
+        start_bar(stats_error)
+    with live:
+        st.subheader("Live")
+        train_live.panel(state.active_run())
+    st.divider()
+    runs_table.render()
+
+
+main()

@@ -1,0 +1,432 @@
+"""The Train page, driven through Streamlit's AppTest: the form, the preset, starting a real background
+run and following it, bad input, the augmentation preview, the runs table, comparison and delete."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine import jobs
+from engine.config import GROUPS, RunConfig
+from engine.runs import Run, atomic_write_json, list_runs, now_iso
+from pages import train_live
+from tests.conftest import make_class_folders, needs_fashion
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+WAIT_S = 150  # a 1-epoch digits run takes ~20 s alone; leave room for a busy 2-core machine
+
+
+def open_train(dataset: str | None = "builtin:digits", run: str | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    if dataset:
+        at.query_params["dataset"] = dataset
+    if run:
+        at.query_params["run"] = run
+    at.run()
+    at.switch_page("pages/train.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Train"
+    return at
+
+
+def number(at: AppTest, field: str):
+    return at.number_input(key=f"train.f.{field}")
+
+
+def form_value(at: AppTest, name: str):
+    """A field's value as the form holds it (the same mapping as pages/train_values.read_field)."""
+    from pages.train_values import AUG_ON, OTHER_MODEL, default
+
+    ss = at.session_state
+    if name == "model":
+        pick = ss["train.model_pick"]
+        return ss["train.model_other"] if pick == OTHER_MODEL else pick
+    if name in AUG_ON:
+        return ss[f"train.f.{name}"] if ss[f"train.on.{name}"] else default(name)
+    if name == "class_weights":
+        return [float(w) for w in ss["train.f.class_weights"].split(",") if w.strip()]
+    return ss[f"train.f.{name}"]
+
+
+def wait_for(run: Run, states: tuple[str, ...], timeout: float = WAIT_S, step: bool = False) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        st = run.status()
+        if st["display_state"] in states and (not step or (st.get("step") or 0) > 0):
+            return st
+        if st["display_state"].startswith("failed"):
+            break
+        time.sleep(0.5)
+    log = (run.path / "train.log").read_text() if (run.path / "train.log").exists() else ""
+    raise AssertionError(f"run {run.id} is {run.status()} after {timeout} s, not {states}; log:\n{log[-3000:]}")
+
+
+def live_progress(at: AppTest) -> list[str]:
+    """Texts of the progress bars the live panel draws (loading bars are emptied, so not counted)."""
+    return [p.proto.text for p in at.get("progress")]
+
+
+def run_picker(at: AppTest):
+    """The runs table's "Run" selectbox (its key carries the active run, so it follows it)."""
+    return next(s for s in at.selectbox if s.key and s.key.startswith("train.runs.pick"))
+
+
+def runs_frame(at: AppTest):
+    frames = [d.value for d in at.dataframe]
+    assert frames, "no runs table"
+    return frames[0]
+
+
+def fake_run(name: str = "", state: str = "completed", scores: tuple[float, ...] = (0.5, 0.7, 0.8), epochs: int = 3) -> Run:
+    """A run folder as the trainer writes it (contract 2), without training."""
+    run = jobs.prepare_run(RunConfig(dataset="builtin:digits", model="small_cnn", epochs=epochs, name=name))
+    for e, score in enumerate(scores, 1):
+        run.append_metrics({"epoch": e, "step": 10 * e, "split": "val", "loss": 1.0 / e, "accuracy": score,
+                            "balanced_accuracy": score, "macro_f1": score, "train_loss": 1.2 / e, "lr": 1e-3,
+                            "img_per_s": 100.0 + e, "time": now_iso()})  # fmt: skip
+    best = max(range(len(scores)), key=lambda i: scores[i]) + 1 if scores else None
+    if state == "completed":
+        val = {"accuracy": max(scores), "balanced_accuracy": max(scores), "macro_f1": max(scores)}
+        atomic_write_json(run.path / "summary.json", {
+            "best_epoch": best, "monitor": "val_balanced_accuracy", "best": val, "final": {"val": val, "test": val},
+            "wall_seconds": 12.5, "train_img_per_s": 101.0})  # fmt: skip
+    run.write_status(state=state, epoch=len(scores), epochs=epochs, step=10 * len(scores), total_steps=10 * epochs,
+                     started_at=now_iso(), pid=None)  # fmt: skip
+    return run
+
+
+# --- the form -------------------------------------------------------------------------------------
+
+
+def test_form_renders_grouped_and_prefilled_for_the_active_dataset():
+    at = open_train("builtin:digits")
+    assert not at.error
+    labels = [e.label for e in at.expander]
+    for title in ("Data", "Model", "Imbalance", "Augmentation", "Optimisation", "Stopping", "Compute"):
+        assert title in labels
+    captions = " ".join(c.value for c in at.caption)
+    for explanation in GROUPS.values():
+        assert explanation in captions  # one line per group
+    assert at.selectbox(key="train.f.dataset").value == "builtin:digits"
+    # every RunConfig field has a widget
+    keys = {w.key for w in [*at.number_input, *at.selectbox, *at.checkbox, *at.text_input, *at.toggle, *at.slider]}
+    from dataclasses import fields
+
+    for f in fields(RunConfig):
+        assert f"train.f.{f.name}" in keys or f.name == "model", f.name
+    # dataset-aware defaults, with their reasons
+    assert number(at, "image_size").value == 8
+    assert at.selectbox(key="train.model_pick").value == "small_cnn"
+    assert at.selectbox(key="train.f.strategy").value == "scratch"
+    assert number(at, "patience").value == 5
+    assert any(e.label.startswith("Prefilled for this dataset") for e in at.expander)
+    assert any("image_size 8" in m.value for m in at.markdown)
+    # the imbalance choice is pre-selected from the statistics, with the reason
+    assert at.selectbox(key="train.f.imbalance").value == "none"
+    assert any("Suggested: **none**" in i.value and "balanced" in i.value for i in at.info)
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_form_defaults_to_the_default_dataset():
+    at = open_train(dataset=None)
+    assert not at.error
+    assert at.selectbox(key="train.f.dataset").value == "builtin:fashion-mnist"
+    assert number(at, "image_size").value == 28
+    assert number(at, "epochs").value == 8
+
+
+def test_edits_survive_a_page_switch_and_a_dataset_change(tmp_path: Path):
+    pets = make_class_folders(tmp_path / "pets", {"cat": 30, "dog": 6})  # 16x12 images, 5:1 with a tiny minority
+    at = open_train("builtin:digits")
+    number(at, "epochs").set_value(3).run()
+    at.switch_page("pages/dataset.py").run()
+    at.switch_page("pages/train.py").run()
+    assert number(at, "epochs").value == 3  # widget state is dropped on a page switch; the form restores it
+    at.query_params["dataset"] = str(pets)  # the active dataset changes (URL, Dataset page or the field)
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train.f.dataset").value == str(pets)
+    assert number(at, "epochs").value == 3  # the user's choice stays
+    assert number(at, "image_size").value == 12  # the suggestions follow the new dataset
+    assert at.selectbox(key="train.f.imbalance").value == "oversample"
+    assert any("Suggested: **oversample**" in i.value and "'dog'" in i.value for i in at.info)
+
+
+@needs_fashion
+def test_quick_preset_fills_the_form_and_the_active_dataset():
+    at = open_train("builtin:digits")
+    at.button(key="train.preset").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train.f.dataset").value == "builtin:fashion-mnist"
+    assert at.query_params["dataset"] == "builtin:fashion-mnist"
+    from engine.recipes import apply_preset
+
+    preset = apply_preset("quick")
+    assert number(at, "epochs").value == preset["epochs"]
+    assert number(at, "batch_size").value == preset["batch_size"]
+    assert number(at, "lr").value == pytest.approx(preset["lr"])
+    assert number(at, "image_size").value == preset["image_size"]
+    assert at.selectbox(key="train.model_pick").value == preset["model"]
+    # every field shows what `train --preset quick` trains: the RunConfig defaults plus the preset
+    expected = RunConfig(**{**RunConfig().to_dict(), **preset}).to_dict()
+    assert {name: form_value(at, name) for name in expected} == expected
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field, value, named", [("lr", 0.0, "'lr'"), ("image_size", 4, "'image_size'")])
+def test_invalid_value_shows_the_config_error_and_starts_nothing(field, value, named):
+    at = open_train("builtin:digits")
+    number(at, field).set_value(value).run()
+    at.button(key="train.start").click().run()
+    assert not at.exception  # no traceback
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and named in errors[0] and errors[0].startswith("Field")
+    assert list_runs() == []
+    assert number(at, field).value == value  # nothing the user entered is lost
+    assert at.button(key="train.start")  # the form is still there to fix it
+
+
+def test_bad_class_weights_and_unknown_model_are_one_sentence_errors():
+    at = open_train("builtin:digits")
+    at.selectbox(key="train.f.imbalance").set_value("weighted_loss").run()
+    at.text_input(key="train.f.class_weights").input("1, x").run()
+    at.button(key="train.start").click().run()
+    assert not at.exception
+    assert "class_weights" in at.error[0].value
+    at.text_input(key="train.f.class_weights").input("").run()
+    at.selectbox(key="train.model_pick").set_value("other timm model…").run()
+    at.text_input(key="train.model_other").input("resnet1888").run()
+    at.button(key="train.start").click().run()
+    assert not at.exception
+    assert "Unknown model 'resnet1888'" in at.error[0].value
+    assert list_runs() == []
+
+
+def test_unreadable_dataset_is_shown_and_blocks_start(tmp_path: Path):
+    missing = str(tmp_path / "nowhere")
+    at = open_train(missing)
+    assert not at.exception
+    assert any("nowhere" in e.value for e in at.error)
+    at.button(key="train.start").click().run()
+    assert not at.exception
+    assert list_runs() == []
+
+
+# --- augmentation preview -------------------------------------------------------------------------
+
+
+def test_augmentation_preview_follows_the_toggles():
+    at = open_train("builtin:digits")
+    assert at.toggle(key="train.f.hflip").value is True
+    assert len(at.image) == 4  # 4 training images, each a row: original + 4 draws
+    assert all(len(row.value) == 5 for row in at.image)
+    at.toggle(key="train.f.hflip").set_value(False).run()
+    assert len(at.image) == 0
+    assert any("All augmentations are off" in c.value for c in at.caption)
+    at.toggle(key="train.on.rotation").set_value(True).run()
+    assert not at.exception
+    assert len(at.image) == 4
+    at.slider(key="train.f.rotation").set_value(30.0).run()
+    assert len(at.image) == 4
+    assert form_value(at, "rotation") == 30.0 and form_value(at, "hflip") is False  # what Start would train with
+    at.toggle(key="train.on.rotation").set_value(False).run()
+    assert form_value(at, "rotation") == 0.0  # off is the field's identity value, the strength is kept for later
+    assert at.slider(key="train.f.rotation").value == 30.0 and at.slider(key="train.f.rotation").disabled
+
+
+# --- a real background run ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_start_runs_a_real_background_job_and_the_table_shows_it():
+    at = open_train("builtin:digits")
+    at.selectbox(key="train.model_pick").set_value("small_cnn").run()
+    number(at, "image_size").set_value(8).run()
+    number(at, "epochs").set_value(1).run()
+    number(at, "batch_size").set_value(64).run()
+    at.button(key="train.start").click().run()
+    assert not at.exception and not at.error
+    runs = list_runs()
+    assert len(runs) == 1
+    run = runs[0]
+    try:
+        cfg = run.config()["config"]
+        assert (cfg["dataset"], cfg["model"], cfg["image_size"], cfg["epochs"], cfg["batch_size"]) == \
+            ("builtin:digits", "small_cnn", 8, 1, 64)  # fmt: skip
+        assert at.query_params["run"] == run.id  # the started run is the active one
+        bars = live_progress(at)
+        assert bars and bars[0].startswith(("Queued", "Running")), bars
+        assert at.button(key="train.live.stop")
+        # a reload (a fresh session with ?run=) reattaches to the running job
+        again = open_train("builtin:digits", run=run.id)
+        assert live_progress(again)
+        wait_for(run, ("completed",))
+    finally:
+        if run.status()["display_state"] in ("queued", "running"):
+            jobs.stop(run)
+            wait_for(run, ("stopped", "completed"), timeout=60)
+    at.run()
+    assert not at.exception
+    df = runs_frame(at)
+    row = df[df["Id"] == run.id].iloc[0]
+    assert row["State"] == "completed"
+    assert row["Best"] is not None and 0.0 < float(row["Best"]) <= 1.0
+    assert row["Best metric"] == "bal. acc."
+    assert live_progress(at)[0].startswith("Completed")
+    assert {m.label for m in at.metric} >= {"Images/s", "Best bal. acc.", "Test bal. acc.", "Duration"}
+
+
+@pytest.mark.slow
+def test_stop_and_resume_from_the_live_panel():
+    at = open_train("builtin:digits")
+    number(at, "epochs").set_value(4).run()
+    number(at, "batch_size").set_value(16).run()
+    at.button(key="train.start").click().run()
+    run = list_runs()[0]
+    try:
+        wait_for(run, ("running",), step=True)
+        at.run()
+        at.button(key="train.live.stop").click().run()
+        assert not at.exception
+        wait_for(run, ("stopped", "completed"))
+        at.run()
+        if run.status()["display_state"] == "completed":
+            pytest.skip("the run finished before the stop request arrived (very fast machine)")
+        assert live_progress(at)[0].startswith("Stopped")
+        at.button(key="train.live.resume").click().run()
+        assert not at.exception and not at.error
+        assert run.status()["display_state"] in ("queued", "running", "completed")
+        wait_for(run, ("completed",))
+    finally:
+        if run.status()["display_state"] in ("queued", "running"):
+            jobs.stop(run)
+            wait_for(run, ("stopped", "completed"), timeout=60)
+    epochs = [r["epoch"] for r in run.metrics() if r["split"] == "val"]
+    assert epochs == [1, 2, 3, 4]  # resumed where it stopped, no epoch done twice
+
+
+# --- runs table, comparison, delete ---------------------------------------------------------------
+
+
+def test_runs_table_and_comparison_of_several_runs():
+    a = fake_run("baseline", scores=(0.5, 0.6, 0.7))
+    b = fake_run("wider", scores=(0.6, 0.9, 0.8))
+    c = fake_run("half-way", state="running", scores=(0.4,), epochs=5)
+    at = open_train("builtin:digits")
+    df = runs_frame(at)
+    assert set(df["Run"]) == {"baseline", "wider", "half-way"}
+    by_name = df.set_index("Run")
+    assert by_name.loc["wider", "Best"] == pytest.approx(0.9)
+    assert by_name.loc["wider", "Best epoch"] == 2
+    assert by_name.loc["half-way", "Best"] == pytest.approx(0.4)  # running: best so far, from the records
+    assert by_name.loc["half-way", "State"] == "running"
+    assert by_name.loc["baseline", "Duration"] == "12s"
+    compare = at.multiselect(key="train.runs.compare")
+    assert set(compare.value) == {a.id, b.id, c.id}
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # val loss and the chosen metric, one line per run
+    at.run()
+    assert set(at.multiselect(key="train.runs.compare").value) == {a.id, b.id, c.id}
+    compare.set_value([a.id, b.id]).run()
+    assert not at.exception
+    d = fake_run("newer", scores=(0.3, 0.5))
+    at.run()
+    assert set(at.multiselect(key="train.runs.compare").value) == {a.id, b.id}  # the user's choice is kept
+    assert "newer" in at.multiselect(key="train.runs.compare").options
+    at.selectbox(key="train.runs.metric").set_value("macro_f1").run()
+    assert not at.exception
+
+
+def test_choosing_a_run_makes_it_active_and_shows_it_live():
+    run = fake_run("pick-me")
+    at = open_train("builtin:digits")
+    assert any("No run selected" in i.value for i in at.info)
+    run_picker(at).set_value(run.id).run()
+    assert at.query_params["run"] == run.id
+    assert live_progress(at)[0].startswith("Completed")
+    assert any(m.label == "Best bal. acc." and m.value == "0.8000" for m in at.metric)
+
+
+def test_delete_asks_for_confirmation_then_removes_the_folder():
+    run = fake_run("to-delete")
+    keep = fake_run("to-keep")
+    at = open_train("builtin:digits", run=run.id)
+    assert run_picker(at).value == run.id
+    at.button(key="train.runs.delete").click().run()
+    assert any("to-delete" in w.value for w in at.warning)  # asks first
+    assert run.path.exists()
+    at.button(key="train.runs.delete_no").click().run()
+    assert not at.warning and run.path.exists()
+    at.button(key="train.runs.delete").click().run()
+    at.button(key="train.runs.delete_yes").click().run()
+    assert not at.exception and not at.error
+    assert not run.path.exists() and keep.path.exists()
+    assert "run" not in at.query_params  # it was the active run
+    assert list(runs_frame(at)["Run"]) == ["to-keep"]
+
+
+def test_a_running_run_cannot_be_deleted():
+    run = fake_run("busy", state="running", scores=(0.5,))
+    run.write_status(pid=__import__("os").getpid())  # alive, so not shown as crashed
+    at = open_train("builtin:digits", run=run.id)
+    assert at.button(key="train.runs.delete").disabled
+
+
+# --- the live panel's numbers (no Streamlit) -------------------------------------------------------
+
+
+def test_eta_and_speed_helpers():
+    now = time.time()
+    status = {"step": 50, "total_steps": 150, "started_at": None}
+    rate = train_live.steps_per_second(status, [], now, (now - 10, 30))  # watched: 20 steps in 10 s
+    assert rate == pytest.approx(2.0)
+    assert train_live.eta_seconds(status, rate) == pytest.approx(50.0)
+    started = {"step": 50, "total_steps": 150, "started_at": now_iso()}
+    assert train_live.eta_seconds(started, rate, budget_s=20, now=time.time()) <= 20.5  # a time budget caps it
+    assert train_live.eta_seconds({"step": 0, "total_steps": None}, 1.0) is None
+    assert train_live.fmt_duration(5) == "5s" and train_live.fmt_duration(65) == "1m 05s"
+    assert train_live.fmt_duration(3720) == "1h 02m"
+
+
+def test_best_so_far_respects_the_direction_of_the_metric():
+    recs = [{"epoch": 1, "split": "val", "loss": 0.5, "hter": 0.2, "balanced_accuracy": 0.7},
+            {"epoch": 2, "split": "val", "loss": 0.3, "hter": 0.3, "balanced_accuracy": 0.9}]  # fmt: skip
+    assert train_live.best_so_far(recs, "val_balanced_accuracy") == (0.9, 2)
+    assert train_live.best_so_far(recs, "val_loss") == (0.3, 2)
+    assert train_live.best_so_far(recs, "val_hter") == (0.2, 1)
+    assert train_live.monitor_of({"monitor": "auto"}, recs, None) == "val_balanced_accuracy"
+    assert train_live.monitor_of({"monitor": "val_auc"}, recs, None) == "val_auc"
+
+
+def test_the_active_run_survives_its_state_changing():
+    """Regression: the run picker showed the state in its labels, and the browser sends a selectbox's
+    shown text back, so a run that finished while selected made the page lose it."""
+    import os
+
+    run = fake_run("changing", state="running", scores=(0.5,))
+    run.write_status(pid=os.getpid())
+    at = open_train("builtin:digits", run=run.id)
+    assert live_progress(at)[0].startswith("Running")
+    shown = run_picker(at).options
+    run.write_status(state="completed")
+    at.run()
+    assert not at.exception
+    assert run_picker(at).options == shown  # what the browser sends back still names the same run
+    assert at.query_params["run"] == run.id
+    assert live_progress(at)[0].startswith("Completed")
+
+
+def test_progress_text_names_the_epoch_under_way():
+    base = {"epochs": 3, "total_steps": 300, "started_at": None}
+    text = train_live.progress_text
+    assert text({**base, "display_state": "stopped", "epoch": 0, "step": 72}, None) == "Stopped in epoch 1 of 3 · step 72 of 300"
+    assert text({**base, "display_state": "running", "epoch": 1, "step": 150}, 30.0).startswith("Running: epoch 2 of 3")
+    assert text({**base, "display_state": "completed", "epoch": 3, "step": 300}, None,
+                {"stopped_early": "patience"}).endswith("stopped early: no improvement")  # fmt: skip
+    assert text({**base, "display_state": "queued", "epoch": 0, "step": 0}, None).startswith("Queued")
