@@ -17,7 +17,7 @@ import streamlit as st
 from engine.config import GROUPS, RunConfig, field_groups
 from engine.errors import LoupeError
 from engine.models import CURATED
-from pages import ui
+from pages import lr_finder, ui
 from pages.train_values import (AUG_ON, FIELDS, K_MODEL_OTHER, K_MODEL_PICK, K_REASONS, OTHER_MODEL, PRESET,
                                 dataset_changed,
                                 gpu_count, field_type, mark_edited, on_key, read_values, reset, save_widgets, use_preset,
@@ -254,4 +254,6 @@ def render(spec: str, stats: dict | None, error: LoupeError | None) -> None:
                 if group == "compute":
                     st.caption(f"This machine: {ui.compute_device()}; {gpu_count()} GPU{'s' if gpu_count() != 1 else ''}.")
                 _grid(group_fields, values, stats)
+                if group == "optim":
+                    lr_finder.section()
     save_widgets()

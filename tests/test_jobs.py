@@ -108,3 +108,17 @@ def test_ddp_two_cpu_processes_with_gloo(tmp_path: Path):
     for name in ("checkpoints/best.safetensors", "checkpoints/last_state.pt", "predictions/test.npz", "summary.json"):
         assert (run.path / name).exists()
     assert run.summary()["final"]["test"]["accuracy"] > 0.5
+
+
+def test_second_run_queues_until_the_device_is_free(tmp_path: Path):
+    first = jobs.start(tiny(epochs=3, batch_size=16, train_limit=600), tmp_path / "runs")
+    wait_for(lambda: first.raw_status()["state"] == "running")
+    second = jobs.start(tiny(epochs=1), tmp_path / "runs")
+    seen = set()
+    while first.raw_status()["state"] == "running":
+        seen.add(second.raw_status()["state"])
+        time.sleep(0.1)
+    assert seen == {"queued"}  # never ran beside the first one
+    wait_for(lambda: second.raw_status()["state"] == "completed", timeout=120)
+    assert second.raw_status()["started_at"] >= first.raw_status()["updated_at"][:19]
+    reap(first.raw_status()["pid"]), reap(second.raw_status()["pid"])

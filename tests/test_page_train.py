@@ -430,3 +430,18 @@ def test_progress_text_names_the_epoch_under_way():
     assert text({**base, "display_state": "completed", "epoch": 3, "step": 300}, None,
                 {"stopped_early": "patience"}).endswith("stopped early: no improvement")  # fmt: skip
     assert text({**base, "display_state": "queued", "epoch": 0, "step": 0}, None).startswith("Queued")
+
+
+def test_lr_finder_plots_loss_vs_lr_and_copies_the_suggestion_into_the_form():
+    at = open_train("builtin:digits")
+    at.selectbox(key="train.model_pick").set_value("small_cnn").run()
+    number(at, "image_size").set_value(8).run()
+    number(at, "batch_size").set_value(32).run()
+    at.button(key="train.lrfind").click().run()
+    assert not at.exception and not at.error
+    result = at.session_state["train.lrfind.result"]
+    assert len(result["lrs"]) > 10 and result["lrs"] == sorted(result["lrs"])
+    assert at.get("plotly_chart")  # the loss-vs-lr chart is drawn
+    at.button(key="train.lrfind.use").click().run()
+    assert form_value(at, "lr") == pytest.approx(float(f"{result['suggested_lr']:.3g}"))
+    assert list_runs() == []  # the range test saves nothing

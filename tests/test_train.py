@@ -159,3 +159,20 @@ def test_kfold_trains_children_and_keeps_out_of_fold_probabilities(tmp_path: Pat
     per_fold = [f["val"]["accuracy"] for f in summary["folds"]]
     assert cv["mean"] == pytest.approx(np.mean(per_fold)) and cv["std"] == pytest.approx(np.std(per_fold, ddof=1))
     assert run.raw_status()["state"] == "completed"
+
+
+def test_yaml_config_round_trip_and_field_errors(tmp_path: Path):
+    from engine.config import ConfigError
+
+    path = tmp_path / "cfg.yaml"
+    path.write_text("dataset: builtin:digits\nmodel: small_cnn\nepochs: 3\nlr: 0.01\nhflip: false\n")
+    cfg = RunConfig.load(path)
+    assert (cfg.epochs, cfg.lr, cfg.hflip) == (3, 0.01, False)
+    (tmp_path / "c.json").write_text(json.dumps({"config": cfg.to_dict()}))  # a run's config.json
+    assert RunConfig.load(tmp_path / "c.json") == cfg
+    for bad, words in [("epochs: 0", "'epochs' must be >= 1"), ("lr: 0", "'lr' must be > 0"),
+                       ("batch_size: 0", "'batch_size' must be >= 1"), ("image_size: 4", "'image_size' must be at least 8"),
+                       ("optimizer: lion", "'optimizer' must be one of"), ("colour: red", "Unknown config field")]:
+        path.write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=words):
+            RunConfig.load(path)
