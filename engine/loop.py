@@ -101,7 +101,7 @@ def train_one_epoch(
             break
         idx = order[pos : pos + batch_size]
         try:
-            loss = _step(model, data, idx, cfg, loss_fn, optimizer, compute, generator, scaler)
+            loss = train_step(model, data, idx, cfg, loss_fn, optimizer, compute, generator, scaler)
         except torch.cuda.OutOfMemoryError:
             if batch_size <= 1:
                 raise TrainingFailed("CUDA ran out of memory even at batch size 1; use a smaller model or image size.") from None
@@ -130,7 +130,8 @@ def train_one_epoch(
     return res
 
 
-def _step(model, data, idx, cfg, loss_fn, optimizer, compute, generator, scaler) -> float:
+def train_step(model, data, idx, cfg, loss_fn, optimizer, compute, generator=None, scaler=None) -> float:
+    """One optimisation step on the items `idx`: gather, augment, forward, backward, (clip), update."""
     x, y = data.batch(idx, compute.channels_last)
     x = augment_batch(x, cfg, generator)
     with compute.autocast():

@@ -10,10 +10,9 @@ import numpy as np
 import torch
 
 from engine import distributed
-from engine.augment import augment_batch
 from engine.config import RunConfig
 from engine.imbalance import epoch_indices, make_loss
-from engine.loop import DeviceData
+from engine.loop import DeviceData, train_step
 from engine.models import apply_strategy, set_train_mode
 from engine.optim import lr_range_test, make_optimizer
 from engine.runs import Run
@@ -41,17 +40,10 @@ def find_lr(cfg: RunConfig, num_steps: int = 100, start_lr: float = 1e-6, end_lr
             g["lr"] = lr
         idx = order[pos[0] : pos[0] + cfg.batch_size]
         pos[0] += cfg.batch_size
-        x, y = data.batch(idx, compute.channels_last)
-        x = augment_batch(x, cfg, gen)
-        with compute.autocast():
-            logits = model(x)
-        loss = loss_fn(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss = train_step(model, data, idx, cfg, loss_fn, optimizer, compute, gen)
         if progress is not None:
             progress(pos[0] // cfg.batch_size, num_steps, "lr range test")
-        return float(loss.detach())
+        return loss
 
     result = lr_range_test(step, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps)
     return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in result.items()}

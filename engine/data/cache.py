@@ -134,7 +134,7 @@ def _fill_from_arrays(source: Source, images: np.ndarray, size: int, channels: i
         if batch.shape[3] != channels:
             batch = batch.mean(axis=3, keepdims=True).round().astype(np.uint8) if channels == 1 else np.repeat(batch, 3, axis=3)
         if batch.shape[1:3] != (size, size):
-            t = torch.from_numpy(np.ascontiguousarray(batch)).permute(0, 3, 1, 2).float()
+            t = torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float()  # a writable copy
             t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
             batch = t.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         images[start : start + len(batch)] = batch
