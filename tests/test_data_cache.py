@@ -97,3 +97,16 @@ def test_large_folders_decode_in_worker_processes_with_the_same_result(tmp_path:
     pooled = open_dataset(str(tmp_path / "ds"), image_size=8)
     assert np.array_equal(np.asarray(serial.images), np.asarray(pooled.images))
     assert serial.scan.corrupt == pooled.scan.corrupt and serial.scan.sha == pooled.scan.sha
+
+
+def test_header_sample_that_misses_a_colour_image_still_keeps_colour(tmp_path: Path, fresh_cache: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    import engine.data.dataset as dataset
+
+    for i in range(6):
+        write_image(tmp_path / "g" / ("a" if i % 2 else "b") / f"{i}.png", value=40 * i, mode="L")
+    write_image(tmp_path / "g" / "a" / "3c.png", value=9)  # colour; between the sampled first and last files
+    monkeypatch.setattr(dataset, "HEADER_SAMPLE", 2)
+    ds = open_dataset(str(tmp_path / "g"), image_size=8)
+    assert ds.channels == 3 and ds.images.shape[-1] == 3
+    assert not (fresh_cache / "datasets" / ds.fingerprint / "headers.json").exists()  # a sample is never cached

@@ -33,26 +33,38 @@ def _dataset_dir(source: Source) -> Path:
     return cache_dir() / "datasets" / source.fingerprint
 
 
-def scan_headers(source: Source, progress: Progress = no_progress) -> ScanResult:
-    """Sizes, modes and formats from file headers only: seconds for 100k small files, no decoding."""
+def scan_headers(source: Source, progress: Progress = no_progress, sample: int | None = None) -> ScanResult:
+    """Sizes, modes and formats from file headers only: seconds for 100k small files, no decoding.
+
+    With `sample`, only that many files spread evenly over the dataset are read (not cached): enough
+    to choose a working size and the channel count before the decode pass, which reads them all.
+    """
     n = len(source)
     if source.arrays is not None:
         return _array_scan(source, deep=False)
     path = _dataset_dir(source) / "headers.json"
     if path.exists():
         return _load_scan(path)
+    if sample is not None and n > sample:
+        picked = np.linspace(0, n - 1, sample).round().astype(int)
+        return _scan_files(source, [source.files[i] for i in picked], no_progress)
+    scan = _scan_files(source, source.files, progress)
+    _save_scan(path, scan)
+    return scan
+
+
+def _scan_files(source: Source, files: list[str], progress: Progress) -> ScanResult:
+    n = len(files)
     width, height = np.zeros(n, np.int32), np.zeros(n, np.int32)
     mode, fmt, corrupt = [""] * n, [""] * n, []
     ok = np.zeros(n, bool)
-    for i, header, reason in run_chunks(header_chunk, str(source.root), source.files, (), "reading headers", progress):
+    for i, header, reason in run_chunks(header_chunk, str(source.root), files, (), "reading headers", progress):
         if header is None:
-            corrupt.append({"path": source.item_id(i), "reason": reason})
+            corrupt.append({"path": files[i], "reason": reason})
         else:
             (width[i], height[i], mode[i], fmt[i]), ok[i] = header, True
     corrupt.sort(key=lambda c: c["path"])
-    scan = ScanResult(ok=ok, width=width, height=height, mode=mode, format=fmt, corrupt=corrupt)
-    _save_scan(path, scan)
-    return scan
+    return ScanResult(ok=ok, width=width, height=height, mode=mode, format=fmt, corrupt=corrupt)
 
 
 def channels_for(scan: ScanResult) -> int:

@@ -14,6 +14,8 @@ from engine.data.splits import make_splits
 from engine.errors import DatasetError
 
 TASKS = ("binary", "multiclass", "multilabel")
+#: headers read before decoding, spread evenly over the files (all of them in smaller datasets)
+HEADER_SAMPLE = 2000
 
 
 def infer_task(source: Source) -> str:
@@ -107,8 +109,9 @@ def open_dataset(
     progress = progress or no_progress
     source = resolve_source(spec, seed=seed)
     task = check_task(source, task)
-    headers = scan_headers(source, progress)
-    if not headers.ok.any():
+    # a sample of headers is enough to pick the size and channels; the decode pass reads every header anyway
+    headers = scan_headers(source, progress, sample=HEADER_SAMPLE)
+    if not headers.ok.any() and len(headers.ok) == len(source):
         first = headers.corrupt[0] if headers.corrupt else {"path": spec, "reason": "no images"}
         raise DatasetError(
             f"None of the {len(source)} files in '{spec}' is a readable image (e.g. '{first['path']}': {first['reason']})."
@@ -118,6 +121,9 @@ def open_dataset(
         raise DatasetError(f"The image size must be a positive number of pixels, not {size}.")
     channels = channels_for(headers)
     images, scan = decoded(source, size, channels, resize_mode, progress)
+    if channels == 1 and channels_for(scan) == 3:  # a colour image the sample missed: keep colour
+        channels = 3
+        images, scan = decoded(source, size, channels, resize_mode, progress)
     if not scan.ok.any():
         raise DatasetError(f"None of the images in '{spec}' could be decoded (e.g. '{scan.corrupt[0]['path']}': {scan.corrupt[0]['reason']}).")
     splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed, val_fraction, test_fraction)
