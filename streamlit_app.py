@@ -22,6 +22,7 @@ from pages.ui import render_sidebar  # noqa: E402
 PAGES = [
     st.Page("pages/dataset.py", title="Dataset", icon=":material/dataset:", url_path="data", default=True),
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="training"),
+    st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:", url_path="evaluation"),
 ]
 
 st.set_page_config(page_title="Loupe", page_icon="🔎", layout="wide")

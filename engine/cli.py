@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cli_train import register
 
     register(sub)
+    from engine.cli_eval import register as register_eval
+    register_eval(sub)
     return parser
 
 
