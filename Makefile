@@ -34,6 +34,7 @@ test: setup
 bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_metrics.py
 
 clean-cache:
 	rm -rf $${LOUPE_CACHE_DIR:-$$HOME/.cache/loupe}
