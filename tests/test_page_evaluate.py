@@ -185,3 +185,20 @@ def test_multiclass_confusion_matrix_cell_images_and_per_class_bars(trained, mon
     # reporting on val, where thresholds are tuned, is flagged as optimistic
     at.radio(key=f"eval.split.{run.id}").set_value("val").run()
     assert any("Optimistic" in w.value for w in at.warning)
+
+
+@pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST is not installed")
+def test_multilabel_thresholds_tuned_on_val_and_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       session_cache: Path):
+    monkeypatch.setenv("LOUPE_CACHE_DIR", str(session_cache))
+    run = _train(tmp_path / "runs", "builtin:fashion-multilabel", 28)
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
+    at = open_evaluate(run)
+    assert not at.error
+    at.button(key="eval.ml_tune").click().run()
+    at.button(key="eval.ml_save").click().run()
+    assert not at.exception and not at.error
+    saved = json.loads((run.path / "thresholds.json").read_text())
+    expected = ev.tune_thresholds(run, "f1", "val")["multilabel"]
+    assert saved["tuned_on"] == "val" and saved["multilabel"] == pytest.approx(expected, abs=1e-12)
+    assert len(saved["multilabel"]) == 10 and ev.load_thresholds(run)["multilabel"] == saved["multilabel"]
