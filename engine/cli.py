@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     register(sub)
     from engine.cli_eval import register as register_eval
     register_eval(sub)
+    from engine.cli_explain import register as register_explain
+    register_explain(sub)
     return parser
 
 

@@ -1,0 +1,181 @@
+"""Explain page: a run's model on one image -> prediction, attribution maps side by side (with deletion-curve
+faithfulness and time), an adversarial attack on that image, and an epsilon sweep over validation images.
+
+The run lives in `?run=`, a dataset image in `?image=<dataset index>` (so other pages can link to one image).
+The engine does the work (`engine.runmodel`, `engine.explain`, `engine.adversarial`); this page reads widgets,
+calls it and draws. Helpers: `expl_load` (cached loaders), `expl_methods`, `expl_attack`, `expl_charts`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from engine.errors import LoupeError
+from engine.runs import Run
+from pages import expl_attack, expl_charts, expl_load, expl_methods, state, ui
+
+K_SOURCE, K_INDEX, K_UPLOADER = "expl.source", "expl.index", "expl.uploader"
+K_URL_SEEN = "expl._url_image"  # the ?image= value already applied (so a widget change is not overridden)
+K_SPLIT, K_CLASS = "expl.browse_split", "expl.browse_class"
+SOURCES = {"dataset": "From the dataset", "upload": "Upload an image"}
+BROWSE = 12
+TOP_K = 5
+
+
+# --- run -----------------------------------------------------------------------------------------------
+
+
+def _label(run: Run) -> str:
+    cfg = expl_load.run_config(run)
+    return f"{cfg.get('name') or run.id} · {cfg.get('model', '?')} · {cfg.get('dataset', '?')}"
+
+
+def _picked(key: str) -> None:
+    state.set_active_run(st.session_state.get(key))
+
+
+def pick_run(runs: list[Run]) -> Run:
+    """The active run when it has weights; else the newest one with weights (made active)."""
+    by_id = {r.id: r for r in runs}
+    active = state.active_run()
+    chosen = by_id.get(active) or runs[0]
+    if chosen.id != active:
+        if active:
+            st.caption(f"The active run `{active}` has no saved weights yet; showing `{chosen.id}`.")
+        state.set_active_run(chosen.id)
+    ids = list(by_id)
+    key = f"expl.run.{chosen.id}"
+    st.selectbox("Run", ids, index=ids.index(chosen.id), key=key, on_change=_picked, args=(key,),
+                 format_func=lambda i: _label(by_id[i]), help="Runs with saved weights, newest first.")  # fmt: skip
+    return chosen
+
+
+# --- image -----------------------------------------------------------------------------------------------
+
+
+def _sync_url_image(n: int) -> None:
+    """Apply `?image=` once per new value: it selects that dataset image."""
+    raw = st.query_params.get(expl_load.IMAGE_PARAM)
+    if raw is None or raw == st.session_state.get(K_URL_SEEN):
+        return
+    st.session_state[K_URL_SEEN] = raw
+    try:
+        idx = int(str(raw).strip())
+    except ValueError:
+        st.warning(f"`?image={raw}` is not a dataset index (a whole number).", icon=":material/warning:")
+        return
+    if not 0 <= idx < n:
+        st.warning(f"`?image={idx}` is outside the dataset (0–{n - 1}).", icon=":material/warning:")
+        return
+    st.session_state[K_INDEX] = idx
+    st.session_state[K_SOURCE] = "dataset"
+
+
+def _choose(idx: int) -> None:
+    st.session_state[K_INDEX] = int(idx)
+
+
+def browse(ds, classes: list[str]) -> None:
+    """Thumbnails of one class in one split; a click selects the image."""
+    splits = [s for s in ("test", "val", "train") if len(ds.splits.get(s, [])) > 0]
+    c1, c2 = st.columns(2)
+    split = c1.selectbox("Split", splits, key=K_SPLIT)
+    cls = c2.selectbox("Class", [-1, *range(len(classes))], key=K_CLASS,
+                       format_func=lambda i: "all classes" if i == -1 else classes[i])  # fmt: skip
+    pool = np.asarray(ds.splits[split])
+    labels = np.asarray(ds.labels)
+    if cls != -1:
+        pool = pool[(labels[pool] == cls) if labels.ndim == 1 else (labels[pool, cls] > 0)]
+    shown = pool[:BROWSE]
+    st.caption(f"{len(pool):,} images; the first {len(shown)} shown. Choose one below, or type any dataset index.")
+    cols = st.columns(max(1, min(len(shown), 6)))
+    for j, idx in enumerate(shown):
+        col = cols[j % len(cols)]
+        col.image(ui.for_display(ds.thumbnail(int(idx)), 64), width=64)
+        col.button(f"#{int(idx)}", key=f"expl.pick.{int(idx)}", on_click=_choose, args=(int(idx),))
+
+
+def pick_image(run: Run, rm, classes: list[str]) -> expl_load.Picked | None:
+    """The image to explain (dataset or upload); keeps `?image=` in step with a dataset choice."""
+    ds = expl_load.dataset_of(run, int(rm.image_size))
+    if ds is not None:
+        _sync_url_image(len(ds))
+    if st.session_state.get(K_SOURCE) not in SOURCES:
+        st.session_state[K_SOURCE] = "dataset" if ds is not None else "upload"
+    source = st.radio("Image", list(SOURCES), format_func=SOURCES.get, key=K_SOURCE, horizontal=True)
+    if source == "upload":
+        st.query_params.pop(expl_load.IMAGE_PARAM, None)
+        up = st.file_uploader("An image file", type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
+                              key=K_UPLOADER)  # fmt: skip
+        if up is None:
+            st.caption("Upload an image: it is resized and converted the way the run's images were.")
+            return None
+        try:
+            return expl_load.from_upload(up.getvalue(), up.name, rm)
+        except (LoupeError, OSError, ValueError) as e:
+            st.error(f"`{up.name}` cannot be used: {e}", icon=":material/error:")
+            return None
+    if ds is None:
+        return None
+    with st.expander("Browse by class", expanded=expl_load.IMAGE_PARAM not in st.query_params):
+        browse(ds, classes)
+    if st.session_state.get(K_INDEX) is None or not 0 <= st.session_state[K_INDEX] < len(ds):
+        first = ds.splits.get("test", ds.splits.get("val"))
+        st.session_state[K_INDEX] = int(first[0]) if first is not None and len(first) else 0
+    idx = int(st.number_input("Dataset index", 0, len(ds) - 1, key=K_INDEX, step=1,
+                              help=f"Link to this image with `?{expl_load.IMAGE_PARAM}=<index>` (the Evaluate page's "
+                                   "galleries show dataset indices)."))  # fmt: skip
+    st.query_params[expl_load.IMAGE_PARAM] = str(idx)
+    st.session_state[K_URL_SEEN] = str(idx)
+    return expl_load.from_dataset(ds, idx, rm)
+
+
+# --- the page ----------------------------------------------------------------------------------------------
+
+
+def prediction(rm, picked, classes: list[str]) -> np.ndarray:
+    probs = expl_attack.probs_of(rm, picked.x)
+    left, right = st.columns([1, 2], vertical_alignment="center")
+    top = int(np.argmax(probs))
+    cap = f"{picked.name}" + (f" · true: **{classes[picked.label]}**" if picked.label is not None else "")
+    left.image(ui.for_display(picked.pixels, 160), caption=picked.name, width=160)
+    left.markdown(cap)
+    verdict = ("✅ correct" if picked.label == top else "❌ wrong") if picked.label is not None else ""
+    left.metric("Predicted", str(classes[top]), delta=f"{probs[top]:.1%} {verdict}".strip(), delta_color="off",
+                delta_arrow="off", border=True)  # fmt: skip
+    what = "label probabilities (independent)" if rm.task == "multilabel" else "confidences"
+    right.plotly_chart(expl_charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
+                       key="expl.chart.topk")  # fmt: skip
+    return probs
+
+
+def main() -> None:
+    st.title("Explain")
+    runs = expl_load.explainable_runs()
+    if not runs:
+        st.info("No trained run to explain yet. Train one on the **Train** page: once it has saved weights, pick an image "
+                "here to see what the model looks at and how easily it is fooled.", icon=":material/info:")  # fmt: skip
+        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        return
+    run = pick_run(runs)
+    try:
+        rm = expl_load.run_model(run)
+    except (LoupeError, OSError, ValueError, RuntimeError) as e:
+        st.error(f"The model of `{run.id}` cannot be loaded: {e}", icon=":material/error:")
+        return
+    classes = list(rm.classes)
+    picked = pick_image(run, rm, classes)
+    if picked is None:
+        return
+    probs = prediction(rm, picked, classes)
+    tabs = st.tabs(["Attributions", "Adversarial", "Robustness"])
+    with tabs[0]:
+        opts = expl_methods.panel(run, rm, picked, classes, int(np.argmax(probs)))
+    with tabs[1]:
+        expl_attack.adversarial_panel(run, rm, picked, classes, opts)
+    with tabs[2]:
+        expl_attack.robustness_panel(run, rm, classes)
+
+
+main()

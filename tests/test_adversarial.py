@@ -1,0 +1,73 @@
+"""Attacks stay in the L-inf ball and in [0, 1], hurt accuracy, and the sweep's eps 0 is the evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from engine.adversarial import epsilon_sweep, fgsm, minimal_epsilon, perturbation_image, pgd
+from engine.runmodel import load_run_model, predict_tensor
+from tests.test_explain import trained_digits_run
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    return trained_digits_run(tmp_path_factory)
+
+
+def _batch(n: int = 16):
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    return x, torch.arange(n) % 10
+
+
+def test_fgsm_and_pgd_stay_in_the_ball_and_in_range(digits_run):
+    rm = load_run_model(digits_run)
+    x, y = _batch()
+    for adv in (fgsm(rm, x, y, 0.03), pgd(rm, x, y, 0.03, steps=5)):
+        assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+        assert (adv - x).abs().max() <= 0.03 + 1e-6
+    img, scale = perturbation_image(x, fgsm(rm, x, y, 0.03))
+    assert img.shape == (8, 8, 3) and img.dtype == np.uint8 and scale > 0
+    assert all(p.grad is None for p in rm.model.parameters())
+
+
+def test_targeted_fgsm_raises_the_target_probability(digits_run):
+    rm = load_run_model(digits_run)
+    x, y = _batch()
+    before = predict_tensor(rm, x)[:, 7]
+    after = predict_tensor(rm, fgsm(rm, x, y, 0.05, targeted=True, target=7))[:, 7]
+    assert after.mean() > before.mean()
+
+
+def test_minimal_epsilon_is_zero_for_wrong_and_bounded_or_inf(digits_run):
+    rm = load_run_model(digits_run)
+    x, y = _batch(8)
+    me = minimal_epsilon(rm, x, y, hi=0.2, iters=5)
+    wrong = predict_tensor(rm, x).argmax(1) != y.numpy()
+    assert me.shape == (8,) and (me[wrong] == 0).all()
+    assert ((me[~wrong] > 0) & (me[~wrong] <= 0.2) | np.isinf(me[~wrong])).all()
+
+
+def test_sweep_matches_the_evaluation_at_zero_and_degrades(digits_run):
+    from engine.evaluate import load_predictions, metrics_at
+
+    res = epsilon_sweep(digits_run, [0.1, 0.0, 0.03], split="val", limit=60, min_eps=True)
+    pred = load_predictions(digits_run, "val")
+    clean = metrics_at(pred.probs[:60], pred.labels[:60], pred.task)["accuracy"]
+    assert res["eps"] == [0.0, 0.03, 0.1] and res["n"] == 60
+    assert res["accuracy"][0] == pytest.approx(clean) == pytest.approx(res["clean_accuracy"])
+    assert res["accuracy"][0] >= res["accuracy"][1] >= res["accuracy"][2]
+    assert res["accuracy"][2] < res["accuracy"][0]
+    assert len(res["min_eps"]) == 60 and set(res["per_class"][0]) <= set(digits_run.classes())
+
+
+def test_cli_attack_json(digits_run, capsys):
+    from engine.cli import main
+
+    assert main(["attack", str(digits_run.path), "--eps", "0,0.05", "--limit", "20", "--attack", "pgd",
+                 "--steps", "3", "--no-min-eps", "--json", "--no-progress"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["eps"] == [0.0, 0.05] and len(res["accuracy"]) == 2 and res["attack"] == "pgd"
