@@ -53,14 +53,16 @@ def run_key(run) -> tuple:
 def explanation(rkey: tuple, image_key: str, method: str, target: int, baseline: str, _rm, _x) -> dict:
     """`explain` + `deletion_curve` as plain data (picklable), cached by run, image and settings."""
     from engine.explain import deletion_curve, explain
+    from engine.explain_scores import faithfulness
 
     e = explain(_rm, _x, method, target=target, baseline=baseline)
     heatmap = as_array(e.heatmap)
     curve = deletion_curve(_rm, _x, heatmap, target, baseline=baseline)
+    scores = faithfulness(_rm, _x, heatmap, method, int(e.target) if e.target is not None else target)
     curve = {"fractions": as_array(curve["fractions"]).tolist(), "probs": as_array(curve["probs"]).tolist(),
              "auc": float(curve["auc"])}  # fmt: skip
     return {"method": e.method, "target": int(e.target) if e.target is not None else target, "heatmap": heatmap,
-            "seconds": float(e.seconds), "params": dict(e.params or {}), "curve": curve}  # fmt: skip
+            "seconds": float(e.seconds), "params": dict(e.params or {}), "curve": curve, "scores": scores}  # fmt: skip
 
 
 def settings(classes: Sequence[str], predicted: int, key: str) -> dict:
@@ -123,9 +125,17 @@ def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "e
             col.error(f"{method}: {e}", icon=":material/error:")
             continue
         show_map(picked.pixels, ex["heatmap"], opts, col, method)
-        col.caption(f"Deletion AUC **{ex['curve']['auc']:.3f}** · {ex['seconds'] * 1000:.0f} ms")
+        sens = ex["scores"]["max_sensitivity"]
+        col.caption(f"Deletion AUC **{ex['curve']['auc']:.3f}** · infidelity {ex['scores']['infidelity']:.2e}"
+                    + (f" · max-sensitivity {sens:.3f}" if sens is not None else "") + f" · {ex['seconds'] * 1000:.0f} ms",
+                    help="Lower is better for all three. Deletion AUC: the class probability as the most-attributed "
+                         "pixels are removed. Infidelity (Captum): how badly the map predicts the logit change under "
+                         "small noise. Max-sensitivity (Captum, fast methods only): how much the map moves when the "
+                         "input moves slightly.")
         curves[method] = ex["curve"]
-        rows.append({"method": method, "deletion AUC (lower is better)": ex["curve"]["auc"], "seconds": ex["seconds"]})
+        rows.append({"method": method, "deletion AUC (lower is better)": ex["curve"]["auc"],
+                     "infidelity": ex["scores"]["infidelity"], "max-sensitivity": ex["scores"]["max_sensitivity"],
+                     "seconds": ex["seconds"]})
     if curves:
         st.dataframe(rows, hide_index=True, key=f"{key}.table",
                      column_config={"seconds": st.column_config.NumberColumn(format="%.3f"),

@@ -71,3 +71,27 @@ def test_cli_attack_json(digits_run, capsys):
                  "--steps", "3", "--no-min-eps", "--json", "--no-progress"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert res["eps"] == [0.0, 0.05] and len(res["accuracy"]) == 2 and res["attack"] == "pgd"
+
+
+def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
+    from engine.config import RunConfig
+    from engine.evaluate import load_predictions, metrics_at, save_thresholds
+    from engine.jobs import prepare_run
+    from engine.train import fit
+    from tests.conftest import needs_fashion
+
+    if needs_fashion.args[0]:
+        pytest.skip(needs_fashion.kwargs["reason"])
+    cfg = RunConfig(dataset="builtin:fashion-binary", model="small_cnn", strategy="scratch", image_size=28,
+                    epochs=1, batch_size=32, train_limit=300, lr=1e-2, precision="fp32").validate()
+    run = prepare_run(cfg, tmp_path / "runs")
+    fit(cfg, run, log=lambda m: None)
+    save_thresholds(run, {"binary": 0.3, "positive_class": 1, "rule": "manual", "tuned_on": "val"})
+    sweep = epsilon_sweep(run, [0.0, 0.05], split="val", limit=80, min_eps=False)
+    assert sweep["threshold"] == 0.3 and len(sweep["hter"]) == len(sweep["far"]) == len(sweep["frr"]) == 2
+    for far, frr, hter in zip(sweep["far"], sweep["frr"], sweep["hter"]):
+        assert hter == pytest.approx((far + frr) / 2)
+    pred = load_predictions(run, "val")
+    clean = metrics_at(pred.probs[:80], pred.labels[:80], "binary", positive=1, threshold=0.3)
+    assert sweep["far"][0] == pytest.approx(clean["far"], abs=1e-6) and sweep["frr"][0] == pytest.approx(clean["frr"], abs=1e-6)
+    assert sweep["hter"][1] >= sweep["hter"][0]  # an attack does not make the decision better

@@ -140,3 +140,23 @@ def test_cli_explain_writes_a_png(digits_run, digit_image, tmp_path, capsys):
     assert "prediction:" in capsys.readouterr().out
     assert main(["explain", str(digits_run.path), str(digit_image), "--method", "saliency", "--target", "nope",
                  "--out", str(out)]) == 2
+
+
+def test_captum_faithfulness_scores(digits_run, digit_image):
+    from engine.explain_scores import faithfulness
+
+    rm = load_run_model(digits_run)
+    _, x = prepare_image(digit_image, digit_image.name, rm)
+    before = [p.detach().clone() for p in rm.model.parameters()]
+    hooks = hook_counts(rm.model)
+    ex = explain(rm, x, "saliency")
+    good = faithfulness(rm, x, ex.heatmap, "saliency", ex.target)
+    noise = np.random.default_rng(0).normal(size=ex.heatmap.shape).astype(np.float32)
+    bad = faithfulness(rm, x, noise, "saliency", ex.target)
+    # the gradient map predicts small logit changes far better than a random map does
+    assert 0 <= good["infidelity"] < bad["infidelity"]
+    assert good["max_sensitivity"] is not None and np.isfinite(good["max_sensitivity"])
+    ig = explain(rm, x, "integrated_gradients")
+    assert faithfulness(rm, x, ig.heatmap, "integrated_gradients", ig.target)["max_sensitivity"] is None  # not cheap
+    assert all(torch.equal(a, b) for a, b in zip(before, rm.model.parameters()))
+    assert hook_counts(rm.model) == hooks and all(p.grad is None for p in rm.model.parameters())

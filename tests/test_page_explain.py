@@ -81,6 +81,7 @@ def test_dataset_image_from_query_param_shows_maps(run, monkeypatch):
         assert f"{method} · heatmap" in caps and f"{method} · overlay" in caps
     assert "original" in caps
     assert sum("Deletion AUC" in c.value for c in attributions.caption) == 2
+    assert sum("infidelity" in c.value and "max-sensitivity" in c.value for c in attributions.caption) == 2
     assert any(t.startswith("Deletion curves") for t in figures(at))
     assert any(t.startswith("Top ") for t in figures(at))
     # another index typed in moves the URL along
