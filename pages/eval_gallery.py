@@ -41,8 +41,10 @@ def _name(classes: Sequence[str], value) -> str:
     return str(value)
 
 
-def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str | None = None) -> None:
-    """A grid of thumbnails, each captioned 'true → predicted (confidence)' (+ `extra`, a field to add)."""
+def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str | None = None,
+         run_id: str | None = None) -> None:
+    """A grid of thumbnails, each captioned 'true → predicted (confidence)' (+ `extra`, a field to add),
+    and, with `run_id`, links that open each image on the Explain page."""
     if not items:
         st.caption("No images here.")
         return
@@ -65,6 +67,16 @@ def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str
         except (IndexError, LoupeError, OSError, KeyError, ValueError):
             images.append(np.zeros((ui.THUMB_PX, ui.THUMB_PX), np.uint8))
     st.image(images, caption=captions, width=ui.THUMB_PX)
+    if run_id:
+        explain_links(items, run_id, key)
+
+
+def explain_links(items: Sequence[dict], run_id: str, key: str) -> None:
+    """One small link per image, in grid order, to its attribution maps on the Explain page."""
+    st.caption("Explain an image (in the order above):")
+    with st.container(horizontal=True, key=f"{key}.explain_links"):
+        for n, it in enumerate(items, start=1):
+            st.page_link("pages/explain.py", label=f"#{n}", query_params={"run": run_id, "image": str(int(it["index"]))})
 
 
 def cell_items(pred, predicted: np.ndarray, true_c: int, pred_c: int, limit: int = MAX_IMAGES) -> tuple[list[dict], int]:

@@ -171,7 +171,7 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
         items, total = eval_gallery.cell_items(pred, predicted, i, j)
         st.markdown(f"##### True **{classes[i]}**, predicted **{classes[j]}**: {total:,} image{'s' * (total != 1)}"
                     + (f" (the {len(items)} most confident shown)" if total > len(items) else ""))  # fmt: skip
-        eval_gallery.show(eval_gallery.dataset_of(run), items, classes, key="eval.cell_gallery")
+        eval_gallery.show(eval_gallery.dataset_of(run), items, classes, key="eval.cell_gallery", run_id=run.id)
     st.plotly_chart(eval_charts.per_class_bars(rows), key="eval.chart.per_class")
 
 
@@ -196,7 +196,7 @@ def errors_section(run: Run, pred, res: dict) -> None:
     if pred.task == "multilabel":
         t = st.session_state.get(eval_multilabel.k_thresholds(run))
     items = ev.top_losses(pred, n=eval_gallery.MAX_IMAGES, threshold=t)
-    eval_gallery.show(ds, items, classes, key="eval.top_losses", extra="loss")
+    eval_gallery.show(ds, items, classes, key="eval.top_losses", extra="loss", run_id=run.id)
     st.markdown("##### Likely mislabelled")
     if "oof" not in eval_load.splits_of(run):
         st.caption("Needs out-of-fold probabilities: train with k-fold (Train page, `kfold` ≥ 2) to rank the images "
@@ -207,7 +207,7 @@ def errors_section(run: Run, pred, res: dict) -> None:
                "by how much more the model believes another class. Caption: given label → suggested label (probability).")  # fmt: skip
     items = [{"id": r["id"], "index": r["index"], "true": r["given"], "predicted": r["suggested"],
               "confidence": r["suggested_prob"], "margin": r["margin"]} for r in rows]  # fmt: skip
-    eval_gallery.show(ds, items, classes, key="eval.mislabelled", extra="margin")
+    eval_gallery.show(ds, items, classes, key="eval.mislabelled", extra="margin", run_id=run.id)
 
 
 # --- calibration -------------------------------------------------------------------------------------

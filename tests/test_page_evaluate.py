@@ -182,6 +182,13 @@ def test_multiclass_confusion_matrix_cell_images_and_per_class_bars(trained, mon
     assert any(f"{res['confusion_matrix'][i][i]:,} image" in m.value for m in at.markdown)
     assert len(at.image) >= 2  # the cell's gallery next to the top losses gallery
     assert not any("cannot be shown" in c.value for c in at.caption)
+    # each gallery image links to the Explain page for that dataset image of this run
+    links = [el.proto for el in at.get("page_link")]
+    cell_indices = ev.load_predictions(run, "test").indices[
+        (ev.load_predictions(run, "test").labels == i) & (ev.load_predictions(run, "test").probs.argmax(1) == i)]
+    assert links and all(f"run={run.id}" in link.query_string for link in links)
+    linked = {int(link.query_string.split("image=")[1].split("&")[0]) for link in links}
+    assert linked & set(int(v) for v in cell_indices)
     # reporting on val, where thresholds are tuned, is flagged as optimistic
     at.radio(key=f"eval.split.{run.id}").set_value("val").run()
     assert any("Optimistic" in w.value for w in at.warning)
