@@ -24,6 +24,7 @@ PAGES = [
     st.Page("pages/train.py", title="Train", icon=":material/model_training:", url_path="training"),
     st.Page("pages/evaluate.py", title="Evaluate", icon=":material/analytics:", url_path="evaluation"),
     st.Page("pages/explain.py", title="Explain", icon=":material/visibility:", url_path="explanations"),
+    st.Page("pages/predict.py", title="Predict", icon=":material/online_prediction:", url_path="prediction"),
 ]
 
 st.set_page_config(page_title="Loupe", page_icon="🔎", layout="wide")

@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval(sub)
     from engine.cli_explain import register as register_explain
     register_explain(sub)
+    from engine.cli_predict import register as register_predict
+    register_predict(sub)
     return parser
 
 

@@ -1,0 +1,146 @@
+"""Predict page: a model (a trained run, or the built-in ImageNet model, which works before any training) on
+uploaded images or a camera picture -> per image the top prediction, the top-k confidences, the decision, the
+unsure flag, the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
+be exported to ONNX / TorchScript.
+
+The engine does the work (`engine.inference.Predictor`, `engine.explain`, `engine.export`); this page reads
+widgets, calls it and draws. Helpers: `pred_load` (cached model and predictions), `pred_view` (drawing).
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from engine.errors import LoupeError
+from engine.runs import Run
+from pages import pred_load, pred_view, state
+
+K_MODEL, K_UPLOADER, K_CAMERA, K_USE_CAMERA = "pred.model", "pred.uploader", "pred.camera", "pred.use_camera"
+K_TOP_K, K_UNSURE, K_GRADCAM = "pred.top_k", "pred.unsure", "pred.gradcam"
+K_SEEN_RUN = "pred._active_run"  # the active run last seen (a run chosen on another page is followed)
+TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
+MAX_CARDS = 24  # more images than this: the table has them all, cards are drawn for the first ones
+
+
+# --- model ------------------------------------------------------------------------------------------------
+
+
+def _picked() -> None:
+    ref = st.session_state.get(K_MODEL)
+    if ref and not str(ref).startswith("builtin:"):
+        state.set_active_run(ref)
+
+
+def pick_model(runs: dict[str, Run]) -> str:
+    """The model to predict with: the active run (or the newest) when there are runs, else the built-in one."""
+    builtins = pred_load.builtin_models()
+    options = [*runs, *builtins]
+    active = state.active_run()
+    followed = active in runs and active != st.session_state.get(K_SEEN_RUN)  # another page chose a run
+    st.session_state[K_SEEN_RUN] = active
+    if followed or st.session_state.get(K_MODEL) not in options:
+        st.session_state[K_MODEL] = active if active in runs else (next(iter(runs)) if runs else builtins[0])
+    labels = {**{r: pred_load.run_label(run) for r, run in runs.items()},
+              **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins}}  # fmt: skip
+    ref = st.selectbox("Model", options, key=K_MODEL, format_func=lambda r: labels.get(r, r), on_change=_picked,
+                       help="Your runs with saved weights (newest first, with their best validation metric), and the "
+                            "built-in ImageNet classifier, which works before any training.")  # fmt: skip
+    if not runs:
+        st.caption("No trained run yet: predicting with the built-in ImageNet model. Train one on the **Train** page "
+                   "to predict your own classes.")  # fmt: skip
+    return ref
+
+
+def model_caption(pred) -> str:
+    classes = list(getattr(pred, "classes", []) or [])
+    bits = [f"`{getattr(pred, 'name', '?')}`", str(getattr(pred, "task", "?")), f"{len(classes):,} classes"]
+    size = getattr(pred, "image_size", None)
+    if size:
+        bits.append(f"input {size} px")
+    temp = getattr(pred, "temperature", None)
+    if isinstance(temp, (int, float)) and abs(temp - 1.0) > 1e-6:
+        bits.append(f"temperature {temp:.2f}")
+    return " · ".join(bits)
+
+
+# --- settings and inputs ------------------------------------------------------------------------------------
+
+
+def settings(pred, n_classes: int) -> dict:
+    c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
+    top_k = 1
+    if n_classes > 1:
+        top_k = c1.slider("Top-k", 1, min(10, n_classes), min(5, n_classes), key=K_TOP_K,
+                          help="How many of the most likely classes the bar chart shows.")
+    default = getattr(pred, "unsure_below", None)
+    if K_UNSURE not in st.session_state:
+        st.session_state[K_UNSURE] = float(default) if isinstance(default, (int, float)) else 0.5
+    unsure = c2.slider("Unsure below", 0.0, 1.0, step=0.01, key=K_UNSURE, format="%.2f",
+                       help="A prediction whose top confidence is below this is flagged *unsure*: look at it "
+                            "yourself. (Multi-label runs flag an image with no label above its threshold.)")
+    gradcam = c3.toggle("Grad-CAM overlay", key=K_GRADCAM,
+                        help="Where the model looked for its top class (Grad-CAM, as on the Explain page).")
+    return {"top_k": int(top_k), "unsure_below": float(unsure), "gradcam": bool(gradcam)}
+
+
+def inputs() -> list[tuple[str, bytes]]:
+    files = st.file_uploader("Images", type=TYPES, accept_multiple_files=True, key=K_UPLOADER,
+                             help="JPEG, PNG, WebP, BMP or GIF (its first frame); one or many.")  # fmt: skip
+    photo = None
+    if st.toggle("Take a picture with the camera", key=K_USE_CAMERA):
+        photo = st.camera_input("Camera", key=K_CAMERA)
+    return pred_load.uploads(files, photo)
+
+
+# --- the page -------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    st.title("Predict")
+    runs = {r.id: r for r in pred_load.usable_runs()}
+    ref = pick_model(runs)
+    run = runs.get(ref)
+    try:
+        pred = pred_load.predictor(ref, runs)
+    except (LoupeError, OSError, ValueError, RuntimeError) as e:
+        st.error(f"The model `{ref}` cannot be loaded: {e}", icon=":material/error:")
+        return
+    st.caption(model_caption(pred))
+    if run is not None:
+        pred_view.export_panel(run)
+    classes = list(getattr(pred, "classes", []) or [])
+    opts = settings(pred, len(classes))
+    items = inputs()
+    if not items:
+        st.info("Upload one or more images (or take a picture) to see what the model predicts.", icon=":material/info:")
+        return
+    key = pred_load.model_key(ref, runs)
+    with st.spinner(f"Predicting {len(items)} image{'s' if len(items) > 1 else ''}…"):
+        results = pred_load.predict(pred, key, items, opts["top_k"], opts["unsure_below"])
+    for r in results:
+        if not r.get("ok"):
+            st.error(f"`{r.get('file')}` cannot be read: {r.get('error') or 'not an image'}", icon=":material/error:")
+    if len(items) >= 2:
+        pred_view.results_table(results, str(getattr(pred, "name", ref)))
+    cam = opts["gradcam"]
+    if cam:
+        try:
+            pred_load.run_model_of(pred)
+        except pred_load.NoGradCam as e:
+            st.caption(str(e))
+            cam = False
+    data_of = dict(items)
+    good = [(i, r) for i, r in enumerate(results) if r.get("ok")]
+    if len(good) > MAX_CARDS:
+        st.caption(f"Showing the first {MAX_CARDS} of {len(good)} images; the table above has them all.")
+    task = str(getattr(pred, "task", "multiclass"))
+    for i, r in good[:MAX_CARDS]:
+        data = data_of.get(r["file"], b"")
+        target = (r.get("top") or [{}])[0].get("index")
+        overlay = None
+        if cam:
+            overlay = (lambda d=data, n=r["file"], t=target: pred_load.gradcam_overlay(pred, key, n, d, t))
+        pred_view.result_card(i, r, data, task, opts["unsure_below"], overlay)
+
+
+main()

