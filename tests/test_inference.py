@@ -231,3 +231,21 @@ def test_cli_predict_json_and_folder(digits_run, tmp_path, capsys):
     assert len(list(csv.DictReader(out.open()))) == 2
     assert main(["predict", "no-such-run", str(img)]) == 2
     assert "No run 'no-such-run'" in capsys.readouterr().err
+
+
+@needs_fashion
+def test_multilabel_run_decides_with_its_saved_per_label_thresholds(tmp_path_factory, session_cache):
+    from engine.runs import Run
+
+    path = _train(tmp_path_factory, session_cache, dataset="builtin:fashion-multilabel", image_size=28, train_limit=300)
+    run = Run(path)
+    mosaic = np.zeros((56, 56), np.uint8)
+    mosaic[4:24, 6:22] = 200  # one bright item in the top-left tile
+    item = [("mosaic.png", encode(mosaic, "PNG"))]
+    classes = json.loads((path / "classes.json").read_text())
+    save_thresholds(run, {"multilabel": [0.0] * len(classes), "tuned_on": "val"})
+    everything = Predictor.from_ref(str(path)).predict_bytes(item)[0]
+    assert everything["ok"] and sorted(everything["label"]) == sorted(classes) and not everything["unsure"]
+    save_thresholds(run, {"multilabel": [1.01] * len(classes), "tuned_on": "val"})  # nothing can pass
+    nothing = Predictor.from_ref(str(path)).predict_bytes(item)[0]  # a new thresholds.json is picked up
+    assert nothing["label"] == [] and nothing["unsure"]
