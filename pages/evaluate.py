@@ -15,7 +15,7 @@ import streamlit as st
 from engine import metrics as M
 from engine.errors import LoupeError
 from engine.runs import Run
-from pages import eval_binary, eval_charts, eval_gallery, eval_load, eval_multilabel, state
+from pages import eval_binary, eval_charts, eval_gallery, eval_load, eval_multilabel, state, ui
 
 K_NORM = "eval.cm_normalised"
 K_COMPARE = "eval.compare"
@@ -287,9 +287,8 @@ def main() -> None:
     st.title("Evaluate")
     runs = eval_load.evaluable_runs()
     if not runs:
-        st.info("No trained run to evaluate yet. Start one on the **Train** page: once it completes, its stored "
-                "predictions on val and test are evaluated here (nothing is re-run).", icon=":material/info:")  # fmt: skip
-        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        ui.no_runs_yet("No trained run to evaluate yet. Start one on the **Train** page: once it completes, its stored "
+                "predictions on val and test are evaluated here (nothing is re-run).")  # fmt: skip
         return
     top, side = st.columns([3, 2], vertical_alignment="bottom")
     with top:

@@ -154,9 +154,8 @@ def main() -> None:
     st.title("Explain")
     runs = expl_load.explainable_runs()
     if not runs:
-        st.info("No trained run to explain yet. Train one on the **Train** page: once it has saved weights, pick an image "
-                "here to see what the model looks at and how easily it is fooled.", icon=":material/info:")  # fmt: skip
-        st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+        ui.no_runs_yet("No trained run to explain yet. Train one on the **Train** page: once it has saved weights, pick an image "
+                "here to see what the model looks at and how easily it is fooled.")  # fmt: skip
         return
     run = pick_run(runs)
     try:

@@ -87,3 +87,9 @@ def forget_dataset(spec: str) -> None:
     """Drop the cached dataset and statistics for `spec`, so the next load re-scans the files."""
     load_dataset.clear(spec)
     load_stats.clear()
+
+
+def no_runs_yet(message: str) -> None:
+    """The friendly stop for pages that need a trained run: what to do, and a link to do it."""
+    st.info(message, icon=":material/info:")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")

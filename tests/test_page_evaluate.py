@@ -12,22 +12,15 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import evaluate as ev
-from engine.config import RunConfig
-from engine.jobs import prepare_run
 from engine.runs import Run
-from engine.train import fit
+from tests.pagetools import open_page, train_tiny
 from tests.conftest import FASHION_DIR
 
-APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 HAS_FASHION = (FASHION_DIR / "train-images-idx3-ubyte.gz").exists()
-TINY = dict(model="small_cnn", strategy="scratch", epochs=1, batch_size=32, train_limit=300, lr=1e-2, precision="fp32")
 
 
 def _train(root: Path, dataset: str, image_size: int) -> Run:
-    cfg = RunConfig(dataset=dataset, image_size=image_size, **TINY).validate()
-    run = prepare_run(cfg, root)
-    fit(cfg, run, log=lambda m: None)
-    return run
+    return train_tiny(root, dataset, image_size)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +47,7 @@ def use_runs(monkeypatch: pytest.MonkeyPatch, *runs: Run, copy_to: Path | None =
 
 
 def open_evaluate(run: Run | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    if run is not None:
-        at.query_params["run"] = run.id
-    at.run()
-    at.switch_page("pages/evaluate.py").run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == "Evaluate"
-    return at
+    return open_page("pages/evaluate.py", "Evaluate", run)
 
 
 def metric(at: AppTest, label: str, nth: int = 0):

@@ -15,37 +15,20 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.config import RunConfig
-from engine.jobs import prepare_run
 from engine.runs import Run
-from engine.train import fit
+from tests.pagetools import open_page, train_tiny
 
-APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
-TINY = dict(model="small_cnn", strategy="scratch", epochs=1, batch_size=32, train_limit=300, lr=1e-2, precision="fp32")
 CATS = ("tabby", "tiger cat", "egyptian cat", "persian", "siamese")
 BIG_LINE = re.compile(r"^## (\d{1,3})% (.+)$")
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
-    root = tmp_path_factory.mktemp("predict-runs")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOUPE_CACHE_DIR", str(session_cache))
-        cfg = RunConfig(dataset="builtin:digits", image_size=8, **TINY).validate()
-        r = prepare_run(cfg, root)
-        fit(cfg, r, log=lambda m: None)
-    return r
+    return train_tiny(tmp_path_factory.mktemp("predict-runs"), "builtin:digits", 8, session_cache)
 
 
 def open_predict(run: Run | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=90)
-    if run is not None:
-        at.query_params["run"] = run.id
-    at.run()
-    at.switch_page("pages/predict.py").run()
-    assert not at.exception, at.exception
-    assert at.title[0].value == "Predict"
-    return at
+    return open_page("pages/predict.py", "Predict", run)
 
 
 def upload(at: AppTest, *files: tuple[str, bytes, str]) -> AppTest:
