@@ -14,12 +14,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine.augment import augment_batch
 from engine.config import RunConfig
 from engine.device import Compute
 from engine.errors import LoupeError
+from engine.networks import probs_from_logits
 
 
 class TrainingFailed(LoupeError):
@@ -168,7 +168,7 @@ def predict_probs(
         with compute.autocast():
             logits = model(x)
         logits = logits.float()
-        out.append((torch.sigmoid(logits) if multilabel else F.softmax(logits, dim=1)).cpu().numpy())
+        out.append(probs_from_logits(logits, multilabel).cpu().numpy())
     model.train(was_training)
     if not out:
         return np.zeros((0, 0), np.float32)

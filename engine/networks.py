@@ -84,6 +84,11 @@ class FaceNet(nn.Module):
         return F.normalize(self.embed(self.stages(x).mean((2, 3))), dim=1)
 
 
+def probs_from_logits(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
+    """The model's probabilities: softmax over classes, or independent sigmoids for multi-label."""
+    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+
+
 # --- the wrapper --------------------------------------------------------------------------------
 
 class ImageClassifier(nn.Module):

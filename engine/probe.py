@@ -19,15 +19,15 @@ from engine.features import cached_features
 from engine.imbalance import epoch_indices, make_loss
 from engine.loop import TrainingFailed, log_loss
 from engine.metrics import summarize
+from engine.networks import probs_from_logits
 from engine.optim import make_optimizer, make_scheduler
 from engine.runs import Run, atomic_write_json, now_iso
-from engine.session import Session, write_npz
+from engine.session import Session, save_predictions
 
 
 def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) -> np.ndarray:
     with torch.inference_mode():
-        logits = head(feats).float()
-        return (torch.sigmoid(logits) if multilabel else torch.softmax(logits, 1)).numpy()
+        return probs_from_logits(head(feats).float(), multilabel).numpy()
 
 
 def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
@@ -86,16 +86,7 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
             run.clear_stop()
             break
     save_weights(model, run.checkpoints / "last.safetensors")
-    final = {}
-    run.predictions.mkdir(parents=True, exist_ok=True)
-    for split in ("val", "test"):
-        idx = ds.splits.get(split)
-        if idx is None or not len(idx):
-            continue
-        probs = _head_probs(model.head.float(), feats[idx], multilabel)
-        ids = np.array([ds.source.item_id(int(i)) for i in idx])
-        write_npz(run.predictions / f"{split}.npz", ids=ids, indices=idx, labels=ds.labels[idx], probs=probs)
-        final[split] = summarize(probs, ds.labels[idx], s.task, positive=s.positive)
+    final = save_predictions(run, s, lambda idx: _head_probs(model.head.float(), feats[idx], multilabel))
     summary = {"best_epoch": best_epoch, "monitor": "val_balanced_accuracy", "best": final.get("val", {}), "final": final,
                "epochs_run": epoch + 1, "steps": step, "features_cache_hit": hit, "wall_seconds": round(time.time() - wall0, 2),
                "train_seconds": round(t_train, 2), "train_img_per_s": round(len(s.train_idx) * (epoch + 1) / max(t_train, 1e-9), 1),

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from engine.errors import LoupeError
+from engine.networks import probs_from_logits
 from engine.runs import Run
 
 
@@ -97,10 +98,6 @@ def prepare_image(data: bytes | Path, name: str, rm: RunModel) -> tuple[np.ndarr
         raise RunModelError(f"The image '{name or 'upload'}' cannot be used: {e}.") from None
     x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
     return pixels, x.to(rm.device)
-
-
-def probs_from_logits(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
-    return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
 
 
 def predict_tensor(rm: RunModel, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:

@@ -129,17 +129,16 @@ def _pid() -> int:
     return os.getpid()
 
 
-def save_predictions(run: Run, s: Session, model: torch.nn.Module, data, compute: Compute) -> dict:
-    """predictions/{val,test}.npz from the (best) model, and the metrics of each split."""
-    from engine.loop import predict_probs
-
+def save_predictions(run: Run, s: Session, predict: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """predictions/{val,test}.npz from `predict` (item indices -> probabilities of the best model),
+    and the metrics of each split. The full model and the linear probe's head both come through here."""
     run.predictions.mkdir(parents=True, exist_ok=True)
     out = {}
     for split in ("val", "test"):
         idx = s.ds.splits.get(split)
         if idx is None or len(idx) == 0:
             continue
-        probs = predict_probs(model, data, idx, compute, s.task == "multilabel")
+        probs = predict(idx)
         labels = s.ds.labels[idx]
         ids = np.array([s.ds.source.item_id(int(i)) for i in idx])
         write_npz(run.predictions / f"{split}.npz", ids=ids, indices=idx, labels=labels, probs=probs)

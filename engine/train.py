@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -18,11 +17,10 @@ import torch
 from engine import distributed
 from engine.checkpoint import load_state, load_weights, save_state, save_weights
 from engine.config import RunConfig
-from engine.device import resolve_compute
 from engine.imbalance import epoch_indices, make_loss
 from engine.loop import DeviceData, TrainingFailed, log_loss, predict_probs, train_one_epoch
 from engine.metrics import summarize
-from engine.models import apply_strategy, build_model, set_train_mode
+from engine.models import apply_strategy, set_train_mode
 from engine.optim import make_optimizer, make_scheduler
 from engine.runs import Run, atomic_write_json, now_iso
 from engine.session import Session, open_session, save_predictions
@@ -200,7 +198,7 @@ def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, 
     best_path = run.checkpoints / "best.safetensors"
     if best_path.exists():
         load_weights(core, best_path)
-    final = save_predictions(run, s, core, data, compute)
+    final = save_predictions(run, s, lambda idx: predict_probs(core, data, idx, compute, s.task == "multilabel"))
     summary = {
         "best_epoch": st["best_epoch"], "monitor": monitor, "best": final.get("val", {}),
         "final": final, "epochs_run": st["epoch"], "steps": st["step"], "stopped_early": stop_reason or None,
@@ -230,4 +228,4 @@ def train_cli_entry(cfg: RunConfig, run: Run, resume: bool, log=print, progress=
     return 0
 
 
-__all__ = ["fit", "train_cli_entry", "monitor_name", "Path"]
+__all__ = ["fit", "train_cli_entry", "monitor_name"]
