@@ -55,7 +55,7 @@ def main() -> None:
         forward()
         fwd = min(_time(forward) for _ in range(args.repeat))
         rows.append((batch, best / batch * 1000, fwd / batch * 1000, batch / best))
-    print(f"\n| batch | ms per image (bytes -> decisions) | ms per image (forward only) | images/s |\n|---|---|---|---|")
+    print("\n| batch | ms per image (bytes -> decisions) | ms per image (forward only) | images/s |\n|---|---|---|---|")
     for b, ms, fms, ips in rows:
         print(f"| {b} | {ms:.1f} | {fms:.1f} | {ips:.1f} |")
     print(f"\nbest of {args.repeat}; torch threads {torch.get_num_threads()}; {load()}")
