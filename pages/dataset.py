@@ -9,6 +9,7 @@ import streamlit as st
 from engine.data import Dataset
 from engine.data.archive import data_dir, list_datasets, save_upload
 from engine.data.builtin import BUILTINS
+from engine.data.roots import check_spec
 from engine.errors import LoupeError
 from pages import charts, problems, state, ui
 
@@ -122,6 +123,7 @@ def open_active(spec: str) -> tuple[Dataset, dict]:
     if not spec.startswith("builtin:") and right.button("Re-scan", help=rescan):
         ui.forget_dataset(spec)
     try:
+        check_spec(spec)  # typed, URL and remembered paths alike: only inside the allowed data roots
         ds = ui.load_dataset(spec)
         stats = ui.load_stats(spec, ds.fingerprint, ds.image_size, ds)
     except LoupeError as e:

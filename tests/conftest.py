@@ -34,6 +34,7 @@ def isolated_dirs(tmp_path: Path, session_cache: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("LOUPE_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LOUPE_STATE_FILE", str(tmp_path / "data" / ".loupe_state.json"))
+    monkeypatch.setenv("LOUPE_DATA_ROOTS", str(tmp_path))  # the app may open test data typed as server paths
 
 
 def write_image(path: Path, value: int = 0, size: tuple[int, int] = (16, 12), mode: str = "RGB", seed: int | None = None) -> Path:

@@ -28,7 +28,7 @@ from engine.errors import ArchiveError, DatasetError
 MARKER = ".loupe-extracted"  # written last, inside the temp folder, before the rename
 DEFAULT_MAX_BYTES = 4 * 1024**3
 DEFAULT_MAX_FILES = 200_000
-MAX_RATIO = 200  # uncompressed:compressed, enforced for entries over RATIO_MIN_BYTES
+MAX_RATIO = 200  # uncompressed:compressed, for each entry and for the whole archive once over RATIO_MIN_BYTES
 RATIO_MIN_BYTES = 1024**2
 CHUNK = 1024**2
 STALE_TMP_SECONDS = 6 * 3600  # temp folders this old are leftovers of a crashed extraction
@@ -125,6 +125,12 @@ def _plan(zip_path: Path, zf: zipfile.ZipFile, max_bytes: int, max_files: int):
                 f"Archive {zname} entry {info.filename!r} is compressed more than {MAX_RATIO}:1, "
                 "which looks like a zip bomb; re-create the zip from the original files."
             )
+    packed = zip_path.stat().st_size
+    if total > RATIO_MIN_BYTES and total > MAX_RATIO * packed:  # many small entries, each under the per-entry rule
+        raise ArchiveError(
+            f"Archive {zname} would unpack {total:,} bytes from {packed:,}, more than {MAX_RATIO}:1, which looks like "
+            "a zip bomb; re-create the zip from the original files."
+        )
     clash = dirs.intersection(seen)
     if clash:
         name = seen[sorted(clash)[0]]

@@ -21,8 +21,8 @@ from engine.data.duplicates import dhash_batch, thumbnails_batch
 from engine.data.source import Progress, ScanResult, Source, no_progress
 from engine.data.workers import decode_chunk, header_chunk, run_chunks
 
-#: bump when the cache layout changes, so caches written by older code are rebuilt, not misread
-CACHE_VERSION = 2
+#: bump when the cache layout or the decoded pixels change, so older caches are rebuilt, not misread
+CACHE_VERSION = 3  # 3: centre crop taken before resampling, transparent colours composited
 
 
 def cache_dir() -> Path:

@@ -10,7 +10,7 @@ from engine.data.cache import channels_for, decoded, default_size, scan_headers
 from engine.data.decode import decode
 from engine.data.detect import resolve_source
 from engine.data.source import Progress, ScanResult, Source, no_progress
-from engine.data.splits import make_splits
+from engine.data.splits import make_splits, missing_from_train
 from engine.errors import DatasetError
 
 TASKS = ("binary", "multiclass", "multilabel")
@@ -95,6 +95,17 @@ class Dataset:
         return np.asarray(self.images[i])
 
 
+def unseen_note(source: Source, splits: dict[str, np.ndarray]) -> list[str]:
+    """A note naming the classes that are in val/test but have no training image (unknown to the model)."""
+    missing = [source.classes[c] for c in missing_from_train(source.labels, splits)]
+    if not missing:
+        return []
+    shown = ", ".join(f"'{c}'" for c in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    many = len(missing) > 1
+    return [f"{len(missing)} class{'es' if many else ''} ({shown}) appear{'' if many else 's'} in val or test but not in "
+            f"train, so the model cannot learn {'them' if many else 'it'}; move some of those images to train."]
+
+
 def open_dataset(
     spec: str,
     image_size: int | None = None,
@@ -127,6 +138,7 @@ def open_dataset(
     if not scan.ok.any():
         raise DatasetError(f"None of the images in '{spec}' could be decoded (e.g. '{scan.corrupt[0]['path']}': {scan.corrupt[0]['reason']}).")
     splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed, val_fraction, test_fraction)
+    notes += unseen_note(source, splits)
     return Dataset(source, task, size, channels, images, scan, splits, notes=source.notes + notes)
 
 
@@ -149,6 +161,7 @@ def quick_stats(spec: str, task: str | None = None, seed: int = 0, progress: Pro
     task = check_task(source, task)
     scan = scan_headers(source, progress)
     splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed)
+    notes += unseen_note(source, splits)
     stats = compute_stats(source, scan, splits, task)
     stats["notes"] = source.notes + notes
     return stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +60,14 @@ def _open(data: bytes | Path, name: str) -> Image.Image:
     if isinstance(data, bytes) and not data:
         raise ImageDecodeError("the file is empty (0 bytes)")
     try:
-        img = Image.open(fp, formats=ALLOWED_FORMATS)
+        with warnings.catch_warnings():
+            # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; for untrusted files that is a refusal
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(fp, formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
         raise ImageDecodeError(_not_image_reason(data)) from None
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"refused as a decompression bomb ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageDecodeError(f"refused as a decompression bomb ({str(e).rstrip('.')})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageDecodeError(f"unreadable image header ({e})") from None
     suffix = Path(name).suffix.lower()
@@ -123,7 +127,8 @@ def to_array(img: Image.Image, channels: int = 3) -> np.ndarray:
             arr = arr.astype(np.float64) / 257.0  # 0..65535 -> 0..255
         gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         img = Image.fromarray(gray, "L")
-    elif mode == "P" and "transparency" in img.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+    elif "transparency" in img.info and mode in ("P", "L", "RGB") or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        # P/L/RGB carry transparency as a palette alpha table or one transparent colour (PNG tRNS)
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
         img = Image.alpha_composite(background, rgba).convert("RGB")
@@ -141,12 +146,12 @@ def resize(img: Image.Image, size: int, mode: str = "crop") -> Image.Image:
         return img.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
     if mode != "crop":
         raise ValueError(f"unknown resize mode {mode!r}; use 'crop' or 'squash'")
+    # crop the centred square in the source, then resample only that: resizing the whole image first
+    # would make a 40000x1 strip 40000*size pixels wide (gigabytes) just to throw nearly all of it away
     w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return img.crop((left, top, left + size, top + size))
+    side = min(w, h)
+    left, top = (w - side) / 2, (h - side) / 2
+    return img.resize((size, size), Image.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=3.0)
 
 
 def decode(
@@ -166,20 +171,22 @@ def decode(
     img = _open(data, name)
     header = Header(img.width, img.height, img.mode, img.format or "")
     try:
-        if size is not None and img.format == "JPEG":
-            img.draft("RGB" if channels == 3 else "L", (size, size))  # DCT-domain downscale: much faster
-        img.load()  # full decode: truncated files raise here, not later
-        if getattr(img, "is_animated", False):
-            img.seek(0)
-        img = ImageOps.exif_transpose(img)
-        if size is not None:
-            img = _prepare_mode(img)
-            img = resize(img, size, resize_mode)
-        arr = to_array(img, channels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # frames are checked on seek too
+            if size is not None and img.format == "JPEG":
+                img.draft("RGB" if channels == 3 else "L", (size, size))  # DCT-domain downscale: much faster
+            img.load()  # full decode: truncated files raise here, not later
+            if getattr(img, "is_animated", False):
+                img.seek(0)
+            img = ImageOps.exif_transpose(img)
+            if size is not None:
+                img = _prepare_mode(img)
+                img = resize(img, size, resize_mode)
+            arr = to_array(img, channels)
     except ImageDecodeError:
         raise
-    except Image.DecompressionBombError as e:
-        raise ImageDecodeError(f"refused as a decompression bomb ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageDecodeError(f"refused as a decompression bomb ({str(e).rstrip('.')})") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         raise ImageDecodeError(f"the image data is damaged or truncated ({e})") from None
     return arr, header

@@ -14,6 +14,8 @@ from engine.errors import DatasetError
 
 SPLIT_DIRS = {"train": TRAIN, "training": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "test": TEST, "testing": TEST}
 IGNORED_DIRS = {"__MACOSX", "__pycache__"}
+#: label files and CSV tables larger than this are refused before reading (100 MiB holds ~4M rows)
+MAX_TABLE_BYTES = 100 * 1024 * 1024
 
 
 def natural_key(name: str) -> list:
@@ -150,6 +152,9 @@ def find_label_file(root: Path) -> Path | None:
 
 def parse_label_lines(path: Path) -> list[str]:
     """One label per line; trailing blank lines tolerated, blank or multi-token lines inside are not."""
+    size = path.stat().st_size
+    if size > MAX_TABLE_BYTES:
+        raise DatasetError(f"The label file '{path.name}' is {size / 2**20:.0f} MB, over the {MAX_TABLE_BYTES // 2**20} MB limit; check it is a label file.")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:

@@ -82,6 +82,25 @@ def make_splits(
     return {k: v for k, v in out.items() if len(v) or k != "test"}, notes
 
 
+def missing_from_train(labels: np.ndarray, splits: dict[str, np.ndarray]) -> list[int]:
+    """Classes (labels, for multi-hot) that occur in val or test but never in train.
+
+    Only given splits can do this (carved ones are stratified): a model never shown a class cannot
+    predict it, so its test results would be misleading without a word about it.
+    """
+    def present(idx: np.ndarray) -> np.ndarray:
+        if labels.ndim == 2:
+            return np.flatnonzero(labels[idx].sum(axis=0) > 0)
+        return np.unique(labels[idx])
+
+    train = set(present(splits.get("train", np.zeros(0, np.int64))).tolist())
+    held_out = set()
+    for name in ("val", "test"):
+        if name in splits:
+            held_out |= set(present(splits[name]).tolist())
+    return sorted(held_out - train)
+
+
 def kfold_indices(labels: np.ndarray, indices: np.ndarray, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k folds over `indices`: [(train_idx, held_out_idx)] with every index held out once."""
     if k < 2:
@@ -101,4 +120,4 @@ def kfold_indices(labels: np.ndarray, indices: np.ndarray, k: int, seed: int = 0
     return [(np.sort(indices[fold != f]), np.sort(indices[fold == f])) for f in range(k)]
 
 
-__all__ = ["SPLIT_NAMES", "make_splits", "kfold_indices", "strata"]
+__all__ = ["SPLIT_NAMES", "make_splits", "kfold_indices", "missing_from_train", "strata"]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.archive import _env_int
 from engine.data.decode import is_image_name
-from engine.data.folders import _file_stats, list_dir, sort_labels
+from engine.data.folders import MAX_TABLE_BYTES, _file_stats, list_dir, sort_labels
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, Source, fingerprint
 from engine.errors import DatasetError
 
@@ -18,16 +19,29 @@ FILE_COLUMNS = ("filename", "file", "file_name", "image", "image_id", "img", "pa
 LABEL_COLUMNS = ("labels", "label", "tags", "tag", "classes", "class", "category", "target", "y")
 SPLIT_COLUMNS = ("split", "subset", "fold")
 LABEL_SEPARATORS = re.compile(r"[ ;|]+")
-MAX_CSV_BYTES = 512 * 1024 * 1024
+MAX_CSV_BYTES = MAX_TABLE_BYTES
+#: image rows per table (env LOUPE_MAX_CSV_ROWS): 1M rows parse in ~1 s into ~200 MB of Python lists;
+#: the byte cap alone would let ~4M short rows through, several GB once parsed
+MAX_CSV_ROWS = 1_000_000
 
 
 def _read_rows(path: Path) -> list[list[str]]:
     size = path.stat().st_size
     if size > MAX_CSV_BYTES:
         raise DatasetError(f"The table '{path.name}' is {size / 2**20:.0f} MB, over the {MAX_CSV_BYTES // 2**20} MB limit; split it.")
+    max_rows = _env_int("LOUPE_MAX_CSV_ROWS", MAX_CSV_ROWS)
+    rows: list[list[str]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig drops a BOM; csv handles CRLF
-            rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+            for r in csv.reader(f):
+                if not any(c.strip() for c in r):
+                    continue
+                rows.append(r)
+                if len(rows) > max_rows + 1:  # + the header; stop reading, do not parse the rest
+                    raise DatasetError(
+                        f"The table '{path.name}' has more than {max_rows:,} image rows; split the dataset or raise "
+                        "LOUPE_MAX_CSV_ROWS."
+                    )
     except UnicodeDecodeError:
         raise DatasetError(f"The table '{path.name}' is not UTF-8 text; save it as UTF-8 CSV.") from None
     except csv.Error as e:
@@ -59,6 +73,7 @@ def _resolve_files(csv_path: Path, names: list[str]) -> tuple[Path, list[str]]:
     stems = _stems(root) if any(not Path(n).suffix for n in names) else {}
     real_root = root.resolve()
     files, missing = [], []
+    seen: dict[Path, str] = {}  # resolved file -> the name that first named it
     for n in names:
         rel = n.replace("\\", "/").strip()
         target = (root / rel).resolve()
@@ -66,8 +81,15 @@ def _resolve_files(csv_path: Path, names: list[str]) -> tuple[Path, list[str]]:
             raise DatasetError(f"The table '{csv_path.name}' names '{n}', which lies outside '{root}'; use paths relative to the table's folder.")
         if not target.is_file() and not Path(rel).suffix and rel in stems:
             rel = stems[rel]
+            target = (root / rel).resolve()
         if not (root / rel).is_file():
             missing.append(n)
+        elif target in seen:  # 'a.png', './a.png', 'x/../a.png' and the id 'a' are one image
+            raise DatasetError(
+                f"The table '{csv_path.name}' names the same image twice ('{seen[target]}' and '{n}'); keep one row per image."
+            )
+        else:
+            seen[target] = n
         files.append(rel)
     if missing:
         raise DatasetError(
@@ -107,6 +129,13 @@ def load_csv(path: Path, spec: str) -> Source:
     if label_col is not None:
         label_sets = [[t for t in LABEL_SEPARATORS.split(r[label_col].strip()) if t] for r in body]
         classes = sort_labels([t for s in label_sets for t in s])
+        empty = [n for n, s in enumerate(label_sets, start=2) if not s]
+        if empty and classes and all(len(s) <= 1 for s in label_sets):
+            # one label per row elsewhere: a blank cell is a mistake, not "no labels" in a multi-label set
+            raise DatasetError(
+                f"Row {empty[0]} of '{path.name}' has an empty label ({len(empty)} rows in all); fill or remove those rows, "
+                "or give one 0/1 column per label if images may have no label."
+            )
     else:
         label_sets, classes = _one_hot(path, header, body, rest)
     if not classes:
