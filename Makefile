@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: setup run test bench clean-cache
 
-setup: $(STAMP) $(FASHION_DIR)
+setup: $(STAMP) $(FASHION_DIR) $(CHROMIUM)
 
 # Reinstall only when requirements.txt changed: a second `make setup` takes well under a second.
 $(STAMP): requirements.txt
@@ -25,16 +26,29 @@ $(FASHION_DIR):
 	  echo "warning: could not install dataset-fashion-mnist; builtin:fashion-* datasets will be unavailable"; \
 	else echo "warning: no apt-get; install Fashion-MNIST into $(FASHION_DIR) or set LOUPE_FASHION_MNIST_DIR"; fi
 
+# The browser tests (tests/e2e) drive Debian's Chromium through Playwright (Playwright's own download is not used).
+$(CHROMIUM):
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null 2>&1 && $(SUDO) apt-get install -y -q chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser tests (tests/e2e) will be skipped"; \
+	else echo "warning: no apt-get; install Chromium at $(CHROMIUM) or set LOUPE_CHROMIUM, or the browser tests are skipped"; fi
+
 run: setup
 	$(VENV)/bin/streamlit run streamlit_app.py
 
 test: setup
 	$(PY) -m pytest -q
 
+# Each prints a table beside the plain recipe; figures and machines are kept in bench/RESULTS.md.
 bench: setup
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_train.py
+	$(PY) bench/bench_accuracy.py
+	$(PY) bench/bench_probe.py
 	$(PY) bench/bench_metrics.py
+	$(PY) bench/bench_predict.py
+	$(PY) bench/bench_explain.py
 
 clean-cache:
 	rm -rf $${LOUPE_CACHE_DIR:-$$HOME/.cache/loupe}

@@ -27,7 +27,32 @@ PAGES = [
     st.Page("pages/predict.py", title="Predict", icon=":material/online_prediction:", url_path="prediction"),
 ]
 
+
+def _legacy_deep_link() -> bool:
+    """True on the one script run where Streamlit's legacy pages/-folder mode has already answered a deep link
+    (e.g. /evaluation) with "Page not found".
+
+    Streamlit decides once per server process, before any of our code runs, that a `pages/` folder next to the
+    main script means a legacy multipage app; the first script run of a fresh server therefore goes through
+    its pages/-folder router, which knows none of our url_paths, sends "Page not found" to the browser and
+    runs this script as the main page. The st.navigation call below switches the process to normal routing
+    for good, so a reload of the same URL is then served correctly, without the dialog.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if not PagesManager.uses_pages_directory or ctx is None:
+        return False
+    pm = ctx.pages_manager
+    return bool(pm.intended_page_name) and not pm.intended_page_script_hash
+
+
 st.set_page_config(page_title="Loupe", page_icon="🔎", layout="wide")
+legacy_deep_link = _legacy_deep_link()  # read before st.navigation, which ends the legacy mode
 page = st.navigation(PAGES)
+if legacy_deep_link:
+    st.html("<script>window.location.reload()</script>", unsafe_allow_javascript=True)
+    st.stop()
 render_sidebar()
 page.run()

@@ -1,0 +1,251 @@
+"""Real-browser fixtures: a `streamlit run` server on a free port and headless Chromium via Playwright.
+
+The server is a separate process, so it gets its LOUPE_* folders explicitly (a temp dir per test session;
+decoded caches in the suite's shared session cache). Chromium is Debian's (`/usr/bin/chromium`, or
+`LOUPE_CHROMIUM`); Playwright's own browser download is never used. When no Chromium (or no Playwright)
+is installed, every e2e test skips with the reason.
+
+Helpers used by the journeys:
+- `settle(page)`: wait until the app has finished its script run (no fixed sleeps);
+- `check_page(page, allow_errors=...)`: fail on a Streamlit exception box, an unexpected error box, or
+  the "Page not found" modal;
+- `shot(page, name)`: a full-page screenshot into the artifacts folder (`LOUPE_TEST_ARTIFACTS`, default
+  `test-artifacts/e2e/`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("LOUPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("LOUPE_TEST_ARTIFACTS") or ROOT / "test-artifacts" / "e2e")
+START_TIMEOUT_S = 60
+RUN_TIMEOUT_MS = 60_000  # one script run (a page, a click) under load
+
+EXCEPTION = '[data-testid="stException"]'
+ALERT_ERROR = '[data-testid="stAlertContentError"]'
+DIALOG = '[role="dialog"]'
+
+
+def _why_no_browser() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright is not installed (`pip install -r requirements.txt`)"
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        return f"no Chromium at {CHROMIUM} (`apt-get install chromium`; `make setup` tries it)"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reason = _why_no_browser()
+    for item in items:
+        if "tests/e2e/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.e2e)
+            if reason:
+                item.add_marker(pytest.mark.skip(reason=f"e2e: {reason}"))
+
+
+# --- the server ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, base: Path, cache: Path, dataset: str = "builtin:digits"):
+        self.base = base
+        self.runs, self.data = base / "runs", base / "data"
+        self.state_file = self.data / ".loupe_state.json"
+        self.data.mkdir(parents=True, exist_ok=True)
+        # a remembered dataset, as after an earlier visit: the first page opens this small one
+        self.state_file.write_text(json.dumps({"dataset": dataset}), encoding="utf-8")
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = base / "streamlit.log"
+        env = {**os.environ, "LOUPE_RUNS_DIR": str(self.runs), "LOUPE_DATA_DIR": str(self.data),
+               "LOUPE_STATE_FILE": str(self.state_file), "LOUPE_CACHE_DIR": str(cache),
+               "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        streamlit = Path(sys.executable).with_name("streamlit")
+        cmd = [str(streamlit), "run", "streamlit_app.py", "--server.port", str(self.port), "--server.address", "127.0.0.1",
+               "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)  # its own process group: training jobs die with it
+        self._wait_healthy()
+
+    def _wait_healthy(self) -> None:
+        deadline = time.time() + START_TIMEOUT_S
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"streamlit exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"streamlit did not answer /_stcore/health within {START_TIMEOUT_S}s:\n{self.log()}")
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-20000:]
+        except OSError:
+            return ""
+
+    def stop_jobs(self, grace_s: float = 5.0) -> None:
+        """End the training jobs this server started: they run in their own sessions on purpose (they
+        outlive the app), so the server's process group does not include them. A STOP file first, then
+        SIGKILL for whatever is still alive after `grace_s`."""
+        pids = []
+        for status in self.runs.glob("*/status.json"):
+            try:
+                st = json.loads(status.read_text())
+            except (OSError, ValueError):
+                continue
+            if st.get("state") in ("queued", "running") and st.get("pid"):
+                (status.parent / "STOP").touch()
+                pids.append(int(st["pid"]))
+        deadline = time.time() + grace_s
+        while pids and time.time() < deadline:
+            pids = [p for p in pids if _alive(p)]
+            time.sleep(0.2)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        self.stop_jobs()
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._log.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def start_server(base: Path, cache: Path, **kw) -> Server:
+    return Server(base, cache, **kw)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory, session_cache: Path, request: pytest.FixtureRequest):
+    srv = start_server(tmp_path_factory.mktemp("e2e-server"), session_cache)
+    failed_before = request.session.testsfailed
+    yield srv
+    srv.stop()
+    if request.session.testsfailed > failed_before:
+        print(f"\n--- streamlit server log ({srv.log_path}) ---\n{srv.log()}", file=sys.stderr)
+
+
+# --- the browser ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])  # fmt: skip
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
+
+
+def new_page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = ctx.new_page()
+    page.set_default_timeout(RUN_TIMEOUT_MS)
+    return page
+
+
+@pytest.fixture
+def page(browser):
+    p = new_page(browser)
+    yield p
+    p.context.close()
+
+
+# --- helpers ---------------------------------------------------------------------------------------------
+
+
+def settle(page, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
+    """Wait until the app is connected and its script (and any fragment) is not running."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-connection-state="CONNECTED"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            if (!app) return false;
+            const s = app.getAttribute('data-test-script-state');
+            return s === 'notRunning' && !document.querySelector('[data-testid="stStatusWidget"] [data-testid="stStatusWidgetRunningIcon"]');
+        }""",
+        timeout=timeout_ms,
+    )
+
+
+def goto(page, base_url: str, path: str = "") -> None:
+    page.goto(f"{base_url}/{path.lstrip('/')}")
+    settle(page)
+
+
+def check_page(page, allow_errors: tuple[str, ...] = ()) -> None:
+    """Fail on a Streamlit exception box, an error box whose text matches none of `allow_errors`
+    (regexes), or a dialog such as "Page not found"."""
+    exc = page.locator(EXCEPTION)
+    if exc.count():
+        pytest.fail(f"Streamlit exception on {page.url}:\n" + "\n---\n".join(exc.all_inner_texts()))
+    for text in page.locator(ALERT_ERROR).all_inner_texts():
+        if not any(re.search(a, text) for a in allow_errors):
+            pytest.fail(f"error box on {page.url}: {text}")
+    dialogs = [t for t in page.locator(DIALOG).all_inner_texts() if t.strip()]
+    if dialogs:
+        pytest.fail(f"unexpected dialog on {page.url}: {dialogs}")
+
+
+def shot(page, artifacts: Path, name: str) -> Path:
+    path = artifacts / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
