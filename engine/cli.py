@@ -113,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment, not Loupe: a runs folder under a file, a full disk, permissions
+        if args.debug:
+            raise
+        where = f" for '{e.filename}'" if e.filename else ""
+        print(f"error: {e.strerror or e}{where}; check that the path is a folder you can write to and that the "
+              "disk has free space (rerun with --debug for the traceback).", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

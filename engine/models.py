@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.config import STRATEGIES
+from engine.config import STRATEGIES, ConfigError
 from engine.networks import (  # noqa: F401  (re-exported: the public model API lives here)
     FaceNet, ImageClassifier, ModelError, ModelInfo, PretrainedUnavailable, ScaledLinear, SmallCNN, WeightsError,
     make_head,
@@ -32,6 +32,7 @@ CURATED: list[str] = [
     "mobilenetv3_small_100", "convnext_atto", "vit_tiny_patch16_224",
 ]
 _BUILTIN_SIZE = {"small_cnn": 28, "facenet": 64}
+_BUILTIN_MIN = {"small_cnn": 4, "facenet": 8}  # measured: smaller inputs pool down to 0x0 and the forward fails
 
 
 # --- names --------------------------------------------------------------------------------------
@@ -78,6 +79,7 @@ def build_model(name: str, num_classes: int | None, in_chans: int = 3, pretraine
     layout both load; the file's classifier is used only when its shape fits the requested head.
     """
     check_model_name(name)
+    check_image_size(name, image_size)
     state = read_safetensors(weights_file) if weights_file else None
     own_layout = state is not None and any(k.startswith("backbone.") for k in state)
     origin = f"The weights file '{weights_file}'"
@@ -147,7 +149,6 @@ def _build_timm(name: str, in_chans: int, pretrained: bool, allow_scratch: bool,
         head = copy.deepcopy(model.get_classifier())
         if not isinstance(head, nn.Linear):
             raise ModelError(f"'{name}' has no single linear ImageNet classifier to keep; give the number of classes.")
-    _check_size(model, name, image_size)
     model.reset_classifier(0)
     pc = model.pretrained_cfg
     return _Built(model, getattr(model, "head_hidden_size", None) or model.num_features, src, notes, head, 3,
@@ -179,19 +180,34 @@ def _timm_pretrained(name: str, kw: dict) -> tuple[nn.Module | None, str, list[s
     return None, "scratch", notes
 
 
-def _check_size(model: nn.Module, name: str, image_size: int | None) -> None:
-    """Deep CNNs shrink tiny images to nothing; try one image so the error is ours, not a conv's."""
-    reduction = (getattr(model, "feature_info", None) or [{}])[-1].get("reduction", 1)
-    if not image_size or image_size >= reduction:
-        return
-    was = model.training
+class ImageSizeError(ConfigError, ModelError):
+    """An image size smaller than the model's total downsampling (a config error about one model)."""
+
+
+@functools.lru_cache(maxsize=64)
+def min_image_size(name: str) -> int:
+    """The smallest input side `name` takes: its total stride (feature_info's last reduction) for timm
+    models, measured once on the meta device (no memory, milliseconds); the built-ins' own minimum."""
+    check_model_name(name)
+    if name in BUILTIN_MODELS:
+        return _BUILTIN_MIN[name]
+    import timm
+
     try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, image_size, image_size))
-    except Exception:
-        raise ModelError(f"'{name}' cannot run on {image_size} px images; use an image size of at least {reduction} px.") from None
-    finally:
-        model.train(was)
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+    except Exception:  # an architecture that cannot be built on meta: no rule here; timm's own error at build
+        return 1
+    info = getattr(model, "feature_info", None) or [{}]
+    return int(info[-1].get("reduction", 1))
+
+
+def check_image_size(name: str, image_size: int | None) -> None:
+    """Refuse (before any data or training) an image size the model would shrink to nothing."""
+    need = min_image_size(name)
+    if image_size and image_size < need:
+        raise ImageSizeError(f"Field 'image_size' is {image_size} px, but '{name}' downsamples {need}x and needs images "
+                             f"of at least {need} px; set image_size to {need} or more (0: the model's default).")
 
 
 def _timm_last_stage(model: nn.Module) -> list[str]:

@@ -6,6 +6,7 @@ through these files, so a page reload or a second browser sees exactly what the 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -40,19 +41,70 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+class StorageError(RunError):
+    """A run-folder file that cannot be written: disk full, read-only, or a path through a file."""
+
+
+def storage_error(path: Path | str, e: OSError) -> StorageError:
+    """One sentence for an OSError while writing `path` (the CLI and pages show it without a traceback)."""
+    reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or type(e).__name__).lower()
+    where = f"'{path}'" + (f" ('{e.filename}')" if e.filename and str(e.filename) != str(path) else "")
+    return StorageError(f"Cannot write {where}: {reason}; free disk space or point --runs-dir (LOUPE_RUNS_DIR) "
+                        "at a writable folder, then try again (a stopped or failed run can be resumed).")
+
+
+_CHUNK = 1 << 20
+_os_write = os.write  # module-level so tests can simulate a disk that fills up part-way through a write
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[_os_write(fd, view[:_CHUNK]):]
+
+
+def _remove_stale_temps(path: Path, min_age_s: float = 60.0) -> None:
+    """Temp files of writers killed mid-write (SIGKILL skips every cleanup). Only old ones whose pid is
+    gone: a live writer's file stays, even one on another host sharing the folder (its pid means nothing here)."""
+    for tmp in path.parent.glob(f".{path.name}.tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        try:
+            old = time.time() - tmp.stat().st_mtime > min_age_s
+        except OSError:
+            continue
+        if old and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync, then `os.replace`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a temp file in the same folder, fsync, then `os.replace`: readers never see half a file.
+
+    Any failure (disk full, read-only folder, a path through a file) removes the temp file, leaves
+    the previous `path` byte-for-byte as it was, and raises `StorageError` naming the file."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise storage_error(path, e) from e
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _unlink_quietly(tmp)
         raise
+
+
+def _unlink_quietly(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:  # the folder itself is gone or unusable: nothing was left there
+        pass
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -170,8 +222,11 @@ class Run:
 
     def append_metrics(self, record: dict) -> None:
         line = json.dumps(record, allow_nan=False, default=_json_default)
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(line + "\n")
+        try:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(line + "\n")
+        except OSError as e:  # a torn last line is skipped by `metrics()`; the error names the file
+            raise storage_error(self.path / "metrics.jsonl", e) from e
 
     def request_stop(self) -> None:
         (self.path / "STOP").write_text(now_iso())

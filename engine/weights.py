@@ -110,16 +110,16 @@ def _load_package(model: nn.Module, name: str, dist: str, path: Path) -> None:
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A user's weights file: safetensors only (a .pt/.pth pickle is refused unread), checksum-verified."""
+    from engine.checkpoint import CheckpointError, read_weights
+
     p = Path(path).expanduser()
     if not p.is_file():
         raise WeightsError(f"The weights file '{p}' does not exist; check the path given as the weights file.")
-    from safetensors.torch import load_file
-
     try:
-        return load_file(str(p), device="cpu")
-    except Exception:
-        raise WeightsError(f"The weights file '{p}' is not a readable safetensors file; Loupe loads only .safetensors "
-                           "(convert a .pt/.pth with safetensors.torch.save_file).") from None
+        return read_weights(p, what="weights file")
+    except CheckpointError as e:
+        raise WeightsError(str(e)) from None
 
 
 def load_state(target: nn.Module, state: dict[str, torch.Tensor], origin: str, optional: tuple[str, ...] = ()) -> list[str]:

@@ -82,12 +82,16 @@ def exact_groups(keys: list[str], ok: np.ndarray) -> list[list[int]]:
     return sorted((g for g in by_key.values() if len(g) >= 2), key=lambda g: g[0])
 
 
-def thumbnails_batch(images: np.ndarray, side: int = 16, chunk: int = 4096) -> np.ndarray:
-    """(N, H, W[, C]) uint8 -> (N, side, side) uint8 grayscale thumbnails, for the pixel check below."""
+def thumbnails_batch(images: np.ndarray, side: int = 16, chunk_bytes: int = 64 << 20) -> np.ndarray:
+    """(N, H, W[, C]) uint8 -> (N, side, side) uint8 grayscale thumbnails, for the pixel check below.
+
+    Chunks are sized by bytes, not images: a chunk becomes float32 (4x its size), and 4096 images are
+    300 MB at 64 px but 2.5 GB at 224 px, which the app process would hold at its peak."""
     import torch  # lazily: the decode workers import this package and need no torch
     import torch.nn.functional as F
 
     n = images.shape[0]
+    chunk = max(1, chunk_bytes // max(1, int(np.prod(images.shape[1:]))))
     out = np.empty((n, side, side), dtype=np.uint8)
     for start in range(0, n, chunk):
         x = torch.from_numpy(np.ascontiguousarray(images[start : start + chunk])).float()
