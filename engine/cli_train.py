@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -114,7 +115,11 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         stats = quick_stats(dataset)
         chosen, reasons = suggest(stats, set(values), gpu=resolve_device(values.get("device", "auto")).type == "cuda")
         values = {**chosen, **values}
-    return RunConfig(**values).validate(), reasons
+    cfg = RunConfig(**values).validate()
+    from engine.models import check_image_size
+
+    check_image_size(cfg.model, cfg.image_size)  # refused before a run folder exists, not in the job
+    return cfg, reasons
 
 
 def _explicit(cfg: RunConfig) -> dict:
@@ -138,8 +143,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             run = jobs.start(cfg, args.runs_dir)
             print(run.path)
             return 0
-        run = _shared_run(cfg, args.runs_dir)
+        if cfg.nproc > 1 and not jobs.under_torchrun():
+            run = jobs.prepare_run(cfg, args.runs_dir)
+        else:
+            run = _shared_run(cfg, args.runs_dir)
+    if cfg.nproc > 1 and not jobs.under_torchrun():
+        return _relaunch_ddp(cfg, run, ["train", "--config", str(run.path / "config.json")], args)
     return _run_foreground(cfg, run, resume=False, args=args)
+
+
+def _relaunch_ddp(cfg: RunConfig, run, engine_args: list[str], args: argparse.Namespace) -> int:
+    """`--nproc N` outside torchrun: the same command again under torchrun, N processes, in the foreground."""
+    from engine import jobs
+    from engine.device import resolve_device
+
+    flags = [f for f in ("--no-progress", "--json") if getattr(args, f[2:].replace("-", "_"), False)]
+    print(f"run {run.id}: DDP with {cfg.nproc} processes (torchrun --standalone)", file=sys.stderr)
+    return jobs.launch_ddp(run, engine_args + flags, cfg.nproc, resolve_device(cfg.device).type)
 
 
 def _shared_run(cfg: RunConfig, runs_dir: str | None):
@@ -158,6 +178,7 @@ def _shared_run(cfg: RunConfig, runs_dir: str | None):
 
 
 def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace) -> int:
+    from engine import jobs
     from engine.cli import TqdmProgress
     from engine.device import resolve_device
     from engine.jobs import device_slot
@@ -171,6 +192,8 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
             train_cli_entry(cfg, run, resume=resume, log=log, progress=progress)
     finally:
         progress.close()
+    if jobs.under_torchrun() and int(os.environ.get("RANK", 0)) != 0:
+        return 0  # rank 0 reports for the whole job
     summary = run.summary() or {}
     state = run.raw_status().get("state")
     if args.json:
@@ -247,8 +270,13 @@ def cmd_resume(args: argparse.Namespace) -> int:
         jobs.resume(run)
         print(run.path)
         return 0
+    cfg = RunConfig.load(run.path / "config.json")
+    if jobs.under_torchrun():  # the launcher below checked and cleared the run already
+        return _run_foreground(cfg, run, resume=True, args=args)
     if run.raw_status().get("state") != "queued" and not jobs.can_resume(run):
         jobs.resume(run)  # raises the clear "cannot resume" error
     run.clear_stop()
-    cfg = RunConfig.load(run.path / "config.json")
+    if cfg.nproc > 1:
+        run.write_status(state="queued", error=None)
+        return _relaunch_ddp(cfg, run, ["resume", str(run.path)], args)
     return _run_foreground(cfg, run, resume=True, args=args)

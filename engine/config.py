@@ -99,6 +99,10 @@ class RunConfig:
     precision: str = _f("auto", "compute", "numeric precision (auto: bf16 where supported)", choices=PRECISIONS)
     channels_last: bool = _f(True, "compute", "channels_last memory format")
     device: str = _f("auto", "compute", "auto, cpu, cuda or cuda:N")
+    compile: bool = _f(False, "compute", "torch.compile the model (its compile time is reported apart from training time)")
+    nproc: int = _f(1, "compute", "DDP processes, one per GPU (torchrun --nproc_per_node; gloo on the CPU); 1: one process",
+                    lo=1, hi=64)
+    sync_bn: bool = _f(False, "compute", "DDP: synchronise batch-norm statistics across GPUs (GPUs only)")
     name: str = _f("", "compute", "a name for the run (default: model and dataset)")
 
     def validate(self) -> RunConfig:
@@ -111,6 +115,8 @@ class RunConfig:
                 setattr(self, f.name, value)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
                 raise ConfigError(f"Field '{f.name}' must be {kind.__name__}, got {value!r}.")
+            if kind is float and not abs(value) < float("inf"):  # NaN passes every < and > bound check
+                raise ConfigError(f"Field '{f.name}' must be a finite number; got {value}.")
             if meta["choices"] and value not in meta["choices"]:
                 raise ConfigError(f"Field '{f.name}' must be one of {', '.join(meta['choices'])}; got {value!r}.")
             lo, hi = meta["lo"], meta["hi"]

@@ -61,6 +61,22 @@ def resolve_compute(device: str = "auto", precision: str = "auto", channels_last
     return Compute(dev, dtype, channels_last)
 
 
+def configure_threads() -> int:
+    """Compute threads = the cores this process may use, unless OMP_NUM_THREADS says otherwise.
+
+    torch's default counts the host's cores, which oversubscribes a container pinned to fewer; and
+    the engine has no DataLoader workers competing for cores, so every allowed core computes.
+    torchrun sets OMP_NUM_THREADS=1 per process, which this leaves alone."""
+    import os
+
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads()
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
 def describe_device() -> str:
     """One line for the sidebar and logs."""
     if torch.cuda.is_available():

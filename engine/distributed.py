@@ -38,6 +38,22 @@ def setup(device_pref: str = "auto") -> Dist:
     return Dist(rank, world, local)
 
 
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device, sync_bn: bool, notes: list[str]) -> torch.nn.Module:
+    """DDP around `model` when there are several processes (optionally with synchronised batch norm).
+
+    PyTorch's SyncBatchNorm only runs on GPUs, so on the CPU (gloo) each process normalises over its
+    own share of the batch, and the run says so."""
+    if not d.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    if sync_bn and device.type == "cuda":
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif sync_bn:
+        notes.append("Synchronised batch norm needs GPUs; on the CPU each process used its own batch statistics.")
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def teardown(d: Dist) -> None:
     if d.enabled and dist.is_initialized():
         dist.destroy_process_group()

@@ -9,6 +9,7 @@ resolution; the file is written to a temp name and moved into place, so readers 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable
@@ -19,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.cache import cache_dir
+from engine.device import Compute
 from engine.models import ImageClassifier
 
 Progress = Callable[[int, int, str], None]
@@ -34,12 +36,13 @@ def to_pixels(batch: np.ndarray, device: str | torch.device = "cpu", image_size:
 
 def extract_features(model: ImageClassifier, images: np.ndarray, indices: np.ndarray | None = None, batch_size: int = 256,
                      device: str | torch.device = "cpu", progress: Progress | None = None, image_size: int | None = None,
-                     out: np.ndarray | None = None) -> np.ndarray:
+                     out: np.ndarray | None = None, compute: Compute | None = None) -> np.ndarray:
     """(len(indices), F) float32 pooled features of `images[indices]` (all images when None), in order.
 
     Batches go to `device`, where the model must already be. The model runs in eval mode under
     `inference_mode` and is put back in its previous mode; `out` (e.g. a memory-mapped array)
     receives the rows instead of a new array, so 60k x 2048 features need not fit in memory twice.
+    `compute` adds its autocast (bf16 where the hardware has it) and channels_last, as training uses.
     """
     idx = np.arange(len(images)) if indices is None else np.asarray(indices)
     n = len(idx)
@@ -51,7 +54,10 @@ def extract_features(model: ImageClassifier, images: np.ndarray, indices: np.nda
             for start in range(0, n, batch_size):
                 sel = idx[start:start + batch_size]
                 x = to_pixels(images[sel], device, image_size)
-                out[start:start + len(sel)] = model.features(x).float().cpu().numpy()
+                if compute is not None and not compute.channels_last:
+                    x = x.contiguous()
+                with compute.autocast() if compute is not None else contextlib.nullcontext():
+                    out[start:start + len(sel)] = model.features(x).float().cpu().numpy()
                 if progress:
                     progress(min(n, start + batch_size), n, "extracting features")
     finally:
@@ -69,7 +75,7 @@ def feature_cache_path(model_key: str, dataset_fingerprint: str, image_size: int
 
 def cached_features(model: ImageClassifier, model_key: str, dataset_fingerprint: str, image_size: int, images: np.ndarray,
                     indices: np.ndarray | None = None, batch_size: int = 256, device: str | torch.device = "cpu",
-                    progress: Progress | None = None) -> tuple[np.ndarray, bool]:
+                    progress: Progress | None = None, compute: Compute | None = None) -> tuple[np.ndarray, bool]:
     """Features for every image (or for `indices`, cached as their own subset) and whether the cache had them.
 
     A hit is a read-only memory map: index it (`feats[train_idx]`) to get the rows a probe trains on.
@@ -88,7 +94,7 @@ def cached_features(model: ImageClassifier, model_key: str, dataset_fingerprint:
     tmp = path.with_name(f"{path.stem}.tmp-{os.getpid()}.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, model.num_features))
     try:
-        extract_features(model, images, indices, batch_size, device, progress, image_size, out=out)
+        extract_features(model, images, indices, batch_size, device, progress, image_size, out=out, compute=compute)
         out.flush()
         del out
         os.replace(tmp, path)

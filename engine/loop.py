@@ -62,6 +62,7 @@ class EpochResult:
     position: int = 0  # items of this epoch's order consumed (resume point when stopped)
     stopped: str = ""  # '' | 'stop' | 'time'
     batch_size: int = 0
+    first_step_seconds: float = 0.0  # timed apart (and left out of `seconds`) when it includes compilation
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -85,10 +86,13 @@ def train_one_epoch(
     should_stop: Callable[[], str] = lambda: "",
     on_step: Callable[[int, float, int], None] = lambda pos, loss, n: None,
     max_sched_steps: int | None = None,
+    first_step_apart: bool = False,
 ) -> EpochResult:
     """Train over `order[start:]` in batches; checks `should_stop()` before every batch (Fabric-style).
 
     On CUDA out-of-memory the batch size is halved and the same batch retried, recorded in `notes`.
+    `first_step_apart`: the first step compiles the model (torch.compile), so its time is reported in
+    `first_step_seconds` and not counted in `seconds` or images/s.
     """
     res = EpochResult(position=start, batch_size=batch_size)
     t0 = time.perf_counter()
@@ -100,6 +104,10 @@ def train_one_epoch(
             res.stopped = reason
             break
         idx = order[pos : pos + batch_size]
+        if cfg.compile and len(idx) < batch_size and res.images + start > 0:
+            res.position = len(order)  # a compiled model recompiles for a new batch shape: drop the short last batch
+            break
+        t_step = time.perf_counter()
         try:
             loss = train_step(model, data, idx, cfg, loss_fn, optimizer, compute, generator, scaler)
         except torch.cuda.OutOfMemoryError:
@@ -115,6 +123,8 @@ def train_one_epoch(
                 f"The training loss became {loss} at step {res.steps + 1} of this epoch; lower the learning rate "
                 "(see the LR finder) or enable gradient clipping."
             )
+        if first_step_apart and res.steps == 0:
+            res.first_step_seconds = time.perf_counter() - t_step
         if max_sched_steps is None or scheduler.last_epoch < max_sched_steps:
             scheduler.step()
         n = len(idx)
@@ -124,7 +134,7 @@ def train_one_epoch(
         pos += n
         res.position = pos
         on_step(pos, loss, n)
-    res.seconds = time.perf_counter() - t0
+    res.seconds = time.perf_counter() - t0 - res.first_step_seconds
     res.loss = total_loss / res.images if res.images else float("nan")
     res.batch_size = batch_size
     return res

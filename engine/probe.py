@@ -36,14 +36,15 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
     multilabel = s.task == "multilabel"
     # a scratch backbone is random: its features are only valid for this seed's initialisation
     seed_part = f"|seed{cfg.seed}" if s.info.weights_source == "scratch" else ""
-    model_key = f"{cfg.model}|{s.info.weights_source}|{cfg.weights_file}{seed_part}"
+    # bf16 features differ from fp32 ones in the last digits: the precision is part of the key
+    model_key = f"{cfg.model}|{s.info.weights_source}|{cfg.weights_file}{seed_part}|{s.compute.dtype}"
     run.write_status(state="running", epoch=0, epochs=cfg.epochs, step=0, stage="features")
     model.to(s.compute.device)
     feats_np, hit = cached_features(model, model_key, ds.fingerprint, ds.image_size, ds.images,
-                                    batch_size=256, device=str(s.compute.device))
+                                    batch_size=256, device=str(s.compute.device), compute=s.compute)
     model.cpu()
     log(f"features {feats_np.shape} ({'cache hit' if hit else 'computed and cached'})")
-    feats = torch.from_numpy(np.asarray(feats_np, dtype=np.float32))
+    feats = torch.from_numpy(np.array(feats_np, dtype=np.float32))  # a writable copy of the memory map
     labels = torch.from_numpy(ds.labels.astype(np.float32 if multilabel else np.int64))
     head = model.head.cpu().float()
     for p in head.parameters():

@@ -12,7 +12,7 @@ import torch
 
 from engine.config import RunConfig
 from engine.data import Dataset, open_dataset
-from engine.device import Compute, resolve_compute
+from engine.device import Compute, configure_threads, resolve_compute
 from engine.metrics import summarize
 from engine.models import ImageClassifier, ModelInfo, build_model
 from engine.runs import Run, atomic_write_json, now_iso
@@ -82,6 +82,8 @@ def open_session(cfg: RunConfig, run: Run, dist, log: Callable = print, progress
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     compute = resolve_compute(cfg.device, cfg.precision, cfg.channels_last)
+    if compute.device.type == "cpu":
+        configure_threads()
     if dist.enabled and compute.device.type == "cuda":
         compute.device = torch.device("cuda", dist.local_rank)
     size = image_size_for(cfg, default_image_size(cfg.model))

@@ -69,10 +69,8 @@ def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], Non
 def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: float, log, progress=None) -> dict:
     model, compute, ds = s.model, s.compute, s.ds
     trainable = apply_strategy(model, cfg.strategy)
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model, device_ids=[compute.device.index] if compute.device.type == "cuda" else None)
+    model = distributed.wrap(model, dist, compute.device, cfg.sync_bn, s.notes)
+    step_model, compile_pending = _maybe_compile(model, cfg, s.notes)
     loss_fn = make_loss(s.task, len(ds.classes), cfg, ds.labels[s.train_idx]).to(compute.device)
     optimizer = make_optimizer(trainable, cfg)
     per_rank_bs = max(1, cfg.batch_size // dist.world)
@@ -82,7 +80,7 @@ def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: f
     scaler = torch.amp.GradScaler("cuda") if compute.dtype is torch.float16 else None
     monitor = monitor_name(cfg, s.task)
     st = {"epoch": 0, "position": 0, "step": 0, "best_value": None, "best_epoch": None, "bad_epochs": 0,
-          "batch_size": per_rank_bs, "train_seconds": 0.0, "train_images": 0, "notes": []}
+          "batch_size": per_rank_bs, "train_seconds": 0.0, "train_images": 0, "compile_seconds": 0.0, "notes": []}
     gen = torch.Generator(device=compute.device)
     if resume:
         st = _restore(run, model, optimizer, scheduler, gen, st, log)
@@ -124,9 +122,14 @@ def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: f
                                     "lr": optimizer.param_groups[0]["lr"], "time": now_iso()})
 
         set_train_mode(getattr(model, "module", model))
-        res = train_one_epoch(model, data, order, cfg, loss_fn, optimizer, scheduler, compute, st["batch_size"],
+        res = train_one_epoch(step_model, data, order, cfg, loss_fn, optimizer, scheduler, compute, st["batch_size"],
                               start=st["position"], generator=gen, scaler=scaler, should_stop=should_stop,
-                              on_step=on_step, max_sched_steps=total_steps)
+                              on_step=on_step, max_sched_steps=total_steps, first_step_apart=compile_pending)
+        if compile_pending and res.steps:
+            compile_pending = False
+            st["compile_seconds"] += res.first_step_seconds
+            if dist.is_main:
+                log(f"torch.compile: first step took {res.first_step_seconds:.1f} s (compilation; not counted as training time)")
         st["step"] += res.steps
         st["batch_size"] = res.batch_size
         st["notes"] += res.notes
@@ -159,6 +162,21 @@ def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: f
     if not dist.is_main:
         return {}
     return _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, log)
+
+
+def _maybe_compile(model: torch.nn.Module, cfg: RunConfig, notes: list[str]) -> tuple[torch.nn.Module, bool]:
+    """The module the training steps call: `torch.compile(model)` when asked, else `model` itself.
+
+    Only the training step is compiled; evaluation and checkpoints use the plain module, so saved
+    weights carry no `_orig_mod.` prefix and validation never waits for a second (eval-mode) compile."""
+    if not cfg.compile:
+        return model, False
+    if not hasattr(torch, "compile"):
+        notes.append("torch.compile is not available in this PyTorch; trained without it.")
+        return model, False
+    # LOUPE_COMPILE_BACKEND picks another torch.compile backend (the tests use aot_eager: same tracing,
+    # no C++ code generation, which takes 10-35 s on a 2-core CPU).
+    return torch.compile(model, backend=os.environ.get("LOUPE_COMPILE_BACKEND", "inductor")), True
 
 
 def _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimizer, monitor, log) -> float | None:
@@ -204,6 +222,7 @@ def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, 
         "final": final, "epochs_run": st["epoch"], "steps": st["step"], "stopped_early": stop_reason or None,
         "wall_seconds": round(time.time() - wall0, 2), "train_seconds": round(st["train_seconds"], 2),
         "train_img_per_s": round(st["train_images"] / st["train_seconds"], 1) if st["train_seconds"] else None,
+        "compile_seconds": round(st["compile_seconds"], 2) if cfg.compile else None,
         "thresholds": s.default_thresholds(), "device": compute.name, "notes": s.notes + st["notes"],
     }
     atomic_write_json(run.path / "summary.json", summary)

@@ -20,7 +20,8 @@ from engine.models import CURATED
 from pages import lr_finder, ui
 from pages.train_values import (AUG_ON, FIELDS, K_MODEL_OTHER, K_MODEL_PICK, K_REASONS, OTHER_MODEL, PRESET,
                                 dataset_changed,
-                                gpu_count, field_type, mark_edited, on_key, read_values, reset, save_widgets, use_preset,
+                                gpu_count, field_type, mark_edited, on_key, read_values, reset, save_widgets, set_field,
+                                use_preset,
                                 wkey)  # fmt: skip
 
 K_PREVIEW_SEED = "train.preview_seed"
@@ -37,7 +38,8 @@ LABELS = {"image_size": "Image size (px)", "val_fraction": "Validation share", "
           "batch_size": "Batch size", "time_budget_s": "Time budget (s)", "kfold": "K-fold folds", "channels_last": "channels_last",
           "hflip": "Horizontal flip", "rotation": "Rotation (max °)", "crop_scale": "Random crop",
           "color_jitter": "Colour jitter", "grayscale_p": "Grayscale", "focal_gamma": "Focal gamma",
-          "class_weights": "Class weights", "name": "Run name"}  # fmt: skip
+          "class_weights": "Class weights", "name": "Run name", "compile": "torch.compile",
+          "nproc": "DDP processes", "sync_bn": "Sync batch norm"}  # fmt: skip
 STEPS = {"lr": 1e-4, "weight_decay": 1e-4, "momentum": 0.01, "warmup_epochs": 0.5, "time_budget_s": 10.0,
          "grad_clip": 0.5, "focal_gamma": 0.5, "rotation": 1.0, "train_limit": 100, "batch_size": 16}  # fmt: skip
 # Fields that only matter for some other choices: shown disabled otherwise (their values are kept).
@@ -46,6 +48,7 @@ RELEVANT = {
     "step_epochs": lambda v: v.get("scheduler") == "step", "step_gamma": lambda v: v.get("scheduler") == "step",
     "warmup_epochs": lambda v: v.get("scheduler") in ("cosine", "step"), "focal_gamma": lambda v: v.get("loss") == "focal",
     "class_weights": lambda v: v.get("imbalance") == "weighted_loss",
+    "sync_bn": lambda v: v.get("nproc", 1) > 1,
 }  # fmt: skip
 PREVIEW_IMAGES, PREVIEW_VARIANTS, PREVIEW_PX = 4, 4, 52
 
@@ -234,6 +237,23 @@ def augment_preview(spec: str, values: dict) -> None:
                f"resolution ({ds.image_size} px). Training draws new ones for every batch.")  # fmt: skip
 
 
+def _use_all_gpus(n: int) -> None:
+    set_field("nproc", n)
+    mark_edited("nproc")
+
+
+def gpus_line() -> None:
+    """What this machine has, and DDP on all of its GPUs in one click (torchrun, one process per GPU)."""
+    n = gpu_count()
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.caption(f"This machine: {ui.compute_device()}; {n} GPU{'s' if n != 1 else ''} visible.")
+        if n > 1:
+            st.button(f"Use all {n} GPUs (DDP)", key="train.all_gpus", on_click=_use_all_gpus, args=(n,),
+                      icon=":material/hub:", help="Sets DDP processes to the number of GPUs: one process per GPU, nccl.")
+    if n <= 1:
+        st.caption("DDP processes above 1 run torchrun on this machine: one per GPU, or gloo processes on the CPU.")
+
+
 def render(spec: str, stats: dict | None, error: LoupeError | None) -> None:
     """Every field, one expander per group with the group's one-line explanation."""
     toolbar()
@@ -252,7 +272,7 @@ def render(spec: str, stats: dict | None, error: LoupeError | None) -> None:
                 if group == "imbalance":
                     imbalance_note(stats, values)
                 if group == "compute":
-                    st.caption(f"This machine: {ui.compute_device()}; {gpu_count()} GPU{'s' if gpu_count() != 1 else ''}.")
+                    gpus_line()
                 _grid(group_fields, values, stats)
                 if group == "optim":
                     lr_finder.section()

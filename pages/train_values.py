@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from engine.config import ConfigError, RunConfig
+from engine.data.roots import check_allowed, check_spec
 from engine.errors import LoupeError
 from engine.models import BUILTIN_MODELS, CURATED
 from pages import state
@@ -118,10 +119,13 @@ def build_config() -> RunConfig:
     if not values["model"]:
         raise ConfigError("Field 'model' is empty: choose a model or type a timm architecture name.")
     cfg = RunConfig(**values).validate()
-    if cfg.model not in BUILTIN_MODELS:
-        from engine.models import check_model_name
+    if cfg.weights_file:
+        check_allowed(cfg.weights_file)  # a typed server path, like the dataset's
+    from engine.models import check_image_size, check_model_name
 
+    if cfg.model not in BUILTIN_MODELS:
         check_model_name(cfg.model)
+    check_image_size(cfg.model, cfg.image_size)  # e.g. resnet18 at 16 px: refused here, not in the job
     return cfg
 
 
@@ -149,6 +153,7 @@ def _quick_stats(spec: str) -> dict:
 def dataset_stats(spec: str) -> tuple[dict | None, LoupeError | None]:
     """Header-only statistics of `spec`, or the error that explains why it cannot be read."""
     try:
+        check_spec(spec)  # a typed or ?dataset= path: only inside the allowed data roots (engine/data/roots.py)
         return _quick_stats(spec), None
     except LoupeError as e:
         return None, e

@@ -218,6 +218,20 @@ def test_unreadable_dataset_is_shown_and_blocks_start(tmp_path: Path):
     assert list_runs() == []
 
 
+def test_dataset_and_weights_paths_outside_the_data_roots_are_refused(tmp_path: Path):
+    outside = tmp_path.parent / "elsewhere"  # the test's roots are tmp_path only (tests/conftest.py)
+    outside.mkdir(exist_ok=True)
+    at = open_train(str(outside))
+    assert any("outside the allowed data roots" in e.value for e in at.error)
+    at.button(key="train.start").click().run()
+    assert not at.exception and list_runs() == []
+    at = open_train("builtin:digits")
+    at.text_input(key="train.f.weights_file").set_value(str(outside / "w.safetensors")).run()
+    at.button(key="train.start").click().run()
+    assert not at.exception and list_runs() == []
+    assert any("outside the allowed data roots" in e.value and "w.safetensors" in e.value for e in at.error)
+
+
 # --- augmentation preview -------------------------------------------------------------------------
 
 
@@ -445,3 +459,34 @@ def test_lr_finder_plots_loss_vs_lr_and_copies_the_suggestion_into_the_form():
     at.button(key="train.lrfind.use").click().run()
     assert form_value(at, "lr") == pytest.approx(float(f"{result['suggested_lr']:.3g}"))
     assert list_runs() == []  # the range test saves nothing
+
+
+def test_use_all_gpus_sets_one_ddp_process_per_gpu(monkeypatch: pytest.MonkeyPatch):
+    import pages.train_form
+
+    monkeypatch.setattr(pages.train_form, "gpu_count", lambda: 4)  # this machine has none; the page asks here
+    at = open_train("builtin:digits")
+    assert any("4 GPUs visible" in c.value for c in at.caption)
+    assert number(at, "nproc").value == 1
+    at.button(key="train.all_gpus").click().run()
+    assert number(at, "nproc").value == 4
+
+
+def test_ddp_processes_field_launches_a_torchrun_job_from_the_page():
+    """On this CPU machine `DDP processes = 2` runs two gloo processes; on a GPU machine, one per GPU."""
+    at = open_train("builtin:digits")
+    assert not [b for b in at.button if b.key == "train.all_gpus"]  # no GPUs here: no such shortcut
+    at.selectbox(key="train.model_pick").set_value("small_cnn").run()
+    for name, value in (("image_size", 8), ("epochs", 1), ("batch_size", 64), ("nproc", 2)):
+        number(at, name).set_value(value).run()
+    at.button(key="train.start").click().run()
+    assert not at.exception and not at.error
+    run = list_runs()[0]
+    try:
+        wait_for(run, ("completed",))
+    finally:
+        if run.status()["display_state"] in ("queued", "running"):
+            jobs.stop(run)
+            wait_for(run, ("stopped", "completed"), timeout=60)
+    assert run.config()["world_size"] == 2 and run.config()["config"]["nproc"] == 2
+    assert run.summary()["final"]["test"]["accuracy"] > 0.5
