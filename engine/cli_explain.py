@@ -60,6 +60,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
                             progress=progress, min_eps=not args.no_min_eps)
     finally:
         progress.close()
+    if args.save:  # the same file the Explain page saves and shows
+        from engine.robustness_store import save_sweep, sweep_params
+
+        path = save_sweep(run, sweep_params(eps, args.split, args.limit, args.attack, args.steps, not args.no_min_eps), res)
+        if not args.json:
+            print(f"saved -> {path}")
     if args.json:
         print(json.dumps(res, indent=2, allow_nan=False))
         return 0
@@ -104,6 +110,7 @@ def register(sub) -> None:
     at.add_argument("--steps", type=int, default=10, help="PGD steps")
     at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")
     at.add_argument("--json", action="store_true", help="print JSON for scripts")
+    at.add_argument("--save", action="store_true", help="also save the sweep in RUN/robustness/ (the Explain page shows it)")
     at.add_argument("--no-progress", action="store_true")
     at.add_argument("--runs-dir", default=None)
     at.set_defaults(func=cmd_attack)

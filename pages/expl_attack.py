@@ -127,59 +127,113 @@ def parse_eps(text: str) -> list[float]:
     return vals if vals[0] == 0 else [0.0, *vals]
 
 
-def _plain(v):
-    if hasattr(v, "detach"):
-        v = v.detach().cpu().numpy()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
+def _seed_settings(run, key: str) -> None:
+    """A fresh session (a reload, another tab) starts from the settings of the run's latest saved sweep, so the
+    page comes back as it was left; otherwise from the defaults. Widgets get their values only through
+    session state here (never also a `value=`), which Streamlit requires."""
+    from engine.robustness_store import latest_record
+
+    names = [f"{key}.{n}" for n in ("eps", "limit", "method", "steps")]
+    if all(n in st.session_state for n in names):
+        return
+    rec = latest_record(run)
+    p = rec["params"] if rec else {}
+    values = {"eps": ", ".join(f"{e:g}" for e in p["eps"]) if p.get("eps") else DEFAULT_SWEEP, "limit": int(p.get("limit") or 200),
+              "method": p.get("attack") if p.get("attack") in ATTACKS else "fgsm",
+              "steps": int(p.get("steps") or 10) if p.get("attack") == "pgd" else 10}
+    for n, v in values.items():
+        st.session_state.setdefault(f"{key}.{n}", v)
+
+
+def _settings(p: dict) -> str:
+    eps = ", ".join(f"{e:g}" for e in p.get("eps", []))
+    steps = f", {p.get('steps')} steps" if p.get("attack") == "pgd" else ""
+    return f"ε = {eps}; {p.get('limit')} {p.get('split', 'val')} images; {ATTACKS.get(p.get('attack'), p.get('attack'))}{steps}"
+
+
+def _run_sweep(run, eps: list[float], limit: int, method: str, steps: int, params: dict, store: str) -> bool:
+    """Run the sweep with a progress bar and save it in the run folder; False (with an error shown) if it failed.
+    A reload or a widget change mid-sweep stops this script run, so nothing half-done is ever saved."""
+    from engine.adversarial import epsilon_sweep
+    from engine.robustness_store import jsonable, save_sweep
+
+    bar = st.progress(0.0, text="Attacking…")
+
+    def progress(done, total, *rest) -> None:
+        frac = min(1.0, done / total) if total else 1.0
+        bar.progress(frac, text=f"{(str(rest[0]) if rest else 'Attacking').capitalize()}: {done:,} of {total:,}")
+
+    try:
+        result = epsilon_sweep(run, eps, split="val", limit=limit, attack=method, steps=steps, progress=progress)
+    except (LoupeError, ValueError, RuntimeError) as e:
+        bar.empty()
+        st.error(f"The sweep failed: {e}", icon=":material/error:")
+        return False
+    bar.empty()
+    result = jsonable(dict(result))
+    st.session_state[store] = {"run": str(run.path), "params": params, "sweep": result}  # if the disk refuses
+    try:
+        save_sweep(run, params, result)
+    except (LoupeError, OSError) as e:
+        st.warning(f"The sweep could not be saved in the run folder ({e}); it is shown for this session only.",
+                   icon=":material/warning:")  # fmt: skip
+    return True
+
+
+def _shown(run, params: dict, store: str) -> tuple[dict, str | None] | None:
+    """The sweep to draw and a note about it: the one saved for these settings, else the run's latest saved
+    one (its settings in the note), else this session's unsaved one; None when the run has none."""
+    from engine.robustness_store import is_stale, latest_record, load_record
+
+    rec, note = load_record(run, params), None
+    if rec is None:
+        rec = latest_record(run)
+        if rec is not None:
+            note = f"Showing the latest saved sweep ({_settings(rec['params'])}); the settings above differ. Run it again to update."
+    if rec is not None:
+        if is_stale(run, rec):
+            note = ((note + " ") if note else "") + "The run's weights changed since this sweep was saved; run it again to measure them."
+        return rec["result"], note
+    saved = st.session_state.get(store)
+    if saved and saved.get("run") == str(run.path):
+        same = saved["params"] == params
+        return saved["sweep"], None if same else "Showing the last sweep; the settings above changed since. Run it again to update."
+    return None
 
 
 def robustness_panel(run, rm, classes: Sequence[str], key: str = "rob") -> dict | None:
+    """The sweep's settings, its button and its charts. Finished sweeps live in `RUN/robustness/`
+    (`engine.robustness_store`), so a reload, another tab or a later visit shows them again."""
+    from engine.robustness_store import sweep_params
+
     if rm.task == "multilabel":
         st.info("The robustness sweep needs a single-label run; this one is multi-label.", icon=":material/info:")
         return None
+    _seed_settings(run, key)
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    text = c1.text_input("Epsilons", DEFAULT_SWEEP, key=f"{key}.eps", help="Comma-separated, pixel units; 0 is always included.")
-    limit = c2.number_input("Validation images", 10, 5000, 200, 10, key=f"{key}.limit")
+    text = c1.text_input("Epsilons", key=f"{key}.eps", help="Comma-separated, pixel units; 0 is always included.")
+    limit = c2.number_input("Validation images", 10, 5000, step=10, key=f"{key}.limit")
     method = c3.radio("Attack", list(ATTACKS), format_func=ATTACKS.get, key=f"{key}.method")
-    steps = c4.number_input("PGD steps", 1, 100, 10, key=f"{key}.steps", disabled=method != "pgd")
+    steps = c4.number_input("PGD steps", 1, 100, key=f"{key}.steps", disabled=method != "pgd")
     try:
         eps = parse_eps(text)
     except ValueError as e:
         st.error(str(e), icon=":material/error:")
         return None
-    params = (str(run.path), tuple(eps), int(limit), method, int(steps))
+    params = sweep_params(eps, "val", int(limit), method, int(steps))
     store = f"{key}.result"
     if st.button("Run the sweep", key=f"{key}.go", icon=":material/play_arrow:", type="primary"):
-        from engine.adversarial import epsilon_sweep
-
-        bar = st.progress(0.0, text="Attacking…")
-
-        def progress(done, total, *rest) -> None:
-            frac = min(1.0, done / total) if total else 1.0
-            bar.progress(frac, text=f"{(str(rest[0]) if rest else 'Attacking').capitalize()}: {done:,} of {total:,}")
-
-        try:
-            result = epsilon_sweep(run, eps, split="val", limit=int(limit), attack=method, steps=int(steps), progress=progress)
-        except (LoupeError, ValueError, RuntimeError) as e:
-            bar.empty()
-            st.error(f"The sweep failed: {e}", icon=":material/error:")
+        if not _run_sweep(run, eps, int(limit), method, int(steps), params, store):
             return None
-        bar.empty()
-        st.session_state[store] = {"params": params, "sweep": _plain(dict(result))}
-    saved = st.session_state.get(store)
-    if not saved or saved["params"][0] != params[0]:
+    shown = _shown(run, params, store)
+    if shown is None:
         st.caption("Attacks up to `limit` validation images at each epsilon and measures how accuracy falls. A few "
-                   "hundred images with FGSM take seconds on a small model; PGD costs `steps` times more.")  # fmt: skip
+                   "hundred images with FGSM take seconds on a small model; PGD costs `steps` times more. Finished "
+                   "sweeps are saved with the run.")  # fmt: skip
         return None
-    if saved["params"] != params:
-        st.caption("Showing the last sweep; the settings above changed since. Run it again to update.")
-    sweep = saved["sweep"]
+    sweep, note = shown
+    if note:
+        st.caption(note)
     binary = rm.task == "binary" and sweep.get("hter") is not None
     st.plotly_chart(expl_charts.accuracy_vs_eps(sweep, binary), key=f"{key}.chart.acc")
     left, right = st.columns(2)

@@ -95,3 +95,81 @@ def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     clean = metrics_at(pred.probs[:80], pred.labels[:80], "binary", positive=1, threshold=0.3)
     assert sweep["far"][0] == pytest.approx(clean["far"], abs=1e-6) and sweep["frr"][0] == pytest.approx(clean["frr"], abs=1e-6)
     assert sweep["hter"][1] >= sweep["hter"][0]  # an attack does not make the decision better
+
+
+# --- saved sweeps (engine.robustness_store) -------------------------------------------------------------
+
+
+def test_sweep_is_saved_atomically_and_loaded_by_its_settings(digits_run):
+    import shutil
+
+    from engine.robustness_store import SWEEP_DIR, latest_sweep, load_record, load_sweep, save_sweep, sweep_key, sweep_params
+
+    shutil.rmtree(digits_run.path / SWEEP_DIR, ignore_errors=True)
+    assert latest_sweep(digits_run) is None
+    params = sweep_params([0.03, 0.0], split="val", limit=20, attack="fgsm", steps=7)
+    assert params == sweep_params([0.0, 0.03, 0.03], "val", 20, "fgsm", 1)  # FGSM ignores steps; eps sorted, deduped
+    assert sweep_key(params) != sweep_key(sweep_params([0.0, 0.03], "val", 20, "pgd", 7))
+    res = epsilon_sweep(digits_run, params["eps"], split="val", limit=20)
+    path = save_sweep(digits_run, params, res)
+    assert path == digits_run.path / SWEEP_DIR / f"{sweep_key(params)}.json"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left behind
+    loaded = load_sweep(digits_run, params)
+    assert loaded == json.loads(json.dumps(res))  # the whole result, JSON-equal
+    assert load_sweep(digits_run, sweep_params([0.0, 0.03], "val", 40, "fgsm")) is None  # other settings: nothing
+    assert load_sweep(digits_run, sweep_params([0.0, 0.03], "test", 20, "fgsm")) is None
+    # a second sweep with other settings is the latest; the first stays loadable
+    p2 = sweep_params([0.0, 0.05], "val", 20, "pgd", 2)
+    save_sweep(digits_run, p2, epsilon_sweep(digits_run, [0.0, 0.05], limit=20, attack="pgd", steps=2, min_eps=False))
+    latest = latest_sweep(digits_run)
+    assert latest is not None and latest[0] == p2 and latest[1]["attack"] == "pgd" and latest[1]["steps"] == 2
+    assert load_sweep(digits_run, params) == loaded
+    assert load_record(digits_run, params)["model_mtime"] == (digits_run.checkpoints / "best.safetensors").stat().st_mtime
+
+
+def test_saved_sweeps_survive_odd_values_and_ignore_broken_files(tmp_path):
+    from engine.robustness_store import SWEEP_DIR, is_stale, latest_sweep, load_record, load_sweep, save_sweep, sweep_params
+    from engine.runs import Run
+
+    run = Run(tmp_path / "r")
+    (run.path / "checkpoints").mkdir(parents=True)
+    params = sweep_params([0.0, 0.1], limit=5)
+    result = {"eps": np.array([0.0, 0.1]), "accuracy": [np.float32(0.5), float("nan")], "n": np.int64(5),
+              "min_eps": torch.tensor([0.01, float("inf")])}
+    save_sweep(run, params, result)
+    assert load_sweep(run, params) == {"eps": [0.0, 0.1], "accuracy": [0.5, None], "n": 5, "min_eps": [pytest.approx(0.01), None]}
+    assert not is_stale(run, load_record(run, params))  # no weights at either time: nothing to compare
+    # a torn or foreign file is "no saved sweep", never an exception
+    saved = next((run.path / SWEEP_DIR).glob("*.json"))
+    saved.write_text('{"params": 1}')  # valid JSON, not a sweep record
+    (run.path / SWEEP_DIR / "zzzz.json").write_text("{not json")  # torn
+    assert load_sweep(run, params) is None and latest_sweep(run) is None
+
+
+def test_saved_sweep_is_stale_after_the_weights_change(digits_run, tmp_path):
+    import os
+    import shutil
+
+    from engine.robustness_store import is_stale, load_record, save_sweep, sweep_params
+    from engine.runs import Run
+
+    run = Run(tmp_path / digits_run.id)
+    shutil.copytree(digits_run.path, run.path)
+    params = sweep_params([0.0], limit=10)
+    save_sweep(run, params, {"eps": [0.0], "accuracy": [1.0]})
+    rec = load_record(run, params)
+    assert not is_stale(run, rec)
+    best = run.checkpoints / "best.safetensors"
+    os.utime(best, (best.stat().st_atime, best.stat().st_mtime + 5))  # as when training writes a better epoch
+    assert is_stale(run, rec)
+
+
+def test_cli_attack_save_writes_the_pages_file(digits_run, capsys):
+    from engine.cli import main
+    from engine.robustness_store import load_sweep, sweep_params
+
+    assert main(["attack", str(digits_run.path), "--eps", "0,0.02", "--limit", "10", "--no-min-eps", "--save",
+                 "--no-progress"]) == 0
+    assert "saved -> " in capsys.readouterr().out
+    saved = load_sweep(digits_run, sweep_params([0.0, 0.02], "val", 10, "fgsm", min_eps=False))
+    assert saved is not None and saved["eps"] == [0.0, 0.02] and saved["n"] == 10 and "min_eps" not in saved

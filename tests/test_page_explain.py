@@ -149,3 +149,38 @@ def test_robustness_sweep_draws_its_charts(run, monkeypatch):
     assert acc["data"][0]["y"][0] >= acc["data"][0]["y"][-1]  # attacks do not help
     assert any(t.startswith("Robust accuracy per class") for t in figs)
     assert any(t.startswith("Minimal epsilon") for t in figs)
+
+
+def test_robustness_sweep_comes_back_in_a_fresh_session(run, monkeypatch):
+    """A reload is a new session: the sweep saved in the run folder is drawn again without a click, with the
+    settings it was run with; other settings show the latest saved sweep with a caption saying so."""
+    import shutil
+
+    from engine.robustness_store import SWEEP_DIR, load_sweep, sweep_params
+
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
+    shutil.rmtree(run.path / SWEEP_DIR, ignore_errors=True)
+    fresh = open_explain(run)
+    assert not any(t.startswith("Accuracy vs epsilon") for t in figures(fresh)), "no sweep saved yet: no chart"
+    first = open_explain(run)
+    first.text_input(key="rob.eps").set_value("0.03, 0.08")
+    first.number_input(key="rob.limit").set_value(20)
+    first.button(key="rob.go").click().run()
+    assert not first.exception and not first.error
+    before = next(f for t, f in figures(first).items() if t.startswith("Accuracy vs epsilon"))
+    saved = load_sweep(run, sweep_params([0.0, 0.03, 0.08], "val", 20, "fgsm"))
+    assert saved is not None and saved["accuracy"] == before["data"][0]["y"]
+
+    again = open_explain(run)  # the reload: nothing clicked
+    assert not again.exception and not again.error
+    assert again.text_input(key="rob.eps").value == "0, 0.03, 0.08" and again.number_input(key="rob.limit").value == 20
+    after = next(f for t, f in figures(again).items() if t.startswith("Accuracy vs epsilon"))
+    assert after["data"] == before["data"]
+    assert any(t.startswith("Minimal epsilon") for t in figures(again))
+    assert not any("settings above differ" in c.value for c in again.caption)
+    # other settings, not run: the saved sweep stays, labelled with its own settings
+    again.number_input(key="rob.limit").set_value(30).run()
+    assert not again.exception
+    assert any(t.startswith("Accuracy vs epsilon") for t in figures(again))
+    note = next(c.value for c in again.caption if "settings above differ" in c.value)
+    assert "ε = 0, 0.03, 0.08" in note and "20 val images" in note

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from engine.runs import pid_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("LOUPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("LOUPE_TEST_ARTIFACTS") or ROOT / "test-artifacts" / "e2e")
@@ -126,7 +128,7 @@ class Server:
                 pids.append(int(st["pid"]))
         deadline = time.time() + grace_s
         while pids and time.time() < deadline:
-            pids = [p for p in pids if _alive(p)]
+            pids = [p for p in pids if pid_alive(p)]
             time.sleep(0.2)
         for pid in pids:
             try:
@@ -146,19 +148,6 @@ class Server:
                 except ProcessLookupError:
                     pass
         self._log.close()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return True
 
 
 def start_server(base: Path, cache: Path, **kw) -> Server:
@@ -249,3 +238,27 @@ def shot(page, artifacts: Path, name: str) -> Path:
     path = artifacts / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def metric(page, label: str) -> str:
+    """The value shown on the st.metric card labelled `label`."""
+    card = page.locator('[data-testid="stMetric"]').filter(
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    )
+    return card.first.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def select_option(page, label: str, option: re.Pattern | str) -> None:
+    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
+    box.locator('[role="combobox"]').first.click()
+    page.get_by_role("option", name=option).first.click()
+    settle(page)
+
+
+def set_number(page, label: str, value) -> None:
+    """Type into the input labelled `label`, press Enter, and check the page kept the value."""
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    settle(page)
+    assert box.input_value() == str(value), f"{label}: the page shows {box.input_value()!r}, not {value!r}"

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_fashion
-from tests.e2e.conftest import check_page, goto, new_page, settle, shot
+from tests.e2e.conftest import check_page, goto, metric, new_page, select_option, set_number, settle, shot
 
 pytestmark = [needs_fashion]
 
 DATASET = "fashion-binary"
-TRAIN = {"Image size (px)": 20, "Training images (0: all)": 300, "Epochs": 2, "Batch size": 16}
+# big enough that the live panel (polling every 1.5 s) sees the bar between 0 and 100 on a quiet machine
+TRAIN = {"Image size (px)": 28, "Training images (0: all)": 3000, "Epochs": 3, "Batch size": 32}
 TRAIN_TIMEOUT_S = 120
 journey: dict = {}  # what one step leaves for the next (the run id)
 
@@ -38,28 +39,6 @@ def nav(page, title: str) -> None:
     page.locator('[data-testid="stSidebarNav"] a', has_text=re.compile(rf"{title}\s*$")).first.click()
     page.wait_for_selector(f'h1:has-text("{title}")')
     settle(page)
-
-
-def metric(page, label: str) -> str:
-    card = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
-    )
-    return card.first.locator('[data-testid="stMetricValue"]').inner_text().strip()
-
-
-def select_option(page, label: str, option: re.Pattern | str) -> None:
-    box = page.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.locator('[role="combobox"]').first.click()
-    page.get_by_role("option", name=option).first.click()
-    settle(page)
-
-
-def set_number(page, label: str, value) -> None:
-    box = page.get_by_label(label, exact=True)
-    box.fill(str(value))
-    box.press("Enter")
-    settle(page)
-    assert box.input_value() == str(value), f"{label}: the form shows {box.input_value()!r}, not {value!r}"
 
 
 def open_tab(page, name: str) -> None:
