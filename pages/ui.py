@@ -1,21 +1,19 @@
 """Streamlit helpers shared by the pages: the sidebar, the compute device and cached data loaders.
 
-Datasets are opened once per process (`st.cache_resource`, keyed by spec: the decoded images are a
-shared read-only memory map) and their statistics computed once per content (`st.cache_data`, keyed
-by spec, fingerprint and working size), so reruns and other sessions get them instantly.
+Datasets are opened once per process (keyed by spec: the decoded images are a shared read-only
+memory map) and their statistics computed once per content (keyed by spec, fingerprint and working
+size), each in a background task (`pages/scans.py`), so reruns, other sessions and reloaded pages get
+them, or the progress of the work under way, instantly.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import numpy as np
 import streamlit as st
 
 from engine.data import Dataset, dataset_stats, open_dataset
-from pages import state
+from pages import scans, state
 
-Progress = Callable[[int, int, str], None]
 THUMB_PX = 96  # thumbnails are shown this wide
 
 
@@ -39,37 +37,15 @@ def render_sidebar() -> None:
         )
 
 
-def _progress_bar(bar) -> Progress:
-    """A progress callback for the engine that redraws `bar` at most ~100 times per stage."""
-    last: list[tuple[str, int]] = []
-
-    def report(done: int, total: int, stage: str) -> None:
-        frac = min(1.0, done / total) if total else 1.0
-        step = (stage, int(frac * 100))
-        if last and last[-1] == step:
-            return
-        last[:] = [step]
-        bar.progress(frac, text=f"{stage.capitalize()}: {done:,} of {total:,}")
-
-    return report
-
-
-# The progress bar is created inside the cached function on purpose: Streamlit replays elements a
-# cached function drew, and can only do so for blocks created inside it.
-@st.cache_resource(show_spinner=False, max_entries=8)
 def load_dataset(spec: str) -> Dataset:
-    """`open_dataset(spec)` once per process, with a progress bar while it decodes."""
-    bar = st.progress(0.0, text=f"Opening {spec}")
-    try:
-        return open_dataset(spec, progress=_progress_bar(bar))
-    finally:
-        bar.empty()
+    """`open_dataset(spec)` once per server process, in a background task that outlives page reloads."""
+    return scans.result(("open", spec), lambda progress: open_dataset(spec, progress=progress), f"Opening {spec}")
 
 
-@st.cache_data(show_spinner="Computing statistics (duplicates included)…", max_entries=32)
-def load_stats(spec: str, fingerprint: str, image_size: int, _ds: Dataset) -> dict:
-    """`dataset_stats` once per dataset content and working size (`_ds` is not hashed)."""
-    return dataset_stats(_ds)
+def load_stats(spec: str, fingerprint: str, image_size: int, ds: Dataset) -> dict:
+    """`dataset_stats` once per dataset content and working size, in a background task too."""
+    return scans.result(("stats", spec, fingerprint, image_size), lambda progress: dataset_stats(ds),
+                        "Computing statistics (duplicates included)")
 
 
 def for_display(img: np.ndarray, px: int = THUMB_PX) -> np.ndarray:
@@ -84,9 +60,8 @@ def for_display(img: np.ndarray, px: int = THUMB_PX) -> np.ndarray:
 
 
 def forget_dataset(spec: str) -> None:
-    """Drop the cached dataset and statistics for `spec`, so the next load re-scans the files."""
-    load_dataset.clear(spec)
-    load_stats.clear()
+    """Drop the kept dataset and statistics for `spec`, so the next load re-scans the files."""
+    scans.forget(lambda key: key[1] == spec)
 
 
 def no_runs_yet(message: str) -> None:

@@ -252,3 +252,47 @@ def test_reload_after_and_during_a_sweep(server, browser, artifacts, runs):
             assert rec["result"]["n"] == rec["params"]["limit"]
     finally:
         page.context.close()
+
+
+# the order a cold open and its statistics report them in (pages/scans.py, engine/data/cache.py)
+STAGES = ("opening", "reading headers", "decoding", "hashing", "computing statistics")
+
+
+def _scan_position(page) -> tuple[int, float]:
+    """Where the dataset scan's bar stands: (stage index, percent), comparable across a reload."""
+    bar = page.locator('[data-testid="stProgress"]').first
+    text = bar.inner_text().strip().lower()
+    stage = next((i for i, s in enumerate(STAGES) if text.startswith(s)), 0)
+    return stage, float(bar.locator('[role="progressbar"]').get_attribute("aria-valuenow") or 0)
+
+
+def test_reload_during_a_long_scan_continues_it(server, browser, artifacts):
+    """The first open of a large folder is a task of the server, not of the page: a reload attaches to it
+    and shows its progress where it was, instead of decoding from zero."""
+    import numpy as np
+    from PIL import Image
+
+    n = 8000
+    folder = server.data / "scan-reload"  # the data dir is always an allowed root
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        (folder / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(folder / f"c{i % 2}" / f"{i}.png")
+    page = new_page(browser)
+    try:
+        page.goto(f"{server.url}/?dataset={folder}")
+        busy = re.compile(r"^(Opening|Reading|Decoding|Hashing|Computing)")
+        bar = page.locator('[data-testid="stProgress"]').filter(has_text=busy)
+        bar.first.wait_for()
+        page.wait_for_timeout(400)
+        before = _scan_position(page)
+        shot(page, artifacts, "s10-scan-before-reload")
+        page.reload()
+        bar.first.wait_for()
+        after = _scan_position(page)
+        assert after >= before, f"after the reload the scan stands at {after}, before it stood at {before}"
+        settle(page, timeout_ms=180_000)
+        assert metric(page, "Images") == f"{n:,}"
+        check_page(page)
+    finally:
+        page.context.close()
