@@ -9,6 +9,9 @@ workers included) belongs to that recipe alone.
 
     .venv/bin/python bench/bench_train.py [--n 4000] [--epochs 2] [--models small_cnn,resnet18] [--size 64]
                                           [--compile]   # adds engine + torch.compile, compile time apart
+
+On a GPU it adds the model-FLOPs utilisation (achieved FLOP/s over the GPU's dense bf16 peak) and the GPU
+utilisation nvidia-smi reports; e.g. `bench_train.py --size 224 --models resnet50 --batch 256`.
 """
 
 from __future__ import annotations
@@ -62,6 +65,43 @@ def plain_recipe(root: Path, model_name: str, epochs: int, batch: int, size: int
     return {**out, "peak_mb": peak_mb()}
 
 
+# Dense bf16 tensor-core peaks (TFLOP/s) for the model-FLOPs-utilisation column; LOUPE_PEAK_TFLOPS overrides.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+
+def train_flops_per_image(model_name: str, size: int) -> float:
+    """Forward + backward FLOPs of one 3-channel image, counted by torch's FlopCounterMode on the CPU."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from engine.models import build_model
+
+    model, _ = build_model(model_name, 10, in_chans=3, allow_scratch=True, image_size=size)
+    x = torch.rand(2, 3, size, size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / 2
+
+
+def gpu_figures(img_per_s: float, flops_per_image: float) -> dict:
+    """Model-FLOPs utilisation (achieved FLOP/s over the GPU's bf16 peak) and GPU utilisation (nvidia-smi)."""
+    import subprocess as sp
+
+    import torch
+
+    name = torch.cuda.get_device_name(0)
+    peak = float(os.environ.get("LOUPE_PEAK_TFLOPS") or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0))
+    util = None
+    try:
+        out = sp.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                     capture_output=True, text=True, timeout=10).stdout.split()
+        util = float(out[0]) if out else None
+    except (OSError, ValueError, sp.TimeoutExpired):
+        pass
+    achieved = img_per_s * flops_per_image / 1e12
+    return {"gpu": name, "tflops": achieved, "mfu": achieved / peak if peak else None, "gpu_util": util}
+
+
 def engine_recipe(root: Path, model_name: str, epochs: int, batch: int, size: int, compile: bool = False) -> dict:
     """`engine.train.fit` on the same folder; figures of its last epoch, the cache build timed apart."""
     from engine.config import RunConfig
@@ -81,8 +121,13 @@ def engine_recipe(root: Path, model_name: str, epochs: int, batch: int, size: in
         last = [r for r in run.metrics() if r["split"] == "val"][-1]
         n_train = run.config()["num_train"]
     ips = last["img_per_s"]
-    return {"img_per_s": ips, "epoch_s": n_train / ips, "peak_mb": peak_mb(), "build_s": build,
-            "compile_s": summary.get("compile_seconds")}
+    out = {"img_per_s": ips, "epoch_s": n_train / ips, "peak_mb": peak_mb(), "build_s": build,
+           "compile_s": summary.get("compile_seconds")}
+    import torch
+
+    if torch.cuda.is_available():  # sampled right after training; for a steady figure watch nvidia-smi dmon
+        out.update(gpu_figures(ips, train_flops_per_image(model_name, size)))
+    return out
 
 
 def child(args: argparse.Namespace) -> None:
@@ -135,6 +180,10 @@ def main() -> None:
                eng["peak_mb"], f"{eng['img_per_s'] / plain['img_per_s']:.2f}x"]
         if comp:
             row += [f"{comp['img_per_s']:.0f} ({comp['compile_s']:.0f} s)"]
+        flops = train_flops_per_image(name, args.size)
+        row += [f"{eng['img_per_s'] * flops / 1e9:,.0f}"]
+        if "mfu" in eng:
+            row += [f"{eng['mfu']:.1%}" if eng["mfu"] is not None else "peak unknown", eng.get("gpu_util")]
         rows.append(row)
         print(f"{name}: plain {plain['img_per_s']:.0f} img/s, engine {eng['img_per_s']:.0f} img/s "
               f"(cache open {eng['build_s']:.2f} s)", flush=True)
@@ -142,7 +191,11 @@ def main() -> None:
                "engine peak MB", "engine/plain"]
     if args.compile:
         headers.append("engine+compile img/s (compile s)")
+    headers.append("engine GFLOP/s")
+    if rows and len(rows[0]) > len(headers):
+        headers += ["MFU (bf16 peak)", "GPU util %"]
     print(table(headers, rows))
+    print("  GFLOP/s: training FLOPs per image (forward + backward, torch's FlopCounterMode) x engine img/s")
 
 
 if __name__ == "__main__":
