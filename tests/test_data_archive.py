@@ -62,25 +62,6 @@ def test_same_name_different_content_gets_own_folder(tmp_path, ddir):
     assert set(list_datasets()) == {a, b}
 
 
-def test_wrapper_folder_and_junk_ignored(tmp_path, ddir):
-    z = make_zip(
-        tmp_path / "wrapped.zip",
-        {
-            "flowers/": b"",
-            "flowers/rose/1.jpg": b"1",
-            "flowers/tulip/2.jpg": b"2",
-            "flowers/.DS_Store": b"junk",
-            "flowers/.git/config": b"junk",
-            "__MACOSX/flowers/._1.jpg": b"junk",
-            "./flowers/rose/3.jpg": b"3",
-        },
-    )
-    root = extract_zip(z)
-    assert root.name == "flowers"
-    assert all_files(root) == {"rose", "tulip", "rose/1.jpg", "rose/3.jpg", "tulip/2.jpg"}
-    assert not (root.parent / "__MACOSX").exists()
-
-
 def test_nested_zip_left_as_file(tmp_path, ddir):
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w") as zf:

@@ -135,13 +135,16 @@ def test_macos_junk_dot_files_and_a_wrapper_folder(tmp_path, ddir):
             "pets/.DS_Store": b"\x00\x00\x00\x01Bud1",
             "pets/cat/._2.png": b"AppleDouble",
             "pets/.hidden/x.png": _png(5),
+            "pets/.git/config": b"[core]",
+            "./pets/cat/3.png": _png(6),  # a leading ./ is the same folder, not a second root
         },
     )
     root = extract_zip(z)
     assert root.name == "pets" and root.parent.parent == ddir.resolve()  # the wrapper is the root
-    assert snapshot(root.parent) == {MARKER, "pets", "pets/cat", "pets/dog", *(k for k in GOOD)}
+    assert snapshot(root.parent) == {MARKER, "pets", "pets/cat", "pets/dog", *(k for k in GOOD), "pets/cat/3.png"}
+    assert not (root.parent / "__MACOSX").exists()
     ds = open_dataset(str(z), image_size=8)
-    assert ds.classes == ["cat", "dog"] and len(ds) == 4 and not ds.scan.corrupt
+    assert ds.classes == ["cat", "dog"] and len(ds) == 5 and not ds.scan.corrupt
 
 
 def test_no_wrapper_folder_and_two_top_folders(tmp_path, ddir):
