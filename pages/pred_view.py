@@ -55,7 +55,8 @@ def result_card(i: int, res: dict, data: bytes, task: str, unsure_below: float,
         pixels = pred_load.thumbnail(data)
         if pixels is not None:
             shown = ui.for_display(pixels, 160)
-            left.image(shown, caption=res["file"], width=min(int(shown.shape[1]), pred_load.THUMB_MAX))
+            # "content": its own width (at most THUMB_MAX), but never wider than the column it sits in
+            left.image(shown, caption=res["file"], width="content")
         else:
             left.markdown(f"**{res['file']}**")
         if overlay is not None:
