@@ -18,7 +18,7 @@ from engine import distributed
 from engine.checkpoint import load_state, load_weights, save_state, save_weights
 from engine.config import RunConfig
 from engine.imbalance import epoch_indices, make_loss
-from engine.loop import DeviceData, TrainingFailed, log_loss, predict_probs, train_one_epoch
+from engine.loop import DeviceData, TrainingFailed, eval_batch_size, log_loss, predict_probs, train_one_epoch
 from engine.metrics import summarize
 from engine.models import apply_strategy, set_train_mode
 from engine.optim import make_optimizer, make_scheduler
@@ -181,7 +181,8 @@ def _maybe_compile(model: torch.nn.Module, cfg: RunConfig, notes: list[str]) -> 
 
 def _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimizer, monitor, log) -> float | None:
     multilabel = s.task == "multilabel"
-    probs = predict_probs(getattr(model, "module", model), data, s.ds.splits["val"], compute, multilabel)
+    probs = predict_probs(getattr(model, "module", model), data, s.ds.splits["val"], compute, multilabel,
+                          batch_size=eval_batch_size(st["batch_size"]))
     labels = s.ds.labels[s.ds.splits["val"]]
     metrics = summarize(probs, labels, s.task, positive=s.positive)
     record = {"epoch": epoch + 1, "step": st["step"], "split": "val", "loss": log_loss(probs, labels, multilabel),
@@ -216,7 +217,8 @@ def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, 
     best_path = run.checkpoints / "best.safetensors"
     if best_path.exists():
         load_weights(core, best_path)
-    final = save_predictions(run, s, lambda idx: predict_probs(core, data, idx, compute, s.task == "multilabel"))
+    final = save_predictions(run, s, lambda idx: predict_probs(core, data, idx, compute, s.task == "multilabel",
+                                                               batch_size=eval_batch_size(st["batch_size"])))
     summary = {
         "best_epoch": st["best_epoch"], "monitor": monitor, "best": final.get("val", {}),
         "final": final, "epochs_run": st["epoch"], "steps": st["step"], "stopped_early": stop_reason or None,

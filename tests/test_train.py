@@ -196,3 +196,19 @@ def test_compile_option_times_the_first_step_apart_and_saves_plain_weights(tmp_p
     n_train = run.config()["num_train"]
     assert run.raw_status()["step"] == n_train // 32
     assert summary["final"]["test"]["accuracy"] > 0.5
+
+
+def test_evaluation_runs_in_larger_batches_with_the_same_probabilities():
+    from engine.device import resolve_compute
+    from engine.loop import DeviceData, eval_batch_size, predict_probs
+    from engine.models import build_model
+
+    assert eval_batch_size(64) == 512 and eval_batch_size(1024) == 2048  # always above the training batch
+    model, _ = build_model("small_cnn", 3, in_chans=1, allow_scratch=True, image_size=8)
+    images = np.random.default_rng(0).integers(0, 256, (600, 8, 8, 1), dtype=np.uint8)
+    data = DeviceData(images, np.zeros(600, np.int64), torch.device("cpu"), multilabel=False)
+    compute = resolve_compute("cpu", "fp32", channels_last=True)
+    idx = np.arange(600)
+    small = predict_probs(model, data, idx, compute, multilabel=False, batch_size=7)
+    large = predict_probs(model, data, idx, compute, multilabel=False, batch_size=eval_batch_size(64))
+    np.testing.assert_allclose(small, large, atol=1e-5)  # eval mode: batch norm uses running statistics
