@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -33,14 +33,19 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def _feed_tensor(h: "hashlib._Hash", t: torch.Tensor, header: Callable[[torch.dtype, tuple], str]) -> None:
+    """`header(dtype, shape)`, then the tensor's raw bytes."""
+    t = t.detach().cpu().contiguous()
+    h.update(header(t.dtype, tuple(t.shape)).encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+
+
 def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over every tensor's name, dtype, shape and bytes, in name order (what a load must reproduce)."""
     h = hashlib.sha256()
     for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}\n".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        _feed_tensor(h, state[k], lambda dtype, shape: f"{k}|{dtype}|{shape}\n")
     return h.hexdigest()
 
 
@@ -111,10 +116,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
 def _feed(h: "hashlib._Hash", obj: Any) -> None:
     """Hash a plain-data tree (dicts, lists, tensors, numbers, strings) in a fixed order."""
     if isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+        _feed_tensor(h, obj, lambda dtype, shape: f"T{dtype}{shape}")
     elif isinstance(obj, dict):
         h.update(f"D{len(obj)}".encode())
         for k in sorted(obj, key=repr):

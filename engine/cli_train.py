@@ -143,10 +143,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run = jobs.start(cfg, args.runs_dir)
             print(run.path)
             return 0
-        if cfg.nproc > 1 and not jobs.under_torchrun():
-            run = jobs.prepare_run(cfg, args.runs_dir)
-        else:
-            run = _shared_run(cfg, args.runs_dir)
+        run = _shared_run(cfg, args.runs_dir)
     if cfg.nproc > 1 and not jobs.under_torchrun():
         return _relaunch_ddp(cfg, run, ["train", "--config", str(run.path / "config.json")], args)
     return _run_foreground(cfg, run, resume=False, args=args)
@@ -178,7 +175,6 @@ def _shared_run(cfg: RunConfig, runs_dir: str | None):
 
 
 def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace) -> int:
-    from engine import jobs
     from engine.cli import TqdmProgress
     from engine.device import resolve_device
     from engine.jobs import device_slot
@@ -192,8 +188,8 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
             train_cli_entry(cfg, run, resume=resume, log=log, progress=progress)
     finally:
         progress.close()
-    if jobs.under_torchrun() and int(os.environ.get("RANK", 0)) != 0:
-        return 0  # rank 0 reports for the whole job
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0  # under torchrun, rank 0 reports for the whole job
     summary = run.summary() or {}
     state = run.raw_status().get("state")
     if args.json:

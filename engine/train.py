@@ -70,7 +70,7 @@ def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: f
     model, compute, ds = s.model, s.compute, s.ds
     trainable = apply_strategy(model, cfg.strategy)
     model = distributed.wrap(model, dist, compute.device, cfg.sync_bn, s.notes)
-    step_model, compile_pending = _maybe_compile(model, cfg, s.notes)
+    step_model, compile_pending = _maybe_compile(model, cfg)
     loss_fn = make_loss(s.task, len(ds.classes), cfg, ds.labels[s.train_idx]).to(compute.device)
     optimizer = make_optimizer(trainable, cfg)
     per_rank_bs = max(1, cfg.batch_size // dist.world)
@@ -164,15 +164,12 @@ def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: f
     return _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, log)
 
 
-def _maybe_compile(model: torch.nn.Module, cfg: RunConfig, notes: list[str]) -> tuple[torch.nn.Module, bool]:
+def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Module, bool]:
     """The module the training steps call: `torch.compile(model)` when asked, else `model` itself.
 
     Only the training step is compiled; evaluation and checkpoints use the plain module, so saved
     weights carry no `_orig_mod.` prefix and validation never waits for a second (eval-mode) compile."""
     if not cfg.compile:
-        return model, False
-    if not hasattr(torch, "compile"):
-        notes.append("torch.compile is not available in this PyTorch; trained without it.")
         return model, False
     # LOUPE_COMPILE_BACKEND picks another torch.compile backend (the tests use aot_eager: same tracing,
     # no C++ code generation, which takes 10-35 s on a 2-core CPU).

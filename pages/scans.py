@@ -13,7 +13,6 @@ A failed task is dropped once its error has been shown, so fixing the files and 
 from __future__ import annotations
 
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ class Task:
     result: Any = None
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
-    started: float = field(default_factory=time.time)
 
     def progress(self, done: int, total: int, stage: str) -> None:
         self.done, self.total, self.stage = done, total, stage

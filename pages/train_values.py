@@ -17,7 +17,7 @@ import streamlit as st
 from engine.config import ConfigError, RunConfig
 from engine.data.roots import check_allowed, check_spec
 from engine.errors import LoupeError
-from engine.models import BUILTIN_MODELS, CURATED
+from engine.models import CURATED
 from pages import state
 
 FIELDS: dict[str, Field] = {f.name: f for f in fields(RunConfig)}
@@ -121,11 +121,10 @@ def build_config() -> RunConfig:
     cfg = RunConfig(**values).validate()
     if cfg.weights_file:
         check_allowed(cfg.weights_file)  # a typed server path, like the dataset's
-    from engine.models import check_image_size, check_model_name
+    from engine.models import check_image_size
 
-    if cfg.model not in BUILTIN_MODELS:
-        check_model_name(cfg.model)
-    check_image_size(cfg.model, cfg.image_size)  # e.g. resnet18 at 16 px: refused here, not in the job
+    # checks the model's name first, then its size (e.g. resnet18 at 16 px): refused here, not in the job
+    check_image_size(cfg.model, cfg.image_size)
     return cfg
 
 
