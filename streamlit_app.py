@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parent
 if str(ROOT) not in sys.path:  # `engine` and `pages` import from here however the app is started
     sys.path.insert(0, str(ROOT))
 
-from pages.ui import render_sidebar  # noqa: E402
+from app.common.ui import render_sidebar  # noqa: E402
 
 # One line per page. Give each an explicit url_path that differs from its file name: because the
 # folder is called pages/, Streamlit first sees a legacy pages-directory app in which pages/dataset.py

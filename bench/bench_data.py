@@ -24,7 +24,7 @@ from PIL import Image
 from common import OUT, clock, load, machine, table, timed  # also puts the repo root on sys.path
 
 from engine.data import dataset_stats, open_dataset, quick_stats  # noqa: E402
-from engine.data.builtin import load_builtin  # noqa: E402
+from engine.data.sources.builtin import load_builtin  # noqa: E402
 
 BATCH = 256
 PIL_SAMPLE = 5000  # files timed with bare Pillow as a reference rate
@@ -108,7 +108,7 @@ def plain_epoch(loader) -> int:
 def engine_epoch(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> int:
     """A training epoch's data side: shuffled batches gathered by index from the memmap, to float NCHW.
 
-    (engine/loop.py gathers the same way from an in-RAM copy of the cache, which is no slower.)"""
+    (engine/train/loop.py gathers the same way from an in-RAM copy of the cache, which is no slower.)"""
     perm = np.random.default_rng(seed).permutation(len(images))
     seen = 0
     for start in range(0, len(perm), BATCH):

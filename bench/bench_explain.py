@@ -10,9 +10,9 @@ import argparse
 import torch
 from common import load, machine, timed
 
-from engine.explain import METHODS, explain
-from engine.models import build_model
-from engine.runmodel import wrap_model
+from engine.explain.attributions import METHODS, explain
+from engine.models.factory import build_model
+from engine.predict.run_model import wrap_model
 
 
 def main() -> None:

@@ -19,8 +19,8 @@ import torch  # noqa: E402
 from common import load, machine, timed  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from engine.inference import Predictor  # noqa: E402
-from engine.runmodel import predict_tensor  # noqa: E402
+from engine.predict.predictor import Predictor  # noqa: E402
+from engine.predict.run_model import predict_tensor  # noqa: E402
 
 
 def photos(n: int) -> list[tuple[str, bytes]]:

@@ -25,7 +25,7 @@ def plain_probe(root: Path, model_name: str, size: int, epochs: int, batch: int)
     import torch
     from torchvision import datasets, transforms
 
-    from engine.models import build_model
+    from engine.models.factory import build_model
 
     model, info = build_model(model_name, 10, in_chans=3, pretrained=True)
     tf = transforms.Compose([transforms.Resize(size), transforms.ToTensor(), transforms.Normalize(info.mean, info.std)])
@@ -52,10 +52,10 @@ def engine_probe(root: Path, model_name: str, size: int, epochs: int, batch: int
     from engine.config import RunConfig
     from engine.data import open_dataset
     from engine.device import resolve_compute
-    from engine.features import cached_features
-    from engine.jobs import prepare_run
-    from engine.models import build_model
-    from engine.train import fit
+    from engine.train.features import cached_features
+    from engine.train.jobs import prepare_run
+    from engine.models.factory import build_model
+    from engine.train.fit import fit
 
     ds = open_dataset(str(root), image_size=size)
     compute = resolve_compute()

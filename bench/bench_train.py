@@ -41,7 +41,7 @@ def plain_recipe(root: Path, model_name: str, epochs: int, batch: int, size: int
     import torch
     from torchvision import datasets, transforms
 
-    from engine.models import build_model
+    from engine.models.factory import build_model
 
     steps = [transforms.Resize(size)] if size != 64 else []
     tf = transforms.Compose([*steps, transforms.RandomHorizontalFlip(), transforms.ToTensor()])
@@ -74,7 +74,7 @@ def train_flops_per_image(model_name: str, size: int) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from engine.models import build_model
+    from engine.models.factory import build_model
 
     model, _ = build_model(model_name, 10, in_chans=3, allow_scratch=True, image_size=size)
     x = torch.rand(2, 3, size, size)
@@ -103,11 +103,11 @@ def gpu_figures(img_per_s: float, flops_per_image: float) -> dict:
 
 
 def engine_recipe(root: Path, model_name: str, epochs: int, batch: int, size: int, compile: bool = False) -> dict:
-    """`engine.train.fit` on the same folder; figures of its last epoch, the cache build timed apart."""
+    """`engine.train.fit.fit` on the same folder; figures of its last epoch, the cache build timed apart."""
     from engine.config import RunConfig
     from engine.data import open_dataset
-    from engine.jobs import prepare_run
-    from engine.train import fit
+    from engine.train.jobs import prepare_run
+    from engine.train.fit import fit
 
     t = time.perf_counter()
     open_dataset(str(root), image_size=size)  # the one-off decode into the cache (a hit when warm)

@@ -1,6 +1,6 @@
 import sys
 
-from engine.cli import main
+from engine.cli.main import main
 
 if __name__ == "__main__":  # guarded: spawned worker processes import this module as __mp_main__
     sys.exit(main())

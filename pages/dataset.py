@@ -7,11 +7,14 @@ import os
 import streamlit as st
 
 from engine.data import Dataset
-from engine.data.archive import data_dir, list_datasets, save_upload
-from engine.data.builtin import BUILTINS
+from engine.data.sources.archive import data_dir, list_datasets, save_upload
+from engine.data.sources.builtin import BUILTINS
 from engine.data.roots import check_spec
 from engine.errors import LoupeError
-from pages import charts, problems, state, ui
+from app.common import charts
+from app.dataset import problems
+from app.common import state
+from app.common import ui
 
 BUILTIN, PATH, UPLOAD, EARLIER = "Built-in", "Server path", "Upload .zip", "Earlier uploads"
 SOURCES = (BUILTIN, PATH, UPLOAD, EARLIER)

@@ -2,7 +2,7 @@
 matrix with its images, per-class scores, threshold tuning (binary / multi-label), top losses and
 likely mislabelled images, calibration, and a comparison of runs on the same data.
 
-Nothing re-runs the model: everything reads predictions/<split>.npz through `engine.evaluate`, cached
+Nothing re-runs the model: everything reads predictions/<split>.npz through `engine.evaluate.report`, cached
 per run folder and file modification times, so sliders answer instantly. The run lives in `?run=`.
 """
 
@@ -14,8 +14,14 @@ import streamlit as st
 
 from engine import metrics as M
 from engine.errors import LoupeError
-from engine.runs import Run
-from pages import eval_binary, eval_charts, eval_gallery, eval_load, eval_multilabel, state, ui
+from engine.runs.folder import Run
+from app.evaluate import binary as eval_binary
+from app.evaluate import charts
+from app.evaluate import gallery
+from app.evaluate import load
+from app.evaluate import multilabel as eval_multilabel
+from app.common import state
+from app.common import ui
 
 K_NORM = "eval.cm_normalised"
 K_COMPARE = "eval.compare"
@@ -27,7 +33,7 @@ COMPARE_DEFAULT = 6
 
 def _label(run: Run) -> str:
     cfg = run.config().get("config") or {}
-    return f"{eval_load.run_name(run)} · {cfg.get('model', '?')} · {cfg.get('dataset', '?')}"
+    return f"{load.run_name(run)} · {cfg.get('model', '?')} · {cfg.get('dataset', '?')}"
 
 
 def _picked(key: str) -> None:
@@ -42,8 +48,8 @@ def pick_run(runs: list[Run]) -> Run:
     if active in by_id:
         chosen = by_id[active]
     else:
-        chosen = eval_load.latest_completed(runs)
-        if active and (eval_load.runs_dir_has(active)):
+        chosen = load.latest_completed(runs)
+        if active and (load.runs_dir_has(active)):
             st.caption(f"The active run `{active}` has no predictions yet (still training, or stopped before its "
                        f"end); showing the latest completed run instead.")  # fmt: skip
         else:
@@ -59,7 +65,7 @@ def pick_split(run: Run, splits: list[str]) -> str:
     key = f"eval.split.{run.id}"
     if st.session_state.get(key) not in splits:
         st.session_state[key] = "test" if "test" in splits else splits[0]
-    return st.radio("Reported on", splits, key=key, horizontal=True, format_func=lambda s: eval_load.SPLIT_NAMES.get(s, s),
+    return st.radio("Reported on", splits, key=key, horizontal=True, format_func=lambda s: load.SPLIT_NAMES.get(s, s),
                     help="The split whose predictions are scored. Thresholds are tuned on val.")  # fmt: skip
 
 
@@ -123,7 +129,7 @@ def most_confused(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict]
 def _cell_clicked(chart_key: str, cell_key: str) -> None:
     selection = (st.session_state.get(chart_key) or {}).get("selection") or {}
     for point in selection.get("points") or []:
-        cell = eval_charts.cell_of(point)
+        cell = charts.cell_of(point)
         if cell is not None:
             st.session_state[cell_key] = f"{cell[0]},{cell[1]}"
             return
@@ -155,7 +161,7 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
             st.session_state.pop(cell_key, None)
         chosen = st.session_state.get(cell_key)
         sel = tuple(int(v) for v in chosen.split(",")) if chosen else None
-        st.plotly_chart(eval_charts.confusion_heatmap(shown, classes, normalised, sel, counts=cm), key=chart_key,
+        st.plotly_chart(charts.confusion_heatmap(shown, classes, normalised, sel, counts=cm), key=chart_key,
                         on_select=lambda: _cell_clicked(chart_key, cell_key), selection_mode="points")  # fmt: skip
     with right:
         st.markdown("##### Most confused pairs")
@@ -168,16 +174,16 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
                      format_func=lambda c: "true {} → predicted {}".format(*(classes[int(v)] for v in c.split(","))))  # fmt: skip
     if chosen:
         i, j = (int(v) for v in chosen.split(","))
-        items, total = eval_gallery.cell_items(pred, predicted, i, j)
+        items, total = gallery.cell_items(pred, predicted, i, j)
         st.markdown(f"##### True **{classes[i]}**, predicted **{classes[j]}**: {total:,} image{'s' * (total != 1)}"
                     + (f" (the {len(items)} most confident shown)" if total > len(items) else ""))  # fmt: skip
-        eval_gallery.show(eval_gallery.dataset_of(run), items, classes, key="eval.cell_gallery", run_id=run.id)
-    st.plotly_chart(eval_charts.per_class_bars(rows), key="eval.chart.per_class")
+        gallery.show(gallery.dataset_of(run), items, classes, key="eval.cell_gallery", run_id=run.id)
+    st.plotly_chart(charts.per_class_bars(rows), key="eval.chart.per_class")
 
 
 def labels_section(res: dict) -> None:
     """Multi-label: per-label precision/recall/F1 bars (no single confusion matrix)."""
-    st.plotly_chart(eval_charts.per_class_bars(res.get("per_label") or res.get("per_class") or []), key="eval.chart.per_label")
+    st.plotly_chart(charts.per_class_bars(res.get("per_label") or res.get("per_class") or []), key="eval.chart.per_label")
     st.caption("Each label is its own yes/no decision; thresholds and their effect are on the Thresholds tab.")
 
 
@@ -185,29 +191,29 @@ def labels_section(res: dict) -> None:
 
 
 def errors_section(run: Run, pred, res: dict) -> None:
-    from engine import evaluate as ev
+    from engine.evaluate import report as ev
 
     classes = list(pred.classes)
-    ds = eval_gallery.dataset_of(run)
+    ds = gallery.dataset_of(run)
     st.markdown("##### Top losses")
     st.caption("The images the model is most confidently wrong about (highest loss first): label noise, ambiguous "
                "images, or a real blind spot.")  # fmt: skip
     t = eval_binary.current_threshold(run, res) if pred.task == "binary" else None
     if pred.task == "multilabel":
         t = st.session_state.get(eval_multilabel.k_thresholds(run))
-    items = ev.top_losses(pred, n=eval_gallery.MAX_IMAGES, threshold=t)
-    eval_gallery.show(ds, items, classes, key="eval.top_losses", extra="loss", run_id=run.id)
+    items = ev.top_losses(pred, n=gallery.MAX_IMAGES, threshold=t)
+    gallery.show(ds, items, classes, key="eval.top_losses", extra="loss", run_id=run.id)
     st.markdown("##### Likely mislabelled")
-    if "oof" not in eval_load.splits_of(run):
+    if "oof" not in load.splits_of(run):
         st.caption("Needs out-of-fold probabilities: train with k-fold (Train page, `kfold` ≥ 2) to rank the images "
                    "whose given label the model doubts (confident learning).")  # fmt: skip
         return
-    rows = eval_load.likely_mislabelled(run)
+    rows = load.likely_mislabelled(run)
     st.caption("Out-of-fold images whose given label's probability is below that class's average self-confidence, ranked "
                "by how much more the model believes another class. Caption: given label → suggested label (probability).")  # fmt: skip
     items = [{"id": r["id"], "index": r["index"], "true": r["given"], "predicted": r["suggested"],
               "confidence": r["suggested_prob"], "margin": r["margin"]} for r in rows]  # fmt: skip
-    eval_gallery.show(ds, items, classes, key="eval.mislabelled", extra="margin", run_id=run.id)
+    gallery.show(ds, items, classes, key="eval.mislabelled", extra="margin", run_id=run.id)
 
 
 # --- calibration -------------------------------------------------------------------------------------
@@ -230,12 +236,12 @@ def calibration_section(pred, res: dict) -> None:
         if cal.get("nll_before") is not None and cal.get("nll_after") is not None:
             cols[3].metric("NLL before → after", f"{cal['nll_before']:.3f} → {cal['nll_after']:.3f}", border=True)
     left, right = st.columns(2)
-    left.plotly_chart(eval_charts.reliability_diagram(cal["bins"], cal.get("ece"), "Reliability (as trained)"), key="eval.chart.calib_before")
+    left.plotly_chart(charts.reliability_diagram(cal["bins"], cal.get("ece"), "Reliability (as trained)"), key="eval.chart.calib_before")
     if temperature:
         after = M.apply_temperature(pred.probs, float(temperature), pred.task == "multilabel")
         rel = M.reliability(after, pred.labels)
-        right.plotly_chart(eval_charts.reliability_diagram(rel["bins"], rel["ece"], f"After temperature scaling (T = {temperature:.2f})",
-                                                           color=eval_charts.F1_C), key="eval.chart.calib_after")  # fmt: skip
+        right.plotly_chart(charts.reliability_diagram(rel["bins"], rel["ece"], f"After temperature scaling (T = {temperature:.2f})",
+                                                           color=charts.F1_C), key="eval.chart.calib_after")  # fmt: skip
     st.caption("Bars: accuracy of the images in each confidence bin; the dotted diagonal is perfect calibration. "
                "ECE = the images-weighted mean gap. Temperature scaling changes confidence, never the predicted class.")  # fmt: skip
 
@@ -248,8 +254,8 @@ COMPARE_COLUMNS = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc
 
 
 def compare_section(run: Run, runs: list[Run], split: str) -> None:
-    spec = eval_load.dataset_spec(run)
-    peers = [r for r in runs if eval_load.dataset_spec(r) == spec and split in eval_load.splits_of(r)]
+    spec = load.dataset_spec(run)
+    peers = [r for r in runs if load.dataset_spec(r) == spec and split in load.splits_of(r)]
     st.caption(f"Runs on `{spec}` with {split} predictions, evaluated the same way (thresholds tuned on val, or the ones "
                "saved with each run). Click a column header to sort.")  # fmt: skip
     by_id = {r.id: r for r in peers}
@@ -262,12 +268,12 @@ def compare_section(run: Run, runs: list[Run], split: str) -> None:
     for rid in picked:
         r = by_id[rid]
         try:
-            res = eval_load.evaluation(r, split, eval_load.tune_split_for(eval_load.splits_of(r)), bootstrap=0)
+            res = load.evaluation(r, split, load.tune_split_for(load.splits_of(r)), bootstrap=0)
         except LoupeError as e:
-            st.caption(f"{eval_load.run_name(r)}: {e}")
+            st.caption(f"{load.run_name(r)}: {e}")
             continue
         cfg = r.config().get("config") or {}
-        row = {"Run": eval_load.run_name(r) + (" (shown above)" if r.id == run.id else ""), "Model": cfg.get("model"),
+        row = {"Run": load.run_name(r) + (" (shown above)" if r.id == run.id else ""), "Model": cfg.get("model"),
                "Tuned on": res.get("tuned_on")}  # fmt: skip
         row.update({label: res.get(k) for k, label in COMPARE_COLUMNS})
         row["ECE"] = (res.get("calibration") or {}).get("ece")
@@ -285,7 +291,7 @@ def compare_section(run: Run, runs: list[Run], split: str) -> None:
 
 def main() -> None:
     st.title("Evaluate")
-    runs = eval_load.evaluable_runs()
+    runs = load.evaluable_runs()
     if not runs:
         ui.no_runs_yet("No trained run to evaluate yet. Start one on the **Train** page: once it completes, its stored "
                 "predictions on val and test are evaluated here (nothing is re-run).")  # fmt: skip
@@ -293,13 +299,13 @@ def main() -> None:
     top, side = st.columns([3, 2], vertical_alignment="bottom")
     with top:
         run = pick_run(runs)
-    splits = eval_load.splits_of(run)
+    splits = load.splits_of(run)
     with side:
         split = pick_split(run, splits)
-    tune_split = eval_load.tune_split_for(splits)
+    tune_split = load.tune_split_for(splits)
     try:
-        res = eval_load.evaluation(run, split, tune_split)
-        pred = eval_load.predictions(run, split)
+        res = load.evaluation(run, split, tune_split)
+        pred = load.predictions(run, split)
     except LoupeError as e:
         st.error(str(e), icon=":material/error:")
         return

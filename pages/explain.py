@@ -2,7 +2,7 @@
 faithfulness and time), an adversarial attack on that image, and an epsilon sweep over validation images.
 
 The run lives in `?run=`, a dataset image in `?image=<dataset index>` (so other pages can link to one image).
-The engine does the work (`engine.runmodel`, `engine.explain`, `engine.adversarial`); this page reads widgets,
+The engine does the work (`engine.predict.run_model`, `engine.explain.attributions`, `engine.explain.attacks`); this page reads widgets,
 calls it and draws. Helpers: `expl_load` (cached loaders), `expl_methods`, `expl_attack`, `expl_charts`.
 """
 
@@ -12,8 +12,13 @@ import numpy as np
 import streamlit as st
 
 from engine.errors import LoupeError
-from engine.runs import Run
-from pages import expl_attack, expl_charts, expl_load, expl_methods, state, ui
+from engine.runs.folder import Run
+from app.explain import attack as expl_attack
+from app.explain import charts
+from app.explain import load
+from app.explain import methods
+from app.common import state
+from app.common import ui
 
 K_SOURCE, K_INDEX, K_UPLOADER = "expl.source", "expl.index", "expl.uploader"
 K_URL_SEEN = "expl._url_image"  # the ?image= value already applied (so a widget change is not overridden)
@@ -27,7 +32,7 @@ TOP_K = 5
 
 
 def _label(run: Run) -> str:
-    cfg = expl_load.run_config(run)
+    cfg = load.run_config(run)
     return f"{cfg.get('name') or run.id} · {cfg.get('model', '?')} · {cfg.get('dataset', '?')}"
 
 
@@ -56,7 +61,7 @@ def pick_run(runs: list[Run]) -> Run:
 
 def _sync_url_image(n: int) -> None:
     """Apply `?image=` once per new value: it selects that dataset image."""
-    raw = st.query_params.get(expl_load.IMAGE_PARAM)
+    raw = st.query_params.get(load.IMAGE_PARAM)
     if raw is None or raw == st.session_state.get(K_URL_SEEN):
         return
     st.session_state[K_URL_SEEN] = raw
@@ -96,39 +101,39 @@ def browse(ds, classes: list[str]) -> None:
         col.button(f"#{int(idx)}", key=f"expl.pick.{int(idx)}", on_click=_choose, args=(int(idx),))
 
 
-def pick_image(run: Run, rm, classes: list[str]) -> expl_load.Picked | None:
+def pick_image(run: Run, rm, classes: list[str]) -> load.Picked | None:
     """The image to explain (dataset or upload); keeps `?image=` in step with a dataset choice."""
-    ds = expl_load.dataset_of(run, int(rm.image_size))
+    ds = load.dataset_of(run, int(rm.image_size))
     if ds is not None:
         _sync_url_image(len(ds))
     if st.session_state.get(K_SOURCE) not in SOURCES:
         st.session_state[K_SOURCE] = "dataset" if ds is not None else "upload"
     source = st.radio("Image", list(SOURCES), format_func=SOURCES.get, key=K_SOURCE, horizontal=True)
     if source == "upload":
-        st.query_params.pop(expl_load.IMAGE_PARAM, None)
+        st.query_params.pop(load.IMAGE_PARAM, None)
         up = st.file_uploader("An image file", type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
                               key=K_UPLOADER)  # fmt: skip
         if up is None:
             st.caption("Upload an image: it is resized and converted the way the run's images were.")
             return None
         try:
-            return expl_load.from_upload(up.getvalue(), up.name, rm)
+            return load.from_upload(up.getvalue(), up.name, rm)
         except (LoupeError, OSError, ValueError) as e:
             st.error(f"`{up.name}` cannot be used: {e}", icon=":material/error:")
             return None
     if ds is None:
         return None
-    with st.expander("Browse by class", expanded=expl_load.IMAGE_PARAM not in st.query_params):
+    with st.expander("Browse by class", expanded=load.IMAGE_PARAM not in st.query_params):
         browse(ds, classes)
     if st.session_state.get(K_INDEX) is None or not 0 <= st.session_state[K_INDEX] < len(ds):
         first = ds.splits.get("test", ds.splits.get("val"))
         st.session_state[K_INDEX] = int(first[0]) if first is not None and len(first) else 0
     idx = int(st.number_input("Dataset index", 0, len(ds) - 1, key=K_INDEX, step=1,
-                              help=f"Link to this image with `?{expl_load.IMAGE_PARAM}=<index>` (the Evaluate page's "
+                              help=f"Link to this image with `?{load.IMAGE_PARAM}=<index>` (the Evaluate page's "
                                    "galleries show dataset indices)."))  # fmt: skip
-    st.query_params[expl_load.IMAGE_PARAM] = str(idx)
+    st.query_params[load.IMAGE_PARAM] = str(idx)
     st.session_state[K_URL_SEEN] = str(idx)
-    return expl_load.from_dataset(ds, idx, rm)
+    return load.from_dataset(ds, idx, rm)
 
 
 # --- the page ----------------------------------------------------------------------------------------------
@@ -145,21 +150,21 @@ def prediction(rm, picked, classes: list[str]) -> np.ndarray:
     left.metric("Predicted", str(classes[top]), delta=f"{probs[top]:.1%} {verdict}".strip(), delta_color="off",
                 delta_arrow="off", border=True)  # fmt: skip
     what = "label probabilities (independent)" if rm.task == "multilabel" else "confidences"
-    right.plotly_chart(expl_charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
+    right.plotly_chart(charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
                        key="expl.chart.topk")  # fmt: skip
     return probs
 
 
 def main() -> None:
     st.title("Explain")
-    runs = expl_load.explainable_runs()
+    runs = load.explainable_runs()
     if not runs:
         ui.no_runs_yet("No trained run to explain yet. Train one on the **Train** page: once it has saved weights, pick an image "
                 "here to see what the model looks at and how easily it is fooled.")  # fmt: skip
         return
     run = pick_run(runs)
     try:
-        rm = expl_load.run_model(run)
+        rm = load.run_model(run)
     except (LoupeError, OSError, ValueError, RuntimeError) as e:
         st.error(f"The model of `{run.id}` cannot be loaded: {e}", icon=":material/error:")
         return
@@ -170,7 +175,7 @@ def main() -> None:
     probs = prediction(rm, picked, classes)
     tabs = st.tabs(["Attributions", "Adversarial", "Robustness"])
     with tabs[0]:
-        opts = expl_methods.panel(run, rm, picked, classes, int(np.argmax(probs)))
+        opts = methods.panel(run, rm, picked, classes, int(np.argmax(probs)))
     with tabs[1]:
         expl_attack.adversarial_panel(run, rm, picked, classes, opts)
     with tabs[2]:

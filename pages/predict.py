@@ -3,7 +3,7 @@ uploaded images or a camera picture -> per image the top prediction, the top-k c
 unsure flag, the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
 be exported to ONNX / TorchScript.
 
-The engine does the work (`engine.inference.Predictor`, `engine.explain`, `engine.export`); this page reads
+The engine does the work (`engine.predict.predictor.Predictor`, `engine.explain.attributions`, `engine.predict.export`); this page reads
 widgets, calls it and draws. Helpers: `pred_load` (cached model and predictions), `pred_view` (drawing).
 """
 
@@ -12,8 +12,10 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import LoupeError
-from engine.runs import Run
-from pages import pred_load, pred_view, state
+from engine.runs.folder import Run
+from app.predict import load
+from app.predict import view
+from app.common import state
 
 K_MODEL, K_UPLOADER, K_CAMERA, K_USE_CAMERA = "pred.model", "pred.uploader", "pred.camera", "pred.use_camera"
 K_TOP_K, K_UNSURE, K_GRADCAM = "pred.top_k", "pred.unsure", "pred.gradcam"
@@ -33,14 +35,14 @@ def _picked() -> None:
 
 def pick_model(runs: dict[str, Run]) -> str:
     """The model to predict with: the active run (or the newest) when there are runs, else the built-in one."""
-    builtins = pred_load.builtin_models()
+    builtins = load.builtin_models()
     options = [*runs, *builtins]
     active = state.active_run()
     followed = active in runs and active != st.session_state.get(K_SEEN_RUN)  # another page chose a run
     st.session_state[K_SEEN_RUN] = active
     if followed or st.session_state.get(K_MODEL) not in options:
         st.session_state[K_MODEL] = active if active in runs else (next(iter(runs)) if runs else builtins[0])
-    labels = {**{r: pred_load.run_label(run) for r, run in runs.items()},
+    labels = {**{r: load.run_label(run) for r, run in runs.items()},
               **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins}}  # fmt: skip
     ref = st.selectbox("Model", options, key=K_MODEL, format_func=lambda r: labels.get(r, r), on_change=_picked,
                        help="Your runs with saved weights (newest first, with their best validation metric), and the "
@@ -89,7 +91,7 @@ def inputs() -> list[tuple[str, bytes]]:
     photo = None
     if st.toggle("Take a picture with the camera", key=K_USE_CAMERA):
         photo = st.camera_input("Camera", key=K_CAMERA)
-    return pred_load.uploads(files, photo)
+    return load.uploads(files, photo)
 
 
 # --- the page -------------------------------------------------------------------------------------------------
@@ -97,36 +99,36 @@ def inputs() -> list[tuple[str, bytes]]:
 
 def main() -> None:
     st.title("Predict")
-    runs = {r.id: r for r in pred_load.usable_runs()}
+    runs = {r.id: r for r in load.usable_runs()}
     ref = pick_model(runs)
     run = runs.get(ref)
     try:
-        pred = pred_load.predictor(ref, runs)
+        pred = load.predictor(ref, runs)
     except (LoupeError, OSError, ValueError, RuntimeError) as e:
         st.error(f"The model `{ref}` cannot be loaded: {e}", icon=":material/error:")
         return
     st.caption(model_caption(pred))
     if run is not None:
-        pred_view.export_panel(run)
+        view.export_panel(run)
     classes = list(getattr(pred, "classes", []) or [])
     opts = settings(pred, len(classes))
     items = inputs()
     if not items:
         st.info("Upload one or more images (or take a picture) to see what the model predicts.", icon=":material/info:")
         return
-    key = pred_load.model_key(ref, runs)
+    key = load.model_key(ref, runs)
     with st.spinner(f"Predicting {len(items)} image{'s' if len(items) > 1 else ''}…"):
-        results = pred_load.predict(pred, key, items, opts["top_k"], opts["unsure_below"])
+        results = load.predict(pred, key, items, opts["top_k"], opts["unsure_below"])
     for r in results:
         if not r.get("ok"):
             st.error(f"`{r.get('file')}` cannot be read: {r.get('error') or 'not an image'}", icon=":material/error:")
     if len(items) >= 2:
-        pred_view.results_table(results, str(getattr(pred, "name", ref)))
+        view.results_table(results, str(getattr(pred, "name", ref)))
     cam = opts["gradcam"]
     if cam:
         try:
-            pred_load.run_model_of(pred)
-        except pred_load.NoGradCam as e:
+            load.run_model_of(pred)
+        except load.NoGradCam as e:
             st.caption(str(e))
             cam = False
     data_of = dict(items)
@@ -139,8 +141,8 @@ def main() -> None:
         target = (r.get("top") or [{}])[0].get("index")
         overlay = None
         if cam:
-            overlay = (lambda d=data, n=r["file"], t=target: pred_load.gradcam_overlay(pred, key, n, d, t))
-        pred_view.result_card(i, r, data, task, opts["unsure_below"], overlay)
+            overlay = (lambda d=data, n=r["file"], t=target: load.gradcam_overlay(pred, key, n, d, t))
+        view.result_card(i, r, data, task, opts["unsure_below"], overlay)
 
 
 main()

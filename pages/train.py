@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine import jobs
+from engine.train import jobs
 from engine.errors import LoupeError
-from engine.runs import list_runs
-from pages import runs_table, state, train_form, train_live, train_values
+from engine.runs.folder import list_runs
+from app.train import runs_table
+from app.common import state
+from app.train import form as train_form
+from app.train import live as train_live
+from app.train import values
 
 K_FLASH = "train.flash"
 
@@ -22,7 +26,7 @@ def start(stats_error: LoupeError | None) -> None:
     try:
         if stats_error is not None:
             raise stats_error
-        cfg = train_values.build_config()
+        cfg = values.build_config()
         run = jobs.start(cfg)
     except LoupeError as e:
         st.error(str(e), icon=":material/error:")
@@ -48,8 +52,8 @@ def main() -> None:
     if flash := st.session_state.pop(K_FLASH, None):
         st.toast(flash, icon=":material/play_arrow:")
     spec = state.active_dataset()
-    stats, stats_error = train_values.dataset_stats(spec)
-    train_values.sync(spec, stats)
+    stats, stats_error = values.dataset_stats(spec)
+    values.sync(spec, stats)
     form, live = st.columns([3, 2], gap="large")
     with form:
         st.subheader("New run")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.adversarial import epsilon_sweep, fgsm, minimal_epsilon, perturbation_image, pgd
-from engine.runmodel import load_run_model, predict_tensor
+from engine.explain.attacks import epsilon_sweep, fgsm, minimal_epsilon, perturbation_image, pgd
+from engine.predict.run_model import load_run_model, predict_tensor
 from tests.test_explain import trained_digits_run
 
 
@@ -52,7 +52,7 @@ def test_minimal_epsilon_is_zero_for_wrong_and_bounded_or_inf(digits_run):
 
 
 def test_sweep_matches_the_evaluation_at_zero_and_degrades(digits_run):
-    from engine.evaluate import load_predictions, metrics_at
+    from engine.evaluate.report import load_predictions, metrics_at
 
     res = epsilon_sweep(digits_run, [0.1, 0.0, 0.03], split="val", limit=60, min_eps=True)
     pred = load_predictions(digits_run, "val")
@@ -65,7 +65,7 @@ def test_sweep_matches_the_evaluation_at_zero_and_degrades(digits_run):
 
 
 def test_cli_attack_json(digits_run, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     assert main(["attack", str(digits_run.path), "--eps", "0,0.05", "--limit", "20", "--attack", "pgd",
                  "--steps", "3", "--no-min-eps", "--json", "--no-progress"]) == 0
@@ -75,9 +75,9 @@ def test_cli_attack_json(digits_run, capsys):
 
 def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     from engine.config import RunConfig
-    from engine.evaluate import load_predictions, metrics_at, save_thresholds
-    from engine.jobs import prepare_run
-    from engine.train import fit
+    from engine.evaluate.report import load_predictions, metrics_at, save_thresholds
+    from engine.train.jobs import prepare_run
+    from engine.train.fit import fit
     from tests.conftest import needs_fashion
 
     if needs_fashion.args[0]:
@@ -97,13 +97,13 @@ def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     assert sweep["hter"][1] >= sweep["hter"][0]  # an attack does not make the decision better
 
 
-# --- saved sweeps (engine.robustness_store) -------------------------------------------------------------
+# --- saved sweeps (engine.runs.sweeps) -------------------------------------------------------------
 
 
 def test_sweep_is_saved_atomically_and_loaded_by_its_settings(digits_run):
     import shutil
 
-    from engine.robustness_store import SWEEP_DIR, latest_sweep, load_record, load_sweep, save_sweep, sweep_key, sweep_params
+    from engine.runs.sweeps import SWEEP_DIR, latest_sweep, load_record, load_sweep, save_sweep, sweep_key, sweep_params
 
     shutil.rmtree(digits_run.path / SWEEP_DIR, ignore_errors=True)
     assert latest_sweep(digits_run) is None
@@ -128,8 +128,8 @@ def test_sweep_is_saved_atomically_and_loaded_by_its_settings(digits_run):
 
 
 def test_saved_sweeps_survive_odd_values_and_ignore_broken_files(tmp_path):
-    from engine.robustness_store import SWEEP_DIR, is_stale, latest_sweep, load_record, load_sweep, save_sweep, sweep_params
-    from engine.runs import Run
+    from engine.runs.sweeps import SWEEP_DIR, is_stale, latest_sweep, load_record, load_sweep, save_sweep, sweep_params
+    from engine.runs.folder import Run
 
     run = Run(tmp_path / "r")
     (run.path / "checkpoints").mkdir(parents=True)
@@ -150,8 +150,8 @@ def test_saved_sweep_is_stale_after_the_weights_change(digits_run, tmp_path):
     import os
     import shutil
 
-    from engine.robustness_store import is_stale, load_record, save_sweep, sweep_params
-    from engine.runs import Run
+    from engine.runs.sweeps import is_stale, load_record, save_sweep, sweep_params
+    from engine.runs.folder import Run
 
     run = Run(tmp_path / digits_run.id)
     shutil.copytree(digits_run.path, run.path)
@@ -165,8 +165,8 @@ def test_saved_sweep_is_stale_after_the_weights_change(digits_run, tmp_path):
 
 
 def test_cli_attack_save_writes_the_pages_file(digits_run, capsys):
-    from engine.cli import main
-    from engine.robustness_store import load_sweep, sweep_params
+    from engine.cli.main import main
+    from engine.runs.sweeps import load_sweep, sweep_params
 
     assert main(["attack", str(digits_run.path), "--eps", "0,0.02", "--limit", "10", "--no-min-eps", "--save",
                  "--no-progress"]) == 0

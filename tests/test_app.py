@@ -76,7 +76,7 @@ def test_saved_dataset_is_offered_on_the_next_visit():
 
 
 def test_damaged_state_file_falls_back_to_the_default(monkeypatch: pytest.MonkeyPatch):
-    from pages import state
+    from app.common import state
 
     path = Path(os.environ["LOUPE_STATE_FILE"])
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.augment import augment_batch, is_identity, preview, to_float
+from engine.train.augment import augment_batch, is_identity, preview, to_float
 from engine.config import RunConfig
 
 OFF = dict(hflip=False, rotation=0.0, crop_scale=1.0, color_jitter=0.0, grayscale_p=0.0)
@@ -151,7 +151,7 @@ def test_rejects_bad_shapes() -> None:
 def test_sampling_grid_matches_affine_grid() -> None:
     from torch.nn.functional import affine_grid
 
-    from engine.augment import _affine_grid
+    from engine.train.augment import _affine_grid
 
     theta = torch.randn(5, 2, 3, generator=gen(12))
     expected = affine_grid(theta, [5, 1, 7, 11], align_corners=False)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.data import archive
-from engine.data.archive import MARKER, data_dir, extract_zip, list_datasets, save_upload
+from engine.data.sources import archive
+from engine.data.sources.archive import MARKER, data_dir, extract_zip, list_datasets, save_upload
 from engine.errors import ArchiveError
 
 

@@ -1,4 +1,4 @@
-"""engine.evaluate on hand-built run folders: protocol, thresholds, calibration, item lists and the CLI."""
+"""engine.evaluate.report on hand-built run folders: protocol, thresholds, calibration, item lists and the CLI."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import evaluate as E
-from engine.runs import Run, atomic_write_json
-from engine.session import write_npz
+from engine.evaluate import report as E
+from engine.runs.folder import Run, atomic_write_json
+from engine.train.setup import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

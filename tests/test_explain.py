@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 from engine.config import RunConfig
-from engine.explain import METHODS, deletion_curve, explain, heatmap_image, overlay
-from engine.explain_cam import hook_counts
-from engine.jobs import prepare_run
-from engine.models import build_model, gradcam_layer
-from engine.runmodel import load_run_model, predict_tensor, prepare_image, wrap_model
-from engine.train import fit
+from engine.explain.attributions import METHODS, deletion_curve, explain, heatmap_image, overlay
+from engine.explain.gradcam import hook_counts
+from engine.train.jobs import prepare_run
+from engine.models.factory import build_model, gradcam_layer
+from engine.predict.run_model import load_run_model, predict_tensor, prepare_image, wrap_model
+from engine.train.fit import fit
 
 
 _TRAINED: dict = {}
@@ -43,7 +43,7 @@ def digits_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digit_image(digits_run, tmp_path_factory):
-    from engine.data.builtin import _digits
+    from engine.data.sources.builtin import _digits
 
     images = _digits()[0]
     path = tmp_path_factory.mktemp("img") / "digit.png"
@@ -124,14 +124,14 @@ def test_deletion_curve_starts_at_the_prediction(digits_run, digit_image):
 
 
 def test_cli_names_match_the_engine():
-    from engine.cli_explain import BASELINE_NAMES, METHOD_NAMES
-    from engine.explain import BASELINES
+    from engine.cli.explain import BASELINE_NAMES, METHOD_NAMES
+    from engine.explain.attributions import BASELINES
 
     assert tuple(METHODS) == METHOD_NAMES and tuple(BASELINES) == BASELINE_NAMES
 
 
 def test_cli_explain_writes_a_png(digits_run, digit_image, tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     out = tmp_path / "o" / "map.png"
     assert main(["explain", str(digits_run.path), str(digit_image), "--method", "gradcam", "--target", "3",
@@ -143,7 +143,7 @@ def test_cli_explain_writes_a_png(digits_run, digit_image, tmp_path, capsys):
 
 
 def test_captum_faithfulness_scores(digits_run, digit_image):
-    from engine.explain_scores import faithfulness
+    from engine.explain.faithfulness import faithfulness
 
     rm = load_run_model(digits_run)
     _, x = prepare_image(digit_image, digit_image.name, rm)

@@ -1,4 +1,4 @@
-"""engine.export: ONNX and TorchScript files compute what the engine computes, and carry a model card."""
+"""engine.predict.export: ONNX and TorchScript files compute what the engine computes, and carry a model card."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from engine.export import card_path, export
-from engine.inference import Predictor
-from engine.runmodel import predict_tensor
+from engine.predict.export import card_path, export
+from engine.predict.predictor import Predictor
+from engine.predict.run_model import predict_tensor
 from tests.test_inference import digit_png, digits_run  # noqa: F401  (session fixture: one tiny run)
 
 CARD_KEYS = {"classes", "image_size", "channels", "task", "thresholds", "temperature", "metrics",
@@ -18,7 +18,7 @@ CARD_KEYS = {"classes", "image_size", "channels", "task", "thresholds", "tempera
 
 
 def _inputs(p: Predictor) -> torch.Tensor:
-    from engine.runmodel import prepare_image
+    from engine.predict.run_model import prepare_image
 
     real = torch.cat([prepare_image(digit_png(i), f"{i}.png", p.rm)[1] for i in range(4)])
     return torch.cat([real, torch.rand(3, p.rm.channels, p.image_size, p.image_size, generator=torch.Generator().manual_seed(1))])
@@ -51,12 +51,12 @@ def test_torchscript_matches_the_engine(digits_run, tmp_path):  # noqa: F811
 
 
 def test_cli_export_and_bad_format(digits_run, tmp_path, capsys):  # noqa: F811
-    from engine.cli import main
+    from engine.cli.main import main
 
     out = tmp_path / "cli.onnx"
     assert main(["export", str(digits_run), "--format", "onnx", "--out", str(out)]) == 0
     assert out.exists() and card_path(out).exists()
-    from engine.export import ExportError
+    from engine.predict.export import ExportError
 
     with pytest.raises(ExportError, match="Unknown export format"):
         export(str(digits_run), "tflite", tmp_path / "x")

@@ -1,12 +1,12 @@
-"""engine.features: batched extraction from uint8 NHWC arrays and the on-disk feature cache."""
+"""engine.train.features: batched extraction from uint8 NHWC arrays and the on-disk feature cache."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from engine.features import cached_features, extract_features, feature_cache_path, to_pixels
-from engine.models import build_model
+from engine.train.features import cached_features, extract_features, feature_cache_path, to_pixels
+from engine.models.factory import build_model
 
 
 def _data(n=10, size=16, chans=1):

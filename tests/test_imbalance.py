@@ -9,7 +9,7 @@ from torch import nn
 
 from engine.config import RunConfig
 from engine.errors import LoupeError
-from engine.imbalance import (
+from engine.train.imbalance import (
     SigmoidFocalLoss, SoftmaxFocalLoss, class_counts, epoch_indices, inverse_frequency_weights, make_loss,
     pos_weights, recommend, sampling_classes,
 )  # fmt: skip

@@ -1,4 +1,4 @@
-"""engine.inference: the Predictor decides as Evaluate does, through the one decoder, one bad file at a time.
+"""engine.predict.predictor: the Predictor decides as Evaluate does, through the one decoder, one bad file at a time.
 
 Real images only where it matters: the built-in ImageNet model (package weights, offline) must name
 chelsea the cat and the coffee cup; tiny trained runs (8 px, 1 epoch) cover the run path, thresholds,
@@ -21,10 +21,10 @@ from PIL import Image
 from torch import nn
 
 from engine.config import RunConfig
-from engine.evaluate import save_thresholds
-from engine.inference import Predictor, builtin_models, predict_folder
-from engine.models import package_weights
-from engine.runmodel import predict_tensor, prepare_image, wrap_model
+from engine.evaluate.report import save_thresholds
+from engine.predict.predictor import Predictor, builtin_models, predict_folder
+from engine.models.factory import package_weights
+from engine.predict.run_model import predict_tensor, prepare_image, wrap_model
 from tests.conftest import needs_fashion
 
 needs_lite0 = pytest.mark.skipif(package_weights("tf_efficientnet_lite0") is None,
@@ -38,8 +38,8 @@ def offline(monkeypatch):
 
 
 def _train(tmp_factory, session_cache: Path, **cfg) -> Path:
-    from engine.jobs import prepare_run
-    from engine.train import fit
+    from engine.train.jobs import prepare_run
+    from engine.train.fit import fit
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOUPE_CACHE_DIR", str(session_cache))
@@ -156,7 +156,7 @@ def test_confident_prediction_is_not_unsure():
 
 @needs_fashion
 def test_binary_decision_uses_the_saved_threshold_and_temperature(binary_run):
-    from engine.runs import Run
+    from engine.runs.folder import Run
 
     run = Run(binary_run)
     p = Predictor.from_ref(str(binary_run))
@@ -218,7 +218,7 @@ def test_predict_folder_on_a_zip_writes_one_row_per_image(digits_run, tmp_path):
 
 
 def test_cli_predict_json_and_folder(digits_run, tmp_path, capsys):
-    from engine.cli import main
+    from engine.cli.main import main
 
     img = tmp_path / "three.png"
     img.write_bytes(digit_png(3))
@@ -235,7 +235,7 @@ def test_cli_predict_json_and_folder(digits_run, tmp_path, capsys):
 
 @needs_fashion
 def test_multilabel_run_decides_with_its_saved_per_label_thresholds(tmp_path_factory, session_cache):
-    from engine.runs import Run
+    from engine.runs.folder import Run
 
     path = _train(tmp_path_factory, session_cache, dataset="builtin:fashion-multilabel", image_size=28, train_limit=300)
     run = Run(path)

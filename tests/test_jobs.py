@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import jobs
-from engine.runs import Run, list_runs
+from engine.train import jobs
+from engine.runs.folder import Run, list_runs
 from tests.conftest import ROOT
 from tests.test_train import tiny
 

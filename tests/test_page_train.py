@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine import jobs
+from engine.train import jobs
 from engine.config import GROUPS, RunConfig
-from engine.runs import Run, atomic_write_json, list_runs, now_iso
-from pages import train_live
+from engine.runs.folder import Run, atomic_write_json, list_runs, now_iso
+from app.train import live as train_live
 from tests.conftest import make_class_folders, needs_fashion
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
@@ -38,7 +38,7 @@ def number(at: AppTest, field: str):
 
 def form_value(at: AppTest, name: str):
     """A field's value as the form holds it (the same mapping as pages/train_values.read_field)."""
-    from pages.train_values import AUG_ON, OTHER_MODEL, default
+    from app.train.values import AUG_ON, OTHER_MODEL, default
 
     ss = at.session_state
     if name == "model":
@@ -163,7 +163,7 @@ def test_quick_preset_fills_the_form_and_the_active_dataset():
     assert not at.exception and not at.error
     assert at.selectbox(key="train.f.dataset").value == "builtin:fashion-mnist"
     assert at.query_params["dataset"] == "builtin:fashion-mnist"
-    from engine.recipes import apply_preset
+    from engine.train.recipes import apply_preset
 
     preset = apply_preset("quick")
     assert number(at, "epochs").value == preset["epochs"]
@@ -462,9 +462,9 @@ def test_lr_finder_plots_loss_vs_lr_and_copies_the_suggestion_into_the_form():
 
 
 def test_use_all_gpus_sets_one_ddp_process_per_gpu(monkeypatch: pytest.MonkeyPatch):
-    import pages.train_form
+    import app.train.form
 
-    monkeypatch.setattr(pages.train_form, "gpu_count", lambda: 4)  # this machine has none; the page asks here
+    monkeypatch.setattr(app.train.form, "gpu_count", lambda: 4)  # this machine has none; the page asks here
     at = open_train("builtin:digits")
     assert any("4 GPUs visible" in c.value for c in at.caption)
     assert number(at, "nproc").value == 1

@@ -11,10 +11,10 @@ import torch
 from safetensors.torch import load_file
 
 from engine.config import RunConfig
-from engine.jobs import prepare_run
-from engine.loop import TrainingFailed
-from engine.runs import Run
-from engine.train import fit, train_cli_entry
+from engine.train.jobs import prepare_run
+from engine.train.loop import TrainingFailed
+from engine.runs.folder import Run
+from engine.train.fit import fit, train_cli_entry
 
 TINY = dict(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, epochs=2,
             batch_size=32, train_limit=0, lr=1e-2, precision="fp32")
@@ -134,7 +134,7 @@ def test_linear_probe_reuses_cached_features(tmp_path: Path):
 
 
 def test_lr_finder_sweeps_and_suggests_a_value_inside_the_range():
-    from engine.lr_find import find_lr
+    from engine.train.lr_find import find_lr
 
     result = find_lr(tiny(batch_size=32), num_steps=40, start_lr=1e-5, end_lr=10.0)
     lrs, losses = result["lrs"], result["losses"]
@@ -200,8 +200,8 @@ def test_compile_option_times_the_first_step_apart_and_saves_plain_weights(tmp_p
 
 def test_evaluation_runs_in_larger_batches_with_the_same_probabilities():
     from engine.device import resolve_compute
-    from engine.loop import DeviceData, eval_batch_size, predict_probs
-    from engine.models import build_model
+    from engine.train.loop import DeviceData, eval_batch_size, predict_probs
+    from engine.models.factory import build_model
 
     assert eval_batch_size(64) == 512 and eval_batch_size(1024) == 2048  # always above the training batch
     model, _ = build_model("small_cnn", 3, in_chans=1, allow_scratch=True, image_size=8)

@@ -5,7 +5,7 @@ statistics, `dataset_stats(ds)` for the full report. See DESIGN.md, contract 1, 
 """
 
 from engine.data.dataset import Dataset, check_task, dataset_stats, infer_task, open_dataset, quick_stats
-from engine.data.detect import resolve_source
+from engine.data.sources.detect import resolve_source
 from engine.data.source import ScanResult, Source
 from engine.data.splits import kfold_indices, make_splits
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from engine.data.cache import channels_for, decoded, default_size, scan_headers
 from engine.data.decode import decode
-from engine.data.detect import resolve_source
+from engine.data.sources.detect import resolve_source
 from engine.data.source import Progress, ScanResult, Source, no_progress
 from engine.data.splits import make_splits, missing_from_train
 from engine.errors import DatasetError

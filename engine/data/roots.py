@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.data.archive import data_dir
+from engine.data.sources.archive import data_dir
 from engine.errors import DatasetError
 
 ENV = "LOUPE_DATA_ROOTS"

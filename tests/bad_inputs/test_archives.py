@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from engine.data import open_dataset, resolve_source
-from engine.data.archive import MARKER, extract_zip, save_upload
+from engine.data.sources.archive import MARKER, extract_zip, save_upload
 from engine.errors import ArchiveError
 from tests.bad_inputs.conftest import encode, make_zip, snapshot
 

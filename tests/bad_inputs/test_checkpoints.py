@@ -20,13 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.checkpoint import CheckpointError, load_state, load_weights, save_weights
-from engine.cli import main
-from engine.models import build_model
-from engine.networks import WeightsError
-from engine.runmodel import load_run_model
-from engine.runs import Run
-from engine.train import fit
+from engine.runs.checkpoint import CheckpointError, load_state, load_weights, save_weights
+from engine.cli.main import main
+from engine.models.factory import build_model
+from engine.models.classifier import WeightsError
+from engine.predict.run_model import load_run_model
+from engine.runs.folder import Run
+from engine.train.fit import fit
 from tests.conftest import ROOT
 from tests.pagetools import train_tiny
 

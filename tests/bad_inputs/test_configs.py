@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine.cli import main
+from engine.cli.main import main
 from engine.config import ConfigError, RunConfig
-from engine.jobs import prepare_run
-from engine.models import build_model, check_image_size, min_image_size
-from engine.runs import list_runs, runs_dir
-from engine.train import fit
+from engine.train.jobs import prepare_run
+from engine.models.factory import build_model, check_image_size, min_image_size
+from engine.runs.folder import list_runs, runs_dir
+from engine.train.fit import fit
 from tests.conftest import ROOT
 
 BASE = ["train", "--dataset", "builtin:digits", "--model", "small_cnn", "--strategy", "scratch", "--image-size", "8",

@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-import engine.runs
-from engine import jobs
-from engine.checkpoint import load_state, load_weights, save_weights
-from engine.cli import main
+import engine.runs.folder
+from engine.train import jobs
+from engine.runs.checkpoint import load_state, load_weights, save_weights
+from engine.cli.main import main
 from engine.errors import LoupeError
-from engine.models import build_model
-from engine.runs import StorageError, atomic_write_json
-from engine.train import train_cli_entry
+from engine.models.factory import build_model
+from engine.runs.folder import StorageError, atomic_write_json
+from engine.train.fit import train_cli_entry
 from tests.conftest import ROOT
 from tests.test_jobs import reap, wait_for
 from tests.test_train import tiny
@@ -48,12 +48,12 @@ def temps(folder: Path) -> list[str]:
 KILL_MID_WRITE = """
 import os, sys, time
 sys.path.insert(0, {root!r})
-import engine.runs
-from engine.checkpoint import save_weights
-from engine.models import build_model
+import engine.runs.folder
+from engine.runs.checkpoint import save_weights
+from engine.models.factory import build_model
 
-engine.runs._CHUNK = 4096
-real = engine.runs._os_write
+engine.runs.folder._CHUNK = 4096
+real = engine.runs.folder._os_write
 calls = [0]
 def slow_write(fd, data):
     calls[0] += 1
@@ -61,8 +61,8 @@ def slow_write(fd, data):
         print("writing", flush=True)
         time.sleep(60)
     return real(fd, data)
-engine.runs._os_write = slow_write
-save_weights(build_model("small_cnn", 10, in_chans=1)[0], engine.runs.Path({path!r}))
+engine.runs.folder._os_write = slow_write
+save_weights(build_model("small_cnn", 10, in_chans=1)[0], engine.runs.folder.Path({path!r}))
 """
 
 
@@ -112,8 +112,8 @@ def test_sigkill_mid_epoch_leaves_loadable_checkpoints(tmp_path: Path,
 
 def disk_fills_up(monkeypatch: pytest.MonkeyPatch, when=lambda target: True) -> list[Path]:
     """Make writes into temp files for which `when(target)` holds fail with ENOSPC after their first chunk."""
-    monkeypatch.setattr(engine.runs, "_CHUNK", 64 * 1024)
-    real, started, failed = engine.runs._os_write, set(), []
+    monkeypatch.setattr(engine.runs.folder, "_CHUNK", 64 * 1024)
+    real, started, failed = engine.runs.folder._os_write, set(), []
 
     def write(fd: int, data) -> int:
         tmp = Path(os.readlink(f"/proc/self/fd/{fd}"))
@@ -124,7 +124,7 @@ def disk_fills_up(monkeypatch: pytest.MonkeyPatch, when=lambda target: True) -> 
         started.add(fd)
         return real(fd, data)
 
-    monkeypatch.setattr(engine.runs, "_os_write", write)
+    monkeypatch.setattr(engine.runs.folder, "_os_write", write)
     return failed
 
 

@@ -133,7 +133,7 @@ def test_dataset_uploads_stream_to_disk_in_chunks(tmp_path: Path):
     import io
     import zipfile
 
-    from engine.data.archive import CHUNK, save_upload
+    from engine.data.sources.archive import CHUNK, save_upload
 
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
@@ -154,7 +154,7 @@ def test_predict_uploads_share_streamlits_buffer():
     """Streamlit holds each uploaded file once; the Predict page passes that same buffer on, uncopied."""
     from streamlit.runtime.uploaded_file_manager import UploadedFile, UploadedFileRec
 
-    from pages.pred_load import uploads
+    from app.predict.load import uploads
 
     payload = bytes(range(256)) * 4096
     files = [UploadedFile(UploadedFileRec(file_id=str(i), name="a.png", type="image/png", data=payload), None)

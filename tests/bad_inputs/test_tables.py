@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.data import folders, open_dataset, quick_stats, resolve_source, tables
+from engine.data import open_dataset, quick_stats, resolve_source
+from engine.data.sources import folders
+from engine.data.sources import tables
 from engine.errors import DatasetError
 from tests.conftest import write_image
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs import pid_alive
+from engine.runs.folder import pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("LOUPE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

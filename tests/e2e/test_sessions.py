@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.runs import Run, pid_alive
+from engine.runs.folder import Run, pid_alive
 from tests.e2e.conftest import check_page, goto, metric, new_page, select_option, set_number, settle, shot
 
 RUN_START_TIMEOUT_S = 90  # a training process starts cold (imports torch) on a shared 2-core machine
@@ -61,8 +61,8 @@ def open_robustness(page) -> None:
 
 def stop_run(run: Run) -> None:
     """Ask the run to stop, wait until it has; kill its process if it ignores the request."""
-    from engine import jobs
-    from engine.runs import RunError
+    from engine.train import jobs
+    from engine.runs.folder import RunError
 
     try:
         jobs.stop(run)
@@ -89,7 +89,7 @@ def runs(server, session_cache: Path):
     """`live`: a long tiny run training in the background (its own process, as the Train page starts one), with
     a best checkpoint already; `done`: a completed one-epoch run, trained here while `live` starts up. `live`
     is stopped (and waited for) when the module ends, or earlier by a test that no longer needs it."""
-    from engine import jobs
+    from engine.train import jobs
     from engine.config import RunConfig
     from tests.pagetools import train_tiny
 
@@ -200,7 +200,7 @@ def test_reload_during_training_reattaches_to_the_run(server, browser, artifacts
 
 
 def test_reload_after_and_during_a_sweep(server, browser, artifacts, runs):
-    from engine.robustness_store import SWEEP_DIR
+    from engine.runs.sweeps import SWEEP_DIR
 
     stop_run(runs.live)  # the sessions above needed it training; the sweeps need the CPU (this ends it for the module)
     done_run = runs.done
@@ -254,7 +254,7 @@ def test_reload_after_and_during_a_sweep(server, browser, artifacts, runs):
         page.context.close()
 
 
-# the order a cold open and its statistics report them in (pages/scans.py, engine/data/cache.py)
+# the order a cold open and its statistics report them in (app/common/scans.py, engine/data/cache.py)
 STAGES = ("opening", "reading headers", "decoding", "hashing", "computing statistics")
 
 

@@ -1,0 +1,1 @@
+"""Helpers of the Evaluate page: loaders, binary and multi-label panels, galleries, charts."""

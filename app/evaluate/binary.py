@@ -1,0 +1,172 @@
+"""The binary threshold panel: a slider with FAR / FRR / HTER / F1 recomputed live from the stored
+scores, FAR-FRR-HTER, DET and ROC curves with the operating point, buttons that move the threshold to
+the one tuned on val by a rule, and saving the threshold to the run (thresholds.json)."""
+
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from engine.evaluate import report as ev
+from engine.errors import LoupeError
+from engine.runs.folder import Run
+from app.evaluate import charts as eval_charts
+from app.evaluate import load
+
+# rule names as `engine.evaluate.report.tune_thresholds` knows them, and the button for each
+RULES = {"min_hter": "Use min-HTER threshold", "f1": "Use F1-optimal", "eer": "Use EER"}
+RULE_NAMES = {"min_hter": "min HTER", "f1": "best F1", "eer": "EER", "manual": "chosen by hand"}
+STEP = 0.001
+
+
+def k_threshold(run: Run) -> str:
+    return f"eval.threshold.{run.id}"
+
+
+def k_rule(run: Run) -> str:
+    return f"eval.threshold_rule.{run.id}"
+
+
+def tuned_threshold(run: Run, rule: str, tune_split: str) -> float | None:
+    try:
+        t = load.tuned(run, rule, tune_split)
+    except (LoupeError, ValueError, KeyError) as e:
+        st.session_state[f"eval.tune_error.{run.id}"] = str(e)
+        return None
+    value = t.get("binary", t.get("threshold")) if isinstance(t, dict) else t
+    return float(value) if value is not None else None
+
+
+def initial_threshold(run: Run, res: dict) -> tuple[float, str]:
+    """The saved threshold when the run has one, else the one evaluate_run tuned, else 0.5."""
+    saved = load.saved_thresholds(run)
+    if saved.get("binary") is not None:
+        return float(saved["binary"]), saved.get("rule") or "manual"
+    if res.get("threshold") is not None:
+        return float(res["threshold"]), res.get("rule") or "min_hter"
+    return 0.5, "manual"
+
+
+def current_threshold(run: Run, res: dict) -> float:
+    """The slider's value (set up on first use), readable before the slider is drawn."""
+    key = k_threshold(run)
+    if key not in st.session_state:
+        t, rule = initial_threshold(run, res)
+        st.session_state[key], st.session_state[k_rule(run)] = _clamp(t), rule
+    return float(st.session_state[key])
+
+
+def _clamp(value: float) -> float:
+    """Into the slider's range (a reject-all threshold sits just above the top score, which may be 1)."""
+    return min(1.0, max(0.0, float(value)))
+
+
+def _use(run: Run, value: float, rule: str) -> None:
+    st.session_state[k_threshold(run)] = _clamp(value)
+    st.session_state[k_rule(run)] = rule
+
+
+def _moved(run: Run) -> None:
+    st.session_state[k_rule(run)] = "manual"
+
+
+def predicted(pred, threshold: float) -> np.ndarray:
+    """Class decisions at `threshold`: the positive class when its score >= t."""
+    pos = int(pred.positive)
+    return np.where(np.asarray(pred.probs)[:, pos] >= threshold, pos, 1 - pos)
+
+
+def live_metrics(pred, threshold: float) -> dict:
+    """`metrics_at` plus the positive class's F1 (from the confusion matrix at that threshold)."""
+    m = dict(ev.metrics_at(pred.probs, pred.labels, pred.task, pred.positive, threshold))
+    cm = np.asarray(m.get("confusion_matrix") or [[0, 0], [0, 0]], dtype=float)
+    p = int(pred.positive)
+    tp, fp, fn = cm[p, p], cm[1 - p, p], cm[p, 1 - p]
+    m.setdefault("f1", float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else 0.0)
+    return m
+
+
+def _pct(v) -> str:
+    return "—" if v is None else f"{float(v):.2%}"
+
+
+def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None:
+    st.subheader("Decision threshold")
+    positive = pred.classes[int(pred.positive)]
+    st.caption(f"Score = P({positive}); an image is accepted as **{positive}** when its score ≥ threshold. "
+               f"Rates below are on the **{split}** split; the buttons use thresholds tuned on "
+               f"**{tune_split or split}**.")  # fmt: skip
+    t = current_threshold(run, res)
+    tuned = {rule: tuned_threshold(run, rule, tune_split or split) for rule in RULES}
+    with st.container(horizontal=True, vertical_alignment="bottom"):
+        for rule, label in RULES.items():
+            value = tuned[rule]
+            st.button(f"{label}" + (" (tuned on val)" if rule == "min_hter" and tune_split == "val" else ""),
+                      key=f"eval.use.{rule}", disabled=value is None, on_click=_use, args=(run, value, rule),
+                      help=f"Threshold {value:.4f}, chosen on {tune_split}" if value is not None else "Could not tune")  # fmt: skip
+    st.slider("Threshold", 0.0, 1.0, step=STEP, format="%.3f", key=k_threshold(run), on_change=_moved, args=(run,),
+              help="Moves the operating point; every number and chart below follows it (from the stored scores).")  # fmt: skip
+    t = float(st.session_state[k_threshold(run)])
+    m = live_metrics(pred, t)
+    ref_t = tuned.get("min_hter")
+    ref = live_metrics(pred, ref_t) if ref_t is not None else None
+    cols = st.columns(5)
+    for col, key, label, lower_better in ((cols[0], "far", "FAR", True), (cols[1], "frr", "FRR", True),
+                                          (cols[2], "hter", "HTER", True), (cols[3], "f1", "F1", False),
+                                          (cols[4], "accuracy", "Accuracy", False)):  # fmt: skip
+        value = m.get(key)
+        delta = None
+        if ref is not None and value is not None and ref.get(key) is not None and abs(value - ref[key]) > 1e-12:
+            delta = f"{(value - ref[key]) * 100:+.2f} pts vs min-HTER"
+        col.metric(label, _pct(value), delta=delta, delta_color="inverse" if lower_better else "normal", border=True)
+    rule = st.session_state.get(k_rule(run), "manual")
+    st.caption(f"Threshold {t:.4f} ({RULE_NAMES.get(rule, rule)}). FAR = false accepts / negatives; "
+               "FRR = false rejects / positives; HTER = (FAR + FRR) / 2.")  # fmt: skip
+    save_row(run, pred, t, rule, tune_split)
+    charts(run, pred, res, split, t, m)
+
+
+def save_row(run: Run, pred, t: float, rule: str, tune_split: str | None) -> None:
+    saved = load.saved_thresholds(run)
+    with st.container(horizontal=True, vertical_alignment="center"):
+        clicked = st.button("Save threshold to run", type="primary", icon=":material/save:", key="eval.save_threshold",
+                            help="Writes thresholds.json in the run folder; predictions and the CLI use it from then on.")  # fmt: skip
+        if saved.get("binary") is not None:
+            st.caption(f"Saved: {float(saved['binary']):.4f} ({RULE_NAMES.get(saved.get('rule'), saved.get('rule') or '?')}"
+                       f", tuned on {saved.get('tuned_on', '?')}).")  # fmt: skip
+        else:
+            st.caption("No threshold saved with this run yet (0.5 is used).")
+    if clicked:
+        data = {"binary": float(t), "positive_class": int(pred.positive), "rule": rule,
+                "tuned_on": tune_split if rule != "manual" else "manual"}  # fmt: skip
+        if saved.get("temperature") is not None:
+            data["temperature"] = saved["temperature"]
+        try:
+            ev.save_thresholds(run, data)
+        except (LoupeError, OSError, ValueError) as e:
+            st.error(f"Could not save the threshold: {e}")
+            return
+        st.toast(f"Saved threshold {t:.4f} to {run.id}", icon=":material/save:")
+        st.rerun()
+
+
+def charts(run: Run, pred, res: dict, split: str, t: float, m: dict) -> None:
+    curves = load.curves(run, split)
+    marks = {}
+    if res.get("eer") is not None and res.get("eer_threshold") is not None:
+        marks["eer"] = (res["eer_threshold"], res["eer"])
+    if res.get("min_hter") is not None and res.get("min_hter_threshold") is not None:
+        marks["min_hter"] = (res["min_hter_threshold"], res["min_hter"])
+    far, frr = m.get("far"), m.get("frr")
+    op = (far, frr) if far is not None and frr is not None else None
+    st.plotly_chart(eval_charts.threshold_curves(curves, t, marks), key="eval.chart.threshold")
+    st.caption(f"EER and min-HTER marked as found on {split}: they are where the {split} split would be best, "
+               "not thresholds to report.")  # fmt: skip
+    left, right = st.columns(2)
+    left.plotly_chart(eval_charts.det_curve(curves, op), key="eval.chart.det")
+    right.plotly_chart(eval_charts.roc_curve(curves, (far, 1 - frr) if op else None, res.get("auc", res.get("roc_auc"))),
+                       key="eval.chart.roc")  # fmt: skip
+    rates = [(k, v) for k, v in (("FRR at FAR", res.get("frr_at_far")), ("FAR at FRR", res.get("far_at_frr"))) if v]
+    if rates:
+        st.caption(" · ".join(f"{name} {float(at) * 100:g}%: {_pct(v)}" for name, d in rates for at, v in d.items())
+                   + f" (on {split}).")

@@ -1,0 +1,190 @@
+"""Plotly figures for the Evaluate page, built from what `engine.evaluate.report` returns (no Streamlit here).
+
+Confusion matrix (with an invisible marker per cell so a click selects the cell), per-class bars,
+binary error-rate curves with the operating point, DET and ROC, reliability diagrams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from app.common.charts import _layout
+
+HEIGHT = 340
+FAR_C, FRR_C, HTER_C, OP_C = "#E45756", "#4C78A8", "#54A24B", "#222222"
+PRECISION_C, RECALL_C, F1_C = "#4C78A8", "#F58518", "#54A24B"
+TOP_RIGHT = {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"}
+MAX_TEXT_CELLS = 15  # above this many classes, numbers in the cells are clutter: hover instead
+
+
+def _note(fig: go.Figure, text: str) -> None:
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "#888", "size": 13})
+
+
+# --- confusion matrix ------------------------------------------------------------------------------
+
+
+def confusion_heatmap(cm: Sequence[Sequence[float]], classes: Sequence[str], normalised: bool = False,
+                      selected: tuple[int, int] | None = None, counts: Sequence[Sequence[int]] | None = None) -> go.Figure:
+    """Rows: true class, columns: predicted class. `cm` is what is coloured (counts or row-normalised);
+    `counts` (when `cm` is normalised) go in the hover. A transparent marker sits on each cell so that
+    clicking a cell is a point selection (`customdata` = [true, predicted])."""
+    z = np.asarray(cm, dtype=float)
+    k = len(classes)
+    n = np.asarray(counts if counts is not None else cm, dtype=float)
+    names = [str(c) for c in classes]
+    text = [[(f"{v:.0%}" if normalised else f"{int(v):,}") for v in row] for row in z] if k <= MAX_TEXT_CELLS else None
+    fig = go.Figure(go.Heatmap(
+        z=z.tolist(), x=names, y=names, colorscale="Blues", text=text, texttemplate="%{text}" if text else None,
+        zmin=0, zmax=1 if normalised else None, customdata=n.tolist(), showscale=False,
+        hovertemplate=("true %{y} → predicted %{x}: %{z:.1%} (%{customdata:,} images)<extra></extra>" if normalised
+                       else "true %{y} → predicted %{x}: %{z:,} images<extra></extra>"),
+    ))  # fmt: skip
+    ii, jj = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    fig.add_scatter(
+        x=[names[j] for j in jj.ravel()], y=[names[i] for i in ii.ravel()], mode="markers",
+        marker={"size": max(8, min(40, 400 // max(k, 1))), "opacity": 0, "symbol": "square"},
+        customdata=np.stack([ii.ravel(), jj.ravel(), n.ravel()], axis=1).tolist(),
+        hovertemplate="true %{y} → predicted %{x}: %{customdata[2]:,} images · click to show them<extra></extra>",
+        showlegend=False, name="cells",
+    )  # fmt: skip
+    if selected is not None:
+        i, j = selected
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": "#E45756", "width": 3})
+    fig.update_xaxes(title="predicted", type="category", side="bottom")
+    fig.update_yaxes(title="true", type="category", autorange="reversed")
+    title = "Confusion matrix" + (" (share of each true class)" if normalised else " (images)")
+    return _layout(fig, title, height=max(HEIGHT, 90 + 34 * k), clickmode="event+select", dragmode=False)
+
+
+def cell_of(point: dict) -> tuple[int, int] | None:
+    """(true, predicted) of a selected point of `confusion_heatmap`'s cell markers, else None."""
+    data = point.get("customdata")
+    if isinstance(data, (list, tuple)) and len(data) >= 2:
+        return int(data[0]), int(data[1])
+    return None
+
+
+def per_class_bars(rows: Sequence[dict]) -> go.Figure:
+    """Precision, recall and F1 per class, grouped; the class support in the axis label and hover."""
+    names = [f"{r['class']} (n={int(r.get('support', 0)):,})" for r in rows]
+    fig = go.Figure()
+    for key, color in (("precision", PRECISION_C), ("recall", RECALL_C), ("f1", F1_C)):
+        fig.add_bar(x=names, y=[r.get(key) for r in rows], name="F1" if key == "f1" else key, marker_color=color,
+                    hovertemplate=f"%{{x}} · {key}: %{{y:.3f}}<extra></extra>")  # fmt: skip
+    fig.update_yaxes(range=[0, 1.02], title="score")
+    fig.update_xaxes(type="category", tickangle=-30 if len(rows) > 6 else 0)
+    return _layout(fig, "Per class: precision, recall, F1 (support in brackets)", barmode="group", legend=TOP_RIGHT)
+
+
+# --- binary ----------------------------------------------------------------------------------------
+
+
+def _arr(curves: dict, key: str) -> np.ndarray:
+    return np.asarray(curves.get(key, []), dtype=float)
+
+
+def threshold_curves(curves: dict, threshold: float, marks: dict | None = None) -> go.Figure:
+    """FAR, FRR and HTER against the threshold; the current threshold as a line, EER and min-HTER marked.
+    `marks`: {"eer": (t, value), "min_hter": (t, value)} (either may be missing)."""
+    t = _arr(curves, "thresholds")
+    fig = go.Figure()
+    order = np.argsort(t, kind="mergesort")
+    for key, color, name in (("far", FAR_C, "FAR"), ("frr", FRR_C, "FRR"), ("hter", HTER_C, "HTER")):
+        y = _arr(curves, key)
+        if len(y) == len(t) and len(t):
+            fig.add_scatter(x=t[order], y=y[order], mode="lines", name=name, line={"color": color, "width": 2, "dash": "dot" if key == "hter" else None},
+                            hovertemplate=f"threshold %{{x:.3f}} · {name} %{{y:.2%}}<extra></extra>")  # fmt: skip
+    for key, symbol, name in (("eer", "diamond", "EER"), ("min_hter", "star", "min HTER")):
+        mark = (marks or {}).get(key)
+        if mark and mark[0] is not None and mark[1] is not None:
+            fig.add_scatter(x=[mark[0]], y=[mark[1]], mode="markers", name=name, marker={"symbol": symbol, "size": 13, "color": OP_C},
+                            hovertemplate=f"{name} %{{y:.2%}} at threshold %{{x:.3f}}<extra></extra>")  # fmt: skip
+    fig.add_vline(x=threshold, line={"color": OP_C, "width": 1, "dash": "dash"}, annotation_text=f"t = {threshold:.3f}",
+                  annotation_position="top")  # fmt: skip
+    if not len(t):
+        _note(fig, "no scores")
+    fig.update_xaxes(title="threshold (accept when score ≥ t)", range=[0, 1])
+    fig.update_yaxes(title="error rate", tickformat=".0%", rangemode="tozero")
+    return _layout(fig, "FAR, FRR and HTER vs threshold", height=HEIGHT, legend=TOP_RIGHT)
+
+
+def _probit(p: np.ndarray | float, floor: float = 1e-4) -> np.ndarray:
+    from scipy.stats import norm
+
+    return norm.ppf(np.clip(np.asarray(p, dtype=float), floor, 1 - floor))
+
+
+DET_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8]
+
+
+def det_curve(curves: dict, op: tuple[float, float] | None = None) -> go.Figure:
+    """FRR against FAR on normal-deviate (probit) axes, with the operating point (far, frr)."""
+    far, frr = _arr(curves, "far"), _arr(curves, "frr")
+    fig = go.Figure()
+    if len(far):
+        fig.add_scatter(x=_probit(far), y=_probit(frr), mode="lines", name="DET", line={"color": FRR_C, "width": 2},
+                        customdata=np.stack([far, frr], axis=1),
+                        hovertemplate="FAR %{customdata[0]:.2%} · FRR %{customdata[1]:.2%}<extra></extra>")  # fmt: skip
+    else:
+        _note(fig, "no scores")
+    if op is not None:
+        fig.add_scatter(x=_probit([op[0]]), y=_probit([op[1]]), mode="markers", name="operating point",
+                        marker={"size": 12, "color": OP_C, "symbol": "x"},
+                        hovertemplate=f"current threshold: FAR {op[0]:.2%} · FRR {op[1]:.2%}<extra></extra>")  # fmt: skip
+    ticks = {"tickvals": _probit(DET_TICKS).tolist(), "ticktext": [f"{v:.1%}".replace(".0%", "%") for v in DET_TICKS]}
+    fig.update_xaxes(title="FAR (false accepts)", **ticks)
+    fig.update_yaxes(title="FRR (false rejects)", **ticks, scaleanchor="x")
+    return _layout(fig, "DET curve", height=HEIGHT, showlegend=False)
+
+
+def roc_curve(curves: dict, op: tuple[float, float] | None = None, auc: float | None = None) -> go.Figure:
+    """TPR against FPR, the chance diagonal, and the operating point (fpr, tpr)."""
+    fpr, tpr = _arr(curves, "fpr"), _arr(curves, "tpr")
+    if not len(fpr):
+        fpr, tpr = _arr(curves, "far"), 1 - _arr(curves, "frr")
+    order = np.lexsort((tpr, fpr)) if len(fpr) else []
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999", "width": 1}, hoverinfo="skip", name="chance")
+    if len(fpr):
+        fig.add_scatter(x=fpr[order], y=tpr[order], mode="lines", name="ROC", line={"color": PRECISION_C, "width": 2},
+                        hovertemplate="FPR %{x:.2%} · TPR %{y:.2%}<extra></extra>")  # fmt: skip
+    if op is not None:
+        fig.add_scatter(x=[op[0]], y=[op[1]], mode="markers", name="operating point", marker={"size": 12, "color": OP_C, "symbol": "x"},
+                        hovertemplate="current threshold: FPR %{x:.2%} · TPR %{y:.2%}<extra></extra>")  # fmt: skip
+    fig.update_xaxes(title="false positive rate", range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(title="true positive rate", range=[0, 1.01], tickformat=".0%", scaleanchor="x")
+    title = "ROC curve" + (f" (AUC {auc:.3f})" if auc is not None else "")
+    return _layout(fig, title, height=HEIGHT, showlegend=False)
+
+
+# --- calibration -----------------------------------------------------------------------------------
+
+
+def reliability_diagram(bins: Sequence[dict], ece: float | None = None, title: str = "Reliability",
+                        color: str = PRECISION_C) -> go.Figure:
+    """Accuracy against confidence per bin (bars at the bins' width), the diagonal of perfect calibration;
+    the gap between bar and diagonal is the miscalibration, weighted by the bin's count in the ECE."""
+    bins = [b for b in bins if b.get("count")]
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999", "width": 1}, hoverinfo="skip", name="perfect")
+    if bins:
+        mids = [(b["lo"] + b["hi"]) / 2 for b in bins]
+        fig.add_bar(x=mids, y=[b["accuracy"] for b in bins], width=[b["hi"] - b["lo"] for b in bins], name="accuracy",
+                    marker={"color": color, "line": {"color": "white", "width": 1}}, opacity=0.85,
+                    customdata=[[b["confidence"], b["count"], b["lo"], b["hi"]] for b in bins],
+                    hovertemplate=("confidence %{customdata[2]:.2f}–%{customdata[3]:.2f}: accuracy %{y:.1%}, "
+                                   "mean confidence %{customdata[0]:.1%}, %{customdata[1]:,} images<extra></extra>"))  # fmt: skip
+        fig.add_scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="markers", name="mean confidence",
+                        marker={"color": OP_C, "size": 6}, hoverinfo="skip")  # fmt: skip
+    else:
+        _note(fig, "no predictions")
+    fig.update_xaxes(title="confidence", range=[0, 1])
+    fig.update_yaxes(title="accuracy", range=[0, 1.02], tickformat=".0%")
+    if ece is not None:
+        title += f" · ECE {ece:.3f}"
+    return _layout(fig, title, height=HEIGHT, showlegend=False)
+

@@ -1,0 +1,1 @@
+"""Helpers of the Explain page: loaders, attribution methods, adversarial panel, charts."""

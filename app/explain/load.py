@@ -1,0 +1,145 @@
+"""Cached loaders for the Explain page: which runs have weights, a run's model (`engine.predict.run_model`), the run's
+dataset at its working size, and the chosen image as (pixels, tensor).
+
+An image is always identified by a short key ("ds:<index>" or "up:<sha1>") so that explanations and attacks
+are cached per run, image and settings, and sliders elsewhere on the page do not recompute them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from engine.errors import LoupeError
+from engine.runs.folder import Run, list_runs
+
+IMAGE_PARAM = "image"  # ?image=<dataset index>: other pages link to one image with it
+
+
+@dataclass
+class Picked:
+    """The image being explained: display pixels, model input and where it came from."""
+
+    key: str  # "ds:<index>" or "up:<sha1>": the cache key
+    pixels: np.ndarray  # (H, W, C) uint8 at the model's input size
+    x: object  # torch tensor (1, C, H, W) in [0, 1]
+    label: int | None  # the true class (dataset images of single-label tasks), else None
+    name: str
+
+
+# --- runs ------------------------------------------------------------------------------------------
+
+
+def checkpoint_of(run: Run) -> Path | None:
+    p = run.checkpoints / "best.safetensors"  # what engine.predict.run_model loads
+    return p if p.is_file() else None
+
+
+def explainable_runs() -> list[Run]:
+    """Runs with saved weights, newest first."""
+    return [r for r in list_runs() if checkpoint_of(r) is not None]
+
+
+def _weights_key(run: Run) -> tuple:
+    p = checkpoint_of(run)
+    s = p.stat() if p else None
+    return (p.name, s.st_mtime_ns, s.st_size) if s else ()
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _run_model(path: str, key: tuple):
+    from engine.predict.run_model import load_run_model
+
+    rm = load_run_model(Run(path), device="cpu")
+    return rm
+
+
+def run_model(run: Run):
+    """The run's model (`RunModel`), loaded once per weights file."""
+    return _run_model(str(run.path), _weights_key(run))
+
+
+def run_config(run: Run) -> dict:
+    header = run.config()
+    return {**(header.get("config") or {}), **{k: header[k] for k in ("image_size",) if header.get(k)}}
+
+
+# --- the run's dataset -----------------------------------------------------------------------------
+
+
+@st.cache_resource(show_spinner="Opening the run's dataset…", max_entries=4)
+def _dataset(spec: str, size: int, seed: int, val_fraction: float, test_fraction: float):
+    from engine.data import open_dataset
+
+    return open_dataset(spec, image_size=size or None, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+
+
+def dataset_of(run: Run, image_size: int):
+    """The run's dataset at the run's working size and with its splits, or None (with a caption) when it
+    cannot be opened any more."""
+    cfg = run_config(run)
+    spec = cfg.get("dataset")
+    if not spec:
+        st.caption("The run does not name its dataset: upload an image instead.")
+        return None
+    try:
+        return _dataset(spec, int(image_size or cfg.get("image_size") or 0), int(cfg.get("seed", 0)),
+                        float(cfg.get("val_fraction", 0.15)), float(cfg.get("test_fraction", 0.15)))  # fmt: skip
+    except (LoupeError, OSError) as e:
+        st.caption(f"The images of `{spec}` cannot be opened: {e}")
+        return None
+
+
+# --- images -> (pixels, tensor) ------------------------------------------------------------------------
+
+
+def to_tensor(pixels: np.ndarray):
+    import torch
+
+    arr = np.array(pixels if pixels.ndim == 3 else pixels[:, :, None], dtype=np.uint8, copy=True)
+    return torch.from_numpy(arr).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    arr = pixels[:, :, 0] if pixels.ndim == 3 and pixels.shape[2] == 1 else pixels
+    buf = io.BytesIO()
+    Image.fromarray(np.asarray(arr, dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def from_dataset(ds, index: int, rm) -> Picked:
+    """Dataset image `index` as the model sees it (the decoded cache is already at the working size)."""
+    pixels = np.asarray(ds.images[index], dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if pixels.shape[0] == pixels.shape[1] == int(rm.image_size) and pixels.shape[2] == int(rm.channels):
+        x = to_tensor(pixels)
+    else:  # a different working size: go through the model's own preprocessing
+        from engine.predict.run_model import prepare_image
+
+        pixels, x = prepare_image(png_bytes(pixels), f"{index}.png", rm)
+    labels = np.asarray(ds.labels)
+    label = int(labels[index]) if labels.ndim == 1 else None
+    return Picked(f"ds:{index}", pixels, x, label, f"dataset image #{index}")
+
+
+def from_upload(data: bytes, name: str, rm) -> Picked:
+    """An uploaded file (bytes) as the model sees it; raises LoupeError for what is not an image."""
+    from engine.predict.run_model import prepare_image
+
+    pixels, x = prepare_image(data, name, rm)
+    digest = hashlib.sha1(data).hexdigest()[:16]
+    return Picked(f"up:{digest}", np.asarray(pixels, dtype=np.uint8), x, None, name)
+
+
+def to_pixels(x) -> np.ndarray:
+    """A (1, C, H, W) tensor in [0, 1] -> (H, W, C) uint8."""
+    arr = x.detach().float().cpu().clamp(0, 1)[0].permute(1, 2, 0).numpy()
+    return np.round(arr * 255).astype(np.uint8)

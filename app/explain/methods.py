@@ -1,0 +1,148 @@
+"""The attribution panel of the Explain page: methods side by side (heatmap + overlay), each with its
+faithfulness figure (deletion-curve AUC) and time, and how positive / negative attributions are shown.
+
+Explanations are cached per run weights, image, method, target and baseline (`st.cache_data`), so changing
+the overlay's opacity, colour map or sign never recomputes them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import streamlit as st
+
+from engine.errors import LoupeError
+from app.explain import charts
+from app.common import ui
+
+DEFAULT_METHODS = ("gradcam", "saliency")  # fast; matched loosely against engine.explain.attributions.METHODS
+SIGNS = {
+    "positive": "Positive only: evidence *for* the target class",
+    "absolute": "Absolute: how much each pixel matters, either way",
+    "all": "Both: red for, blue against",
+}
+SIGN_HELP = (
+    "Attribution methods give each pixel a signed score: positive pixels raise the target class's score, negative "
+    "ones lower it (evidence for another class). **Positive** shows the evidence for the target; **Absolute** shows "
+    "importance whatever its direction (the usual view for gradient saliency, whose sign is noisy); **Both** uses a "
+    "diverging map centred on zero. Grad-CAM is positive by construction (a ReLU), so its three views are the same."
+)  # fmt: skip
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def default_methods(methods: Sequence[str]) -> list[str]:
+    wanted = [m for m in methods if any(_norm(m) == d or _norm(m).startswith(d) for d in DEFAULT_METHODS)]
+    return wanted or list(methods[:2])
+
+
+def as_array(v) -> np.ndarray:
+    if hasattr(v, "detach"):
+        v = v.detach().float().cpu().numpy()
+    return np.asarray(v, dtype=np.float32)
+
+
+def run_key(run) -> tuple:
+    from app.explain.load import _weights_key
+
+    return (str(run.path), _weights_key(run))
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def explanation(rkey: tuple, image_key: str, method: str, target: int, baseline: str, _rm, _x) -> dict:
+    """`explain` + `deletion_curve` as plain data (picklable), cached by run, image and settings."""
+    from engine.explain.attributions import deletion_curve, explain
+    from engine.explain.faithfulness import faithfulness
+
+    e = explain(_rm, _x, method, target=target, baseline=baseline)
+    heatmap = as_array(e.heatmap)
+    curve = deletion_curve(_rm, _x, heatmap, target, baseline=baseline)
+    scores = faithfulness(_rm, _x, heatmap, method, int(e.target) if e.target is not None else target)
+    curve = {"fractions": as_array(curve["fractions"]).tolist(), "probs": as_array(curve["probs"]).tolist(),
+             "auc": float(curve["auc"])}  # fmt: skip
+    return {"method": e.method, "target": int(e.target) if e.target is not None else target, "heatmap": heatmap,
+            "seconds": float(e.seconds), "params": dict(e.params or {}), "curve": curve, "scores": scores}  # fmt: skip
+
+
+def settings(classes: Sequence[str], predicted: int, key: str) -> dict:
+    """The method / target / display controls; returns the choices."""
+    from engine.explain.attributions import METHODS
+
+    names = list(METHODS)
+    mkey = f"{key}.methods"
+    if mkey not in st.session_state:
+        st.session_state[mkey] = default_methods(names)
+    c1, c2, c3 = st.columns([3, 2, 2])
+    methods = c1.multiselect("Methods", names, key=mkey, format_func=str,
+                             help="\n\n".join(f"**{n}**: {d}" for n, d in METHODS.items()))  # fmt: skip
+    tkey = f"{key}.target"
+    if st.session_state.get(tkey) is not None and not 0 <= st.session_state[tkey] < len(classes):
+        st.session_state.pop(tkey)
+    target = c2.selectbox("Explain the class", range(len(classes)), index=predicted, key=tkey,
+                          format_func=lambda i: f"{classes[i]}" + (" (predicted)" if i == predicted else ""),
+                          help="Attributions answer 'what in the image supports this class?'. Pick another class to "
+                               "see what argues for it.")  # fmt: skip
+    baseline = c3.selectbox("Baseline", ["black", "blur", "noise"], key=f"{key}.baseline",
+                            help="The 'absence of signal' that path and occlusion methods compare with "
+                                 "(Integrated Gradients, occlusion); Grad-CAM and saliency ignore it.")  # fmt: skip
+    d1, d2, d3 = st.columns([3, 2, 2])
+    sign = d1.radio("Show attributions", list(SIGNS), format_func=SIGNS.get, key=f"{key}.sign", help=SIGN_HELP)
+    alpha = d2.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}.alpha")
+    cmap = d3.selectbox("Colour map", ["jet", "inferno", "viridis", "RdBu_r"], key=f"{key}.cmap")
+    if sign == "all" and cmap != "RdBu_r":
+        d3.caption("Tip: a diverging map (RdBu_r) reads best for signed attributions.")
+    return {"methods": methods, "target": int(target if target is not None else predicted), "baseline": baseline,
+            "sign": sign, "alpha": float(alpha), "cmap": cmap}  # fmt: skip
+
+
+def show_map(pixels: np.ndarray, heatmap: np.ndarray, opts: dict, col, caption: str) -> None:
+    """Heatmap and overlay of one explanation in `col`."""
+    from engine.explain.attributions import heatmap_image, overlay
+
+    heat = heatmap_image(heatmap, opts["cmap"], opts["sign"])
+    over = overlay(pixels, heatmap, alpha=opts["alpha"], cmap=opts["cmap"], sign=opts["sign"])
+    col.image([ui.for_display(np.asarray(heat, dtype=np.uint8)), ui.for_display(np.asarray(over, dtype=np.uint8))],
+              caption=[f"{caption} · heatmap", f"{caption} · overlay"], width=ui.THUMB_PX + 64)  # fmt: skip
+
+
+def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "expl") -> dict:
+    """Draw the attribution panel; returns the settings (the adversarial panel reuses them)."""
+    opts = settings(classes, predicted, key)
+    if not opts["methods"]:
+        st.caption("Choose at least one method.")
+        return opts
+    rkey = run_key(run)
+    cols = st.columns(1 + len(opts["methods"]))
+    cols[0].image(ui.for_display(picked.pixels), caption="original", width=ui.THUMB_PX + 64)
+    curves, rows = {}, []
+    for col, method in zip(cols[1:], opts["methods"]):
+        col.markdown(f"**{method}**")
+        try:
+            with st.spinner(f"Computing {method}…"):
+                ex = explanation(rkey, picked.key, method, opts["target"], opts["baseline"], rm, picked.x)
+        except (LoupeError, ValueError, RuntimeError) as e:
+            col.error(f"{method}: {e}", icon=":material/error:")
+            continue
+        show_map(picked.pixels, ex["heatmap"], opts, col, method)
+        sens = ex["scores"]["max_sensitivity"]
+        col.caption(f"Deletion AUC **{ex['curve']['auc']:.3f}** · infidelity {ex['scores']['infidelity']:.2e}"
+                    + (f" · max-sensitivity {sens:.3f}" if sens is not None else "") + f" · {ex['seconds'] * 1000:.0f} ms",
+                    help="Lower is better for all three. Deletion AUC: the class probability as the most-attributed "
+                         "pixels are removed. Infidelity (Captum): how badly the map predicts the logit change under "
+                         "small noise. Max-sensitivity (Captum, fast methods only): how much the map moves when the "
+                         "input moves slightly.")
+        curves[method] = ex["curve"]
+        rows.append({"method": method, "deletion AUC (lower is better)": ex["curve"]["auc"],
+                     "infidelity": ex["scores"]["infidelity"], "max-sensitivity": ex["scores"]["max_sensitivity"],
+                     "seconds": ex["seconds"]})
+    if curves:
+        st.dataframe(rows, hide_index=True, key=f"{key}.table",
+                     column_config={"seconds": st.column_config.NumberColumn(format="%.3f"),
+                                    "deletion AUC (lower is better)": st.column_config.NumberColumn(format="%.3f")})  # fmt: skip
+        st.plotly_chart(charts.deletion_curves(curves, str(classes[opts["target"]])), key=f"{key}.chart.deletion")
+        st.caption("Faithfulness: pixels are removed most-important first (replaced by the baseline) and the target's "
+                   "probability is re-measured. A map that finds what the model really uses makes the probability fall "
+                   "fast: a lower area under the curve is better. Compare methods on the same image and target.")  # fmt: skip
+    return opts

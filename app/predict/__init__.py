@@ -1,0 +1,1 @@
+"""Helpers of the Predict page: cached predictors and drawing."""

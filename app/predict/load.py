@@ -1,0 +1,185 @@
+"""Cached loaders for the Predict page: which models can predict (built-in ones and runs with weights), the
+`Predictor` of a model (once per process and weights file), predictions per set of images, Grad-CAM overlays
+and small display copies of the uploads.
+
+Predictions are cached by model, weights and file contents (`st.cache_data`), so moving a slider elsewhere on
+the page (the unsure threshold, the overlay) never re-runs the model. The unsure flag is therefore applied here
+from the confidence, not inside the cached call (the engine's own rule for single-label tasks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import streamlit as st
+
+from engine.runs.folder import Run, list_runs, run_row
+from app.explain.load import _weights_key, checkpoint_of
+
+IMAGENET = "builtin:imagenet"
+THUMB_MAX = 320  # uploads are shown at most this wide
+
+
+# --- models ----------------------------------------------------------------------------------------------
+
+
+def builtin_models() -> list[str]:
+    """The built-in models the engine offers (at least the ImageNet one)."""
+    try:
+        from engine.predict.predictor import builtin_models as names
+
+        found = [str(n) for n in names()]
+    except (ImportError, AttributeError):
+        found = []
+    return found or [IMAGENET]
+
+
+def usable_runs() -> list[Run]:
+    """Runs with saved weights, newest first."""
+    return [r for r in list_runs() if checkpoint_of(r) is not None]
+
+
+def run_label(run: Run) -> str:
+    """`name · model · dataset · state · best metric` for the model picker."""
+    try:
+        row = run_row(run)
+    except (OSError, ValueError, KeyError):
+        return run.id
+    parts = [row.get("name") or run.id, row.get("model") or "?", row.get("dataset") or "?", row.get("state") or "?"]
+    best, monitor = row.get("best"), (row.get("monitor") or "").removeprefix("val_")
+    if isinstance(best, (int, float)):
+        parts.append(f"{monitor or 'best'} {best:.3f}")
+    return " · ".join(str(p) for p in parts)
+
+
+def model_key(ref: str, runs: dict[str, Run]) -> tuple:
+    """What invalidates a cached Predictor/prediction: the run's weights file and saved thresholds."""
+    run = runs.get(ref)
+    if run is None:
+        return (ref,)
+    th = run.path / "thresholds.json"
+    return (str(run.path), _weights_key(run), th.stat().st_mtime_ns if th.is_file() else 0)
+
+
+@st.cache_resource(show_spinner="Loading the model…", max_entries=4)
+def _predictor(ref: str, key: tuple):
+    from engine.predict.predictor import Predictor
+
+    return Predictor.from_ref(ref, device="cpu")
+
+
+def predictor(ref: str, runs: dict[str, Run]):
+    """The model's `Predictor`, loaded once per process (and per weights file for a run)."""
+    run = runs.get(ref)
+    return _predictor(str(run.path) if run is not None else ref, model_key(ref, runs))
+
+
+# --- predictions -----------------------------------------------------------------------------------------
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _predict(key: tuple, files: tuple[tuple[str, str], ...], top_k: int, _pred, _items) -> list[dict]:
+    return [dict(r) for r in _pred.predict_bytes(list(_items), top_k=top_k)]
+
+
+def predict(pred, key: tuple, items: list[tuple[str, bytes]], top_k: int, unsure_below: float) -> list[dict]:
+    """`predict_bytes` once per model and set of files. `unsure` is re-derived from the confidence and the
+    page's threshold (the engine's rule for single-label tasks), so the slider never re-runs the model;
+    multi-label results keep the engine's flag (no label above its threshold)."""
+    files = tuple((name, digest(data)) for name, data in items)
+    results = _predict(key, files, int(top_k), pred, items)
+    out = []
+    for r in results:
+        r = dict(r)
+        conf = r.get("confidence")
+        if r.get("ok") and isinstance(conf, (int, float)) and not isinstance(r.get("label"), list):
+            r["unsure"] = bool(conf < unsure_below)
+        out.append(r)
+    return out
+
+
+# --- Grad-CAM ----------------------------------------------------------------------------------------------
+
+
+class NoGradCam(Exception):
+    """Grad-CAM is not available for this model (the reason is the message)."""
+
+
+def run_model_of(pred):
+    """The predictor's `RunModel` (a run's, or the built-in network wrapped the same way) for Grad-CAM."""
+    rm = getattr(pred, "rm", None)
+    if rm is None or not hasattr(rm, "model") or not hasattr(rm, "lock"):
+        raise NoGradCam(f"Grad-CAM is not available for `{getattr(pred, 'name', 'this model')}`: the engine does not "
+                        "expose its network.")  # fmt: skip
+    return rm
+
+
+def model_input(pred, data: bytes, name: str):
+    """(pixels, x): the image exactly as the predictor feeds it to its model (the built-in model's own resize and
+    centre crop, or the run's preprocessing)."""
+    from engine.predict.run_model import prepare_image
+    from app.explain.load import to_pixels
+
+    pre = getattr(pred, "preprocess", None)
+    if pre is not None:
+        x = pre(data, name)
+        return to_pixels(x), x
+    pixels, x = prepare_image(data, name, pred.rm)
+    return np.asarray(pixels, dtype=np.uint8), x
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _gradcam(key: tuple, file_digest: str, target: int | None, _pred, _data: bytes, _name: str) -> tuple:
+    from engine.explain.attributions import explain
+
+    pixels, x = model_input(_pred, _data, _name)
+    e = explain(_pred.rm, x, "gradcam", target=target)
+    return pixels, np.asarray(e.heatmap, dtype=np.float32), float(e.seconds)
+
+
+def gradcam_overlay(pred, key: tuple, name: str, data: bytes, target: int | None,
+                    alpha: float = 0.5) -> tuple[np.ndarray, float]:
+    """The Grad-CAM of `target` (default: the predicted class) blended over the image as the model sees it, and
+    the seconds it took (cached per model, file and target)."""
+    from engine.explain.attributions import overlay
+
+    run_model_of(pred)
+    pixels, heat, secs = _gradcam(key, digest(data), target, pred, data, name)
+    return np.asarray(overlay(pixels, heat, alpha=alpha), dtype=np.uint8), secs
+
+
+# --- uploads ----------------------------------------------------------------------------------------------
+
+
+def uploads(files, photo) -> list[tuple[str, bytes]]:
+    """(filename, bytes) of the uploaded files and the camera picture; repeated names get a numbered suffix."""
+    items, seen = [], {}
+    for f in [*(files or []), *([photo] if photo is not None else [])]:
+        name = f.name or "image"
+        n = seen.get(name, 0)
+        seen[name] = n + 1
+        if n:
+            stem, dot, ext = name.rpartition(".")
+            name = f"{stem} ({n + 1}).{ext}" if dot else f"{name} ({n + 1})"
+        items.append((name, f.getvalue()))
+    return items
+
+
+def thumbnail(data: bytes, px: int = THUMB_MAX) -> np.ndarray | None:
+    """A display copy (first frame, RGB, at most `px` wide), or None when the bytes are not an image."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.seek(0)
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img.thumbnail((px, px))
+            return np.asarray(img, dtype=np.uint8)
+    except Exception:  # noqa: BLE001 - any undecodable upload is simply not shown (the engine reports why)
+        return None

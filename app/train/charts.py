@@ -1,0 +1,144 @@
+"""Plotly figures for the Train page, built from a run's metrics.jsonl records (no Streamlit here).
+
+A record is one line of metrics.jsonl: `epoch`, `step`, `split`, `loss` (val), `train_loss`, the val
+metrics (`accuracy`, `balanced_accuracy`, `macro_f1`, binary: `auc`, `far`, `frr`, `hter`), `lr`
+and `img_per_s`.
+"""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from app.common.charts import _layout
+
+TRAIN, VAL = "#4C78A8", "#F58518"
+METRIC_COLORS = {"accuracy": "#4C78A8", "balanced_accuracy": "#F58518", "macro_f1": "#54A24B",
+                 "auc": "#B279A2", "micro_f1": "#72B7B2", "hter": "#E45756"}  # fmt: skip
+PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC"]
+HEIGHT = 300
+TOP_RIGHT = {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"}
+NOT_METRICS = {"epoch", "step", "split", "time", "lr", "img_per_s"}
+LOWER_IS_BETTER = {"loss", "train_loss", "hter", "far", "frr", "hamming_loss"}
+LABELS = {"loss": "val loss", "train_loss": "train loss", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
+          "macro_f1": "macro F1", "micro_f1": "micro F1", "auc": "AUC", "hter": "HTER", "far": "FAR", "frr": "FRR",
+          "hamming_loss": "Hamming loss"}  # fmt: skip
+SHORT = {"balanced_accuracy": "bal. acc.", "accuracy": "accuracy", "macro_f1": "macro F1", "micro_f1": "micro F1",
+         "auc": "AUC", "hter": "HTER", "loss": "val loss", "far": "FAR", "frr": "FRR"}  # fmt: skip
+SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "auc")  # the metric chart's lines, if present
+
+
+def label(key: str) -> str:
+    """'val_balanced_accuracy' or 'balanced_accuracy' -> 'balanced accuracy'."""
+    key = key.removeprefix("val_")
+    return LABELS.get(key, key.replace("_", " "))
+
+
+def short_label(key: str) -> str:
+    """A label that fits a narrow card: 'val_balanced_accuracy' -> 'bal. acc.'."""
+    key = key.removeprefix("val_")
+    return SHORT.get(key, label(key))
+
+
+def val_records(records: list[dict]) -> list[dict]:
+    """The per-epoch validation records, one per epoch (the last one wins after a resume)."""
+    by_epoch = {r["epoch"]: r for r in records if r.get("split", "val") == "val" and "epoch" in r}
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def metric_keys(records: list[dict]) -> list[str]:
+    """Numeric keys the records carry that are worth plotting (loss first)."""
+    keys: list[str] = []
+    for r in records:
+        for k, v in r.items():
+            if k not in NOT_METRICS and k not in keys and isinstance(v, (int, float)) and not isinstance(v, bool):
+                keys.append(k)
+    order = ["loss", "train_loss", *SCORES]
+    return sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k))
+
+
+def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return [e for e, _ in pts], [v for _, v in pts]
+
+
+def _epoch_axis(fig: go.Figure, epochs: int | None) -> None:
+    fig.update_xaxes(title="epoch", dtick=1 if (epochs or 0) <= 20 else None, rangemode="tozero" if not epochs else None,
+                     range=[0, epochs + 0.5] if epochs else None)  # fmt: skip
+
+
+def _empty_note(fig: go.Figure, text: str) -> None:
+    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"color": "#888", "size": 13})  # fmt: skip
+
+
+def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
+    """Train and validation loss per epoch, plus the throttled batch losses logged during each epoch."""
+    recs = val_records(records)
+    fig = go.Figure()
+    live = [r for r in records if r.get("split") == "train" and isinstance(r.get("loss"), (int, float))]
+    if live:
+        fig.add_scatter(x=[r["epoch"] for r in live], y=[r["loss"] for r in live], mode="lines", name="train (batches)",
+                        line={"color": TRAIN, "width": 1, "dash": "dot"}, opacity=0.6,
+                        hovertemplate="epoch %{x:.2f} · batch loss %{y:.4f}<extra></extra>")  # fmt: skip
+    for key, color, name in (("train_loss", TRAIN, "train"), ("loss", VAL, "val")):
+        x, y = _series(recs, key)
+        fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color, "width": 2},
+                        hovertemplate=f"epoch %{{x}} · {name} loss %{{y:.4f}}<extra></extra>")  # fmt: skip
+    if not recs and not live:
+        _empty_note(fig, "curves appear after the first batches")
+    _epoch_axis(fig, epochs)
+    fig.update_yaxes(title="loss", rangemode="tozero")
+    return _layout(fig, "Loss", height=HEIGHT, legend=TOP_RIGHT)
+
+
+def metric_curves(records: list[dict], monitor: str | None = None, epochs: int | None = None) -> go.Figure:
+    """Validation scores per epoch; the monitored one is drawn thicker and its best epoch marked."""
+    recs = val_records(records)
+    mon = (monitor or "").removeprefix("val_")
+    fig = go.Figure()
+    keys = [k for k in SCORES if any(isinstance(r.get(k), (int, float)) for r in recs)]
+    if mon and mon not in keys and mon != "loss" and any(isinstance(r.get(mon), (int, float)) for r in recs):
+        keys.append(mon)
+    for i, key in enumerate(keys):
+        x, y = _series(recs, key)
+        width = 3 if key == mon else 1.5
+        color = METRIC_COLORS.get(key, PALETTE[i % len(PALETTE)])
+        fig.add_scatter(x=x, y=y, mode="lines+markers", name=label(key), line={"color": color, "width": width},
+                        hovertemplate=f"epoch %{{x}} · {label(key)} %{{y:.4f}}<extra></extra>")  # fmt: skip
+    best = best_record(recs, mon) if mon else None
+    if best is not None and mon in keys:
+        fig.add_scatter(x=[best["epoch"]], y=[best[mon]], mode="markers", name="best",
+                        marker={"symbol": "star", "size": 14, "color": "#222"},
+                        hovertemplate=f"best: epoch %{{x}} · {label(mon)} %{{y:.4f}}<extra></extra>")  # fmt: skip
+    if not recs:
+        _empty_note(fig, "curves appear after the first epoch")
+    _epoch_axis(fig, epochs)
+    fig.update_yaxes(title="validation score", range=[0, 1.02])
+    return _layout(fig, "Validation metrics", height=HEIGHT, legend=TOP_RIGHT)
+
+
+def best_record(records: list[dict], key: str) -> dict | None:
+    """The record with the best `key` (lowest for losses and error rates, else highest); ties: earliest."""
+    key = key.removeprefix("val_")
+    pts = [r for r in val_records(records) if isinstance(r.get(key), (int, float))]
+    if not pts:
+        return None
+    sign = 1 if key in LOWER_IS_BETTER else -1
+    return min(pts, key=lambda r: (sign * r[key], r["epoch"]))
+
+
+def compare_curves(series: dict[str, list[dict]], key: str) -> go.Figure:
+    """One line per run for metric `key` (e.g. 'loss', 'balanced_accuracy'), for side-by-side comparison."""
+    fig = go.Figure()
+    most = max((len(val_records(r)) for r in series.values()), default=0)
+    for i, (name, records) in enumerate(series.items()):
+        x, y = _series(val_records(records), key)
+        fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": PALETTE[i % len(PALETTE)], "width": 2},
+                        hovertemplate=f"{name}<br>epoch %{{x}} · {label(key)} %{{y:.4f}}<extra></extra>")  # fmt: skip
+    if not series:
+        _empty_note(fig, "choose runs to compare")
+    fig.update_xaxes(title="epoch", rangemode="tozero", dtick=1 if most <= 20 else None)
+    fig.update_yaxes(title=label(key), rangemode="tozero")
+    title = label(key)
+    return _layout(fig, title[0].upper() + title[1:] + " by run", height=HEIGHT + 60,
+                   legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0, "xanchor": "left"})

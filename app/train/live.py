@@ -1,0 +1,264 @@
+"""The live panel: the active run's progress, throughput, curves and best so far, with Stop and Resume.
+
+It is a fragment that re-reads the run folder every `POLL_S` seconds while the run is queued or
+running (`st.fragment(run_every=...)`), so a reload, a second browser or a closed tab all reattach
+to the same job: the folder is the truth, nothing lives in the session but an ETA rate estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import streamlit as st
+
+from engine.train import jobs
+from engine.errors import LoupeError
+from engine.runs.folder import Run, runs_dir
+from app.train import charts
+
+POLL_S = 1.5
+ACTIVE = ("queued", "running")
+K_SEEN, K_RATE = "train.live.seen", "train.live.rate"
+BADGE = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange", "failed": "red",
+         "failed (crashed)": "red"}  # fmt: skip
+LOG_LINES = 30
+
+
+# --- numbers (no Streamlit) ---------------------------------------------------------------------------
+
+
+def parse_time(text: str | None) -> float | None:
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    s = int(round(max(0.0, seconds)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def monitor_of(cfg: dict, records: list[dict], summary: dict | None) -> str:
+    """The metric that picks the best epoch: the summary's, the config's, or the trainer's 'auto' choice."""
+    if summary and summary.get("monitor"):
+        return summary["monitor"]
+    if cfg.get("monitor") not in (None, "auto"):
+        return cfg["monitor"]
+    multilabel = cfg.get("task") == "multilabel" or any("micro_f1" in r for r in records)
+    return "val_macro_f1" if multilabel else "val_balanced_accuracy"
+
+
+def best_so_far(records: list[dict], monitor: str) -> tuple[float | None, int | None]:
+    """(value, epoch) of the best validation record for `monitor` ('val_loss' reads the `loss` key)."""
+    rec = charts.best_record(records, monitor)
+    key = monitor.removeprefix("val_")
+    return (rec[key], rec["epoch"]) if rec else (None, None)
+
+
+def steps_per_second(status: dict, records: list[dict], now: float, seen: tuple[float, int] | None) -> float | None:
+    """Training speed in steps/s: watched in this session if possible, else from the epoch records'
+    timestamps, else since `started_at` (which includes loading the data and building the model)."""
+    step = status.get("step") or 0
+    if seen is not None and step > seen[1] and now - seen[0] >= 2.0:
+        return (step - seen[1]) / (now - seen[0])
+    timed = [(parse_time(r.get("time")), r.get("step")) for r in charts.val_records(records)]
+    timed = [(t, s) for t, s in timed if t is not None and isinstance(s, int)]
+    if len(timed) >= 2 and timed[-1][1] > timed[-2][1] and timed[-1][0] > timed[-2][0]:
+        return (timed[-1][1] - timed[-2][1]) / (timed[-1][0] - timed[-2][0])
+    started = parse_time(status.get("started_at"))
+    if started and step > 0 and now > started:
+        return step / (now - started)
+    return None
+
+
+def eta_seconds(status: dict, rate: float | None, budget_s: float = 0.0, now: float | None = None) -> float | None:
+    """Seconds left: the remaining steps at `rate`, capped by what is left of a time budget (counted
+    from `started_at`, so for a resumed run the cap is only a rough bound)."""
+    total, step = status.get("total_steps"), status.get("step") or 0
+    if not total or not rate or rate <= 0:
+        return None
+    eta = max(0.0, (total - step) / rate)
+    started = parse_time(status.get("started_at"))
+    if budget_s and started:
+        eta = min(eta, max(0.0, budget_s - ((now or time.time()) - started)))
+    return eta
+
+
+def progress_of(status: dict) -> float:
+    total, epochs = status.get("total_steps"), status.get("epochs")
+    if status.get("state") == "completed":
+        return 1.0
+    if total:
+        return min(1.0, (status.get("step") or 0) / total)
+    if epochs:
+        return min(1.0, (status.get("epoch") or 0) / epochs)
+    return 0.0
+
+
+def progress_text(status: dict, eta: float | None, summary: dict | None = None) -> str:
+    shown = status["display_state"]
+    epoch, epochs = status.get("epoch") or 0, status.get("epochs")
+    step, total = status.get("step") or 0, status.get("total_steps")
+    # while an epoch is under way (running, or stopped/failed in it) status.json holds its 0-based index
+    under_way = shown == "running" or (shown != "completed" and step < (total or 0))
+    current = epoch + 1 if under_way else epoch
+    where = f"epoch {min(current, epochs or current)} of {epochs}" if epochs else f"epoch {current}"
+    if total:
+        where += f" · step {step:,} of {total:,}"
+    if shown == "queued":
+        return "Queued: starting (loading the data, building the model) or waiting for the device"
+    if shown == "running":
+        if not total:
+            return "Running: preparing the first epoch"
+        return f"Running: {where}" + (f" · ETA {fmt_duration(eta)}" if eta is not None else " · ETA after a few steps")
+    if shown == "completed":
+        why = {"patience": " · stopped early: no improvement", "time": " · the time budget ended it"}.get(
+            (summary or {}).get("stopped_early") or "", "")
+        return f"Completed: {epoch} epoch{'s' if epoch != 1 else ''}, {step:,} steps{why}"
+    return f"{shown.capitalize()} in {where}"
+
+
+def log_tail(path: Path, lines: int = LOG_LINES) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16384))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+# --- drawing -----------------------------------------------------------------------------------
+
+
+def panel(run_id: str | None) -> None:
+    """The active run's live panel; polls while the run is queued or running."""
+    if not run_id:
+        st.info("No run selected. Start one with the form, or pick one in the runs table below.", icon=":material/monitoring:")
+        return
+    run = Run(runs_dir() / run_id)
+    if not run.exists():
+        st.info(f"The selected run `{run_id}` is not in {runs_dir()}. Start a run or pick another below.")
+        return
+    shown = run.status()["display_state"]
+    st.session_state[K_SEEN] = (run_id, shown)
+    every = POLL_S if shown in ACTIVE else None
+    st.fragment(run_every=every)(_live)(run_id)
+
+
+def _live(run_id: str) -> None:
+    run = Run(runs_dir() / run_id)
+    status = run.status()
+    shown = status["display_state"]
+    seen = st.session_state.get(K_SEEN)
+    if seen and seen[0] == run_id and seen[1] != shown:
+        st.session_state[K_SEEN] = (run_id, shown)
+        st.rerun()  # started or ended while we watched: redraw the page (table, buttons), stop polling if done
+    cfg = run.config().get("config", {})
+    records = run.metrics()
+    summary = run.summary() if shown == "completed" else None
+    now = time.time()
+    rates = st.session_state.setdefault(K_RATE, {})
+    mark = rates.get(run_id)
+    if shown != "running" or mark is None or (status.get("step") or 0) < mark[1]:
+        mark = rates[run_id] = (now, status.get("step") or 0)
+    rate = steps_per_second(status, records, now, mark) if shown == "running" else None
+
+    with st.container(border=True):
+        with st.container(horizontal=True, vertical_alignment="center"):
+            st.markdown(f"**{cfg.get('name') or run.id}**")
+            st.badge(shown, color=BADGE.get(shown, "gray"))
+        started = parse_time(status.get("started_at"))
+        st.caption(" · ".join(x for x in (cfg.get("dataset"), cfg.get("model"), status.get("device"),
+                                         f"started {datetime.fromtimestamp(started):%Y-%m-%d %H:%M}" if started else None) if x))  # fmt: skip
+        eta = eta_seconds(status, rate, float(cfg.get("time_budget_s") or 0), now)
+        st.progress(progress_of(status), text=progress_text(status, eta, summary))
+        monitor = monitor_of(cfg, records, summary)
+        _numbers(status, records, summary, monitor, now, rate * cfg.get("batch_size", 0) if rate else None)
+        _buttons(run, status)
+        if status.get("state") == "failed" or status.get("crashed"):
+            st.error(status.get("error") or "The training process ended without reporting why (killed, or out of "
+                     "memory?); see its log below.")  # fmt: skip
+        quiet = {"displayModeBar": False}
+        st.plotly_chart(charts.loss_curves(records, status.get("epochs")), key="train.live.loss", config=quiet)
+        st.plotly_chart(charts.metric_curves(records, monitor, status.get("epochs")), key="train.live.metrics",
+                        config=quiet)  # fmt: skip
+        with st.expander("Training log (last lines)", icon=":material/terminal:"):
+            st.code(log_tail(run.path / "train.log") or "(empty)", language=None)
+
+
+def _numbers(status: dict, records: list[dict], summary: dict | None, monitor: str, now: float,
+             live_speed: float | None) -> None:
+    """Four cards: throughput, best so far, loss (or the test score once done), time."""
+    shown = status["display_state"]
+    value, epoch = best_so_far(records, monitor)
+    if summary and summary.get("best_epoch"):
+        epoch = summary["best_epoch"]
+        value = (summary.get("best") or {}).get(monitor.removeprefix("val_"), value)
+    recs = charts.val_records(records)
+    last = recs[-1] if recs else {}
+    speed = summary.get("train_img_per_s") if summary else live_speed or last.get("img_per_s")
+    started = parse_time(status.get("started_at"))
+    if summary and summary.get("wall_seconds") is not None:
+        duration = summary["wall_seconds"]
+    elif started:
+        duration = (now if shown in ACTIVE else parse_time(status.get("updated_at")) or now) - started
+    else:
+        duration = None
+    key = monitor.removeprefix("val_")
+    spark = {"chart_type": "line", "border": True, "delta_color": "off", "delta_arrow": "off"}
+    top, bottom = st.columns(2), st.columns(2)
+    top[0].metric("Images/s", f"{speed:,.0f}" if speed else "—", chart_data=[r.get("img_per_s") or 0 for r in recs] or None,
+                  help="Training throughput now (of the whole run once it is done); the line: per epoch.", **spark)  # fmt: skip
+    top[1].metric(f"Best {charts.short_label(key)}", f"{value:.4f}" if value is not None else "—",
+                  delta=f"epoch {epoch}" if epoch else None,
+                  chart_data=[r[key] for r in recs if isinstance(r.get(key), (int, float))] or None,
+                  help=f"The monitored metric (`{monitor}`) on validation at the best epoch; that epoch's weights are kept.", **spark)  # fmt: skip
+    test = ((summary or {}).get("final") or {}).get("test") or {}
+    if test:
+        tkey = key if key in test else "accuracy"
+        bottom[0].metric(f"Test {charts.short_label(tkey)}", f"{test.get(tkey, 0):.4f}", border=True,
+                         help="On the test split, with the best epoch's weights.")  # fmt: skip
+    else:
+        running = shown == "running" and status.get("batch_loss") is not None
+        loss = status.get("batch_loss") if running else last.get("loss")
+        bottom[0].metric("Batch loss" if running else "Val loss", f"{loss:.4f}" if isinstance(loss, (int, float)) else "—",
+                         chart_data=[r["loss"] for r in recs if isinstance(r.get("loss"), (int, float))] or None,
+                         help="Training loss of the latest batch (the line: validation loss per epoch)." if running else None,
+                         **{**spark, "delta_color": "normal"})  # fmt: skip
+    bottom[1].metric("Elapsed" if shown in ACTIVE else "Duration", fmt_duration(duration), border=True,
+                     help="Wall time since the job started, data loading included.")  # fmt: skip
+
+
+def _buttons(run: Run, status: dict) -> None:
+    shown = status["display_state"]
+    with st.container(horizontal=True):
+        if shown in ACTIVE:
+            stopping = run.stop_requested()
+            if st.button("Stopping…" if stopping else "Stop", icon=":material/stop_circle:", key="train.live.stop",
+                         disabled=stopping, help="Stop at the next batch; the last state is saved so the run can resume."):  # fmt: skip
+                try:
+                    jobs.stop(run)
+                except LoupeError as e:
+                    st.error(str(e))
+                else:
+                    st.toast("Stopping at the next batch…", icon=":material/stop_circle:")
+        if jobs.can_resume(run):
+            if st.button("Resume", icon=":material/play_circle:", key="train.live.resume", type="primary",
+                         help="Continue from the last saved state, in the background."):  # fmt: skip
+                try:
+                    jobs.resume(run)
+                except LoupeError as e:
+                    st.error(str(e))
+                else:
+                    st.rerun()  # polling starts again with the full page

@@ -1,0 +1,169 @@
+"""The runs table on the Train page: every run with its state and best metric, curves of several runs
+overlaid for comparison, choosing the active run, and deleting one (after a confirmation)."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from engine.errors import LoupeError
+from engine.runs.folder import Run, delete_run, list_runs, run_row, runs_dir
+from app.common import state
+from app.train import charts
+from app.train.live import ACTIVE, best_so_far, fmt_duration, monitor_of, parse_time
+
+K_PICK, K_COMPARE, K_METRIC = "train.runs.pick", "train.runs.compare", "train.runs.metric"
+K_CONFIRM, K_COMPARE_TOUCHED = "train.runs.confirm_delete", "train.runs.compare_touched"
+SHOWN = ("Run", "Dataset", "Model", "State", "Epochs", "Best metric", "Best", "Best epoch", "Duration", "Started")
+COMPARE_DEFAULT = 4  # the newest runs with curves, compared when the user has not chosen
+
+
+def collect() -> list[dict]:
+    """One dict per run: `run_row` plus the run, its records and a best metric that is never missing
+    when the run has one (taken from the summary, else from the records)."""
+    now = time.time()
+    out = []
+    for run in list_runs():
+        row = run_row(run)
+        cfg = run.config().get("config", {})
+        records = run.metrics()
+        summary = run.summary() or {}
+        monitor = row.get("monitor") or monitor_of(cfg, records, summary)
+        best = row.get("best")
+        if best is None:
+            best = (summary.get("best") or {}).get(monitor.removeprefix("val_"))
+        if best is None:
+            best = best_so_far(records, monitor)[0]
+        seconds = row.get("wall_seconds")
+        started = parse_time(row.get("started_at"))
+        if seconds is None and started and row["state"] in ACTIVE:
+            seconds = now - started
+        out.append({**row, "run": run, "records": records, "monitor": monitor, "best": best, "seconds": seconds})
+    return out
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame({
+        "Run": [r["name"] for r in rows],
+        "Dataset": [r["dataset"] for r in rows],
+        "Model": [r["model"] for r in rows],
+        "State": [r["state"] for r in rows],
+        "Epochs": [f"{r['epoch'] or 0} / {r['epochs']}" if r.get("epochs") else None for r in rows],
+        "Best metric": [charts.short_label(r["monitor"]) if r["best"] is not None else None for r in rows],
+        "Best": [r["best"] for r in rows],
+        "Best epoch": [r["best_epoch"] for r in rows],
+        "Duration": [fmt_duration(r["seconds"]) if r["seconds"] is not None else None for r in rows],
+        "Started": pd.to_datetime([r.get("started_at") for r in rows], utc=True, errors="coerce").tz_convert(None),
+        "Id": [r["id"] for r in rows],
+    })  # fmt: skip
+
+
+def render() -> None:
+    st.subheader("Runs")
+    rows = collect()
+    if not rows:
+        st.caption(f"No runs yet in {runs_dir()}. Runs you start appear here, with their curves for comparison.")
+        return
+    st.dataframe(
+        table(rows), hide_index=True, key="train.runs.table", column_order=SHOWN,
+        column_config={
+            "Epochs": st.column_config.TextColumn("Epochs", help="Epochs done / planned (fewer when stopped early)"),
+            "Best": st.column_config.NumberColumn("Best", format="%.4f", help="The monitored validation metric at the best epoch"),
+            "Started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
+        },
+    )  # fmt: skip
+    by_id = {r["id"]: r for r in rows}
+    manage(by_id)
+    compare(by_id)
+
+
+def _pick_changed(key: str) -> None:
+    value = st.session_state.get(key)
+    if value is None or (runs_dir() / str(value) / "config.json").exists():
+        state.set_active_run(value)
+    st.session_state.pop(K_CONFIRM, None)
+
+
+def manage(by_id: dict[str, dict]) -> None:
+    """Choose the active run (shown in the live panel) and delete runs, asking first."""
+    active = state.active_run()
+    ids = list(by_id)
+    key = f"{K_PICK}.{active}"  # a new widget whenever the active run changes (Start, URL, delete), showing it
+    left, right = st.columns([3, 2], vertical_alignment="bottom")
+    pick = left.selectbox(
+        "Run", ids, index=ids.index(active) if active in by_id else None, key=key, on_change=_pick_changed, args=(key,),
+        placeholder="Choose a run to follow or delete",
+        format_func=lambda i: shown_name(by_id, i),
+        help="The chosen run is the active one: the live panel shows it and the other pages use it.",
+    )  # fmt: skip
+    running = pick is not None and by_id[pick]["state"] in ACTIVE
+    if right.button("Delete…", icon=":material/delete:", key="train.runs.delete", disabled=pick is None or running,
+                    help="Stop the run first" if running else "Removes the run folder, after a confirmation"):  # fmt: skip
+        st.session_state[K_CONFIRM] = pick
+    target = st.session_state.get(K_CONFIRM)
+    if target and target in by_id:
+        confirm_delete(by_id[target])
+
+
+def confirm_delete(row: dict) -> None:
+    run: Run = row["run"]
+    with st.container(border=True):
+        st.warning(f"Delete the run **{row['name']}**? Its folder `{run.path}` (weights, metrics, predictions) "
+                   "is removed for good.", icon=":material/warning:")  # fmt: skip
+        with st.container(horizontal=True):
+            yes = st.button("Yes, delete it", type="primary", key="train.runs.delete_yes", icon=":material/delete_forever:")
+            no = st.button("Cancel", key="train.runs.delete_no")
+    if no:
+        st.session_state.pop(K_CONFIRM, None)
+        st.rerun()
+    if yes:
+        try:
+            delete_run(run)
+        except LoupeError as e:
+            st.error(str(e))
+            return
+        st.session_state.pop(K_CONFIRM, None)
+        if state.active_run() == run.id:
+            state.set_active_run(None)
+        st.toast(f"Deleted {row['name']}", icon=":material/delete:")
+        st.rerun()
+
+
+def _touched() -> None:
+    st.session_state[K_COMPARE_TOUCHED] = True
+
+
+def compare(by_id: dict[str, dict]) -> None:
+    """Curves of several runs overlaid: validation loss and a chosen metric."""
+    with_curves = [i for i, r in by_id.items() if charts.val_records(r["records"])]
+    if not with_curves:
+        return
+    st.markdown("##### Compare runs")
+    chosen = st.session_state.get(K_COMPARE) if st.session_state.get(K_COMPARE_TOUCHED) else None
+    # until the user picks, the newest runs (so a run that just finished joins in); then their choice
+    st.session_state[K_COMPARE] = [i for i in chosen if i in with_curves] if chosen is not None else with_curves[:COMPARE_DEFAULT]
+    keys: list[str] = []
+    for i in with_curves:
+        keys += [k for k in charts.metric_keys(by_id[i]["records"]) if k not in keys and k not in ("loss", "train_loss")]
+    left, right = st.columns([3, 1])
+    picked = left.multiselect("Runs to compare", with_curves, key=K_COMPARE, on_change=_touched,
+                              format_func=lambda i: shown_name(by_id, i), placeholder="Choose runs")  # fmt: skip
+    monitor = by_id[picked[0]]["monitor"].removeprefix("val_") if picked else None
+    if st.session_state.get(K_METRIC) not in keys:
+        st.session_state[K_METRIC] = monitor if monitor in keys else (keys[0] if keys else None)
+    metric = right.selectbox("Metric", keys, key=K_METRIC, format_func=charts.label)
+    series = {shown_name(by_id, i): by_id[i]["records"] for i in picked}
+    a, b = st.columns(2)
+    a.plotly_chart(charts.compare_curves(series, "loss"), key="train.runs.compare_loss")
+    if metric:
+        b.plotly_chart(charts.compare_curves(series, metric), key="train.runs.compare_metric")
+
+
+def shown_name(by_id: dict[str, dict], run_id: str) -> str:
+    """The run's name, with its id when another run has the same name. It must not change while the run
+    trains (no state in it): the browser sends the shown text of a selectbox back as its value."""
+    name = by_id[run_id]["name"]
+    twins = sum(r["name"] == name for r in by_id.values())
+    return name if twins == 1 else f"{name} · {run_id}"

@@ -1,0 +1,227 @@
+"""The Train form's values: which widget keys hold each `RunConfig` field, how values go in and out
+of them, and how the form is prefilled (defaults, dataset-aware suggestions, the quick preset).
+
+- Values are prefilled from `RunConfig`'s defaults plus `recipes.suggest` for the active dataset; a
+  field the user changed (or the preset set) is never overwritten by a suggestion.
+- Widget state is mirrored into `train.saved`, so switching to another page and back, or a Start
+  that fails validation, loses nothing the user entered.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, Field, fields
+from typing import Any
+
+import streamlit as st
+
+from engine.config import ConfigError, RunConfig
+from engine.data.roots import check_allowed, check_spec
+from engine.errors import LoupeError
+from engine.models.factory import CURATED
+from app.common import state
+
+FIELDS: dict[str, Field] = {f.name: f for f in fields(RunConfig)}
+K_SAVED, K_EDITED, K_SYNCED, K_REASONS = "train.saved", "train.edited", "train.synced", "train.reasons"
+K_MODEL_PICK, K_MODEL_OTHER = "train.model_pick", "train.model_other"
+OTHER_MODEL = "other timm model…"
+PRESET = "quick"
+AUG_ON = {"rotation": 15.0, "crop_scale": 0.6, "color_jitter": 0.3, "grayscale_p": 0.2}  # strength when switched on
+
+
+def wkey(name: str) -> str:
+    return f"train.f.{name}"
+
+
+def on_key(name: str) -> str:
+    return f"train.on.{name}"
+
+
+def default(name: str) -> Any:
+    f = FIELDS[name]
+    return f.default if f.default is not MISSING else f.default_factory()
+
+
+def field_type(name: str) -> type:
+    return type(default(name))
+
+
+# --- widget state <-> field values ---------------------------------------------------------------------
+
+
+def _widget_keys(name: str) -> list[str]:
+    if name == "model":
+        return [K_MODEL_PICK, K_MODEL_OTHER]
+    return [on_key(name), wkey(name)] if name in AUG_ON else [wkey(name)]
+
+
+def _all_widget_keys() -> list[str]:
+    return [k for name in FIELDS for k in _widget_keys(name)]
+
+
+def set_field(name: str, value: Any) -> None:
+    """Show `value` in the field's widget(s); only before they are drawn in this run, or in a callback."""
+    ss = st.session_state
+    kind = field_type(name)
+    if name == "model":
+        pick = value if value in CURATED else OTHER_MODEL
+        updates = {K_MODEL_PICK: pick, K_MODEL_OTHER: "" if pick != OTHER_MODEL else str(value)}
+    elif name in AUG_ON:
+        on = value != default(name)
+        strength = float(value) if on else ss.get(wkey(name), AUG_ON[name])
+        updates = {on_key(name): on, wkey(name): strength}
+    elif kind is list:
+        updates = {wkey(name): ", ".join(f"{float(w):g}" for w in value or [])}
+    elif kind in (int, float) and not isinstance(value, bool):
+        updates = {wkey(name): kind(value)}
+    else:
+        updates = {wkey(name): value}
+    ss.update(updates)
+    ss.setdefault(K_SAVED, {}).update(updates)
+
+
+def _parse_weights(text: str) -> list[float]:
+    try:
+        return [float(w) for w in text.replace(";", ",").split(",") if w.strip()]
+    except ValueError:
+        raise ConfigError(f"Field 'class_weights' must be numbers separated by commas, one per class; got {text!r}.") from None
+
+
+def read_field(name: str) -> Any:
+    """The field's value as the widgets show it now."""
+    ss = st.session_state
+    if name == "model":
+        pick = ss.get(K_MODEL_PICK)
+        return (ss.get(K_MODEL_OTHER) or "").strip() if pick == OTHER_MODEL else pick
+    if name in AUG_ON:
+        return float(ss[wkey(name)]) if ss.get(on_key(name)) else default(name)
+    if field_type(name) is list:
+        return _parse_weights(ss.get(wkey(name), ""))
+    value = ss.get(wkey(name), default(name))
+    return value.strip() if isinstance(value, str) else value
+
+
+def read_values(strict: bool = False) -> dict[str, Any]:
+    """Every field's current value; with `strict`, unparsable input raises `ConfigError`."""
+    out = {}
+    for name in FIELDS:
+        try:
+            out[name] = read_field(name)
+        except ConfigError:
+            if strict:
+                raise
+            out[name] = default(name)
+    return out
+
+
+def build_config() -> RunConfig:
+    """The validated config from the form; `ConfigError` (or `ModelError`) names the field that is wrong."""
+    values = read_values(strict=True)
+    if not values["model"]:
+        raise ConfigError("Field 'model' is empty: choose a model or type a timm architecture name.")
+    cfg = RunConfig(**values).validate()
+    if cfg.weights_file:
+        check_allowed(cfg.weights_file)  # a typed server path, like the dataset's
+    from engine.models.factory import check_image_size
+
+    # checks the model's name first, then its size (e.g. resnet18 at 16 px): refused here, not in the job
+    check_image_size(cfg.model, cfg.image_size)
+    return cfg
+
+
+def mark_edited(name: str) -> None:
+    st.session_state.setdefault(K_EDITED, set()).add(name)
+
+
+# --- prefilling: defaults, dataset-aware suggestions, the preset ------------------------------------
+
+
+@st.cache_resource(show_spinner=False)
+def gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+@st.cache_data(show_spinner="Reading the dataset's statistics…", max_entries=16)
+def _quick_stats(spec: str) -> dict:
+    from engine.data import quick_stats
+
+    return quick_stats(spec)
+
+
+def dataset_stats(spec: str) -> tuple[dict | None, LoupeError | None]:
+    """Header-only statistics of `spec`, or the error that explains why it cannot be read."""
+    try:
+        check_spec(spec)  # a typed or ?dataset= path: only inside the allowed data roots (engine/data/roots.py)
+        return _quick_stats(spec), None
+    except LoupeError as e:
+        return None, e
+
+
+def _reset_untouched(keep: set[str]) -> None:
+    for name in FIELDS:
+        if name not in keep:
+            set_field(name, default(name))
+
+
+def sync(spec: str, stats: dict | None) -> None:
+    """Before drawing: restore widget state lost on a page switch, and when the active dataset changed,
+    refill every field the user has not set with the defaults and suggestions for the new dataset."""
+    ss = st.session_state
+    if K_SAVED not in ss:
+        _reset_untouched(set())
+    saved = ss[K_SAVED]
+    for key in _all_widget_keys():
+        if key not in ss and key in saved:
+            ss[key] = saved[key]
+    if ss.get(K_SYNCED) == spec:
+        return
+    ss[K_SYNCED] = spec
+    edited = ss.setdefault(K_EDITED, set())
+    _reset_untouched(edited | {"dataset"})
+    set_field("dataset", spec)
+    reasons: list[str] = []
+    if stats is not None:
+        chosen, reasons = suggest_for(stats, edited)
+        for name, value in chosen.items():
+            set_field(name, value)
+    ss[K_REASONS] = reasons
+
+
+def suggest_for(stats: dict, given: set[str]) -> tuple[dict, list[str]]:
+    from engine.train.recipes import suggest
+
+    return suggest(stats, given=set(given), gpu=gpu_count() > 0)
+
+
+def use_preset() -> None:
+    from engine.train.recipes import apply_preset
+
+    values = apply_preset(PRESET)
+    _reset_untouched(set())
+    for name, value in values.items():
+        set_field(name, value)
+    st.session_state[K_EDITED] = set(values)
+    spec = values.get("dataset") or state.active_dataset()
+    st.session_state[K_SYNCED] = spec  # like `train --preset`: the preset, not the suggestions
+    st.session_state[K_REASONS] = [f"the '{PRESET}' preset: a useful model on Fashion-MNIST in about a minute on a laptop CPU"]
+    state.set_active_dataset(spec)
+
+
+def reset() -> None:
+    """Back to the defaults and the suggestions for the active dataset."""
+    st.session_state[K_EDITED] = set()
+    st.session_state[K_SYNCED] = None
+    _reset_untouched(set())
+
+
+def dataset_changed() -> None:
+    value = st.session_state.get(wkey("dataset"))
+    if isinstance(value, str) and value.strip():
+        state.set_active_dataset(value.strip())
+
+
+def save_widgets() -> None:
+    """Mirror the widgets into `train.saved` (widget state is dropped when another page is shown)."""
+    ss = st.session_state
+    ss.setdefault(K_SAVED, {}).update({k: ss[k] for k in _all_widget_keys() if k in ss})

@@ -1,0 +1,91 @@
+"""`python -m engine evaluate RUN`: every metric of a run's stored predictions, thresholds tuned on val.
+
+Kept apart from cli.py so the evaluation command can grow (curves to files, top losses) without
+touching the other subcommands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
+    """A readable report: headline metrics, binary/multi-label extras, per class, calibration, items."""
+    lines = [f"task {res['task']}, {res['n']} items; thresholds tuned on {res['tuned_on'] or 'nothing (given)'}, "
+             f"reported on {res['reported_on']}" + ("  [OPTIMISTIC: same split]" if res["optimistic"] else "")]
+    ci = res.get("ci", {})
+    keys = ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "log_loss", "roc_auc", "pr_auc"]
+    keys += ["threshold", "far", "frr", "hter", "eer", "eer_threshold", "min_hter", "min_hter_threshold", "f1_threshold"] \
+        if res["task"] == "binary" else []
+    keys += ["samples_f1", "hamming_loss", "subset_accuracy"] if res["task"] == "multilabel" else []
+    for k in keys:
+        band = f"  (95% CI {ci[k][0]:.4f}-{ci[k][1]:.4f})" if ci.get(k) else ""
+        lines.append(f"  {k:<20} {_fmt(res.get(k))}{band}")
+    if res["task"] == "binary":
+        lines.append(f"  rule {res['rule']}, positive class '{res['positive_class']}'")
+        for name in ("frr_at_far", "far_at_frr"):
+            for x, v in (res.get(name) or {}).items():
+                lines.append(f"  {name.replace('_at_', ' at ').upper()} = {x}: {_fmt(v)}")
+    for k, v in res.get("top_k", {}).items():
+        lines.append(f"  top-{k} accuracy       {_fmt(v)}")
+    lines.append("per class:  precision  recall  f1      support" + ("  threshold" if res["task"] == "multilabel" else ""))
+    for row in res["per_class"]:
+        extra = f"  {row['threshold']:.4f}" if "threshold" in row else ""
+        lines.append(f"  {row['class'][:20]:<20} {row['precision']:.4f}  {row['recall']:.4f}  {row['f1']:.4f}  {row['support']}{extra}")
+    for m in res.get("most_confused", [])[:5]:
+        lines.append(f"  confused: {m['true']} -> {m['predicted']} x{m['count']}")
+    cal = res["calibration"]
+    lines.append(f"calibration: ECE {cal['ece']:.4f}" + (f", temperature {cal['temperature']:.3f} -> ECE {cal['ece_after']:.4f}"
+                                                         if "temperature" in cal else ""))
+    for t in top[:10]:
+        lines.append(f"  top loss: {t['id']} true {t['true']} predicted {t['predicted']} ({t['confidence']:.3f})")
+    for t in suspects[:10]:
+        lines.append(f"  likely mislabelled: {t['id']} given {t['given']} suggested {t['suggested']} (margin {t['margin']:.3f})")
+    return "\n".join(lines)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from engine.evaluate.report import evaluate_run, likely_mislabelled, load_predictions, save_thresholds, top_losses
+    from engine.runs.folder import find_run
+
+    run = find_run(args.run, args.runs_dir)
+    res = evaluate_run(run, split=args.split, tune_split=args.tune_split, rule=args.rule, bootstrap=args.bootstrap,
+                       seed=args.seed)
+    chosen = res["threshold_config"]
+    top = top_losses(load_predictions(run, res["reported_on"]), args.top, chosen.get("binary", chosen.get("multilabel")))
+    suspects = likely_mislabelled(run, args.top)
+    if args.save_thresholds:
+        save_thresholds(run, chosen)
+    if args.json:
+        print(json.dumps({**res, "top_losses": top, "likely_mislabelled": suspects,
+                          "saved_thresholds": bool(args.save_thresholds)}, indent=2, allow_nan=False))
+    else:
+        print(format_text(res, top, suspects))
+        if args.save_thresholds:
+            print(f"saved thresholds to {run.path / 'thresholds.json'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("evaluate", help="metrics, tuned thresholds, calibration and top losses of a run",
+                        description="Evaluate a run from its stored predictions: thresholds and temperature are "
+                                    "tuned on --tune-split and reported on --split (val, flagged optimistic, when "
+                                    "the run has no test split).")
+    ev.add_argument("run", help="run id or run folder")
+    ev.add_argument("--split", default="test", choices=["val", "test", "oof"], help="split to report on (default test)")
+    ev.add_argument("--tune-split", default="val", choices=["val", "test", "oof"], help="split to tune thresholds on")
+    ev.add_argument("--rule", default="min_hter", choices=["min_hter", "f1", "eer"], help="binary threshold rule")
+    ev.add_argument("--save-thresholds", action="store_true", help="write the chosen thresholds to thresholds.json")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (0: none)")
+    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    ev.add_argument("--top", type=int, default=24, help="how many top losses / likely mislabelled items")
+    ev.add_argument("--runs-dir", help="where run folders are (default: $LOUPE_RUNS_DIR or ./runs)")
+    ev.add_argument("--json", action="store_true", help="print JSON for scripts")
+    ev.set_defaults(func=cmd_evaluate)

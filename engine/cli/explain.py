@@ -1,0 +1,118 @@
+"""`python -m engine explain RUN IMAGE` and `python -m engine attack RUN`: explanations and robustness.
+
+Kept apart from cli.py like cli_eval: these commands load a model and pull in Captum, which the
+data and training commands never need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from pathlib import Path
+
+
+def _class_index(value: str | None, classes: list[str]) -> int | None:
+    from engine.explain.attributions import ExplainError
+
+    if value is None:
+        return None
+    if value in classes:
+        return classes.index(value)
+    if value.lstrip("-").isdigit() and 0 <= int(value) < len(classes):
+        return int(value)
+    raise ExplainError(f"Unknown class '{value}'; give a class name or an index below {len(classes)}.")
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from engine.explain.attributions import explain, overlay
+    from engine.predict.run_model import load_run_model, predict_tensor, prepare_image
+    from engine.runs.folder import find_run
+
+    run = find_run(args.run, args.runs_dir)
+    rm = load_run_model(run)
+    path = Path(args.image)
+    pixels, x = prepare_image(path, path.name, rm)
+    probs = predict_tensor(rm, x)[0]
+    top = int(probs.argmax())
+    ex = explain(rm, x, args.method, target=_class_index(args.target, rm.classes), baseline=args.baseline,
+                 n_steps=args.n_steps)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(overlay(pixels, ex.heatmap, alpha=args.alpha, sign=args.sign)).save(out)
+    print(f"prediction: {rm.classes[top]} ({probs[top]:.4f}); explained class {rm.classes[ex.target]} "
+          f"({probs[ex.target]:.4f}) with {ex.method} in {ex.seconds:.2f} s -> {out}")
+    return 0
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from engine.explain.attacks import epsilon_sweep
+    from engine.cli.main import TqdmProgress
+    from engine.runs.folder import find_run
+
+    run = find_run(args.run, args.runs_dir)
+    eps = [float(e) for e in args.eps.split(",") if e.strip()]
+    progress = TqdmProgress(enabled=not args.no_progress)
+    try:
+        res = epsilon_sweep(run, eps, split=args.split, limit=args.limit, attack=args.attack, steps=args.steps,
+                            progress=progress, min_eps=not args.no_min_eps)
+    finally:
+        progress.close()
+    if args.save:  # the same file the Explain page saves and shows
+        from engine.runs.sweeps import save_sweep, sweep_params
+
+        path = save_sweep(run, sweep_params(eps, args.split, args.limit, args.attack, args.steps, not args.no_min_eps), res)
+        if not args.json:
+            print(f"saved -> {path}")
+    if args.json:
+        print(json.dumps(res, indent=2, allow_nan=False))
+        return 0
+    print(f"{res['attack']} on {res['n']} {res['split']} images of {res['run']}; clean accuracy {res['clean_accuracy']:.4f}")
+    head = "  eps       accuracy" + ("  far     frr     hter" if res["task"] == "binary" else "")
+    print(head)
+    for i, e in enumerate(res["eps"]):
+        extra = "".join(f"  {res[k][i]:.4f}" for k in ("far", "frr", "hter")) if res["task"] == "binary" else ""
+        print(f"  {e:<8.4f}  {res['accuracy'][i]:.4f}{extra}")
+    if res.get("min_eps_median") is not None:
+        print(f"median minimal epsilon (of images flipped below 0.1): {res['min_eps_median']:.4f}")
+    return 0
+
+
+#: engine.explain.attributions.METHODS / BASELINES, spelled out so building the parser does not import torch (tested equal)
+METHOD_NAMES = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion", "gradcam", "guided_gradcam")
+BASELINE_NAMES = ("black", "blur", "noise")
+
+
+def register(sub) -> None:
+    ex = sub.add_parser("explain", help="attribution map of one image, written as an overlay PNG",
+                        description="Explain a run's prediction on one image; writes the heatmap over the image.")
+    ex.add_argument("run", help="run id or run folder")
+    ex.add_argument("image", help="image file")
+    ex.add_argument("--method", choices=METHOD_NAMES, default="integrated_gradients")
+    ex.add_argument("--target", default=None, help="class name or index to explain (default: the predicted class)")
+    ex.add_argument("--baseline", choices=BASELINE_NAMES, default="black")
+    ex.add_argument("--n-steps", type=int, default=32, help="Integrated Gradients steps (capped by image size)")
+    ex.add_argument("--alpha", type=float, default=0.5)
+    ex.add_argument("--sign", choices=["positive", "absolute", "all"], default="positive")
+    ex.add_argument("--out", required=True, help="output PNG")
+    ex.add_argument("--runs-dir", default=None)
+    ex.set_defaults(func=cmd_explain)
+
+    at = sub.add_parser("attack", help="accuracy under FGSM/PGD at several epsilons (pixel units of [0, 1])",
+                        description="Sweep adversarial epsilons over a run's evaluation images.")
+    at.add_argument("run", help="run id or run folder")
+    at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")
+    at.add_argument("--split", default="val", choices=["val", "test"])
+    at.add_argument("--limit", type=int, default=200, help="first N images of the split (0: all)")
+    at.add_argument("--attack", choices=["fgsm", "pgd"], default="fgsm")
+    at.add_argument("--steps", type=int, default=10, help="PGD steps")
+    at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")
+    at.add_argument("--json", action="store_true", help="print JSON for scripts")
+    at.add_argument("--save", action="store_true", help="also save the sweep in RUN/robustness/ (the Explain page shows it)")
+    at.add_argument("--no-progress", action="store_true")
+    at.add_argument("--runs-dir", default=None)
+    at.set_defaults(func=cmd_attack)
+
+

@@ -1,0 +1,88 @@
+"""`python -m engine predict MODEL IMAGE...` and `python -m engine export RUN`: using a model outside the app.
+
+Kept apart from cli.py like cli_explain: these load a model (and for export, the ONNX exporter), which
+the data and training commands never need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _resolve(ref: str, runs_dir: str | None) -> str:
+    """A run id under --runs-dir becomes its folder; builtin refs pass through."""
+    if ref.startswith("builtin:"):
+        return ref
+    from engine.runs.folder import find_run
+
+    return str(find_run(ref, runs_dir).path)
+
+
+def _line(r: dict) -> str:
+    if not r["ok"]:
+        return f"{r['file']}: ERROR {r['error']}"
+    label = ", ".join(r["label"]) or "(no label)" if isinstance(r["label"], list) else r["label"]
+    tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
+    return f"{r['file']}: {label} ({r['confidence']:.4f}){'  [unsure]' if r['unsure'] else ''}\n    top: {tops}"
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from engine.cli.main import TqdmProgress
+    from engine.predict.predictor import PredictError, Predictor, predict_folder
+
+    pred = Predictor.from_ref(_resolve(args.model, args.runs_dir))
+    if args.unsure_below is not None:
+        pred.unsure_below = args.unsure_below
+    sources = [Path(p) for p in args.images]
+    bulk = [p for p in sources if p.is_dir() or p.suffix.lower() == ".zip"]
+    if bulk:
+        if len(sources) != 1:
+            raise PredictError("Give either one folder/zip (with --out FILE.csv) or image files, not both.")
+        out = Path(args.out or "predictions.csv")
+        progress = TqdmProgress(enabled=not args.no_progress)
+        try:
+            predict_folder(pred, bulk[0], out, top_k=args.top_k, progress=progress)
+        finally:
+            progress.close()
+        print(json.dumps({"csv": str(out)}) if args.json else f"predictions of {bulk[0]} -> {out}")
+        return 0
+    results = pred.predict_paths(sources, top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2, allow_nan=False))
+    else:
+        print(f"model: {pred.name} ({pred.task}, {pred.image_size} px)")
+        print("\n".join(_line(r) for r in results))
+    return 0 if any(r["ok"] for r in results) else 2
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from engine.predict.export import card_path, export
+
+    out = export(_resolve(args.run, args.runs_dir), args.format, Path(args.out))
+    print(f"exported {args.format} -> {out} (model card {card_path(out)})")
+    return 0
+
+
+def register(sub) -> None:
+    pr = sub.add_parser("predict", help="classify images with a run or builtin:imagenet",
+                        description="Predict image files (or a folder/.zip of images into a CSV) with a run's model "
+                                    "and its saved thresholds, or with builtin:imagenet.")
+    pr.add_argument("model", help="run id or folder, or builtin:imagenet")
+    pr.add_argument("images", nargs="+", help="image files, or one folder or .zip (then --out FILE.csv)")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--unsure-below", type=float, default=None, help="flag predictions whose top probability is lower")
+    pr.add_argument("--out", default=None, help="CSV for a folder/zip (default predictions.csv)")
+    pr.add_argument("--json", action="store_true", help="print JSON for scripts")
+    pr.add_argument("--no-progress", action="store_true")
+    pr.add_argument("--runs-dir", default=None)
+    pr.set_defaults(func=cmd_predict)
+
+    ex = sub.add_parser("export", help="write a run's model as ONNX or TorchScript plus a JSON model card",
+                        description="Export a run's best model; it takes float32 NCHW pixels in [0, 1] and returns logits.")
+    ex.add_argument("run", help="run id or folder (or builtin:imagenet)")
+    ex.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    ex.add_argument("--out", required=True, help="output file; the model card goes to OUT.json")
+    ex.add_argument("--runs-dir", default=None)
+    ex.set_defaults(func=cmd_export)

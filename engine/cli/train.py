@@ -1,0 +1,279 @@
+"""`train`, `runs list|delete`, `stop` and `resume`: the command line for runs.
+
+Every `RunConfig` field is a flag (`batch_size` -> `--batch-size`), generated from the dataclass so
+the CLI, the config file and the Train page can never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from engine.config import GROUPS, RunConfig, field_groups
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults are suppressed so we know which ones the user gave."""
+    for group, group_fields in field_groups().items():
+        g = parser.add_argument_group(group, GROUPS[group])
+        for f in group_fields:
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not MISSING else f.default_factory()
+            help_text = f"{f.metadata['help']} (default: {default!r})"
+            if isinstance(default, bool):
+                g.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
+                               metavar="BOOL", help=help_text)
+            elif isinstance(default, list):
+                g.add_argument(flag, type=lambda s: [float(x) for x in s.split(",") if x], default=argparse.SUPPRESS,
+                               metavar="W1,W2,...", help=help_text)
+            else:
+                g.add_argument(flag, type=type(default), default=argparse.SUPPRESS, choices=f.metadata["choices"],
+                               help=help_text)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser("train", help="train a model (foreground, with a progress bar)",
+                           description="Train a model into a new run folder. With only --dataset, the defaults pick a "
+                                       "recipe that suits the dataset and print what they chose and why.")
+    train.add_argument("--config", help="a JSON/YAML config file (a run's config.json trains into that run)")
+    train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
+    train.add_argument("--runs-dir", help="where run folders go (default: $LOUPE_RUNS_DIR or ./runs)")
+    train.add_argument("--background", action="store_true", help="start as a background job and return")
+    train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    lrf = sub.add_parser("lr-find", help="LR range test: loss vs learning rate and a suggested value",
+                         description="Train briefly with an exponentially rising learning rate on the configured "
+                                     "data and model (nothing is saved) and suggest a learning rate.")
+    lrf.add_argument("--config", help="a JSON/YAML config file")
+    lrf.add_argument("--preset", help="a named starting point, e.g. quick")
+    lrf.add_argument("--steps", type=int, default=100, help="batches in the sweep")
+    lrf.add_argument("--start-lr", type=float, default=1e-6)
+    lrf.add_argument("--end-lr", type=float, default=1.0)
+    lrf.add_argument("--json", action="store_true", help="print lrs, losses and the suggestion as JSON")
+    lrf.add_argument("--no-progress", action="store_true")
+    lrf.set_defaults(func=cmd_lr_find)
+    add_config_flags(lrf)
+
+    runs = sub.add_parser("runs", help="list or delete runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND", required=True)
+    ls = runs_sub.add_parser("list", help="the runs, newest first")
+    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--runs-dir")
+    ls.set_defaults(func=cmd_runs_list)
+    rm = runs_sub.add_parser("delete", help="delete a finished run folder")
+    rm.add_argument("run")
+    rm.add_argument("--runs-dir")
+    rm.set_defaults(func=cmd_runs_delete)
+
+    stop = sub.add_parser("stop", help="ask a running training to stop at the next batch")
+    stop.add_argument("run")
+    stop.add_argument("--runs-dir")
+    stop.set_defaults(func=cmd_stop)
+
+    resume = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
+    resume.add_argument("run")
+    resume.add_argument("--runs-dir")
+    resume.add_argument("--background", action="store_true")
+    resume.add_argument("--json", action="store_true")
+    resume.add_argument("--no-progress", action="store_true")
+    resume.set_defaults(func=cmd_resume)
+
+
+def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
+    """Preset < config file < flags; then dataset-aware defaults for what none of them set."""
+    from engine.train.recipes import apply_preset
+
+    values: dict = {}
+    if args.preset:
+        values.update(apply_preset(args.preset))
+    if args.config:
+        values.update(RunConfig.load(args.config).to_dict() if not values else _explicit(RunConfig.load(args.config)))
+    flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
+    values.update(flags)
+    reasons: list[str] = []
+    if not args.preset and not args.config:
+        from engine.data import quick_stats
+        from engine.device import resolve_device
+        from engine.train.recipes import suggest
+
+        dataset = values.get("dataset", RunConfig().dataset)
+        stats = quick_stats(dataset)
+        chosen, reasons = suggest(stats, set(values), gpu=resolve_device(values.get("device", "auto")).type == "cuda")
+        values = {**chosen, **values}
+    cfg = RunConfig(**values).validate()
+    from engine.models.factory import check_image_size
+
+    check_image_size(cfg.model, cfg.image_size)  # refused before a run folder exists, not in the job
+    return cfg, reasons
+
+
+def _explicit(cfg: RunConfig) -> dict:
+    default = RunConfig()
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if getattr(cfg, f.name) != getattr(default, f.name)}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine.train import jobs
+    from engine.runs.folder import Run
+
+    cfg_path = Path(args.config) if args.config else None
+    if cfg_path is not None and (cfg_path.parent / "status.json").exists():
+        run = Run(cfg_path.parent)  # a prepared run folder (the background job path)
+        cfg = RunConfig.load(cfg_path)
+    else:
+        cfg, reasons = build_config(args)
+        for r in reasons:
+            print(f"chose {r}", file=sys.stderr)
+        if args.background:
+            run = jobs.start(cfg, args.runs_dir)
+            print(run.path)
+            return 0
+        run = _shared_run(cfg, args.runs_dir)
+    if cfg.nproc > 1 and not jobs.under_torchrun():
+        return _relaunch_ddp(cfg, run, ["train", "--config", str(run.path / "config.json")], args)
+    return _run_foreground(cfg, run, resume=False, args=args)
+
+
+def _relaunch_ddp(cfg: RunConfig, run, engine_args: list[str], args: argparse.Namespace) -> int:
+    """`--nproc N` outside torchrun: the same command again under torchrun, N processes, in the foreground."""
+    from engine.train import jobs
+    from engine.device import resolve_device
+
+    flags = [f for f in ("--no-progress", "--json") if getattr(args, f[2:].replace("-", "_"), False)]
+    print(f"run {run.id}: DDP with {cfg.nproc} processes (torchrun --standalone)", file=sys.stderr)
+    return jobs.launch_ddp(run, engine_args + flags, cfg.nproc, resolve_device(cfg.device).type)
+
+
+def _shared_run(cfg: RunConfig, runs_dir: str | None):
+    """A new run folder; under torchrun, rank 0 makes it and every rank gets its path."""
+    from engine.train import distributed
+    from engine.train import jobs
+    from engine.runs.folder import Run
+
+    d = distributed.setup(cfg.device)
+    if not d.enabled:
+        return jobs.prepare_run(cfg, runs_dir)
+    import torch.distributed as tdist
+
+    path = [str(jobs.prepare_run(cfg, runs_dir).path) if d.is_main else None]
+    tdist.broadcast_object_list(path, src=0)
+    return Run(path[0])
+
+
+def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace) -> int:
+    from engine.cli.main import TqdmProgress
+    from engine.device import resolve_device
+    from engine.train.jobs import device_slot
+    from engine.train.fit import train_cli_entry
+
+    print(f"run {run.id} in {run.path}", file=sys.stderr)
+    progress = TqdmProgress(enabled=not args.no_progress)
+    log = (lambda msg: progress.write(str(msg)))
+    try:
+        with device_slot(run, resolve_device(cfg.device).type):
+            train_cli_entry(cfg, run, resume=resume, log=log, progress=progress)
+    finally:
+        progress.close()
+    if int(os.environ.get("RANK", 0)) != 0:
+        return 0  # under torchrun, rank 0 reports for the whole job
+    summary = run.summary() or {}
+    state = run.raw_status().get("state")
+    if args.json:
+        print(json.dumps({"run": run.id, "path": str(run.path), "state": state, **summary}, indent=2))
+    else:
+        print(f"{state}: {run.path}")
+        for split, m in (summary.get("final") or {}).items():
+            print(f"  {split}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    return 0
+
+
+def cmd_lr_find(args: argparse.Namespace) -> int:
+    from engine.cli.main import TqdmProgress
+    from engine.train.lr_find import find_lr
+
+    cfg, _ = build_config(args)
+    progress = TqdmProgress(enabled=not args.no_progress)
+    try:
+        result = find_lr(cfg, num_steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr, progress=progress)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    lrs, losses = result["lrs"], result["losses"]
+    for i in range(0, len(lrs), max(1, len(lrs) // 12)):
+        print(f"lr {lrs[i]:9.2e}  loss {losses[i]:.4f}")
+    print(f"suggested lr: {result['suggested_lr']:.2e} (steepest fall of the smoothed loss; "
+          f"minimum at {result['min_loss_lr']:.2e})")
+    return 0
+
+
+def cmd_runs_list(args: argparse.Namespace) -> int:
+    from engine.runs.folder import list_runs, run_row
+
+    rows = [run_row(r) for r in list_runs(args.runs_dir)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs yet; start one with: python -m engine train --preset quick")
+        return 0
+    for r in rows:
+        best = f"{r['monitor']} {r['best']:.4f}" if isinstance(r["best"], float) else "-"
+        print(f"{r['id']:<52} {r['state']:<17} {r['model']:<22} {r['dataset']:<28} epoch {r['epoch']}/{r['epochs']}  {best}")
+    return 0
+
+
+def cmd_runs_delete(args: argparse.Namespace) -> int:
+    from engine.runs.folder import delete_run, find_run
+
+    run = find_run(args.run, args.runs_dir)
+    delete_run(run)
+    print(f"deleted {run.path}")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from engine.train import jobs
+    from engine.runs.folder import find_run
+
+    run = find_run(args.run, args.runs_dir)
+    jobs.stop(run)
+    print(f"asked {run.id} to stop; it saves its last checkpoint at the next batch")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine.train import jobs
+    from engine.runs.folder import find_run
+
+    run = find_run(args.run, args.runs_dir)
+    if args.background:
+        jobs.resume(run)
+        print(run.path)
+        return 0
+    cfg = RunConfig.load(run.path / "config.json")
+    if jobs.under_torchrun():  # the launcher below checked and cleared the run already
+        return _run_foreground(cfg, run, resume=True, args=args)
+    if run.raw_status().get("state") != "queued" and not jobs.can_resume(run):
+        jobs.resume(run)  # raises the clear "cannot resume" error
+    run.clear_stop()
+    if cfg.nproc > 1:
+        run.write_status(state="queued", error=None)
+        return _relaunch_ddp(cfg, run, ["resume", str(run.path)], args)
+    return _run_foreground(cfg, run, resume=True, args=args)

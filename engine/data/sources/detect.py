@@ -1,0 +1,83 @@
+"""Turn a dataset spec string (DESIGN.md, contract 1) into a `Source`, detecting the format."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from engine.data.sources.folders import find_label_file, is_class_folder_tree, list_dir, load_class_folders, load_label_file
+from engine.data.source import Source
+from engine.data.sources.tables import load_csv, load_npz
+from engine.errors import DatasetError
+
+LOOKED_FOR = (
+    "class folders (root/<class>/*.jpg, optionally under train/ val/ test/), "
+    "images with a label*.txt file, a .csv of filename,labels, or a .npz of images and labels"
+)
+
+
+def resolve_source(spec: str, seed: int = 0) -> Source:
+    """Find out what `spec` names and read its index (file list and labels); decodes no pixels."""
+    spec = str(spec).strip()
+    if not spec:
+        raise DatasetError("No dataset given; name a built-in (e.g. builtin:fashion-mnist), a folder, a .zip, a .csv or a .npz.")
+    if spec.startswith("builtin:"):
+        from engine.data.sources.builtin import load_builtin
+
+        return load_builtin(spec.split(":", 1)[1], seed=seed)
+    path = Path(os.path.expanduser(spec))
+    if not path.exists():
+        raise DatasetError(f"The dataset path '{spec}' does not exist; check the spelling, or use a built-in such as builtin:fashion-mnist.")
+    source = _resolve_path(path, spec)
+    _check_classes(source)
+    return source
+
+
+def _resolve_path(path: Path, spec: str) -> Source:
+    suffix = path.suffix.lower()
+    if path.is_file():
+        if suffix == ".zip":
+            from engine.data.sources.archive import extract_zip
+
+            root = extract_zip(path)
+            return _resolve_folder(root, spec)
+        if suffix == ".csv":
+            return load_csv(path, spec)
+        if suffix == ".npz":
+            return load_npz(path, spec)
+        raise DatasetError(f"'{path.name}' is not a dataset; expected {LOOKED_FOR}, or a .zip holding one.")
+    return _resolve_folder(path, spec)
+
+
+def _resolve_folder(root: Path, spec: str) -> Source:
+    dirs, files = list_dir(root)
+    if not dirs and not files:
+        raise DatasetError(f"The folder '{root}' is empty; expected {LOOKED_FOR}.")
+    label_file = find_label_file(root)
+    if label_file is not None:
+        return load_label_file(root, label_file, spec)
+    csvs = [f for f in files if f.lower().endswith(".csv")]
+    if len(csvs) == 1:
+        return load_csv(root / csvs[0], spec)
+    if len(csvs) > 1:
+        raise DatasetError(f"The folder '{root}' holds several tables {csvs[:4]}; name the one to use (path/to/labels.csv).")
+    npzs = [f for f in files if f.lower().endswith(".npz")]
+    if len(npzs) == 1 and not dirs:
+        return load_npz(root / npzs[0], spec)
+    if is_class_folder_tree(root):
+        return load_class_folders(root, spec)
+    raise DatasetError(f"No dataset found in '{root}': looked for {LOOKED_FOR}.")
+
+
+def _check_classes(source: Source) -> None:
+    if len(source) == 0:
+        raise DatasetError(f"The dataset '{source.spec}' holds no images.")
+    if source.multilabel:
+        if len(source.classes) < 1:
+            raise DatasetError(f"The dataset '{source.spec}' has no labels.")
+        return
+    if len(source.classes) < 2:
+        only = source.classes[0] if source.classes else "none"
+        raise DatasetError(
+            f"The dataset '{source.spec}' has a single class ('{only}'); a classifier needs at least two classes."
+        )

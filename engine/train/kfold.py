@@ -1,0 +1,96 @@
+"""k-fold cross-validation: a parent run whose children each train on k-1 folds and predict the held-out one.
+
+Layout: `RUN/folds/fold<i>/` are complete run folders (contract 2); the parent holds config.json,
+status.json, classes.json, summary.json (per-fold metrics, mean and std) and `predictions/oof.npz`:
+out-of-fold probabilities for every train+val image, which the Evaluate page uses to flag likely
+mislabelled images. The test split, when the data has one, is never folded: each child reports on it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from engine.config import ConfigError, RunConfig
+from engine.data import kfold_indices, open_dataset
+from engine.runs.folder import Run, atomic_write_json, now_iso
+from engine.train.setup import write_npz
+
+
+def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progress=None) -> dict:
+    import os
+
+    from engine.train.fit import fit
+
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError("Field 'kfold': cross-validation runs in one process; start it without torchrun.")
+    wall0 = time.time()
+    ds = open_dataset(cfg.dataset, image_size=cfg.image_size or None, task=None if cfg.task == "auto" else cfg.task,
+                      seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, progress=progress)
+    pool = np.sort(np.concatenate([ds.splits["train"], ds.splits["val"]]))
+    test = ds.splits.get("test", np.zeros(0, np.int64))
+    folds = kfold_indices(ds.labels, pool, cfg.kfold, cfg.seed)
+    child_cfg = cfg.replace(kfold=0)
+    atomic_write_json(run.path / "classes.json", ds.classes)
+    header = run.config()
+    header.update({"kfold": cfg.kfold, "task": ds.task, "dataset_fingerprint": ds.fingerprint,
+                   "children": [f"folds/fold{k + 1}" for k in range(cfg.kfold)]})
+    atomic_write_json(run.path / "config.json", header)
+    run.write_status(state="running", epoch=0, epochs=cfg.kfold, fold=0, folds=cfg.kfold, pid=os.getpid(),
+                     started_at=run.raw_status().get("started_at") or now_iso())
+    summaries = []
+    for k, (train_idx, held_idx) in enumerate(folds):
+        child = Run(run.path / "folds" / f"fold{k + 1}")
+        state = child.raw_status().get("state") if child.exists() else None
+        if state == "completed":
+            summaries.append(child.summary())
+            continue
+        if not child.exists():
+            child.path.mkdir(parents=True)
+            atomic_write_json(child.path / "config.json", {"config": child_cfg.to_dict(), "run_id": child.id,
+                                                           "parent": run.id, "fold": k + 1, "created_at": now_iso()})
+            child.write_status(state="queued", epoch=0, epochs=cfg.epochs, step=0)
+        log(f"fold {k + 1}/{cfg.kfold}: train {len(train_idx)}, held out {len(held_idx)}")
+        run.write_status(state="running", fold=k + 1, epoch=k)
+        if run.stop_requested():
+            child.request_stop()  # the child's loop checks its own folder
+        out = fit(child_cfg, child, resume=state in ("stopped", "failed"), log=log, progress=progress,
+                  splits={"train": train_idx, "val": held_idx, "test": test})
+        if out.get("state") == "stopped":
+            run.clear_stop()
+            run.write_status(state="stopped", fold=k + 1)
+            return {"state": "stopped", "fold": k + 1}
+        summaries.append(out)
+    return _aggregate(cfg, run, folds, summaries, ds, wall0, log)
+
+
+def _aggregate(cfg: RunConfig, run: Run, folds, summaries: list[dict], ds, wall0: float, log) -> dict:
+    """Mean and std of each metric over folds, and the out-of-fold probabilities of every image."""
+    stats: dict[str, dict[str, dict[str, float]]] = {}
+    for split in ("val", "test"):
+        per_fold = [s["final"].get(split, {}) for s in summaries]
+        keys = [k for k, v in per_fold[0].items() if isinstance(v, float)] if per_fold and per_fold[0] else []
+        for key in keys:
+            values = np.array([f[key] for f in per_fold if isinstance(f.get(key), float)])
+            stats.setdefault(split, {})[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+    ids, idx, labels, probs = [], [], [], []
+    for k in range(len(folds)):
+        z = np.load(run.path / "folds" / f"fold{k + 1}" / "predictions" / "val.npz")
+        ids.append(z["ids"]), idx.append(z["indices"]), labels.append(z["labels"]), probs.append(z["probs"])
+    order = np.argsort(np.concatenate(idx))
+    (run.path / "predictions").mkdir(exist_ok=True)
+    write_npz(run.path / "predictions" / "oof.npz", ids=np.concatenate(ids)[order], indices=np.concatenate(idx)[order],
+              labels=np.concatenate(labels)[order], probs=np.concatenate(probs)[order])
+    summary = {"kfold": cfg.kfold, "folds": [s["final"] for s in summaries], "cv": stats,
+               "final": {split: {k: v["mean"] for k, v in m.items()} for split, m in stats.items()},
+               "monitor": summaries[0].get("monitor"), "best": {k: v["mean"] for k, v in stats.get("val", {}).items()},
+               "best_epoch": None, "wall_seconds": round(time.time() - wall0, 2),
+               "train_img_per_s": float(np.mean([s.get("train_img_per_s") or 0 for s in summaries])),
+               "thresholds": summaries[0].get("thresholds", {}), "oof_images": int(len(order))}
+    atomic_write_json(run.path / "summary.json", summary)
+    run.write_status(state="completed", epoch=cfg.kfold, fold=cfg.kfold)
+    val = stats.get("val", {}).get("balanced_accuracy")
+    if val:
+        log(f"{cfg.kfold}-fold CV: val balanced accuracy {val['mean']:.4f} +/- {val['std']:.4f}")
+    return summary
