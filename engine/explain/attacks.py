@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
 from engine.predict.run_model import RunModel, load_run_model, predict_tensor
 from engine.runs.folder import Run
@@ -143,7 +144,7 @@ def _load_split(run: Run, split: str, limit: int) -> tuple:
                       test_fraction=cfg.get("test_fraction", 0.15))
     n = min(int(limit or len(pred.indices)), len(pred.indices))
     idx = np.asarray(pred.indices[:n])
-    x = torch.from_numpy(np.array(ds.images[idx])).permute(0, 3, 1, 2).float().div(255.0)
+    x = to_tensor(ds.images[idx])
     return pred, x, pred.labels[:n], pred.probs[:n]
 
 

@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.data.pixels import to_tensor
 from engine.device import Compute, resolve_compute
 from engine.errors import LoupeError
 from engine.predict.run_model import RunModel, RunModelError, load_run_model, predict_tensor, prepare_image, wrap_model
@@ -73,7 +74,7 @@ def _imagenet_pixels(data: bytes, name: str, size: int, resize_to: int, interpol
     img = img.resize((nw, nh), resample)
     left, top = (nw - size) // 2, (nh - size) // 2
     crop = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return torch.from_numpy(crop.copy()).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+    return to_tensor(crop)
 
 
 @dataclass(eq=False)
