@@ -239,7 +239,7 @@ def calibration_section(pred, res: dict) -> None:
     left.plotly_chart(charts.reliability_diagram(cal["bins"], cal.get("ece"), "Reliability (as trained)"), key="eval.chart.calib_before")
     if temperature:
         after = M.apply_temperature(pred.probs, float(temperature), pred.task == "multilabel")
-        rel = M.reliability(after, pred.labels)
+        rel = M.reliability(pred.labels, after)
         right.plotly_chart(charts.reliability_diagram(rel["bins"], rel["ece"], f"After temperature scaling (T = {temperature:.2f})",
                                                            color=charts.F1_C), key="eval.chart.calib_after")  # fmt: skip
     st.caption("Bars: accuracy of the images in each confidence bin; the dotted diagonal is perfect calibration. "

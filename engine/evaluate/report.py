@@ -78,10 +78,10 @@ def _tune(pred: Predictions, rule: str) -> dict:
         t = M.choose_threshold(pred.labels == pred.positive, pred.probs[:, pred.positive], rule)
         out = {"binary": t, "positive_class": pred.positive, "rule": rule, "tuned_on": pred.split}
     elif pred.task == "multilabel":
-        out = {"multilabel": M.f1_thresholds(pred.probs, pred.labels).tolist(), "rule": "f1", "tuned_on": pred.split}
+        out = {"multilabel": M.f1_thresholds(pred.labels, pred.probs).tolist(), "rule": "f1", "tuned_on": pred.split}
     else:
         out = {"tuned_on": pred.split}
-    out["temperature"] = M.fit_temperature(pred.probs, pred.labels)
+    out["temperature"] = M.fit_temperature(pred.labels, pred.probs)
     return out
 
 
@@ -103,7 +103,7 @@ def load_thresholds(run: Run) -> dict:
 
 
 def fit_temperature(probs_val: np.ndarray, labels_val: np.ndarray) -> float:
-    return M.fit_temperature(probs_val, labels_val)
+    return M.fit_temperature(labels_val, probs_val)
 
 
 # --- metrics -------------------------------------------------------------------------------------------
@@ -114,21 +114,18 @@ def binary_curves(probs_pos: np.ndarray, labels_pos: np.ndarray) -> dict[str, np
     return M.curves(labels_pos, probs_pos)
 
 
-def _decide(probs: np.ndarray, task: str, positive: int, threshold) -> np.ndarray:
-    if task == "binary":
-        return np.where(probs[:, positive] >= float(threshold), positive, 1 - positive)
-    if task == "multilabel":
-        return probs >= np.asarray(threshold if threshold is not None else 0.5)
-    return probs.argmax(axis=1)
+def metrics_at(labels: np.ndarray, probs: np.ndarray, task: str, positive: int = 1,
+               threshold: float | np.ndarray | None = 0.5) -> dict:
+    """Quick recompute at one threshold (a slider): the training summary plus F1 averages (and FAR/FRR).
 
-
-def metrics_at(probs: np.ndarray, labels: np.ndarray, task: str, positive: int = 1, threshold=0.5) -> dict:
-    """Quick recompute at one threshold (a slider): the training summary plus F1 averages (and FAR/FRR)."""
+    The summary and the confusion matrix decide at the same threshold (0.5 when None), 0.0 included.
+    """
     if task == "multilabel":
-        rep = M.multilabel_report(probs, labels, np.broadcast_to(np.asarray(threshold, float), probs.shape[1:]))
+        rep = M.multilabel_report(labels, probs, np.broadcast_to(np.asarray(threshold, float), probs.shape[1:]))
         return {k: v for k, v in rep.items() if isinstance(v, float)}
-    out = M.summarize(probs, labels, task, positive=positive, threshold=float(threshold or 0.5))
-    cm = M.confusion_matrix(labels, _decide(probs, task, positive, threshold), probs.shape[1])
+    t = 0.5 if threshold is None else float(threshold)
+    out = M.summarize(labels, probs, task, positive=positive, threshold=t)
+    cm = M.confusion_matrix(labels, M.decide(probs, task, positive, t), probs.shape[1])
     out.update(M.f1_averages(cm), confusion_matrix=cm.tolist())
     return out
 
@@ -145,12 +142,12 @@ def _single_label(pred: Predictions, chosen: dict, bootstrap: int, seed: int) ->
     probs, labels, c = pred.probs, pred.labels.astype(np.int64), pred.probs.shape[1]
     binary = pred.task == "binary"
     threshold = chosen.get("binary", 0.5) if binary else None
-    cm = M.confusion_matrix(labels, _decide(probs, pred.task, pred.positive, threshold), c)
+    cm = M.confusion_matrix(labels, M.decide(probs, pred.task, pred.positive, threshold), c)
     pc = M.per_class(cm)
     out: dict = {
         "accuracy": float(np.trace(cm) / max(1, cm.sum())), "balanced_accuracy": M.balanced_accuracy(cm),
-        **M.f1_averages(cm), "log_loss": M.log_loss(probs, labels),
-        "top_k": {str(k): M.top_k_accuracy(probs, labels, k) for k in (1, 3, 5) if k < c},
+        **M.f1_averages(cm), "log_loss": M.log_loss(labels, probs),
+        "top_k": {str(k): M.top_k_accuracy(labels, probs, k) for k in (1, 3, 5) if k < c},
         "confusion_matrix": cm.tolist(), "confusion_matrix_normalised": M.normalise_cm(cm).tolist(),
         "per_class": [{"class": pred.classes[i], "precision": float(pc["precision"][i]), "recall": float(pc["recall"][i]),
                        "f1": float(pc["f1"][i]), "support": int(pc["support"][i])} for i in range(c)],
@@ -170,31 +167,31 @@ def _single_label(pred: Predictions, chosen: dict, bootstrap: int, seed: int) ->
             out.update({k: None for k in ("eer", "eer_threshold", "min_hter", "min_hter_threshold", "best_f1",
                                           "f1_threshold", "frr_at_far", "far_at_frr")})
     else:
-        out["roc_auc"] = M.ovr_auc(probs, labels, "roc")
-        out["pr_auc"] = M.ovr_auc(probs, labels, "pr")
+        out["roc_auc"] = M.ovr_auc(labels, probs, "roc")
+        out["pr_auc"] = M.ovr_auc(labels, probs, "pr")
     return out
 
 
 def _multilabel(pred: Predictions, chosen: dict, bootstrap: int, seed: int) -> dict:
     c = pred.probs.shape[1]
     t = np.asarray(chosen.get("multilabel") or [0.5] * c, np.float64)
-    rep = M.multilabel_report(pred.probs, pred.labels, t)
+    rep = M.multilabel_report(pred.labels, pred.probs, t)
     per_label = [{"class": pred.classes[i], "precision": float(rep["precision"][i]), "recall": float(rep["recall"][i]),
                   "f1": float(rep["f1"][i]), "support": int(rep["support"][i]), "threshold": float(t[i])} for i in range(c)]
     support = rep["support"].astype(np.float64)
-    pred_bool = pred.probs >= t[None, :]
+    pred_bool = M.decide(pred.probs, "multilabel", threshold=t)
     return {
         "accuracy": rep["subset_accuracy"], "subset_accuracy": rep["subset_accuracy"],
-        "balanced_accuracy": M.multilabel_summary(pred.probs, pred.labels, t)["balanced_accuracy"],
+        "balanced_accuracy": M.multilabel_summary(pred.labels, pred.probs, t)["balanced_accuracy"],
         "micro_f1": rep["micro_f1"], "macro_f1": rep["macro_f1"], "samples_f1": rep["samples_f1"],
         "weighted_f1": float((rep["f1"] * support).sum() / support.sum()) if support.sum() else 0.0,
-        "hamming_loss": rep["hamming_loss"], "log_loss": M.log_loss(pred.probs, pred.labels, multilabel=True),
+        "hamming_loss": rep["hamming_loss"], "log_loss": M.log_loss(pred.labels, pred.probs, multilabel=True),
         "top_k": {}, "confusion_matrix": rep["confusion"].tolist(),
         "confusion_matrix_normalised": [M.normalise_cm(m).tolist() for m in rep["confusion"]],
         "per_class": per_label, "per_label": per_label, "most_confused": [],
         "thresholds": {pred.classes[i]: float(t[i]) for i in range(c)},
-        "roc_auc": M.ovr_auc(pred.probs, pred.labels, "roc"), "pr_auc": M.ovr_auc(pred.probs, pred.labels, "pr"),
-        "ci": M.multilabel_bootstrap(pred_bool, pred.labels, bootstrap, seed),
+        "roc_auc": M.ovr_auc(pred.labels, pred.probs, "roc"), "pr_auc": M.ovr_auc(pred.labels, pred.probs, "pr"),
+        "ci": M.multilabel_bootstrap(pred.labels, pred_bool, bootstrap, seed),
     }
 
 
@@ -213,17 +210,17 @@ def evaluate_run(run: Run, split: str = "test", tune_split: str = "val", rule: s
     else:  # given thresholds keep their own provenance; None means "not tuned on any split"
         chosen = {"rule": "manual", "tuned_on": None, **thresholds}
         if "temperature" not in chosen:
-            chosen["temperature"] = M.fit_temperature(tune.probs, tune.labels)
+            chosen["temperature"] = M.fit_temperature(tune.labels, tune.probs)
     if report.task == "multilabel":
         out = _multilabel(report, chosen, bootstrap, seed)
     else:
         out = _single_label(report, chosen, bootstrap, seed)
     temperature = chosen.get("temperature")
-    calib = M.reliability(report.probs, report.labels)
+    calib = M.reliability(report.labels, report.probs)
     if temperature:
         after = M.apply_temperature(report.probs, temperature, report.task == "multilabel")
-        calib.update(temperature=float(temperature), ece_after=M.reliability(after, report.labels)["ece"],
-                     nll_before=M.nll(report.probs, report.labels), nll_after=M.nll(after, report.labels))
+        calib.update(temperature=float(temperature), ece_after=M.reliability(report.labels, after)["ece"],
+                     nll_before=M.nll(report.labels, report.probs), nll_after=M.nll(report.labels, after))
     out.update(calibration=calib, task=report.task, classes=report.classes, n=int(len(report.labels)),
                tuned_on=chosen.get("tuned_on"), reported_on=split, optimistic=chosen.get("tuned_on") == split,
                threshold_config=chosen)
@@ -240,12 +237,12 @@ def top_losses(pred: Predictions, n: int = 24, threshold=None) -> list[dict]:
         y = pred.labels.astype(bool)
         q = np.clip(p, eps, 1 - eps)
         loss = -np.where(y, np.log(q), np.log1p(-q)).sum(axis=1)
-        decided = _decide(p, "multilabel", 0, threshold)
+        decided = M.decide(p, "multilabel", threshold=threshold)
     else:
         y = pred.labels.astype(np.int64)
         loss = -np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))
-        decided = _decide(p, pred.task, pred.positive, 0.5 if threshold is None else threshold) if pred.task == "binary" \
-            else p.argmax(axis=1)
+        binary_t = 0.5 if threshold is None else threshold  # binary items are decided at t, never by argmax
+        decided = M.decide(p, pred.task, pred.positive, binary_t if pred.task == "binary" else None)
     order = np.argsort(-loss, kind="stable")[:n]
     out = []
     for i in order:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
+from engine.metrics.core import decide
 from engine.predict.run_model import RunModel, load_run_model, predict_tensor
 from engine.runs.folder import Run
 
@@ -98,14 +99,9 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[np.ndarray
 
 
 def _flipped(rm: RunModel, x: torch.Tensor, y: torch.Tensor, threshold: float | None) -> np.ndarray:
+    """Which images the model now decides wrongly (binary at `threshold` when given, else argmax)."""
     probs = predict_tensor(rm, x)
-    return _decisions(probs, rm, threshold) != y.cpu().numpy()
-
-
-def _decisions(probs: np.ndarray, rm: RunModel, threshold: float | None) -> np.ndarray:
-    if rm.task == "binary" and threshold is not None:
-        return np.where(probs[:, rm.positive] >= threshold, rm.positive, 1 - rm.positive)
-    return probs.argmax(1)
+    return decide(probs, rm.task, rm.positive, threshold) != y.cpu().numpy()
 
 
 def minimal_epsilon(rm: RunModel, x: torch.Tensor, y, attack: str = "fgsm", hi: float = 0.1, iters: int = 8,
@@ -175,14 +171,14 @@ def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 2
             if progress:
                 progress(done, total, f"{attack} eps={e:g}")
         p = np.concatenate(probs)
-        m = metrics_at(p, labels, rm.task, positive=rm.positive, threshold=thr)
-        dec = _decisions(p, rm, thr if rm.task == "binary" else None)
+        m = metrics_at(labels, p, rm.task, positive=rm.positive, threshold=thr)
+        dec = decide(p, rm.task, rm.positive, thr if rm.task == "binary" else None)
         per_class = {c: float((dec[labels == i] == i).mean()) for i, c in enumerate(rm.classes) if (labels == i).any()}
         row = {"eps": e, "accuracy": float(m["accuracy"]), "per_class": per_class}
         if rm.task == "binary":
             row.update({k: float(m[k]) for k in ("far", "frr", "hter") if k in m})
         rows.append(row)
-    clean = metrics_at(stored, labels, rm.task, positive=rm.positive, threshold=thr)
+    clean = metrics_at(labels, stored, rm.task, positive=rm.positive, threshold=thr)
     out = {"run": run.id, "split": split, "n": int(len(x)), "attack": attack, "steps": steps if attack == "pgd" else 1,
            "task": rm.task, "threshold": thr if rm.task == "binary" else None, "eps": eps,
            "accuracy": [r["accuracy"] for r in rows], "per_class": [r["per_class"] for r in rows],
