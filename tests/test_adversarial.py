@@ -52,7 +52,7 @@ def test_minimal_epsilon_is_zero_for_wrong_and_bounded_or_inf(digits_run):
 
 
 def test_sweep_matches_the_evaluation_at_zero_and_degrades(digits_run):
-    from engine.evaluate.report import load_predictions, metrics_at
+    from engine.evaluate import load_predictions, metrics_at
 
     res = epsilon_sweep(digits_run, [0.1, 0.0, 0.03], split="val", limit=60, min_eps=True)
     pred = load_predictions(digits_run, "val")
@@ -75,7 +75,7 @@ def test_cli_attack_json(digits_run, capsys):
 
 def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     from engine.config import RunConfig
-    from engine.evaluate.report import load_predictions, metrics_at, save_thresholds
+    from engine.evaluate import load_predictions, metrics_at, save_thresholds
     from engine.train.jobs import prepare_run
     from engine.train.fit import fit
     from tests.conftest import needs_fashion

@@ -1,4 +1,5 @@
-"""engine.evaluate.report on hand-built run folders: protocol, thresholds, calibration, item lists and the CLI."""
+"""engine.evaluate (predictions, thresholds, report) on hand-built run folders: protocol, thresholds,
+calibration, item lists and the CLI."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import evaluate as E
 from engine import metrics as M
-from engine.evaluate import report as E
 from engine.runs.folder import Run, atomic_write_json
 from engine.train.setup import write_npz
 
@@ -55,7 +56,7 @@ def test_binary_tuned_on_val_reported_on_test_and_thresholds_round_trip(tmp_path
     json.dumps(res, allow_nan=False)
     assert (res["tuned_on"], res["reported_on"], res["optimistic"]) == ("val", "test", False)
     val = E.load_predictions(run, "val")
-    expected_t = E.binary_curves(val.probs[:, 1], val.labels == 1)
+    expected_t = M.curves(val.labels == 1, val.probs[:, 1])
     assert res["threshold"] == pytest.approx(expected_t["thresholds"][np.argmin(expected_t["hter"])])
     test = E.load_predictions(run, "test")
     y, s = test.labels == 1, test.probs[:, 1]
@@ -74,7 +75,7 @@ def test_binary_tuned_on_val_reported_on_test_and_thresholds_round_trip(tmp_path
     assert E.load_thresholds(run) == tuned
     again = E.evaluate_run(run, thresholds=E.load_thresholds(run), bootstrap=0)
     assert again["threshold"] == tuned["binary"] and again["rule"] == "eer" and again["ci"] == {}
-    curves = E.binary_curves(s, y)
+    curves = M.curves(y, s)
     assert set(curves) == {"thresholds", "far", "frr", "hter", "tpr", "fpr", "precision", "recall", "det_x", "det_y"}
     quick = E.metrics_at(test.labels, test.probs, "binary", 1, res["threshold"])
     assert quick["hter"] == pytest.approx(res["hter"])
@@ -140,7 +141,7 @@ def test_temperature_scaling_lowers_nll_on_miscalibrated_val(tmp_path):
     y, p = multiclass_split(5, n=1500, scale=4.0)  # logits x4: badly over-confident
     yt, pt = multiclass_split(6, n=1500, scale=4.0)
     run = make_run(tmp_path, "multiclass", list("abcdef"), {"val": (y, p), "test": (yt, pt)})
-    t = E.fit_temperature(p, y)
+    t = M.fit_temperature(y, p)
     assert t > 1.5
     from engine.metrics import apply_temperature
     assert nll(y, apply_temperature(p, t)) < nll(y, p)
@@ -211,6 +212,18 @@ def test_single_class_test_split_gives_defined_results(tmp_path):
     res = E.evaluate_run(run, bootstrap=100)
     json.dumps(res, allow_nan=False)  # no NaN anywhere
     assert res["frr"] == 0.0 and res["eer"] is None and res["auc"] is None and res["ci"]["hter"] is None
+
+
+def test_most_confused_is_public_and_ranks_off_diagonal_cells():
+    cm = np.array([[9, 3, 0], [5, 7, 3], [1, 0, 4]])
+    assert E.most_confused(cm, ["a", "b", "c"]) == [
+        {"true": "b", "predicted": "a", "count": 5},
+        {"true": "a", "predicted": "b", "count": 3},  # ties: row-major order
+        {"true": "b", "predicted": "c", "count": 3},
+        {"true": "c", "predicted": "a", "count": 1},
+    ]
+    assert E.most_confused(cm.tolist(), ["a", "b", "c"], n=1) == [{"true": "b", "predicted": "a", "count": 5}]
+    assert E.most_confused(np.diag([3, 4]), ["a", "b"]) == []
 
 
 def test_binary_positive_class_0_and_a_score_exactly_at_the_threshold(tmp_path):

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from engine.config import RunConfig
-from engine.evaluate.report import save_thresholds
+from engine.evaluate.thresholds import save_thresholds
 from engine.predict.predictor import Predictor, builtin_models, predict_folder
 from engine.models.factory import package_weights
 from engine.predict.run_model import predict_tensor, prepare_image, wrap_model

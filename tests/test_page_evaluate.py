@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.evaluate import report as ev
+from engine import evaluate as ev
 from engine.runs.folder import Run
 from tests.pagetools import open_page, train_tiny
 from tests.conftest import FASHION_DIR

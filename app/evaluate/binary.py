@@ -7,14 +7,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.evaluate import report as ev
+from engine import evaluate as ev
 from engine.metrics import decide
 from engine.errors import LoupeError
 from engine.runs.folder import Run
 from app.evaluate import charts as eval_charts
 from app.evaluate import load
 
-# rule names as `engine.evaluate.report.tune_thresholds` knows them, and the button for each
+# rule names as `engine.evaluate.thresholds.tune_thresholds` knows them, and the button for each
 RULES = {"min_hter": "Use min-HTER threshold", "f1": "Use F1-optimal", "eer": "Use EER"}
 RULE_NAMES = {"min_hter": "min HTER", "f1": "best F1", "eer": "EER", "manual": "chosen by hand"}
 STEP = 0.001

@@ -1,8 +1,10 @@
 """L-inf adversarial attacks (FGSM, PGD) and robustness sweeps over a run's evaluation images.
 
-Epsilon is in pixel units of [0, 1] images, because normalisation lives inside the model (DESIGN.md):
+Epsilon is in pixel units of [0, 1] images, because normalisation lives inside the model (ARCHITECTURE.md):
 eps = 8/255 means "each pixel moves by at most 8 grey levels", whatever the model's mean/std.
-Attacks run on the shared cached model under its lock and never need parameter gradients.
+Attacks run on the shared cached model under its lock and never need parameter gradients. Images come
+in through `engine.data.pixels.to_tensor` and decisions through `engine.metrics.core.decide` (at the
+run's saved threshold), so "flipped" means what Evaluate and Predict would call a different decision.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import torch.nn.functional as F
 
 from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
+from engine.evaluate.predictions import load_predictions
+from engine.evaluate.report import metrics_at
+from engine.evaluate.thresholds import load_thresholds
 from engine.metrics.core import decide
 from engine.predict.run_model import RunModel, load_run_model, predict_tensor
 from engine.runs.folder import Run
@@ -129,8 +134,7 @@ def minimal_epsilon(rm: RunModel, x: torch.Tensor, y, attack: str = "fgsm", hi: 
 
 def _load_split(run: Run, split: str, limit: int) -> tuple:
     """The first `limit` images of the split as stored in its predictions, decoded as training saw them."""
-    from engine.data import open_dataset
-    from engine.evaluate.report import load_predictions
+    from engine.data.dataset import open_dataset
 
     pred = load_predictions(run, split)
     header, cfg = run.config(), run.config().get("config", {})
@@ -148,8 +152,6 @@ def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 2
                   steps: int = 10, progress: Callable | None = None, batch_size: int = 64,
                   min_eps: bool = True, min_eps_hi: float = 0.1) -> dict:
     """Accuracy (and FAR/FRR/HTER for binary, at the saved threshold) under attack at each eps."""
-    from engine.evaluate.report import load_thresholds, metrics_at
-
     if attack not in ATTACKS:
         raise AttackError(f"Unknown attack '{attack}'; choose one of {', '.join(ATTACKS)}.")
     rm = load_run_model(run)

@@ -226,7 +226,7 @@ def _failed(name: str, error: str, seconds: float = 0.0) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _load_run(path: str, mtimes: tuple[float, float], device: str) -> Predictor:
-    from engine.evaluate.report import load_thresholds
+    from engine.evaluate.thresholds import load_thresholds
     from engine.runs.folder import Run
 
     run = Run(path)
