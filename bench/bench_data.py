@@ -24,6 +24,7 @@ from PIL import Image
 from common import OUT, clock, load, machine, table, timed  # also puts the repo root on sys.path
 
 from engine.data import dataset_stats, open_dataset, quick_stats  # noqa: E402
+from engine.data.pixels import to_tensor  # noqa: E402
 from engine.data.sources.builtin import load_builtin  # noqa: E402
 
 BATCH = 256
@@ -113,7 +114,7 @@ def engine_epoch(images: np.ndarray, labels: np.ndarray, seed: int = 0) -> int:
     seen = 0
     for start in range(0, len(perm), BATCH):
         idx = perm[start : start + BATCH]
-        x = torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float().div_(255)
+        x = to_tensor(images[idx])
         _ = torch.from_numpy(labels[idx])
         seen += len(x)
     return seen

@@ -14,6 +14,7 @@ import streamlit as st
 
 from engine import metrics as M
 from engine.errors import LoupeError
+from engine.evaluate import most_confused
 from engine.runs.folder import Run
 from app.evaluate import binary as eval_binary
 from app.evaluate import charts
@@ -116,14 +117,6 @@ def cards(res: dict) -> None:
 
 
 # --- classes: confusion matrix, the images of a cell, per-class scores ----------------------------
-
-
-def most_confused(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict]:
-    off = np.asarray(cm).copy()
-    np.fill_diagonal(off, 0)
-    flat = np.argsort(-off, axis=None, kind="stable")[:n]
-    t, p = np.unravel_index(flat, off.shape)
-    return [{"true": classes[i], "predicted": classes[j], "count": int(off[i, j])} for i, j in zip(t, p) if off[i, j] > 0]
 
 
 def _cell_clicked(chart_key: str, cell_key: str) -> None:
@@ -239,7 +232,7 @@ def calibration_section(pred, res: dict) -> None:
     left.plotly_chart(charts.reliability_diagram(cal["bins"], cal.get("ece"), "Reliability (as trained)"), key="eval.chart.calib_before")
     if temperature:
         after = M.apply_temperature(pred.probs, float(temperature), pred.task == "multilabel")
-        rel = M.reliability(after, pred.labels)
+        rel = M.reliability(pred.labels, after)
         right.plotly_chart(charts.reliability_diagram(rel["bins"], rel["ece"], f"After temperature scaling (T = {temperature:.2f})",
                                                            color=charts.F1_C), key="eval.chart.calib_after")  # fmt: skip
     st.caption("Bars: accuracy of the images in each confidence bin; the dotted diagonal is perfect calibration. "

@@ -52,11 +52,11 @@ def test_minimal_epsilon_is_zero_for_wrong_and_bounded_or_inf(digits_run):
 
 
 def test_sweep_matches_the_evaluation_at_zero_and_degrades(digits_run):
-    from engine.evaluate.report import load_predictions, metrics_at
+    from engine.evaluate import load_predictions, metrics_at
 
     res = epsilon_sweep(digits_run, [0.1, 0.0, 0.03], split="val", limit=60, min_eps=True)
     pred = load_predictions(digits_run, "val")
-    clean = metrics_at(pred.probs[:60], pred.labels[:60], pred.task)["accuracy"]
+    clean = metrics_at(pred.labels[:60], pred.probs[:60], pred.task)["accuracy"]
     assert res["eps"] == [0.0, 0.03, 0.1] and res["n"] == 60
     assert res["accuracy"][0] == pytest.approx(clean) == pytest.approx(res["clean_accuracy"])
     assert res["accuracy"][0] >= res["accuracy"][1] >= res["accuracy"][2]
@@ -75,7 +75,7 @@ def test_cli_attack_json(digits_run, capsys):
 
 def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     from engine.config import RunConfig
-    from engine.evaluate.report import load_predictions, metrics_at, save_thresholds
+    from engine.evaluate import load_predictions, metrics_at, save_thresholds
     from engine.train.jobs import prepare_run
     from engine.train.fit import fit
     from tests.conftest import needs_fashion
@@ -92,7 +92,7 @@ def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     for far, frr, hter in zip(sweep["far"], sweep["frr"], sweep["hter"]):
         assert hter == pytest.approx((far + frr) / 2)
     pred = load_predictions(run, "val")
-    clean = metrics_at(pred.probs[:80], pred.labels[:80], "binary", positive=1, threshold=0.3)
+    clean = metrics_at(pred.labels[:80], pred.probs[:80], "binary", positive=1, threshold=0.3)
     assert sweep["far"][0] == pytest.approx(clean["far"], abs=1e-6) and sweep["frr"][0] == pytest.approx(clean["frr"], abs=1e-6)
     assert sweep["hter"][1] >= sweep["hter"][0]  # an attack does not make the decision better
 

@@ -1,4 +1,5 @@
-"""engine.evaluate.report on hand-built run folders: protocol, thresholds, calibration, item lists and the CLI."""
+"""engine.evaluate (predictions, thresholds, report) on hand-built run folders: protocol, thresholds,
+calibration, item lists and the CLI."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.evaluate import report as E
+from engine import evaluate as E
+from engine import metrics as M
 from engine.runs.folder import Run, atomic_write_json
 from engine.train.setup import write_npz
 
@@ -54,7 +56,7 @@ def test_binary_tuned_on_val_reported_on_test_and_thresholds_round_trip(tmp_path
     json.dumps(res, allow_nan=False)
     assert (res["tuned_on"], res["reported_on"], res["optimistic"]) == ("val", "test", False)
     val = E.load_predictions(run, "val")
-    expected_t = E.binary_curves(val.probs[:, 1], val.labels == 1)
+    expected_t = M.curves(val.labels == 1, val.probs[:, 1])
     assert res["threshold"] == pytest.approx(expected_t["thresholds"][np.argmin(expected_t["hter"])])
     test = E.load_predictions(run, "test")
     y, s = test.labels == 1, test.probs[:, 1]
@@ -73,9 +75,9 @@ def test_binary_tuned_on_val_reported_on_test_and_thresholds_round_trip(tmp_path
     assert E.load_thresholds(run) == tuned
     again = E.evaluate_run(run, thresholds=E.load_thresholds(run), bootstrap=0)
     assert again["threshold"] == tuned["binary"] and again["rule"] == "eer" and again["ci"] == {}
-    curves = E.binary_curves(s, y)
+    curves = M.curves(y, s)
     assert set(curves) == {"thresholds", "far", "frr", "hter", "tpr", "fpr", "precision", "recall", "det_x", "det_y"}
-    quick = E.metrics_at(test.probs, test.labels, "binary", 1, res["threshold"])
+    quick = E.metrics_at(test.labels, test.probs, "binary", 1, res["threshold"])
     assert quick["hter"] == pytest.approx(res["hter"])
 
 
@@ -123,7 +125,7 @@ def test_multilabel_per_label_thresholds(tmp_path):
     json.dumps(res, allow_nan=False)
     val = E.load_predictions(run, "val")
     from engine.metrics import f1_thresholds
-    assert list(res["thresholds"].values()) == pytest.approx(f1_thresholds(val.probs, val.labels).tolist())
+    assert list(res["thresholds"].values()) == pytest.approx(f1_thresholds(val.labels, val.probs).tolist())
     assert len(set(res["thresholds"].values())) > 1  # genuinely per label
     for key in ("micro_f1", "macro_f1", "samples_f1", "hamming_loss", "subset_accuracy"):
         assert 0 <= res[key] <= 1
@@ -139,10 +141,10 @@ def test_temperature_scaling_lowers_nll_on_miscalibrated_val(tmp_path):
     y, p = multiclass_split(5, n=1500, scale=4.0)  # logits x4: badly over-confident
     yt, pt = multiclass_split(6, n=1500, scale=4.0)
     run = make_run(tmp_path, "multiclass", list("abcdef"), {"val": (y, p), "test": (yt, pt)})
-    t = E.fit_temperature(p, y)
+    t = M.fit_temperature(y, p)
     assert t > 1.5
     from engine.metrics import apply_temperature
-    assert nll(apply_temperature(p, t), y) < nll(p, y)
+    assert nll(y, apply_temperature(p, t)) < nll(y, p)
     cal = E.evaluate_run(run, bootstrap=0)["calibration"]
     assert cal["temperature"] == pytest.approx(t) and cal["nll_after"] < cal["nll_before"] and cal["ece_after"] < cal["ece"]
 
@@ -210,3 +212,43 @@ def test_single_class_test_split_gives_defined_results(tmp_path):
     res = E.evaluate_run(run, bootstrap=100)
     json.dumps(res, allow_nan=False)  # no NaN anywhere
     assert res["frr"] == 0.0 and res["eer"] is None and res["auc"] is None and res["ci"]["hter"] is None
+
+
+def test_most_confused_is_public_and_ranks_off_diagonal_cells():
+    cm = np.array([[9, 3, 0], [5, 7, 3], [1, 0, 4]])
+    assert E.most_confused(cm, ["a", "b", "c"]) == [
+        {"true": "b", "predicted": "a", "count": 5},
+        {"true": "a", "predicted": "b", "count": 3},  # ties: row-major order
+        {"true": "b", "predicted": "c", "count": 3},
+        {"true": "c", "predicted": "a", "count": 1},
+    ]
+    assert E.most_confused(cm.tolist(), ["a", "b", "c"], n=1) == [{"true": "b", "predicted": "a", "count": 5}]
+    assert E.most_confused(np.diag([3, 4]), ["a", "b"]) == []
+
+
+def test_binary_positive_class_0_and_a_score_exactly_at_the_threshold(tmp_path):
+    """Report, slider and decide agree: the score is P(class 0), and a score equal to t is accepted."""
+    y = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    p0 = np.array([0.9, 0.6, 0.3, 0.6, 0.2, 0.1, 0.6, 0.4])  # P(positive = class 0); three items sit exactly on 0.6
+    probs = np.c_[p0, 1 - p0]
+    run = make_run(tmp_path, "binary", ["cat", "dog"], {"val": (y, probs), "test": (y, probs)}, positive=0)
+    res = E.evaluate_run(run, thresholds={"binary": 0.6, "positive_class": 0}, bootstrap=0)
+    decided = M.decide(probs, "binary", positive=0, threshold=0.6)
+    np.testing.assert_array_equal(decided, [0, 0, 1, 0, 1, 1, 0, 1])
+    assert res["confusion_matrix"] == M.confusion_matrix(y, decided, 2).tolist() == [[3, 1], [1, 3]]
+    # positives are class 0 (4 items), negatives class 1: one false accept (item 3), one false reject (item 2)
+    assert (res["far"], res["frr"]) == (pytest.approx(1 / 4), pytest.approx(1 / 4))
+    assert res["positive_class"] == "cat"
+    quick = E.metrics_at(y, probs, "binary", positive=0, threshold=0.6)
+    assert quick["confusion_matrix"] == res["confusion_matrix"] and quick["hter"] == pytest.approx(res["hter"])
+
+
+def test_metrics_at_decides_at_the_given_threshold_even_at_zero():
+    """t = 0 accepts everything; the summary (FAR/FRR) and the confusion matrix must both use it, not 0.5."""
+    y, probs = binary_split(3, n=200)
+    at0 = E.metrics_at(y, probs, "binary", positive=1, threshold=0.0)
+    assert (at0["far"], at0["frr"]) == (1.0, 0.0)
+    assert np.asarray(at0["confusion_matrix"])[:, 0].sum() == 0  # nothing decided negative
+    assert at0["accuracy"] == pytest.approx(float(y.mean()))
+    default = E.metrics_at(y, probs, "binary", positive=1, threshold=None)
+    assert default == E.metrics_at(y, probs, "binary", positive=1, threshold=0.5)

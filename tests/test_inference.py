@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from engine.config import RunConfig
-from engine.evaluate.report import save_thresholds
+from engine.evaluate.thresholds import save_thresholds
 from engine.predict.predictor import Predictor, builtin_models, predict_folder
 from engine.models.factory import package_weights
 from engine.predict.run_model import predict_tensor, prepare_image, wrap_model
@@ -194,6 +194,23 @@ def test_multilabel_decision_uses_per_label_thresholds():
     assert r["label"] == ["dog", "bird"]
     r = Predictor.from_model(rm, {"multilabel": [0.9, 0.9, 0.9]}).predict_bytes(img)[0]
     assert r["label"] == [] and r["unsure"]
+
+
+def test_binary_decision_with_positive_class_0_accepts_a_score_exactly_at_the_threshold():
+    """Predict decides as Evaluate does (`decide`): score = P(positive), and score == t is positive."""
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 2))
+    with torch.no_grad():
+        net[2].weight.zero_()
+        net[2].bias.copy_(torch.tensor([0.4, 0.0]))  # P(cat) = sigmoid(0.4), about 0.6
+    rm = wrap_model(net, ["cat", "dog"], "binary", 8, 1, positive=1)
+    img = [("x.png", encode(np.full((8, 8), 128, np.uint8), "PNG"))]
+    first = Predictor.from_model(rm, {"binary": 0.5, "positive_class": 0}).predict_bytes(img)[0]
+    score = first["score"]  # P(cat), the saved positive class (not the run's default 1)
+    assert first["label"] == "cat" and 0.55 < score < 0.65
+    at = Predictor.from_model(rm, {"binary": score, "positive_class": 0}).predict_bytes(img)[0]
+    assert at["label"] == "cat" and at["threshold"] == score
+    above = Predictor.from_model(rm, {"binary": float(np.nextafter(np.float32(score), np.float32(1))), "positive_class": 0})
+    assert above.predict_bytes(img)[0]["label"] == "dog"
 
 
 # --- folders, zips, CLI -------------------------------------------------------------------------------

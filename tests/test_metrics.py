@@ -36,12 +36,12 @@ def test_single_label_metrics_match_sklearn(seed):
     np.testing.assert_allclose(pc["recall"], r, atol=1e-9)
     np.testing.assert_allclose(pc["f1"], f, atol=1e-9)
     np.testing.assert_array_equal(pc["support"], s)
-    assert M.ovr_auc(probs, y, "roc") == pytest.approx(sk.roc_auc_score(y, probs, multi_class="ovr"), abs=1e-9)
+    assert M.ovr_auc(y, probs, "roc") == pytest.approx(sk.roc_auc_score(y, probs, multi_class="ovr"), abs=1e-9)
     ap = sk.average_precision_score(np.eye(5)[y], probs, average="macro")
-    assert M.ovr_auc(probs, y, "pr") == pytest.approx(ap, abs=1e-9)
-    assert M.log_loss(probs, y) == pytest.approx(sk.log_loss(y, probs), abs=1e-9)
+    assert M.ovr_auc(y, probs, "pr") == pytest.approx(ap, abs=1e-9)
+    assert M.log_loss(y, probs) == pytest.approx(sk.log_loss(y, probs), abs=1e-9)
     for k in (1, 3):
-        assert M.top_k_accuracy(probs, y, k) == pytest.approx(sk.top_k_accuracy_score(y, probs, k=k), abs=1e-9)
+        assert M.top_k_accuracy(y, probs, k) == pytest.approx(sk.top_k_accuracy_score(y, probs, k=k), abs=1e-9)
 
 
 @pytest.mark.parametrize("decimals", [None, 2, 1])
@@ -88,7 +88,7 @@ def test_hter_divides_by_class_counts_not_batch_size():
     right = (8 / 88 + 3 / 12) / 2
     wrong = (8 / 100 + 3 / 100) / 2
     assert abs(right - wrong) > 0.1
-    assert M.summarize(np.c_[1 - s, s], y.astype(int), "binary", threshold=0.5)["hter"] == pytest.approx(right)
+    assert M.summarize(y.astype(int), np.c_[1 - s, s], "binary", threshold=0.5)["hter"] == pytest.approx(right)
     sw = M.sweep(y, s)
     assert sw.hter[np.searchsorted(sw.thresholds, 0.9)] == pytest.approx(right)
 
@@ -149,7 +149,7 @@ def test_degenerate_inputs_are_defined_or_clear_errors():
         M.sweep(np.array([], bool), np.array([]))
     tiny = M.sweep(np.array([False, True]), np.array([0.3, 0.7]))
     assert tiny.min_hter() == (0.0, 0.7)
-    ml = M.f1_thresholds(np.array([[0.2, 0.9], [0.8, 0.1]]), np.array([[0, 1], [0, 0]]))
+    ml = M.f1_thresholds(np.array([[0, 1], [0, 0]]), np.array([[0.2, 0.9], [0.8, 0.1]]))
     assert ml.tolist() == [0.5, 0.9]  # a label with no positives keeps the default
 
 
@@ -157,9 +157,9 @@ def test_multilabel_report_matches_sklearn():
     rng = np.random.default_rng(5)
     y = rng.random((300, 4)) < [0.5, 0.2, 0.1, 0.4]
     p = np.clip(0.35 * y + rng.random((300, 4)) * 0.65, 0, 1)
-    t = M.f1_thresholds(p, y)
+    t = M.f1_thresholds(y, p)
     pred = p >= t
-    rep = M.multilabel_report(p, y, t)
+    rep = M.multilabel_report(y, p, t)
     for avg in ("micro", "macro", "samples"):
         assert rep[f"{avg}_f1"] == pytest.approx(sk.f1_score(y, pred, average=avg, zero_division=0), abs=1e-9)
     assert rep["hamming_loss"] == pytest.approx(sk.hamming_loss(y, pred))
@@ -174,11 +174,11 @@ def test_calibration_and_temperature():
     rng = np.random.default_rng(8)
     y = (rng.random((len(probs), 1)) > probs.cumsum(1)).sum(1)  # labels drawn from probs: calibrated by construction
     sharp = M.apply_temperature(probs, 0.3)  # over-confident
-    t = M.fit_temperature(sharp, y)
+    t = M.fit_temperature(y, sharp)
     assert 2.5 < t < 4.2  # undoes the sharpening (logits x 1/0.3)
     after = M.apply_temperature(sharp, t)
-    assert M.nll(after, y) < M.nll(sharp, y)
-    rel_before, rel_after = M.reliability(sharp, y), M.reliability(after, y)
+    assert M.nll(y, after) < M.nll(y, sharp)
+    rel_before, rel_after = M.reliability(y, sharp), M.reliability(y, after)
     assert rel_after["ece"] < rel_before["ece"]
     assert sum(b["count"] for b in rel_before["bins"]) == len(y)
 
@@ -193,3 +193,78 @@ def test_bootstrap_intervals_cover_the_point_estimate_and_are_seeded():
     assert ci["hter"][0] <= (sw_far + sw_frr) / 2 <= ci["hter"][1]
     assert ci["balanced_accuracy"][0] <= M.balanced_accuracy(cm) <= ci["balanced_accuracy"][1]
     assert 0 < ci["macro_f1"][1] - ci["macro_f1"][0] < 0.15
+
+
+# --- the decision rule and the argument order -------------------------------------------------------
+
+
+def test_decide_binary_accepts_a_score_of_exactly_t_and_argmax_without_a_threshold():
+    probs = np.array([[0.7, 0.3], [0.6, 0.4], [0.5, 0.5], [0.2, 0.8]])
+    np.testing.assert_array_equal(M.decide(probs, "binary", positive=1, threshold=0.4), [0, 1, 1, 1])  # 0.4 >= 0.4
+    np.testing.assert_array_equal(M.decide(probs, "binary", positive=1, threshold=0.41), [0, 0, 1, 1])
+    # positive class 0: its score is column 0, and rejecting means class 1
+    np.testing.assert_array_equal(M.decide(probs, "binary", positive=0, threshold=0.6), [0, 0, 1, 1])
+    np.testing.assert_array_equal(M.decide(probs, "binary", positive=0, threshold=0.61), [0, 1, 1, 1])
+    # no threshold: argmax, the first class winning the 0.5/0.5 tie (as the attacks and argmax did before)
+    np.testing.assert_array_equal(M.decide(probs, "binary", positive=1), [0, 0, 0, 1])
+    # one item (C,) as the Predictor decides it: a scalar decision, the same rule
+    assert int(M.decide(probs[1], "binary", positive=1, threshold=0.4)) == 1
+    assert int(M.decide(probs[1], "binary", positive=0, threshold=0.61)) == 1
+
+
+def test_decide_multiclass_is_argmax_and_multilabel_is_per_label():
+    probs = np.array([[0.2, 0.5, 0.3], [0.4, 0.4, 0.2], [0.1, 0.1, 0.8]])
+    np.testing.assert_array_equal(M.decide(probs, "multiclass"), [1, 0, 2])
+    ml = np.array([[0.2, 0.5, 0.9], [0.6, 0.1, 0.3]])
+    out = M.decide(ml, "multilabel")  # default 0.5 for every label, 0.5 itself counts as on
+    assert out.dtype == bool and out.shape == ml.shape
+    np.testing.assert_array_equal(out, [[False, True, True], [True, False, False]])
+    per_label = M.decide(ml, "multilabel", threshold=np.array([0.2, 0.6, 0.3]))
+    np.testing.assert_array_equal(per_label, [[True, False, True], [True, False, True]])
+    np.testing.assert_array_equal(M.decide(ml[0], "multilabel", threshold=[0.2, 0.6, 0.3]), [True, False, True])
+
+
+def test_summaries_decide_with_the_same_rule():
+    """summarize and multilabel_summary/report count exactly the decisions `decide` makes."""
+    rng = np.random.default_rng(11)
+    s = np.round(rng.random(300), 1)  # many scores exactly on the threshold
+    y = (rng.random(300) < 0.4).astype(int)
+    for positive in (0, 1):
+        probs = np.c_[1 - s, s] if positive == 1 else np.c_[s, 1 - s]
+        pred = M.decide(probs, "binary", positive, 0.5)
+        acc = float((pred == y).mean())
+        assert M.summarize(y, probs, "binary", positive=positive, threshold=0.5)["accuracy"] == pytest.approx(acc)
+    ml_y = rng.random((200, 3)) < 0.5
+    ml_p = np.round(rng.random((200, 3)), 1)
+    t = np.array([0.3, 0.5, 0.7])
+    pred = M.decide(ml_p, "multilabel", threshold=t)
+    assert M.multilabel_summary(ml_y, ml_p, t)["hamming_loss"] == pytest.approx(float((pred != ml_y).mean()))
+    assert M.multilabel_report(ml_y, ml_p, t)["subset_accuracy"] == pytest.approx(float((pred == ml_y).all(1).mean()))
+
+
+def test_labels_come_first_everywhere():
+    """Every metric taking labels and scores/probabilities names them `labels`/`probs` (or `y...`/`scores`), labels first."""
+    import inspect
+
+    for name in M.__all__:
+        fn = getattr(M, name)
+        if not inspect.isfunction(fn):
+            continue
+        params = list(inspect.signature(fn).parameters)
+        label_pos = [i for i, p in enumerate(params) if p in ("labels", "labels_val", "y", "y_pos", "y_true")]
+        score_pos = [i for i, p in enumerate(params) if p in ("probs", "probs_val", "scores", "pred")]
+        if label_pos and score_pos:
+            assert label_pos[0] < score_pos[0], f"{name}{inspect.signature(fn)} takes scores before labels"
+
+
+def test_core_builds_on_nothing_else_in_metrics():
+    """core is the base of the metrics package: it never imports binary (or any sibling), not even in a function."""
+    import ast
+    import pathlib
+
+    import engine.metrics.core as core
+
+    tree = ast.parse(pathlib.Path(core.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m.startswith("engine.metrics")}, imported

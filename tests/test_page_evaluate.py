@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.evaluate import report as ev
+from engine import evaluate as ev
 from engine.runs.folder import Run
 from tests.pagetools import open_page, train_tiny
 from tests.conftest import FASHION_DIR
@@ -104,13 +104,13 @@ def test_binary_cards_live_slider_and_tuned_threshold(trained, monkeypatch):
     assert not at.exception
     assert low != high
     pred = ev.load_predictions(run, "test")
-    m = ev.metrics_at(pred.probs, pred.labels, pred.task, pred.positive, 0.95)
+    m = ev.metrics_at(pred.labels, pred.probs, pred.task, pred.positive, 0.95)
     assert high == (f"{m['far']:.2%}", f"{m['frr']:.2%}")
     # "use min-HTER" puts the slider on the threshold tuned on val
     at.button(key="eval.use.min_hter").click().run()
     tuned = ev.tune_thresholds(run, rule="min_hter", split="val")["binary"]
     assert threshold_slider(at, run).value == pytest.approx(tuned)
-    m = ev.metrics_at(pred.probs, pred.labels, pred.task, pred.positive, tuned)
+    m = ev.metrics_at(pred.labels, pred.probs, pred.task, pred.positive, tuned)
     assert metric(at, "HTER", 1).value == f"{m['hter']:.2%}"  # the live card (the first HTER card is the report)
     assert {"FAR, FRR and HTER vs threshold", "DET curve"} <= set(figures(at))
 

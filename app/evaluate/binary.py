@@ -7,13 +7,14 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.evaluate import report as ev
+from engine import evaluate as ev
+from engine.metrics import decide
 from engine.errors import LoupeError
 from engine.runs.folder import Run
 from app.evaluate import charts as eval_charts
 from app.evaluate import load
 
-# rule names as `engine.evaluate.report.tune_thresholds` knows them, and the button for each
+# rule names as `engine.evaluate.thresholds.tune_thresholds` knows them, and the button for each
 RULES = {"min_hter": "Use min-HTER threshold", "f1": "Use F1-optimal", "eer": "Use EER"}
 RULE_NAMES = {"min_hter": "min HTER", "f1": "best F1", "eer": "EER", "manual": "chosen by hand"}
 STEP = 0.001
@@ -72,13 +73,12 @@ def _moved(run: Run) -> None:
 
 def predicted(pred, threshold: float) -> np.ndarray:
     """Class decisions at `threshold`: the positive class when its score >= t."""
-    pos = int(pred.positive)
-    return np.where(np.asarray(pred.probs)[:, pos] >= threshold, pos, 1 - pos)
+    return decide(pred.probs, "binary", int(pred.positive), threshold)
 
 
 def live_metrics(pred, threshold: float) -> dict:
     """`metrics_at` plus the positive class's F1 (from the confusion matrix at that threshold)."""
-    m = dict(ev.metrics_at(pred.probs, pred.labels, pred.task, pred.positive, threshold))
+    m = dict(ev.metrics_at(pred.labels, pred.probs, pred.task, pred.positive, threshold))
     cm = np.asarray(m.get("confusion_matrix") or [[0, 0], [0, 0]], dtype=float)
     p = int(pred.positive)
     tp, fp, fn = cm[p, p], cm[1 - p, p], cm[p, 1 - p]

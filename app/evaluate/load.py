@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.evaluate import report as ev
+from engine import evaluate as ev
+from engine.metrics import curves as binary_curves
 from engine.errors import LoupeError
 from engine.runs.folder import Run, list_runs
 
@@ -97,7 +98,7 @@ def _curves(path: str, split: str, key: tuple) -> dict:
     pred = ev.load_predictions(Run(path), split)
     pos = int(pred.positive)
     try:
-        curves = ev.binary_curves(pred.probs[:, pos], np.asarray(pred.labels) == pos)
+        curves = binary_curves(np.asarray(pred.labels) == pos, pred.probs[:, pos])
     except LoupeError:  # one class only in this split: there is no curve
         return {}
     return {k: np.asarray(v) for k, v in curves.items()}

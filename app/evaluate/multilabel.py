@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.evaluate import report as ev
+from engine import evaluate as ev
 from engine.errors import LoupeError
 from engine.runs.folder import Run
 from app.evaluate import load

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
+from engine.data.pixels import to_uint8
 from engine.errors import LoupeError
 from app.explain import charts as expl_charts
-from app.explain import load
 from app.explain import methods as expl_methods
 from app.common import ui
 
@@ -95,7 +95,7 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
     amp = f"amplified ×{scale:g}" if scale else "amplified for visibility"
     max_change = float((x_adv - picked.x).abs().max()) if hasattr(x_adv, "abs") else eps
     cols[1].image(ui.for_display(pert), caption=f"perturbation ({amp}; max |δ| = {max_change:.4f})", width=w)
-    cols[2].image(ui.for_display(load.to_pixels(x_adv)), caption=f"adversarial: {_caption(classes, adv_probs)}", width=w)
+    cols[2].image(ui.for_display(to_uint8(x_adv)[0]), caption=f"adversarial: {_caption(classes, adv_probs)}", width=w)
     if flipped:
         hit = " (the target class)" if targeted and adv_pred == target else ""
         st.error(f"Prediction flipped: **{classes[predicted]}** → **{classes[adv_pred]}**{hit} at ε = {eps:.3f}.",
@@ -115,7 +115,7 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
             st.error(f"{method0}: {e}", icon=":material/error:")
         else:
             expl_methods.show_map(picked.pixels, a["heatmap"], opts, left, f"clean · {method0}")
-            expl_methods.show_map(load.to_pixels(x_adv), b["heatmap"], opts, right, f"adversarial · {method0}")
+            expl_methods.show_map(to_uint8(x_adv)[0], b["heatmap"], opts, right, f"adversarial · {method0}")
             st.caption(f"Both explain **{classes[opts['target']]}** (the target chosen above).")
     return {"probs": clean, "adv_probs": adv_probs, "flipped": flipped, "x_adv": x_adv}
 

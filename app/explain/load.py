@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
 from engine.runs.folder import Run, list_runs
 
@@ -98,13 +99,6 @@ def dataset_of(run: Run, image_size: int):
 # --- images -> (pixels, tensor) ------------------------------------------------------------------------
 
 
-def to_tensor(pixels: np.ndarray):
-    import torch
-
-    arr = np.array(pixels if pixels.ndim == 3 else pixels[:, :, None], dtype=np.uint8, copy=True)
-    return torch.from_numpy(arr).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
-
-
 def png_bytes(pixels: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -138,8 +132,3 @@ def from_upload(data: bytes, name: str, rm) -> Picked:
     digest = hashlib.sha1(data).hexdigest()[:16]
     return Picked(f"up:{digest}", np.asarray(pixels, dtype=np.uint8), x, None, name)
 
-
-def to_pixels(x) -> np.ndarray:
-    """A (1, C, H, W) tensor in [0, 1] -> (H, W, C) uint8."""
-    arr = x.detach().float().cpu().clamp(0, 1)[0].permute(1, 2, 0).numpy()
-    return np.round(arr * 255).astype(np.uint8)

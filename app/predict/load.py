@@ -124,12 +124,12 @@ def model_input(pred, data: bytes, name: str):
     """(pixels, x): the image exactly as the predictor feeds it to its model (the built-in model's own resize and
     centre crop, or the run's preprocessing)."""
     from engine.predict.run_model import prepare_image
-    from app.explain.load import to_pixels
+    from engine.data.pixels import to_uint8
 
     pre = getattr(pred, "preprocess", None)
     if pre is not None:
         x = pre(data, name)
-        return to_pixels(x), x
+        return to_uint8(x)[0], x
     pixels, x = prepare_image(data, name, pred.rm)
     return np.asarray(pixels, dtype=np.uint8), x
 

@@ -52,7 +52,9 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.evaluate.report import evaluate_run, likely_mislabelled, load_predictions, save_thresholds, top_losses
+    from engine.evaluate.predictions import load_predictions
+    from engine.evaluate.report import evaluate_run, likely_mislabelled, top_losses
+    from engine.evaluate.thresholds import save_thresholds
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)

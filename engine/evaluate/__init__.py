@@ -1,10 +1,14 @@
 """Evaluation of a finished run from its saved predictions: reports, thresholds tuned on val and
-reported on test, top losses and likely mislabelled images. Nothing here re-runs the model."""
+reported on test, top losses and likely mislabelled images. Nothing here re-runs the model.
+
+`predictions` reads predictions/<split>.npz; `thresholds` tunes, saves and loads thresholds.json;
+`report` builds the report on both. Names are re-exported lazily (`engine.lazy`).
+"""
 
 from engine.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "report": ["EvaluateError", "Predictions", "RULES", "SPLITS", "binary_curves", "evaluate_run", "fit_temperature",
-               "likely_mislabelled", "load_predictions", "load_thresholds", "metrics_at", "save_thresholds",
-               "splits_available", "top_losses", "tune_thresholds"],
+    "predictions": ["EvaluateError", "Predictions", "SPLITS", "load_predictions", "splits_available"],
+    "thresholds": ["RULES", "load_thresholds", "save_thresholds", "tune_predictions", "tune_thresholds"],
+    "report": ["evaluate_run", "likely_mislabelled", "metrics_at", "most_confused", "top_losses"],
 })

@@ -1,143 +1,54 @@
-"""Evaluate a finished run from its stored predictions (never re-running the model).
+"""The evaluation report of a finished run, from its stored predictions (never re-running the model).
 
-Protocol (DESIGN.md): thresholds and the temperature are tuned on `val` and applied to `test`; the
-result says `tuned_on` and `reported_on`, and `optimistic: true` whenever both are the same split
-(for example a run without a test split). Chosen thresholds go to the run's `thresholds.json` so
-Predict and export use the same decision rule.
+Protocol (ARCHITECTURE.md): thresholds and the temperature are tuned on `val` (`engine.evaluate.thresholds`)
+and applied to `test`; the result says `tuned_on` and `reported_on`, and `optimistic: true` whenever both
+are the same split (for example a run without a test split). Every decision goes through
+`engine.metrics.core.decide`, so the report, the page's live slider, attacks and Predict agree.
+Also here: the items worth a look (top losses, likely mislabelled images, the most confused pairs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
-from engine import metrics as M
-from engine.errors import LoupeError
-from engine.runs.folder import Run, _read_json, atomic_write_json
-
-SPLITS = ("val", "test", "oof")
-RULES = ("min_hter", "f1", "eer")
-
-
-class EvaluateError(LoupeError):
-    """A run that cannot be evaluated as asked (missing predictions, unknown split or rule)."""
-
-
-@dataclass
-class Predictions:
-    """One split's stored predictions plus what is needed to read them."""
-
-    ids: np.ndarray
-    indices: np.ndarray
-    labels: np.ndarray
-    probs: np.ndarray
-    classes: list[str]
-    task: str
-    positive: int
-    split: str = ""
-
-
-def _task_and_positive(run: Run, labels: np.ndarray, n_classes: int) -> tuple[str, int]:
-    header = run.config()
-    task = header.get("task") or header.get("config", {}).get("task")
-    if task not in ("binary", "multiclass", "multilabel"):
-        task = "multilabel" if labels.ndim == 2 else ("binary" if n_classes == 2 else "multiclass")
-    positive = int(header.get("config", {}).get("positive_class", 1)) if task == "binary" else 0
-    return task, positive
-
-
-def load_predictions(run: Run, split: str) -> Predictions:
-    """predictions/<split>.npz as a `Predictions`; a clear error when the file is missing."""
-    if split not in SPLITS:
-        raise EvaluateError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
-    path = run.predictions / f"{split}.npz"
-    if not path.exists():
-        raise EvaluateError(f"The run '{run.id}' has no {split} predictions ({path} is missing); train it to completion first.")
-    with np.load(path, allow_pickle=False) as z:
-        probs = np.asarray(z["probs"], np.float64)
-        labels = np.asarray(z["labels"])
-        ids = z["ids"].astype(str) if "ids" in z else np.arange(len(labels)).astype(str)
-        indices = z["indices"] if "indices" in z else np.arange(len(labels))
-    classes = run.classes() or [str(i) for i in range(probs.shape[1])]
-    task, positive = _task_and_positive(run, labels, probs.shape[1])
-    return Predictions(ids, indices, labels, probs, list(classes), task, positive, split)
-
-
-def splits_available(run: Run) -> list[str]:
-    return [s for s in SPLITS if (run.predictions / f"{s}.npz").exists()]
-
-
-# --- thresholds ------------------------------------------------------------------------------------
-
-
-def _tune(pred: Predictions, rule: str) -> dict:
-    if pred.task == "binary":
-        if rule not in RULES:
-            raise EvaluateError(f"Unknown threshold rule '{rule}'; use one of {', '.join(RULES)}.")
-        t = M.choose_threshold(pred.labels == pred.positive, pred.probs[:, pred.positive], rule)
-        out = {"binary": t, "positive_class": pred.positive, "rule": rule, "tuned_on": pred.split}
-    elif pred.task == "multilabel":
-        out = {"multilabel": M.f1_thresholds(pred.probs, pred.labels).tolist(), "rule": "f1", "tuned_on": pred.split}
-    else:
-        out = {"tuned_on": pred.split}
-    out["temperature"] = M.fit_temperature(pred.probs, pred.labels)
-    return out
-
-
-def tune_thresholds(run: Run, rule: str = "min_hter", split: str = "val") -> dict:
-    """The thresholds (and temperature) a rule picks on `split`, in the thresholds.json format."""
-    return _tune(load_predictions(run, split), rule)
-
-
-def save_thresholds(run: Run, thresholds: dict) -> None:
-    atomic_write_json(run.path / "thresholds.json", thresholds)
-
-
-def load_thresholds(run: Run) -> dict:
-    """thresholds.json, else summary.json's "thresholds" (training's defaults), else {}."""
-    saved = _read_json(run.path / "thresholds.json")
-    if isinstance(saved, dict):
-        return saved
-    return dict((run.summary() or {}).get("thresholds") or {})
-
-
-def fit_temperature(probs_val: np.ndarray, labels_val: np.ndarray) -> float:
-    return M.fit_temperature(probs_val, labels_val)
+from engine.evaluate.predictions import EvaluateError, Predictions, load_predictions, splits_available
+from engine.evaluate.thresholds import tune_predictions
+from engine.metrics.binary import binary_report
+from engine.metrics.bootstrap import confusion_bootstrap, multilabel_bootstrap
+from engine.metrics.calibration import apply_temperature, fit_temperature, nll, reliability
+from engine.metrics.core import (MetricsError, average_precision, balanced_accuracy, confusion_matrix, decide,
+                                 f1_averages, far_frr, log_loss, multilabel_summary, normalise_cm, ovr_auc, per_class,
+                                 roc_auc, summarize, top_k_accuracy)
+from engine.metrics.multilabel import multilabel_report
+from engine.runs.folder import Run
 
 
 # --- metrics -------------------------------------------------------------------------------------------
 
 
-def binary_curves(probs_pos: np.ndarray, labels_pos: np.ndarray) -> dict[str, np.ndarray]:
-    """Chart arrays over every distinct score (ascending thresholds): FAR/FRR/HTER, ROC, PR and DET."""
-    return M.curves(labels_pos, probs_pos)
+def metrics_at(labels: np.ndarray, probs: np.ndarray, task: str, positive: int = 1,
+               threshold: float | np.ndarray | None = 0.5) -> dict:
+    """Quick recompute at one threshold (a slider): the training summary plus F1 averages (and FAR/FRR).
 
-
-def _decide(probs: np.ndarray, task: str, positive: int, threshold) -> np.ndarray:
-    if task == "binary":
-        return np.where(probs[:, positive] >= float(threshold), positive, 1 - positive)
+    The summary and the confusion matrix decide at the same threshold (0.5 when None), 0.0 included.
+    """
     if task == "multilabel":
-        return probs >= np.asarray(threshold if threshold is not None else 0.5)
-    return probs.argmax(axis=1)
-
-
-def metrics_at(probs: np.ndarray, labels: np.ndarray, task: str, positive: int = 1, threshold=0.5) -> dict:
-    """Quick recompute at one threshold (a slider): the training summary plus F1 averages (and FAR/FRR)."""
-    if task == "multilabel":
-        rep = M.multilabel_report(probs, labels, np.broadcast_to(np.asarray(threshold, float), probs.shape[1:]))
+        rep = multilabel_report(labels, probs, np.broadcast_to(np.asarray(threshold, float), probs.shape[1:]))
         return {k: v for k, v in rep.items() if isinstance(v, float)}
-    out = M.summarize(probs, labels, task, positive=positive, threshold=float(threshold or 0.5))
-    cm = M.confusion_matrix(labels, _decide(probs, task, positive, threshold), probs.shape[1])
-    out.update(M.f1_averages(cm), confusion_matrix=cm.tolist())
+    t = 0.5 if threshold is None else float(threshold)
+    out = summarize(labels, probs, task, positive=positive, threshold=t)
+    cm = confusion_matrix(labels, decide(probs, task, positive, t), probs.shape[1])
+    out.update(f1_averages(cm), confusion_matrix=cm.tolist())
     return out
 
 
-def _most_confused(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict]:
-    off = cm.copy()
+def most_confused(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict]:
+    """The n largest off-diagonal cells of a confusion matrix, largest first (row-major order breaks ties):
+    [{"true", "predicted", "count"}], empty cells left out."""
+    off = np.asarray(cm).copy()
     np.fill_diagonal(off, 0)
     flat = np.argsort(-off, axis=None, kind="stable")[:n]
-    t, p = np.unravel_index(flat, cm.shape)
+    t, p = np.unravel_index(flat, off.shape)
     return [{"true": classes[i], "predicted": classes[j], "count": int(off[i, j])} for i, j in zip(t, p) if off[i, j] > 0]
 
 
@@ -145,56 +56,56 @@ def _single_label(pred: Predictions, chosen: dict, bootstrap: int, seed: int) ->
     probs, labels, c = pred.probs, pred.labels.astype(np.int64), pred.probs.shape[1]
     binary = pred.task == "binary"
     threshold = chosen.get("binary", 0.5) if binary else None
-    cm = M.confusion_matrix(labels, _decide(probs, pred.task, pred.positive, threshold), c)
-    pc = M.per_class(cm)
+    cm = confusion_matrix(labels, decide(probs, pred.task, pred.positive, threshold), c)
+    pc = per_class(cm)
     out: dict = {
-        "accuracy": float(np.trace(cm) / max(1, cm.sum())), "balanced_accuracy": M.balanced_accuracy(cm),
-        **M.f1_averages(cm), "log_loss": M.log_loss(probs, labels),
-        "top_k": {str(k): M.top_k_accuracy(probs, labels, k) for k in (1, 3, 5) if k < c},
-        "confusion_matrix": cm.tolist(), "confusion_matrix_normalised": M.normalise_cm(cm).tolist(),
+        "accuracy": float(np.trace(cm) / max(1, cm.sum())), "balanced_accuracy": balanced_accuracy(cm),
+        **f1_averages(cm), "log_loss": log_loss(labels, probs),
+        "top_k": {str(k): top_k_accuracy(labels, probs, k) for k in (1, 3, 5) if k < c},
+        "confusion_matrix": cm.tolist(), "confusion_matrix_normalised": normalise_cm(cm).tolist(),
         "per_class": [{"class": pred.classes[i], "precision": float(pc["precision"][i]), "recall": float(pc["recall"][i]),
                        "f1": float(pc["f1"][i]), "support": int(pc["support"][i])} for i in range(c)],
-        "most_confused": _most_confused(cm, pred.classes),
-        "ci": M.confusion_bootstrap(cm, bootstrap, seed, binary_positive=pred.positive if binary else None),
+        "most_confused": most_confused(cm, pred.classes),
+        "ci": confusion_bootstrap(cm, bootstrap, seed, binary_positive=pred.positive if binary else None),
     }
     if binary:
         y_pos, score = labels == pred.positive, probs[:, pred.positive]
-        far, frr = M.far_frr(y_pos, score, threshold)
+        far, frr = far_frr(y_pos, score, threshold)
         out.update(far=far, frr=frr, hter=(far + frr) / 2, threshold=float(threshold),
                    rule=chosen.get("rule", "manual"), positive_class=pred.classes[pred.positive])
-        out["roc_auc"] = out["auc"] = M.roc_auc(y_pos, score)
-        out["pr_auc"] = M.average_precision(y_pos, score)
+        out["roc_auc"] = out["auc"] = roc_auc(y_pos, score)
+        out["pr_auc"] = average_precision(y_pos, score)
         try:
-            out.update(M.binary_report(y_pos, score))
-        except M.MetricsError:  # one class only in this split: the curve figures do not exist
+            out.update(binary_report(y_pos, score))
+        except MetricsError:  # one class only in this split: the curve figures do not exist
             out.update({k: None for k in ("eer", "eer_threshold", "min_hter", "min_hter_threshold", "best_f1",
                                           "f1_threshold", "frr_at_far", "far_at_frr")})
     else:
-        out["roc_auc"] = M.ovr_auc(probs, labels, "roc")
-        out["pr_auc"] = M.ovr_auc(probs, labels, "pr")
+        out["roc_auc"] = ovr_auc(labels, probs, "roc")
+        out["pr_auc"] = ovr_auc(labels, probs, "pr")
     return out
 
 
 def _multilabel(pred: Predictions, chosen: dict, bootstrap: int, seed: int) -> dict:
     c = pred.probs.shape[1]
     t = np.asarray(chosen.get("multilabel") or [0.5] * c, np.float64)
-    rep = M.multilabel_report(pred.probs, pred.labels, t)
+    rep = multilabel_report(pred.labels, pred.probs, t)
     per_label = [{"class": pred.classes[i], "precision": float(rep["precision"][i]), "recall": float(rep["recall"][i]),
                   "f1": float(rep["f1"][i]), "support": int(rep["support"][i]), "threshold": float(t[i])} for i in range(c)]
     support = rep["support"].astype(np.float64)
-    pred_bool = pred.probs >= t[None, :]
+    pred_bool = decide(pred.probs, "multilabel", threshold=t)
     return {
         "accuracy": rep["subset_accuracy"], "subset_accuracy": rep["subset_accuracy"],
-        "balanced_accuracy": M.multilabel_summary(pred.probs, pred.labels, t)["balanced_accuracy"],
+        "balanced_accuracy": multilabel_summary(pred.labels, pred.probs, t)["balanced_accuracy"],
         "micro_f1": rep["micro_f1"], "macro_f1": rep["macro_f1"], "samples_f1": rep["samples_f1"],
         "weighted_f1": float((rep["f1"] * support).sum() / support.sum()) if support.sum() else 0.0,
-        "hamming_loss": rep["hamming_loss"], "log_loss": M.log_loss(pred.probs, pred.labels, multilabel=True),
+        "hamming_loss": rep["hamming_loss"], "log_loss": log_loss(pred.labels, pred.probs, multilabel=True),
         "top_k": {}, "confusion_matrix": rep["confusion"].tolist(),
-        "confusion_matrix_normalised": [M.normalise_cm(m).tolist() for m in rep["confusion"]],
+        "confusion_matrix_normalised": [normalise_cm(m).tolist() for m in rep["confusion"]],
         "per_class": per_label, "per_label": per_label, "most_confused": [],
         "thresholds": {pred.classes[i]: float(t[i]) for i in range(c)},
-        "roc_auc": M.ovr_auc(pred.probs, pred.labels, "roc"), "pr_auc": M.ovr_auc(pred.probs, pred.labels, "pr"),
-        "ci": M.multilabel_bootstrap(pred_bool, pred.labels, bootstrap, seed),
+        "roc_auc": ovr_auc(pred.labels, pred.probs, "roc"), "pr_auc": ovr_auc(pred.labels, pred.probs, "pr"),
+        "ci": multilabel_bootstrap(pred.labels, pred_bool, bootstrap, seed),
     }
 
 
@@ -209,21 +120,21 @@ def evaluate_run(run: Run, split: str = "test", tune_split: str = "val", rule: s
     report = load_predictions(run, split)
     tune = load_predictions(run, tune_split) if tune_split != split else report
     if thresholds is None:
-        chosen = _tune(tune, rule)
+        chosen = tune_predictions(tune, rule)
     else:  # given thresholds keep their own provenance; None means "not tuned on any split"
         chosen = {"rule": "manual", "tuned_on": None, **thresholds}
         if "temperature" not in chosen:
-            chosen["temperature"] = M.fit_temperature(tune.probs, tune.labels)
+            chosen["temperature"] = fit_temperature(tune.labels, tune.probs)
     if report.task == "multilabel":
         out = _multilabel(report, chosen, bootstrap, seed)
     else:
         out = _single_label(report, chosen, bootstrap, seed)
     temperature = chosen.get("temperature")
-    calib = M.reliability(report.probs, report.labels)
+    calib = reliability(report.labels, report.probs)
     if temperature:
-        after = M.apply_temperature(report.probs, temperature, report.task == "multilabel")
-        calib.update(temperature=float(temperature), ece_after=M.reliability(after, report.labels)["ece"],
-                     nll_before=M.nll(report.probs, report.labels), nll_after=M.nll(after, report.labels))
+        after = apply_temperature(report.probs, temperature, report.task == "multilabel")
+        calib.update(temperature=float(temperature), ece_after=reliability(report.labels, after)["ece"],
+                     nll_before=nll(report.labels, report.probs), nll_after=nll(report.labels, after))
     out.update(calibration=calib, task=report.task, classes=report.classes, n=int(len(report.labels)),
                tuned_on=chosen.get("tuned_on"), reported_on=split, optimistic=chosen.get("tuned_on") == split,
                threshold_config=chosen)
@@ -240,12 +151,12 @@ def top_losses(pred: Predictions, n: int = 24, threshold=None) -> list[dict]:
         y = pred.labels.astype(bool)
         q = np.clip(p, eps, 1 - eps)
         loss = -np.where(y, np.log(q), np.log1p(-q)).sum(axis=1)
-        decided = _decide(p, "multilabel", 0, threshold)
+        decided = decide(p, "multilabel", threshold=threshold)
     else:
         y = pred.labels.astype(np.int64)
         loss = -np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))
-        decided = _decide(p, pred.task, pred.positive, 0.5 if threshold is None else threshold) if pred.task == "binary" \
-            else p.argmax(axis=1)
+        binary_t = 0.5 if threshold is None else threshold  # binary items are decided at t, never by argmax
+        decided = decide(p, pred.task, pred.positive, binary_t if pred.task == "binary" else None)
     order = np.argsort(-loss, kind="stable")[:n]
     out = []
     for i in order:

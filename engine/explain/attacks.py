@@ -1,8 +1,10 @@
 """L-inf adversarial attacks (FGSM, PGD) and robustness sweeps over a run's evaluation images.
 
-Epsilon is in pixel units of [0, 1] images, because normalisation lives inside the model (DESIGN.md):
+Epsilon is in pixel units of [0, 1] images, because normalisation lives inside the model (ARCHITECTURE.md):
 eps = 8/255 means "each pixel moves by at most 8 grey levels", whatever the model's mean/std.
-Attacks run on the shared cached model under its lock and never need parameter gradients.
+Attacks run on the shared cached model under its lock and never need parameter gradients. Images come
+in through `engine.data.pixels.to_tensor` and decisions through `engine.metrics.core.decide` (at the
+run's saved threshold), so "flipped" means what Evaluate and Predict would call a different decision.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
+from engine.evaluate.predictions import load_predictions
+from engine.evaluate.report import metrics_at
+from engine.evaluate.thresholds import load_thresholds
+from engine.metrics.core import decide
 from engine.predict.run_model import RunModel, load_run_model, predict_tensor
 from engine.runs.folder import Run
 
@@ -97,14 +104,9 @@ def perturbation_image(x: torch.Tensor, x_adv: torch.Tensor) -> tuple[np.ndarray
 
 
 def _flipped(rm: RunModel, x: torch.Tensor, y: torch.Tensor, threshold: float | None) -> np.ndarray:
+    """Which images the model now decides wrongly (binary at `threshold` when given, else argmax)."""
     probs = predict_tensor(rm, x)
-    return _decisions(probs, rm, threshold) != y.cpu().numpy()
-
-
-def _decisions(probs: np.ndarray, rm: RunModel, threshold: float | None) -> np.ndarray:
-    if rm.task == "binary" and threshold is not None:
-        return np.where(probs[:, rm.positive] >= threshold, rm.positive, 1 - rm.positive)
-    return probs.argmax(1)
+    return decide(probs, rm.task, rm.positive, threshold) != y.cpu().numpy()
 
 
 def minimal_epsilon(rm: RunModel, x: torch.Tensor, y, attack: str = "fgsm", hi: float = 0.1, iters: int = 8,
@@ -132,8 +134,7 @@ def minimal_epsilon(rm: RunModel, x: torch.Tensor, y, attack: str = "fgsm", hi: 
 
 def _load_split(run: Run, split: str, limit: int) -> tuple:
     """The first `limit` images of the split as stored in its predictions, decoded as training saw them."""
-    from engine.data import open_dataset
-    from engine.evaluate.report import load_predictions
+    from engine.data.dataset import open_dataset
 
     pred = load_predictions(run, split)
     header, cfg = run.config(), run.config().get("config", {})
@@ -143,7 +144,7 @@ def _load_split(run: Run, split: str, limit: int) -> tuple:
                       test_fraction=cfg.get("test_fraction", 0.15))
     n = min(int(limit or len(pred.indices)), len(pred.indices))
     idx = np.asarray(pred.indices[:n])
-    x = torch.from_numpy(np.array(ds.images[idx])).permute(0, 3, 1, 2).float().div(255.0)
+    x = to_tensor(ds.images[idx])
     return pred, x, pred.labels[:n], pred.probs[:n]
 
 
@@ -151,8 +152,6 @@ def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 2
                   steps: int = 10, progress: Callable | None = None, batch_size: int = 64,
                   min_eps: bool = True, min_eps_hi: float = 0.1) -> dict:
     """Accuracy (and FAR/FRR/HTER for binary, at the saved threshold) under attack at each eps."""
-    from engine.evaluate.report import load_thresholds, metrics_at
-
     if attack not in ATTACKS:
         raise AttackError(f"Unknown attack '{attack}'; choose one of {', '.join(ATTACKS)}.")
     rm = load_run_model(run)
@@ -174,14 +173,14 @@ def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 2
             if progress:
                 progress(done, total, f"{attack} eps={e:g}")
         p = np.concatenate(probs)
-        m = metrics_at(p, labels, rm.task, positive=rm.positive, threshold=thr)
-        dec = _decisions(p, rm, thr if rm.task == "binary" else None)
+        m = metrics_at(labels, p, rm.task, positive=rm.positive, threshold=thr)
+        dec = decide(p, rm.task, rm.positive, thr if rm.task == "binary" else None)
         per_class = {c: float((dec[labels == i] == i).mean()) for i, c in enumerate(rm.classes) if (labels == i).any()}
         row = {"eps": e, "accuracy": float(m["accuracy"]), "per_class": per_class}
         if rm.task == "binary":
             row.update({k: float(m[k]) for k in ("far", "frr", "hter") if k in m})
         rows.append(row)
-    clean = metrics_at(stored, labels, rm.task, positive=rm.positive, threshold=thr)
+    clean = metrics_at(labels, stored, rm.task, positive=rm.positive, threshold=thr)
     out = {"run": run.id, "split": split, "n": int(len(x)), "attack": attack, "steps": steps if attack == "pgd" else 1,
            "task": rm.task, "threshold": thr if rm.task == "binary" else None, "eps": eps,
            "accuracy": [r["accuracy"] for r in rows], "per_class": [r["per_class"] for r in rows],

@@ -4,7 +4,10 @@ One sort and two cumulative sums give the counts at every threshold at once, so 
 O(n log n) with no Python loop over thresholds. Thresholds are the distinct scores (ties are never
 split: a threshold between two equal scores does not exist), plus one value just above the highest
 score where everything is rejected, so both ends of the FAR/FRR trade-off are on the curve.
-Decisions are `score >= t`; FAR = false accepts / negatives; FRR = false rejects / positives.
+Decisions are `score >= t`; FAR = false accepts / negatives; FRR = false rejects / positives;
+HTER = (FAR + FRR) / 2; EER = (FAR + FRR) / 2 at the threshold minimising |FAR - FRR|. The counting
+itself (`cumulative_counts`) and the decision rule live in `core`, which this module builds on.
+Arguments are (labels, scores), as in scikit-learn.
 """
 
 from __future__ import annotations
@@ -14,22 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
-from engine.metrics.core import MetricsError, check_scores
-
-
-def cumulative_counts(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(thresholds descending, true accepts, false accepts) when accepting `score >= threshold`."""
-    s = check_scores(scores)
-    y = np.asarray(y).astype(bool)
-    if y.shape != s.shape:
-        raise MetricsError(f"Labels and scores differ in length ({y.size} vs {s.size}).")
-    order = np.argsort(s, kind="stable")[::-1]
-    s_sorted = s[order]
-    tp_all = np.cumsum(y[order], dtype=np.int64)
-    # the last item of each run of equal scores: the counts there include the whole tie
-    last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
-    tp = tp_all[last]
-    return s_sorted[last], tp, (last + 1) - tp
+from engine.metrics.core import MetricsError, check_scores, cumulative_counts
 
 
 @dataclass
@@ -46,6 +34,7 @@ class Sweep:
 
     @property
     def hter(self) -> np.ndarray:
+        """HTER = (FAR + FRR) / 2 at each threshold."""
         return (self.far + self.frr) / 2
 
     def eer(self) -> tuple[float, float]:

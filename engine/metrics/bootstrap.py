@@ -4,6 +4,8 @@ For single-label tasks every metric we bootstrap (HTER, balanced accuracy, macro
 the confusion matrix alone, and resampling N items with replacement makes the cell counts exactly
 Multinomial(N, cm / N). So B resamples are one `rng.multinomial` call on C*C cells instead of B*N
 index draws: exact, and independent of N. Multi-label draws per-item weights in chunks instead.
+HTER here is the same definition as in `core`: FAR = false accepts / negatives, FRR = false rejects /
+positives, averaged. Arguments are (labels, decisions), as in scikit-learn.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def confusion_bootstrap(cm: np.ndarray, n: int = 1000, seed: int = 0, level: flo
     return {k: _interval(v, level) for k, v in out.items()}
 
 
-def multilabel_bootstrap(pred: np.ndarray, y: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95,
+def multilabel_bootstrap(y: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95,
                          chunk: int = 100) -> dict[str, list[float] | None]:
     """Macro F1 interval for multi-label predictions: multinomial item weights, one matrix product per chunk."""
     if n <= 0 or len(y) == 0:

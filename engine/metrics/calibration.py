@@ -3,6 +3,9 @@
 Temperature scaling works on the stored probabilities (the run keeps no logits): log p is a logit up to a
 per-row constant, which softmax ignores, so softmax(log(p) / T) is exactly temperature scaling of the
 model's logits. For multi-label (sigmoid) outputs the logit is log(p / (1 - p)).
+
+ECE = sum over bins b of n_b / N * |accuracy_b - confidence_b| (equal-width confidence bins). Arguments
+are (labels, probs), as everywhere in `engine.metrics`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from engine.metrics.core import check_scores
 EPS = 1e-12
 
 
-def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def top_label(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(confidence, correct) pairs: the top class for single-label; every (item, label) cell for multi-label."""
     p = np.asarray(probs, np.float64)
     y = np.asarray(labels)
@@ -24,9 +27,9 @@ def top_label(probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nda
     return p.max(axis=1), (p.argmax(axis=1) == y).astype(np.float64)
 
 
-def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict:
+def reliability(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict:
     """Equal-width confidence bins {lo, hi, confidence, accuracy, count} and ECE = sum_b n_b/N |acc_b - conf_b|."""
-    conf, correct = top_label(check_scores(probs, "probabilities"), labels)
+    conf, correct = top_label(labels, check_scores(probs, "probabilities"))
     b = np.minimum((conf * n_bins).astype(np.int64), n_bins - 1)
     count = np.bincount(b, minlength=n_bins)
     conf_sum = np.bincount(b, conf, minlength=n_bins)
@@ -56,7 +59,7 @@ def apply_temperature(probs: np.ndarray, temperature: float, multilabel: bool = 
     return e / e.sum(axis=1, keepdims=True)
 
 
-def nll(probs: np.ndarray, labels: np.ndarray) -> float:
+def nll(labels: np.ndarray, probs: np.ndarray) -> float:
     """Negative log-likelihood of the labels (multi-hot labels: mean binary cross-entropy)."""
     p = np.clip(np.asarray(probs, np.float64), EPS, 1 - EPS)
     y = np.asarray(labels)
@@ -65,7 +68,7 @@ def nll(probs: np.ndarray, labels: np.ndarray) -> float:
     return float(-np.log(p[np.arange(len(y)), y]).mean())
 
 
-def fit_temperature(probs_val: np.ndarray, labels_val: np.ndarray) -> float:
+def fit_temperature(labels_val: np.ndarray, probs_val: np.ndarray) -> float:
     """Scalar T > 0 minimising validation NLL of softmax(log(p) / T), searched over log T in [1/20, 20]."""
     p = check_scores(probs_val, "probabilities")
     y = np.asarray(labels_val)

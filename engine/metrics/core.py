@@ -1,8 +1,17 @@
-"""Classification metrics on predicted probabilities (numpy, vectorised, sort-based).
+"""The exact definitions every other metric builds on, and the single-label summaries training reports.
 
-Definitions follow DESIGN.md ("Definitions that must be exact"): balanced accuracy is the mean of
-per-class recall; FAR/FRR divide by the number of negatives/positives (never by the batch size);
-binary decisions are `score >= threshold` with score = P(positive class).
+Why one module: a number on the Train page, on Evaluate, under an attack and in Predict must mean the
+same thing, so the rules they share live here once (see ARCHITECTURE.md, "Definitions that must be
+exact"), and `binary`, `multilabel`, `calibration` and `bootstrap` import from this module, never the
+reverse:
+
+- decision rule (`decide`): binary score = P(positive class), decided positive when score >= t;
+  multi-label: each label on when its probability >= that label's threshold; multiclass: argmax;
+- counts at every threshold from one sort (`cumulative_counts`), ties never split;
+- FAR = false accepts / negatives, FRR = false rejects / positives (never / batch size), HTER = their mean;
+- balanced accuracy = mean of per-class recall over the classes present.
+
+Argument order follows scikit-learn: labels first, then scores/probabilities (`f(labels, probs)`).
 """
 
 from __future__ import annotations
@@ -26,6 +35,42 @@ def check_scores(scores: np.ndarray, name: str = "scores") -> np.ndarray:
     return s
 
 
+def cumulative_counts(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds descending, true accepts, false accepts) when accepting `score >= threshold`.
+
+    One stable sort and one cumulative sum: the counts at each distinct score include the whole run of
+    scores tied with it, so a threshold never splits a tie.
+    """
+    s = check_scores(scores)
+    y = np.asarray(y).astype(bool)
+    if y.shape != s.shape:
+        raise MetricsError(f"Labels and scores differ in length ({y.size} vs {s.size}).")
+    order = np.argsort(s, kind="stable")[::-1]
+    s_sorted = s[order]
+    tp_all = np.cumsum(y[order], dtype=np.int64)
+    # the last item of each run of equal scores: the counts there include the whole tie
+    last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
+    tp = tp_all[last]
+    return s_sorted[last], tp, (last + 1) - tp
+
+
+def decide(probs: np.ndarray, task: str, positive: int = 1,
+           threshold: float | np.ndarray | None = None) -> np.ndarray:
+    """THE decision rule: probabilities (N, C), or one item's (C,), -> decisions.
+
+    - binary with a threshold t: score = P(positive), decided `positive` when score >= t (a score of
+      exactly t is positive), else the other class `1 - positive`; without a threshold: argmax;
+    - multilabel: a boolean per label, probs >= t, where t is one threshold or one per label (default 0.5);
+    - multiclass: argmax (the first class wins a tie).
+    """
+    p = np.asarray(probs)
+    if task == "multilabel":
+        return p >= np.asarray(0.5 if threshold is None else threshold, dtype=np.float64)
+    if task == "binary" and threshold is not None:
+        return np.where(p[..., positive] >= float(threshold), positive, 1 - positive)
+    return p.argmax(axis=-1)
+
+
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
     """counts[i, j] = items of true class i predicted as j."""
     idx = np.asarray(y_true, np.int64) * num_classes + np.asarray(y_pred, np.int64)
@@ -45,7 +90,7 @@ def per_class(cm: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def balanced_accuracy(cm: np.ndarray) -> float:
-    """Mean recall over the classes present in the true labels."""
+    """Balanced accuracy = mean of per-class recall, over the classes present in the true labels."""
     support = cm.sum(axis=1)
     present = support > 0
     return float((np.diag(cm)[present] / support[present]).mean()) if present.any() else 0.0
@@ -69,7 +114,10 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float | None:
 
 
 def far_frr(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
-    """FAR = false accepts / negatives, FRR = false rejects / positives, accepting when score >= t."""
+    """FAR = false accepts / negatives, FRR = false rejects / positives, accepting when score >= t.
+
+    Divided by the class counts, never by the number of items (that would be wrong under imbalance); a
+    rate whose class is absent is 0."""
     y = np.asarray(y_true).astype(bool)
     accept = np.asarray(scores) >= threshold
     n_pos, n_neg = int(y.sum()), int((~y).sum())
@@ -78,21 +126,20 @@ def far_frr(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[f
     return far, frr
 
 
-def summarize(probs: np.ndarray, labels: np.ndarray, task: str, positive: int = 1, threshold: float = 0.5) -> dict[str, float | None]:
-    """The per-epoch validation metrics: accuracy, balanced accuracy, macro F1 (+ AUC, HTER for binary).
+def summarize(labels: np.ndarray, probs: np.ndarray, task: str, positive: int = 1,
+              threshold: float = 0.5) -> dict[str, float | None]:
+    """The per-epoch validation metrics: accuracy, balanced accuracy, macro F1 (+ AUC, FAR/FRR/HTER for binary).
 
-    `probs` are (N, C) probabilities (softmax for single-label, sigmoid for multi-label); `labels`
-    are (N,) class indices or (N, C) multi-hot.
+    `labels` are (N,) class indices or (N, C) multi-hot; `probs` are (N, C) probabilities (softmax for
+    single-label, sigmoid for multi-label). Decisions follow `decide` at `threshold` (binary, multi-label).
     """
     if task == "multilabel":
-        return multilabel_summary(probs, labels, threshold)
+        return multilabel_summary(labels, probs, threshold)
     num_classes = probs.shape[1]
+    pred = decide(probs, task, positive, threshold if task == "binary" else None)
     if task == "binary":
         score = probs[:, positive]
         y_pos = labels == positive
-        pred = np.where(score >= threshold, positive, 1 - positive)
-    else:
-        pred = probs.argmax(axis=1)
     cm = confusion_matrix(labels, pred, num_classes)
     pc = per_class(cm)
     out: dict[str, float | None] = {
@@ -106,10 +153,10 @@ def summarize(probs: np.ndarray, labels: np.ndarray, task: str, positive: int = 
     return out
 
 
-def multilabel_summary(probs: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict[str, float]:
-    """Micro/macro F1, subset accuracy and Hamming loss at per-label thresholds."""
+def multilabel_summary(labels: np.ndarray, probs: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict[str, float]:
+    """Micro/macro F1, subset accuracy and Hamming loss at per-label thresholds (`decide`'s multi-label rule)."""
     y = np.asarray(labels).astype(bool)
-    pred = probs >= np.asarray(threshold)
+    pred = decide(probs, "multilabel", threshold=threshold)
     tp = (pred & y).sum(axis=0).astype(np.float64)
     fp = (pred & ~y).sum(axis=0).astype(np.float64)
     fn = (~pred & y).sum(axis=0).astype(np.float64)
@@ -160,7 +207,7 @@ def f1_averages(cm: np.ndarray) -> dict[str, float]:
     }
 
 
-def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
+def top_k_accuracy(labels: np.ndarray, probs: np.ndarray, k: int) -> float:
     """Share of items whose true class is among the k highest probabilities (ties resolved in its favour)."""
     p = np.asarray(probs, np.float64)
     y = np.asarray(labels, np.int64)
@@ -168,8 +215,9 @@ def top_k_accuracy(probs: np.ndarray, labels: np.ndarray, k: int) -> float:
     return float(((p > true_p[:, None]).sum(axis=1) < k).mean())
 
 
-def log_loss(probs: np.ndarray, labels: np.ndarray, multilabel: bool = False) -> float:
-    """Mean negative log-likelihood; rows renormalised and clipped at machine epsilon like scikit-learn."""
+def log_loss(labels: np.ndarray, probs: np.ndarray, multilabel: bool = False) -> float:
+    """Mean negative log-likelihood of the true class, -mean log p[i, y_i]; rows renormalised and clipped at
+    machine epsilon like scikit-learn (multi-label: mean binary cross-entropy over every item and label)."""
     eps = np.finfo(np.float64).eps
     p = np.asarray(probs, np.float64)
     if multilabel:
@@ -187,15 +235,13 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float | None:
     n_pos = int(y.sum())
     if n_pos == 0:
         return None
-    from engine.metrics.binary import cumulative_counts
-
     _, tp, fp = cumulative_counts(y, scores)
     precision = tp / (tp + fp)
     recall = tp / n_pos
     return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
-def ovr_auc(probs: np.ndarray, labels: np.ndarray, kind: str = "roc") -> float | None:
+def ovr_auc(labels: np.ndarray, probs: np.ndarray, kind: str = "roc") -> float | None:
     """Macro one-vs-rest ROC AUC or average precision over classes that have both positives and negatives."""
     y = np.asarray(labels)
     fn = roc_auc if kind == "roc" else average_precision

@@ -1,15 +1,17 @@
-"""Multi-label metrics: one threshold per label chosen to maximise that label's F1 (DESIGN.md), and the
-micro/macro/sample F1, Hamming loss and subset accuracy those thresholds give."""
+"""Multi-label metrics: one threshold per label chosen to maximise that label's F1 (an exact definition,
+see ARCHITECTURE.md), and the micro/macro/sample F1, Hamming loss and subset accuracy those thresholds give.
+
+Builds on `core` only (the counts at every threshold and the decision rule); arguments are (labels, probs).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.metrics.binary import cumulative_counts
-from engine.metrics.core import MetricsError, check_scores
+from engine.metrics.core import MetricsError, check_scores, cumulative_counts, decide
 
 
-def f1_thresholds(probs: np.ndarray, labels: np.ndarray, default: float = 0.5) -> np.ndarray:
+def f1_thresholds(labels: np.ndarray, probs: np.ndarray, default: float = 0.5) -> np.ndarray:
     """Per-label F1-optimal thresholds (each from one sort); a label with no positives keeps `default`,
     since every threshold gives F1 = 0 there and the highest would silently switch the label off."""
     p = check_scores(probs, "probabilities")
@@ -26,10 +28,10 @@ def f1_thresholds(probs: np.ndarray, labels: np.ndarray, default: float = 0.5) -
     return out
 
 
-def multilabel_report(probs: np.ndarray, labels: np.ndarray, thresholds: np.ndarray) -> dict:
+def multilabel_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndarray) -> dict:
     """Micro/macro/sample F1, Hamming loss, subset accuracy and per-label P/R/F1/support at `thresholds`."""
     y = np.asarray(labels).astype(bool)
-    pred = np.asarray(probs) >= np.asarray(thresholds)[None, :]
+    pred = decide(probs, "multilabel", threshold=thresholds)
     tp = (pred & y).sum(axis=0).astype(np.float64)
     fp = (pred & ~y).sum(axis=0).astype(np.float64)
     fn = (~pred & y).sum(axis=0).astype(np.float64)

@@ -2,10 +2,12 @@
 
 Why one object: the Predict page, the CLI and export must turn pixels into the *same* decision that
 Evaluate reported, so the run's thresholds.json (binary threshold / per-label thresholds) and its fitted
-temperature travel with the model. Images go through the one decoder (`engine.data.decode`) so EXIF
-orientation, palettes and alpha look to the model as they did in training; a bad file fails alone,
-never the batch. Models are cached per process (see `engine.predict.run_model`); `from_ref` hands each caller
-its own shallow copy so one caller's `unsure_below` does not leak into another's.
+temperature travel with the model, and decisions use Evaluate's rule (`engine.metrics.core.decide`) on
+the raw scores. Images go through the one decoder (`engine.data.decode`) and the one pixel contract
+(`engine.data.pixels`), so EXIF orientation, palettes and alpha look to the model as they did in
+training; a bad file fails alone, never the batch. Models are cached per process (see
+`engine.predict.run_model`); `from_ref` hands each caller its own shallow copy so one caller's
+`unsure_below` does not leak into another's.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from engine.data.pixels import to_tensor
 from engine.device import Compute, resolve_compute
 from engine.errors import LoupeError
+from engine.metrics.core import decide
 from engine.predict.run_model import RunModel, RunModelError, load_run_model, predict_tensor, prepare_image, wrap_model
 
 BUILTIN_IMAGENET = "builtin:imagenet"
@@ -73,7 +77,7 @@ def _imagenet_pixels(data: bytes, name: str, size: int, resize_to: int, interpol
     img = img.resize((nw, nh), resample)
     left, top = (nw - size) // 2, (nh - size) // 2
     crop = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return torch.from_numpy(crop.copy()).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+    return to_tensor(crop)
 
 
 @dataclass(eq=False)
@@ -161,15 +165,28 @@ class Predictor:
             share = (time.perf_counter() - t0) / len(xs)
             cal = self._calibrate(raw)
             for j, i in enumerate(idx):
-                results[i] = self._decide(items[i][0], raw[j], cal[j], top_k, secs[j] + share)
+                results[i] = self._result(items[i][0], raw[j], cal[j], top_k, secs[j] + share)
         return results  # type: ignore[return-value]
 
     def _calibrate(self, probs: np.ndarray) -> np.ndarray:
         if not self.temperature or float(self.temperature) == 1.0:
             return probs
-        from engine.metrics import apply_temperature
+        from engine.metrics.calibration import apply_temperature
 
         return apply_temperature(probs, float(self.temperature), self.task == "multilabel").astype(np.float32)
+
+    @property
+    def positive(self) -> int:
+        """The binary positive class: the one saved with the thresholds, else the run's."""
+        return int(self.thresholds.get("positive_class", self.rm.positive))
+
+    def raw_threshold(self) -> float | np.ndarray | None:
+        """The saved threshold(s) on raw probabilities, where Evaluate tuned them (0.5 when none are saved)."""
+        if self.task == "binary":
+            return float(self.thresholds.get("binary", 0.5))
+        if self.task == "multilabel":
+            return np.asarray(self.thresholds.get("multilabel") or [0.5] * len(self.classes), np.float64)
+        return None
 
     def decision_threshold(self) -> float | list[float] | None:
         """The saved threshold(s) on the scale of the reported (temperature-scaled) probabilities.
@@ -177,28 +194,25 @@ class Predictor:
         Thresholds are tuned on raw probabilities (as Evaluate reports them); temperature scaling is monotone,
         so mapping the threshold through it gives exactly the same decisions on the shown scores.
         """
+        t = self.raw_threshold()
         if self.task == "binary":
-            t = float(self.thresholds.get("binary", 0.5))
             return float(self._calibrate(np.array([[1 - t, t]], np.float64))[0, 1]) if self.temperature else t
         if self.task == "multilabel":
-            t = np.asarray(self.thresholds.get("multilabel") or [0.5] * len(self.classes), np.float64)
             return self._calibrate(t[None, :])[0].astype(float).tolist() if self.temperature else t.tolist()
         return None
 
-    def _decide(self, name: str, raw: np.ndarray, cal: np.ndarray, top_k: int, seconds: float) -> dict:
+    def _result(self, name: str, raw: np.ndarray, cal: np.ndarray, top_k: int, seconds: float) -> dict:
+        """One image's result dict; the decision is Evaluate's rule (`decide`) on the raw scores."""
         order = np.argsort(-cal, kind="stable")[:max(1, min(top_k, len(cal)))]
         top = [{"class": self.classes[i], "index": int(i), "prob": float(cal[i])} for i in order]
         confidence = float(cal[order[0]])
         res = {"file": name, "ok": True, "error": None, "top": top, "score": None, "confidence": confidence,
                "threshold": self.decision_threshold(), "seconds": float(seconds)}
         if self.task == "binary":
-            pos = int(self.thresholds.get("positive_class", self.rm.positive))
-            accept = raw[pos] >= float(self.thresholds.get("binary", 0.5))  # Evaluate's rule, on raw scores
-            res.update(label=self.classes[pos if accept else 1 - pos], score=float(cal[pos]),
-                       unsure=confidence < self.unsure_below)
+            label = int(decide(raw, "binary", self.positive, self.raw_threshold()))
+            res.update(label=self.classes[label], score=float(cal[self.positive]), unsure=confidence < self.unsure_below)
         elif self.task == "multilabel":
-            t = np.asarray(self.thresholds.get("multilabel") or [0.5] * len(self.classes), np.float64)
-            labels = [self.classes[i] for i in np.flatnonzero(raw >= t)]
+            labels = [self.classes[i] for i in np.flatnonzero(decide(raw, "multilabel", threshold=self.raw_threshold()))]
             res.update(label=labels, unsure=not labels)
         else:
             res.update(label=self.classes[order[0]], unsure=confidence < self.unsure_below)
@@ -212,7 +226,7 @@ def _failed(name: str, error: str, seconds: float = 0.0) -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _load_run(path: str, mtimes: tuple[float, float], device: str) -> Predictor:
-    from engine.evaluate.report import load_thresholds
+    from engine.evaluate.thresholds import load_thresholds
     from engine.runs.folder import Run
 
     run = Run(path)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
 from engine.models.classifier import probs_from_logits
 from engine.runs.folder import Run
@@ -96,7 +97,7 @@ def prepare_image(data: bytes | Path, name: str, rm: RunModel) -> tuple[np.ndarr
         pixels, _ = decode(data, name, size=rm.image_size, channels=rm.channels)
     except ImageDecodeError as e:
         raise RunModelError(f"The image '{name or 'upload'}' cannot be used: {e}.") from None
-    x = torch.from_numpy(np.array(pixels)).permute(2, 0, 1).float().div(255.0).unsqueeze(0)
+    x = to_tensor(pixels)
     return pixels, x.to(rm.device)
 
 

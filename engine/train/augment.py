@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from engine.config import RunConfig
+from engine.data.pixels import to_tensor, to_uint8
 
 # ITU-R BT.601 luma weights: what PIL and torchvision use for grayscale conversion.
 _LUMA = (0.299, 0.587, 0.114)
@@ -173,7 +174,7 @@ def to_float(images: Tensor) -> Tensor:
     """uint8 (N, H, W, C) (the decoded cache's layout) -> float (N, C, H, W) in [0, 1]."""
     if images.ndim == 3:
         images = images.unsqueeze(-1)
-    return images.permute(0, 3, 1, 2).float().div_(255.0)
+    return to_tensor(images)
 
 
 def preview(images_uint8: np.ndarray, cfg: RunConfig, n_variants: int = 4, seed: int = 0) -> np.ndarray:
@@ -190,6 +191,5 @@ def preview(images_uint8: np.ndarray, cfg: RunConfig, n_variants: int = 4, seed:
     batch = x.repeat_interleave(n_variants, dim=0)  # image-major: variants of image i are adjacent
     gen = torch.Generator().manual_seed(seed)
     out = augment_batch(batch, cfg, generator=gen)
-    out = (out * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    out = out.reshape(n, n_variants, h, w, c).numpy()
+    out = to_uint8(out).reshape(n, n_variants, h, w, c)
     return out[..., 0] if squeeze else out

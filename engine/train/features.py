@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.cache import cache_dir
+from engine.data.pixels import to_tensor
 from engine.device import Compute
 from engine.models.factory import ImageClassifier
 
@@ -28,7 +29,7 @@ Progress = Callable[[int, int, str], None]
 
 def to_pixels(batch: np.ndarray, device: str | torch.device = "cpu", image_size: int | None = None) -> torch.Tensor:
     """uint8 NHWC -> float NCHW in [0, 1] (channels_last strides, which convs prefer), resized if asked."""
-    t = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    t = to_tensor(batch, device)
     if image_size and tuple(t.shape[-2:]) != (image_size, image_size):
         t = F.interpolate(t, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
     return t

@@ -181,7 +181,7 @@ def _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimize
     probs = predict_probs(getattr(model, "module", model), data, s.ds.splits["val"], compute, multilabel,
                           batch_size=eval_batch_size(st["batch_size"]))
     labels = s.ds.labels[s.ds.splits["val"]]
-    metrics = summarize(probs, labels, s.task, positive=s.positive)
+    metrics = summarize(labels=labels, probs=probs, task=s.task, positive=s.positive)
     record = {"epoch": epoch + 1, "step": st["step"], "split": "val", "loss": log_loss(probs, labels, multilabel),
               **metrics, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
               "img_per_s": res.img_per_s, "time": now_iso()}

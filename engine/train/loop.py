@@ -17,6 +17,7 @@ import torch
 
 from engine.train.augment import augment_batch
 from engine.config import RunConfig
+from engine.data.pixels import to_tensor
 from engine.device import Compute
 from engine.errors import LoupeError
 from engine.models.classifier import probs_from_logits
@@ -47,7 +48,7 @@ class DeviceData:
         """Float NCHW in [0, 1] (channels_last memory: the NHWC storage permuted) and the targets."""
         where = torch.from_numpy(np.asarray(idx, dtype=np.int64))
         x = self.images.index_select(0, where.to(self.images.device)).to(self.device, non_blocking=True)
-        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        x = to_tensor(x)
         if not channels_last:
             x = x.contiguous()
         return x, self.labels[where].to(self.device, non_blocking=True)

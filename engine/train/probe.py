@@ -74,7 +74,7 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
             step += 1
         t_train += time.perf_counter() - t0
         probs = _head_probs(head, feats[val_idx], multilabel)
-        m = summarize(probs, ds.labels[val_idx], s.task, positive=s.positive)
+        m = summarize(labels=ds.labels[val_idx], probs=probs, task=s.task, positive=s.positive)
         run.append_metrics({"epoch": epoch + 1, "step": step, "split": "val", "loss": log_loss(probs, ds.labels[val_idx], multilabel),
                             **m, "train_loss": total / len(order), "lr": optimizer.param_groups[0]["lr"],
                             "img_per_s": len(order) / max(1e-9, time.perf_counter() - t0), "time": now_iso()})

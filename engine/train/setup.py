@@ -144,7 +144,7 @@ def save_predictions(run: Run, s: Session, predict: Callable[[np.ndarray], np.nd
         labels = s.ds.labels[idx]
         ids = np.array([s.ds.source.item_id(int(i)) for i in idx])
         write_npz(run.predictions / f"{split}.npz", ids=ids, indices=idx, labels=labels, probs=probs)
-        out[split] = summarize(probs, labels, s.task, positive=s.positive)
+        out[split] = summarize(labels=labels, probs=probs, task=s.task, positive=s.positive)
     return out
 
 
