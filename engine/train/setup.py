@@ -14,7 +14,8 @@ from engine.config import RunConfig
 from engine.data import Dataset, open_dataset
 from engine.device import Compute, configure_threads, resolve_compute
 from engine.metrics import summarize
-from engine.models.factory import ImageClassifier, ModelInfo, build_model
+from engine.models.classifier import ImageClassifier, ModelInfo
+from engine.models.factory import build_model
 from engine.runs.folder import Run, atomic_write_json, now_iso
 
 
