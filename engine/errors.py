@@ -33,3 +33,7 @@ class PretrainedUnavailable(ModelError):
 
 class WeightsError(ModelError):
     """A weights file or package that is unreadable or does not fit the architecture."""
+
+
+class EnvError(LoupeError):
+    """A LOUPE_* environment variable set to a value Loupe cannot use."""

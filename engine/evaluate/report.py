@@ -14,7 +14,7 @@ import numpy as np
 
 from engine import metrics as M
 from engine.errors import LoupeError
-from engine.runs.folder import Run, _read_json, atomic_write_json
+from engine.runs.folder import Run, atomic_write_json, read_json
 
 SPLITS = ("val", "test", "oof")
 RULES = ("min_hter", "f1", "eer")
@@ -96,7 +96,7 @@ def save_thresholds(run: Run, thresholds: dict) -> None:
 
 def load_thresholds(run: Run) -> dict:
     """thresholds.json, else summary.json's "thresholds" (training's defaults), else {}."""
-    saved = _read_json(run.path / "thresholds.json")
+    saved = read_json(run.path / "thresholds.json")
     if isinstance(saved, dict):
         return saved
     return dict((run.summary() or {}).get("thresholds") or {})

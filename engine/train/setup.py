@@ -43,10 +43,10 @@ def limit_train(train_idx: np.ndarray, labels: np.ndarray, limit: int, seed: int
     """A stratified subset of `limit` training items (for quick experiments), deterministic per seed."""
     if not limit or limit >= len(train_idx):
         return train_idx
-    from engine.data.splits import _carve, strata
+    from engine.data.splits import carve, strata
 
     keep = limit / len(train_idx)
-    rest, chosen = _carve(strata(labels), train_idx, (keep,), np.random.default_rng([seed, 7]))
+    rest, chosen = carve(strata(labels), train_idx, (keep,), np.random.default_rng([seed, 7]))
     return chosen
 
 
