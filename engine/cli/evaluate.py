@@ -76,7 +76,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("evaluate", parents=[RUNS_DIR, JSON], help="metrics, tuned thresholds, calibration and top losses of a run",
+    ev = sub.add_parser("evaluate", parents=[RUNS_DIR, JSON],
+                        help="metrics, tuned thresholds, calibration and top losses of a run",
                         description="Evaluate a run from its stored predictions: thresholds and temperature are "
                                     "tuned on --tune-split and reported on --split (val, flagged optimistic, when "
                                     "the run has no test split).")

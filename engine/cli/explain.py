@@ -100,7 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", required=True, help="output PNG")
     ex.set_defaults(func=cmd_explain)
 
-    at = sub.add_parser("attack", parents=[RUNS_DIR, JSON, NO_PROGRESS], help="accuracy under FGSM/PGD at several epsilons (pixel units of [0, 1])",
+    at = sub.add_parser("attack", parents=[RUNS_DIR, JSON, NO_PROGRESS],
+                        help="accuracy under FGSM/PGD at several epsilons (pixel units of [0, 1])",
                         description="Sweep adversarial epsilons over a run's evaluation images.")
     at.add_argument("run", help="run id or run folder")
     at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")

@@ -69,7 +69,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pr = sub.add_parser("predict", parents=[RUNS_DIR, JSON, NO_PROGRESS], help="classify images with a run or builtin:imagenet",
+    pr = sub.add_parser("predict", parents=[RUNS_DIR, JSON, NO_PROGRESS],
+                        help="classify images with a run or builtin:imagenet",
                         description="Predict image files (or a folder/.zip of images into a CSV) with a run's model "
                                     "and its saved thresholds, or with builtin:imagenet.")
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
@@ -79,7 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--out", default=None, help="CSV for a folder/zip (default predictions.csv)")
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", parents=[RUNS_DIR], help="write a run's model as ONNX or TorchScript plus a JSON model card",
+    ex = sub.add_parser("export", parents=[RUNS_DIR],
+                        help="write a run's model as ONNX or TorchScript plus a JSON model card",
                         description="Export a run's best model; it takes float32 NCHW pixels in [0, 1] and returns logits.")
     ex.add_argument("run", help="run id or folder (or builtin:imagenet)")
     ex.add_argument("--format", choices=["onnx", "torchscript"], required=True)

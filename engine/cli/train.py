@@ -46,7 +46,8 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", parents=[RUNS_DIR, NO_PROGRESS], help="train a model (foreground, with a progress bar)",
+    train = sub.add_parser("train", parents=[RUNS_DIR, NO_PROGRESS],
+                           help="train a model (foreground, with a progress bar)",
                            description="Train a model into a new run folder. With only --dataset, the defaults pick a "
                                        "recipe that suits the dataset and print what they chose and why.")
     train.add_argument("--config", help="a JSON/YAML config file (a run's config.json trains into that run)")
@@ -56,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
-    lrf = sub.add_parser("lr-find", parents=[NO_PROGRESS], help="LR range test: loss vs learning rate and a suggested value",
+    lrf = sub.add_parser("lr-find", parents=[NO_PROGRESS],
+                         help="LR range test: loss vs learning rate and a suggested value",
                          description="Train briefly with an exponentially rising learning rate on the configured "
                                      "data and model (nothing is saved) and suggest a learning rate.")
     lrf.add_argument("--config", help="a JSON/YAML config file")

@@ -33,7 +33,8 @@ def gradcam_layer(model: ImageClassifier) -> nn.Module:
             if isinstance(m, nn.Conv2d):
                 found = m
     if found is None:
-        raise ModelError("This model has no convolution or transformer block for Grad-CAM; choose another attribution method.")
+        raise ModelError("This model has no convolution or transformer block for Grad-CAM; "
+                         "choose another attribution method.")
     return found
 
 
