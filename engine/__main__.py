@@ -1,3 +1,5 @@
+"""`python -m engine`: the command line's entry point; the parser and the commands are in `engine.cli`."""
+
 import sys
 
 from engine.cli.main import main

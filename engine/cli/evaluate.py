@@ -1,13 +1,15 @@
 """`python -m engine evaluate RUN`: every metric of a run's stored predictions, thresholds tuned on val.
 
-Kept apart from cli.py so the evaluation command can grow (curves to files, top losses) without
-touching the other subcommands.
+The evaluation command group (registered by `engine.cli.main`): the command and its text report.
+The metrics themselves are `engine.evaluate.report`'s; this module only chooses what to print.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+
+from engine.cli.flags import JSON, RUNS_DIR
 
 
 def _fmt(v) -> str:
@@ -76,7 +78,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("evaluate", help="metrics, tuned thresholds, calibration and top losses of a run",
+    ev = sub.add_parser("evaluate", parents=[RUNS_DIR, JSON],
+                        help="metrics, tuned thresholds, calibration and top losses of a run",
                         description="Evaluate a run from its stored predictions: thresholds and temperature are "
                                     "tuned on --tune-split and reported on --split (val, flagged optimistic, when "
                                     "the run has no test split).")
@@ -88,6 +91,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (0: none)")
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.add_argument("--top", type=int, default=24, help="how many top losses / likely mislabelled items")
-    ev.add_argument("--runs-dir", help="where run folders are (default: $LOUPE_RUNS_DIR or ./runs)")
-    ev.add_argument("--json", action="store_true", help="print JSON for scripts")
     ev.set_defaults(func=cmd_evaluate)

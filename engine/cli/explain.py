@@ -1,15 +1,17 @@
 """`python -m engine explain RUN IMAGE` and `python -m engine attack RUN`: explanations and robustness.
 
-Kept apart from cli.py like cli_eval: these commands load a model and pull in Captum, which the
-data and training commands never need.
+The explain command group (registered by `engine.cli.main`). These commands load a model and pull in
+Captum, which the data and training commands never need, so the engine is imported only when they run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-
 from pathlib import Path
+
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
+from engine.cli.progress import TqdmProgress
 
 
 def _class_index(value: str | None, classes: list[str]) -> int | None:
@@ -49,7 +51,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from engine.explain.attacks import epsilon_sweep
-    from engine.cli.main import TqdmProgress
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)
@@ -85,8 +86,8 @@ METHOD_NAMES = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap
 BASELINE_NAMES = ("black", "blur", "noise")
 
 
-def register(sub) -> None:
-    ex = sub.add_parser("explain", help="attribution map of one image, written as an overlay PNG",
+def register(sub: argparse._SubParsersAction) -> None:
+    ex = sub.add_parser("explain", parents=[RUNS_DIR], help="attribution map of one image, written as an overlay PNG",
                         description="Explain a run's prediction on one image; writes the heatmap over the image.")
     ex.add_argument("run", help="run id or run folder")
     ex.add_argument("image", help="image file")
@@ -97,10 +98,10 @@ def register(sub) -> None:
     ex.add_argument("--alpha", type=float, default=0.5)
     ex.add_argument("--sign", choices=["positive", "absolute", "all"], default="positive")
     ex.add_argument("--out", required=True, help="output PNG")
-    ex.add_argument("--runs-dir", default=None)
     ex.set_defaults(func=cmd_explain)
 
-    at = sub.add_parser("attack", help="accuracy under FGSM/PGD at several epsilons (pixel units of [0, 1])",
+    at = sub.add_parser("attack", parents=[RUNS_DIR, JSON, NO_PROGRESS],
+                        help="accuracy under FGSM/PGD at several epsilons (pixel units of [0, 1])",
                         description="Sweep adversarial epsilons over a run's evaluation images.")
     at.add_argument("run", help="run id or run folder")
     at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")
@@ -109,10 +110,7 @@ def register(sub) -> None:
     at.add_argument("--attack", choices=["fgsm", "pgd"], default="fgsm")
     at.add_argument("--steps", type=int, default=10, help="PGD steps")
     at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")
-    at.add_argument("--json", action="store_true", help="print JSON for scripts")
     at.add_argument("--save", action="store_true", help="also save the sweep in RUN/robustness/ (the Explain page shows it)")
-    at.add_argument("--no-progress", action="store_true")
-    at.add_argument("--runs-dir", default=None)
     at.set_defaults(func=cmd_attack)
 
 

@@ -1,7 +1,8 @@
 """`python -m engine predict MODEL IMAGE...` and `python -m engine export RUN`: using a model outside the app.
 
-Kept apart from cli.py like cli_explain: these load a model (and for export, the ONNX exporter), which
-the data and training commands never need.
+The predict command group (registered by `engine.cli.main`). These load a model (and for export, the
+ONNX exporter), which the data and training commands never need, so the engine is imported only
+when they run.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
+from engine.cli.progress import TqdmProgress
 
 
 def _resolve(ref: str, runs_dir: str | None) -> str:
@@ -29,7 +33,6 @@ def _line(r: dict) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from engine.cli.main import TqdmProgress
     from engine.predict.predictor import PredictError, Predictor, predict_folder
 
     pred = Predictor.from_ref(_resolve(args.model, args.runs_dir))
@@ -65,8 +68,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub) -> None:
-    pr = sub.add_parser("predict", help="classify images with a run or builtin:imagenet",
+def register(sub: argparse._SubParsersAction) -> None:
+    pr = sub.add_parser("predict", parents=[RUNS_DIR, JSON, NO_PROGRESS],
+                        help="classify images with a run or builtin:imagenet",
                         description="Predict image files (or a folder/.zip of images into a CSV) with a run's model "
                                     "and its saved thresholds, or with builtin:imagenet.")
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
@@ -74,15 +78,12 @@ def register(sub) -> None:
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--unsure-below", type=float, default=None, help="flag predictions whose top probability is lower")
     pr.add_argument("--out", default=None, help="CSV for a folder/zip (default predictions.csv)")
-    pr.add_argument("--json", action="store_true", help="print JSON for scripts")
-    pr.add_argument("--no-progress", action="store_true")
-    pr.add_argument("--runs-dir", default=None)
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", help="write a run's model as ONNX or TorchScript plus a JSON model card",
+    ex = sub.add_parser("export", parents=[RUNS_DIR],
+                        help="write a run's model as ONNX or TorchScript plus a JSON model card",
                         description="Export a run's best model; it takes float32 NCHW pixels in [0, 1] and returns logits.")
     ex.add_argument("run", help="run id or folder (or builtin:imagenet)")
     ex.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     ex.add_argument("--out", required=True, help="output file; the model card goes to OUT.json")
-    ex.add_argument("--runs-dir", default=None)
     ex.set_defaults(func=cmd_export)

@@ -13,6 +13,8 @@ import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
+from engine.cli.progress import TqdmProgress
 from engine.config import GROUPS, RunConfig, field_groups
 
 
@@ -44,19 +46,19 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a model (foreground, with a progress bar)",
+    train = sub.add_parser("train", parents=[RUNS_DIR, NO_PROGRESS],
+                           help="train a model (foreground, with a progress bar)",
                            description="Train a model into a new run folder. With only --dataset, the defaults pick a "
                                        "recipe that suits the dataset and print what they chose and why.")
     train.add_argument("--config", help="a JSON/YAML config file (a run's config.json trains into that run)")
     train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
-    train.add_argument("--runs-dir", help="where run folders go (default: $LOUPE_RUNS_DIR or ./runs)")
     train.add_argument("--background", action="store_true", help="start as a background job and return")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
-    lrf = sub.add_parser("lr-find", help="LR range test: loss vs learning rate and a suggested value",
+    lrf = sub.add_parser("lr-find", parents=[NO_PROGRESS],
+                         help="LR range test: loss vs learning rate and a suggested value",
                          description="Train briefly with an exponentially rising learning rate on the configured "
                                      "data and model (nothing is saved) and suggest a learning rate.")
     lrf.add_argument("--config", help="a JSON/YAML config file")
@@ -65,32 +67,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     lrf.add_argument("--start-lr", type=float, default=1e-6)
     lrf.add_argument("--end-lr", type=float, default=1.0)
     lrf.add_argument("--json", action="store_true", help="print lrs, losses and the suggestion as JSON")
-    lrf.add_argument("--no-progress", action="store_true")
     lrf.set_defaults(func=cmd_lr_find)
     add_config_flags(lrf)
 
     runs = sub.add_parser("runs", help="list or delete runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND", required=True)
-    ls = runs_sub.add_parser("list", help="the runs, newest first")
-    ls.add_argument("--json", action="store_true")
-    ls.add_argument("--runs-dir")
+    ls = runs_sub.add_parser("list", parents=[RUNS_DIR, JSON], help="the runs, newest first")
     ls.set_defaults(func=cmd_runs_list)
-    rm = runs_sub.add_parser("delete", help="delete a finished run folder")
+    rm = runs_sub.add_parser("delete", parents=[RUNS_DIR], help="delete a finished run folder")
     rm.add_argument("run")
-    rm.add_argument("--runs-dir")
     rm.set_defaults(func=cmd_runs_delete)
 
-    stop = sub.add_parser("stop", help="ask a running training to stop at the next batch")
+    stop = sub.add_parser("stop", parents=[RUNS_DIR], help="ask a running training to stop at the next batch")
     stop.add_argument("run")
-    stop.add_argument("--runs-dir")
     stop.set_defaults(func=cmd_stop)
 
-    resume = sub.add_parser("resume", help="continue a stopped or crashed run from its last checkpoint")
+    resume = sub.add_parser("resume", parents=[RUNS_DIR, NO_PROGRESS],
+                            help="continue a stopped or crashed run from its last checkpoint")
     resume.add_argument("run")
-    resume.add_argument("--runs-dir")
     resume.add_argument("--background", action="store_true")
-    resume.add_argument("--json", action="store_true")
-    resume.add_argument("--no-progress", action="store_true")
+    resume.add_argument("--json", action="store_true", help="print the summary as JSON")
     resume.set_defaults(func=cmd_resume)
 
 
@@ -176,7 +172,6 @@ def _shared_run(cfg: RunConfig, runs_dir: str | None):
 
 
 def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace) -> int:
-    from engine.cli.main import TqdmProgress
     from engine.device import resolve_device
     from engine.train.jobs import device_slot
     from engine.train.fit import train_cli_entry
@@ -203,7 +198,6 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
 
 
 def cmd_lr_find(args: argparse.Namespace) -> int:
-    from engine.cli.main import TqdmProgress
     from engine.train.lr_find import find_lr
 
     cfg, _ = build_config(args)

@@ -23,7 +23,7 @@ def strata(labels: np.ndarray, min_size: int = 3) -> np.ndarray:
     return inverse
 
 
-def _carve(groups: np.ndarray, items: np.ndarray, fractions: tuple[float, ...], rng: np.random.Generator) -> list[np.ndarray]:
+def carve(groups: np.ndarray, items: np.ndarray, fractions: tuple[float, ...], rng: np.random.Generator) -> list[np.ndarray]:
     """Split `items` into len(fractions)+1 parts, each stratum in the same proportions.
 
     Rounding is done per stratum, but any stratum with at least len(fractions)+1 items gets at least
@@ -64,7 +64,7 @@ def make_splits(
     usable = np.flatnonzero(ok)
     notes: list[str] = []
     if split_of is None:
-        train, val, test = _carve(groups, usable, (val_fraction, test_fraction), rng)
+        train, val, test = carve(groups, usable, (val_fraction, test_fraction), rng)
         notes.append(
             f"No split given: made a stratified {1 - val_fraction - test_fraction:.0%}/{val_fraction:.0%}/"
             f"{test_fraction:.0%} train/val/test split with seed {seed}."
@@ -74,7 +74,7 @@ def make_splits(
     train = usable[(codes == TRAIN) | (codes == UNASSIGNED)]
     val, test = usable[codes == VAL], usable[codes == TEST]
     if len(val) == 0:
-        train, val = _carve(groups, train, (val_fraction,), rng)
+        train, val = carve(groups, train, (val_fraction,), rng)
         notes.append(f"No val split given: carved {val_fraction:.0%} of train, stratified, seed {seed}.")
     if len(test) == 0:
         notes.append("No test split given: thresholds tuned and reported on val are optimistic.")

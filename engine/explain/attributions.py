@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from engine.errors import LoupeError
-from engine.explain.gradcam import gradcam, guided_gradcam, hook_counts, no_inplace_relu
+from engine.explain.gradcam import gradcam, gradcam_layer, guided_gradcam, hook_counts, no_inplace_relu
 from engine.explain.render import deletion_curve, heatmap_image, make_baseline, overlay  # noqa: F401 (public API)
 from engine.predict.run_model import RunModel, predict_tensor
 
@@ -73,8 +73,6 @@ def occlusion_geometry(h: int, w: int, window: int | None, stride: int | None) -
 def _attribute(rm: RunModel, x: torch.Tensor, method: str, target: int, base: torch.Tensor, n_steps: int,
                ibs: int, window: int | None, stride: int | None, params: dict) -> torch.Tensor:
     from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
-
-    from engine.models.factory import gradcam_layer
 
     model = rm.model
     h, w = x.shape[-2:]

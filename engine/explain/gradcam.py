@@ -1,8 +1,10 @@
-"""Grad-CAM for CNNs and ViTs, with hooks that never outlive the call.
+"""Grad-CAM for CNNs and ViTs, with hooks that never outlive the call: which layer to read
+(`gradcam_layer`), the map itself (`gradcam`, `guided_gradcam`) and the hook bookkeeping.
 
 Why our own instead of Captum's `LayerGradCam`: a ViT block's output is (N, tokens, dim), which
 LayerGradCam would average over the wrong axis; here the token axis is reshaped to the patch grid
-first, so one code path serves every model `engine.models.factory.gradcam_layer` can name.
+first, so one code path serves every model `gradcam_layer` can name. The layer choice lives here, not
+in the model factory, because only explanations need it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,28 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from engine.errors import ModelError
+from engine.models.classifier import ImageClassifier
+
+
+def gradcam_layer(model: ImageClassifier) -> nn.Module:
+    """Layer whose activations Grad-CAM uses: the last spatial conv for CNNs, the last block's norm1 for ViTs."""
+    bb = model.backbone
+    blocks = getattr(bb, "blocks", None)
+    if hasattr(bb, "patch_embed") and blocks is not None and len(blocks) and hasattr(blocks[-1], "norm1"):
+        return blocks[-1].norm1
+    found = None
+    for name, child in bb.named_children():
+        if name in ("global_pool", "head", "fc", "classifier", "embed"):
+            break  # modules after pooling see no spatial map
+        for m in child.modules():
+            if isinstance(m, nn.Conv2d):
+                found = m
+    if found is None:
+        raise ModelError("This model has no convolution or transformer block for Grad-CAM; "
+                         "choose another attribution method.")
+    return found
 
 
 def hook_counts(model: nn.Module) -> tuple[int, int, int]:

@@ -1,9 +1,13 @@
-"""The networks: built-in small CNNs for low-resolution data, and the wrapper every model is used through.
+"""The wrapper every model is used through (`ImageClassifier`), its heads, and the transfer strategies.
 
 Why a wrapper: attacks, attributions and exports all work in pixel space, so normalisation (and the
 grayscale-to-RGB repeat a 3-channel pretrained backbone needs) lives inside the model, never in the
 data pipeline. The wrapper splits `features` (backbone) from `head`, so a linear probe can cache the
 features once and train only the head, and `finetune_last` can name the last stage.
+
+The transfer strategies (`apply_strategy`, `set_train_mode`) live here, beside the wrapper whose
+`last_stage` and `train_mode()` they use, so the wrapper needs nothing from the factory that builds it.
+The backbones themselves come from timm or `engine.models.small_cnns`; `engine.models.factory` builds.
 """
 
 from __future__ import annotations
@@ -14,23 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.errors import LoupeError
-
-
-class ModelError(LoupeError):
-    """A model name, option or weights file that cannot be used."""
-
-
-class PretrainedUnavailable(ModelError):
-    """Pretrained weights were asked for but none can be found on this machine."""
-
-
-class WeightsError(ModelError):
-    """A weights file or package that is unreadable or does not fit the architecture."""
+from engine.config import STRATEGIES
+from engine.errors import ModelError
 
 
 @dataclass
 class ModelInfo:
+    """What `build_model` says about a model besides the module: where its weights came from and how it
+    expects its pixels (written to the run's config and shown on the Train page)."""
+
     name: str
     weights_source: str  # 'timm', 'package:<dist>', 'file:<path>' or 'scratch'
     default_image_size: int
@@ -40,56 +36,12 @@ class ModelInfo:
     last_stage: list[str] = field(default_factory=list)
 
 
-# --- built-in networks --------------------------------------------------------------------------
-
-def _cbr(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
-
-
-def _stages(in_chans: int, widths: tuple[int, ...], single_first: bool = False) -> nn.Sequential:
-    """Two conv-bn-relu per stage, 2x2 max-pool between stages: cheap, and strong on 28-64 px images.
-
-    `single_first` keeps one conv at full resolution, where a conv costs 4x a stage-2 conv.
-    """
-    out, c = [], in_chans
-    for i, w in enumerate(widths):
-        convs = [_cbr(c, w)] + ([] if (i == 0 and single_first) else [_cbr(w, w)])
-        out.append(nn.Sequential(*([nn.MaxPool2d(2)] if i else []), *convs))
-        c = w
-    return nn.Sequential(*out)
-
-
-class SmallCNN(nn.Module):
-    """Compact CNN for low-resolution data (Fashion-MNIST class): conv stages -> global average pool."""
-
-    def __init__(self, in_chans: int = 1, widths: tuple[int, ...] = (32, 64, 128)):
-        super().__init__()
-        self.stages = _stages(in_chans, widths, single_first=True)
-        self.num_features = widths[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(x).mean((2, 3))
-
-
-class FaceNet(nn.Module):
-    """FaceNet-style embedder: conv stack -> 128-d L2-normalised embedding (comparable by cosine)."""
-
-    def __init__(self, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256), dim: int = 128):
-        super().__init__()
-        self.stages = _stages(in_chans, widths)
-        self.embed = nn.Linear(widths[-1], dim)
-        self.num_features = dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.embed(self.stages(x).mean((2, 3))), dim=1)
-
-
 def probs_from_logits(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     """The model's probabilities: softmax over classes, or independent sigmoids for multi-label."""
     return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
 
 
-# --- the wrapper --------------------------------------------------------------------------------
+# --- the wrapper and its heads ------------------------------------------------------------------
 
 class ImageClassifier(nn.Module):
     """Pixels in [0, 1] (N, C, H, W) -> logits, with normalisation and channel repeat inside.
@@ -126,8 +78,6 @@ class ImageClassifier(nn.Module):
 
     def train_mode(self) -> ImageClassifier:
         """Call instead of `.train()`: frozen parts (and their BatchNorm statistics) stay in eval mode."""
-        from engine.models.factory import set_train_mode
-
         return set_train_mode(self)
 
 
@@ -153,3 +103,37 @@ def make_head(kind: str, num_features: int, num_classes: int, scale: float = 1.0
         hidden = max(64, min(512, num_features))
         return nn.Sequential(first(num_features, hidden, **kw), nn.ReLU(inplace=True), nn.Linear(hidden, num_classes))
     raise ModelError(f"Unknown head '{kind}'; choose 'linear' or 'mlp'.")
+
+
+# --- transfer strategies ------------------------------------------------------------------------
+
+def apply_strategy(model: ImageClassifier, strategy: str) -> list[nn.Parameter]:
+    """Set requires_grad for a transfer strategy and return the parameters the optimiser should get."""
+    if strategy not in STRATEGIES:
+        raise ModelError(f"Unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}.")
+    model.backbone.requires_grad_(strategy in ("finetune_all", "scratch"))
+    if strategy == "finetune_last":
+        for n in model.last_stage:
+            model.get_submodule(n).requires_grad_(True)
+    model.head.requires_grad_(True)
+    model.strategy = strategy
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def set_train_mode(model: ImageClassifier) -> ImageClassifier:
+    """`model.train()`, except that every fully frozen submodule goes back to eval, so frozen BatchNorm
+    keeps its pretrained running statistics and frozen dropout/drop-path stays off."""
+    model.train()
+
+    def walk(mod: nn.Module) -> tuple[bool, bool]:
+        own = list(mod.parameters(recurse=False))
+        has, trains = bool(own), any(p.requires_grad for p in own)
+        for child in mod.children():
+            h, t = walk(child)
+            has, trains = has or h, trains or t
+        if has and not trains:
+            mod.eval()
+        return has, trains
+
+    walk(model)
+    return model

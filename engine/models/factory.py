@@ -1,8 +1,11 @@
-"""Model registry: any timm architecture or a built-in small network, wrapped so it takes pixels in [0, 1].
+"""Model registry and factory: any timm architecture or a built-in small network, wrapped so it takes
+pixels in [0, 1].
 
-`build_model` resolves the name, the pretrained weights (see `engine.models.weights`) and the head;
-`apply_strategy` / `set_train_mode` implement the transfer strategies; `gradcam_layer` names the layer
-explanations hook. The networks themselves live in `engine.models.classifier`.
+Owns the names (`BUILTIN_MODELS`, the `CURATED` list the Train page offers, `check_model_name`), the
+image-size rule (`min_image_size`, `check_image_size`) and `build_model`, which decides which weights a
+build asks for and assembles backbone + head into an `ImageClassifier`. It reads no weights itself:
+the sources (timm cache, hub, packages, files) are `engine.models.weights`; the wrapper, heads and
+transfer strategies are `engine.models.classifier`; the built-in backbones are `engine.models.small_cnns`.
 """
 
 from __future__ import annotations
@@ -16,15 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from engine.config import STRATEGIES, ConfigError
-from engine.models.classifier import (  # noqa: F401  (re-exported: the public model API lives here)
-    FaceNet, ImageClassifier, ModelError, ModelInfo, PretrainedUnavailable, ScaledLinear, SmallCNN, WeightsError,
-    make_head,
-)
-from engine.models.weights import (  # noqa: F401
-    WEIGHT_PACKAGES, _hf_cache, _load_package, _resample_pos_embed, _timm_cached_file, hub_online, load_state,
-    package_weights, read_safetensors,
-)
+from engine.config import ConfigError
+from engine.errors import ModelError, PretrainedUnavailable
+from engine.models.classifier import ImageClassifier, ModelInfo, make_head
+from engine.models.small_cnns import FaceNet, SmallCNN
+from engine.models.weights import load_state, read_safetensors, timm_pretrained
 
 BUILTIN_MODELS = ("small_cnn", "facenet")
 CURATED: list[str] = [
@@ -132,7 +131,7 @@ def _build_timm(name: str, in_chans: int, pretrained: bool, allow_scratch: bool,
         kw["img_size"] = image_size  # ViT-style models bake the patch grid into their position embeddings
     model, src, notes = None, "scratch", []
     if pretrained:
-        model, src, notes = _timm_pretrained(name, kw)
+        model, src, notes = timm_pretrained(name, **kw)
         if model is None and not allow_scratch:
             raise PretrainedUnavailable(f"No pretrained weights for '{name}' are available on this machine (none in the timm/Hugging Face cache, no installed weights package, hub unreachable); connect to the internet, give a .safetensors weights file, or pass --allow-scratch to train from scratch.")
     if model is None:
@@ -154,30 +153,6 @@ def _build_timm(name: str, in_chans: int, pretrained: bool, allow_scratch: bool,
     return _Built(model, getattr(model, "head_hidden_size", None) or model.num_features, src, notes, head, 3,
                   _timm_last_stage(model), tuple(pc.get("mean", (0.485, 0.456, 0.406))),
                   tuple(pc.get("std", (0.229, 0.224, 0.225))), int(image_size if kw else pc["input_size"][-1]))
-
-
-def _timm_pretrained(name: str, kw: dict) -> tuple[nn.Module | None, str, list[str]]:
-    """timm cache, then a download if the hub answers, then an installed weights package."""
-    import timm
-
-    cfg = timm.get_pretrained_cfg(name)
-    cfg = cfg.to_dict() if cfg is not None else {}
-    cached = _timm_cached_file(cfg)
-    if cached:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **kw)
-        return model, "timm", [f"ImageNet weights from the timm cache ({cached})."]
-    notes = []
-    if (cfg.get("hf_hub_id") or cfg.get("url")) and hub_online():
-        try:
-            return timm.create_model(name, pretrained=True, **kw), "timm", ["ImageNet weights downloaded by timm."]
-        except Exception as e:  # a hub hiccup must not hide the next source
-            notes.append(f"Downloading timm weights for '{name}' failed ({type(e).__name__}).")
-    pkg = package_weights(name)
-    if pkg:
-        model = timm.create_model(name, pretrained=False, **kw)
-        _load_package(model, name, *pkg)
-        return model, f"package:{pkg[0]}", notes + [f"ImageNet weights from the installed package {pkg[0]} ({pkg[1].name})."]
-    return None, "scratch", notes
 
 
 class ImageSizeError(ConfigError, ModelError):
@@ -233,55 +208,3 @@ def _has_submodule(model: nn.Module, name: str) -> bool:
         return True
     except AttributeError:
         return False
-
-
-# --- training helpers ---------------------------------------------------------------------------
-
-def apply_strategy(model: ImageClassifier, strategy: str) -> list[nn.Parameter]:
-    """Set requires_grad for a transfer strategy and return the parameters the optimiser should get."""
-    if strategy not in STRATEGIES:
-        raise ModelError(f"Unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}.")
-    model.backbone.requires_grad_(strategy in ("finetune_all", "scratch"))
-    if strategy == "finetune_last":
-        for n in model.last_stage:
-            model.get_submodule(n).requires_grad_(True)
-    model.head.requires_grad_(True)
-    model.strategy = strategy
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def set_train_mode(model: ImageClassifier) -> ImageClassifier:
-    """`model.train()`, except that every fully frozen submodule goes back to eval, so frozen BatchNorm
-    keeps its pretrained running statistics and frozen dropout/drop-path stays off."""
-    model.train()
-
-    def walk(mod: nn.Module) -> tuple[bool, bool]:
-        own = list(mod.parameters(recurse=False))
-        has, trains = bool(own), any(p.requires_grad for p in own)
-        for child in mod.children():
-            h, t = walk(child)
-            has, trains = has or h, trains or t
-        if has and not trains:
-            mod.eval()
-        return has, trains
-
-    walk(model)
-    return model
-
-
-def gradcam_layer(model: ImageClassifier) -> nn.Module:
-    """Layer whose activations Grad-CAM uses: the last spatial conv for CNNs, the last block's norm1 for ViTs."""
-    bb = model.backbone
-    blocks = getattr(bb, "blocks", None)
-    if hasattr(bb, "patch_embed") and blocks is not None and len(blocks) and hasattr(blocks[-1], "norm1"):
-        return blocks[-1].norm1
-    found = None
-    for name, child in bb.named_children():
-        if name in ("global_pool", "head", "fc", "classifier", "embed"):
-            break  # modules after pooling see no spatial map
-        for m in child.modules():
-            if isinstance(m, nn.Conv2d):
-                found = m
-    if found is None:
-        raise ModelError("This model has no convolution or transformer block for Grad-CAM; choose another attribution method.")
-    return found

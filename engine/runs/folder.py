@@ -121,7 +121,9 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def _read_json(path: Path, default: Any = None) -> Any:
+def read_json(path: Path, default: Any = None) -> Any:
+    """A run file's JSON, or `default` when it is missing or unreadable: a file being replaced or damaged
+    must not break a listing or a page (atomic writes keep the window small, not zero)."""
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -166,16 +168,16 @@ class Run:
 
     # --- reading --------------------------------------------------------------------------------
     def config(self) -> dict:
-        return _read_json(self.path / "config.json", {})
+        return read_json(self.path / "config.json", {})
 
     def classes(self) -> list[str]:
-        return _read_json(self.path / "classes.json", [])
+        return read_json(self.path / "classes.json", [])
 
     def summary(self) -> dict | None:
-        return _read_json(self.path / "summary.json")
+        return read_json(self.path / "summary.json")
 
     def raw_status(self) -> dict:
-        return _read_json(self.path / "status.json", {"state": "queued"})
+        return read_json(self.path / "status.json", {"state": "queued"})
 
     def status(self) -> dict:
         """status.json plus `display_state`: 'failed (crashed)' for a dead job still marked running."""

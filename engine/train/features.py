@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from engine.data.cache import cache_dir
 from engine.data.pixels import to_tensor
 from engine.device import Compute
-from engine.models.factory import ImageClassifier
+from engine.models.classifier import ImageClassifier
 
 Progress = Callable[[int, int, str], None]
 

@@ -20,7 +20,7 @@ from engine.config import RunConfig
 from engine.train.imbalance import epoch_indices, make_loss
 from engine.train.loop import DeviceData, TrainingFailed, eval_batch_size, log_loss, predict_probs, train_one_epoch
 from engine.metrics import summarize
-from engine.models.factory import apply_strategy, set_train_mode
+from engine.models.classifier import apply_strategy, set_train_mode
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.runs.folder import Run, atomic_write_json, now_iso
 from engine.train.setup import Session, open_session, save_predictions

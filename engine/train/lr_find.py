@@ -13,7 +13,7 @@ from engine.train import distributed
 from engine.config import RunConfig
 from engine.train.imbalance import epoch_indices, make_loss
 from engine.train.loop import DeviceData, train_step
-from engine.models.factory import apply_strategy, set_train_mode
+from engine.models.classifier import apply_strategy, set_train_mode
 from engine.train.optim import lr_range_test, make_optimizer
 from engine.runs.folder import Run
 from engine.train.setup import open_session

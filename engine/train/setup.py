@@ -14,7 +14,8 @@ from engine.config import RunConfig
 from engine.data import Dataset, open_dataset
 from engine.device import Compute, configure_threads, resolve_compute
 from engine.metrics import summarize
-from engine.models.factory import ImageClassifier, ModelInfo, build_model
+from engine.models.classifier import ImageClassifier, ModelInfo
+from engine.models.factory import build_model
 from engine.runs.folder import Run, atomic_write_json, now_iso
 
 
@@ -42,10 +43,10 @@ def limit_train(train_idx: np.ndarray, labels: np.ndarray, limit: int, seed: int
     """A stratified subset of `limit` training items (for quick experiments), deterministic per seed."""
     if not limit or limit >= len(train_idx):
         return train_idx
-    from engine.data.splits import _carve, strata
+    from engine.data.splits import carve, strata
 
     keep = limit / len(train_idx)
-    rest, chosen = _carve(strata(labels), train_idx, (keep,), np.random.default_rng([seed, 7]))
+    rest, chosen = carve(strata(labels), train_idx, (keep,), np.random.default_rng([seed, 7]))
     return chosen
 
 

@@ -23,7 +23,7 @@ from PIL import Image
 from engine.runs.checkpoint import CheckpointError, load_state, load_weights, save_weights
 from engine.cli.main import main
 from engine.models.factory import build_model
-from engine.models.classifier import WeightsError
+from engine.errors import WeightsError
 from engine.predict.run_model import load_run_model
 from engine.runs.folder import Run
 from engine.train.fit import fit

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from engine.data.source import Progress, no_progress
-from engine.errors import ArchiveError, DatasetError
+from engine.env import env_int
+from engine.errors import ArchiveError
 
 MARKER = ".loupe-extracted"  # written last, inside the temp folder, before the rename
 DEFAULT_MAX_BYTES = 4 * 1024**3
@@ -40,19 +41,6 @@ _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 def data_dir() -> Path:
     """Where uploads and extracted archives live: env `LOUPE_DATA_DIR`, default `./data`."""
     return Path(os.environ.get("LOUPE_DATA_DIR") or "data").expanduser().resolve()
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value <= 0:
-        raise DatasetError(f"{name} must be a positive whole number, got {raw!r}; fix or unset it.")
-    return value
 
 
 def _safe_name(name: str, fallback: str) -> str:
@@ -211,8 +199,8 @@ def extract_zip(zip_path: Path, dest_root: Path | None = None, progress: Progres
     if done is not None:
         return done
 
-    max_bytes = _env_int("LOUPE_MAX_UNZIPPED_BYTES", DEFAULT_MAX_BYTES)
-    max_files = _env_int("LOUPE_MAX_ZIP_FILES", DEFAULT_MAX_FILES)
+    max_bytes = env_int("LOUPE_MAX_UNZIPPED_BYTES", DEFAULT_MAX_BYTES)
+    max_files = env_int("LOUPE_MAX_ZIP_FILES", DEFAULT_MAX_FILES)
     base.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(base, folder.name)
     tmp = base / f".{folder.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -78,7 +78,7 @@ def _ignored_note(others: list[str]) -> list[str]:
     return [f"Ignored {len(others)} files that are not images by their extension (e.g. '{others[0]}')."]
 
 
-def _file_stats(root: Path, files: list[str]) -> list[tuple[str, int, int]]:
+def file_stats(root: Path, files: list[str]) -> list[tuple[str, int, int]]:
     """(name, size, mtime) per file for the fingerprint; plain strings, since 100k Path objects cost seconds."""
     base = str(root)
     out = []
@@ -137,7 +137,7 @@ def load_class_folders(root: Path, spec: str) -> Source:
     return Source(
         spec=spec, name=root.name, kind="folder", classes=classes, labels=labels, multilabel=False,
         root=root, files=files, split_of=splits, notes=notes,
-        fingerprint=fingerprint("folder", _file_stats(root, files), classes, labels, splits),
+        fingerprint=fingerprint("folder", file_stats(root, files), classes, labels, splits),
     )
 
 
@@ -204,5 +204,5 @@ def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
         spec=spec, name=root.name, kind="labelfile", classes=classes, labels=labels, multilabel=False,
         root=root, files=images, notes=[f"Labels read from '{label_file.name}', matched to images in file-name order."]
         + _ignored_note(others),
-        fingerprint=fingerprint("labelfile", _file_stats(root, images), labels_text),
+        fingerprint=fingerprint("labelfile", file_stats(root, images), labels_text),
     )

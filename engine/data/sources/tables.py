@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.data.sources.archive import _env_int
 from engine.data.decode import is_image_name
-from engine.data.sources.folders import MAX_TABLE_BYTES, _file_stats, list_dir, sort_labels
+from engine.data.sources.folders import MAX_TABLE_BYTES, file_stats, list_dir, sort_labels
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, Source, fingerprint
+from engine.env import env_int
 from engine.errors import DatasetError
 
 FILE_COLUMNS = ("filename", "file", "file_name", "image", "image_id", "img", "path", "filepath", "id", "name")
@@ -29,7 +29,7 @@ def _read_rows(path: Path) -> list[list[str]]:
     size = path.stat().st_size
     if size > MAX_CSV_BYTES:
         raise DatasetError(f"The table '{path.name}' is {size / 2**20:.0f} MB, over the {MAX_CSV_BYTES // 2**20} MB limit; split it.")
-    max_rows = _env_int("LOUPE_MAX_CSV_ROWS", MAX_CSV_ROWS)
+    max_rows = env_int("LOUPE_MAX_CSV_ROWS", MAX_CSV_ROWS)
     rows: list[list[str]] = []
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig drops a BOM; csv handles CRLF
@@ -157,7 +157,7 @@ def load_csv(path: Path, spec: str) -> Source:
     return Source(
         spec=spec, name=path.stem if path.parent.name in ("", ".") else path.parent.name, kind="csv",
         classes=classes, labels=labels, multilabel=multilabel, root=root, files=files, split_of=split_of,
-        notes=notes, fingerprint=fingerprint("csv", _file_stats(root, files), classes, labels, split_of),
+        notes=notes, fingerprint=fingerprint("csv", file_stats(root, files), classes, labels, split_of),
     )
 
 

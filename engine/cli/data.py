@@ -1,0 +1,50 @@
+"""`python -m engine data stats SPEC`: the statistics of a dataset spec, as text or JSON.
+
+The data command group, registered by `engine.cli.main` like the other groups (`register(sub)`).
+It imports the data layer only when the command runs, so `python -m engine --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from engine.cli.flags import JSON, NO_PROGRESS
+from engine.cli.progress import TqdmProgress
+
+
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    from engine.data.dataset import dataset_stats, open_dataset, quick_stats
+    from engine.data.stats import format_stats_text
+
+    progress = TqdmProgress(enabled=not args.no_progress)
+    try:
+        if args.quick:
+            stats = quick_stats(args.spec, task=args.task, seed=args.seed, progress=progress)
+        else:
+            ds = open_dataset(args.spec, image_size=args.image_size, task=args.task, seed=args.seed, progress=progress)
+            stats = dataset_stats(ds)
+    finally:
+        progress.close()
+    if args.json:
+        print(json.dumps(stats, indent=2, allow_nan=False))
+    else:
+        print(format_stats_text(stats))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    data = sub.add_parser("data", help="inspect datasets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
+    stats = data_sub.add_parser(
+        "stats", parents=[JSON, NO_PROGRESS],
+        help="class balance, splits, image sizes, corrupt files and duplicates of a dataset",
+        description="Print the statistics of a dataset spec (builtin:NAME, a folder, a .zip, a .csv or a .npz).",
+    )
+    stats.add_argument("spec", help="dataset spec, e.g. builtin:fashion-mnist or path/to/folder")
+    stats.add_argument("--quick", action="store_true", help="headers only: no decoding, no corrupt/duplicate check")
+    stats.add_argument("--image-size", type=int, default=None, help="working resolution of the decode cache")
+    stats.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default=None,
+                       help="override the inferred task")
+    stats.add_argument("--seed", type=int, default=0, help="seed for splits and derived datasets")
+    stats.set_defaults(func=cmd_data_stats)
