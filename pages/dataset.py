@@ -14,6 +14,7 @@ from engine.errors import LoupeError
 from app.common import charts
 from app.dataset import problems
 from app.common import state
+from app.common.ui import draw_frame
 from app.common import ui
 
 BUILTIN, PATH, UPLOAD, EARLIER = "Built-in", "Server path", "Upload .zip", "Earlier uploads"
@@ -241,4 +242,6 @@ def main() -> None:
     problems.show_details(ds, stats)
 
 
-main()
+if __name__ == "__main__":  # run by Streamlit at /dataset; streamlit_app.py imports main() to serve it at /
+    draw_frame()  # the page config and the sidebar every page shares
+    main()

@@ -26,10 +26,34 @@ def compute_device() -> str:
     return describe_device()
 
 
+# The navigation, drawn by every page (the pages/-folder menu Streamlit would draw is hidden in
+# .streamlit/config.toml): (page script, label, icon). A page's URL is its file name; the Dataset
+# page is the entry point's (`/`).
+NAV = [
+    ("streamlit_app.py", "Dataset", ":material/dataset:"),
+    ("pages/training.py", "Train", ":material/model_training:"),
+    ("pages/evaluation.py", "Evaluate", ":material/analytics:"),
+    ("pages/explanations.py", "Explain", ":material/visibility:"),
+    ("pages/prediction.py", "Predict", ":material/online_prediction:"),
+]
+
+
+def draw_frame() -> None:
+    """What every page script draws first: the page config and the sidebar."""
+    st.set_page_config(page_title="Loupe", page_icon="🔎", layout="wide")
+    render_sidebar()
+
+
 def render_sidebar() -> None:
-    """Active dataset, active run and compute device, on every page."""
+    """The pages, then the active dataset, active run and compute device."""
     spec, run = state.active_dataset(), state.active_run()
     with st.sidebar:
+        # the links carry the active dataset and run, which the next page would write into its URL
+        # anyway: one browser history entry per page, as with the pages/-folder menu
+        params = {state.DATASET_PARAM: spec, **({state.RUN_PARAM: run} if run else {})}
+        for page, label, icon in NAV:
+            st.page_link(page, label=label, icon=icon, query_params=params)
+        st.divider()
         st.markdown("### :material/center_focus_strong: Loupe")
         st.markdown(
             f"**Dataset**  \n`{spec}`  \n"
@@ -68,4 +92,4 @@ def forget_dataset(spec: str) -> None:
 def no_runs_yet(message: str) -> None:
     """The friendly stop for pages that need a trained run: what to do, and a link to do it."""
     st.info(message, icon=":material/info:")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/model_training:")
+    st.page_link("pages/training.py", label="Go to Train", icon=":material/model_training:")

@@ -77,7 +77,7 @@ def explain_links(items: Sequence[dict], run_id: str, key: str) -> None:
     st.caption("Explain an image (in the order above):")
     with st.container(horizontal=True, key=f"{key}.explain_links"):
         for n, it in enumerate(items, start=1):
-            st.page_link("pages/explain.py", label=f"#{n}", query_params={"run": run_id, "image": str(int(it["index"]))})
+            st.page_link("pages/explanations.py", label=f"#{n}", query_params={"run": run_id, "image": str(int(it["index"]))})
 
 
 def cell_items(pred, predicted: np.ndarray, true_c: int, pred_c: int, limit: int = MAX_IMAGES) -> tuple[list[dict], int]:

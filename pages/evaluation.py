@@ -21,6 +21,7 @@ from app.evaluate import gallery
 from app.evaluate import load
 from app.evaluate import multilabel as eval_multilabel
 from app.common import state
+from app.common.ui import draw_frame
 from app.common import ui
 
 K_NORM = "eval.cm_normalised"
@@ -335,4 +336,5 @@ def main() -> None:
         compare_section(run, runs, split)
 
 
+draw_frame()  # the page config and the sidebar every page shares
 main()

@@ -18,6 +18,7 @@ from app.explain import charts
 from app.explain import load
 from app.explain import methods
 from app.common import state
+from app.common.ui import draw_frame
 from app.common import ui
 
 K_SOURCE, K_INDEX, K_UPLOADER = "expl.source", "expl.index", "expl.uploader"
@@ -182,4 +183,5 @@ def main() -> None:
         expl_attack.robustness_panel(run, rm, classes)
 
 
+draw_frame()  # the page config and the sidebar every page shares
 main()

@@ -16,6 +16,7 @@ from engine.runs.folder import Run
 from app.predict import load
 from app.predict import view
 from app.common import state
+from app.common.ui import draw_frame
 
 K_MODEL, K_UPLOADER, K_CAMERA, K_USE_CAMERA = "pred.model", "pred.uploader", "pred.camera", "pred.use_camera"
 K_TOP_K, K_UNSURE, K_GRADCAM = "pred.top_k", "pred.unsure", "pred.gradcam"
@@ -145,4 +146,5 @@ def main() -> None:
         view.result_card(i, r, data, task, opts["unsure_below"], overlay)
 
 
+draw_frame()  # the page config and the sidebar every page shares
 main()
