@@ -11,11 +11,12 @@ from engine.data.sources.archive import data_dir, list_datasets, save_upload
 from engine.data.sources.builtin import BUILTINS
 from engine.data.roots import check_spec
 from engine.errors import LoupeError
-from app.common import charts
-from app.dataset import problems
 from app.common import state
-from app.common.ui import draw_frame
-from app.common import ui
+from app.common.images import THUMB_PX, for_display
+from app.common.loaders import forget_dataset, load_dataset, load_stats
+from app.common.sidebar import draw_frame
+from app.dataset import charts
+from app.dataset import problems
 
 BUILTIN, PATH, UPLOAD, EARLIER = "Built-in", "Server path", "Upload .zip", "Earlier uploads"
 SOURCES = (BUILTIN, PATH, UPLOAD, EARLIER)
@@ -125,11 +126,11 @@ def open_active(spec: str) -> tuple[Dataset, dict]:
     left.caption(f"Active dataset: `{spec}`")
     rescan = "Forget the cached copy and read the files again"
     if not spec.startswith("builtin:") and right.button("Re-scan", help=rescan):
-        ui.forget_dataset(spec)
+        forget_dataset(spec)
     try:
         check_spec(spec)  # typed, URL and remembered paths alike: only inside the allowed data roots
-        ds = ui.load_dataset(spec)
-        stats = ui.load_stats(spec, ds.fingerprint, ds.image_size, ds)
+        ds = load_dataset(spec)
+        stats = load_stats(spec, ds.fingerprint, ds.image_size, ds)
     except LoupeError as e:
         st.error(str(e))
         st.stop()
@@ -227,7 +228,7 @@ def show_samples(ds: Dataset) -> None:
             images.caption("no usable images")
             continue
         captions = [", ".join(ds.label_names(int(i))) for i in idx] if multilabel else None
-        images.image([ui.for_display(ds.thumbnail(int(i))) for i in idx], caption=captions, width=ui.THUMB_PX)
+        images.image([for_display(ds.thumbnail(int(i))) for i in idx], caption=captions, width=THUMB_PX)
 
 
 def main() -> None:

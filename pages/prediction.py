@@ -15,8 +15,10 @@ from engine.errors import LoupeError
 from engine.runs.folder import Run
 from app.predict import load
 from app.predict import view
+from app.common import run_picker
 from app.common import state
-from app.common.ui import draw_frame
+from app.common.loaders import runs_with_weights
+from app.common.sidebar import draw_frame
 
 K_MODEL, K_UPLOADER, K_CAMERA, K_USE_CAMERA = "pred.model", "pred.uploader", "pred.camera", "pred.use_camera"
 K_TOP_K, K_UNSURE, K_GRADCAM = "pred.top_k", "pred.unsure", "pred.gradcam"
@@ -43,7 +45,7 @@ def pick_model(runs: dict[str, Run]) -> str:
     st.session_state[K_SEEN_RUN] = active
     if followed or st.session_state.get(K_MODEL) not in options:
         st.session_state[K_MODEL] = active if active in runs else (next(iter(runs)) if runs else builtins[0])
-    labels = {**{r: load.run_label(run) for r, run in runs.items()},
+    labels = {**{r: run_picker.run_label(run, results=True) for r, run in runs.items()},
               **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins}}  # fmt: skip
     ref = st.selectbox("Model", options, key=K_MODEL, format_func=lambda r: labels.get(r, r), on_change=_picked,
                        help="Your runs with saved weights (newest first, with their best validation metric), and the "
@@ -100,7 +102,7 @@ def inputs() -> list[tuple[str, bytes]]:
 
 def main() -> None:
     st.title("Predict")
-    runs = {r.id: r for r in load.usable_runs()}
+    runs = {r.id: r for r in runs_with_weights()}
     ref = pick_model(runs)
     run = runs.get(ref)
     try:

@@ -14,7 +14,7 @@ from engine.errors import LoupeError
 from engine.runs.folder import list_runs
 from app.train import runs_table
 from app.common import state
-from app.common.ui import draw_frame
+from app.common.sidebar import draw_frame
 from app.train import form as train_form
 from app.train import live as train_live
 from app.train import values

@@ -16,7 +16,7 @@ from engine.errors import LoupeError
 from app.explain import charts as expl_charts
 from app.explain import load
 from app.explain import methods as expl_methods
-from app.common import ui
+from app.common.images import THUMB_PX, for_display
 
 ATTACKS = {"fgsm": "FGSM (one step)", "pgd": "PGD (iterated)"}
 EPS_MAX = 0.1
@@ -90,12 +90,12 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
     adv_pred = int(np.argmax(adv_probs))
     flipped = adv_pred != predicted
     cols = st.columns(3)
-    w = ui.THUMB_PX + 64
-    cols[0].image(ui.for_display(picked.pixels), caption=f"original: {_caption(classes, clean)}", width=w)
+    w = THUMB_PX + 64
+    cols[0].image(for_display(picked.pixels), caption=f"original: {_caption(classes, clean)}", width=w)
     amp = f"amplified ×{scale:g}" if scale else "amplified for visibility"
     max_change = float((x_adv - picked.x).abs().max()) if hasattr(x_adv, "abs") else eps
-    cols[1].image(ui.for_display(pert), caption=f"perturbation ({amp}; max |δ| = {max_change:.4f})", width=w)
-    cols[2].image(ui.for_display(load.to_pixels(x_adv)), caption=f"adversarial: {_caption(classes, adv_probs)}", width=w)
+    cols[1].image(for_display(pert), caption=f"perturbation ({amp}; max |δ| = {max_change:.4f})", width=w)
+    cols[2].image(for_display(load.to_pixels(x_adv)), caption=f"adversarial: {_caption(classes, adv_probs)}", width=w)
     if flipped:
         hit = " (the target class)" if targeted and adv_pred == target else ""
         st.error(f"Prediction flipped: **{classes[predicted]}** → **{classes[adv_pred]}**{hit} at ε = {eps:.3f}.",
