@@ -1,14 +1,17 @@
 """Loupe: the app's entry point (`streamlit run streamlit_app.py`) and its home page, `/`: the Dataset page.
 
-Routing is Streamlit's pages/-folder navigation, used on every request: this script is the page at `/`,
-and every script in `pages/` is a page whose URL is its file name (`pages/evaluation.py` ->
-`/evaluation`). Nothing calls st.navigation, so a fresh server's first request is routed exactly like
-every later one. Each page draws the shared frame itself (`draw_frame`: page config and sidebar, with the
-navigation); to add a page, add its script to `pages/` and a line to `app.common.sidebar.NAV`.
+Routing is Streamlit's pages/-folder navigation, the same on every request: this script is the page at `/`,
+and every script in `pages/` is a page whose URL is its file name (`pages/evaluation.py` -> `/evaluation`).
+Nothing calls st.navigation (which would switch a server to other routing after its first request), and each
+page draws the shared frame itself (`draw_frame`: page config, sidebar and navigation). To add a page, add
+its script to `pages/` and a line to `app.common.sidebar.NAV`.
+
+Why `/` draws the Dataset page here rather than sending the browser on to `/dataset` with st.switch_page:
+that redirect would leave `/` in the browser's history, and Back would land on it and be sent forward again.
 """
 
 from app.common.sidebar import draw_frame
-from pages.dataset import main as dataset_page  # the Dataset page, also served at /dataset
+from pages.dataset import main as dataset_page  # its script (served at /dataset too) draws only when run itself
 
 draw_frame()
 dataset_page()

@@ -1,4 +1,5 @@
-"""Dataset page: choose a dataset, then see its shape, some samples and the problems found in it."""
+"""Dataset page, the home page (`/`, drawn by streamlit_app.py; also `/dataset`): choose a dataset, then see its
+shape, some samples and the problems found in it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Evaluate page: a finished run's stored predictions -> metrics with confidence intervals, confusion
+"""Evaluate page (`/evaluation`): a finished run's stored predictions -> metrics with confidence intervals, confusion
 matrix with its images, per-class scores, threshold tuning (binary / multi-label), top losses and
 likely mislabelled images, calibration, and a comparison of runs on the same data.
 

@@ -1,9 +1,10 @@
-"""Explain page: a run's model on one image -> prediction, attribution maps side by side (with deletion-curve
+"""Explain page (`/explanations`): a run's model on one image -> prediction, attribution maps side by side (with deletion-curve
 faithfulness and time), an adversarial attack on that image, and an epsilon sweep over validation images.
 
 The run lives in `?run=`, a dataset image in `?image=<dataset index>` (so other pages can link to one image).
-The engine does the work (`engine.predict.run_model`, `engine.explain.attributions`, `engine.explain.attacks`); this page reads widgets,
-calls it and draws. Helpers: `expl_load` (cached loaders), `expl_methods`, `expl_attack`, `expl_charts`.
+The engine does the work (`engine.predict.run_model`, `engine.explain.attributions`, `engine.explain.attacks`); this
+page reads widgets, calls it and draws. Helpers in `app/explain/`: `load` (cached loaders), `methods` (attributions),
+`attack` (adversarial and robustness panels), `charts`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""Predict page: a model (a trained run, or the built-in ImageNet model, which works before any training) on
+"""Predict page (`/prediction`): a model (a trained run, or the built-in ImageNet model, which works before any training) on
 uploaded images or a camera picture -> per image the top prediction, the top-k confidences, the decision, the
 unsure flag, the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
 be exported to ONNX / TorchScript.
 
-The engine does the work (`engine.predict.predictor.Predictor`, `engine.explain.attributions`, `engine.predict.export`); this page reads
-widgets, calls it and draws. Helpers: `pred_load` (cached model and predictions), `pred_view` (drawing).
+The engine does the work (`engine.predict.predictor.Predictor`, `engine.explain.attributions`, `engine.predict.export`);
+this page reads widgets, calls it and draws. Helpers in `app/predict/`: `load` (cached model and predictions), `view`
+(drawing).
 """
 
 from __future__ import annotations

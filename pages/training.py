@@ -1,4 +1,4 @@
-"""Train page: a form with every option (prefilled for the active dataset) -> a background training
+"""Train page (`/training`): a form with every option (prefilled for the active dataset) -> a background training
 job -> a live panel that follows it; below, every run for comparison and clean-up.
 
 The run folder is the truth: the job writes it, the live panel and the table only read it, so a

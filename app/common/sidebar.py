@@ -1,7 +1,7 @@
 """The frame every page draws first: the page config and the sidebar (the app's navigation, then the active
 dataset, the active run and the compute device).
 
-Routing is Streamlit's pages/-folder navigation (see ARCHITECTURE.md, "The app"): `streamlit_app.py` is
+Routing is Streamlit's pages/-folder navigation (ARCHITECTURE.md): `streamlit_app.py` is
 `/` and shows the Dataset page, every script in `pages/` is served under its file name. Streamlit's own
 menu for that folder is hidden (`client.showSidebarNavigation = false` in `.streamlit/config.toml`), and
 NAV below draws the menu instead, with the pages' titles and icons. To add a page: its script in `pages/`,

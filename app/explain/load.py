@@ -1,5 +1,5 @@
-"""Cached loaders for the Explain page: which runs have weights, a run's model (`engine.predict.run_model`), the run's
-dataset at its working size, and the chosen image as (pixels, tensor).
+"""Cached loaders for the Explain page: a run's model (`engine.predict.run_model`), the run's dataset at its
+working size, and the chosen image as (pixels, tensor). Which runs have weights is `app.common.loaders`'.
 
 An image is always identified by a short key ("ds:<index>" or "up:<sha1>") so that explanations and attacks
 are cached per run, image and settings, and sliders elsewhere on the page do not recompute them.

@@ -1,5 +1,5 @@
-"""Cached loaders for the Predict page: which models can predict (built-in ones and runs with weights), the
-`Predictor` of a model (once per process and weights file), predictions per set of images, Grad-CAM overlays
+"""Cached loaders for the Predict page: the built-in models (runs with weights come from `app.common.loaders`),
+the `Predictor` of a model (once per process and weights file), predictions per set of images, Grad-CAM overlays
 and small display copies of the uploads.
 
 Predictions are cached by model, weights and file contents (`st.cache_data`), so moving a slider elsewhere on
