@@ -1,4 +1,5 @@
-"""Dataset page: choose a dataset, then see its shape, some samples and the problems found in it."""
+"""Dataset page, the home page (`/`, drawn by streamlit_app.py; also `/dataset`): choose a dataset, then see its
+shape, some samples and the problems found in it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from engine.data.sources.archive import data_dir, list_datasets, save_upload
 from engine.data.sources.builtin import BUILTINS
 from engine.data.roots import check_spec
 from engine.errors import LoupeError
-from app.common import charts
-from app.dataset import problems
 from app.common import state
-from app.common import ui
+from app.common.images import THUMB_PX, for_display
+from app.common.loaders import forget_dataset, load_dataset, load_stats
+from app.common.sidebar import draw_frame
+from app.dataset import charts
+from app.dataset import problems
 
 BUILTIN, PATH, UPLOAD, EARLIER = "Built-in", "Server path", "Upload .zip", "Earlier uploads"
 SOURCES = (BUILTIN, PATH, UPLOAD, EARLIER)
@@ -124,11 +127,11 @@ def open_active(spec: str) -> tuple[Dataset, dict]:
     left.caption(f"Active dataset: `{spec}`")
     rescan = "Forget the cached copy and read the files again"
     if not spec.startswith("builtin:") and right.button("Re-scan", help=rescan):
-        ui.forget_dataset(spec)
+        forget_dataset(spec)
     try:
         check_spec(spec)  # typed, URL and remembered paths alike: only inside the allowed data roots
-        ds = ui.load_dataset(spec)
-        stats = ui.load_stats(spec, ds.fingerprint, ds.image_size, ds)
+        ds = load_dataset(spec)
+        stats = load_stats(spec, ds.fingerprint, ds.image_size, ds)
     except LoupeError as e:
         st.error(str(e))
         st.stop()
@@ -226,7 +229,7 @@ def show_samples(ds: Dataset) -> None:
             images.caption("no usable images")
             continue
         captions = [", ".join(ds.label_names(int(i))) for i in idx] if multilabel else None
-        images.image([ui.for_display(ds.thumbnail(int(i))) for i in idx], caption=captions, width=ui.THUMB_PX)
+        images.image([for_display(ds.thumbnail(int(i))) for i in idx], caption=captions, width=THUMB_PX)
 
 
 def main() -> None:
@@ -241,4 +244,6 @@ def main() -> None:
     problems.show_details(ds, stats)
 
 
-main()
+if __name__ == "__main__":  # run by Streamlit at /dataset; streamlit_app.py imports main() to serve it at /
+    draw_frame()  # the page config and the sidebar every page shares
+    main()

@@ -28,7 +28,7 @@ def train_tiny(root: Path, dataset: str, image_size: int, session_cache: Path | 
 
 
 def open_page(page: str, title: str, run: Run | None = None, **params: str) -> AppTest:
-    """The app, switched to `page` (e.g. 'pages/predict.py'), with `?run=` and other query params set."""
+    """The app, switched to `page` (e.g. 'pages/prediction.py'), with `?run=` and other query params set."""
     at = AppTest.from_file(str(APP), default_timeout=90)
     if run is not None:
         at.query_params["run"] = run.id

@@ -1,4 +1,5 @@
-"""The app shell: it starts, routes to the Dataset page and its sidebar shows dataset, run and device."""
+"""The app shell: it starts on the Dataset page, every page draws the frame (the sidebar with the five pages,
+dataset, run and device), and `pages/` holds exactly the page scripts the navigation offers."""
 
 from __future__ import annotations
 
@@ -11,7 +12,13 @@ from streamlit.testing.v1 import AppTest
 
 from tests.conftest import needs_fashion
 
-APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "streamlit_app.py"
+# (label, URL path) of the sidebar's links; the Dataset page is the home page, "/"
+NAVIGATION = [("Dataset", ""), ("Train", "training"), ("Evaluate", "evaluation"), ("Explain", "explanations"),
+              ("Predict", "prediction")]  # fmt: skip
+PAGE_TITLES = {"pages/dataset.py": "Dataset", "pages/training.py": "Train", "pages/evaluation.py": "Evaluate",
+               "pages/explanations.py": "Explain", "pages/prediction.py": "Predict"}  # fmt: skip
 
 
 def expected_device() -> str:
@@ -49,12 +56,36 @@ def test_app_runs_and_sidebar_shows_device():
 
 
 def test_reruns_keep_the_frame():
-    """Regression: with a folder named pages/, a page whose url_path equals its file name ran bare on reruns."""
+    """Regression: a rerun draws the frame again (once, with st.navigation over a folder named pages/, a page
+    whose url_path equalled its file name ran bare on reruns)."""
     at = run_app(dataset="builtin:digits")
     at.run()
     assert not at.exception
     assert expected_device() in sidebar_text(at)
     assert at.title[0].value == "Dataset"
+
+
+def test_sidebar_lists_the_five_pages_under_their_urls():
+    at = run_app(dataset="builtin:digits", run="20260101-resnet18")
+    links = [link.proto for link in at.sidebar.get("page_link")]
+    assert [(link.label, link.page) for link in links] == NAVIGATION
+    # each link carries the active dataset and run, so the next page opens on them
+    assert all(link.query_string == "dataset=builtin%3Adigits&run=20260101-resnet18" for link in links)
+
+
+@pytest.mark.parametrize("script", list(PAGE_TITLES))
+def test_every_page_draws_the_frame(script: str):
+    at = run_app(dataset="builtin:digits")
+    at.switch_page(script).run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == PAGE_TITLES[script]
+    assert expected_device() in sidebar_text(at) and "builtin:digits" in sidebar_text(at)
+    assert [link.proto.label for link in at.sidebar.get("page_link")] == [label for label, _ in NAVIGATION]
+
+
+def test_pages_folder_holds_only_the_page_scripts():
+    """Streamlit serves every script in pages/ as a page (its URL is the file name): no helper may live there."""
+    assert sorted(str(p.relative_to(ROOT)) for p in (ROOT / "pages").glob("*.py")) == sorted(PAGE_TITLES)
 
 
 def test_sidebar_shows_run_from_query_param():

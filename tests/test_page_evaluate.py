@@ -47,7 +47,7 @@ def use_runs(monkeypatch: pytest.MonkeyPatch, *runs: Run, copy_to: Path | None =
 
 
 def open_evaluate(run: Run | None = None) -> AppTest:
-    return open_page("pages/evaluate.py", "Evaluate", run)
+    return open_page("pages/evaluation.py", "Evaluate", run)
 
 
 def metric(at: AppTest, label: str, nth: int = 0):
@@ -169,7 +169,7 @@ def test_multiclass_confusion_matrix_cell_images_and_per_class_bars(trained, mon
     assert len(at.image) >= 2  # the cell's gallery next to the top losses gallery
     assert not any("cannot be shown" in c.value for c in at.caption)
     # each gallery image links to the Explain page for that dataset image of this run
-    links = [el.proto for el in at.get("page_link")]
+    links = [el.proto for el in at.main.get("page_link")]  # the gallery's, not the sidebar's navigation
     cell_indices = ev.load_predictions(run, "test").indices[
         (ev.load_predictions(run, "test").labels == i) & (ev.load_predictions(run, "test").probs.argmax(1) == i)]
     assert links and all(f"run={run.id}" in link.query_string for link in links)

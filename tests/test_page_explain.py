@@ -22,7 +22,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
 
 
 def open_explain(run: Run | None = None, **params: str) -> AppTest:
-    return open_page("pages/explain.py", "Explain", run, **params)
+    return open_page("pages/explanations.py", "Explain", run, **params)
 
 
 def figures(at) -> dict[str, dict]:

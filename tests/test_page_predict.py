@@ -28,7 +28,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
 
 
 def open_predict(run: Run | None = None) -> AppTest:
-    return open_page("pages/predict.py", "Predict", run)
+    return open_page("pages/prediction.py", "Predict", run)
 
 
 def upload(at: AppTest, *files: tuple[str, bytes, str]) -> AppTest:

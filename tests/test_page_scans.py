@@ -67,7 +67,7 @@ def test_forget_drops_finished_tasks_of_that_spec_only():
 
 def test_dataset_page_decodes_a_folder_once_across_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     import engine.data.dataset as dataset_module
-    import app.common.ui
+    import app.common.loaders
 
     root = make_class_folders(tmp_path / "shapes", {"a": 12, "b": 12})
     real, opened = dataset_module.open_dataset, []
@@ -76,7 +76,7 @@ def test_dataset_page_decodes_a_folder_once_across_sessions(tmp_path: Path, monk
         opened.append(spec)
         return real(spec, **kw)
 
-    monkeypatch.setattr(app.common.ui, "open_dataset", counting_open)
+    monkeypatch.setattr(app.common.loaders, "open_dataset", counting_open)
     first = open_page("pages/dataset.py", "Dataset", dataset=str(root))
     second = open_page("pages/dataset.py", "Dataset", dataset=str(root))  # a reload: a new session
     for at in (first, second):

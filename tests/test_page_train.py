@@ -26,7 +26,7 @@ def open_train(dataset: str | None = "builtin:digits", run: str | None = None) -
     if run:
         at.query_params["run"] = run
     at.run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("pages/training.py").run()
     assert not at.exception, at.exception
     assert at.title[0].value == "Train"
     return at
@@ -37,7 +37,7 @@ def number(at: AppTest, field: str):
 
 
 def form_value(at: AppTest, name: str):
-    """A field's value as the form holds it (the same mapping as pages/train_values.read_field)."""
+    """A field's value as the form holds it (the same mapping as app/train/values.read_field)."""
     from app.train.values import AUG_ON, OTHER_MODEL, default
 
     ss = at.session_state
@@ -144,7 +144,7 @@ def test_edits_survive_a_page_switch_and_a_dataset_change(tmp_path: Path):
     at = open_train("builtin:digits")
     number(at, "epochs").set_value(3).run()
     at.switch_page("pages/dataset.py").run()
-    at.switch_page("pages/train.py").run()
+    at.switch_page("pages/training.py").run()
     assert number(at, "epochs").value == 3  # widget state is dropped on a page switch; the form restores it
     at.query_params["dataset"] = str(pets)  # the active dataset changes (URL, Dataset page or the field)
     at.run()

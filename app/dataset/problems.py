@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.data import Dataset
-from app.common import ui
+from app.common.images import THUMB_PX, for_display
 
 MAX_LISTED = 8  # item names listed per duplicate group before "and N more"
 GALLERY_GROUPS = 5  # duplicate groups shown as thumbnails on request
@@ -81,7 +81,7 @@ def _gallery(ds: Dataset, groups: list, key: str) -> None:
         shown = [n for n in names if n in index][:GALLERY_ITEMS]
         label, images = st.columns([1, 7])
         label.markdown(f"**Group {g + 1}**  \n{len(names):,} images")
-        images.image([ui.for_display(ds.thumbnail(index[n])) for n in shown], width=ui.THUMB_PX,
+        images.image([for_display(ds.thumbnail(index[n])) for n in shown], width=THUMB_PX,
                      caption=[n.rsplit("/", 1)[-1] for n in shown])  # fmt: skip
 
 

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app.common.charts import _layout
+from app.common.charts import BLUE, GREEN, ORANGE, RED, layout
 
 HEIGHT = 340
-FAR_C, FRR_C, HTER_C, OP_C = "#E45756", "#4C78A8", "#54A24B", "#222222"
-PRECISION_C, RECALL_C, F1_C = "#4C78A8", "#F58518", "#54A24B"
+FAR_C, FRR_C, HTER_C, OP_C = RED, BLUE, GREEN, "#222222"
+PRECISION_C, RECALL_C, F1_C = BLUE, ORANGE, GREEN
 TOP_RIGHT = {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"}
 MAX_TEXT_CELLS = 15  # above this many classes, numbers in the cells are clutter: hover instead
 
@@ -53,11 +53,11 @@ def confusion_heatmap(cm: Sequence[Sequence[float]], classes: Sequence[str], nor
     )  # fmt: skip
     if selected is not None:
         i, j = selected
-        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": "#E45756", "width": 3})
+        fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": RED, "width": 3})
     fig.update_xaxes(title="predicted", type="category", side="bottom")
     fig.update_yaxes(title="true", type="category", autorange="reversed")
     title = "Confusion matrix" + (" (share of each true class)" if normalised else " (images)")
-    return _layout(fig, title, height=max(HEIGHT, 90 + 34 * k), clickmode="event+select", dragmode=False)
+    return layout(fig, title, height=max(HEIGHT, 90 + 34 * k), clickmode="event+select", dragmode=False)
 
 
 def cell_of(point: dict) -> tuple[int, int] | None:
@@ -77,7 +77,7 @@ def per_class_bars(rows: Sequence[dict]) -> go.Figure:
                     hovertemplate=f"%{{x}} · {key}: %{{y:.3f}}<extra></extra>")  # fmt: skip
     fig.update_yaxes(range=[0, 1.02], title="score")
     fig.update_xaxes(type="category", tickangle=-30 if len(rows) > 6 else 0)
-    return _layout(fig, "Per class: precision, recall, F1 (support in brackets)", barmode="group", legend=TOP_RIGHT)
+    return layout(fig, "Per class: precision, recall, F1 (support in brackets)", barmode="group", legend=TOP_RIGHT)
 
 
 # --- binary ----------------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def threshold_curves(curves: dict, threshold: float, marks: dict | None = None) 
         _note(fig, "no scores")
     fig.update_xaxes(title="threshold (accept when score ≥ t)", range=[0, 1])
     fig.update_yaxes(title="error rate", tickformat=".0%", rangemode="tozero")
-    return _layout(fig, "FAR, FRR and HTER vs threshold", height=HEIGHT, legend=TOP_RIGHT)
+    return layout(fig, "FAR, FRR and HTER vs threshold", height=HEIGHT, legend=TOP_RIGHT)
 
 
 def _probit(p: np.ndarray | float, floor: float = 1e-4) -> np.ndarray:
@@ -138,7 +138,7 @@ def det_curve(curves: dict, op: tuple[float, float] | None = None) -> go.Figure:
     ticks = {"tickvals": _probit(DET_TICKS).tolist(), "ticktext": [f"{v:.1%}".replace(".0%", "%") for v in DET_TICKS]}
     fig.update_xaxes(title="FAR (false accepts)", **ticks)
     fig.update_yaxes(title="FRR (false rejects)", **ticks, scaleanchor="x")
-    return _layout(fig, "DET curve", height=HEIGHT, showlegend=False)
+    return layout(fig, "DET curve", height=HEIGHT, showlegend=False)
 
 
 def roc_curve(curves: dict, op: tuple[float, float] | None = None, auc: float | None = None) -> go.Figure:
@@ -158,7 +158,7 @@ def roc_curve(curves: dict, op: tuple[float, float] | None = None, auc: float | 
     fig.update_xaxes(title="false positive rate", range=[0, 1], tickformat=".0%")
     fig.update_yaxes(title="true positive rate", range=[0, 1.01], tickformat=".0%", scaleanchor="x")
     title = "ROC curve" + (f" (AUC {auc:.3f})" if auc is not None else "")
-    return _layout(fig, title, height=HEIGHT, showlegend=False)
+    return layout(fig, title, height=HEIGHT, showlegend=False)
 
 
 # --- calibration -----------------------------------------------------------------------------------
@@ -186,5 +186,5 @@ def reliability_diagram(bins: Sequence[dict], ece: float | None = None, title: s
     fig.update_yaxes(title="accuracy", range=[0, 1.02], tickformat=".0%")
     if ece is not None:
         title += f" · ECE {ece:.3f}"
-    return _layout(fig, title, height=HEIGHT, showlegend=False)
+    return layout(fig, title, height=HEIGHT, showlegend=False)
 

@@ -1,6 +1,6 @@
 """Image galleries on the Evaluate page: the images of a confusion-matrix cell, the top losses and the
 likely mislabelled images. Predictions store `indices` into the dataset, so images come from the
-run's dataset (opened once per process by `app.common.ui.load_dataset`)."""
+run's dataset (opened once per process by `app.common.loaders.load_dataset`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import streamlit as st
 
 from engine.errors import LoupeError
 from engine.runs.folder import Run
+from app.common.images import THUMB_PX, for_display
+from app.common.loaders import load_dataset
 from app.evaluate import load
-from app.common import ui
 
 MAX_IMAGES = 24
 
@@ -24,7 +25,7 @@ def dataset_of(run: Run):
         st.caption("The run does not name its dataset, so its images cannot be shown.")
         return None
     try:
-        return ui.load_dataset(spec)
+        return load_dataset(spec)
     except (LoupeError, OSError) as e:
         st.caption(f"The images of `{spec}` cannot be shown: {e}")
         return None
@@ -64,10 +65,10 @@ def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str
     images = []
     for it in items:
         try:
-            images.append(ui.for_display(ds.thumbnail(int(it["index"]))))
+            images.append(for_display(ds.thumbnail(int(it["index"]))))
         except (IndexError, LoupeError, OSError, KeyError, ValueError):
-            images.append(np.zeros((ui.THUMB_PX, ui.THUMB_PX), np.uint8))
-    st.image(images, caption=captions, width=ui.THUMB_PX)
+            images.append(np.zeros((THUMB_PX, THUMB_PX), np.uint8))
+    st.image(images, caption=captions, width=THUMB_PX)
     if run_id:
         explain_links(items, run_id, key)
 
@@ -77,7 +78,7 @@ def explain_links(items: Sequence[dict], run_id: str, key: str) -> None:
     st.caption("Explain an image (in the order above):")
     with st.container(horizontal=True, key=f"{key}.explain_links"):
         for n, it in enumerate(items, start=1):
-            st.page_link("pages/explain.py", label=f"#{n}", query_params={"run": run_id, "image": str(int(it["index"]))})
+            st.page_link("pages/explanations.py", label=f"#{n}", query_params={"run": run_id, "image": str(int(it["index"]))})
 
 
 def cell_items(pred, predicted: np.ndarray, true_c: int, pred_c: int, limit: int = MAX_IMAGES) -> tuple[list[dict], int]:

@@ -151,12 +151,3 @@ def dataset_spec(run: Run) -> str | None:
     return (run.config().get("config") or {}).get("dataset")
 
 
-def run_name(run: Run) -> str:
-    return (run.config().get("config") or {}).get("name") or run.id
-
-
-def runs_dir_has(run_id: str) -> bool:
-    """Whether a run folder by that id exists (it may have no predictions yet)."""
-    from engine.runs.folder import runs_dir
-
-    return (runs_dir() / run_id / "config.json").exists()

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from engine.data.pixels import to_uint8
 from engine.errors import LoupeError
-from app.explain import charts as expl_charts
-from app.explain import methods as expl_methods
-from app.common import ui
+from app.explain import charts
+from engine.data.pixels import to_uint8
+from app.explain import methods
+from app.common.images import THUMB_PX, for_display
 
 ATTACKS = {"fgsm": "FGSM (one step)", "pgd": "PGD (iterated)"}
 EPS_MAX = 0.1
@@ -27,7 +27,7 @@ DEFAULT_SWEEP = "0, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05"
 def probs_of(rm, x) -> np.ndarray:
     from engine.predict.run_model import predict_tensor
 
-    return expl_methods.as_array(predict_tensor(rm, x))[0]
+    return methods.as_array(predict_tensor(rm, x))[0]
 
 
 def attack(rm, x, y: int, eps: float, method: str, targeted: bool, target: int | None, steps: int):
@@ -90,12 +90,12 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
     adv_pred = int(np.argmax(adv_probs))
     flipped = adv_pred != predicted
     cols = st.columns(3)
-    w = ui.THUMB_PX + 64
-    cols[0].image(ui.for_display(picked.pixels), caption=f"original: {_caption(classes, clean)}", width=w)
+    w = THUMB_PX + 64
+    cols[0].image(for_display(picked.pixels), caption=f"original: {_caption(classes, clean)}", width=w)
     amp = f"amplified ×{scale:g}" if scale else "amplified for visibility"
     max_change = float((x_adv - picked.x).abs().max()) if hasattr(x_adv, "abs") else eps
-    cols[1].image(ui.for_display(pert), caption=f"perturbation ({amp}; max |δ| = {max_change:.4f})", width=w)
-    cols[2].image(ui.for_display(to_uint8(x_adv)[0]), caption=f"adversarial: {_caption(classes, adv_probs)}", width=w)
+    cols[1].image(for_display(pert), caption=f"perturbation ({amp}; max |δ| = {max_change:.4f})", width=w)
+    cols[2].image(for_display(to_uint8(x_adv)[0]), caption=f"adversarial: {_caption(classes, adv_probs)}", width=w)
     if flipped:
         hit = " (the target class)" if targeted and adv_pred == target else ""
         st.error(f"Prediction flipped: **{classes[predicted]}** → **{classes[adv_pred]}**{hit} at ε = {eps:.3f}.",
@@ -105,17 +105,17 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
                    icon=":material/shield:")  # fmt: skip
     if st.toggle("Compare attributions (clean vs adversarial)", key=f"{key}.explain") and opts.get("methods"):
         method0 = opts["methods"][0]
-        rkey = expl_methods.run_key(run)
+        rkey = methods.run_key(run)
         akey = f"{picked.key}:adv:{method}:{eps:.4f}:{int(targeted)}:{target}:{int(steps)}"
         left, right = st.columns(2)
         try:
-            a = expl_methods.explanation(rkey, picked.key, method0, opts["target"], opts["baseline"], rm, picked.x)
-            b = expl_methods.explanation(rkey, akey, method0, opts["target"], opts["baseline"], rm, x_adv)
+            a = methods.explanation(rkey, picked.key, method0, opts["target"], opts["baseline"], rm, picked.x)
+            b = methods.explanation(rkey, akey, method0, opts["target"], opts["baseline"], rm, x_adv)
         except (LoupeError, ValueError, RuntimeError) as e:
             st.error(f"{method0}: {e}", icon=":material/error:")
         else:
-            expl_methods.show_map(picked.pixels, a["heatmap"], opts, left, f"clean · {method0}")
-            expl_methods.show_map(to_uint8(x_adv)[0], b["heatmap"], opts, right, f"adversarial · {method0}")
+            methods.show_map(picked.pixels, a["heatmap"], opts, left, f"clean · {method0}")
+            methods.show_map(to_uint8(x_adv)[0], b["heatmap"], opts, right, f"adversarial · {method0}")
             st.caption(f"Both explain **{classes[opts['target']]}** (the target chosen above).")
     return {"probs": clean, "adv_probs": adv_probs, "flipped": flipped, "x_adv": x_adv}
 
@@ -238,12 +238,12 @@ def robustness_panel(run, rm, classes: Sequence[str], key: str = "rob") -> dict 
     if note:
         st.caption(note)
     binary = rm.task == "binary" and sweep.get("hter") is not None
-    st.plotly_chart(expl_charts.accuracy_vs_eps(sweep, binary), key=f"{key}.chart.acc")
+    st.plotly_chart(charts.accuracy_vs_eps(sweep, binary), key=f"{key}.chart.acc")
     left, right = st.columns(2)
     if sweep.get("per_class") is not None:
-        left.plotly_chart(expl_charts.per_class_heatmap(sweep, classes), key=f"{key}.chart.per_class")
+        left.plotly_chart(charts.per_class_heatmap(sweep, classes), key=f"{key}.chart.per_class")
     if sweep.get("min_eps") is not None:
-        right.plotly_chart(expl_charts.min_eps_histogram(sweep["min_eps"], MIN_EPS_HI), key=f"{key}.chart.min_eps")
+        right.plotly_chart(charts.min_eps_histogram(sweep["min_eps"], MIN_EPS_HI), key=f"{key}.chart.min_eps")
     st.caption(f"{sweep.get('n', '?')} {sweep.get('split', 'val')} images, {ATTACKS.get(sweep.get('attack'), '')}. Accuracy "
                "at ε = 0 is the clean accuracy on these images. Minimal epsilon: per image, the smallest ε (searched by "
                f"bisection up to {MIN_EPS_HI:g}) that flips its prediction; images already wrong or never flipped are "

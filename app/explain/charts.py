@@ -8,10 +8,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app.common.charts import _layout
+from app.common.charts import BLUE, GREEN, ORANGE, RED, layout
 
 HEIGHT = 320
-ACC_C, HTER_C, FAR_C, FRR_C = "#4C78A8", "#54A24B", "#E45756", "#F58518"
+ACC_C, HTER_C, FAR_C, FRR_C = BLUE, GREEN, RED, ORANGE
 
 
 def top_k_bars(probs: np.ndarray, classes: Sequence[str], k: int = 5, title: str = "Top classes") -> go.Figure:
@@ -21,7 +21,7 @@ def top_k_bars(probs: np.ndarray, classes: Sequence[str], k: int = 5, title: str
                            hovertemplate="%{y}: %{x:.2%}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(type="category")
-    return _layout(fig, title, height=max(180, 60 + 30 * len(order)))
+    return layout(fig, title, height=max(180, 60 + 30 * len(order)))
 
 
 def deletion_curves(curves: Mapping[str, dict], target_name: str) -> go.Figure:
@@ -31,7 +31,7 @@ def deletion_curves(curves: Mapping[str, dict], target_name: str) -> go.Figure:
                         name=f"{method} (AUC {float(c['auc']):.3f})")  # fmt: skip
     fig.update_xaxes(title="share of pixels removed (most important first)", tickformat=".0%")
     fig.update_yaxes(title=f"P({target_name})", range=[0, 1.02])
-    return _layout(fig, "Deletion curves (lower AUC = more faithful)", height=HEIGHT)
+    return layout(fig, "Deletion curves (lower AUC = more faithful)", height=HEIGHT)
 
 
 def accuracy_vs_eps(sweep: dict, binary: bool) -> go.Figure:
@@ -46,7 +46,7 @@ def accuracy_vs_eps(sweep: dict, binary: bool) -> go.Figure:
     fig.update_xaxes(title="epsilon (pixel units, 0–1)")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     title = "Accuracy and HTER vs epsilon" if binary else "Accuracy vs epsilon"
-    return _layout(fig, title, height=HEIGHT, legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+    return layout(fig, title, height=HEIGHT, legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
 
 
 def per_class_table(sweep: dict, classes: Sequence[str]) -> tuple[list[str], list[float], list[list[float]]]:
@@ -72,7 +72,7 @@ def per_class_heatmap(sweep: dict, classes: Sequence[str]) -> go.Figure:
                                hovertemplate="%{y} at eps %{x}: %{z:.1%}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(title="epsilon", type="category")
     fig.update_yaxes(type="category", autorange="reversed")
-    return _layout(fig, "Robust accuracy per class", height=max(HEIGHT, 90 + 28 * len(names)))
+    return layout(fig, "Robust accuracy per class", height=max(HEIGHT, 90 + 28 * len(names)))
 
 
 def min_eps_histogram(min_eps: Sequence[float | None], max_eps: float) -> go.Figure:
@@ -87,4 +87,4 @@ def min_eps_histogram(min_eps: Sequence[float | None], max_eps: float) -> go.Fig
     fig.update_xaxes(title="smallest epsilon that flips the prediction")
     fig.update_yaxes(title="images")
     extra = f" · {', '.join(notes)}" if notes else ""
-    return _layout(fig, f"Minimal epsilon ({len(flipped)} images flipped{extra})", height=HEIGHT)
+    return layout(fig, f"Minimal epsilon ({len(flipped)} images flipped{extra})", height=HEIGHT)

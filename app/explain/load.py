@@ -1,5 +1,5 @@
-"""Cached loaders for the Explain page: which runs have weights, a run's model (`engine.predict.run_model`), the run's
-dataset at its working size, and the chosen image as (pixels, tensor).
+"""Cached loaders for the Explain page: a run's model (`engine.predict.run_model`), the run's dataset at its
+working size, and the chosen image as (pixels, tensor). Which runs have weights is `app.common.loaders`'.
 
 An image is always identified by a short key ("ds:<index>" or "up:<sha1>") so that explanations and attacks
 are cached per run, image and settings, and sliders elsewhere on the page do not recompute them.
@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
-from engine.runs.folder import Run, list_runs
+from engine.runs.folder import Run
+from app.common.loaders import weights_key
 
 IMAGE_PARAM = "image"  # ?image=<dataset index>: other pages link to one image with it
 
@@ -33,23 +33,7 @@ class Picked:
     name: str
 
 
-# --- runs ------------------------------------------------------------------------------------------
-
-
-def checkpoint_of(run: Run) -> Path | None:
-    p = run.checkpoints / "best.safetensors"  # what engine.predict.run_model loads
-    return p if p.is_file() else None
-
-
-def explainable_runs() -> list[Run]:
-    """Runs with saved weights, newest first."""
-    return [r for r in list_runs() if checkpoint_of(r) is not None]
-
-
-def _weights_key(run: Run) -> tuple:
-    p = checkpoint_of(run)
-    s = p.stat() if p else None
-    return (p.name, s.st_mtime_ns, s.st_size) if s else ()
+# --- the run's model ---------------------------------------------------------------------------------
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
@@ -62,7 +46,7 @@ def _run_model(path: str, key: tuple):
 
 def run_model(run: Run):
     """The run's model (`RunModel`), loaded once per weights file."""
-    return _run_model(str(run.path), _weights_key(run))
+    return _run_model(str(run.path), weights_key(run))
 
 
 def run_config(run: Run) -> dict:

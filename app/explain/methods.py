@@ -12,8 +12,9 @@ import numpy as np
 import streamlit as st
 
 from engine.errors import LoupeError
+from app.common.images import THUMB_PX, for_display
+from app.common.loaders import weights_key
 from app.explain import charts
-from app.common import ui
 
 DEFAULT_METHODS = ("gradcam", "saliency")  # fast; matched loosely against engine.explain.attributions.METHODS
 SIGNS = {
@@ -45,9 +46,7 @@ def as_array(v) -> np.ndarray:
 
 
 def run_key(run) -> tuple:
-    from app.explain.load import _weights_key
-
-    return (str(run.path), _weights_key(run))
+    return (str(run.path), weights_key(run))
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -103,8 +102,8 @@ def show_map(pixels: np.ndarray, heatmap: np.ndarray, opts: dict, col, caption: 
 
     heat = heatmap_image(heatmap, opts["cmap"], opts["sign"])
     over = overlay(pixels, heatmap, alpha=opts["alpha"], cmap=opts["cmap"], sign=opts["sign"])
-    col.image([ui.for_display(np.asarray(heat, dtype=np.uint8)), ui.for_display(np.asarray(over, dtype=np.uint8))],
-              caption=[f"{caption} · heatmap", f"{caption} · overlay"], width=ui.THUMB_PX + 64)  # fmt: skip
+    col.image([for_display(np.asarray(heat, dtype=np.uint8)), for_display(np.asarray(over, dtype=np.uint8))],
+              caption=[f"{caption} · heatmap", f"{caption} · overlay"], width=THUMB_PX + 64)  # fmt: skip
 
 
 def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "expl") -> dict:
@@ -115,7 +114,7 @@ def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "e
         return opts
     rkey = run_key(run)
     cols = st.columns(1 + len(opts["methods"]))
-    cols[0].image(ui.for_display(picked.pixels), caption="original", width=ui.THUMB_PX + 64)
+    cols[0].image(for_display(picked.pixels), caption="original", width=THUMB_PX + 64)
     curves, rows = {}, []
     for col, method in zip(cols[1:], opts["methods"]):
         col.markdown(f"**{method}**")

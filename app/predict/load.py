@@ -1,5 +1,5 @@
-"""Cached loaders for the Predict page: which models can predict (built-in ones and runs with weights), the
-`Predictor` of a model (once per process and weights file), predictions per set of images, Grad-CAM overlays
+"""Cached loaders for the Predict page: the built-in models (runs with weights come from `app.common.loaders`),
+the `Predictor` of a model (once per process and weights file), predictions per set of images, Grad-CAM overlays
 and small display copies of the uploads.
 
 Predictions are cached by model, weights and file contents (`st.cache_data`), so moving a slider elsewhere on
@@ -15,8 +15,8 @@ import io
 import numpy as np
 import streamlit as st
 
-from engine.runs.folder import Run, list_runs, run_row
-from app.explain.load import _weights_key, checkpoint_of
+from engine.runs.folder import Run
+from app.common.loaders import weights_key
 
 IMAGENET = "builtin:imagenet"
 THUMB_MAX = 320  # uploads are shown at most this wide
@@ -36,31 +36,13 @@ def builtin_models() -> list[str]:
     return found or [IMAGENET]
 
 
-def usable_runs() -> list[Run]:
-    """Runs with saved weights, newest first."""
-    return [r for r in list_runs() if checkpoint_of(r) is not None]
-
-
-def run_label(run: Run) -> str:
-    """`name · model · dataset · state · best metric` for the model picker."""
-    try:
-        row = run_row(run)
-    except (OSError, ValueError, KeyError):
-        return run.id
-    parts = [row.get("name") or run.id, row.get("model") or "?", row.get("dataset") or "?", row.get("state") or "?"]
-    best, monitor = row.get("best"), (row.get("monitor") or "").removeprefix("val_")
-    if isinstance(best, (int, float)):
-        parts.append(f"{monitor or 'best'} {best:.3f}")
-    return " · ".join(str(p) for p in parts)
-
-
 def model_key(ref: str, runs: dict[str, Run]) -> tuple:
     """What invalidates a cached Predictor/prediction: the run's weights file and saved thresholds."""
     run = runs.get(ref)
     if run is None:
         return (ref,)
     th = run.path / "thresholds.json"
-    return (str(run.path), _weights_key(run), th.stat().st_mtime_ns if th.is_file() else 0)
+    return (str(run.path), weights_key(run), th.stat().st_mtime_ns if th.is_file() else 0)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)

@@ -14,8 +14,8 @@ import streamlit as st
 
 from engine.errors import LoupeError
 from app.explain import charts
-from app.predict import load as pred_load
-from app.common import ui
+from app.predict import load
+from app.common.images import for_display
 
 EXPORTS = {"onnx": ("ONNX", ".onnx"), "torchscript": ("TorchScript", ".pt")}
 K_EXPORT = "pred.export"  # session key prefix of finished exports (file name + bytes, for the download buttons)
@@ -54,9 +54,9 @@ def result_card(i: int, res: dict, data: bytes, task: str, unsure_below: float,
     """One image's card. `overlay` (when given) returns (Grad-CAM overlay, seconds), or raises NoGradCam/LoupeError."""
     with st.container(border=True, key=f"pred.card.{i}"):
         left, right = st.columns([1, 2], vertical_alignment="top")
-        pixels = pred_load.thumbnail(data)
+        pixels = load.thumbnail(data)
         if pixels is not None:
-            shown = ui.for_display(pixels, 160)
+            shown = for_display(pixels, 160)
             # "content": its own width (at most THUMB_MAX), but never wider than the column it sits in
             left.image(shown, caption=res["file"], width="content")
         else:
@@ -65,9 +65,9 @@ def result_card(i: int, res: dict, data: bytes, task: str, unsure_below: float,
             try:
                 with st.spinner("Grad-CAM…"):
                     over, secs = overlay()
-                left.image(ui.for_display(over, 160), caption="Grad-CAM overlay", width=160)
+                left.image(for_display(over, 160), caption="Grad-CAM overlay", width=160)
                 left.caption(f"Grad-CAM of the top class · {secs * 1000:.0f} ms")
-            except (pred_load.NoGradCam, LoupeError, ValueError, RuntimeError) as e:
+            except (load.NoGradCam, LoupeError, ValueError, RuntimeError) as e:
                 left.caption(f"Grad-CAM: {e}")
         right.markdown(f"## {top_line(res)}")
         conf = res.get("confidence")

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from app.common.charts import _layout
+from app.common.charts import BLUE, GREEN, ORANGE, PALETTE, PURPLE, RED, TEAL, layout
 
-TRAIN, VAL = "#4C78A8", "#F58518"
-METRIC_COLORS = {"accuracy": "#4C78A8", "balanced_accuracy": "#F58518", "macro_f1": "#54A24B",
-                 "auc": "#B279A2", "micro_f1": "#72B7B2", "hter": "#E45756"}  # fmt: skip
-PALETTE = ["#4C78A8", "#F58518", "#54A24B", "#E45756", "#B279A2", "#72B7B2", "#EECA3B", "#9D755D", "#BAB0AC"]
+TRAIN, VAL = BLUE, ORANGE
+METRIC_COLORS = {"accuracy": BLUE, "balanced_accuracy": ORANGE, "macro_f1": GREEN, "auc": PURPLE, "micro_f1": TEAL,
+                 "hter": RED}  # fmt: skip
 HEIGHT = 300
 TOP_RIGHT = {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"}
 NOT_METRICS = {"epoch", "step", "split", "time", "lr", "img_per_s"}
@@ -88,7 +87,7 @@ def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
         _empty_note(fig, "curves appear after the first batches")
     _epoch_axis(fig, epochs)
     fig.update_yaxes(title="loss", rangemode="tozero")
-    return _layout(fig, "Loss", height=HEIGHT, legend=TOP_RIGHT)
+    return layout(fig, "Loss", height=HEIGHT, legend=TOP_RIGHT)
 
 
 def metric_curves(records: list[dict], monitor: str | None = None, epochs: int | None = None) -> go.Figure:
@@ -114,7 +113,7 @@ def metric_curves(records: list[dict], monitor: str | None = None, epochs: int |
         _empty_note(fig, "curves appear after the first epoch")
     _epoch_axis(fig, epochs)
     fig.update_yaxes(title="validation score", range=[0, 1.02])
-    return _layout(fig, "Validation metrics", height=HEIGHT, legend=TOP_RIGHT)
+    return layout(fig, "Validation metrics", height=HEIGHT, legend=TOP_RIGHT)
 
 
 def best_record(records: list[dict], key: str) -> dict | None:
@@ -140,5 +139,5 @@ def compare_curves(series: dict[str, list[dict]], key: str) -> go.Figure:
     fig.update_xaxes(title="epoch", rangemode="tozero", dtick=1 if most <= 20 else None)
     fig.update_yaxes(title=label(key), rangemode="tozero")
     title = label(key)
-    return _layout(fig, title[0].upper() + title[1:] + " by run", height=HEIGHT + 60,
+    return layout(fig, title[0].upper() + title[1:] + " by run", height=HEIGHT + 60,
                    legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0, "xanchor": "left"})

@@ -18,7 +18,9 @@ from engine.config import GROUPS, RunConfig, field_groups
 from engine.errors import LoupeError
 from engine.models.factory import CURATED
 from app.train import lr_finder
-from app.common import ui
+from app.common.images import for_display
+from app.common.loaders import load_dataset
+from app.common.sidebar import compute_device
 from app.train.values import (AUG_ON, FIELDS, K_MODEL_OTHER, K_MODEL_PICK, K_REASONS, OTHER_MODEL, PRESET,
                                 dataset_changed,
                                 gpu_count, field_type, mark_edited, on_key, read_values, reset, save_widgets, set_field,
@@ -215,7 +217,7 @@ def augment_preview(spec: str, values: dict) -> None:
     aug = {f.name: values[f.name] for f in field_groups()["augment"]}
     cfg = RunConfig(**aug)
     try:
-        ds = ui.load_dataset(spec)
+        ds = load_dataset(spec)
     except LoupeError:
         st.caption("No preview: the dataset cannot be opened (see above).")
         return
@@ -233,7 +235,7 @@ def augment_preview(spec: str, values: dict) -> None:
     originals = np.asarray(ds.images[idx])
     variants = preview(originals, cfg, n_variants=PREVIEW_VARIANTS, seed=seed)
     for original, row in zip(originals, variants):
-        st.image([ui.for_display(original, PREVIEW_PX)] + [ui.for_display(v, PREVIEW_PX) for v in row], width=PREVIEW_PX)
+        st.image([for_display(original, PREVIEW_PX)] + [for_display(v, PREVIEW_PX) for v in row], width=PREVIEW_PX)
     st.caption(f"Left: a training image; then {PREVIEW_VARIANTS} random draws of the ops switched on, at the working "
                f"resolution ({ds.image_size} px). Training draws new ones for every batch.")  # fmt: skip
 
@@ -247,7 +249,7 @@ def gpus_line() -> None:
     """What this machine has, and DDP on all of its GPUs in one click (torchrun, one process per GPU)."""
     n = gpu_count()
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.caption(f"This machine: {ui.compute_device()}; {n} GPU{'s' if n != 1 else ''} visible.")
+        st.caption(f"This machine: {compute_device()}; {n} GPU{'s' if n != 1 else ''} visible.")
         if n > 1:
             st.button(f"Use all {n} GPUs (DDP)", key="train.all_gpus", on_click=_use_all_gpus, args=(n,),
                       icon=":material/hub:", help="Sets DDP processes to the number of GPUs: one process per GPU, nccl.")

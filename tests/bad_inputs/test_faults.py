@@ -189,7 +189,7 @@ def test_train_page_shows_an_unwritable_runs_folder_as_one_sentence(tmp_path: Pa
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file")
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(blocker / "runs"))
-    at = open_page("pages/train.py", "Train", dataset="builtin:digits")
+    at = open_page("pages/training.py", "Train", dataset="builtin:digits")
     at.number_input(key="train.f.image_size").set_value(8).run()
     at.button(key="train.start").click().run()
     assert not at.exception

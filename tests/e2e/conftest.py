@@ -9,6 +9,7 @@ Helpers used by the journeys:
 - `settle(page)`: wait until the app has finished its script run (no fixed sleeps);
 - `check_page(page, allow_errors=...)`: fail on a Streamlit exception box, an unexpected error box, or
   the "Page not found" modal;
+- `nav_titles(page)`: the page titles in the sidebar's navigation;
 - `shot(page, name)`: a full-page screenshot into the artifacts folder (`LOUPE_TEST_ARTIFACTS`, default
   `test-artifacts/e2e/`).
 """
@@ -40,6 +41,8 @@ RUN_TIMEOUT_MS = 60_000  # one script run (a page, a click) under load
 EXCEPTION = '[data-testid="stException"]'
 ALERT_ERROR = '[data-testid="stAlertContentError"]'
 DIALOG = '[role="dialog"]'
+NAV_LINK = '[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]'  # the app's own page links
+PAGE_TITLES = ["Dataset", "Train", "Evaluate", "Explain", "Predict"]  # the sidebar's navigation, in order
 
 
 def _why_no_browser() -> str | None:
@@ -232,6 +235,12 @@ def check_page(page, allow_errors: tuple[str, ...] = ()) -> None:
     dialogs = [t for t in page.locator(DIALOG).all_inner_texts() if t.strip()]
     if dialogs:
         pytest.fail(f"unexpected dialog on {page.url}: {dialogs}")
+
+
+def nav_titles(page) -> list[str]:
+    """The page titles the sidebar's navigation offers, in order (each link's text ends with its title)."""
+    page.locator(NAV_LINK).first.wait_for()  # st.page_link's component is loaded lazily
+    return [t.strip().split("\n")[-1] for t in page.locator(NAV_LINK).all_inner_texts()]
 
 
 def shot(page, artifacts: Path, name: str) -> Path:

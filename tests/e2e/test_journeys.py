@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_fashion
-from tests.e2e.conftest import check_page, goto, metric, new_page, select_option, set_number, settle, shot
+from tests.e2e.conftest import (NAV_LINK, check_page, goto, metric, nav_titles, new_page, select_option, set_number,
+                                settle, shot)
 
 pytestmark = [needs_fashion]
 
@@ -36,7 +37,7 @@ def page(browser):
 
 def nav(page, title: str) -> None:
     """Go to a page through the sidebar navigation, as a user would (same browser session)."""
-    page.locator('[data-testid="stSidebarNav"] a', has_text=re.compile(rf"{title}\s*$")).first.click()
+    page.locator(NAV_LINK, has_text=re.compile(rf"{title}\s*$")).first.click()
     page.wait_for_selector(f'h1:has-text("{title}")')
     settle(page)
 
@@ -58,8 +59,7 @@ def test_open_the_app(page, server, artifacts):
     page.wait_for_selector('h1:has-text("Dataset")')
     sidebar = page.locator('[data-testid="stSidebar"]')
     assert "Loupe" in sidebar.inner_text()
-    links = page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
-    assert [t.strip().split("\n")[-1] for t in links] == ["Dataset", "Train", "Evaluate", "Explain", "Predict"]
+    assert nav_titles(page) == ["Dataset", "Train", "Evaluate", "Explain", "Predict"]
     check_page(page)
     shot(page, artifacts, "01-open")
 

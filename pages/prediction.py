@@ -1,10 +1,11 @@
-"""Predict page: a model (a trained run, or the built-in ImageNet model, which works before any training) on
+"""Predict page (`/prediction`): a model (a trained run, or the built-in ImageNet model, which works before any training) on
 uploaded images or a camera picture -> per image the top prediction, the top-k confidences, the decision, the
 unsure flag, the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
 be exported to ONNX / TorchScript.
 
-The engine does the work (`engine.predict.predictor.Predictor`, `engine.explain.attributions`, `engine.predict.export`); this page reads
-widgets, calls it and draws. Helpers: `pred_load` (cached model and predictions), `pred_view` (drawing).
+The engine does the work (`engine.predict.predictor.Predictor`, `engine.explain.attributions`, `engine.predict.export`);
+this page reads widgets, calls it and draws. Helpers in `app/predict/`: `load` (cached model and predictions), `view`
+(drawing).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from engine.errors import LoupeError
 from engine.runs.folder import Run
 from app.predict import load
 from app.predict import view
+from app.common import run_picker
 from app.common import state
+from app.common.loaders import runs_with_weights
+from app.common.sidebar import draw_frame
 
 K_MODEL, K_UPLOADER, K_CAMERA, K_USE_CAMERA = "pred.model", "pred.uploader", "pred.camera", "pred.use_camera"
 K_TOP_K, K_UNSURE, K_GRADCAM = "pred.top_k", "pred.unsure", "pred.gradcam"
@@ -42,7 +46,7 @@ def pick_model(runs: dict[str, Run]) -> str:
     st.session_state[K_SEEN_RUN] = active
     if followed or st.session_state.get(K_MODEL) not in options:
         st.session_state[K_MODEL] = active if active in runs else (next(iter(runs)) if runs else builtins[0])
-    labels = {**{r: load.run_label(run) for r, run in runs.items()},
+    labels = {**{r: run_picker.run_label(run, results=True) for r, run in runs.items()},
               **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins}}  # fmt: skip
     ref = st.selectbox("Model", options, key=K_MODEL, format_func=lambda r: labels.get(r, r), on_change=_picked,
                        help="Your runs with saved weights (newest first, with their best validation metric), and the "
@@ -99,7 +103,7 @@ def inputs() -> list[tuple[str, bytes]]:
 
 def main() -> None:
     st.title("Predict")
-    runs = {r.id: r for r in load.usable_runs()}
+    runs = {r.id: r for r in runs_with_weights()}
     ref = pick_model(runs)
     run = runs.get(ref)
     try:
@@ -145,4 +149,5 @@ def main() -> None:
         view.result_card(i, r, data, task, opts["unsure_below"], overlay)
 
 
+draw_frame()  # the page config and the sidebar every page shares
 main()

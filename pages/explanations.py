@@ -1,9 +1,10 @@
-"""Explain page: a run's model on one image -> prediction, attribution maps side by side (with deletion-curve
+"""Explain page (`/explanations`): a run's model on one image -> prediction, attribution maps side by side (with deletion-curve
 faithfulness and time), an adversarial attack on that image, and an epsilon sweep over validation images.
 
 The run lives in `?run=`, a dataset image in `?image=<dataset index>` (so other pages can link to one image).
-The engine does the work (`engine.predict.run_model`, `engine.explain.attributions`, `engine.explain.attacks`); this page reads widgets,
-calls it and draws. Helpers: `expl_load` (cached loaders), `expl_methods`, `expl_attack`, `expl_charts`.
+The engine does the work (`engine.predict.run_model`, `engine.explain.attributions`, `engine.explain.attacks`); this
+page reads widgets, calls it and draws. Helpers in `app/explain/`: `load` (cached loaders), `methods` (attributions),
+`attack` (adversarial and robustness panels), `charts`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from app.explain import attack as expl_attack
 from app.explain import charts
 from app.explain import load
 from app.explain import methods
-from app.common import state
-from app.common import ui
+from app.common import run_picker
+from app.common.images import for_display
+from app.common.loaders import runs_with_weights
+from app.common.sidebar import draw_frame
 
 K_SOURCE, K_INDEX, K_UPLOADER = "expl.source", "expl.index", "expl.uploader"
 K_URL_SEEN = "expl._url_image"  # the ?image= value already applied (so a widget change is not overridden)
@@ -26,34 +29,6 @@ K_SPLIT, K_CLASS = "expl.browse_split", "expl.browse_class"
 SOURCES = {"dataset": "From the dataset", "upload": "Upload an image"}
 BROWSE = 12
 TOP_K = 5
-
-
-# --- run -----------------------------------------------------------------------------------------------
-
-
-def _label(run: Run) -> str:
-    cfg = load.run_config(run)
-    return f"{cfg.get('name') or run.id} · {cfg.get('model', '?')} · {cfg.get('dataset', '?')}"
-
-
-def _picked(key: str) -> None:
-    state.set_active_run(st.session_state.get(key))
-
-
-def pick_run(runs: list[Run]) -> Run:
-    """The active run when it has weights; else the newest one with weights (made active)."""
-    by_id = {r.id: r for r in runs}
-    active = state.active_run()
-    chosen = by_id.get(active) or runs[0]
-    if chosen.id != active:
-        if active:
-            st.caption(f"The active run `{active}` has no saved weights yet; showing `{chosen.id}`.")
-        state.set_active_run(chosen.id)
-    ids = list(by_id)
-    key = f"expl.run.{chosen.id}"
-    st.selectbox("Run", ids, index=ids.index(chosen.id), key=key, on_change=_picked, args=(key,),
-                 format_func=lambda i: _label(by_id[i]), help="Runs with saved weights, newest first.")  # fmt: skip
-    return chosen
 
 
 # --- image -----------------------------------------------------------------------------------------------
@@ -97,7 +72,7 @@ def browse(ds, classes: list[str]) -> None:
     cols = st.columns(max(1, min(len(shown), 6)))
     for j, idx in enumerate(shown):
         col = cols[j % len(cols)]
-        col.image(ui.for_display(ds.thumbnail(int(idx)), 64), width=64)
+        col.image(for_display(ds.thumbnail(int(idx)), 64), width=64)
         col.button(f"#{int(idx)}", key=f"expl.pick.{int(idx)}", on_click=_choose, args=(int(idx),))
 
 
@@ -144,7 +119,7 @@ def prediction(rm, picked, classes: list[str]) -> np.ndarray:
     left, right = st.columns([1, 2], vertical_alignment="center")
     top = int(np.argmax(probs))
     cap = f"{picked.name}" + (f" · true: **{classes[picked.label]}**" if picked.label is not None else "")
-    left.image(ui.for_display(picked.pixels, 160), caption=picked.name, width=160)
+    left.image(for_display(picked.pixels, 160), caption=picked.name, width=160)
     left.markdown(cap)
     verdict = ("✅ correct" if picked.label == top else "❌ wrong") if picked.label is not None else ""
     left.metric("Predicted", str(classes[top]), delta=f"{probs[top]:.1%} {verdict}".strip(), delta_color="off",
@@ -157,12 +132,10 @@ def prediction(rm, picked, classes: list[str]) -> np.ndarray:
 
 def main() -> None:
     st.title("Explain")
-    runs = load.explainable_runs()
-    if not runs:
-        ui.no_runs_yet("No trained run to explain yet. Train one on the **Train** page: once it has saved weights, pick an image "
-                "here to see what the model looks at and how easily it is fooled.")  # fmt: skip
-        return
-    run = pick_run(runs)
+    runs = run_picker.require_runs(runs_with_weights(), "No trained run to explain yet. Train one on the **Train** "
+                                   "page: once it has saved weights, pick an image here to see what the model looks at "
+                                   "and how easily it is fooled.")  # fmt: skip
+    run = run_picker.pick_run(runs, fallback=runs[0], needs="saved weights", key="expl")
     try:
         rm = load.run_model(run)
     except (LoupeError, OSError, ValueError, RuntimeError) as e:
@@ -182,4 +155,5 @@ def main() -> None:
         expl_attack.robustness_panel(run, rm, classes)
 
 
+draw_frame()  # the page config and the sidebar every page shares
 main()

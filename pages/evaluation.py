@@ -1,4 +1,4 @@
-"""Evaluate page: a finished run's stored predictions -> metrics with confidence intervals, confusion
+"""Evaluate page (`/evaluation`): a finished run's stored predictions -> metrics with confidence intervals, confusion
 matrix with its images, per-class scores, threshold tuning (binary / multi-label), top losses and
 likely mislabelled images, calibration, and a comparison of runs on the same data.
 
@@ -21,45 +21,15 @@ from app.evaluate import charts
 from app.evaluate import gallery
 from app.evaluate import load
 from app.evaluate import multilabel as eval_multilabel
-from app.common import state
-from app.common import ui
+from app.common import run_picker
+from app.common.sidebar import draw_frame
 
 K_NORM = "eval.cm_normalised"
 K_COMPARE = "eval.compare"
 COMPARE_DEFAULT = 6
 
 
-# --- choosing the run and split --------------------------------------------------------------------
-
-
-def _label(run: Run) -> str:
-    cfg = run.config().get("config") or {}
-    return f"{load.run_name(run)} · {cfg.get('model', '?')} · {cfg.get('dataset', '?')}"
-
-
-def _picked(key: str) -> None:
-    state.set_active_run(st.session_state.get(key))
-
-
-def pick_run(runs: list[Run]) -> Run:
-    """The active run when it has predictions; else the latest completed one (then made active, unless the
-    active run is still training: the Train page follows that one)."""
-    by_id = {r.id: r for r in runs}
-    active = state.active_run()
-    if active in by_id:
-        chosen = by_id[active]
-    else:
-        chosen = load.latest_completed(runs)
-        if active and (load.runs_dir_has(active)):
-            st.caption(f"The active run `{active}` has no predictions yet (still training, or stopped before its "
-                       f"end); showing the latest completed run instead.")  # fmt: skip
-        else:
-            state.set_active_run(chosen.id)
-    ids = list(by_id)
-    key = f"eval.run.{chosen.id}"  # a new widget when the active run changes elsewhere, showing it
-    st.selectbox("Run", ids, index=ids.index(chosen.id), key=key, on_change=_picked, args=(key,),
-                 format_func=lambda i: _label(by_id[i]), help="Runs with stored predictions, newest first.")  # fmt: skip
-    return chosen
+# --- choosing the split ------------------------------------------------------------------------------
 
 
 def pick_split(run: Run, splits: list[str]) -> str:
@@ -256,17 +226,17 @@ def compare_section(run: Run, runs: list[Run], split: str) -> None:
     if key not in st.session_state:
         st.session_state[key] = [r.id for r in peers[:COMPARE_DEFAULT]]
     st.session_state[key] = [i for i in st.session_state[key] if i in by_id] or [run.id]
-    picked = st.multiselect("Runs", list(by_id), key=key, format_func=lambda i: _label(by_id[i]))
+    picked = st.multiselect("Runs", list(by_id), key=key, format_func=lambda i: run_picker.run_label(by_id[i]))
     rows = []
     for rid in picked:
         r = by_id[rid]
         try:
             res = load.evaluation(r, split, load.tune_split_for(load.splits_of(r)), bootstrap=0)
         except LoupeError as e:
-            st.caption(f"{load.run_name(r)}: {e}")
+            st.caption(f"{run_picker.run_name(r)}: {e}")
             continue
         cfg = r.config().get("config") or {}
-        row = {"Run": load.run_name(r) + (" (shown above)" if r.id == run.id else ""), "Model": cfg.get("model"),
+        row = {"Run": run_picker.run_name(r) + (" (shown above)" if r.id == run.id else ""), "Model": cfg.get("model"),
                "Tuned on": res.get("tuned_on")}  # fmt: skip
         row.update({label: res.get(k) for k, label in COMPARE_COLUMNS})
         row["ECE"] = (res.get("calibration") or {}).get("ece")
@@ -284,14 +254,12 @@ def compare_section(run: Run, runs: list[Run], split: str) -> None:
 
 def main() -> None:
     st.title("Evaluate")
-    runs = load.evaluable_runs()
-    if not runs:
-        ui.no_runs_yet("No trained run to evaluate yet. Start one on the **Train** page: once it completes, its stored "
-                "predictions on val and test are evaluated here (nothing is re-run).")  # fmt: skip
-        return
+    runs = run_picker.require_runs(load.evaluable_runs(), "No trained run to evaluate yet. Start one on the **Train** "
+                                   "page: once it completes, its stored predictions on val and test are evaluated here "
+                                   "(nothing is re-run).")  # fmt: skip
     top, side = st.columns([3, 2], vertical_alignment="bottom")
     with top:
-        run = pick_run(runs)
+        run = run_picker.pick_run(runs, fallback=load.latest_completed(runs), needs="stored predictions", key="eval")
     splits = load.splits_of(run)
     with side:
         split = pick_split(run, splits)
@@ -328,4 +296,5 @@ def main() -> None:
         compare_section(run, runs, split)
 
 
+draw_frame()  # the page config and the sidebar every page shares
 main()

@@ -1,4 +1,4 @@
-"""Train page: a form with every option (prefilled for the active dataset) -> a background training
+"""Train page (`/training`): a form with every option (prefilled for the active dataset) -> a background training
 job -> a live panel that follows it; below, every run for comparison and clean-up.
 
 The run folder is the truth: the job writes it, the live panel and the table only read it, so a
@@ -14,6 +14,7 @@ from engine.errors import LoupeError
 from engine.runs.folder import list_runs
 from app.train import runs_table
 from app.common import state
+from app.common.sidebar import draw_frame
 from app.train import form as train_form
 from app.train import live as train_live
 from app.train import values
@@ -66,4 +67,5 @@ def main() -> None:
     runs_table.render()
 
 
+draw_frame()  # the page config and the sidebar every page shares
 main()

@@ -1,0 +1,78 @@
+"""The run picker the Evaluate and Explain pages share (`app/common/run_picker.py`), on a real tiny run and a
+queued one: which run is shown, which one is active afterwards, and the page's stop when there is no run."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.config import RunConfig
+from engine.runs.folder import Run
+from engine.train.jobs import prepare_run
+from tests.pagetools import TINY, open_page, train_tiny
+
+# (page script, title, what the page needs of a run, in the picker's words)
+PAGES = [("pages/evaluation.py", "Evaluate", "stored predictions"), ("pages/explanations.py", "Explain", "saved weights")]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
+    return train_tiny(tmp_path_factory.mktemp("picker-runs"), "builtin:digits", 8, session_cache)
+
+
+@pytest.fixture
+def runs(trained: Run, monkeypatch: pytest.MonkeyPatch) -> dict[str, Run]:
+    """The trained run, and a newer one that is queued (no weights, no predictions: not usable yet)."""
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(trained.path.parent))
+    queued = prepare_run(RunConfig(dataset="builtin:digits", image_size=8, name="queued one", **TINY), trained.path.parent)
+    yield {"trained": trained, "queued": queued}
+    shutil.rmtree(queued.path)
+
+
+def run_box(at: AppTest):
+    return next(s for s in at.selectbox if s.label == "Run")
+
+
+def picked(at: AppTest) -> str:
+    return run_box(at).value
+
+
+@pytest.mark.parametrize("script,title,needs", PAGES)
+def test_the_active_run_is_shown_and_stays_active(runs, script: str, title: str, needs: str):
+    at = open_page(script, title, runs["trained"])
+    assert picked(at) == runs["trained"].id
+    assert at.query_params["run"] == runs["trained"].id
+    options = run_box(at).options  # as shown: `name · model · dataset`
+    assert len(options) == 1 and options[0].startswith(f"{runs['trained'].id} · small_cnn · builtin:digits")
+
+
+@pytest.mark.parametrize("script,title,needs", PAGES)
+def test_an_active_run_not_usable_yet_stays_active(runs, script: str, title: str, needs: str):
+    """The Train page follows the active run: a page that cannot show it shows another, and leaves it active."""
+    queued = runs["queued"]
+    at = open_page(script, title, queued)
+    assert picked(at) == runs["trained"].id
+    assert any(f"The active run `{queued.id}` has no {needs} yet" in c.value for c in at.caption)
+    assert at.query_params["run"] == queued.id
+    assert queued.id in "\n".join(m.value for m in at.sidebar.markdown)
+
+
+@pytest.mark.parametrize("script,title,needs", PAGES)
+def test_without_a_usable_active_run_the_shown_one_becomes_active(runs, script: str, title: str, needs: str):
+    for active in (None, Run(runs["trained"].path.parent / "20200101-000000-deleted")):
+        at = open_page(script, title, active)
+        assert picked(at) == runs["trained"].id
+        assert at.query_params["run"] == runs["trained"].id
+        assert not any("has no" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("script,title,needs", PAGES)
+def test_no_usable_run_stops_the_page_with_a_link_to_train(script: str, title: str, needs: str):
+    at = open_page(script, title)
+    assert "No trained run" in at.info[0].value
+    links = [link.proto for link in at.main.get("page_link")]
+    assert [(link.label, link.page) for link in links] == [("Go to Train", "training")]
+    assert not at.selectbox and not at.tabs
