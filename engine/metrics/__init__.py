@@ -3,7 +3,7 @@ docstrings (ARCHITECTURE.md lists them and where each lives).
 
 Split by concern, all building on `core` and never on each other: `core` (the decision rule `decide`,
 `cumulative_counts`, FAR/FRR, the confusion matrix and the single-label summaries training reports),
-`binary` (FAR/FRR/HTER sweeps, EER, ROC/DET/PR), `multilabel`, `calibration` and `bootstrap`.
+`binary` (FAR/FRR/HTER sweeps, EER, ROC/DET/PR), `multilabel`, `calibration` and `bootstrap`; `display` writes a metric for people (one format per metric).
 Arguments are (labels, scores or probs), as in scikit-learn.
 
 Names are re-exported lazily (`engine.lazy`), like the other engine packages; engine modules import
@@ -20,4 +20,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "multilabel": ["f1_thresholds", "multilabel_report"],
     "calibration": ["apply_temperature", "fit_temperature", "nll", "reliability"],
     "bootstrap": ["confusion_bootstrap", "multilabel_bootstrap"],
+    "display": ["format_delta", "format_metric"],
 })
