@@ -12,7 +12,7 @@ import pytest
 
 from engine.evaluate import report as E
 from engine.runs.folder import Run, atomic_write_json
-from engine.train.setup import write_npz
+from engine.runs.folder import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,6 +7,7 @@ through these files, so a page reload or a second browser sees exactly what the 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -111,6 +112,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False, default=_json_default).encode())
 
 
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """A compressed .npz written atomically (the predictions/*.npz files of contract 2)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -160,6 +168,21 @@ class Run:
     @property
     def predictions(self) -> Path:
         return self.path / "predictions"
+
+    @property
+    def best_weights(self) -> Path:
+        """The best epoch's weights (safetensors): what evaluation, explanations and prediction load."""
+        return self.checkpoints / "best.safetensors"
+
+    @property
+    def last_weights(self) -> Path:
+        """The latest epoch's weights (safetensors), saved with `last_state` so a run can resume."""
+        return self.checkpoints / "last.safetensors"
+
+    @property
+    def last_state(self) -> Path:
+        """Optimiser, scheduler, generator and trainer state of `last` (torch.save, loadable weights_only)."""
+        return self.checkpoints / "last_state.pt"
 
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
@@ -219,6 +242,10 @@ class Run:
         st.setdefault("host", socket.gethostname())
         atomic_write_json(self.path / "status.json", st)
         return st
+
+    def write_summary(self, summary: dict) -> None:
+        """summary.json: the finished run's figures (the one writer; plain, k-fold and probe runs build it)."""
+        atomic_write_json(self.path / "summary.json", summary)
 
     def append_metrics(self, record: dict) -> None:
         line = json.dumps(record, allow_nan=False, default=_json_default)

@@ -22,7 +22,7 @@ from engine.train.loop import DeviceData, TrainingFailed, eval_batch_size, log_l
 from engine.metrics import summarize
 from engine.models.factory import apply_strategy, set_train_mode
 from engine.train.optim import make_optimizer, make_scheduler
-from engine.runs.folder import Run, atomic_write_json, now_iso
+from engine.runs.folder import Run, now_iso
 from engine.train.setup import Session, open_session, save_predictions
 
 LOWER_IS_BETTER = ("val_loss", "val_hter")
@@ -149,7 +149,7 @@ def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: f
             value = _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimizer, monitor, log)
             if improved(value, st["best_value"], monitor):
                 st.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
-                save_weights(model, run.checkpoints / "best.safetensors")
+                save_weights(model, run.best_weights)
             else:
                 st["bad_epochs"] += 1
             _save_last(run, model, optimizer, scheduler, gen, st)
@@ -192,15 +192,15 @@ def _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimize
 
 
 def _save_last(run, model, optimizer, scheduler, gen, st) -> None:
-    save_weights(model, run.checkpoints / "last.safetensors")
+    save_weights(model, run.last_weights)
     state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "generator": gen.get_state(), "trainer": {k: v for k, v in st.items()}}
-    save_state(state, run.checkpoints / "last_state.pt")
+    save_state(state, run.last_state)
 
 
 def _restore(run, model, optimizer, scheduler, gen, st, log) -> dict:
-    load_weights(model, run.checkpoints / "last.safetensors")
-    state = load_state(run.checkpoints / "last_state.pt")
+    load_weights(model, run.last_weights)
+    state = load_state(run.last_state)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     gen.set_state(state["generator"])
@@ -211,7 +211,7 @@ def _restore(run, model, optimizer, scheduler, gen, st, log) -> dict:
 
 def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, log) -> dict:
     core = getattr(model, "module", model)
-    best_path = run.checkpoints / "best.safetensors"
+    best_path = run.best_weights
     if best_path.exists():
         load_weights(core, best_path)
     final = save_predictions(run, s, lambda idx: predict_probs(core, data, idx, compute, s.task == "multilabel",
@@ -224,7 +224,7 @@ def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, 
         "compile_seconds": round(st["compile_seconds"], 2) if cfg.compile else None,
         "thresholds": s.default_thresholds(), "device": compute.name, "notes": s.notes + st["notes"],
     }
-    atomic_write_json(run.path / "summary.json", summary)
+    run.write_summary(summary)
     run.write_status(state="completed", epoch=st["epoch"], step=st["step"])
     log(f"done: best epoch {st['best_epoch']}, " + ", ".join(f"{k} {v:.4f}" for k, v in final.get("test", final.get("val", {})).items() if isinstance(v, float)))
     return summary

@@ -81,7 +81,7 @@ def stop(run: Run) -> None:
 def can_resume(run: Run) -> bool:
     st = run.status()
     return (st["display_state"] in ("stopped", "failed (crashed)") or st.get("state") == "failed") and \
-        (run.checkpoints / "last_state.pt").exists()
+        run.last_state.exists()
 
 
 def resume(run: Run) -> Run:

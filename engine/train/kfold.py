@@ -14,8 +14,7 @@ import numpy as np
 
 from engine.config import ConfigError, RunConfig
 from engine.data import kfold_indices, open_dataset
-from engine.runs.folder import Run, atomic_write_json, now_iso
-from engine.train.setup import write_npz
+from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
 
 
 def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progress=None) -> dict:
@@ -88,7 +87,7 @@ def _aggregate(cfg: RunConfig, run: Run, folds, summaries: list[dict], ds, wall0
                "best_epoch": None, "wall_seconds": round(time.time() - wall0, 2),
                "train_img_per_s": float(np.mean([s.get("train_img_per_s") or 0 for s in summaries])),
                "thresholds": summaries[0].get("thresholds", {}), "oof_images": int(len(order))}
-    atomic_write_json(run.path / "summary.json", summary)
+    run.write_summary(summary)
     run.write_status(state="completed", epoch=cfg.kfold, fold=cfg.kfold)
     val = stats.get("val", {}).get("balanced_accuracy")
     if val:

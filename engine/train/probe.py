@@ -21,7 +21,7 @@ from engine.train.loop import TrainingFailed, log_loss
 from engine.metrics import summarize
 from engine.models.classifier import probs_from_logits
 from engine.train.optim import make_optimizer, make_scheduler
-from engine.runs.folder import Run, atomic_write_json, now_iso
+from engine.runs.folder import Run, now_iso
 from engine.train.setup import Session, save_predictions
 
 
@@ -81,18 +81,18 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
         if best is None or m["balanced_accuracy"] > best:
             best, best_epoch = m["balanced_accuracy"], epoch + 1
             model.head.load_state_dict(head.state_dict())
-            save_weights(model, run.checkpoints / "best.safetensors")
+            save_weights(model, run.best_weights)
         run.write_status(state="running", epoch=epoch + 1, step=step)
         if run.stop_requested():
             run.clear_stop()
             break
-    save_weights(model, run.checkpoints / "last.safetensors")
+    save_weights(model, run.last_weights)
     final = save_predictions(run, s, lambda idx: _head_probs(model.head.float(), feats[idx], multilabel))
     summary = {"best_epoch": best_epoch, "monitor": "val_balanced_accuracy", "best": final.get("val", {}), "final": final,
                "epochs_run": epoch + 1, "steps": step, "features_cache_hit": hit, "wall_seconds": round(time.time() - wall0, 2),
                "train_seconds": round(t_train, 2), "train_img_per_s": round(len(s.train_idx) * (epoch + 1) / max(t_train, 1e-9), 1),
                "thresholds": s.default_thresholds(), "device": s.compute.name, "notes": s.notes}
-    atomic_write_json(run.path / "summary.json", summary)
+    run.write_summary(summary)
     run.write_status(state="completed", epoch=epoch + 1, step=step)
     log(f"linear probe done: best epoch {best_epoch}, val balanced accuracy {best:.4f}")
     return summary

@@ -15,7 +15,7 @@ from engine.data import Dataset, open_dataset
 from engine.device import Compute, configure_threads, resolve_compute
 from engine.metrics import summarize
 from engine.models.factory import ImageClassifier, ModelInfo, build_model
-from engine.runs.folder import Run, atomic_write_json, now_iso
+from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
 
 
 @dataclass
@@ -146,13 +146,3 @@ def save_predictions(run: Run, s: Session, predict: Callable[[np.ndarray], np.nd
         write_npz(run.predictions / f"{split}.npz", ids=ids, indices=idx, labels=labels, probs=probs)
         out[split] = summarize(probs, labels, s.task, positive=s.positive)
     return out
-
-
-def write_npz(path, **arrays) -> None:
-    import io
-
-    from engine.runs.folder import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
