@@ -161,6 +161,20 @@ def test_kfold_trains_children_and_keeps_out_of_fold_probabilities(tmp_path: Pat
     assert run.raw_status()["state"] == "completed"
 
 
+def test_kfold_parent_and_children_train_on_one_decoded_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # test_vit's pretrained input is 160 px and digits are 8 px: with image_size 0 (the model's default) the
+    # parent must decode at the size its children train at, not at the data's own size (a second decode pass)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LOUPE_CACHE_DIR", str(cache))
+    run, summary = run_fit(tmp_path, tiny(model="test_vit", image_size=0, kfold=2, epochs=1, train_limit=64))
+    children = [Run(run.path / "folds" / f"fold{k}") for k in (1, 2)]
+    assert [c.raw_status()["state"] for c in children] == ["completed", "completed"]
+    assert run.config()["image_size"] == 160
+    assert [c.config()["image_size"] for c in children] == [160, 160]
+    assert len(list(cache.rglob("images.npy"))) == 1  # one decode pass for the parent and both children
+    assert summary["oof_images"] == len(np.load(run.path / "predictions" / "oof.npz")["indices"])
+
+
 def test_yaml_config_round_trip_and_field_errors(tmp_path: Path):
     from engine.config import ConfigError
 

@@ -116,9 +116,9 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         chosen, reasons = suggest(stats, set(values), gpu=resolve_device(values.get("device", "auto")).type == "cuda")
         values = {**chosen, **values}
     cfg = RunConfig(**values).validate()
-    from engine.models.factory import check_image_size
+    from engine.train.setup import image_size_for
 
-    check_image_size(cfg.model, cfg.image_size)  # refused before a run folder exists, not in the job
+    image_size_for(cfg)  # a size the model cannot take is refused before a run folder exists, not in the job
     return cfg, reasons
 
 

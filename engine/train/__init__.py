@@ -10,7 +10,7 @@ from engine.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "fit": ["fit", "monitor_name", "train_cli_entry"],
-    "setup": ["Session", "open_session"],
+    "setup": ["TrainingSetup", "dataset_for", "image_size_for", "prepare", "write_header"],
     "loop": ["DeviceData", "TrainingFailed", "predict_probs", "train_one_epoch"],
     "kfold": ["fit_kfold"],
     "probe": ["fit_probe"],

@@ -23,7 +23,7 @@ from engine.metrics import summarize
 from engine.models.factory import apply_strategy, set_train_mode
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.runs.folder import Run, now_iso
-from engine.train.setup import Session, open_session, save_predictions
+from engine.train.setup import TrainingSetup, prepare, save_predictions, write_header
 
 LOWER_IS_BETTER = ("val_loss", "val_hter")
 HEARTBEAT_S = 1.0
@@ -44,29 +44,33 @@ def improved(value: float | None, best: float | None, monitor: str) -> bool:
 
 
 def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
-        progress: Callable[[int, int, str], None] | None = None, splits: dict | None = None) -> dict:
+        progress: Callable[[int, int, str], None] | None = None, setup: TrainingSetup | None = None) -> dict:
     """Train per `cfg` into `run`; returns the summary. Raises `LoupeError` for user-fixable problems.
 
     `cfg.kfold >= 2` trains one child run per fold instead (see `engine.train.kfold`).
+    `setup`: data, model and device already prepared (a k-fold child's, on its fold's splits).
     """
     if cfg.kfold >= 2:
         from engine.train.kfold import fit_kfold
 
         return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
-    dist = distributed.setup(cfg.device)
-    wall0 = time.time()
+    dist = setup.dist if setup is not None else distributed.setup(cfg.device)
     try:
-        s = open_session(cfg, run, dist, log=log, progress=progress, write=dist.is_main, splits=splits)
+        if setup is None:
+            setup = prepare(cfg, dist, progress=progress)
+        if dist.is_main:
+            write_header(run, setup, cfg)
+        log(setup.describe(cfg))
         if cfg.strategy == "linear_probe":
             from engine.train.probe import fit_probe
 
-            return fit_probe(cfg, run, s, log=log)
-        return _fit_loop(cfg, run, s, dist, resume, wall0, log, progress)
+            return fit_probe(cfg, run, setup, log=log)
+        return _fit_loop(cfg, run, setup, dist, resume, setup.started, log, progress)
     finally:
         distributed.teardown(dist)
 
 
-def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: float, log, progress=None) -> dict:
+def _fit_loop(cfg: RunConfig, run: Run, s: TrainingSetup, dist, resume: bool, wall0: float, log, progress=None) -> dict:
     model, compute, ds = s.model, s.compute, s.ds
     trainable = apply_strategy(model, cfg.strategy)
     model = distributed.wrap(model, dist, compute.device, cfg.sync_bn, s.notes)

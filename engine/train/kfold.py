@@ -8,32 +8,33 @@ mislabelled images. The test split, when the data has one, is never folded: each
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 
 import numpy as np
 
 from engine.config import ConfigError, RunConfig
-from engine.data import kfold_indices, open_dataset
+from engine.data.splits import kfold_indices
 from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
+from engine.train.setup import dataset_for, prepare
 
 
 def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progress=None) -> dict:
-    import os
-
     from engine.train.fit import fit
 
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ConfigError("Field 'kfold': cross-validation runs in one process; start it without torchrun.")
     wall0 = time.time()
-    ds = open_dataset(cfg.dataset, image_size=cfg.image_size or None, task=None if cfg.task == "auto" else cfg.task,
-                      seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, progress=progress)
+    ds = dataset_for(cfg, progress)  # the children train on this same decoded copy, with their fold's splits
     pool = np.sort(np.concatenate([ds.splits["train"], ds.splits["val"]]))
     test = ds.splits.get("test", np.zeros(0, np.int64))
     folds = kfold_indices(ds.labels, pool, cfg.kfold, cfg.seed)
     child_cfg = cfg.replace(kfold=0)
     atomic_write_json(run.path / "classes.json", ds.classes)
     header = run.config()
-    header.update({"kfold": cfg.kfold, "task": ds.task, "dataset_fingerprint": ds.fingerprint,
+    header.update({"kfold": cfg.kfold, "task": ds.task, "image_size": ds.image_size, "channels": ds.channels,
+                   "dataset_fingerprint": ds.fingerprint,
                    "children": [f"folds/fold{k + 1}" for k in range(cfg.kfold)]})
     atomic_write_json(run.path / "config.json", header)
     run.write_status(state="running", epoch=0, epochs=cfg.kfold, fold=0, folds=cfg.kfold, pid=os.getpid(),
@@ -54,8 +55,9 @@ def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progres
         run.write_status(state="running", fold=k + 1, epoch=k)
         if run.stop_requested():
             child.request_stop()  # the child's loop checks its own folder
+        fold_ds = dataclasses.replace(ds, splits={"train": train_idx, "val": held_idx, "test": test})
         out = fit(child_cfg, child, resume=state in ("stopped", "failed"), log=log, progress=progress,
-                  splits={"train": train_idx, "val": held_idx, "test": test})
+                  setup=prepare(child_cfg, progress=progress, dataset=fold_ds))
         if out.get("state") == "stopped":
             run.clear_stop()
             run.write_status(state="stopped", fold=k + 1)

@@ -9,20 +9,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.train import distributed
 from engine.config import RunConfig
 from engine.train.imbalance import epoch_indices, make_loss
 from engine.train.loop import DeviceData, train_step
 from engine.models.factory import apply_strategy, set_train_mode
 from engine.train.optim import lr_range_test, make_optimizer
-from engine.runs.folder import Run
-from engine.train.setup import open_session
+from engine.train.setup import prepare
 
 
 def find_lr(cfg: RunConfig, num_steps: int = 100, start_lr: float = 1e-6, end_lr: float = 1.0,
             progress=None, log=lambda m: None) -> dict:
     """{'lrs', 'losses', 'suggested_lr', ...} for `cfg`'s data, model and optimiser."""
-    s = open_session(cfg, Run("/nonexistent-lr-find"), distributed.Dist(), log=log, progress=progress, write=False)
+    s = prepare(cfg, progress=progress)
+    log(s.describe(cfg))
     model, compute = s.model, s.compute
     params = apply_strategy(model, cfg.strategy)
     set_train_mode(model)

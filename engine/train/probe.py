@@ -22,7 +22,7 @@ from engine.metrics import summarize
 from engine.models.classifier import probs_from_logits
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.runs.folder import Run, now_iso
-from engine.train.setup import Session, save_predictions
+from engine.train.setup import TrainingSetup, save_predictions
 
 
 def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) -> np.ndarray:
@@ -30,7 +30,7 @@ def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) ->
         return probs_from_logits(head(feats).float(), multilabel).numpy()
 
 
-def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
+def fit_probe(cfg: RunConfig, run: Run, s: TrainingSetup, log=print) -> dict:
     wall0 = time.time()
     ds, model = s.ds, s.model
     multilabel = s.task == "multilabel"
