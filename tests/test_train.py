@@ -133,6 +133,55 @@ def test_linear_probe_reuses_cached_features(tmp_path: Path):
     assert second["final"]["test"]["accuracy"] > 0.6  # ImageNet features separate digits well
 
 
+def test_linear_probe_keeps_the_epoch_its_monitor_picks(tmp_path: Path):
+    from engine.metrics import log_loss
+
+    cfg = tiny(model="tf_efficientnet_lite0", pretrained=True, strategy="linear_probe", image_size=32, epochs=4,
+               batch_size=128, lr=1e-2, train_limit=0)
+    for monitor, key, pick in [("val_loss", "loss", min), ("auto", "balanced_accuracy", max)]:
+        run, summary = run_fit(tmp_path, cfg.replace(monitor=monitor))
+        val = [r for r in run.metrics() if r["split"] == "val"]
+        best = pick(val, key=lambda r: r[key])
+        assert summary["monitor"] == ("val_balanced_accuracy" if monitor == "auto" else monitor)
+        assert summary["best_epoch"] == best["epoch"]
+        # the saved predictions are the best epoch's (the head best.safetensors holds), not the last epoch's
+        preds = np.load(run.predictions / "val.npz")
+        assert log_loss(labels=preds["labels"], probs=preds["probs"]) == pytest.approx(best["loss"], abs=1e-6)
+        assert summary["best"]["balanced_accuracy"] == pytest.approx(best["balanced_accuracy"])
+
+
+def test_validation_loss_is_the_log_loss_of_engine_metrics_even_for_a_confident_mistake():
+    from engine.metrics import log_loss
+    from engine.train.records import validation_record
+
+    # the true class at 1e-12: a clip at 1e-7 would report -log(1e-7) = 16.1 instead of 27.6 for that item
+    probs = np.array([[1e-12, 1.0, 0.0], [0.2, 0.5, 0.3]], np.float32)
+    labels = np.array([0, 1])
+    record = validation_record(1, 1, probs=probs, labels=labels, task="multiclass", positive=0, train_loss=1.0,
+                               lr=0.1, img_per_s=1.0)
+    assert record["loss"] == pytest.approx(log_loss(labels=labels, probs=probs), abs=1e-9)
+    assert record["loss"] == pytest.approx((-np.log(1e-12) - np.log(0.5)) / 2, rel=1e-6)
+    multi = np.array([[1, 0], [0, 1]], np.uint8)
+    record = validation_record(1, 1, probs=probs[:, :2], labels=multi, task="multilabel", positive=0, train_loss=1.0,
+                               lr=0.1, img_per_s=1.0)
+    assert record["loss"] == pytest.approx(log_loss(labels=multi, probs=probs[:, :2], multilabel=True), abs=1e-9)
+
+
+@pytest.mark.parametrize("changes", [{}, dict(dataset="builtin:fashion-multilabel", image_size=28, train_limit=400)],
+                         ids=["multiclass", "multilabel"])
+def test_train_page_val_loss_equals_the_evaluate_page_log_loss(tmp_path: Path, changes: dict):
+    from engine.evaluate.report import evaluate_run
+    from engine.metrics import log_loss
+
+    run, summary = run_fit(tmp_path, tiny(**changes))
+    best = next(r for r in run.metrics() if r["split"] == "val" and r["epoch"] == summary["best_epoch"])
+    val = np.load(run.predictions / "val.npz")  # the best model's predictions, what Evaluate reads
+    multilabel = val["labels"].ndim == 2
+    assert multilabel == ("multilabel" in changes.get("dataset", ""))
+    assert best["loss"] == pytest.approx(log_loss(labels=val["labels"], probs=val["probs"], multilabel=multilabel), abs=1e-6)
+    assert best["loss"] == pytest.approx(evaluate_run(run, split="val", bootstrap=10)["log_loss"], abs=1e-6)
+
+
 def test_lr_finder_sweeps_and_suggests_a_value_inside_the_range():
     from engine.train.lr_find import find_lr
 

@@ -18,29 +18,14 @@ from engine.train import distributed
 from engine.runs.checkpoint import load_state, load_weights, save_state, save_weights
 from engine.config import RunConfig
 from engine.train.imbalance import epoch_indices, make_loss
-from engine.train.loop import DeviceData, TrainingFailed, eval_batch_size, log_loss, predict_probs, train_one_epoch
-from engine.metrics import summarize
+from engine.train.loop import DeviceData, TrainingFailed, eval_batch_size, predict_probs, train_one_epoch
 from engine.models.factory import apply_strategy, set_train_mode
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.runs.folder import Run, now_iso
-from engine.train.setup import TrainingSetup, prepare, save_predictions, write_header
+from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
+from engine.train.setup import TrainingSetup, prepare, write_header
 
-LOWER_IS_BETTER = ("val_loss", "val_hter")
 HEARTBEAT_S = 1.0
-
-
-def monitor_name(cfg: RunConfig, task: str) -> str:
-    if cfg.monitor != "auto":
-        return cfg.monitor
-    return "val_macro_f1" if task == "multilabel" else "val_balanced_accuracy"
-
-
-def improved(value: float | None, best: float | None, monitor: str) -> bool:
-    if value is None or not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value < best if monitor in LOWER_IS_BETTER else value > best
 
 
 def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
@@ -184,15 +169,13 @@ def _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimize
     multilabel = s.task == "multilabel"
     probs = predict_probs(getattr(model, "module", model), data, s.ds.splits["val"], compute, multilabel,
                           batch_size=eval_batch_size(st["batch_size"]))
-    labels = s.ds.labels[s.ds.splits["val"]]
-    metrics = summarize(probs, labels, s.task, positive=s.positive)
-    record = {"epoch": epoch + 1, "step": st["step"], "split": "val", "loss": log_loss(probs, labels, multilabel),
-              **metrics, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-              "img_per_s": res.img_per_s, "time": now_iso()}
+    record = validation_record(epoch + 1, st["step"], probs=probs, labels=s.ds.labels[s.ds.splits["val"]],
+                               task=s.task, positive=s.positive, train_loss=train_loss,
+                               lr=optimizer.param_groups[0]["lr"], img_per_s=res.img_per_s)
     run.append_metrics(record)
     log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {record['loss']:.4f}  "
-        f"val acc {metrics['accuracy']:.4f}  bal acc {metrics['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s")
-    return record.get(monitor[4:]) if monitor != "val_loss" else record["loss"]
+        f"val acc {record['accuracy']:.4f}  bal acc {record['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s")
+    return monitored_value(record, monitor)
 
 
 def _save_last(run, model, optimizer, scheduler, gen, st) -> None:
@@ -220,14 +203,11 @@ def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, 
         load_weights(core, best_path)
     final = save_predictions(run, s, lambda idx: predict_probs(core, data, idx, compute, s.task == "multilabel",
                                                                batch_size=eval_batch_size(st["batch_size"])))
-    summary = {
-        "best_epoch": st["best_epoch"], "monitor": monitor, "best": final.get("val", {}),
-        "final": final, "epochs_run": st["epoch"], "steps": st["step"], "stopped_early": stop_reason or None,
-        "wall_seconds": round(time.time() - wall0, 2), "train_seconds": round(st["train_seconds"], 2),
-        "train_img_per_s": round(st["train_images"] / st["train_seconds"], 1) if st["train_seconds"] else None,
-        "compile_seconds": round(st["compile_seconds"], 2) if cfg.compile else None,
-        "thresholds": s.default_thresholds(), "device": compute.name, "notes": s.notes + st["notes"],
-    }
+    summary = training_summary(
+        s, monitor=monitor, final=final, best_epoch=st["best_epoch"], epochs_run=st["epoch"], steps=st["step"],
+        wall_seconds=time.time() - wall0, train_seconds=st["train_seconds"], train_images=st["train_images"],
+        notes=s.notes + st["notes"], stopped_early=stop_reason or None,
+        compile_seconds=round(st["compile_seconds"], 2) if cfg.compile else None)
     run.write_summary(summary)
     run.write_status(state="completed", epoch=st["epoch"], step=st["step"])
     log(f"done: best epoch {st['best_epoch']}, " + ", ".join(f"{k} {v:.4f}" for k, v in final.get("test", final.get("val", {})).items() if isinstance(v, float)))

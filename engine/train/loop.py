@@ -190,12 +190,3 @@ def predict_probs(
         return np.zeros((0, 0), np.float32)
     return np.concatenate(out).astype(np.float32)
 
-
-def log_loss(probs: np.ndarray, labels: np.ndarray, multilabel: bool) -> float:
-    """Unweighted cross-entropy / BCE of predicted probabilities: comparable across imbalance modes."""
-    eps = 1e-7
-    p = np.clip(probs, eps, 1 - eps)
-    if multilabel:
-        y = labels.astype(np.float64)
-        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-    return float(-np.log(p[np.arange(len(labels)), labels]).mean())

@@ -17,7 +17,6 @@ import os
 import platform
 import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -29,8 +28,7 @@ from engine.data.splits import _carve, strata
 from engine.device import Compute, configure_threads, resolve_compute
 from engine.errors import DatasetError
 from engine.models.factory import BUILTIN_MODELS, ImageClassifier, ModelInfo, build_model, check_image_size
-from engine.metrics import summarize
-from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
+from engine.runs.folder import Run, atomic_write_json, now_iso
 from engine.train.distributed import Dist
 
 
@@ -178,19 +176,3 @@ def write_header(run: Run, setup: TrainingSetup, cfg: RunConfig) -> None:
     run.write_status(started_at=run.raw_status().get("started_at") or now_iso(), pid=os.getpid(),
                      device=setup.compute.name)
 
-
-def save_predictions(run: Run, setup: TrainingSetup, predict: Callable[[np.ndarray], np.ndarray]) -> dict:
-    """predictions/{val,test}.npz from `predict` (item indices -> probabilities of the best model),
-    and the metrics of each split. The full model and the linear probe's head both come through here."""
-    run.predictions.mkdir(parents=True, exist_ok=True)
-    out = {}
-    for split in ("val", "test"):
-        idx = setup.ds.splits.get(split)
-        if idx is None or len(idx) == 0:
-            continue
-        probs = predict(idx)
-        labels = setup.ds.labels[idx]
-        ids = np.array([setup.ds.source.item_id(int(i)) for i in idx])
-        write_npz(run.predictions / f"{split}.npz", ids=ids, indices=idx, labels=labels, probs=probs)
-        out[split] = summarize(probs, labels, setup.task, positive=setup.positive)
-    return out
