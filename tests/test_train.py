@@ -14,7 +14,8 @@ from engine.config import RunConfig
 from engine.train.jobs import prepare_run
 from engine.train.loop import TrainingFailed
 from engine.runs.folder import Run
-from engine.train.fit import fit, train_cli_entry
+from engine.train.fit import fit
+from engine.train.run import run_training
 
 TINY = dict(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, epochs=2,
             batch_size=32, train_limit=0, lr=1e-2, precision="fp32")
@@ -26,7 +27,7 @@ def tiny(**changes) -> RunConfig:
 
 def run_fit(tmp_path: Path, cfg: RunConfig, **kw) -> tuple[Run, dict]:
     run = prepare_run(cfg, tmp_path / "runs")
-    return run, fit(cfg, run, log=lambda m: None, **kw)
+    return run, run_training(cfg, run, log=lambda m: None, **kw)
 
 
 def test_two_epoch_run_writes_the_whole_contract(tmp_path: Path):
@@ -95,7 +96,7 @@ def test_non_finite_loss_fails_cleanly(tmp_path: Path):
     cfg = tiny(imbalance="weighted_loss", class_weights=[3e38] * 10)
     run = prepare_run(cfg, tmp_path / "runs")
     with pytest.raises(TrainingFailed, match="became nan|became inf"):
-        train_cli_entry(cfg, run, resume=False, log=lambda m: None)
+        run_training(cfg, run, resume=False, log=lambda m: None)
     status = run.raw_status()
     assert status["state"] == "failed" and "learning rate" in status["error"]
 

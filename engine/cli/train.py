@@ -179,14 +179,14 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
     from engine.cli.main import TqdmProgress
     from engine.device import resolve_device
     from engine.train.jobs import device_slot
-    from engine.train.fit import train_cli_entry
+    from engine.train.run import run_training
 
     print(f"run {run.id} in {run.path}", file=sys.stderr)
     progress = TqdmProgress(enabled=not args.no_progress)
     log = (lambda msg: progress.write(str(msg)))
     try:
         with device_slot(run, resolve_device(cfg.device).type):
-            train_cli_entry(cfg, run, resume=resume, log=log, progress=progress)
+            run_training(cfg, run, resume=resume, log=log, progress=progress)
     finally:
         progress.close()
     if int(os.environ.get("RANK", 0)) != 0:

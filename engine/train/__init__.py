@@ -9,10 +9,12 @@ epoch loop with validation, checkpoints and early stopping; `loop` the steps; `k
 from engine.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "fit": ["fit", "monitor_name", "train_cli_entry"],
+    "run": ["run_training"],
+    "fit": ["fit"],
     "setup": ["TrainingSetup", "dataset_for", "image_size_for", "prepare", "write_header"],
     "loop": ["DeviceData", "TrainingFailed", "predict_probs", "train_one_epoch"],
     "kfold": ["fit_kfold"],
     "probe": ["fit_probe"],
+    "records": ["monitor_name", "training_summary", "validation_record"],
     "lr_find": ["find_lr"],
 })

@@ -23,36 +23,22 @@ from engine.models.factory import apply_strategy, set_train_mode
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.runs.folder import Run, now_iso
 from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
-from engine.train.setup import TrainingSetup, prepare, write_header
+from engine.train.setup import TrainingSetup, prepared_run
 
 HEARTBEAT_S = 1.0
 
 
 def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
         progress: Callable[[int, int, str], None] | None = None, setup: TrainingSetup | None = None) -> dict:
-    """Train per `cfg` into `run`; returns the summary. Raises `LoupeError` for user-fixable problems.
+    """Train the whole model (every strategy but the linear probe) per `cfg` into `run`; returns the summary,
+    or `{'state': 'stopped', ...}` when asked to stop. Raises `LoupeError` for user-fixable problems.
 
-    `cfg.kfold >= 2` trains one child run per fold instead (see `engine.train.kfold`).
-    `setup`: data, model and device already prepared (a k-fold child's, on its fold's splits).
+    `resume` continues from `run`'s last checkpoint. `setup`: data, model and device already prepared
+    (by default prepared here, see `engine.train.setup.prepared_run`). `engine.train.run.run_training`
+    is the entry point that picks this, the linear probe or k-fold cross-validation.
     """
-    if cfg.kfold >= 2:
-        from engine.train.kfold import fit_kfold
-
-        return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
-    dist = setup.dist if setup is not None else distributed.setup(cfg.device)
-    try:
-        if setup is None:
-            setup = prepare(cfg, dist, progress=progress)
-        if dist.is_main:
-            write_header(run, setup, cfg)
-        log(setup.describe(cfg))
-        if cfg.strategy == "linear_probe":
-            from engine.train.probe import fit_probe
-
-            return fit_probe(cfg, run, setup, log=log)
-        return _fit_loop(cfg, run, setup, dist, resume, setup.started, log, progress)
-    finally:
-        distributed.teardown(dist)
+    with prepared_run(cfg, run, log, progress, setup) as setup:
+        return _fit_loop(cfg, run, setup, setup.dist, resume, setup.started, log, progress)
 
 
 def _fit_loop(cfg: RunConfig, run: Run, s: TrainingSetup, dist, resume: bool, wall0: float, log, progress=None) -> dict:
@@ -213,21 +199,3 @@ def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, 
     log(f"done: best epoch {st['best_epoch']}, " + ", ".join(f"{k} {v:.4f}" for k, v in final.get("test", final.get("val", {})).items() if isinstance(v, float)))
     return summary
 
-
-def train_cli_entry(cfg: RunConfig, run: Run, resume: bool, log=print, progress=None) -> int:
-    """Run `fit` and record a failure in status.json before re-raising (the CLI prints the sentence)."""
-    main = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 writes the run folder
-    try:
-        fit(cfg, run, resume=resume, log=log if main else (lambda m: None), progress=progress if main else None)
-    except TrainingFailed as e:
-        if main:
-            run.write_status(state="failed", error=str(e))
-        raise
-    except BaseException as e:  # any crash or Ctrl-C: the run must not stay 'running' forever
-        if main:
-            run.write_status(state="failed", error=f"{type(e).__name__}: {e}")
-        raise
-    return 0
-
-
-__all__ = ["fit", "train_cli_entry", "monitor_name"]

@@ -11,18 +11,24 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from typing import Callable
 
 import numpy as np
 
 from engine.config import ConfigError, RunConfig
 from engine.data.splits import kfold_indices
 from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
+from engine.train.fit import fit
+from engine.train.probe import fit_probe
 from engine.train.setup import dataset_for, prepare
 
 
-def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progress=None) -> dict:
-    from engine.train.fit import fit
-
+def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
+              progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Train `cfg.kfold` child runs into `run/folds/`, then aggregate them; returns the parent's summary,
+    or `{'state': 'stopped', ...}`. `resume` is implied per child: completed folds are kept, stopped or
+    failed ones resume."""
+    train_fold = fit_probe if cfg.strategy == "linear_probe" else fit
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ConfigError("Field 'kfold': cross-validation runs in one process; start it without torchrun.")
     wall0 = time.time()
@@ -56,8 +62,8 @@ def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progres
         if run.stop_requested():
             child.request_stop()  # the child's loop checks its own folder
         fold_ds = dataclasses.replace(ds, splits={"train": train_idx, "val": held_idx, "test": test})
-        out = fit(child_cfg, child, resume=state in ("stopped", "failed"), log=log, progress=progress,
-                  setup=prepare(child_cfg, progress=progress, dataset=fold_ds))
+        out = train_fold(child_cfg, child, resume=state in ("stopped", "failed"), log=log, progress=progress,
+                         setup=prepare(child_cfg, progress=progress, dataset=fold_ds))
         if out.get("state") == "stopped":
             run.clear_stop()
             run.write_status(state="stopped", fold=k + 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from engine.models.classifier import probs_from_logits
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.runs.folder import Run
 from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
-from engine.train.setup import TrainingSetup
+from engine.train.setup import TrainingSetup, prepared_run
 
 
 def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) -> np.ndarray:
@@ -32,7 +33,17 @@ def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) ->
         return probs_from_logits(head(feats).float(), multilabel).numpy()
 
 
-def fit_probe(cfg: RunConfig, run: Run, s: TrainingSetup, log=print) -> dict:
+def fit_probe(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
+              progress: Callable[[int, int, str], None] | None = None, setup: TrainingSetup | None = None) -> dict:
+    """Train the head on cached backbone features per `cfg` into `run`; returns the summary.
+
+    Called as `engine.train.fit.fit` is; `resume` changes nothing (the head retrains from the cached
+    features in seconds). `setup`: data, model and device already prepared (a k-fold child's)."""
+    with prepared_run(cfg, run, log, progress, setup) as s:
+        return _train_head(cfg, run, s, log)
+
+
+def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str], None]) -> dict:
     wall0 = time.time()
     ds, model = s.ds, s.model
     multilabel = s.task == "multilabel"

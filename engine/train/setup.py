@@ -13,10 +13,12 @@ Three jobs, kept apart so each caller takes only what it needs:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import time
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from engine.device import Compute, configure_threads, resolve_compute
 from engine.errors import DatasetError
 from engine.models.factory import BUILTIN_MODELS, ImageClassifier, ModelInfo, build_model, check_image_size
 from engine.runs.folder import Run, atomic_write_json, now_iso
+from engine.train import distributed
 from engine.train.distributed import Dist
 
 
@@ -176,3 +179,22 @@ def write_header(run: Run, setup: TrainingSetup, cfg: RunConfig) -> None:
     run.write_status(started_at=run.raw_status().get("started_at") or now_iso(), pid=os.getpid(),
                      device=setup.compute.name)
 
+
+
+@contextlib.contextmanager
+def prepared_run(cfg: RunConfig, run: Run, log: Callable[[str], None], progress: Progress | None = None,
+                 setup: TrainingSetup | None = None) -> Iterator[TrainingSetup]:
+    """The setup one plain or linear-probe run trains with, its header written (by rank 0 under torchrun).
+
+    Prepared here unless `setup` is given (a k-fold child's, on its fold's splits); joins the DDP process
+    group first when launched by torchrun, and leaves it when the block ends, however it ends."""
+    dist = setup.dist if setup is not None else distributed.setup(cfg.device)
+    try:
+        if setup is None:
+            setup = prepare(cfg, dist, progress=progress)
+        if dist.is_main:
+            write_header(run, setup, cfg)
+        log(setup.describe(cfg))
+        yield setup
+    finally:
+        distributed.teardown(dist)
