@@ -82,6 +82,35 @@ def test_stop_file_stops_at_the_next_batch_and_resume_completes(tmp_path: Path):
     assert summary["epochs_run"] == 3
 
 
+def test_a_run_stopped_before_trainer_state_existed_still_resumes(tmp_path: Path):
+    from engine.runs.checkpoint import load_state, save_state
+    from engine.train.fit import TrainerState
+
+    cfg = tiny(epochs=3, batch_size=16, train_limit=300)
+    run = prepare_run(cfg, tmp_path / "runs")
+
+    def stop_mid_epoch_two(done: int, total: int, stage: str) -> None:
+        if stage == "training" and done == 25:
+            run.request_stop()
+
+    assert fit(cfg, run, log=lambda m: None, progress=stop_mid_epoch_two)["state"] == "stopped"
+    saved = load_state(run.last_state)
+    assert TrainerState.from_dict(saved["trainer"], default=TrainerState()).to_dict() == saved["trainer"]
+    # last_state.pt's `trainer` as Loupe wrote it before TrainerState and torch.compile support: a plain
+    # dict without `compile_seconds`
+    new = saved["trainer"]
+    old = {"epoch": new["epoch"], "position": new["position"], "step": new["step"], "best_value": new["best_value"],
+           "best_epoch": new["best_epoch"], "bad_epochs": new["bad_epochs"], "batch_size": new["batch_size"],
+           "train_seconds": new["train_seconds"], "train_images": new["train_images"], "notes": []}
+    assert (old["epoch"], old["position"], old["step"]) == (1, 96, 25)  # mid epoch 2: 19 steps of 16, then 6 more
+    save_state({**saved, "trainer": old}, run.last_state)
+    summary = fit(cfg, run, resume=True, log=lambda m: None)
+    status = run.raw_status()
+    assert status["state"] == "completed" and status["step"] == status["total_steps"] == 57
+    assert [r["epoch"] for r in run.metrics() if r["split"] == "val"] == [1, 2, 3]
+    assert summary["epochs_run"] == 3 and summary["compile_seconds"] is None
+
+
 def test_early_stopping_stops(tmp_path: Path):
     # a learning rate this small leaves the weights alone; only BatchNorm statistics settle, so the val
     # accuracy soon stops improving and the run must end exactly `patience` epochs after its best
