@@ -11,9 +11,12 @@ import json
 import os
 import sys
 from dataclasses import MISSING, fields
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.config import GROUPS, RunConfig, field_groups
+from engine.config import GROUPS, ConfigError, RunConfig, field_groups
+
+if TYPE_CHECKING:
+    from engine.runs.folder import Run
 
 
 def _parse_bool(text: str) -> bool:
@@ -47,7 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a model (foreground, with a progress bar)",
                            description="Train a model into a new run folder. With only --dataset, the defaults pick a "
                                        "recipe that suits the dataset and print what they chose and why.")
-    train.add_argument("--config", help="a JSON/YAML config file (a run's config.json trains into that run)")
+    train.add_argument("--config", help="a JSON/YAML config file (a run's config.json starts a new run with its config)")
+    train.add_argument("--run", help="a prepared run folder to train into, with the config.json in it (what "
+                                     "background jobs run); no other config source goes with it")
     train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
     train.add_argument("--runs-dir", help="where run folders go (default: $LOUPE_RUNS_DIR or ./runs)")
     train.add_argument("--background", action="store_true", help="start as a background job and return")
@@ -129,12 +134,9 @@ def _explicit(cfg: RunConfig) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.train import jobs
-    from engine.runs.folder import Run
 
-    cfg_path = Path(args.config) if args.config else None
-    if cfg_path is not None and (cfg_path.parent / "status.json").exists():
-        run = Run(cfg_path.parent)  # a prepared run folder (the background job path)
-        cfg = RunConfig.load(cfg_path)
+    if args.run:
+        run, cfg = _prepared_run(args)
     else:
         cfg, reasons = build_config(args)
         for r in reasons:
@@ -145,8 +147,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         run = _shared_run(cfg, args.runs_dir)
     if cfg.nproc > 1 and not jobs.under_torchrun():
-        return _relaunch_ddp(cfg, run, ["train", "--config", str(run.path / "config.json")], args)
+        return _relaunch_ddp(cfg, run, ["train", "--run", str(run.path)], args)
     return _run_foreground(cfg, run, resume=False, args=args)
+
+
+def _prepared_run(args: argparse.Namespace) -> tuple[Run, RunConfig]:
+    """`--run RUN`: the run folder and the config in its config.json; any other config source is refused,
+    since it would silently not apply."""
+    from engine.runs.folder import find_run
+
+    given = [flag for flag, value in (("--config", args.config), ("--preset", args.preset),
+                                      ("--background", args.background)) if value]
+    given += ["--" + f.name.replace("_", "-") for f in fields(RunConfig) if hasattr(args, f.name)]
+    if given:
+        raise ConfigError(f"--run trains a prepared run folder with the config in its config.json; "
+                          f"leave out {', '.join(given)}.")
+    run = find_run(args.run, args.runs_dir)
+    return run, RunConfig.load(run.path / "config.json")
 
 
 def _relaunch_ddp(cfg: RunConfig, run, engine_args: list[str], args: argparse.Namespace) -> int:
