@@ -1,7 +1,10 @@
-"""The run folder (DESIGN.md, contract 2): atomic writes, reading, listing and crash detection.
+"""The run folder (contract 2 in ARCHITECTURE.md): its paths, atomic writes, reading, listing, crash detection.
 
 The folder on disk is the truth: the app, the CLI and the training subprocess only ever talk
 through these files, so a page reload or a second browser sees exactly what the trainer wrote.
+`Run` names every file once (`run.best_weights`, `run.last_state`, ...); the trainer writes status,
+metrics and the summary through it, and predictions with `write_npz`. Checkpoint formats live in
+`engine.runs.checkpoint`, saved robustness sweeps in `engine.runs.sweeps`.
 """
 
 from __future__ import annotations
@@ -154,7 +157,7 @@ def pid_alive(pid: int | None) -> bool:
 
 
 class Run:
-    """One run folder: `Run(path)`; files named as in DESIGN.md."""
+    """One run folder: `Run(path)`; files named as in contract 2 (ARCHITECTURE.md)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()

@@ -4,6 +4,10 @@ Layout: `RUN/folds/fold<i>/` are complete run folders (contract 2); the parent h
 status.json, classes.json, summary.json (per-fold metrics, mean and std) and `predictions/oof.npz`:
 out-of-fold probabilities for every train+val image, which the Evaluate page uses to flag likely
 mislabelled images. The test split, when the data has one, is never folded: each child reports on it.
+
+The parent opens the dataset once (`setup.dataset_for`, at the size the children train at) and gives
+each child that same decoded copy with its fold's splits; a child trains with `fit` or `fit_probe`
+like any other run. `engine.train.run.run_training` sends a config here when `cfg.kfold >= 2`.
 """
 
 from __future__ import annotations
@@ -69,10 +73,10 @@ def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str
             run.write_status(state="stopped", fold=k + 1)
             return {"state": "stopped", "fold": k + 1}
         summaries.append(out)
-    return _aggregate(cfg, run, folds, summaries, ds, wall0, log)
+    return _aggregate(cfg, run, summaries, wall0, log)
 
 
-def _aggregate(cfg: RunConfig, run: Run, folds, summaries: list[dict], ds, wall0: float, log) -> dict:
+def _aggregate(cfg: RunConfig, run: Run, summaries: list[dict], wall0: float, log: Callable[[str], None]) -> dict:
     """Mean and std of each metric over folds, and the out-of-fold probabilities of every image."""
     stats: dict[str, dict[str, dict[str, float]]] = {}
     for split in ("val", "test"):
@@ -82,12 +86,12 @@ def _aggregate(cfg: RunConfig, run: Run, folds, summaries: list[dict], ds, wall0
             values = np.array([f[key] for f in per_fold if isinstance(f.get(key), float)])
             stats.setdefault(split, {})[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
     ids, idx, labels, probs = [], [], [], []
-    for k in range(len(folds)):
-        z = np.load(run.path / "folds" / f"fold{k + 1}" / "predictions" / "val.npz")
+    for k in range(cfg.kfold):
+        z = np.load(Run(run.path / "folds" / f"fold{k + 1}").predictions / "val.npz")
         ids.append(z["ids"]), idx.append(z["indices"]), labels.append(z["labels"]), probs.append(z["probs"])
     order = np.argsort(np.concatenate(idx))
-    (run.path / "predictions").mkdir(exist_ok=True)
-    write_npz(run.path / "predictions" / "oof.npz", ids=np.concatenate(ids)[order], indices=np.concatenate(idx)[order],
+    run.predictions.mkdir(exist_ok=True)
+    write_npz(run.predictions / "oof.npz", ids=np.concatenate(ids)[order], indices=np.concatenate(idx)[order],
               labels=np.concatenate(labels)[order], probs=np.concatenate(probs)[order])
     summary = {"kfold": cfg.kfold, "folds": [s["final"] for s in summaries], "cv": stats,
                "final": {split: {k: v["mean"] for k, v in m.items()} for split, m in stats.items()},

@@ -140,7 +140,9 @@ def train_one_epoch(
     return res
 
 
-def train_step(model, data, idx, cfg, loss_fn, optimizer, compute, generator=None, scaler=None) -> float:
+def train_step(model: torch.nn.Module, data: DeviceData, idx: np.ndarray, cfg: RunConfig, loss_fn: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, compute: Compute, generator: torch.Generator | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> float:
     """One optimisation step on the items `idx`: gather, augment, forward, backward, (clip), update."""
     x, y = data.batch(idx, compute.channels_last)
     x = augment_batch(x, cfg, generator)

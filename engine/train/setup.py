@@ -9,6 +9,8 @@ Three jobs, kept apart so each caller takes only what it needs:
   LR finder and k-fold children use it exactly as the trainer does.
 - `write_header(run, setup, cfg)` writes the run folder's header (classes.json, config.json, the first
   status.json) for a run that is about to train (contract 2 in ARCHITECTURE.md).
+`prepared_run` puts them together for the plain trainer and the probe: join the DDP process group
+under torchrun, prepare, write the header (rank 0), leave the group when training ends.
 """
 
 from __future__ import annotations
