@@ -31,7 +31,8 @@ from engine.data.source import Progress
 from engine.data.splits import _carve, strata
 from engine.device import Compute, configure_threads, resolve_compute
 from engine.errors import DatasetError
-from engine.models.factory import BUILTIN_MODELS, ImageClassifier, ModelInfo, build_model, check_image_size
+from engine.models.classifier import ImageClassifier, ModelInfo
+from engine.models.factory import BUILTIN_MODELS, build_model, check_image_size
 from engine.runs.folder import Run, atomic_write_json, now_iso
 from engine.train import distributed
 from engine.train.distributed import Dist
