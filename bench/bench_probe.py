@@ -5,7 +5,7 @@ Plain recipe (what a notebook does): torchvision `ImageFolder` + `DataLoader(num
 epoch runs every image through the backbone again to train the linear head.
 Engine: `cached_features` runs the backbone once over the decoded uint8 cache (bf16 + channels_last where
 the hardware has it) and stores the features; the head then trains on the stored features, and a second
-probe on the same data skips the backbone entirely (`fit` with strategy linear_probe).
+probe on the same data skips the backbone entirely (`run_training` with strategy linear_probe).
 
     .venv/bin/python bench/bench_probe.py [--n 1000] [--size 128] [--epochs 5] [--model tf_efficientnet_lite0]
 """
@@ -55,7 +55,7 @@ def engine_probe(root: Path, model_name: str, size: int, epochs: int, batch: int
     from engine.train.features import cached_features
     from engine.train.jobs import prepare_run
     from engine.models.factory import build_model
-    from engine.train.fit import fit
+    from engine.train.run import run_training
 
     ds = open_dataset(str(root), image_size=size)
     compute = resolve_compute()
@@ -67,8 +67,8 @@ def engine_probe(root: Path, model_name: str, size: int, epochs: int, batch: int
     cfg = RunConfig(dataset=str(root), model=model_name, strategy="linear_probe", pretrained=True,
                     image_size=size, epochs=epochs, batch_size=batch, lr=1e-3, scheduler="none").validate()
     with tempfile.TemporaryDirectory() as runs:
-        first = fit(cfg, prepare_run(cfg, runs), log=lambda m: None)  # computes and caches its own features
-        again = fit(cfg, prepare_run(cfg, runs), log=lambda m: None)  # a second probe: cache hit
+        first = run_training(cfg, prepare_run(cfg, runs), log=lambda m: None)  # computes and caches its own features
+        again = run_training(cfg, prepare_run(cfg, runs), log=lambda m: None)  # a second probe: cache hit
     return {"extract_s": extract_s, "img_per_s": len(ds) / extract_s, "head_s": again["train_seconds"],
             "first_wall_s": first["wall_seconds"], "again_wall_s": again["wall_seconds"],
             "hit": again.get("features_cache_hit"), "val_acc": again["final"]["val"]["accuracy"]}

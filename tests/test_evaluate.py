@@ -14,7 +14,7 @@ import pytest
 from engine import evaluate as E
 from engine import metrics as M
 from engine.runs.folder import Run, atomic_write_json
-from engine.train.setup import write_npz
+from engine.runs.folder import write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 

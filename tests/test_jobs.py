@@ -91,6 +91,27 @@ def test_only_dataset_given_picks_a_recipe_and_says_why(tmp_path: Path):
     assert cfg["epochs"] == 1  # what the user gave wins over the recipe
 
 
+def test_train_run_trains_a_prepared_folder_and_config_always_means_a_config_file(tmp_path: Path,
+                                                                                   capsys: pytest.CaptureFixture):
+    from engine.cli.main import main
+
+    runs = tmp_path / "runs"
+    run = jobs.prepare_run(tiny(epochs=1), runs)  # what the Train page and `train --background` make
+    assert main(["train", "--run", str(run.path), "--no-progress", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["run"] == run.id and out["state"] == "completed" and run.raw_status()["state"] == "completed"
+    # a run's config.json given as --config is a config file like any other: it starts a new run
+    assert main(["train", "--config", str(run.path / "config.json"), "--runs-dir", str(runs), "--no-progress",
+                 "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["run"] != run.id and again["state"] == "completed"
+    assert sorted(r.id for r in list_runs(runs)) == sorted([run.id, again["run"]])
+    # a config source beside --run would silently not apply: refused in one sentence
+    assert main(["train", "--run", str(run.path), "--epochs", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "--run trains a prepared run folder" in err and "leave out --epochs." in err
+
+
 DDP_FLAGS = ["--dataset", "builtin:digits", "--model", "small_cnn", "--strategy", "scratch", "--image-size", "8",
              "--epochs", "3", "--batch-size", "64", "--lr", "0.003", "--device", "cpu", "--precision", "fp32",
              "--hflip", "false", "--seed", "3"]  # no flips: the ranks' augmentation would differ from one process's

@@ -14,7 +14,8 @@ from engine.config import RunConfig
 from engine.train.jobs import prepare_run
 from engine.train.loop import TrainingFailed
 from engine.runs.folder import Run
-from engine.train.fit import fit, train_cli_entry
+from engine.train.fit import fit
+from engine.train.run import run_training
 
 TINY = dict(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, epochs=2,
             batch_size=32, train_limit=0, lr=1e-2, precision="fp32")
@@ -26,7 +27,7 @@ def tiny(**changes) -> RunConfig:
 
 def run_fit(tmp_path: Path, cfg: RunConfig, **kw) -> tuple[Run, dict]:
     run = prepare_run(cfg, tmp_path / "runs")
-    return run, fit(cfg, run, log=lambda m: None, **kw)
+    return run, run_training(cfg, run, log=lambda m: None, **kw)
 
 
 def test_two_epoch_run_writes_the_whole_contract(tmp_path: Path):
@@ -81,6 +82,35 @@ def test_stop_file_stops_at_the_next_batch_and_resume_completes(tmp_path: Path):
     assert summary["epochs_run"] == 3
 
 
+def test_a_run_stopped_before_trainer_state_existed_still_resumes(tmp_path: Path):
+    from engine.runs.checkpoint import load_state, save_state
+    from engine.train.fit import TrainerState
+
+    cfg = tiny(epochs=3, batch_size=16, train_limit=300)
+    run = prepare_run(cfg, tmp_path / "runs")
+
+    def stop_mid_epoch_two(done: int, total: int, stage: str) -> None:
+        if stage == "training" and done == 25:
+            run.request_stop()
+
+    assert fit(cfg, run, log=lambda m: None, progress=stop_mid_epoch_two)["state"] == "stopped"
+    saved = load_state(run.last_state)
+    assert TrainerState.from_dict(saved["trainer"], default=TrainerState()).to_dict() == saved["trainer"]
+    # last_state.pt's `trainer` as Loupe wrote it before TrainerState and torch.compile support: a plain
+    # dict without `compile_seconds`
+    new = saved["trainer"]
+    old = {"epoch": new["epoch"], "position": new["position"], "step": new["step"], "best_value": new["best_value"],
+           "best_epoch": new["best_epoch"], "bad_epochs": new["bad_epochs"], "batch_size": new["batch_size"],
+           "train_seconds": new["train_seconds"], "train_images": new["train_images"], "notes": []}
+    assert (old["epoch"], old["position"], old["step"]) == (1, 96, 25)  # mid epoch 2: 19 steps of 16, then 6 more
+    save_state({**saved, "trainer": old}, run.last_state)
+    summary = fit(cfg, run, resume=True, log=lambda m: None)
+    status = run.raw_status()
+    assert status["state"] == "completed" and status["step"] == status["total_steps"] == 57
+    assert [r["epoch"] for r in run.metrics() if r["split"] == "val"] == [1, 2, 3]
+    assert summary["epochs_run"] == 3 and summary["compile_seconds"] is None
+
+
 def test_early_stopping_stops(tmp_path: Path):
     # a learning rate this small leaves the weights alone; only BatchNorm statistics settle, so the val
     # accuracy soon stops improving and the run must end exactly `patience` epochs after its best
@@ -95,7 +125,7 @@ def test_non_finite_loss_fails_cleanly(tmp_path: Path):
     cfg = tiny(imbalance="weighted_loss", class_weights=[3e38] * 10)
     run = prepare_run(cfg, tmp_path / "runs")
     with pytest.raises(TrainingFailed, match="became nan|became inf"):
-        train_cli_entry(cfg, run, resume=False, log=lambda m: None)
+        run_training(cfg, run, resume=False, log=lambda m: None)
     status = run.raw_status()
     assert status["state"] == "failed" and "learning rate" in status["error"]
 
@@ -133,6 +163,55 @@ def test_linear_probe_reuses_cached_features(tmp_path: Path):
     assert second["final"]["test"]["accuracy"] > 0.6  # ImageNet features separate digits well
 
 
+def test_linear_probe_keeps_the_epoch_its_monitor_picks(tmp_path: Path):
+    from engine.metrics import log_loss
+
+    cfg = tiny(model="tf_efficientnet_lite0", pretrained=True, strategy="linear_probe", image_size=32, epochs=4,
+               batch_size=128, lr=1e-2, train_limit=0)
+    for monitor, key, pick in [("val_loss", "loss", min), ("auto", "balanced_accuracy", max)]:
+        run, summary = run_fit(tmp_path, cfg.replace(monitor=monitor))
+        val = [r for r in run.metrics() if r["split"] == "val"]
+        best = pick(val, key=lambda r: r[key])
+        assert summary["monitor"] == ("val_balanced_accuracy" if monitor == "auto" else monitor)
+        assert summary["best_epoch"] == best["epoch"]
+        # the saved predictions are the best epoch's (the head best.safetensors holds), not the last epoch's
+        preds = np.load(run.predictions / "val.npz")
+        assert log_loss(labels=preds["labels"], probs=preds["probs"]) == pytest.approx(best["loss"], abs=1e-6)
+        assert summary["best"]["balanced_accuracy"] == pytest.approx(best["balanced_accuracy"])
+
+
+def test_validation_loss_is_the_log_loss_of_engine_metrics_even_for_a_confident_mistake():
+    from engine.metrics import log_loss
+    from engine.train.records import validation_record
+
+    # the true class at 1e-12: a clip at 1e-7 would report -log(1e-7) = 16.1 instead of 27.6 for that item
+    probs = np.array([[1e-12, 1.0, 0.0], [0.2, 0.5, 0.3]], np.float32)
+    labels = np.array([0, 1])
+    record = validation_record(1, 1, probs=probs, labels=labels, task="multiclass", positive=0, train_loss=1.0,
+                               lr=0.1, img_per_s=1.0)
+    assert record["loss"] == pytest.approx(log_loss(labels=labels, probs=probs), abs=1e-9)
+    assert record["loss"] == pytest.approx((-np.log(1e-12) - np.log(0.5)) / 2, rel=1e-6)
+    multi = np.array([[1, 0], [0, 1]], np.uint8)
+    record = validation_record(1, 1, probs=probs[:, :2], labels=multi, task="multilabel", positive=0, train_loss=1.0,
+                               lr=0.1, img_per_s=1.0)
+    assert record["loss"] == pytest.approx(log_loss(labels=multi, probs=probs[:, :2], multilabel=True), abs=1e-9)
+
+
+@pytest.mark.parametrize("changes", [{}, dict(dataset="builtin:fashion-multilabel", image_size=28, train_limit=400)],
+                         ids=["multiclass", "multilabel"])
+def test_train_page_val_loss_equals_the_evaluate_page_log_loss(tmp_path: Path, changes: dict):
+    from engine.evaluate.report import evaluate_run
+    from engine.metrics import log_loss
+
+    run, summary = run_fit(tmp_path, tiny(**changes))
+    best = next(r for r in run.metrics() if r["split"] == "val" and r["epoch"] == summary["best_epoch"])
+    val = np.load(run.predictions / "val.npz")  # the best model's predictions, what Evaluate reads
+    multilabel = val["labels"].ndim == 2
+    assert multilabel == ("multilabel" in changes.get("dataset", ""))
+    assert best["loss"] == pytest.approx(log_loss(labels=val["labels"], probs=val["probs"], multilabel=multilabel), abs=1e-6)
+    assert best["loss"] == pytest.approx(evaluate_run(run, split="val", bootstrap=10)["log_loss"], abs=1e-6)
+
+
 def test_lr_finder_sweeps_and_suggests_a_value_inside_the_range():
     from engine.train.lr_find import find_lr
 
@@ -159,6 +238,20 @@ def test_kfold_trains_children_and_keeps_out_of_fold_probabilities(tmp_path: Pat
     per_fold = [f["val"]["accuracy"] for f in summary["folds"]]
     assert cv["mean"] == pytest.approx(np.mean(per_fold)) and cv["std"] == pytest.approx(np.std(per_fold, ddof=1))
     assert run.raw_status()["state"] == "completed"
+
+
+def test_kfold_parent_and_children_train_on_one_decoded_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # test_vit's pretrained input is 160 px and digits are 8 px: with image_size 0 (the model's default) the
+    # parent must decode at the size its children train at, not at the data's own size (a second decode pass)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LOUPE_CACHE_DIR", str(cache))
+    run, summary = run_fit(tmp_path, tiny(model="test_vit", image_size=0, kfold=2, epochs=1, train_limit=64))
+    children = [Run(run.path / "folds" / f"fold{k}") for k in (1, 2)]
+    assert [c.raw_status()["state"] for c in children] == ["completed", "completed"]
+    assert run.config()["image_size"] == 160
+    assert [c.config()["image_size"] for c in children] == [160, 160]
+    assert len(list(cache.rglob("images.npy"))) == 1  # one decode pass for the parent and both children
+    assert summary["oof_images"] == len(np.load(run.path / "predictions" / "oof.npz")["indices"])
 
 
 def test_yaml_config_round_trip_and_field_errors(tmp_path: Path):

@@ -11,11 +11,14 @@ import json
 import os
 import sys
 from dataclasses import MISSING, fields
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
-from engine.config import GROUPS, RunConfig, field_groups
+from engine.config import GROUPS, ConfigError, RunConfig, field_groups
+
+if TYPE_CHECKING:
+    from engine.runs.folder import Run
 
 
 def _parse_bool(text: str) -> bool:
@@ -50,7 +53,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="train a model (foreground, with a progress bar)",
                            description="Train a model into a new run folder. With only --dataset, the defaults pick a "
                                        "recipe that suits the dataset and print what they chose and why.")
-    train.add_argument("--config", help="a JSON/YAML config file (a run's config.json trains into that run)")
+    train.add_argument("--config", help="a JSON/YAML config file (a run's config.json starts a new run with its config)")
+    train.add_argument("--run", help="a prepared run folder to train into, with the config.json in it (what "
+                                     "background jobs run); no other config source goes with it")
     train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
     train.add_argument("--background", action="store_true", help="start as a background job and return")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -112,9 +117,9 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         chosen, reasons = suggest(stats, set(values), gpu=resolve_device(values.get("device", "auto")).type == "cuda")
         values = {**chosen, **values}
     cfg = RunConfig(**values).validate()
-    from engine.models.factory import check_image_size
+    from engine.train.setup import image_size_for
 
-    check_image_size(cfg.model, cfg.image_size)  # refused before a run folder exists, not in the job
+    image_size_for(cfg)  # a size the model cannot take is refused before a run folder exists, not in the job
     return cfg, reasons
 
 
@@ -125,12 +130,9 @@ def _explicit(cfg: RunConfig) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from engine.train import jobs
-    from engine.runs.folder import Run
 
-    cfg_path = Path(args.config) if args.config else None
-    if cfg_path is not None and (cfg_path.parent / "status.json").exists():
-        run = Run(cfg_path.parent)  # a prepared run folder (the background job path)
-        cfg = RunConfig.load(cfg_path)
+    if args.run:
+        run, cfg = _prepared_run(args)
     else:
         cfg, reasons = build_config(args)
         for r in reasons:
@@ -141,8 +143,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             return 0
         run = _shared_run(cfg, args.runs_dir)
     if cfg.nproc > 1 and not jobs.under_torchrun():
-        return _relaunch_ddp(cfg, run, ["train", "--config", str(run.path / "config.json")], args)
+        return _relaunch_ddp(cfg, run, ["train", "--run", str(run.path)], args)
     return _run_foreground(cfg, run, resume=False, args=args)
+
+
+def _prepared_run(args: argparse.Namespace) -> tuple[Run, RunConfig]:
+    """`--run RUN`: the run folder and the config in its config.json; any other config source is refused,
+    since it would silently not apply."""
+    from engine.runs.folder import find_run
+
+    given = [flag for flag, value in (("--config", args.config), ("--preset", args.preset),
+                                      ("--background", args.background)) if value]
+    given += ["--" + f.name.replace("_", "-") for f in fields(RunConfig) if hasattr(args, f.name)]
+    if given:
+        raise ConfigError(f"--run trains a prepared run folder with the config in its config.json; "
+                          f"leave out {', '.join(given)}.")
+    run = find_run(args.run, args.runs_dir)
+    return run, RunConfig.load(run.path / "config.json")
 
 
 def _relaunch_ddp(cfg: RunConfig, run, engine_args: list[str], args: argparse.Namespace) -> int:
@@ -174,14 +191,14 @@ def _shared_run(cfg: RunConfig, runs_dir: str | None):
 def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace) -> int:
     from engine.device import resolve_device
     from engine.train.jobs import device_slot
-    from engine.train.fit import train_cli_entry
+    from engine.train.run import run_training
 
     print(f"run {run.id} in {run.path}", file=sys.stderr)
     progress = TqdmProgress(enabled=not args.no_progress)
     log = (lambda msg: progress.write(str(msg)))
     try:
         with device_slot(run, resolve_device(cfg.device).type):
-            train_cli_entry(cfg, run, resume=resume, log=log, progress=progress)
+            run_training(cfg, run, resume=resume, log=log, progress=progress)
     finally:
         progress.close()
     if int(os.environ.get("RANK", 0)) != 0:

@@ -107,7 +107,7 @@ class Predictor:
         from engine.runs.folder import find_run
 
         run = find_run(ref)
-        best, th = run.checkpoints / "best.safetensors", run.path / "thresholds.json"
+        best, th = run.best_weights, run.path / "thresholds.json"
         key = (best.stat().st_mtime if best.exists() else 0.0, th.stat().st_mtime if th.exists() else 0.0)
         return copy.copy(_load_run(str(run.path), key, str(device)))
 

@@ -73,7 +73,7 @@ def _load_cached(path: str, mtime: float, device: str) -> RunModel:
     channels, size = int(header.get("channels", 3)), int(header.get("image_size") or cfg.get("image_size") or 0)
     model, _ = build_model(cfg["model"], len(classes), in_chans=channels, pretrained=False, allow_scratch=True,
                            head=cfg.get("head", "linear"), dropout=cfg.get("dropout", 0.0), image_size=size or None)
-    load_weights(model, run.checkpoints / "best.safetensors")
+    load_weights(model, run.best_weights)
     task = header.get("task") or ("binary" if len(classes) == 2 else "multiclass")
     positive = int(cfg.get("positive_class", 1)) if task == "binary" else 0
     rm = wrap_model(model.to(device), classes, task, size, channels, positive, run.id)
@@ -83,7 +83,7 @@ def _load_cached(path: str, mtime: float, device: str) -> RunModel:
 
 def load_run_model(run: Run, device: str = "cpu") -> RunModel:
     """The run's best checkpoint, rebuilt once and cached until the checkpoint file changes."""
-    best = run.checkpoints / "best.safetensors"
+    best = run.best_weights
     if not best.exists():
         raise RunModelError(f"The run '{run.id}' has no best checkpoint yet; wait for it to finish an epoch.")
     return _load_cached(str(run.path), best.stat().st_mtime, str(device))

@@ -1,12 +1,16 @@
-"""The run folder (DESIGN.md, contract 2): atomic writes, reading, listing and crash detection.
+"""The run folder (contract 2 in ARCHITECTURE.md): its paths, atomic writes, reading, listing, crash detection.
 
 The folder on disk is the truth: the app, the CLI and the training subprocess only ever talk
 through these files, so a page reload or a second browser sees exactly what the trainer wrote.
+`Run` names every file once (`run.best_weights`, `run.last_state`, ...); the trainer writes status,
+metrics and the summary through it, and predictions with `write_npz`. Checkpoint formats live in
+`engine.runs.checkpoint`, saved robustness sweeps in `engine.runs.sweeps`.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import re
@@ -111,6 +115,13 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=2, allow_nan=False, default=_json_default).encode())
 
 
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """A compressed .npz written atomically (the predictions/*.npz files of contract 2)."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def _json_default(o: Any) -> Any:
     if isinstance(o, (np.integer,)):
         return int(o)
@@ -148,7 +159,7 @@ def pid_alive(pid: int | None) -> bool:
 
 
 class Run:
-    """One run folder: `Run(path)`; files named as in DESIGN.md."""
+    """One run folder: `Run(path)`; files named as in contract 2 (ARCHITECTURE.md)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).resolve()
@@ -162,6 +173,21 @@ class Run:
     @property
     def predictions(self) -> Path:
         return self.path / "predictions"
+
+    @property
+    def best_weights(self) -> Path:
+        """The best epoch's weights (safetensors): what evaluation, explanations and prediction load."""
+        return self.checkpoints / "best.safetensors"
+
+    @property
+    def last_weights(self) -> Path:
+        """The latest epoch's weights (safetensors), saved with `last_state` so a run can resume."""
+        return self.checkpoints / "last.safetensors"
+
+    @property
+    def last_state(self) -> Path:
+        """Optimiser, scheduler, generator and trainer state of `last` (torch.save, loadable weights_only)."""
+        return self.checkpoints / "last_state.pt"
 
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
@@ -221,6 +247,10 @@ class Run:
         st.setdefault("host", socket.gethostname())
         atomic_write_json(self.path / "status.json", st)
         return st
+
+    def write_summary(self, summary: dict) -> None:
+        """summary.json: the finished run's figures (the one writer; plain, k-fold and probe runs build it)."""
+        atomic_write_json(self.path / "summary.json", summary)
 
     def append_metrics(self, record: dict) -> None:
         line = json.dumps(record, allow_nan=False, default=_json_default)

@@ -65,7 +65,7 @@ def jsonable(v: Any) -> Any:
 def _model_stamp(run: Run) -> float | None:
     """The best checkpoint's mtime: a sweep measured an earlier model when this has moved on."""
     try:
-        return (run.checkpoints / "best.safetensors").stat().st_mtime
+        return run.best_weights.stat().st_mtime
     except OSError:
         return None
 

@@ -1,4 +1,4 @@
-"""Batch augmentation on the training device (DESIGN.md, "Speed by design").
+"""Batch augmentation on the training device (ARCHITECTURE.md, "Speed by design").
 
 Why batches and not per-image transforms: a per-image PIL/torchvision pipeline in DataLoader workers
 costs a Python call per image per op and, on a 2-core machine, competes with the model for the CPU.

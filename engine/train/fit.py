@@ -1,167 +1,79 @@
-"""`fit(config, run)`: train a model and write the run folder exactly as DESIGN.md's contract 2 says.
+"""`fit(cfg, run)`: train the whole model of one plain run and write its run folder (contract 2 in ARCHITECTURE.md).
 
-One state dict (model, optimiser, scheduler, epoch, position in the epoch, generator, best so far)
-is saved as `last` after every epoch and on stop, so a stopped or killed run resumes where it was.
+A `Trainer` holds what the loop needs on `self`, as Lightning Fabric's example trainer does: the model
+(DDP-wrapped under torchrun), the on-device data, loss, optimiser, schedule, generator and the
+`TrainerState`. The steps themselves are `engine.train.loop`'s. After every epoch (and on a stop
+request) the weights go to `last.safetensors` and the optimiser, scheduler, generator and
+`TrainerState` to `last_state.pt`, so a stopped or killed run resumes exactly where it was.
+
+This module knows nothing of k-fold or the linear probe: `engine.train.run.run_training` picks the mode.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from engine.train import distributed
-from engine.runs.checkpoint import load_state, load_weights, save_state, save_weights
 from engine.config import RunConfig
-from engine.train.imbalance import epoch_indices, make_loss
-from engine.train.loop import DeviceData, TrainingFailed, eval_batch_size, log_loss, predict_probs, train_one_epoch
-from engine.metrics import summarize
 from engine.models.classifier import apply_strategy, set_train_mode
+from engine.runs.checkpoint import load_state, load_weights, save_state, save_weights
+from engine.runs.folder import Run, now_iso
+from engine.train import distributed
+from engine.train.imbalance import epoch_indices, make_loss
+from engine.train.loop import DeviceData, EpochResult, eval_batch_size, predict_probs, train_one_epoch
 from engine.train.optim import make_optimizer, make_scheduler
-from engine.runs.folder import Run, atomic_write_json, now_iso
-from engine.train.setup import Session, open_session, save_predictions
+from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
+from engine.train.setup import TrainingSetup, prepared_run
 
-LOWER_IS_BETTER = ("val_loss", "val_hter")
-HEARTBEAT_S = 1.0
-
-
-def monitor_name(cfg: RunConfig, task: str) -> str:
-    if cfg.monitor != "auto":
-        return cfg.monitor
-    return "val_macro_f1" if task == "multilabel" else "val_balanced_accuracy"
+HEARTBEAT_S = 1.0  # at most one status.json heartbeat (and one throttled train record) per second
 
 
-def improved(value: float | None, best: float | None, monitor: str) -> bool:
-    if value is None or not math.isfinite(value):
-        return False
-    if best is None:
-        return True
-    return value < best if monitor in LOWER_IS_BETTER else value > best
+@dataclass
+class TrainerState:
+    """Where a plain run stands; saved as `trainer` in last_state.pt, so a resumed run goes on exactly."""
+
+    epoch: int = 0  # epochs completed
+    position: int = 0  # items of the current epoch's order already trained on (non-zero after a stop mid-epoch)
+    step: int = 0  # optimiser steps so far, over all epochs
+    best_value: float | None = None  # the monitored figure of the best epoch so far
+    best_epoch: int | None = None  # 1-based
+    bad_epochs: int = 0  # epochs since the best one (early stopping counts these)
+    batch_size: int = 0  # per-process batch size now: cfg.batch_size / processes, halved on CUDA out-of-memory
+    train_seconds: float = 0.0  # time in training steps: no validation, no checkpoints, no compilation
+    train_images: int = 0  # images trained on, all processes together
+    compile_seconds: float = 0.0  # torch.compile's first step, timed apart
+    notes: list[str] = field(default_factory=list)  # things the user should know (e.g. a halved batch size)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data only: last_state.pt is read back with `torch.load(weights_only=True)`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any], default: TrainerState) -> TrainerState:
+        """The state in `saved` (last_state.pt's `trainer`), as any version of Loupe wrote it: a key it
+        lacks keeps `default`'s value (runs from before torch.compile support have no `compile_seconds`),
+        a key this version does not know is ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return dataclasses.replace(default, **{k: v for k, v in saved.items() if k in known})
 
 
 def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
-        progress: Callable[[int, int, str], None] | None = None, splits: dict | None = None) -> dict:
-    """Train per `cfg` into `run`; returns the summary. Raises `LoupeError` for user-fixable problems.
+        progress: Callable[[int, int, str], None] | None = None, setup: TrainingSetup | None = None) -> dict:
+    """Train the whole model (every strategy but the linear probe) per `cfg` into `run`; returns the summary,
+    or `{'state': 'stopped', ...}` when asked to stop. Raises `LoupeError` for user-fixable problems.
 
-    `cfg.kfold >= 2` trains one child run per fold instead (see `engine.train.kfold`).
+    `resume` continues from `run`'s last checkpoint. `setup`: data, model and device already prepared
+    (by default prepared here, see `engine.train.setup.prepared_run`).
     """
-    if cfg.kfold >= 2:
-        from engine.train.kfold import fit_kfold
-
-        return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
-    dist = distributed.setup(cfg.device)
-    wall0 = time.time()
-    try:
-        s = open_session(cfg, run, dist, log=log, progress=progress, write=dist.is_main, splits=splits)
-        if cfg.strategy == "linear_probe":
-            from engine.train.probe import fit_probe
-
-            return fit_probe(cfg, run, s, log=log)
-        return _fit_loop(cfg, run, s, dist, resume, wall0, log, progress)
-    finally:
-        distributed.teardown(dist)
-
-
-def _fit_loop(cfg: RunConfig, run: Run, s: Session, dist, resume: bool, wall0: float, log, progress=None) -> dict:
-    model, compute, ds = s.model, s.compute, s.ds
-    trainable = apply_strategy(model, cfg.strategy)
-    model = distributed.wrap(model, dist, compute.device, cfg.sync_bn, s.notes)
-    step_model, compile_pending = _maybe_compile(model, cfg)
-    loss_fn = make_loss(s.task, len(ds.classes), cfg, ds.labels[s.train_idx]).to(compute.device)
-    optimizer = make_optimizer(trainable, cfg)
-    per_rank_bs = max(1, cfg.batch_size // dist.world)
-    epoch_len = len(epoch_indices(ds.labels, s.train_idx, cfg.imbalance, np.random.default_rng(0)))
-    steps_per_epoch = math.ceil(math.ceil(epoch_len / dist.world) / per_rank_bs)
-    scheduler = make_scheduler(optimizer, cfg, steps_per_epoch, cfg.epochs)
-    scaler = torch.amp.GradScaler("cuda") if compute.dtype is torch.float16 else None
-    monitor = monitor_name(cfg, s.task)
-    st = {"epoch": 0, "position": 0, "step": 0, "best_value": None, "best_epoch": None, "bad_epochs": 0,
-          "batch_size": per_rank_bs, "train_seconds": 0.0, "train_images": 0, "compile_seconds": 0.0, "notes": []}
-    gen = torch.Generator(device=compute.device)
-    if resume:
-        st = _restore(run, model, optimizer, scheduler, gen, st, log)
-    data = DeviceData(ds.images, ds.labels, compute.device, s.task == "multilabel")
-    total_steps = steps_per_epoch * cfg.epochs
-    if dist.is_main:
-        run.write_status(state="running", epochs=cfg.epochs, total_steps=total_steps, epoch=st["epoch"], step=st["step"])
-    last_beat = [0.0]
-    stop_reason = ""
-    budget_t0 = time.time() - st["train_seconds"]
-
-    def should_stop() -> str:
-        reason = ""
-        if dist.is_main:
-            if run.stop_requested():
-                reason = "stop"
-            elif cfg.time_budget_s and time.time() - budget_t0 > cfg.time_budget_s:
-                reason = "time"
-        return distributed.broadcast_str(dist, reason, compute.device)
-
-    while st["epoch"] < cfg.epochs:
-        epoch = st["epoch"]
-        order = epoch_indices(ds.labels, s.train_idx, cfg.imbalance, np.random.default_rng([cfg.seed, epoch]))
-        order = order[dist.rank :: dist.world]
-        if st["position"] == 0:
-            gen.manual_seed(cfg.seed * 1000 + epoch * 10 + dist.rank)
-        step0 = st["step"]
-
-        def on_step(pos: int, loss: float, n: int) -> None:
-            now = time.time()
-            if progress is not None and dist.is_main:
-                progress(step0 + math.ceil(pos / per_rank_bs), total_steps, "training")
-            if dist.is_main and now - last_beat[0] >= HEARTBEAT_S:
-                last_beat[0] = now
-                step = step0 + math.ceil(pos / per_rank_bs)
-                run.write_status(step=step, epoch=epoch, batch_loss=loss)
-                # a throttled train record, so live curves move within an epoch, not only at its end
-                run.append_metrics({"epoch": epoch + pos / len(order), "step": step, "split": "train", "loss": loss,
-                                    "lr": optimizer.param_groups[0]["lr"], "time": now_iso()})
-
-        set_train_mode(getattr(model, "module", model))
-        res = train_one_epoch(step_model, data, order, cfg, loss_fn, optimizer, scheduler, compute, st["batch_size"],
-                              start=st["position"], generator=gen, scaler=scaler, should_stop=should_stop,
-                              on_step=on_step, max_sched_steps=total_steps, first_step_apart=compile_pending)
-        if compile_pending and res.steps:
-            compile_pending = False
-            st["compile_seconds"] += res.first_step_seconds
-            if dist.is_main:
-                log(f"torch.compile: first step took {res.first_step_seconds:.1f} s (compilation; not counted as training time)")
-        st["step"] += res.steps
-        st["batch_size"] = res.batch_size
-        st["notes"] += res.notes
-        st["train_seconds"] += res.seconds
-        st["train_images"] += res.images * dist.world
-        train_loss = distributed.mean(dist, res.loss, compute.device) if res.images else None
-        if res.stopped == "stop":
-            st["position"] = res.position
-            if dist.is_main:
-                _save_last(run, model, optimizer, scheduler, gen, st)
-                run.write_status(state="stopped", step=st["step"], epoch=epoch)
-                run.clear_stop()
-                log(f"stopped at epoch {epoch + 1}, step {st['step']}; resume continues from here")
-            return {"state": "stopped", "epoch": epoch, "step": st["step"]}
-        st["epoch"], st["position"] = epoch + 1, 0
-        if dist.is_main:
-            value = _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimizer, monitor, log)
-            if improved(value, st["best_value"], monitor):
-                st.update(best_value=value, best_epoch=epoch + 1, bad_epochs=0)
-                save_weights(model, run.checkpoints / "best.safetensors")
-            else:
-                st["bad_epochs"] += 1
-            _save_last(run, model, optimizer, scheduler, gen, st)
-            run.write_status(state="running", epoch=st["epoch"], step=st["step"])
-        stop_reason = res.stopped or ("patience" if cfg.patience and st["bad_epochs"] >= cfg.patience else "")
-        stop_reason = distributed.broadcast_str(dist, stop_reason, compute.device)
-        if stop_reason:
-            log({"time": "time budget reached", "patience": f"early stopping: no improvement in {cfg.patience} epochs"}[stop_reason])
-            break
-    if not dist.is_main:
-        return {}
-    return _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, log)
+    with prepared_run(cfg, run, log, progress, setup) as setup:
+        return Trainer(cfg, run, setup, log, progress).fit(resume)
 
 
 def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Module, bool]:
@@ -176,74 +88,201 @@ def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Mod
     return torch.compile(model, backend=os.environ.get("LOUPE_COMPILE_BACKEND", "inductor")), True
 
 
-def _validate(run, s, model, data, compute, epoch, st, train_loss, res, optimizer, monitor, log) -> float | None:
-    multilabel = s.task == "multilabel"
-    probs = predict_probs(getattr(model, "module", model), data, s.ds.splits["val"], compute, multilabel,
-                          batch_size=eval_batch_size(st["batch_size"]))
-    labels = s.ds.labels[s.ds.splits["val"]]
-    metrics = summarize(labels=labels, probs=probs, task=s.task, positive=s.positive)
-    record = {"epoch": epoch + 1, "step": st["step"], "split": "val", "loss": log_loss(probs, labels, multilabel),
-              **metrics, "train_loss": train_loss, "lr": optimizer.param_groups[0]["lr"],
-              "img_per_s": res.img_per_s, "time": now_iso()}
-    run.append_metrics(record)
-    log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {record['loss']:.4f}  "
-        f"val acc {metrics['accuracy']:.4f}  bal acc {metrics['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s")
-    return record.get(monitor[4:]) if monitor != "val_loss" else record["loss"]
+class Trainer:
+    """One plain run's training loop, with everything it needs on `self`.
 
+    Under torchrun every process runs the loop on its share of each batch; only rank 0 validates,
+    saves checkpoints and writes the run folder, and decisions to stop are broadcast from it."""
 
-def _save_last(run, model, optimizer, scheduler, gen, st) -> None:
-    save_weights(model, run.checkpoints / "last.safetensors")
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "generator": gen.get_state(), "trainer": {k: v for k, v in st.items()}}
-    save_state(state, run.checkpoints / "last_state.pt")
+    def __init__(self, cfg: RunConfig, run: Run, setup: TrainingSetup, log: Callable[[str], None] = print,
+                 progress: Callable[[int, int, str], None] | None = None) -> None:
+        self.cfg, self.run, self.setup, self.log, self.progress = cfg, run, setup, log, progress
+        self.dist, self.compute = setup.dist, setup.compute
+        ds = setup.ds
+        trainable = apply_strategy(setup.model, cfg.strategy)
+        self.model = distributed.wrap(setup.model, self.dist, self.compute.device, cfg.sync_bn, setup.notes)
+        self.step_model, self.compile_pending = _maybe_compile(self.model, cfg)
+        self.loss_fn = make_loss(setup.task, len(ds.classes), cfg, ds.labels[setup.train_idx]).to(self.compute.device)
+        self.optimizer = make_optimizer(trainable, cfg)
+        # each process takes every world-th item of the epoch's order, with its share of the batch
+        self.per_rank_batch = max(1, cfg.batch_size // self.dist.world)
+        epoch_len = len(epoch_indices(ds.labels, setup.train_idx, cfg.imbalance, np.random.default_rng(0)))
+        steps_per_epoch = math.ceil(math.ceil(epoch_len / self.dist.world) / self.per_rank_batch)
+        self.total_steps = steps_per_epoch * cfg.epochs
+        self.scheduler = make_scheduler(self.optimizer, cfg, steps_per_epoch, cfg.epochs)
+        self.scaler = torch.amp.GradScaler("cuda") if self.compute.dtype is torch.float16 else None
+        self.monitor = monitor_name(cfg, setup.task)
+        self.generator = torch.Generator(device=self.compute.device)  # augmentation randomness, saved with `last`
+        self.state = TrainerState(batch_size=self.per_rank_batch)
+        self.data = DeviceData(ds.images, ds.labels, self.compute.device, setup.multilabel)
+        self.last_beat = 0.0  # time of the last heartbeat
+        self.budget_t0 = time.time()  # the time budget counts training time, so a resumed run moves this back
 
+    @property
+    def core(self) -> torch.nn.Module:
+        """The plain model (no DDP wrapper): what validation, checkpoints and predictions use."""
+        return getattr(self.model, "module", self.model)
 
-def _restore(run, model, optimizer, scheduler, gen, st, log) -> dict:
-    load_weights(model, run.checkpoints / "last.safetensors")
-    state = load_state(run.checkpoints / "last_state.pt")
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    gen.set_state(state["generator"])
-    st = {**st, **state["trainer"]}
-    log(f"resuming at epoch {st['epoch'] + 1}, step {st['step']}")
-    return st
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
 
+    # --- the loop ----------------------------------------------------------------------------------
 
-def _finish(cfg, run, s, model, data, compute, st, monitor, stop_reason, wall0, log) -> dict:
-    core = getattr(model, "module", model)
-    best_path = run.checkpoints / "best.safetensors"
-    if best_path.exists():
-        load_weights(core, best_path)
-    final = save_predictions(run, s, lambda idx: predict_probs(core, data, idx, compute, s.task == "multilabel",
-                                                               batch_size=eval_batch_size(st["batch_size"])))
-    summary = {
-        "best_epoch": st["best_epoch"], "monitor": monitor, "best": final.get("val", {}),
-        "final": final, "epochs_run": st["epoch"], "steps": st["step"], "stopped_early": stop_reason or None,
-        "wall_seconds": round(time.time() - wall0, 2), "train_seconds": round(st["train_seconds"], 2),
-        "train_img_per_s": round(st["train_images"] / st["train_seconds"], 1) if st["train_seconds"] else None,
-        "compile_seconds": round(st["compile_seconds"], 2) if cfg.compile else None,
-        "thresholds": s.default_thresholds(), "device": compute.name, "notes": s.notes + st["notes"],
-    }
-    atomic_write_json(run.path / "summary.json", summary)
-    run.write_status(state="completed", epoch=st["epoch"], step=st["step"])
-    log(f"done: best epoch {st['best_epoch']}, " + ", ".join(f"{k} {v:.4f}" for k, v in final.get("test", final.get("val", {})).items() if isinstance(v, float)))
-    return summary
-
-
-def train_cli_entry(cfg: RunConfig, run: Run, resume: bool, log=print, progress=None) -> int:
-    """Run `fit` and record a failure in status.json before re-raising (the CLI prints the sentence)."""
-    main = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 writes the run folder
-    try:
-        fit(cfg, run, resume=resume, log=log if main else (lambda m: None), progress=progress if main else None)
-    except TrainingFailed as e:
+    def fit(self, resume: bool = False) -> dict:
+        """Epochs until `cfg.epochs`, a stop request, the time budget or patience; then the best model's
+        predictions and the summary (`{}` on ranks other than 0, `{'state': 'stopped', ...}` on a stop)."""
+        if resume:
+            self.restore()
+        cfg, st, main = self.cfg, self.state, self.dist.is_main
         if main:
-            run.write_status(state="failed", error=str(e))
-        raise
-    except BaseException as e:  # any crash or Ctrl-C: the run must not stay 'running' forever
-        if main:
-            run.write_status(state="failed", error=f"{type(e).__name__}: {e}")
-        raise
-    return 0
+            self.run.write_status(state="running", epochs=cfg.epochs, total_steps=self.total_steps, epoch=st.epoch,
+                                  step=st.step)
+        self.budget_t0 = time.time() - st.train_seconds
+        stop_reason = ""
+        while st.epoch < cfg.epochs:
+            epoch = st.epoch
+            res = self.train_epoch(epoch)
+            # every process joins this reduction, so it comes before any rank-0-only work
+            train_loss = distributed.mean(self.dist, res.loss, self.compute.device) if res.images else None
+            if res.stopped == "stop":
+                return self.stop(epoch, res.position)
+            st.epoch, st.position = epoch + 1, 0
+            if main:
+                self.end_epoch(epoch, train_loss, res)
+            stop_reason = res.stopped or ("patience" if cfg.patience and st.bad_epochs >= cfg.patience else "")
+            stop_reason = distributed.broadcast_str(self.dist, stop_reason, self.compute.device)
+            if stop_reason:
+                self.log({"time": "time budget reached",
+                          "patience": f"early stopping: no improvement in {cfg.patience} epochs"}[stop_reason])
+                break
+        if not main:
+            return {}
+        return self.finish(stop_reason)
 
+    def should_stop(self) -> str:
+        """'stop' (a STOP file), 'time' (the budget is spent) or ''; rank 0 decides for every process."""
+        reason = ""
+        if self.dist.is_main:
+            if self.run.stop_requested():
+                reason = "stop"
+            elif self.cfg.time_budget_s and time.time() - self.budget_t0 > self.cfg.time_budget_s:
+                reason = "time"
+        return distributed.broadcast_str(self.dist, reason, self.compute.device)
 
-__all__ = ["fit", "train_cli_entry", "monitor_name"]
+    def train_epoch(self, epoch: int) -> EpochResult:
+        """Train epoch `epoch` (0-based) from `state.position` on; the state counts its steps, images and time."""
+        cfg, st, ds = self.cfg, self.state, self.setup.ds
+        order = epoch_indices(ds.labels, self.setup.train_idx, cfg.imbalance, np.random.default_rng([cfg.seed, epoch]))
+        order = order[self.dist.rank :: self.dist.world]
+        if st.position == 0:  # a resumed epoch goes on with the generator state saved in `last`
+            self.generator.manual_seed(cfg.seed * 1000 + epoch * 10 + self.dist.rank)
+        step0 = st.step
+
+        def on_step(pos: int, loss: float, n: int) -> None:
+            self.heartbeat(epoch, step0 + math.ceil(pos / self.per_rank_batch), epoch + pos / len(order), loss)
+
+        set_train_mode(self.core)
+        res = train_one_epoch(self.step_model, self.data, order, cfg, self.loss_fn, self.optimizer, self.scheduler,
+                              self.compute, st.batch_size, start=st.position, generator=self.generator,
+                              scaler=self.scaler, should_stop=self.should_stop, on_step=on_step,
+                              max_sched_steps=self.total_steps, first_step_apart=self.compile_pending)
+        if self.compile_pending and res.steps:
+            self.compile_pending = False
+            st.compile_seconds += res.first_step_seconds
+            if self.dist.is_main:
+                self.log(f"torch.compile: first step took {res.first_step_seconds:.1f} s "
+                         "(compilation; not counted as training time)")
+        st.step += res.steps
+        st.batch_size = res.batch_size
+        st.notes += res.notes
+        st.train_seconds += res.seconds
+        st.train_images += res.images * self.dist.world
+        return res
+
+    def heartbeat(self, epoch: int, step: int, progress_epochs: float, loss: float) -> None:
+        """After each step: the progress bar, and at most once a second status.json and a train record."""
+        if not self.dist.is_main:
+            return
+        now = time.time()
+        if self.progress is not None:
+            self.progress(step, self.total_steps, "training")
+        if now - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = now
+            self.run.write_status(step=step, epoch=epoch, batch_loss=loss)
+            # a throttled train record, so live curves move within an epoch, not only at its end
+            self.run.append_metrics({"epoch": progress_epochs, "step": step, "split": "train", "loss": loss,
+                                     "lr": self.lr, "time": now_iso()})
+
+    def end_epoch(self, epoch: int, train_loss: float | None, res: EpochResult) -> None:
+        """Rank 0 after epoch `epoch` (0-based): validate, keep the best weights, save `last`."""
+        st = self.state
+        value = self.validate(epoch, train_loss, res)
+        if improved(value, st.best_value, self.monitor):
+            st.best_value, st.best_epoch, st.bad_epochs = value, epoch + 1, 0
+            save_weights(self.model, self.run.best_weights)
+        else:
+            st.bad_epochs += 1
+        self.save_last()
+        self.run.write_status(state="running", epoch=st.epoch, step=st.step)
+
+    def validate(self, epoch: int, train_loss: float | None, res: EpochResult) -> float | None:
+        """Append the validation record of epoch `epoch` (0-based) to metrics.jsonl; returns the monitored figure."""
+        ds = self.setup.ds
+        probs = predict_probs(self.core, self.data, ds.splits["val"], self.compute, self.setup.multilabel,
+                              batch_size=eval_batch_size(self.state.batch_size))
+        record = validation_record(epoch + 1, self.state.step, probs=probs, labels=ds.labels[ds.splits["val"]],
+                                   task=self.setup.task, positive=self.setup.positive, train_loss=train_loss,
+                                   lr=self.lr, img_per_s=res.img_per_s)
+        self.run.append_metrics(record)
+        self.log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {record['loss']:.4f}  "
+                 f"val acc {record['accuracy']:.4f}  bal acc {record['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s")
+        return monitored_value(record, self.monitor)
+
+    def stop(self, epoch: int, position: int) -> dict:
+        """A STOP request mid-epoch: save `last` at this exact position, so a resume goes on from here."""
+        st = self.state
+        st.position = position
+        if self.dist.is_main:
+            self.save_last()
+            self.run.write_status(state="stopped", step=st.step, epoch=epoch)
+            self.run.clear_stop()
+            self.log(f"stopped at epoch {epoch + 1}, step {st.step}; resume continues from here")
+        return {"state": "stopped", "epoch": epoch, "step": st.step}
+
+    def finish(self, stop_reason: str) -> dict:
+        """The best weights' predictions (predictions/*.npz), summary.json and status `completed`."""
+        st, setup = self.state, self.setup
+        if self.run.best_weights.exists():
+            load_weights(self.core, self.run.best_weights)
+        final = save_predictions(self.run, setup, lambda idx: predict_probs(
+            self.core, self.data, idx, self.compute, setup.multilabel, batch_size=eval_batch_size(st.batch_size)))
+        summary = training_summary(
+            setup, monitor=self.monitor, final=final, best_epoch=st.best_epoch, epochs_run=st.epoch, steps=st.step,
+            wall_seconds=time.time() - setup.started, train_seconds=st.train_seconds, train_images=st.train_images,
+            notes=setup.notes + st.notes, stopped_early=stop_reason or None,
+            compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None)
+        self.run.write_summary(summary)
+        self.run.write_status(state="completed", epoch=st.epoch, step=st.step)
+        shown = final.get("test", final.get("val", {}))
+        self.log(f"done: best epoch {st.best_epoch}, "
+                 + ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if isinstance(v, float)))
+        return summary
+
+    # --- checkpoints -------------------------------------------------------------------------------
+
+    def save_last(self) -> None:
+        """`last`: the weights, and everything else a resume needs (optimiser, schedule, generator, state)."""
+        save_weights(self.model, self.run.last_weights)
+        save_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                    "generator": self.generator.get_state(), "trainer": self.state.to_dict()}, self.run.last_state)
+
+    def restore(self) -> None:
+        """Load `last` (see `save_last`) to go on where the run stopped or crashed."""
+        load_weights(self.model, self.run.last_weights)
+        saved = load_state(self.run.last_state)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.generator.set_state(saved["generator"])
+        self.state = TrainerState.from_dict(saved["trainer"], default=self.state)
+        self.log(f"resuming at epoch {self.state.epoch + 1}, step {self.state.step}")

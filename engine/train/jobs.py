@@ -1,7 +1,8 @@
 """Training as a background process: start, stop, resume, and one run at a time per device.
 
-The job is `python -m engine train --config RUN/config.json` in its own session (so it survives the
-Streamlit script, page reloads and closed browsers); it talks to the app only through the run folder.
+The job is `python -m engine train --run RUN` (a folder `prepare_run` made) in its own session, so it
+survives the Streamlit script, page reloads and closed browsers; it talks to the app only through the
+run folder. `resume` starts `python -m engine resume RUN` the same way.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def engine_command(args: list[str], nproc: int = 1) -> list[str]:
     Background jobs always start the plain command; a run with `nproc > 1` is relaunched under torchrun
     by the CLI itself (`launch_ddp`), which holds the device queue's lock for the whole DDP job."""
     if nproc > 1:
+        # `--` ends torchrun's own options: its parser would otherwise take `--run` for an abbreviation of
+        # its `--run-path` (ambiguous with `--run_path`) and refuse the command
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-                "-m", "engine", *args]
+                "-m", "engine", "--", *args]
     return [sys.executable, "-m", "engine", *args]
 
 
@@ -66,7 +69,7 @@ def _spawn(run: Run, args: list[str]) -> subprocess.Popen:
 def start(cfg: RunConfig, root: str | Path | None = None) -> Run:
     """Prepare a run and launch its training process in the background."""
     run = prepare_run(cfg, root)
-    _spawn(run, ["train", "--config", str(run.path / "config.json"), "--no-progress"])
+    _spawn(run, ["train", "--run", str(run.path), "--no-progress"])
     return run
 
 
@@ -81,7 +84,7 @@ def stop(run: Run) -> None:
 def can_resume(run: Run) -> bool:
     st = run.status()
     return (st["display_state"] in ("stopped", "failed (crashed)") or st.get("state") == "failed") and \
-        (run.checkpoints / "last_state.pt").exists()
+        run.last_state.exists()
 
 
 def resume(run: Run) -> Run:

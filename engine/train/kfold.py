@@ -4,37 +4,47 @@ Layout: `RUN/folds/fold<i>/` are complete run folders (contract 2); the parent h
 status.json, classes.json, summary.json (per-fold metrics, mean and std) and `predictions/oof.npz`:
 out-of-fold probabilities for every train+val image, which the Evaluate page uses to flag likely
 mislabelled images. The test split, when the data has one, is never folded: each child reports on it.
+
+The parent opens the dataset once (`setup.dataset_for`, at the size the children train at) and gives
+each child that same decoded copy with its fold's splits; a child trains with `fit` or `fit_probe`
+like any other run. `engine.train.run.run_training` sends a config here when `cfg.kfold >= 2`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
+from typing import Callable
 
 import numpy as np
 
 from engine.config import ConfigError, RunConfig
-from engine.data import kfold_indices, open_dataset
-from engine.runs.folder import Run, atomic_write_json, now_iso
-from engine.train.setup import write_npz
+from engine.data.splits import kfold_indices
+from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
+from engine.train.fit import fit
+from engine.train.probe import fit_probe
+from engine.train.setup import dataset_for, prepare
 
 
-def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progress=None) -> dict:
-    import os
-
-    from engine.train.fit import fit
-
+def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
+              progress: Callable[[int, int, str], None] | None = None) -> dict:
+    """Train `cfg.kfold` child runs into `run/folds/`, then aggregate them; returns the parent's summary,
+    or `{'state': 'stopped', ...}`. `resume` is implied per child: completed folds are kept, stopped or
+    failed ones resume."""
+    train_fold = fit_probe if cfg.strategy == "linear_probe" else fit
     if int(os.environ.get("WORLD_SIZE", 1)) > 1:
         raise ConfigError("Field 'kfold': cross-validation runs in one process; start it without torchrun.")
     wall0 = time.time()
-    ds = open_dataset(cfg.dataset, image_size=cfg.image_size or None, task=None if cfg.task == "auto" else cfg.task,
-                      seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, progress=progress)
+    ds = dataset_for(cfg, progress)  # the children train on this same decoded copy, with their fold's splits
     pool = np.sort(np.concatenate([ds.splits["train"], ds.splits["val"]]))
     test = ds.splits.get("test", np.zeros(0, np.int64))
     folds = kfold_indices(ds.labels, pool, cfg.kfold, cfg.seed)
     child_cfg = cfg.replace(kfold=0)
     atomic_write_json(run.path / "classes.json", ds.classes)
     header = run.config()
-    header.update({"kfold": cfg.kfold, "task": ds.task, "dataset_fingerprint": ds.fingerprint,
+    header.update({"kfold": cfg.kfold, "task": ds.task, "image_size": ds.image_size, "channels": ds.channels,
+                   "dataset_fingerprint": ds.fingerprint,
                    "children": [f"folds/fold{k + 1}" for k in range(cfg.kfold)]})
     atomic_write_json(run.path / "config.json", header)
     run.write_status(state="running", epoch=0, epochs=cfg.kfold, fold=0, folds=cfg.kfold, pid=os.getpid(),
@@ -55,17 +65,18 @@ def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log=print, progres
         run.write_status(state="running", fold=k + 1, epoch=k)
         if run.stop_requested():
             child.request_stop()  # the child's loop checks its own folder
-        out = fit(child_cfg, child, resume=state in ("stopped", "failed"), log=log, progress=progress,
-                  splits={"train": train_idx, "val": held_idx, "test": test})
+        fold_ds = dataclasses.replace(ds, splits={"train": train_idx, "val": held_idx, "test": test})
+        out = train_fold(child_cfg, child, resume=state in ("stopped", "failed"), log=log, progress=progress,
+                         setup=prepare(child_cfg, progress=progress, dataset=fold_ds))
         if out.get("state") == "stopped":
             run.clear_stop()
             run.write_status(state="stopped", fold=k + 1)
             return {"state": "stopped", "fold": k + 1}
         summaries.append(out)
-    return _aggregate(cfg, run, folds, summaries, ds, wall0, log)
+    return _aggregate(cfg, run, summaries, wall0, log)
 
 
-def _aggregate(cfg: RunConfig, run: Run, folds, summaries: list[dict], ds, wall0: float, log) -> dict:
+def _aggregate(cfg: RunConfig, run: Run, summaries: list[dict], wall0: float, log: Callable[[str], None]) -> dict:
     """Mean and std of each metric over folds, and the out-of-fold probabilities of every image."""
     stats: dict[str, dict[str, dict[str, float]]] = {}
     for split in ("val", "test"):
@@ -75,12 +86,12 @@ def _aggregate(cfg: RunConfig, run: Run, folds, summaries: list[dict], ds, wall0
             values = np.array([f[key] for f in per_fold if isinstance(f.get(key), float)])
             stats.setdefault(split, {})[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
     ids, idx, labels, probs = [], [], [], []
-    for k in range(len(folds)):
-        z = np.load(run.path / "folds" / f"fold{k + 1}" / "predictions" / "val.npz")
+    for k in range(cfg.kfold):
+        z = np.load(Run(run.path / "folds" / f"fold{k + 1}").predictions / "val.npz")
         ids.append(z["ids"]), idx.append(z["indices"]), labels.append(z["labels"]), probs.append(z["probs"])
     order = np.argsort(np.concatenate(idx))
-    (run.path / "predictions").mkdir(exist_ok=True)
-    write_npz(run.path / "predictions" / "oof.npz", ids=np.concatenate(ids)[order], indices=np.concatenate(idx)[order],
+    run.predictions.mkdir(exist_ok=True)
+    write_npz(run.predictions / "oof.npz", ids=np.concatenate(ids)[order], indices=np.concatenate(idx)[order],
               labels=np.concatenate(labels)[order], probs=np.concatenate(probs)[order])
     summary = {"kfold": cfg.kfold, "folds": [s["final"] for s in summaries], "cv": stats,
                "final": {split: {k: v["mean"] for k, v in m.items()} for split, m in stats.items()},
@@ -88,7 +99,7 @@ def _aggregate(cfg: RunConfig, run: Run, folds, summaries: list[dict], ds, wall0
                "best_epoch": None, "wall_seconds": round(time.time() - wall0, 2),
                "train_img_per_s": float(np.mean([s.get("train_img_per_s") or 0 for s in summaries])),
                "thresholds": summaries[0].get("thresholds", {}), "oof_images": int(len(order))}
-    atomic_write_json(run.path / "summary.json", summary)
+    run.write_summary(summary)
     run.write_status(state="completed", epoch=cfg.kfold, fold=cfg.kfold)
     val = stats.get("val", {}).get("balanced_accuracy")
     if val:

@@ -141,7 +141,9 @@ def train_one_epoch(
     return res
 
 
-def train_step(model, data, idx, cfg, loss_fn, optimizer, compute, generator=None, scaler=None) -> float:
+def train_step(model: torch.nn.Module, data: DeviceData, idx: np.ndarray, cfg: RunConfig, loss_fn: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, compute: Compute, generator: torch.Generator | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> float:
     """One optimisation step on the items `idx`: gather, augment, forward, backward, (clip), update."""
     x, y = data.batch(idx, compute.channels_last)
     x = augment_batch(x, cfg, generator)
@@ -191,12 +193,3 @@ def predict_probs(
         return np.zeros((0, 0), np.float32)
     return np.concatenate(out).astype(np.float32)
 
-
-def log_loss(probs: np.ndarray, labels: np.ndarray, multilabel: bool) -> float:
-    """Unweighted cross-entropy / BCE of predicted probabilities: comparable across imbalance modes."""
-    eps = 1e-7
-    p = np.clip(probs, eps, 1 - eps)
-    if multilabel:
-        y = labels.astype(np.float64)
-        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
-    return float(-np.log(p[np.arange(len(labels)), labels]).mean())

@@ -3,12 +3,15 @@
 The features are cached per (model weights, resolution, dataset fingerprint), so a second probe on
 the same data skips the backbone entirely and the head trains in seconds. The saved checkpoints hold
 the whole model (frozen backbone + trained head), so evaluation and prediction need nothing special.
+Validation records, the monitored metric (`cfg.monitor`) and the summary are the full trainer's
+(`engine.train.records`); patience and the time budget do not apply, as the head trains in seconds.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,12 +20,12 @@ from engine.runs.checkpoint import save_weights
 from engine.config import RunConfig
 from engine.train.features import cached_features
 from engine.train.imbalance import epoch_indices, make_loss
-from engine.train.loop import TrainingFailed, log_loss
-from engine.metrics import summarize
+from engine.train.loop import TrainingFailed
 from engine.models.classifier import probs_from_logits
 from engine.train.optim import make_optimizer, make_scheduler
-from engine.runs.folder import Run, atomic_write_json, now_iso
-from engine.train.setup import Session, save_predictions
+from engine.runs.folder import Run
+from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
+from engine.train.setup import TrainingSetup, prepared_run
 
 
 def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) -> np.ndarray:
@@ -30,7 +33,17 @@ def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) ->
         return probs_from_logits(head(feats).float(), multilabel).numpy()
 
 
-def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
+def fit_probe(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
+              progress: Callable[[int, int, str], None] | None = None, setup: TrainingSetup | None = None) -> dict:
+    """Train the head on cached backbone features per `cfg` into `run`; returns the summary.
+
+    Called as `engine.train.fit.fit` is; `resume` changes nothing (the head retrains from the cached
+    features in seconds). `setup`: data, model and device already prepared (a k-fold child's)."""
+    with prepared_run(cfg, run, log, progress, setup) as s:
+        return _train_head(cfg, run, s, log)
+
+
+def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str], None]) -> dict:
     wall0 = time.time()
     ds, model = s.ds, s.model
     multilabel = s.task == "multilabel"
@@ -55,7 +68,8 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
     epoch_len = len(epoch_indices(ds.labels, s.train_idx, cfg.imbalance, np.random.default_rng(0)))
     scheduler = make_scheduler(optimizer, cfg, math.ceil(epoch_len / bs), cfg.epochs)
     val_idx = ds.splits["val"]
-    best, best_epoch, step, t_train = None, 0, 0, 0.0
+    monitor = monitor_name(cfg, s.task)
+    best, best_epoch, best_head, step, t_train = None, None, None, 0, 0.0
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         head.train()
@@ -74,25 +88,29 @@ def fit_probe(cfg: RunConfig, run: Run, s: Session, log=print) -> dict:
             step += 1
         t_train += time.perf_counter() - t0
         probs = _head_probs(head, feats[val_idx], multilabel)
-        m = summarize(labels=ds.labels[val_idx], probs=probs, task=s.task, positive=s.positive)
-        run.append_metrics({"epoch": epoch + 1, "step": step, "split": "val", "loss": log_loss(probs, ds.labels[val_idx], multilabel),
-                            **m, "train_loss": total / len(order), "lr": optimizer.param_groups[0]["lr"],
-                            "img_per_s": len(order) / max(1e-9, time.perf_counter() - t0), "time": now_iso()})
-        if best is None or m["balanced_accuracy"] > best:
-            best, best_epoch = m["balanced_accuracy"], epoch + 1
-            model.head.load_state_dict(head.state_dict())
-            save_weights(model, run.checkpoints / "best.safetensors")
+        img_per_s = len(order) / max(1e-9, time.perf_counter() - t0)
+        record = validation_record(epoch + 1, step, probs=probs, labels=ds.labels[val_idx], task=s.task,
+                                   positive=s.positive, train_loss=total / len(order),
+                                   lr=optimizer.param_groups[0]["lr"], img_per_s=img_per_s)
+        run.append_metrics(record)
+        value = monitored_value(record, monitor)
+        if improved(value, best, monitor):
+            best, best_epoch = value, epoch + 1
+            best_head = {k: v.clone() for k, v in head.state_dict().items()}
+            save_weights(model, run.best_weights)  # `head` is `model.head` (.cpu() and .float() return the module itself)
         run.write_status(state="running", epoch=epoch + 1, step=step)
         if run.stop_requested():
             run.clear_stop()
             break
-    save_weights(model, run.checkpoints / "last.safetensors")
-    final = save_predictions(run, s, lambda idx: _head_probs(model.head.float(), feats[idx], multilabel))
-    summary = {"best_epoch": best_epoch, "monitor": "val_balanced_accuracy", "best": final.get("val", {}), "final": final,
-               "epochs_run": epoch + 1, "steps": step, "features_cache_hit": hit, "wall_seconds": round(time.time() - wall0, 2),
-               "train_seconds": round(t_train, 2), "train_img_per_s": round(len(s.train_idx) * (epoch + 1) / max(t_train, 1e-9), 1),
-               "thresholds": s.default_thresholds(), "device": s.compute.name, "notes": s.notes}
-    atomic_write_json(run.path / "summary.json", summary)
+    save_weights(model, run.last_weights)
+    if best_head is not None:  # predictions come from the best epoch's head, the one best.safetensors holds
+        head.load_state_dict(best_head)
+    final = save_predictions(run, s, lambda idx: _head_probs(head, feats[idx], multilabel))
+    summary = training_summary(s, monitor=monitor, final=final, best_epoch=best_epoch, epochs_run=epoch + 1, steps=step,
+                               wall_seconds=time.time() - wall0, train_seconds=t_train,
+                               train_images=len(s.train_idx) * (epoch + 1), notes=s.notes, features_cache_hit=hit)
+    run.write_summary(summary)
     run.write_status(state="completed", epoch=epoch + 1, step=step)
-    log(f"linear probe done: best epoch {best_epoch}, val balanced accuracy {best:.4f}")
+    log(f"linear probe done: best epoch {best_epoch}, {monitor} {best:.4f}" if best is not None
+        else f"linear probe done: no epoch gave a finite {monitor}")
     return summary

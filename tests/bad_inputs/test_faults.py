@@ -26,7 +26,7 @@ from engine.cli.main import main
 from engine.errors import LoupeError
 from engine.models.factory import build_model
 from engine.runs.folder import StorageError, atomic_write_json
-from engine.train.fit import train_cli_entry
+from engine.train.run import run_training
 from tests.conftest import ROOT
 from tests.test_jobs import reap, wait_for
 from tests.test_train import tiny
@@ -155,7 +155,7 @@ def test_full_disk_during_training_fails_the_run_cleanly(tmp_path: Path,
 
     failed = disk_fills_up(monkeypatch, second_last_write)
     with pytest.raises(StorageError, match="the disk is full"):
-        train_cli_entry(cfg, run, resume=False, log=lambda m: None)
+        run_training(cfg, run, resume=False, log=lambda m: None)
     last = run.checkpoints / "last.safetensors"
     assert failed and failed[0] == last
     status = run.raw_status()

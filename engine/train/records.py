@@ -1,0 +1,96 @@
+"""What a training run records about itself: the validation line of metrics.jsonl, the monitored figure,
+the predictions of the best model and summary.json (contract 2 in ARCHITECTURE.md).
+
+One builder for each, shared by the full trainer (`engine.train.fit`) and the linear probe, so both
+write the same keys and the Train page reads one format; `Run.write_summary` is the one writer. The
+validation "loss" is `engine.metrics.log_loss`, the definition the Evaluate page reports as log loss,
+so the two pages show the same number for the same predictions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+
+from engine.config import RunConfig
+from engine.metrics.core import log_loss, summarize
+from engine.runs.folder import Run, now_iso, write_npz
+from engine.train.setup import TrainingSetup
+
+LOWER_IS_BETTER = ("val_loss", "val_hter")  # every other monitored metric is better when higher
+
+
+# --- the monitored figure ----------------------------------------------------------------------------
+
+
+def monitor_name(cfg: RunConfig, task: str) -> str:
+    """`cfg.monitor`, with 'auto' resolved per task: macro F1 for multi-label, else balanced accuracy."""
+    if cfg.monitor != "auto":
+        return cfg.monitor
+    return "val_macro_f1" if task == "multilabel" else "val_balanced_accuracy"
+
+
+def monitored_value(record: dict, monitor: str) -> float | None:
+    """The monitored figure in a validation record: 'val_loss' is its 'loss', 'val_<metric>' its '<metric>'
+    (None when this task has no such metric, e.g. HTER outside binary tasks)."""
+    if monitor == "val_loss":
+        return record["loss"]
+    return record.get(monitor.removeprefix("val_"))
+
+
+def improved(value: float | None, best: float | None, monitor: str) -> bool:
+    """Whether `value` beats `best` for `monitor`; a missing or non-finite value never does."""
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value < best if monitor in LOWER_IS_BETTER else value > best
+
+
+# --- metrics.jsonl, predictions, summary.json ----------------------------------------------------------
+
+
+def validation_record(epoch: int, step: int, *, probs: np.ndarray, labels: np.ndarray, task: str, positive: int,
+                      train_loss: float | None, lr: float, img_per_s: float) -> dict:
+    """The `split: val` line of metrics.jsonl after `epoch` (1-based): the loss, every `summarize` metric,
+    and the epoch's training figures. `probs` (N, C) and `labels` ((N,) or (N, C) multi-hot) are the
+    validation items'; `positive` is the binary task's positive class."""
+    metrics = summarize(labels=labels, probs=probs, task=task, positive=positive)
+    return {"epoch": epoch, "step": step, "split": "val",
+            "loss": log_loss(labels=labels, probs=probs, multilabel=task == "multilabel"),
+            **metrics, "train_loss": train_loss, "lr": lr, "img_per_s": img_per_s, "time": now_iso()}
+
+
+def save_predictions(run: Run, setup: TrainingSetup, predict: Callable[[np.ndarray], np.ndarray]) -> dict:
+    """predictions/{val,test}.npz from `predict` (item indices -> probabilities of the best model),
+    and the metrics of each split. The full model and the linear probe's head both come through here."""
+    run.predictions.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for split in ("val", "test"):
+        idx = setup.ds.splits.get(split)
+        if idx is None or len(idx) == 0:
+            continue
+        probs = predict(idx)
+        labels = setup.ds.labels[idx]
+        ids = np.array([setup.ds.source.item_id(int(i)) for i in idx])
+        write_npz(run.predictions / f"{split}.npz", ids=ids, indices=idx, labels=labels, probs=probs)
+        out[split] = summarize(labels=labels, probs=probs, task=setup.task, positive=setup.positive)
+    return out
+
+
+def training_summary(setup: TrainingSetup, *, monitor: str, final: dict[str, dict], best_epoch: int | None,
+                     epochs_run: int, steps: int, wall_seconds: float, train_seconds: float, train_images: int,
+                     notes: list[str], **mode: object) -> dict:
+    """summary.json of a plain or linear-probe run. `final` holds each split's metrics of the best model
+    (from `save_predictions`); `mode` adds the keys only one mode has (`stopped_early`, `compile_seconds`,
+    `features_cache_hit`). A k-fold parent's summary (per-fold and cross-validated figures) is built in
+    `engine.train.kfold`."""
+    return {
+        "best_epoch": best_epoch, "monitor": monitor, "best": final.get("val", {}), "final": final,
+        "epochs_run": epochs_run, "steps": steps, **mode,
+        "wall_seconds": round(wall_seconds, 2), "train_seconds": round(train_seconds, 2),
+        "train_img_per_s": round(train_images / train_seconds, 1) if train_seconds else None,
+        "thresholds": setup.default_thresholds(), "device": setup.compute.name, "notes": notes,
+    }
