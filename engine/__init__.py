@@ -25,6 +25,7 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "config": ["RunConfig"],
     "runs.folder": ["Run", "find_run", "list_runs"],
     "models.factory": ["build_model"],
+    "train.run": ["run_training"],
     "evaluate.report": ["evaluate_run"],
     "predict.predictor": ["Predictor"],
 })

@@ -1,6 +1,6 @@
 """Lazy re-exports for the engine's package facades (PEP 562 module `__getattr__`), as timm does it.
 
-`from engine.train import fit` keeps working while `import engine.train.jobs` (used by the CLI's `stop`
+`from engine.train import run_training` keeps working while `import engine.train.jobs` (used by the CLI's `stop`
 and by pages) does not pull in torch, timm and the whole training stack: a facade imports the module
 that defines a name only when the name is first used. Inside the engine, modules import from the
 defining module directly, so the import graph stays exact and acyclic (tests/test_structure.py checks

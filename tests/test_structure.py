@@ -23,25 +23,6 @@ from tests.conftest import ROOT
 
 PROJECT_ROOTS = ("engine", "app", "pages")  # plus the entry script streamlit_app.py
 
-# Cycles other branches are removing while this guard lands: fit <-> fit_kfold gets a dispatcher above
-# both (the train/ refactor), cumulative_counts moves beside check_scores (the metrics/ refactor).
-# removed by the train/ and metrics/ refactors; delete this set after merging
-KNOWN_CYCLES = {
-    frozenset({"engine.train.fit", "engine.train.kfold"}),
-    frozenset({"engine.metrics.binary", "engine.metrics.core"}),
-}
-
-# Private names the app still imports across modules (`_layout` of the shared chart style, the Explain
-# page's `_weights_key`); the app/ refactor makes them public.
-# removed by the app/ refactor; delete this set after merging
-KNOWN_APP_PRIVATE_IMPORTS = {
-    ("app/evaluate/charts.py", "_layout"),
-    ("app/explain/charts.py", "_layout"),
-    ("app/train/charts.py", "_layout"),
-    ("app/explain/methods.py", "_weights_key"),
-    ("app/predict/load.py", "_weights_key"),
-}
-
 LOWER_LAYERS = ("engine.data", "engine.metrics", "engine.models", "engine.runs")
 UPPER_LAYERS = ("engine.train", "engine.evaluate", "engine.explain", "engine.predict", "engine.cli")
 
@@ -243,9 +224,8 @@ def test_engine_never_imports_streamlit():
 def test_no_import_cycles():
     g = graph()
     cycles = strongly_connected(g)
-    unexpected = [c for c in cycles if c not in KNOWN_CYCLES]
-    assert not unexpected, "import cycles:\n" + "\n".join(
-        f"{', '.join(sorted(c))}, e.g. {' -> '.join(a_cycle(g, c))}" for c in unexpected)
+    assert not cycles, "import cycles:\n" + "\n".join(
+        f"{', '.join(sorted(c))}, e.g. {' -> '.join(a_cycle(g, c))}" for c in cycles)
 
 
 def test_the_cycle_finder_finds_a_loop_through_a_function_level_import():
@@ -283,10 +263,8 @@ def test_only_the_entry_point_imports_the_cli():
 def test_no_private_name_is_imported_from_another_module():
     found = [(i.source.rel, name, i.line, i.target) for mod in project_modules()
              for i, name in private_names(imports_of(mod))]
-    unexpected = sorted(f for f in found if (f[0], f[1]) not in KNOWN_APP_PRIVATE_IMPORTS)
-    assert not unexpected, "private names imported across modules:\n" + "\n".join(
-        f"{path}:{line} imports {name} from {target}" for path, name, line, target in unexpected)
-    assert not any(p.startswith("engine/") for p, _ in KNOWN_APP_PRIVATE_IMPORTS)  # the engine gets no allowance
+    assert not found, "private names imported across modules:\n" + "\n".join(
+        f"{path}:{line} imports {name} from {target}" for path, name, line, target in sorted(found))
 
 
 def test_the_private_name_scan_sees_relative_imports_inside_functions(tmp_path):
@@ -338,8 +316,9 @@ def test_the_top_level_api_gives_the_defining_objects():
     from engine.models.factory import build_model
     from engine.predict.predictor import Predictor
     from engine.runs.folder import Run, find_run, list_runs
+    from engine.train.run import run_training
 
-    expected = {"open_dataset": open_dataset, "quick_stats": quick_stats, "dataset_stats": dataset_stats,
+    expected = {"run_training": run_training, "open_dataset": open_dataset, "quick_stats": quick_stats, "dataset_stats": dataset_stats,
                 "RunConfig": RunConfig, "Run": Run, "list_runs": list_runs, "find_run": find_run,
                 "build_model": build_model, "evaluate_run": evaluate_run, "Predictor": Predictor}
     assert set(engine.__all__) == set(expected)

@@ -41,8 +41,7 @@ def forget_dataset(spec: str) -> None:
 
 def checkpoint_of(run: Run) -> Path | None:
     """The run's best weights (what `engine.predict.run_model` loads), or None before the first are saved."""
-    p = run.checkpoints / "best.safetensors"
-    return p if p.is_file() else None
+    return run.best_weights if run.best_weights.is_file() else None
 
 
 def weights_key(run: Run) -> tuple:

@@ -121,10 +121,11 @@ def build_config() -> RunConfig:
     cfg = RunConfig(**values).validate()
     if cfg.weights_file:
         check_allowed(cfg.weights_file)  # a typed server path, like the dataset's
-    from engine.models.factory import check_image_size
+    from engine.train.setup import image_size_for
 
-    # checks the model's name first, then its size (e.g. resnet18 at 16 px): refused here, not in the job
-    check_image_size(cfg.model, cfg.image_size)
+    # the one config -> image size decision the job makes too: checks the model's name, then its size
+    # (e.g. resnet18 at 16 px), so a bad size is refused here, not in the job
+    image_size_for(cfg)
     return cfg
 
 

@@ -3,8 +3,9 @@ takes [0, 1] pixels with its heads and transfer strategies, the built-in small C
 pretrained-weight resolution.
 
 Import order inside the package is one way: `factory` -> `classifier`, `small_cnns`, `weights`; none of
-them imports the factory. The errors live in `engine.errors` and `gradcam_layer` in
-`engine.explain.gradcam`; both are re-exported here so `from engine.models import ...` keeps working.
+them imports the factory. The errors live in `engine.errors` and are re-exported here so `from engine.models import ...` keeps
+working; `gradcam_layer` serves Grad-CAM and lives in `engine.explain.gradcam` (a model package that
+re-exported it would point upward).
 """
 
 from engine.lazy import lazy_exports
@@ -18,5 +19,4 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "weights": ["WEIGHT_PACKAGES", "hub_online", "load_state", "package_weights", "read_safetensors",
                 "timm_pretrained"],
     "..errors": ["ModelError", "PretrainedUnavailable", "WeightsError"],
-    "..explain.gradcam": ["gradcam_layer"],
 })

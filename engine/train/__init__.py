@@ -14,7 +14,7 @@ from engine.lazy import lazy_exports
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "run": ["run_training"],
-    "fit": ["fit"],
+    "fit": ["Trainer", "TrainerState"],
     "setup": ["TrainingSetup", "dataset_for", "image_size_for", "prepare", "write_header"],
     "loop": ["DeviceData", "TrainingFailed", "predict_probs", "train_one_epoch"],
     "kfold": ["fit_kfold"],
