@@ -1,4 +1,5 @@
-"""Exact and near-duplicate images, and duplicates that leak across train/val/test.
+"""Exact and near-duplicate images, duplicates whose copies carry different labels, and duplicates that
+leak across train/val/test.
 
 Near duplicates: candidates come from a 64-bit difference hash (dhash) and multi-index hashing (split
 the bits into d+1 bands; two hashes within Hamming distance d agree exactly on at least one band, so
@@ -205,4 +206,22 @@ def cross_split(groups: list[list[int]], split_of: np.ndarray) -> list[dict]:
         codes = codes[(codes >= 0) & (codes < len(SPLIT_NAMES))]
         if codes.size > 1:
             out.append({"items": list(g), "splits": [SPLIT_NAMES[c] for c in codes.tolist()]})
+    return out
+
+
+def label_conflicts(groups: list[list[int]], labels: np.ndarray) -> list[list[int]]:
+    """The duplicate groups whose members do not all carry the same label: the same picture filed under
+    two classes (in `negatives/` and `positives/`, or under two labels in a table). For multi-hot (N, C)
+    labels, members conflict when their label SETS differ.
+
+    Why it matters more than any other duplicate: the model is taught both answers for one picture, and
+    whichever copy lands in val or test is scored wrong whatever the model does.
+    """
+    labels = np.asarray(labels)
+    out = []
+    for g in groups:
+        rows = labels[np.asarray(g, dtype=np.int64)]
+        distinct = np.unique(rows > 0, axis=0).shape[0] if rows.ndim == 2 else np.unique(rows).size
+        if distinct > 1:
+            out.append(list(g))
     return out
