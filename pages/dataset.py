@@ -164,7 +164,9 @@ def show_header(spec: str) -> None:
     left, right = st.columns([6, 1], vertical_alignment="center")
     left.caption(f"Active dataset: `{spec}`")
     rescan = "Forget the cached copy and read the files again"
-    if not spec.startswith("builtin:") and right.button("Re-scan", help=rescan):
+    if spec.startswith("builtin:"):
+        right.empty()  # in the button's place, so another dataset's Re-scan does not linger while this one opens
+    elif right.button("Re-scan", help=rescan):
         forget_dataset(spec)
 
 
@@ -266,13 +268,14 @@ def show_class_weights(stats: dict) -> None:
     train = (stats.get("splits") or {}).get("train") or stats
     counts = train.get("class_counts") or {}
     st.markdown("**Suggested class weights**" if not multilabel else "**Suggested label weights (pos_weight)**")
+    table, note = st.columns([2, 3])
     rows = [{"label" if multilabel else "class": c, "training images": f"{counts.get(c, 0):,}", "weight": number(w, 2)}
             for c, w in weights.items()]  # fmt: skip
     df = pd.DataFrame(rows)
     if len(df) <= MAX_TABLE_ROWS:
-        st.table(df.set_index(df.columns[0]))
+        table.table(df.set_index(df.columns[0]))
     else:
-        st.dataframe(df, hide_index=True)
+        table.dataframe(df, hide_index=True)
     n = train.get("num_images") or 0
     if multilabel:
         why = (f"Why: with Imbalance = weighted_loss, each label's positives are weighted by images without it / "
@@ -284,7 +287,7 @@ def show_class_weights(stats: dict) -> None:
                "every class counts as much in total (a balanced dataset gets 1.00 everywhere; a class without "
                "training images gets 0).")  # fmt: skip
     mode, reason = recommend(stats)
-    st.caption(f"{why} The Train page suggests **{mode}** here: {reason}")
+    note.caption(f"{why}  \n\nThe Train page suggests **{mode}** here: {reason}")
 
 
 def size_summary(images: dict) -> str:
@@ -336,8 +339,10 @@ def main() -> None:
     st.title("Dataset")
     spec = state.chosen_dataset()
     choose_source(spec)
-    if spec is None:
-        first_visit()
+    if spec is None:  # the header's place stays empty, so the offer below sits where the progress will
+        st.empty()
+        with st.container():
+            first_visit()
         return
     show_header(spec)
     if not dataset_ready(spec):

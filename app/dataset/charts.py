@@ -4,6 +4,8 @@ data the label co-occurrence and the commonest label sets."""
 
 from __future__ import annotations
 
+import textwrap
+
 import plotly.graph_objects as go
 
 from engine.metrics.display import percent
@@ -14,6 +16,15 @@ SPLIT_COLORS = {"train": BLUE, "val": ORANGE, "test": GREEN}
 MAX_TEXT_BARS = 30  # above this many bars, numbers on the bars are clutter: hover instead
 
 BALANCED = 1.2  # max/min class counts below this: nothing to highlight
+TICK_CHARS = 18  # class names longer than this are wrapped onto several lines under their bar
+MAX_WRAPPED_TICKS = 12  # above this many bars, names stay on one (rotated) line: wrapped ones would collide
+
+
+def wrapped_ticks(fig: go.Figure, names: list[str]) -> None:
+    """Long class names wrapped under their bars instead of rotated across the chart (the hover keeps them whole)."""
+    if len(names) <= MAX_WRAPPED_TICKS and any(len(n) > TICK_CHARS for n in names):
+        text = ["<br>".join(textwrap.wrap(n, TICK_CHARS, break_long_words=True)) or n for n in names]
+        fig.update_xaxes(tickmode="array", tickvals=names, ticktext=text, tickangle=0)
 
 
 def minority_classes(stats: dict) -> list[str]:
@@ -51,6 +62,7 @@ def class_distribution(stats: dict) -> go.Figure:
         what += " (balanced)"
     fig.update_yaxes(title="images", rangemode="tozero")
     fig.update_xaxes(type="category", automargin=True)
+    wrapped_ticks(fig, names)
     return layout(fig, what, showlegend=False)
 
 
@@ -69,7 +81,8 @@ def split_bars(stats: dict, share: bool = False) -> go.Figure:
             hovertemplate=f"{split} · %{{x}}: %{{y:{'.2%' if share else ','}}}<extra></extra>",
         )
     fig.update_yaxes(title="share of split" if share else "images", tickformat=".0%" if share else None)
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(type="category", automargin=True)
+    wrapped_ticks(fig, classes)
     return layout(fig, "Classes per split", barmode="group",
                    legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0.5, "xanchor": "center"})  # fmt: skip
 

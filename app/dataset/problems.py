@@ -17,6 +17,7 @@ MAX_LISTED = 8  # item names listed per duplicate group before "and N more"
 GALLERY_GROUPS = 5  # duplicate groups shown as thumbnails on request (label conflicts: always)
 GALLERY_ITEMS = 8  # thumbnails per group
 TEXT_COLUMN = {"items": st.column_config.TextColumn("items", width="large")}
+MAX_TABLE_ROWS = 20  # up to this many rows a table is drawn whole, its long names wrapped; above, a scrolling grid
 
 PROBLEMS = {  # kind -> (one, several), in the order they are listed: the worst first
     "label_conflicts": ("label conflict (the same picture under different labels)",
@@ -83,8 +84,18 @@ def _table_or_none(title: str, df: pd.DataFrame, total: int, none: str) -> bool:
         return False
     if total > len(df):
         st.caption(f"The first {len(df):,} of {total:,}.")
-    st.dataframe(df, hide_index=True, column_config=TEXT_COLUMN)
+    draw_table(df)
     return True
+
+
+def draw_table(df: pd.DataFrame) -> None:
+    """A short table whole, with long file names and reasons wrapped (its first column as the row names); a
+    long one as a scrolling grid, where a cell shows its whole text when clicked."""
+    if len(df) <= MAX_TABLE_ROWS:
+        first = df.columns[0]  # as text: a run of integers as the index would be taken for a row number and hidden
+        st.table(df.astype({first: str}).set_index(first))
+    else:
+        st.dataframe(df, hide_index=True, column_config=TEXT_COLUMN)
 
 
 def thumbnail_caption(ds: Dataset, i: int) -> str:
@@ -105,7 +116,7 @@ def _group_rows(ds: Dataset, groups: list, heading) -> None:
 
 def _gallery(ds: Dataset, groups: list, key: str) -> None:
     """On request, the first groups as thumbnails, so a person can judge whether they really are duplicates."""
-    ask = f"Show the first {min(len(groups), GALLERY_GROUPS)} groups' images"
+    ask = "Show the group's images" if len(groups) == 1 else f"Show the first {min(len(groups), GALLERY_GROUPS)} groups' images"
     if st.toggle(ask, key=f"dataset.gallery.{key}"):
         _group_rows(ds, groups, lambda g, items: f"**Group {g + 1}**  \n{len(items):,} images")
 
@@ -123,7 +134,7 @@ def show_label_conflicts(ds: Dataset, dup: dict, total: int) -> None:
              "labels": " vs ".join(dict.fromkeys(c["labels"])),
              "items": _listing([f"{item} ({label})" for item, label in zip(c["items"], c["labels"])])}
             for g, c in enumerate(conflicts)]  # fmt: skip
-    st.dataframe(pd.DataFrame(rows), hide_index=True, column_config=TEXT_COLUMN)
+    draw_table(pd.DataFrame(rows))
     _group_rows(ds, [c["items"] for c in conflicts],
                 lambda g, items: f"**Conflict {g + 1}**  \n{len(items):,} images, "
                                  f"{'identical' if conflicts[g]['kind'] == 'exact' else 'near copies'}")  # fmt: skip
