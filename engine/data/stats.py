@@ -187,8 +187,9 @@ def _duplicates(source: Source, scan: ScanResult, ok: np.ndarray, split_of: np.n
     in_near = {i for g in near for i in g}
     clusters = sorted(near + [g for g in exact if g[0] not in in_near], key=lambda g: g[0])
     leaks = sorted(cross_split(clusters, split_of), key=lambda x: x["items"][0])
-    exact_keys = {tuple(g) for g in exact}
-    conflicts = label_conflicts(clusters, y)
+    conflicts = label_conflicts(clusters, y, hashes=scan.dhash, thumbs=scan.thumbs, exact=exact,
+                                max_distance=NEAR_MAX_DISTANCE)
+    exact_of = {i: k for k, g in enumerate(exact) for i in g}
 
     def ids(groups: list[list[int]]) -> list[list[str]]:
         return [[source.item_id(i) for i in g] for g in groups[:MAX_GROUPS]]
@@ -201,7 +202,8 @@ def _duplicates(source: Source, scan: ScanResult, ok: np.ndarray, split_of: np.n
         "checked": True,
         "max_distance": NEAR_MAX_DISTANCE,
         "label_conflicts": [
-            {"kind": "exact" if tuple(g) in exact_keys else "near", "items": [source.item_id(i) for i in g],
+            {"kind": "exact" if len({exact_of.get(i, -1 - i) for i in g}) == 1 else "near",
+             "items": [source.item_id(i) for i in g],
              "labels": [label_text(source.classes, y[i]) for i in g], "splits": [split_name(i) for i in g]}
             for g in conflicts[:MAX_GROUPS]
         ],
