@@ -5,7 +5,8 @@
   parameters, so every run writes them back).
 - The state file (`LOUPE_STATE_FILE`, default `<data dir>/.loupe_state.json`) remembers the last
   dataset that opened, so the next visit is offered it. With none of the three (a first visit) no
-  dataset is chosen: the Dataset page offers the choice, and decodes nothing until it is made. It is written atomically and only on change;
+  dataset is chosen: the Dataset page offers the choice, and decodes nothing until it is made.
+  The file is written atomically and only on change;
   failing to write it never breaks the page.
 """
 

@@ -116,7 +116,8 @@ def _group_rows(ds: Dataset, groups: list, heading) -> None:
 
 def _gallery(ds: Dataset, groups: list, key: str) -> None:
     """On request, the first groups as thumbnails, so a person can judge whether they really are duplicates."""
-    ask = "Show the group's images" if len(groups) == 1 else f"Show the first {min(len(groups), GALLERY_GROUPS)} groups' images"
+    shown = min(len(groups), GALLERY_GROUPS)
+    ask = "Show the group's images" if len(groups) == 1 else f"Show the first {shown} groups' images"
     if st.toggle(ask, key=f"dataset.gallery.{key}"):
         _group_rows(ds, groups, lambda g, items: f"**Group {g + 1}**  \n{len(items):,} images")
 
