@@ -1,5 +1,9 @@
 """Dataset page, the home page (`/`, drawn by streamlit_app.py; also `/dataset`): choose a dataset, then see its
-shape, some samples and the problems found in it."""
+shape, some samples and the problems found in it.
+
+A first visit (no `?dataset=`, no earlier choice) opens nothing: it offers the built-ins with a header-only
+summary, and decoding starts when the user picks one. While a dataset opens, its progress takes the place of
+the previous dataset's figures, so two datasets' numbers are never on screen at once."""
 
 from __future__ import annotations
 
@@ -7,14 +11,18 @@ import os
 
 import streamlit as st
 
+import pandas as pd
+
 from engine.data import Dataset
 from engine.data.sources.archive import data_dir, list_datasets, save_upload
 from engine.data.sources.builtin import BUILTINS
 from engine.data.roots import check_spec
 from engine.errors import LoupeError
+from engine.metrics.display import MISSING, number, percent
+from engine.train.imbalance import recommend, suggested_class_weights
 from app.common import state
 from app.common.images import THUMB_PX, for_display
-from app.common.loaders import forget_dataset, load_dataset, load_stats
+from app.common.loaders import builtin_summaries, dataset_ready, forget_dataset, load_dataset, load_stats
 from app.common.sidebar import draw_frame
 from app.dataset import charts
 from app.dataset import problems
@@ -23,6 +31,7 @@ BUILTIN, PATH, UPLOAD, EARLIER = "Built-in", "Server path", "Upload .zip", "Earl
 SOURCES = (BUILTIN, PATH, UPLOAD, EARLIER)
 PER_CLASS = 8  # sample thumbnails per class
 MAX_GRID_CLASSES = 20  # above this, the user picks which classes to show
+MAX_TABLE_ROWS = 20  # up to this many rows a table is drawn whole (text wraps); above, a scrolling grid
 
 # widget keys, all under "dataset." so other pages' keys never collide
 K_SOURCE, K_BUILTIN, K_PATH, K_UPLOAD, K_EARLIER = ("dataset.source", "dataset.builtin", "dataset.path",
@@ -34,18 +43,18 @@ K_SEED = "dataset.seed"
 # --- choosing the dataset ----------------------------------------------------------------------------
 
 
-def _sync_widgets(spec: str, uploads: list[str]) -> None:
-    """Make the source widgets show the active spec.
+def _sync_widgets(spec: str | None, uploads: list[str]) -> None:
+    """Make the source widgets show the active spec (none on a first visit: the built-ins are offered).
 
     When the spec changes (URL, state file, another widget) every widget is reset to it. Otherwise a
     value is only restored where Streamlit dropped it: a widget that was not drawn in the last run (its
     source was not the selected one) loses its state.
     """
-    name = spec.removeprefix("builtin:") if spec.startswith("builtin:") else None
+    name = spec.removeprefix("builtin:") if spec and spec.startswith("builtin:") else None
     values = {
         K_BUILTIN: name if name in BUILTINS else None,
         K_EARLIER: spec if spec in uploads else None,
-        K_PATH: "" if name is not None else spec,
+        K_PATH: "" if name is not None or spec is None else spec,
     }
     changed = st.session_state.get(K_SYNCED) != spec
     st.session_state[K_SYNCED] = spec
@@ -53,7 +62,10 @@ def _sync_widgets(spec: str, uploads: list[str]) -> None:
         if changed or key not in st.session_state:
             st.session_state[key] = value
     kind = st.session_state.get(K_SOURCE)
-    if name is not None and (changed or kind is None):
+    if spec is None:
+        if kind is None:
+            st.session_state[K_SOURCE] = BUILTIN
+    elif name is not None and (changed or kind is None):
         st.session_state[K_SOURCE] = BUILTIN
     elif name is None and (kind is None or (changed and kind == BUILTIN)):
         st.session_state[K_SOURCE] = EARLIER if spec in uploads else PATH
@@ -90,7 +102,7 @@ def _upload_widget() -> None:
     st.rerun()
 
 
-def choose_source(spec: str) -> None:
+def choose_source(spec: str | None) -> None:
     uploads = [str(p) for p in list_datasets()]
     _sync_widgets(spec, uploads)
     kind = st.segmented_control("Source", SOURCES, key=K_SOURCE, required=True)
@@ -118,23 +130,78 @@ def choose_source(spec: str) -> None:
         st.info(f"No uploads yet: upload a .zip and it is kept in {data_dir()} for next time.")
 
 
+# --- before anything is chosen ---------------------------------------------------------------------
+
+
+def first_visit() -> None:
+    """No dataset chosen yet: the built-ins with what their labels and array shapes say (no decoding)."""
+    st.info("Choose a dataset above: a built-in, a folder on the server, or a .zip of your own. Nothing is "
+            "opened or decoded until you choose.", icon=":material/touch_app:")  # fmt: skip
+    st.subheader("Built-in datasets")
+    rows = []
+    for s in builtin_summaries():
+        if "error" in s:
+            rows.append({"dataset": s["name"], "what it is": BUILTINS[s["name"]], "images": MISSING,
+                         "classes": MISSING, "task": MISSING, "image size": MISSING, "minority share": MISSING})
+            continue
+        sizes = (s.get("images") or {}).get("sizes") or []
+        rows.append({
+            "dataset": s["name"], "what it is": BUILTINS[s["name"]], "images": f"{s['num_images']:,}",
+            "classes": f"{len(s['classes']):,}", "task": s["task"],
+            "image size": f"{sizes[0][0]}×{sizes[0][1]} px" if len(sizes) == 1 else f"{len(sizes):,} sizes",
+            "minority share": percent(s.get("minority_share")),
+        })  # fmt: skip
+    st.table(pd.DataFrame(rows).set_index("dataset"))
+    st.caption("From the labels and array shapes alone. Choosing one decodes it once (cached on disk) and computes "
+               "its full statistics, duplicates included.")  # fmt: skip
+
+
 # --- opening it ------------------------------------------------------------------------------------
 
 
-def open_active(spec: str) -> tuple[Dataset, dict]:
-    """The opened dataset and its statistics; on a `LoupeError` the message is shown and the page stops."""
+def show_header(spec: str) -> None:
+    """Which dataset is active, and the Re-scan button for file datasets."""
     left, right = st.columns([6, 1], vertical_alignment="center")
     left.caption(f"Active dataset: `{spec}`")
     rescan = "Forget the cached copy and read the files again"
-    if not spec.startswith("builtin:") and right.button("Re-scan", help=rescan):
+    if spec.startswith("builtin:"):
+        right.empty()  # in the button's place, so another dataset's Re-scan does not linger while this one opens
+    elif right.button("Re-scan", help=rescan):
         forget_dataset(spec)
+
+
+def stop_with(slot, error: LoupeError) -> None:
+    slot.error(str(error))
+    st.stop()
+
+
+def open_now(spec: str) -> None:
+    """Open `spec` (decode, then statistics) with its progress in ONE element where the dataset's figures go,
+    then rerun to draw them.
+
+    Why an element there, not a container: Streamlit keeps a rerun's old elements on screen (faded) until the
+    run replaces them, and a container that replaces a container keeps its children; an element in its place
+    drops the previous dataset's figures at once, so only the new one's progress is on screen."""
+    slot = st.empty()
+    bar = slot.progress(0.0, text=f"Opening {spec}…")
     try:
         check_spec(spec)  # typed, URL and remembered paths alike: only inside the allowed data roots
+        ds = load_dataset(spec, bar=bar)
+        load_stats(spec, ds.fingerprint, ds.image_size, ds, bar=bar)
+    except LoupeError as e:
+        stop_with(slot, e)
+    st.rerun()
+
+
+def open_active(spec: str) -> tuple[Dataset, dict]:
+    """The opened dataset and its statistics (ready: `open_now` waited); on a `LoupeError` the message is
+    shown and the page stops."""
+    try:
+        check_spec(spec)
         ds = load_dataset(spec)
         stats = load_stats(spec, ds.fingerprint, ds.image_size, ds)
     except LoupeError as e:
-        st.error(str(e))
-        st.stop()
+        stop_with(st.empty(), e)
     state.remember_dataset(spec)
     return ds, stats
 
@@ -149,15 +216,18 @@ def show_summary(stats: dict) -> None:
     unusable = stats["num_files"] - stats["num_images"]
     ratio, share = stats.get("imbalance_ratio"), stats.get("minority_share")
     multilabel = stats["task"] == "multilabel"
+    minority = stats.get("minority_class")
     cols = st.columns([1, 0.8, 1.3, 1.1, 1.1])  # "multiclass" needs the room
     cols[0].metric("Images", f"{stats['num_images']:,}", border=True,
                    help=f"{stats['num_files']:,} items, {unusable:,} unusable" if unusable else None)  # fmt: skip
-    cols[1].metric("Labels" if multilabel else "Classes", str(len(stats["classes"])), border=True)
+    cols[1].metric("Labels" if multilabel else "Classes", f"{len(stats['classes']):,}", border=True)
     cols[2].metric("Task", stats["task"], border=True)
-    cols[3].metric("Imbalance ratio", f"{ratio:.1f} : 1" if ratio else "—", border=True,
-                   help="Images in the largest class divided by images in the smallest.")  # fmt: skip
-    cols[4].metric("Minority share", f"{share:.1%}" if share is not None else "—", border=True,
-                   help=f"Share of the images in the smallest class ({stats.get('minority_class')}).")  # fmt: skip
+    cols[3].metric("Imbalance ratio", f"{ratio:.1f} : 1" if ratio else MISSING, border=True,
+                   help="Images in the largest class divided by images in the smallest"
+                        + ("." if ratio else " (n/a: a class has no usable images)."))  # fmt: skip
+    what = f"the rarest {'label' if multilabel else 'class'}" + (f", '{minority}'" if minority else "")
+    cols[4].metric("Minority share", percent(share), border=True,
+                   help=f"Share of the images in {what}.")  # fmt: skip
     for note in stats.get("notes", []):
         st.info(note)
 
@@ -170,6 +240,7 @@ def show_charts(stats: dict) -> None:
         chart = st.container()  # the toggle sits under the chart, which needs its value first
         share = st.toggle("Share of each split instead of counts", key="dataset.split_share")
         chart.plotly_chart(charts.split_bars(stats, share=share), key="dataset.chart.splits")
+    show_class_weights(stats)
     if stats.get("multilabel"):
         show_multilabel(stats)
     st.subheader("Image sizes")
@@ -181,18 +252,50 @@ def show_charts(stats: dict) -> None:
 
 def _span(d: dict | None, unit: str = " px") -> str:
     if not d or d.get("min") is None:
-        return "—"
+        return MISSING
     if d["min"] == d["max"]:
         return f"{d['min']:g}{unit}"
     return f"{d['min']:g}–{d['max']:g}{unit} (mean {d['mean']:.3g})"
+
+
+def show_class_weights(stats: dict) -> None:
+    """The class weights training would apply with a weighted loss (the engine's own function, on the
+    train split's counts), with why, and the imbalance handling the Train page will suggest."""
+    weights = suggested_class_weights(stats)
+    if len(weights) < 2:
+        return
+    multilabel = stats["task"] == "multilabel"
+    train = (stats.get("splits") or {}).get("train") or stats
+    counts = train.get("class_counts") or {}
+    st.markdown("**Suggested class weights**" if not multilabel else "**Suggested label weights (pos_weight)**")
+    table, note = st.columns([2, 3])
+    rows = [{"label" if multilabel else "class": c, "training images": f"{counts.get(c, 0):,}", "weight": number(w, 2)}
+            for c, w in weights.items()]  # fmt: skip
+    df = pd.DataFrame(rows)
+    if len(df) <= MAX_TABLE_ROWS:
+        table.table(df.set_index(df.columns[0]))
+    else:
+        table.dataframe(df, hide_index=True)
+    n = train.get("num_images") or 0
+    if multilabel:
+        why = (f"Why: with Imbalance = weighted_loss, each label's positives are weighted by images without it / "
+               f"images with it, over the train split's {n:,} images, so a rare label's few positives count as "
+               "much as its many negatives.")  # fmt: skip
+    else:
+        why = (f"Why: with Imbalance = weighted_loss, training multiplies each image's loss by its class's weight, "
+               f"train images / (classes × the class's train images) over the train split's {n:,} images, so "
+               "every class counts as much in total (a balanced dataset gets 1.00 everywhere; a class without "
+               "training images gets 0).")  # fmt: skip
+    mode, reason = recommend(stats)
+    note.caption(f"{why}  \n\nThe Train page suggests **{mode}** here: {reason}")
 
 
 def size_summary(images: dict) -> str:
     modes = ", ".join(f"{m} {n:,}" for m, n in (images.get("modes") or {}).items())
     formats = ", ".join(f"{f} {n:,}" for f, n in (images.get("formats") or {}).items())
     return (f"Width {_span(images.get('width'))} · height {_span(images.get('height'))} · "
-            f"aspect {_span(images.get('aspect'), '')} · colour modes: {modes or '—'} · "
-            f"formats: {formats or '—'}")  # fmt: skip
+            f"aspect {_span(images.get('aspect'), '')} · colour modes: {modes or MISSING} · "
+            f"formats: {formats or MISSING}")  # fmt: skip
 
 
 def show_multilabel(stats: dict) -> None:
@@ -200,7 +303,7 @@ def show_multilabel(stats: dict) -> None:
     st.subheader("Labels")
     cols = st.columns(4)
     card = ml.get("label_cardinality")
-    cols[0].metric("Labels per image (mean)", f"{card:.2f}" if card is not None else "—", border=True)
+    cols[0].metric("Labels per image (mean)", number(card, 2), border=True)
     cols[1].metric("Images without labels", f"{ml.get('no_label_images', 0):,}", border=True)
     left, right = st.columns(2)
     left.plotly_chart(charts.cooccurrence_heatmap(stats), key="dataset.chart.cooccurrence")
@@ -234,14 +337,23 @@ def show_samples(ds: Dataset) -> None:
 
 def main() -> None:
     st.title("Dataset")
-    spec = state.active_dataset()
+    spec = state.chosen_dataset()
     choose_source(spec)
-    ds, stats = open_active(spec)
-    show_summary(stats)
-    problems.show_summary(stats)
-    show_charts(stats)
-    show_samples(ds)
-    problems.show_details(ds, stats)
+    if spec is None:  # the header's place stays empty, so the offer below sits where the progress will
+        st.empty()
+        with st.container():
+            first_visit()
+        return
+    show_header(spec)
+    if not dataset_ready(spec):
+        open_now(spec)  # progress only, in place of the last dataset's figures; reruns when done
+    with st.container():  # everything about the dataset, in the place the progress had
+        ds, stats = open_active(spec)
+        show_summary(stats)
+        problems.show_summary(stats)
+        show_charts(stats)
+        show_samples(ds)
+        problems.show_details(ds, stats)
 
 
 if __name__ == "__main__":  # run by Streamlit at /dataset; streamlit_app.py imports main() to serve it at /

@@ -118,10 +118,26 @@ def test_damaged_state_file_falls_back_to_the_default(monkeypatch: pytest.Monkey
     assert not list(path.parent.glob("*.tmp"))  # written via a temp file, nothing left behind
 
 
+def test_a_first_visit_offers_the_builtins_and_opens_none():
+    """No ?dataset= and nothing remembered: the page offers a choice (issue 13: it used to start decoding the
+    70,000 images of Fashion-MNIST before the user chose anything)."""
+    from app.common import scans
+
+    scans.forget(lambda key: True)
+    at = run_app()
+    assert not at.exception and not at.error
+    assert "none chosen yet" in sidebar_text(at)
+    assert scans.peek(("open", "builtin:fashion-mnist")) is None  # no decode started
+    assert "dataset" not in at.query_params
+    assert all("dataset=" not in link.proto.query_string for link in at.sidebar.get("page_link"))
+    assert at.selectbox(key="dataset.builtin").value is None and not at.metric
+
+
 @pytest.mark.slow
 @needs_fashion
-def test_app_opens_on_fashion_mnist_by_default():
+def test_choosing_fashion_mnist_on_a_first_visit_opens_it():
     at = run_app()
+    at.selectbox(key="dataset.builtin").set_value("fashion-mnist").run()
     assert not at.exception
     assert not at.error
     assert "builtin:fashion-mnist" in sidebar_text(at)

@@ -75,3 +75,26 @@ def test_errors_are_one_sentence_without_traceback(tmp_path: Path):
         assert "Traceback" not in out.stderr
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0]
+
+
+def test_stats_lead_with_label_conflicts_and_small_split_warnings(tmp_path: Path):
+    """The same photo in negatives/ and positives/ of a 40-image upload: the conflict and the tiny validation
+    split are the first things `data stats` says, and the JSON carries both and the training's class weights."""
+    import shutil
+
+    from engine.train.imbalance import suggested_class_weights
+
+    root = make_class_folders(tmp_path / "faces", {"negatives": 28, "positives": 12}, size=(20, 20))
+    shutil.copy(root / "negatives" / "5.png", root / "positives" / "5-again.png")
+    text = engine("data", "stats", str(root), "--no-progress")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[3].startswith("LABEL CONFLICTS: 1 duplicate group carries different labels")
+    assert "negatives/5.png [negatives" in lines[4] and "positives/5-again.png [positives" in lines[4]
+    assert any(line.startswith("warning: The validation split has fewer than 10 images") for line in lines[5:7])
+    assert "suggested class weights" in text.stdout
+    stats = json.loads(engine("data", "stats", str(root), "--json", "--no-progress").stdout)
+    assert stats["duplicates"]["num_label_conflicts"] == 1
+    assert stats["duplicates"]["label_conflicts"][0]["labels"] == ["negatives", "positives"]
+    assert {w["split"] for w in stats["warnings"]} == {"val", "test"}
+    assert stats["class_weights"] == suggested_class_weights(stats) and set(stats["class_weights"]) == {"negatives", "positives"}

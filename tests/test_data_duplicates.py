@@ -13,6 +13,7 @@ from engine.data.duplicates import (
     dhash_batch,
     exact_groups,
     hamming,
+    label_conflicts,
     near_groups,
     thumbnails_batch,
 )
@@ -189,3 +190,52 @@ def test_100k_hashes_with_planted_pairs_fast() -> None:
     assert all(frozenset((int(s), int(t))) in found for s, t in zip(src, dst))
     assert len(groups) == 50  # random 64-bit hashes are almost never within 4 bits by chance
     assert elapsed < 5.0, f"near_groups took {elapsed:.2f} s on 100k hashes"
+
+
+# --- label conflicts: the same picture under different labels ---------------------------------------------
+
+
+def small_item(seed: int) -> np.ndarray:
+    """A 56x56 mosaic-like image: one small blocky item in a corner, the rest blank (as fashion-multilabel's
+    mosaics with three empty tiles)."""
+    img = np.zeros((56, 56), np.uint8)
+    img[2:26, 2:26] = np.kron(np.random.default_rng(seed).integers(60, 200, (3, 3)), np.ones((8, 8)))
+    return img
+
+
+def conflicts_of(images: np.ndarray, labels: np.ndarray) -> list[list[int]]:
+    """What `compute_stats` does: groups first (exact, then near with the pixel check), then the conflicts."""
+    thumbs = thumbnails_batch(images)
+    hashes, ok = dhash_batch(thumbs), np.ones(len(images), bool)
+    exact = exact_groups([img.tobytes().hex() for img in images], ok)
+    near = near_groups(hashes, ok, exclude=exact, thumbs=thumbs)
+    in_near = {i for g in near for i in g}
+    groups = near + [g for g in exact if g[0] not in in_near]
+    return label_conflicts(groups, labels, hashes=hashes, thumbs=thumbs, exact=exact)
+
+
+def test_a_near_copy_under_another_label_is_a_conflict() -> None:
+    rng = np.random.default_rng(5)
+    base, other = blocky(rng), blocky(rng)
+    brighter = np.clip(base.astype(int) + 12, 0, 255).astype(np.uint8)
+    images = np.stack([base, other, brighter, base])  # 0 and 2: near copies; 0 and 3: identical
+    assert conflicts_of(images, np.array([0, 0, 1, 0])) == [[0, 2, 3]]  # every copy of the picture, both labels
+    assert conflicts_of(images, np.array([0, 1, 0, 0])) == []  # copies that agree, whatever the others say
+
+
+def test_similar_small_items_on_a_blank_background_are_not_a_conflict() -> None:
+    """Different items joined into one near group (the blank area dilutes the pixel check) must not be called
+    the same picture under two labels: on fashion-multilabel that was 39 false label conflicts."""
+    images = np.stack([small_item(s) for s in range(40)])
+    thumbs = thumbnails_batch(images)
+    groups = near_groups(dhash_batch(thumbs), np.ones(40, bool), thumbs=thumbs)
+    assert groups, "the premise: the near grouping joins some of these different items"
+    labels = np.arange(40) % 2  # neighbours in a group may differ in label
+    assert any(len(set(labels[g])) > 1 for g in groups)
+    assert conflicts_of(images, labels) == []
+
+
+def test_label_conflicts_compare_label_sets_for_multilabel_rows() -> None:
+    groups = [[0, 1], [2, 3]]
+    labels = np.array([[1, 1, 0], [1, 0, 0], [0, 1, 1], [0, 1, 1]], dtype=np.uint8)
+    assert label_conflicts(groups, labels) == [[0, 1]]

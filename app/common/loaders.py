@@ -12,28 +12,71 @@ A run's weights are `best.safetensors` in its checkpoints folder (ARCHITECTURE.m
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from engine.data import Dataset, dataset_stats, open_dataset
+from engine.data import Dataset, dataset_stats, open_dataset, quick_stats
+from engine.data.source import Progress
+from engine.data.sources.builtin import BUILTINS
+from engine.errors import LoupeError
 from engine.runs.folder import Run, list_runs
 from app.common import scans
 
 # --- datasets ---------------------------------------------------------------------------------------
 
 
-def load_dataset(spec: str) -> Dataset:
-    """`open_dataset(spec)` once per server process, in a background task that outlives page reloads."""
-    return scans.result(("open", spec), lambda progress: open_dataset(spec, progress=progress), f"Opening {spec}")
+def _open_key(spec: str) -> tuple:
+    return ("open", spec)
 
 
-def load_stats(spec: str, fingerprint: str, image_size: int, ds: Dataset) -> dict:
+def _stats_key(spec: str, fingerprint: str, image_size: int) -> tuple:
+    return ("stats", spec, fingerprint, image_size)
+
+
+def load_dataset(spec: str, bar: Any = None) -> Dataset:
+    """`open_dataset(spec)` once per server process, in a background task that outlives page reloads;
+    its progress goes to `bar` when given (see `scans.result`)."""
+    return scans.result(_open_key(spec), lambda progress: open_dataset(spec, progress=progress), f"Opening {spec}", bar)
+
+
+def load_stats(spec: str, fingerprint: str, image_size: int, ds: Dataset, bar: Any = None) -> dict:
     """`dataset_stats` once per dataset content and working size, in a background task too."""
-    return scans.result(("stats", spec, fingerprint, image_size), lambda progress: dataset_stats(ds),
-                        "Computing statistics (duplicates included)")  # fmt: skip
+    return scans.result(_stats_key(spec, fingerprint, image_size), lambda progress: dataset_stats(ds),
+                        "Computing statistics (duplicates included)", bar)  # fmt: skip
+
+
+def dataset_ready(spec: str) -> bool:
+    """True when `spec` is open and its statistics computed (nothing to wait for), without starting either:
+    the Dataset page asks before drawing, to show the progress of an opening in place of the last figures."""
+    opened = scans.peek(_open_key(spec))
+    if opened is None or not opened.finished.is_set() or opened.error is not None:
+        return False
+    ds = opened.result
+    stats = scans.peek(_stats_key(spec, ds.fingerprint, ds.image_size))
+    return stats is not None and stats.finished.is_set() and stats.error is None
 
 
 def forget_dataset(spec: str) -> None:
     """Drop the kept dataset and statistics for `spec`, so the next load re-scans the files."""
-    scans.forget(lambda key: key[1] == spec)
+    scans.forget(lambda key: len(key) > 1 and key[1] == spec)
+
+
+def builtin_summaries() -> list[dict]:
+    """Header-only statistics of every built-in dataset (`quick_stats`: labels and array shapes, no decoding),
+    once per server process: what the first visit shows before anything is chosen. A built-in that cannot be
+    read (Fashion-MNIST not installed) comes back as {"spec", "error"}."""
+
+    def work(progress: Progress) -> list[dict]:
+        out = []
+        for i, name in enumerate(BUILTINS):
+            progress(i, len(BUILTINS), "reading the built-ins' labels")
+            spec = f"builtin:{name}"
+            try:
+                out.append(quick_stats(spec))
+            except LoupeError as e:
+                out.append({"spec": spec, "name": name, "error": str(e)})
+        return out
+
+    return scans.result(("builtins",), work, "Reading the built-in datasets")
 
 
 # --- runs with weights ------------------------------------------------------------------------------

@@ -71,6 +71,12 @@ def start(key: Hashable, work: Callable[[Progress], Any]) -> Task:
     return task
 
 
+def peek(key: Hashable) -> Task | None:
+    """The task for `key` if there is one (running or finished), without starting anything."""
+    with _LOCK:
+        return _TASKS.get(key)
+
+
 def forget(match: Callable[[Hashable], bool]) -> None:
     """Drop the finished tasks whose key matches (a re-scan); running ones finish and are kept."""
     with _LOCK:
@@ -78,17 +84,33 @@ def forget(match: Callable[[Hashable], bool]) -> None:
             del _TASKS[k]
 
 
-def result(key: Hashable, work: Callable[[Progress], Any], label: str) -> Any:
-    """Start or attach to the task for `key`, show its progress bar until it ends, and return its result.
+def progress_text(task: Task, label: str) -> str:
+    """What the bar says: "Opening X: 13,214 files found…" once the count is known (a stage ending in
+    "found"), "Decoding: 500 of 13,214" while items are worked through, else "Opening X…"."""
+    if task.total and task.stage.endswith("found"):
+        return f"{label}: {task.total:,} {task.stage}…"
+    if task.total:
+        return f"{task.stage.capitalize()}: {task.done:,} of {task.total:,}"
+    return f"{label}…"
 
-    A reload stops this script run at its next bar update, not the task: the next run attaches again."""
+
+def result(key: Hashable, work: Callable[[Progress], Any], label: str, bar: Any = None) -> Any:
+    """Start or attach to the task for `key`, show its progress until it ends, and return its result.
+
+    The progress goes to `bar` (an `st.progress` element the caller placed and clears) when given, else to
+    a bar drawn here and removed when the task ends. A reload stops this script run at its next bar
+    update, not the task: the next run attaches again."""
     task = start(key, work)
     if not task.finished.is_set():
-        bar = st.progress(task.fraction, text=label)
-        while not task.finished.wait(POLL_S):
-            text = f"{task.stage.capitalize()}: {task.done:,} of {task.total:,}" if task.total else f"{label}…"
-            bar.progress(task.fraction, text=text)
-        bar.empty()
+        own = bar is None
+        if own:
+            bar = st.progress(task.fraction, text=progress_text(task, label))
+        while True:
+            bar.progress(task.fraction, text=progress_text(task, label))
+            if task.finished.wait(POLL_S):
+                break
+        if own:
+            bar.empty()
     if task.error is not None:
         with _LOCK:
             if _TASKS.get(key) is task:

@@ -41,17 +41,17 @@ def draw_frame() -> None:
 
 def render_sidebar() -> None:
     """The pages, then the active dataset, active run and compute device."""
-    spec, run = state.active_dataset(), state.active_run()
+    spec, run = state.chosen_dataset(), state.active_run()
     with st.sidebar:
-        # the links carry the active dataset and run, which the next page would write into its URL
-        # anyway: one browser history entry per page switch, not two
-        params = {state.DATASET_PARAM: spec, **({state.RUN_PARAM: run} if run else {})}
+        # the links carry the chosen dataset and run, which the next page would write into its URL
+        # anyway: one browser history entry per page switch, not two (never the default: not a choice)
+        params = {**({state.DATASET_PARAM: spec} if spec else {}), **({state.RUN_PARAM: run} if run else {})}
         for page, title, icon in NAV:
             st.page_link(page, label=title, icon=icon, query_params=params)
         st.divider()
         st.markdown("### :material/center_focus_strong: Loupe")
         st.markdown(
-            f"**Dataset**  \n`{spec}`  \n"
+            f"**Dataset**  \n{f'`{spec}`' if spec else 'none chosen yet'}  \n"
             f"**Run**  \n{f'`{run}`' if run else 'none yet'}  \n"
             f"**Device**  \n{compute_device()}"
         )

@@ -4,7 +4,9 @@
 - `st.session_state` carries the choice across page switches (switching pages clears the query
   parameters, so every run writes them back).
 - The state file (`LOUPE_STATE_FILE`, default `<data dir>/.loupe_state.json`) remembers the last
-  dataset that opened, so the next visit is offered it. It is written atomically and only on change;
+  dataset that opened, so the next visit is offered it. With none of the three (a first visit) no
+  dataset is chosen: the Dataset page offers the choice, and decodes nothing until it is made.
+  The file is written atomically and only on change;
   failing to write it never breaks the page.
 """
 
@@ -80,16 +82,25 @@ def _activate(param: str, value: str | None) -> None:
         st.query_params[param] = value
 
 
-def active_dataset() -> str:
-    """The dataset spec in use: URL, else this session's choice, else the saved one, else the default."""
+def chosen_dataset() -> str | None:
+    """The dataset the user chose: the URL's, else this session's, else the one that opened on the last
+    visit; None on a first visit, where the Dataset page offers a choice instead of opening one."""
     spec = (
         _from_url(DATASET_PARAM)
         or st.session_state.get(_SESSION[DATASET_PARAM])
         or read_state().get("dataset")
-        or DEFAULT_DATASET
     )
-    _activate(DATASET_PARAM, spec)
-    return spec
+    if spec:
+        _activate(DATASET_PARAM, spec)
+    return spec or None
+
+
+def active_dataset() -> str:
+    """The dataset spec in use: the chosen one, else the default (what the Train form starts from).
+
+    The default is not written to the URL or the session: it is not a choice, and a reload or a link
+    carrying it would open it (decoding 70,000 images) before the user chose anything."""
+    return chosen_dataset() or DEFAULT_DATASET
 
 
 def set_active_dataset(spec: str) -> None:

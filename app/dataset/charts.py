@@ -4,8 +4,11 @@ data the label co-occurrence and the commonest label sets."""
 
 from __future__ import annotations
 
+import textwrap
+
 import plotly.graph_objects as go
 
+from engine.metrics.display import percent
 from app.common.charts import BLUE, GREEN, HEIGHT, ORANGE, RED, layout
 
 BASE, MINORITY = BLUE, RED
@@ -13,6 +16,15 @@ SPLIT_COLORS = {"train": BLUE, "val": ORANGE, "test": GREEN}
 MAX_TEXT_BARS = 30  # above this many bars, numbers on the bars are clutter: hover instead
 
 BALANCED = 1.2  # max/min class counts below this: nothing to highlight
+TICK_CHARS = 18  # class names longer than this are wrapped onto several lines under their bar
+MAX_WRAPPED_TICKS = 12  # above this many bars, names stay on one (rotated) line: wrapped ones would collide
+
+
+def wrapped_ticks(fig: go.Figure, names: list[str]) -> None:
+    """Long class names wrapped under their bars instead of rotated across the chart (the hover keeps them whole)."""
+    if len(names) <= MAX_WRAPPED_TICKS and any(len(n) > TICK_CHARS for n in names):
+        text = ["<br>".join(textwrap.wrap(n, TICK_CHARS, break_long_words=True)) or n for n in names]
+        fig.update_xaxes(tickmode="array", tickvals=names, ticktext=text, tickangle=0)
 
 
 def minority_classes(stats: dict) -> list[str]:
@@ -28,7 +40,7 @@ def class_distribution(stats: dict) -> go.Figure:
     """Images per class (per label for multi-label); minority class(es) in red, extremes annotated."""
     counts = stats["class_counts"]
     names, values = list(counts), list(counts.values())
-    total = sum(values) or 1
+    total = stats.get("num_images") or sum(values) or 1  # shares of images: the minority share's definition
     minority = set(minority_classes(stats))
     fig = go.Figure(go.Bar(
         x=names, y=values,
@@ -36,20 +48,21 @@ def class_distribution(stats: dict) -> go.Figure:
         text=[f"{v:,}" for v in values] if len(names) <= MAX_TEXT_BARS else None,
         textposition="auto", textangle=0,
         customdata=[v / total for v in values],
-        hovertemplate="%{x}: %{y:,} images (%{customdata:.1%})<extra></extra>",
+        hovertemplate="%{x}: %{y:,} images (%{customdata:.2%} of the images)<extra></extra>",
     ))  # fmt: skip
     majority = stats.get("majority_class")
     if minority and majority in counts:
-        fig.add_annotation(x=majority, y=counts[majority], text=f"majority · {counts[majority] / total:.0%}",
+        fig.add_annotation(x=majority, y=counts[majority], text=f"majority · {percent(counts[majority] / total)}",
                            showarrow=True, arrowhead=2, ay=-30)  # fmt: skip
         for name in sorted(minority)[:3]:
-            fig.add_annotation(x=name, y=counts[name], text=f"minority · {counts[name] / total:.0%}",
+            fig.add_annotation(x=name, y=counts[name], text=f"minority · {percent(counts[name] / total)}",
                                showarrow=True, arrowhead=2, ay=-30, font={"color": MINORITY})  # fmt: skip
     what = "Images per label" if stats.get("task") == "multilabel" else "Images per class"
     if len(counts) > 1 and not minority:
         what += " (balanced)"
     fig.update_yaxes(title="images", rangemode="tozero")
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(type="category", automargin=True)
+    wrapped_ticks(fig, names)
     return layout(fig, what, showlegend=False)
 
 
@@ -65,10 +78,11 @@ def split_bars(stats: dict, share: bool = False) -> go.Figure:
         fig.add_bar(
             x=classes, y=y, name=f"{split} ({info.get('num_images', 0):,})",
             marker_color=SPLIT_COLORS.get(split),
-            hovertemplate=f"{split} · %{{x}}: %{{y:{'.1%' if share else ','}}}<extra></extra>",
+            hovertemplate=f"{split} · %{{x}}: %{{y:{'.2%' if share else ','}}}<extra></extra>",
         )
     fig.update_yaxes(title="share of split" if share else "images", tickformat=".0%" if share else None)
-    fig.update_xaxes(type="category")
+    fig.update_xaxes(type="category", automargin=True)
+    wrapped_ticks(fig, classes)
     return layout(fig, "Classes per split", barmode="group",
                    legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0.5, "xanchor": "center"})  # fmt: skip
 

@@ -1,4 +1,8 @@
-"""The Dataset page's problem report: unreadable files, exact and near duplicates, leakage across splits."""
+"""The Dataset page's problem report: label conflicts first (the same picture under different labels), then
+data-quality warnings, unreadable files, exact and near duplicates, and leakage across splits.
+
+Every thumbnail of a duplicate carries its label and its folder/file name: whether two copies disagree, and
+where each one lives, is what a person needs to fix the files."""
 
 from __future__ import annotations
 
@@ -10,29 +14,43 @@ from engine.data import Dataset
 from app.common.images import THUMB_PX, for_display
 
 MAX_LISTED = 8  # item names listed per duplicate group before "and N more"
-GALLERY_GROUPS = 5  # duplicate groups shown as thumbnails on request
+GALLERY_GROUPS = 5  # duplicate groups shown as thumbnails on request (label conflicts: always)
 GALLERY_ITEMS = 8  # thumbnails per group
 TEXT_COLUMN = {"items": st.column_config.TextColumn("items", width="large")}
+MAX_TABLE_ROWS = 20  # up to this many rows a table is drawn whole, its long names wrapped; above, a scrolling grid
 
-PROBLEMS = {  # kind -> (one, several)
+PROBLEMS = {  # kind -> (one, several), in the order they are listed: the worst first
+    "label_conflicts": ("label conflict (the same picture under different labels)",
+                        "label conflicts (the same picture under different labels)"),
     "corrupt": ("unreadable file", "unreadable files"),
     "exact": ("group of exact duplicates", "groups of exact duplicates"),
     "near": ("group of near duplicates", "groups of near duplicates"),
     "cross_split": ("duplicate group crossing splits (leakage)", "duplicate groups crossing splits (leakage)"),
-}
+}  # fmt: skip
 
 
 def problem_counts(stats: dict) -> dict[str, int]:
     """How many of each problem there are (the lists in `stats` may be capped; the counts are not)."""
     dup = stats.get("duplicates") or {}
-    totals = {"exact": "num_exact_groups", "near": "num_near_groups", "cross_split": "num_cross_split"}
+    totals = {"label_conflicts": "num_label_conflicts", "exact": "num_exact_groups", "near": "num_near_groups",
+              "cross_split": "num_cross_split"}  # fmt: skip
     counts = {kind: dup.get(total, len(dup.get(kind) or [])) for kind, total in totals.items()}
-    return {"corrupt": len(stats.get("corrupt") or []), **counts}
+    counts["corrupt"] = len(stats.get("corrupt") or [])
+    return {kind: counts[kind] for kind in PROBLEMS}
 
 
 def show_summary(stats: dict) -> None:
-    """One line near the top of the page: what is wrong, or that nothing is."""
-    found = {k: v for k, v in problem_counts(stats).items() if v}
+    """Near the top of the page: label conflicts in a box of their own, each data-quality warning (an
+    evaluation split with a handful of images per class), then one line of what is wrong, or that nothing is."""
+    counts = problem_counts(stats)
+    if n := counts["label_conflicts"]:
+        st.warning(f"**{n:,} label conflict{'s' if n != 1 else ''}:** the same picture is filed under different "
+                   "labels, so the model is taught both answers and a copy in val or test is scored wrong whatever "
+                   "it predicts. Keep one copy under the right label (listed first under Problems below).",
+                   icon=":material/report:")  # fmt: skip
+    for warning in stats.get("warnings") or []:
+        st.warning(warning["message"], icon=":material/warning:")
+    found = {k: v for k, v in counts.items() if v}
     checked = (stats.get("duplicates") or {}).get("checked", False)
     if found:
         parts = [f"{v:,} {PROBLEMS[k][v != 1]}" for k, v in found.items()]
@@ -66,32 +84,72 @@ def _table_or_none(title: str, df: pd.DataFrame, total: int, none: str) -> bool:
         return False
     if total > len(df):
         st.caption(f"The first {len(df):,} of {total:,}.")
-    st.dataframe(df, hide_index=True, column_config=TEXT_COLUMN)
+    draw_table(df)
     return True
+
+
+def draw_table(df: pd.DataFrame) -> None:
+    """A short table whole, with long file names and reasons wrapped (its first column as the row names); a
+    long one as a scrolling grid, where a cell shows its whole text when clicked."""
+    if len(df) <= MAX_TABLE_ROWS:
+        first = df.columns[0]  # as text: a run of integers as the index would be taken for a row number and hidden
+        st.table(df.astype({first: str}).set_index(first))
+    else:
+        st.dataframe(df, hide_index=True, column_config=TEXT_COLUMN)
+
+
+def thumbnail_caption(ds: Dataset, i: int) -> str:
+    """A duplicate's caption: its label, then its folder/file name ("positives · positives/img_0412.jpg")."""
+    return f"{' + '.join(ds.label_names(i)) or '(no label)'} · {ds.source.item_id(i)}"
+
+
+def _group_rows(ds: Dataset, groups: list, heading) -> None:
+    """Each group as a row of thumbnails, every one captioned with its label and folder/file name."""
+    index = {ds.source.item_id(i): i for i in range(len(ds))}
+    for g, items in enumerate(groups[:GALLERY_GROUPS]):
+        shown = [index[n] for n in _names(ds, items) if n in index][:GALLERY_ITEMS]
+        label, images = st.columns([1, 7])
+        label.markdown(heading(g, items))
+        images.image([for_display(ds.thumbnail(i)) for i in shown], width=THUMB_PX,
+                     caption=[thumbnail_caption(ds, i) for i in shown])  # fmt: skip
 
 
 def _gallery(ds: Dataset, groups: list, key: str) -> None:
     """On request, the first groups as thumbnails, so a person can judge whether they really are duplicates."""
-    ask = f"Show the first {min(len(groups), GALLERY_GROUPS)} groups' images"
-    if not st.toggle(ask, key=f"dataset.gallery.{key}"):
+    shown = min(len(groups), GALLERY_GROUPS)
+    ask = "Show the group's images" if len(groups) == 1 else f"Show the first {shown} groups' images"
+    if st.toggle(ask, key=f"dataset.gallery.{key}"):
+        _group_rows(ds, groups, lambda g, items: f"**Group {g + 1}**  \n{len(items):,} images")
+
+
+def show_label_conflicts(ds: Dataset, dup: dict, total: int) -> None:
+    """The label conflicts: a table of every group's copies and labels, and the first groups' pictures."""
+    conflicts = dup.get("label_conflicts") or []
+    st.markdown("**Label conflicts (the same picture under different labels)**")
+    if not conflicts:
+        st.caption("None found: every duplicate's copies carry the same label.")
         return
-    index = {ds.source.item_id(i): i for i in range(len(ds))}
-    for g, items in enumerate(groups[:GALLERY_GROUPS]):
-        names = _names(ds, items)
-        shown = [n for n in names if n in index][:GALLERY_ITEMS]
-        label, images = st.columns([1, 7])
-        label.markdown(f"**Group {g + 1}**  \n{len(names):,} images")
-        images.image([for_display(ds.thumbnail(index[n])) for n in shown], width=THUMB_PX,
-                     caption=[n.rsplit("/", 1)[-1] for n in shown])  # fmt: skip
+    if total > len(conflicts):
+        st.caption(f"The first {len(conflicts):,} of {total:,}.")
+    rows = [{"group": g + 1, "copies": "exact" if c["kind"] == "exact" else "near",
+             "labels": " vs ".join(dict.fromkeys(c["labels"])),
+             "items": _listing([f"{item} ({label})" for item, label in zip(c["items"], c["labels"])])}
+            for g, c in enumerate(conflicts)]  # fmt: skip
+    draw_table(pd.DataFrame(rows))
+    _group_rows(ds, [c["items"] for c in conflicts],
+                lambda g, items: f"**Conflict {g + 1}**  \n{len(items):,} images, "
+                                 f"{'identical' if conflicts[g]['kind'] == 'exact' else 'near copies'}")  # fmt: skip
 
 
 def show_details(ds: Dataset, stats: dict) -> None:
-    """A table per kind of problem, with a clear "none" where there is none."""
+    """A table per kind of problem, the label conflicts first, with a clear "none" where there is none."""
     st.subheader("Problems")
     counts = problem_counts(stats)
     dup = stats.get("duplicates") or {}
     if not any(counts.values()) and dup.get("checked"):
         st.success("No problems found: no unreadable files, no exact or near duplicates, no leakage across splits.")
+    if dup.get("checked"):
+        show_label_conflicts(ds, dup, counts["label_conflicts"])
     corrupt = pd.DataFrame(stats.get("corrupt") or [], columns=["path", "reason"])
     _table_or_none("Unreadable files", corrupt, counts["corrupt"], "None: every file decoded.")
     if not dup.get("checked"):

@@ -1,5 +1,8 @@
 """`python -m engine data stats SPEC`: the statistics of a dataset spec, as text or JSON.
 
+Label conflicts and data-quality warnings come first; `class_weights` are the loss weights training
+would apply with `--imbalance weighted_loss` (from `engine.train.imbalance`, the one formula).
+
 The data command group, registered by `engine.cli.main` like the other groups (`register(sub)`).
 It imports the data layer only when the command runs, so `python -m engine --help` stays fast.
 """
@@ -16,6 +19,7 @@ from engine.cli.progress import TqdmProgress
 def cmd_data_stats(args: argparse.Namespace) -> int:
     from engine.data.dataset import dataset_stats, open_dataset, quick_stats
     from engine.data.stats import format_stats_text
+    from engine.train.imbalance import suggested_class_weights
 
     progress = TqdmProgress(enabled=not args.no_progress)
     try:
@@ -26,6 +30,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
             stats = dataset_stats(ds)
     finally:
         progress.close()
+    stats["class_weights"] = suggested_class_weights(stats)
     if args.json:
         print(json.dumps(stats, indent=2, allow_nan=False))
     else:

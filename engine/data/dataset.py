@@ -9,7 +9,7 @@ import numpy as np
 from engine.data.cache import channels_for, decoded, default_size, scan_headers
 from engine.data.decode import decode
 from engine.data.sources.detect import resolve_source
-from engine.data.source import Progress, ScanResult, Source, no_progress
+from engine.data.source import FOUND_FILES, FOUND_IMAGES, Progress, ScanResult, Source, no_progress
 from engine.data.splits import make_splits, missing_from_train
 from engine.errors import DatasetError
 
@@ -119,6 +119,8 @@ def open_dataset(
     """Resolve, scan, decode once (cached) and split. Unusable files are listed in `scan.corrupt`, not fatal."""
     progress = progress or no_progress
     source = resolve_source(spec, seed=seed)
+    # the count is known before any file is read: say it (the app shows "Opening X: 13,214 files found")
+    progress(0, len(source), FOUND_FILES if source.files is not None else FOUND_IMAGES)
     task = check_task(source, task)
     # a sample of headers is enough to pick the size and channels; the decode pass reads every header anyway
     headers = scan_headers(source, progress, sample=HEADER_SAMPLE)

@@ -1,4 +1,5 @@
-"""Exact and near-duplicate images, and duplicates that leak across train/val/test.
+"""Exact and near-duplicate images, duplicates whose copies carry different labels, and duplicates that
+leak across train/val/test.
 
 Near duplicates: candidates come from a 64-bit difference hash (dhash) and multi-index hashing (split
 the bits into d+1 bands; two hashes within Hamming distance d agree exactly on at least one band, so
@@ -26,6 +27,10 @@ _CHUNK_ELEMENTS = 64 * 1024 * 1024
 WINDOW = 32
 #: brightness-centred mean absolute difference (0..255) of 16x16 thumbnails still called "the same picture"
 MAX_PIXEL_DIFF = 4.0
+#: the same, for copies under different labels (a label conflict): stricter, because grouping at 4.0 also
+#: joins different small items on plain backgrounds, while real copies (JPEG re-encoded, resized,
+#: brightened) differ by under 1
+CONFLICT_MAX_PIXEL_DIFF = 1.5
 
 
 def dhash_batch(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
@@ -206,3 +211,56 @@ def cross_split(groups: list[list[int]], split_of: np.ndarray) -> list[dict]:
         if codes.size > 1:
             out.append({"items": list(g), "splits": [SPLIT_NAMES[c] for c in codes.tolist()]})
     return out
+
+
+def label_conflicts(
+    groups: list[list[int]],
+    labels: np.ndarray,
+    hashes: np.ndarray | None = None,
+    thumbs: np.ndarray | None = None,
+    exact: list[list[int]] | None = None,
+    max_distance: int = 4,
+    max_pixel_diff: float = CONFLICT_MAX_PIXEL_DIFF,
+    window: int = WINDOW,
+) -> list[list[int]]:
+    """The copies of one picture filed under different labels: in `negatives/` and `positives/`, or under two
+    labels in a table. For multi-hot (N, C) labels, copies conflict when their label SETS differ.
+
+    Why it matters more than any other duplicate: the model is taught both answers for one picture, and
+    whichever copy lands in val or test is scored wrong whatever the model does.
+
+    A conflict claims "the same picture", which a duplicate group does not always show: near groups are
+    joined transitively, and on small items on a plain background (2x2 mosaics with three blank tiles)
+    chains of merely similar pictures form. So inside each group the copies are linked again, strictly:
+    identical content (an `exact` group), or dhash within `max_distance` AND pixel distance within
+    `max_pixel_diff` (tighter than grouping's: re-encoded, resized or brightened copies stay under 1). The
+    result: each set of strictly linked copies that carries more than one label, in index order. Without
+    `hashes` (or `thumbs`) the group itself (or its dhash links alone) stands in.
+    """
+    labels = np.asarray(labels)
+    content = _content_labels(len(labels), exact)
+    out = []
+    for g in groups:
+        g = np.asarray(g, dtype=np.int64)
+        if _distinct_labels(labels[g]) < 2:
+            continue
+        if hashes is None:
+            parts = [g]
+        else:
+            a, b = candidate_pairs(np.asarray(hashes, dtype=np.uint64)[g], max_distance, window)
+            if thumbs is not None and a.size:
+                keep = pixel_distance(thumbs, g[a], g[b]) <= max_pixel_diff
+                a, b = a[keep], b[keep]
+            same = [np.flatnonzero(content[g] == c) for c in np.unique(content[g])]  # identical copies: linked
+            a = np.concatenate([a] + [np.full(len(m) - 1, m[0]) for m in same])
+            b = np.concatenate([b] + [m[1:] for m in same])
+            graph = coo_matrix((np.ones(a.size, dtype=bool), (a, b)), shape=(g.size, g.size))
+            _, comp = connected_components(graph, directed=False)
+            parts = [g[comp == c] for c in np.unique(comp)]
+        out += [part.tolist() for part in parts if part.size > 1 and _distinct_labels(labels[part]) > 1]
+    return sorted(out, key=lambda p: p[0])
+
+
+def _distinct_labels(rows: np.ndarray) -> int:
+    """How many different labels (label sets, for multi-hot rows) `rows` hold."""
+    return int(np.unique(rows > 0, axis=0).shape[0] if rows.ndim == 2 else np.unique(rows).size)

@@ -14,8 +14,13 @@ TRAIN, VAL, TEST, UNASSIGNED = 0, 1, 2, -1
 SPLIT_NAMES = ("train", "val", "test")
 
 
+#: the stages `open_dataset` reports once, as soon as the spec is resolved: (0, items found, stage)
+FOUND_FILES, FOUND_IMAGES = "files found", "images found"
+
+
 class Progress(Protocol):
-    """Progress callback shared by the CLI (tqdm) and the app (st.progress)."""
+    """Progress callback shared by the CLI (tqdm) and the app (st.progress): `done` of `total` items in
+    `stage` ("decoding", "hashing", ...); a stage ending in "found" reports how many items there are."""
 
     def __call__(self, done: int, total: int, stage: str) -> None: ...
 

@@ -1,7 +1,12 @@
-"""Dataset statistics: class balance, splits, image sizes and problems (corrupt files, duplicates).
+"""Dataset statistics: class balance, splits, image sizes and problems (corrupt files, duplicates,
+label conflicts, splits too small to measure anything on).
 
 `compute_stats` returns plain JSON (the app, the CLI's `--json` and cached stats files all read the
 same dict), so every number is a Python int/float and undefined values are None, never NaN.
+
+What is not here, on purpose: suggested class weights. Training weighs its loss with the functions in
+`engine/train/imbalance.py` (on the train split's counts); a second formula here drifted from them, so
+the app and the CLI ask that module (`suggested_class_weights(stats)`) instead.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from engine.data.duplicates import cross_split, exact_groups, near_groups
+from engine.data.duplicates import cross_split, exact_groups, label_conflicts, near_groups
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, ScanResult, Source
+from engine.metrics.display import number, percent
 
 TASKS = ("binary", "multiclass", "multilabel")
 #: groups listed per duplicate kind; the counts always cover all of them
@@ -22,6 +28,10 @@ MAX_GROUPS = 500
 MAX_SIZES = 200
 #: dhash bits two images may differ in and still count as near duplicates
 NEAR_MAX_DISTANCE = 4
+#: fewer validation (or test) images than this of some class, and that split's per-class figures are
+#: noise: one image moves that class's recall by 10 points or more
+MIN_EVAL_PER_CLASS = 10
+SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
 def compute_stats(
@@ -44,7 +54,7 @@ def compute_stats(
         "num_files": len(source),
         "classes": classes,
         "class_counts": _named(classes, counts),
-        **_balance(classes, counts, int(ok_idx.size), task),
+        **_balance(classes, counts, int(ok_idx.size)),
         "splits": {},
     }
     split_of = np.full(len(source), UNASSIGNED, dtype=np.int64)
@@ -60,7 +70,8 @@ def compute_stats(
         stats["multilabel"] = _multilabel(classes, y[ok_idx])
     stats["images"] = _images(scan, ok_idx)
     stats["corrupt"] = list(scan.corrupt)
-    stats["duplicates"] = _duplicates(source, scan, ok, split_of)
+    stats["duplicates"] = _duplicates(source, scan, ok, split_of, y)
+    stats["warnings"] = split_warnings(stats)
     stats["deep"] = bool(scan.deep)
     stats["notes"] = list(source.notes)
     return _clean(stats)
@@ -94,22 +105,18 @@ def _named(classes: list[str], counts: np.ndarray) -> dict[str, int]:
     return {c: int(n) for c, n in zip(classes, counts)}
 
 
-def _balance(classes: list[str], counts: np.ndarray, num_images: int, task: str) -> dict:
-    """Imbalance figures and suggested loss weights."""
+def _balance(classes: list[str], counts: np.ndarray, num_images: int) -> dict:
+    """Imbalance figures. The minority share is the share of IMAGES in the rarest class (for multi-label
+    data: of images carrying the rarest label), the one definition the page, the CLI and the Train
+    page's advice use; a share of label occurrences would read smaller than any image count shows."""
     if counts.size == 0:
-        return {"imbalance_ratio": None, "minority_share": None, "majority_class": None,
-                "minority_class": None, "class_weights": {}}
-    smallest, largest, total = int(counts.min()), int(counts.max()), int(counts.sum())
-    if task == "multilabel":  # BCE pos_weight: negatives per positive, per label
-        weights = [(num_images - int(n)) / int(n) if n else None for n in counts]
-    else:  # inverse frequency, normalised so a balanced dataset gets 1.0 everywhere
-        weights = [total / (len(classes) * int(n)) if n else None for n in counts]
+        return {"imbalance_ratio": None, "minority_share": None, "majority_class": None, "minority_class": None}
+    smallest, largest = int(counts.min()), int(counts.max())
     return {
         "imbalance_ratio": largest / smallest if smallest else None,
-        "minority_share": smallest / total if total else None,
+        "minority_share": smallest / num_images if num_images else None,
         "majority_class": classes[int(np.argmax(counts))],
         "minority_class": classes[int(np.argmin(counts))],
-        "class_weights": dict(zip(classes, weights)),
     }
 
 
@@ -166,8 +173,9 @@ def _tally(values: list[str], ok_idx: np.ndarray) -> dict[str, int]:
     return dict(tally.most_common())
 
 
-def _duplicates(source: Source, scan: ScanResult, ok: np.ndarray, split_of: np.ndarray) -> dict:
-    """Exact and near-duplicate groups and the ones that leak across splits (deep scans only)."""
+def _duplicates(source: Source, scan: ScanResult, ok: np.ndarray, split_of: np.ndarray, y: np.ndarray) -> dict:
+    """Label conflicts first (duplicates whose copies carry different labels), then exact and
+    near-duplicate groups and the ones that leak across splits (deep scans only)."""
     if not scan.deep:
         return {"checked": False}
     exact = exact_groups(scan.sha, ok) if scan.sha is not None else []
@@ -175,27 +183,77 @@ def _duplicates(source: Source, scan: ScanResult, ok: np.ndarray, split_of: np.n
     if scan.dhash is not None:
         near = near_groups(scan.dhash, ok, max_distance=NEAR_MAX_DISTANCE, exclude=exact, thumbs=scan.thumbs)
     # identical content means identical dhash, so an exact group is either inside one near group
-    # or in none: count leakage per duplicate cluster, not twice
+    # or in none: count leakage and conflicts per duplicate cluster, not twice
     in_near = {i for g in near for i in g}
-    clusters = near + [g for g in exact if g[0] not in in_near]
+    clusters = sorted(near + [g for g in exact if g[0] not in in_near], key=lambda g: g[0])
     leaks = sorted(cross_split(clusters, split_of), key=lambda x: x["items"][0])
+    conflicts = label_conflicts(clusters, y, hashes=scan.dhash, thumbs=scan.thumbs, exact=exact,
+                                max_distance=NEAR_MAX_DISTANCE)
+    exact_of = {i: k for k, g in enumerate(exact) for i in g}
 
     def ids(groups: list[list[int]]) -> list[list[str]]:
         return [[source.item_id(i) for i in g] for g in groups[:MAX_GROUPS]]
 
+    def split_name(i: int) -> str | None:
+        code = int(split_of[i])
+        return SPLIT_NAMES[code] if 0 <= code < len(SPLIT_NAMES) else None
+
     return {
         "checked": True,
         "max_distance": NEAR_MAX_DISTANCE,
+        "label_conflicts": [
+            {"kind": "exact" if len({exact_of.get(i, -1 - i) for i in g}) == 1 else "near",
+             "items": [source.item_id(i) for i in g],
+             "labels": [label_text(source.classes, y[i]) for i in g], "splits": [split_name(i) for i in g]}
+            for g in conflicts[:MAX_GROUPS]
+        ],
         "exact": ids(exact),
         "near": ids(near),
         "cross_split": [
             {"items": [source.item_id(i) for i in leak["items"]], "splits": leak["splits"]}
             for leak in leaks[:MAX_GROUPS]
         ],
+        "num_label_conflicts": len(conflicts),
         "num_exact_groups": len(exact),
         "num_near_groups": len(near),
         "num_cross_split": len(leaks),
     }
+
+
+def label_text(classes: list[str], row: np.ndarray) -> str:
+    """An item's label for people: its class, or for a multi-hot row its labels joined with " + "."""
+    row = np.asarray(row)
+    if row.ndim == 0:
+        c = int(row)
+        return classes[c] if 0 <= c < len(classes) else "(unlabelled)"
+    names = [classes[j] for j in np.flatnonzero(row > 0) if j < len(classes)]
+    return " + ".join(names) or "(no label)"
+
+
+def split_warnings(stats: dict, minimum: int = MIN_EVAL_PER_CLASS) -> list[dict]:
+    """One data-quality warning per evaluation split (val, test) that holds fewer than `minimum` images of
+    some class: the per-class rates, thresholds and early stopping measured there move by 1/n per image,
+    so on a handful of images they are noise (a 40-image upload has about 3 validation images per class)."""
+    out = []
+    for split in ("val", "test"):
+        info = stats["splits"].get(split)
+        if not info:
+            continue
+        few = {c: n for c, n in info["class_counts"].items() if n < minimum}
+        if not few:
+            continue
+        shown = ", ".join(f"'{c}' {n:,}" for c, n in list(few.items())[:5])
+        more = f" and {len(few) - 5:,} more" if len(few) > 5 else ""
+        noun = "label" if stats["task"] == "multilabel" else "class"
+        nouns = noun if len(few) == 1 else ("labels" if noun == "label" else "classes")
+        word = SPLIT_WORDS[split]
+        message = (f"The {word} split has fewer than {minimum} images of {len(few):,} {nouns} ({shown}{more}), so one "
+                   f"image moves {'its' if len(few) == 1 else 'their'} {word} figures by more than "
+                   f"{100 // minimum} percentage points: metrics and thresholds measured there are noise. Add images, "
+                   f"or use k-fold cross-validation (--kfold 5).")
+        out.append({"kind": "small_split", "split": split, "min_per_class": minimum, "classes": few,
+                    "message": message})
+    return out
 
 
 def _clean(obj: Any) -> Any:
@@ -211,33 +269,43 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
-def format_stats_text(stats: dict, bar_width: int = 30, max_classes: int = 50) -> str:
-    """A compact multi-line summary for the terminal."""
+def format_stats_text(stats: dict, bar_width: int = 30, max_classes: int = 50, max_conflicts: int = 10) -> str:
+    """A compact multi-line summary for the terminal: label conflicts and data-quality warnings first
+    (they decide whether the rest is worth reading), then balance, splits, sizes and the other problems.
+
+    `stats["class_weights"]`, when the caller added it (the CLI does, from `engine.train.imbalance`), is
+    printed as the suggested loss weights."""
     lines = [
         f"{stats['name']} ({stats['kind']}): {stats['spec']}",
         f"task {stats['task']}, {len(stats['classes'])} classes, "
         f"{stats['num_images']} usable images of {stats['num_files']} files",
-        "",
-        "class counts" + (" (per label)" if stats["task"] == "multilabel" else "") + ":",
     ]
+    first = _conflict_lines(stats.get("duplicates") or {}, max_conflicts)
+    first += [f"warning: {w['message']}" for w in stats.get("warnings") or []]
+    lines += [""] + first if first else []
+    lines += ["", "class counts" + (" (per label)" if stats["task"] == "multilabel" else "") + ":"]
     counts = stats["class_counts"]
     top = max(counts.values(), default=0) or 1
     width = max((len(c) for c in counts), default=0)
-    total = sum(counts.values()) or 1
+    images = stats["num_images"]
     for name, n in list(counts.items())[:max_classes]:
         bar = "#" * max(1 if n else 0, round(bar_width * n / top))
-        lines.append(f"  {name:<{width}}  {n:>8}  {100 * n / total:5.1f}%  {bar}")
+        lines.append(f"  {name:<{width}}  {n:>8}  {percent(n / images if images else None):>7}  {bar}")
     if len(counts) > max_classes:
         lines.append(f"  ... {len(counts) - max_classes} more classes")
     ratio = stats["imbalance_ratio"]
     ratio_text = f"{ratio:.2f}" if ratio is not None else "undefined (a class has no images)"
+    share = f", minority share {percent(stats.get('minority_share'))} of images"
     if ratio == 1:
         lines.append("imbalance ratio 1.00 (balanced)")
     else:
         lines.append(
             f"imbalance ratio {ratio_text} (majority {stats['majority_class']}, "
-            f"minority {stats['minority_class']})"
+            f"minority {stats['minority_class']}){share}"
         )
+    if stats.get("class_weights"):
+        shown = ", ".join(f"{c} {number(w, 2)}" for c, w in list(stats["class_weights"].items())[:max_classes])
+        lines.append(f"suggested class weights (what --imbalance weighted_loss applies): {shown}")
     if "multilabel" in stats:
         ml = stats["multilabel"]
         card = ml["label_cardinality"]
@@ -254,6 +322,23 @@ def format_stats_text(stats: dict, bar_width: int = 30, max_classes: int = 50) -
     return "\n".join(lines)
 
 
+def _conflict_lines(dup: dict, limit: int) -> list[str]:
+    """The label conflicts, one line per duplicate group: every copy with its label and split."""
+    n = dup.get("num_label_conflicts", 0)
+    if not n:
+        return []
+    many = n != 1
+    lines = [f"LABEL CONFLICTS: {n:,} duplicate group{'s' if many else ''} "
+             f"carr{'y' if many else 'ies'} different labels (the same picture filed under different classes):"]
+    for c in dup["label_conflicts"][:limit]:
+        copies = [f"{item} [{label}{', ' + split if split else ''}]"
+                  for item, label, split in zip(c["items"], c["labels"], c["splits"])]
+        lines.append(f"  {c['kind']}: " + " = ".join(copies))
+    if n > limit:
+        lines.append(f"  ... {n - limit:,} more (--json lists up to {MAX_GROUPS})")
+    return lines
+
+
 def _sizes_line(images: dict) -> str:
     sizes = images["sizes"]
     if not sizes:
@@ -268,7 +353,7 @@ def _problems_line(stats: dict) -> str:
     dup = stats["duplicates"]
     parts = [f"{len(stats['corrupt'])} corrupt"]
     if dup.get("checked"):
-        parts += [
+        parts = [f"{dup.get('num_label_conflicts', 0)} label conflicts"] + parts + [
             f"{dup['num_exact_groups']} exact duplicate groups",
             f"{dup['num_near_groups']} near-duplicate groups",
             f"{dup['num_cross_split']} leaking across splits",

@@ -214,6 +214,25 @@ def make_loss(task: str, num_classes: int, cfg: RunConfig, train_labels: np.ndar
 # --- advice ------------------------------------------------------------------------------------------
 
 
+def suggested_class_weights(stats: dict) -> dict[str, float]:
+    """The loss weight of each class (each label's `pos_weight` for multi-label data) that `make_loss`
+    applies under `imbalance='weighted_loss'` without user `class_weights`, from a dataset's statistics.
+
+    The same functions on the same counts as training: `make_loss` is given the train split's labels, so
+    the weights come from the train split's class counts (the whole dataset's when no split is listed).
+    A class without training images gets what training gives it (0; a label without positives 1.0).
+    """
+    split = (stats.get("splits") or {}).get("train") or stats
+    classes = list(stats.get("classes") or [])
+    counts = np.array([int((split.get("class_counts") or {}).get(c, 0)) for c in classes], dtype=np.int64)
+    if stats.get("task") == "multilabel":
+        weights = pos_weights(counts, int(split.get("num_images") or 0))
+    else:
+        weights = inverse_frequency_weights(counts)
+    return {c: float(w) for c, w in zip(classes, weights)}
+
+
+
 def _named_counts(counts: Mapping | Sequence | None) -> dict[str, int]:
     if not counts:
         return {}
