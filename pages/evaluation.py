@@ -159,8 +159,10 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
     with right:
         st.markdown("##### Most confused pairs")
         if confused:
-            st.dataframe(pd.DataFrame(confused).rename(columns={"true": "True", "predicted": "Predicted as", "count": "Images"}),
-                         hide_index=True, key="eval.most_confused")  # fmt: skip
+            # a static table: long class names wrap in its cells instead of being clipped
+            pairs = [{"True": gallery.breakable(m["true"]), "Predicted as": gallery.breakable(m["predicted"]),
+                      "Images": f"{int(m['count']):,}"} for m in confused]  # fmt: skip
+            st.table(pd.DataFrame(pairs), hide_index=True)
         else:
             st.caption("No mistakes on this split.")
         st.selectbox("Show the images of a cell", cells, key=cell_key, index=None, placeholder="Click a cell, or choose one",

@@ -111,3 +111,30 @@ def test_long_class_names_wrap_on_the_axes_instead_of_being_clipped():
     bars = charts.per_class_bars([{"class": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10} for c in classes])
     ticks = bars.to_plotly_json()["layout"]["xaxis"]["ticktext"]
     assert all(len(line) <= charts.WRAP for text in ticks for line in text.split("<br>"))
+
+
+def test_confusion_matrix_cells_fill_the_plot_whatever_the_size_of_the_click_targets():
+    """Each cell carries an invisible marker as large as the cell (a click anywhere in it selects it); the
+    category axes keep exactly one unit per class instead of padding around those markers."""
+    for k in (2, 10):
+        fig = charts.confusion_heatmap(np.eye(k, dtype=int) * 5 + 1, [f"class {i}" for i in range(k)])
+        xaxis, yaxis = _axes(fig)
+        assert xaxis["range"] == [-0.5, k - 0.5] and yaxis["range"] == [k - 0.5, -0.5]  # true classes top to bottom
+        markers = next(tr for tr in fig.data if tr.name == "cells")
+        if k == 2:  # two rows share ~230 px of plot: the click target is most of a cell, not a dot in its middle
+            assert markers.marker.size >= 80
+
+
+def test_threshold_axis_zooms_to_narrow_scores_and_keeps_every_point_and_the_threshold_inside():
+    """A timid model's scores all sit near 0.47: on a 0..1 axis the three curves are one vertical line."""
+    rng = np.random.default_rng(3)
+    y = rng.random(300) < 0.3
+    score = 0.46 + 0.02 * rng.random(300) + 0.005 * y
+    c = {k: np.asarray(v) for k, v in curves(y, score).items()}
+    fig = charts.threshold_curves(c, 0.5, {"eer": (0.47, 0.4)})
+    _assert_inside(fig)
+    x0, x1 = _axes(fig)[0]["range"]
+    assert x1 - x0 < 0.2 and x0 <= 0.46 and x1 >= 0.5  # the band of scores and the threshold in force
+    assert "zoomed" in fig.layout.xaxis.title.text
+    wide = charts.threshold_curves(_curves(2), 0.42)
+    assert list(wide.layout.xaxis.range) == [0, 1]

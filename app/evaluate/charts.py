@@ -93,8 +93,9 @@ def confusion_heatmap(cm: Sequence[Sequence[float]], classes: Sequence[str], nor
         i, j = selected
         fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": RED, "width": 3})
     ticks = {"tickvals": names, "ticktext": [wrap(c) for c in names]}
-    fig.update_xaxes(title="predicted", type="category", side="bottom", **ticks)
-    fig.update_yaxes(title="true", type="category", autorange="reversed", **ticks)
+    # fixed ranges: autorange would pad the axes to fit the (large, invisible) cell markers and shrink the cells
+    fig.update_xaxes(title="predicted", type="category", side="bottom", range=[-0.5, k - 0.5], **ticks)
+    fig.update_yaxes(title="true", type="category", range=[k - 0.5, -0.5], **ticks)
     title = "Confusion matrix" + (" (share of each true class)" if normalised else " (images)")
     return layout(fig, title, height=height, clickmode="event+select", dragmode=False)
 
@@ -148,9 +149,27 @@ def threshold_curves(curves: dict, threshold: float, marks: dict | None = None) 
                     line={"color": OP_C, "width": 1, "dash": "dash"}, hoverinfo="skip")  # fmt: skip
     if not len(t):
         _note(fig, "no scores")
-    fig.update_xaxes(title="threshold (accept when score ≥ t)", range=[0, 1])
+    x_range = threshold_range(t, threshold)
+    zoomed = x_range != [0.0, 1.0]
+    fig.update_xaxes(title="threshold (accept when score ≥ t)" + (", zoomed to where the scores lie" if zoomed else ""),
+                     range=x_range)  # fmt: skip
     fig.update_yaxes(title="error rate", tickformat=".0%", range=[0, 1.02])
     return layout(fig, "FAR, FRR and HTER vs threshold", height=HEIGHT, legend=TOP_RIGHT)
+
+
+ZOOM_BELOW = 0.5  # scores spanning less than this of 0..1 get a zoomed threshold axis
+
+
+def threshold_range(thresholds: np.ndarray, threshold: float) -> list[float]:
+    """0..1, or, when every score lies in a narrow band (an early or timid model: all near 0.47, say), that
+    band with a margin, the threshold in force included: on 0..1 the three curves would be one vertical line."""
+    t = np.asarray(thresholds, dtype=float)
+    t = t[np.isfinite(t)]
+    if not len(t) or t.max() - t.min() >= ZOOM_BELOW:
+        return [0.0, 1.0]
+    lo, hi = min(float(t.min()), threshold), max(float(t.max()), threshold)
+    pad = max(0.02, 0.1 * (hi - lo))
+    return [max(0.0, lo - pad), min(1.0, hi + pad)]
 
 
 # DET axes: normal deviates of the rates. The range is fixed (the same for every run, so two runs' curves

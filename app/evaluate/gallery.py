@@ -47,8 +47,22 @@ def _name(classes: Sequence[str], value) -> str:
     return str(value)
 
 
-ITEM_PX = THUMB_PX + 48  # one gallery item: the thumbnail, its caption and its link, this wide
-NAME_CHARS = 13  # a file name longer than this is shortened in the middle ("IMG_20…42.jpg"), to fit ITEM_PX
+SOFT_BREAK = "\u200b"  # zero-width space: where a browser may break a long name that has no spaces
+
+
+def breakable(name: object) -> str:
+    """`name` with a break opportunity after each '_', '/', '-' and '.', so a long class name such as
+    "negatives_background_patches" wraps at its parts in a narrow caption or table cell, not mid-word (and
+    is never clipped). For display only: the text still reads and compares the same to a person."""
+    text = str(name)
+    for sep in "_/-.":
+        text = text.replace(sep, sep + SOFT_BREAK)
+    return text
+
+
+ITEM_PX = 172  # one gallery item (thumbnail, caption, link) this wide: five in a row at 1400 px, a file name fits
+NAME_CHARS = 19  # a longer file name keeps its start and its end (where the numbers are): "IMG_2…601_123456.jpg"
+HEAD_CHARS = 5
 
 
 def file_name(item_id: object) -> str:
@@ -60,13 +74,12 @@ def file_name(item_id: object) -> str:
         name = "#" + name.rsplit("#", 1)[1]
     if len(name) <= NAME_CHARS:
         return name
-    keep = NAME_CHARS - 1
-    return name[: (keep + 1) // 2] + "…" + name[len(name) - keep // 2:]
+    return name[:HEAD_CHARS] + "…" + name[len(name) - (NAME_CHARS - HEAD_CHARS - 1):]
 
 
 def caption(item: dict, classes: Sequence[str], extra: str | None = None) -> str:
     """'true → predicted (confidence)' (+ `extra`, a field of the item, e.g. its loss)."""
-    cap = f"{_name(classes, item.get('true'))} → {_name(classes, item.get('predicted'))}"
+    cap = f"{breakable(_name(classes, item.get('true')))} → {breakable(_name(classes, item.get('predicted')))}"
     if item.get("confidence") is not None:
         cap += f" ({float(item['confidence']):.0%})"
     if extra and item.get(extra) is not None:
@@ -89,7 +102,8 @@ def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str
     with st.container(horizontal=True, gap="small", key=f"{key}.grid"):
         for n, (it, cap) in enumerate(zip(items, captions)):
             with st.container(width=ITEM_PX, gap=None, key=f"{key}.item.{n}"):
-                st.image(_thumbnail(ds, it), caption=cap, width=THUMB_PX)
+                st.image(_thumbnail(ds, it), width=THUMB_PX)
+                st.caption(cap)  # as wide as the item, not the thumbnail: fewer lines
                 if run_id:
                     st.page_link("pages/explanations.py", label=file_name(it.get("id")), icon=":material/visibility:", query_params={"run": run_id, "image": str(int(it["index"]))},
                                  help=f"Explain {it.get('id')} on the Explain page")  # fmt: skip

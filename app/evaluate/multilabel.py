@@ -89,8 +89,10 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
         st.session_state[key] = initial(run, res, len(classes))
     ts = st.session_state[key]
     stats = per_label(pred.probs, pred.labels, ts)
-    frame = pd.DataFrame({"label": classes, "threshold": ts, "precision": stats["precision"], "recall": stats["recall"],
-                          "F1": stats["f1"], "support": stats["support"].astype(int)})  # fmt: skip
+    # rates in percent, written with two decimals like every rate on the page (engine.metrics.display)
+    frame = pd.DataFrame({"label": classes, "threshold": ts, "precision": stats["precision"] * 100,
+                          "recall": stats["recall"] * 100, "F1": stats["f1"] * 100,
+                          "support": stats["support"].astype(int)})  # fmt: skip
     editor_key = f"eval.ml_editor.{run.id}.{st.session_state.get(k_version(run), 0)}"
     st.data_editor(
         frame, key=editor_key, hide_index=True, disabled=["label", "precision", "recall", "F1", "support"],
@@ -98,9 +100,9 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
         column_config={
             "threshold": st.column_config.NumberColumn("threshold", min_value=0.0, max_value=1.0, step=0.01, format="%.4f",
                                                        help="Edit to move this label's threshold"),
-            "precision": st.column_config.NumberColumn(format="percent"),
-            "recall": st.column_config.NumberColumn(format="percent"),
-            "F1": st.column_config.NumberColumn(format="percent"),
+            "precision": st.column_config.NumberColumn(format="%.2f%%"),
+            "recall": st.column_config.NumberColumn(format="%.2f%%"),
+            "F1": st.column_config.NumberColumn(format="%.2f%%"),
         },
     )  # fmt: skip
     micro = _micro_f1(pred.probs, pred.labels, ts)
