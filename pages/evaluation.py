@@ -83,7 +83,7 @@ def at_threshold_in_force(run: Run, pred, res: dict, split: str, tune_split: str
     """
     if pred.task == "binary":
         t, source = eval_binary.in_force(run, res, tune_split)
-        at = load.report_at(run, split, {"binary": t, "rule": res.get("rule")})
+        at = load.report_at(run, split, {"binary": t})
         return {**res, **at}, f"At threshold **{display.threshold(t)}**: {source}"
     if pred.task == "multilabel":
         ts, source = eval_multilabel.in_force(run, res, len(pred.classes), tune_split)

@@ -116,8 +116,12 @@ def per_class_bars(rows: Sequence[dict]) -> go.Figure:
         fig.add_bar(x=names, y=[r.get(key) for r in rows], name="F1" if key == "f1" else key, marker_color=color,
                     hovertemplate=f"%{{x}} · {key}: %{{y:.2%}}<extra></extra>")  # fmt: skip
     fig.update_yaxes(range=[0, 1.02], title="score", tickformat=".0%")
-    fig.update_xaxes(type="category", tickangle=-30 if len(rows) > 6 else 0, tickvals=names,
-                     ticktext=[wrap(str(r["class"])) + f"<br>(n={int(r.get('support', 0)):,})" for r in rows])
+    # up to a dozen classes: level labels wrapped to their slot's width; more: slanted, one line each
+    level = len(rows) <= 12
+    width = max(6, min(WRAP, 120 // max(1, len(rows)))) if level else 3 * WRAP
+    fig.update_xaxes(type="category", tickangle=0 if level else -30, tickvals=names,
+                     ticktext=[wrap(str(r["class"]), width) + ("<br>" if level else " ") + f"(n={int(r.get('support', 0)):,})"
+                               for r in rows])  # fmt: skip
     return layout(fig, "Per class: precision, recall, F1 (support in brackets)", barmode="group", legend=TOP_RIGHT)
 
 
