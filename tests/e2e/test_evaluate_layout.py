@@ -133,6 +133,7 @@ def test_cards_and_badges_show_whole_and_follow_the_slider(page, srv, artifacts)
     assert card_value(page, "HTER", 1) == card_value(page, "HTER")  # the Threshold tab's card agrees
     assert not cut_texts(page, '[data-testid="stMetric"]'), "cut off on a card after the move"
     check_page(page)
+    thumb.scroll_into_view_if_needed()
     shot(page, artifacts, "eval-layout-02-threshold-moved")
 
 
@@ -148,6 +149,7 @@ def test_det_and_roc_are_drawn_on_their_fixed_ranges_with_readable_ticks(page, s
         assert not overlapping_ticks(chart, "x") and not overlapping_ticks(chart, "y")
     box = det.bounding_box()
     assert box["width"] > 300 and box["height"] >= 380  # a chart, not a sliver
+    det.scroll_into_view_if_needed()  # the page scrolls inside the app: bring the charts into the shot
     shot(page, artifacts, "eval-layout-03-det-roc")
 
 
@@ -178,4 +180,5 @@ def test_each_gallery_image_has_its_link_right_under_it(page, srv, artifacts):
         text = links.first.locator('[data-testid="stMarkdownContainer"]').inner_text().strip()  # (not the icon's name)
         assert re.fullmatch(r"#\d+", text), text  # a built-in's image: "#<index>"
     assert not cut_texts(page, '[data-testid="stPageLink-NavLink"]'), "a link's file name is cut"
+    images.first.scroll_into_view_if_needed()
     shot(page, artifacts, "eval-layout-05-gallery")
