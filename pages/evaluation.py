@@ -15,9 +15,11 @@ import streamlit as st
 from engine import metrics as M
 from engine.errors import LoupeError
 from engine.evaluate import most_confused
+from engine.metrics import display
 from engine.runs.folder import Run
 from app.evaluate import binary as eval_binary
 from app.evaluate import charts
+from app.evaluate import compare
 from app.evaluate import gallery
 from app.evaluate import load
 from app.evaluate import multilabel as eval_multilabel
@@ -25,8 +27,6 @@ from app.common import run_picker
 from app.common.sidebar import draw_frame
 
 K_NORM = "eval.cm_normalised"
-K_COMPARE = "eval.compare"
-COMPARE_DEFAULT = 6
 
 
 # --- choosing the split ------------------------------------------------------------------------------
@@ -44,46 +44,76 @@ def pick_split(run: Run, splits: list[str]) -> str:
 
 CARDS = {
     "binary": [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
-               ("roc_auc", "ROC AUC"), ("hter", "HTER"), ("log_loss", "Log loss")],
+               ("hter", "HTER"), ("roc_auc", "ROC AUC"), ("log_loss", "Log loss")],
     "multiclass": [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
-                   ("roc_auc", "ROC AUC (one-vs-rest)"), ("top_3", "Top-3 accuracy"), ("log_loss", "Log loss")],
+                   ("top3_accuracy", "Top-3 accuracy"), ("roc_auc", "ROC AUC (one-vs-rest)"), ("log_loss", "Log loss")],
     "multilabel": [("subset_accuracy", "Subset accuracy"), ("micro_f1", "Micro F1"), ("macro_f1", "Macro F1"),
                    ("samples_f1", "Samples F1"), ("hamming_loss", "Hamming loss"), ("roc_auc", "ROC AUC (macro)")],
 }  # fmt: skip
+CARDS_PER_ROW = 3  # wide enough for a value and its whole "95% CI lo–hi" badge at 1400 px
+# what each card means; the ones that do not depend on the threshold say so
+CARD_HELP = {
+    "accuracy": "Share of images whose predicted class is the true one.",
+    "balanced_accuracy": "Mean of the per-class recalls: every class counts the same, however rare.",
+    "macro_f1": "Mean of the per-class F1 scores.",
+    "hter": "Half total error rate: (FAR + FRR) / 2.",
+    "top3_accuracy": "Share of images whose true class is among the 3 most probable; no threshold involved.",
+    "roc_auc": "How well the scores rank each class above the others; does not depend on the threshold.",
+    "log_loss": "Mean −log P(true class): lower is better; does not depend on the threshold.",
+    "subset_accuracy": "Share of images whose whole set of labels is exactly right.",
+    "micro_f1": "F1 over every (image, label) decision pooled.",
+    "samples_f1": "F1 per image, averaged over images.",
+    "hamming_loss": "Share of (image, label) decisions that are wrong: lower is better.",
+}
+THRESHOLD_FREE = {"roc_auc", "log_loss", "top3_accuracy"}
 
 
 def _value(res: dict, key: str):
-    if key.startswith("top_"):
-        return (res.get("top_k") or {}).get(key.removeprefix("top_"))
+    if key == "top3_accuracy":
+        return (res.get("top_k") or {}).get("3")
     return res.get(key)
 
 
-def protocol(res: dict) -> None:
-    tuned_on, reported_on = res.get("tuned_on"), res.get("reported_on")
-    chosen = res.get("threshold_config") or {}
-    what = ""
-    if res.get("task") == "binary" and res.get("threshold") is not None:
-        rule = eval_binary.RULE_NAMES.get(res.get("rule"), res.get("rule"))
-        what = f" at threshold **{res['threshold']:.4f}** ({rule})"
-    elif res.get("task") == "multilabel":
-        what = " at per-label thresholds"
-    source = "saved with the run" if chosen.get("tuned_on") == "manual" or chosen.get("rule") == "manual" else f"tuned on **{tuned_on}**"
-    st.caption(f"{res.get('n', 0):,} images of the **{reported_on}** split{what}; thresholds {source}, reported on "
-               f"**{reported_on}**. Intervals: 95% bootstrap.")  # fmt: skip
+def at_threshold_in_force(run: Run, pred, res: dict, split: str, tune_split: str | None) -> tuple[dict, str]:
+    """The report counted at the threshold in force (the Threshold tab's slider, which starts on the saved
+    or the val-tuned threshold), and the sentence that says which threshold that is and where it came from.
+
+    Why: the cards above the tabs must show the numbers of the decisions the rest of the page shows. The
+    threshold-free figures (AUC, log loss, calibration, the curves) stay those of `res`.
+    """
+    if pred.task == "binary":
+        t, source = eval_binary.in_force(run, res, tune_split)
+        at = load.report_at(run, split, {"binary": t})
+        return {**res, **at}, f"At threshold **{display.threshold(t)}**: {source}"
+    if pred.task == "multilabel":
+        ts, source = eval_multilabel.in_force(run, res, len(pred.classes), tune_split)
+        at = load.report_at(run, split, {"multilabel": ts})
+        return {**res, **at}, f"At per-label thresholds {source}"
+    return res, "The prediction is the most probable class (no threshold)"
+
+
+def protocol(res: dict, where: str) -> None:
+    reported_on = res.get("reported_on")
+    follow = {"binary": " The cards, the confusion matrix and the galleries follow the threshold on the **Threshold** tab.",
+              "multilabel": " The cards follow the thresholds on the **Thresholds** tab."}.get(res.get("task"), "")  # fmt: skip
+    temperature = f" Temperature fitted on **{res['tuned_on']}**." if res.get("task") == "multiclass" and res.get("tuned_on") else ""
+    st.caption(f"{where}; reported on **{reported_on}** ({res.get('n', 0):,} images).{follow}{temperature} "
+               "Intervals: 95% bootstrap.")  # fmt: skip
     if res.get("optimistic"):
         st.warning(f"Optimistic: thresholds were tuned on the same split they are reported on (**{reported_on}**), "
                    "so these figures flatter the model. Report on test for an honest estimate.", icon=":material/warning:")  # fmt: skip
 
 
 def cards(res: dict) -> None:
+    """The headline metrics, in rows of `CARDS_PER_ROW` so each card's interval badge shows whole."""
     ci = res.get("ci") or {}
-    shown = [(k, label) for k, label in CARDS.get(res.get("task"), CARDS["multiclass"]) if _value(res, k) is not None]
-    cols = st.columns(max(1, len(shown)))
-    for col, (key, label) in zip(cols, shown):
-        value = _value(res, key)
-        lo_hi = ci.get(key)
-        delta = f"95% CI {lo_hi[0]:.3f}–{lo_hi[1]:.3f}" if lo_hi else None
-        col.metric(label, f"{float(value):.3f}", delta=delta, delta_color="off", delta_arrow="off", border=True)
+    shown = CARDS.get(res.get("task"), CARDS["multiclass"])
+    for start in range(0, len(shown), CARDS_PER_ROW):
+        cols = st.columns(CARDS_PER_ROW)
+        for col, (key, label) in zip(cols, shown[start:start + CARDS_PER_ROW]):
+            band = display.interval(key, ci.get(key))
+            col.metric(label, display.format_metric(key, _value(res, key)), border=True, help=CARD_HELP.get(key),
+                       delta=f"95% CI {band}" if band != display.MISSING else None, delta_color="off", delta_arrow="off")  # fmt: skip
 
 
 # --- classes: confusion matrix, the images of a cell, per-class scores ----------------------------
@@ -108,7 +138,7 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
         rows = [{"class": c, "precision": float(pc["precision"][i]), "recall": float(pc["recall"][i]),
                  "f1": float(pc["f1"][i]), "support": int(pc["support"][i])} for i, c in enumerate(classes)]  # fmt: skip
         confused = most_confused(cm, classes)
-        st.caption(f"At the threshold on the Threshold tab ({t:.4f}).")
+        st.caption(f"At the threshold on the Threshold tab ({display.threshold(t)}).")
     else:
         predicted = np.asarray(pred.probs).argmax(axis=1)
         cm = np.asarray(res["confusion_matrix"])
@@ -129,8 +159,10 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
     with right:
         st.markdown("##### Most confused pairs")
         if confused:
-            st.dataframe(pd.DataFrame(confused).rename(columns={"true": "True", "predicted": "Predicted as", "count": "Images"}),
-                         hide_index=True, key="eval.most_confused")  # fmt: skip
+            # a static table: long class names wrap in its cells instead of being clipped
+            pairs = [{"True": gallery.breakable(m["true"]), "Predicted as": gallery.breakable(m["predicted"]),
+                      "Images": f"{int(m['count']):,}"} for m in confused]  # fmt: skip
+            st.table(pd.DataFrame(pairs), hide_index=True)
         else:
             st.caption("No mistakes on this split.")
         st.selectbox("Show the images of a cell", cells, key=cell_key, index=None, placeholder="Click a cell, or choose one",
@@ -145,7 +177,7 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
 
 
 def labels_section(res: dict) -> None:
-    """Multi-label: per-label precision/recall/F1 bars (no single confusion matrix)."""
+    """Multi-label: per-label precision/recall/F1 bars (no single confusion matrix), at the thresholds in force."""
     st.plotly_chart(charts.per_class_bars(res.get("per_label") or res.get("per_class") or []), key="eval.chart.per_label")
     st.caption("Each label is its own yes/no decision; thresholds and their effect are on the Thresholds tab.")
 
@@ -189,64 +221,35 @@ def calibration_section(pred, res: dict) -> None:
         return
     temperature = cal.get("temperature")
     cols = st.columns(4)
-    cols[0].metric("ECE before", f"{cal['ece']:.4f}", border=True)
+    cols[0].metric("ECE", display.format_metric("ece", cal.get("ece")), border=True,
+                   help="Expected calibration error of the scores as trained: the images-weighted gap between "
+                        "confidence and accuracy. Lower is better.")  # fmt: skip
     if temperature:
-        after_ece = cal.get("ece_after")
-        cols[1].metric("ECE after", f"{after_ece:.4f}" if after_ece is not None else "—",
-                       delta=f"{after_ece - cal['ece']:+.4f}" if after_ece is not None else None, delta_color="inverse", border=True)  # fmt: skip
-        cols[2].metric("Temperature", f"{temperature:.3f}", border=True,
-                       help="Fitted on the tuning split: logits are divided by it (> 1 softens overconfident scores).")  # fmt: skip
-        if cal.get("nll_before") is not None and cal.get("nll_after") is not None:
-            cols[3].metric("NLL before → after", f"{cal['nll_before']:.3f} → {cal['nll_after']:.3f}", border=True)
+        after_ece, before_nll, after_nll = cal.get("ece_after"), cal.get("nll_before"), cal.get("nll_after")
+        cols[1].metric("ECE after scaling", display.format_metric("ece", after_ece), border=True,
+                       delta=_delta("ece", after_ece, cal.get("ece")), delta_color="inverse")  # fmt: skip
+        cols[2].metric("Temperature", display.number(temperature), border=True,
+                       help="Fitted on the tuning split: logits are divided by it (> 1 softens overconfident scores, "
+                            "< 1 sharpens underconfident ones).")  # fmt: skip
+        cols[3].metric("Log loss after scaling", display.format_metric("log_loss", after_nll), border=True,
+                       delta=_delta("log_loss", after_nll, before_nll), delta_color="inverse",
+                       help=f"Before: {display.format_metric('log_loss', before_nll)}.")  # fmt: skip
     left, right = st.columns(2)
     left.plotly_chart(charts.reliability_diagram(cal["bins"], cal.get("ece"), "Reliability (as trained)"), key="eval.chart.calib_before")
     if temperature:
         after = M.apply_temperature(pred.probs, float(temperature), pred.task == "multilabel")
         rel = M.reliability(pred.labels, after)
-        right.plotly_chart(charts.reliability_diagram(rel["bins"], rel["ece"], f"After temperature scaling (T = {temperature:.2f})",
+        right.plotly_chart(charts.reliability_diagram(rel["bins"], rel["ece"], f"After temperature scaling (T = {display.number(temperature, 2)})",
                                                            color=charts.F1_C), key="eval.chart.calib_after")  # fmt: skip
     st.caption("Bars: accuracy of the images in each confidence bin; the dotted diagonal is perfect calibration. "
                "ECE = the images-weighted mean gap. Temperature scaling changes confidence, never the predicted class.")  # fmt: skip
 
 
-# --- compare runs --------------------------------------------------------------------------------------
-
-COMPARE_COLUMNS = [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced acc."), ("macro_f1", "Macro F1"),
-                   ("micro_f1", "Micro F1"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("hter", "HTER"),
-                   ("eer", "EER"), ("log_loss", "Log loss"), ("hamming_loss", "Hamming loss")]  # fmt: skip
-
-
-def compare_section(run: Run, runs: list[Run], split: str) -> None:
-    spec = load.dataset_spec(run)
-    peers = [r for r in runs if load.dataset_spec(r) == spec and split in load.splits_of(r)]
-    st.caption(f"Runs on `{spec}` with {split} predictions, evaluated the same way (thresholds tuned on val, or the ones "
-               "saved with each run). Click a column header to sort.")  # fmt: skip
-    by_id = {r.id: r for r in peers}
-    key = f"{K_COMPARE}.{spec}.{split}"
-    if key not in st.session_state:
-        st.session_state[key] = [r.id for r in peers[:COMPARE_DEFAULT]]
-    st.session_state[key] = [i for i in st.session_state[key] if i in by_id] or [run.id]
-    picked = st.multiselect("Runs", list(by_id), key=key, format_func=lambda i: run_picker.run_label(by_id[i]))
-    rows = []
-    for rid in picked:
-        r = by_id[rid]
-        try:
-            res = load.evaluation(r, split, load.tune_split_for(load.splits_of(r)), bootstrap=0)
-        except LoupeError as e:
-            st.caption(f"{run_picker.run_name(r)}: {e}")
-            continue
-        cfg = r.config().get("config") or {}
-        row = {"Run": run_picker.run_name(r) + (" (shown above)" if r.id == run.id else ""), "Model": cfg.get("model"),
-               "Tuned on": res.get("tuned_on")}  # fmt: skip
-        row.update({label: res.get(k) for k, label in COMPARE_COLUMNS})
-        row["ECE"] = (res.get("calibration") or {}).get("ece")
-        row["Threshold"] = res.get("threshold")
-        rows.append(row)
-    if not rows:
-        return
-    frame = pd.DataFrame(rows).dropna(axis=1, how="all")
-    numbers = {c: st.column_config.NumberColumn(c, format="%.4f") for c in frame.columns if c not in ("Run", "Model", "Tuned on")}
-    st.dataframe(frame, hide_index=True, key="eval.compare_table", column_config=numbers)
+def _delta(name: str, after: object, before: object) -> str | None:
+    """The change a calibration step made, in the metric's unit; None when either end is missing."""
+    if not (display.finite(after) and display.finite(before)):
+        return None
+    return display.format_delta(name, float(after) - float(before))
 
 
 # --- the page ----------------------------------------------------------------------------------------
@@ -270,8 +273,9 @@ def main() -> None:
     except LoupeError as e:
         st.error(str(e), icon=":material/error:")
         return
-    protocol(res)
-    cards(res)
+    shown, where = at_threshold_in_force(run, pred, res, split, tune_split)
+    protocol(shown, where)
+    cards(shown)
     names = ["Classes" if pred.task != "multilabel" else "Labels"]
     if pred.task in ("binary", "multilabel"):
         names.append("Threshold" if pred.task == "binary" else "Thresholds")
@@ -285,7 +289,7 @@ def main() -> None:
             eval_multilabel.panel(run, pred, res, split, tune_split)
     with tabs[names[0]]:
         if pred.task == "multilabel":
-            labels_section(res)
+            labels_section(shown)
         else:
             classes_section(run, pred, res, split)
     with tabs["Top losses"]:
@@ -293,7 +297,7 @@ def main() -> None:
     with tabs["Calibration"]:
         calibration_section(pred, res)
     with tabs["Compare runs"]:
-        compare_section(run, runs, split)
+        compare.section(run, runs, split, pred.task)
 
 
 draw_frame()  # the page config and the sidebar every page shares

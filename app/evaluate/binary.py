@@ -1,6 +1,11 @@
 """The binary threshold panel: a slider with FAR / FRR / HTER / F1 recomputed live from the stored
 scores, FAR-FRR-HTER, DET and ROC curves with the operating point, buttons that move the threshold to
-the one tuned on val by a rule, and saving the threshold to the run (thresholds.json)."""
+the one tuned on val by a rule, and saving the threshold to the run (thresholds.json).
+
+The slider's value is the threshold in force for the whole page: the metric cards above the tabs, the
+confusion matrix and the galleries all decide at it. Where it came from (a rule tuned on val, the
+thresholds saved with the run, or a hand on the slider) is kept beside it, so the page can say so.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from engine import evaluate as ev
-from engine.metrics import decide
+from engine.metrics import decide, display
 from engine.errors import LoupeError
 from engine.runs.folder import Run
 from app.evaluate import charts as eval_charts
@@ -18,6 +23,8 @@ from app.evaluate import load
 RULES = {"min_hter": "Use min-HTER threshold", "f1": "Use F1-optimal", "eer": "Use EER"}
 RULE_NAMES = {"min_hter": "min HTER", "f1": "best F1", "eer": "EER", "manual": "chosen by hand"}
 STEP = 0.001
+# where the threshold in force came from
+TUNED, SAVED, HAND, DEFAULT = "tuned", "saved", "hand", "default"
 
 
 def k_threshold(run: Run) -> str:
@@ -26,6 +33,10 @@ def k_threshold(run: Run) -> str:
 
 def k_rule(run: Run) -> str:
     return f"eval.threshold_rule.{run.id}"
+
+
+def k_source(run: Run) -> str:
+    return f"eval.threshold_source.{run.id}"
 
 
 def tuned_threshold(run: Run, rule: str, tune_split: str) -> float | None:
@@ -38,23 +49,46 @@ def tuned_threshold(run: Run, rule: str, tune_split: str) -> float | None:
     return float(value) if value is not None else None
 
 
-def initial_threshold(run: Run, res: dict) -> tuple[float, str]:
-    """The saved threshold when the run has one, else the one evaluate_run tuned, else 0.5."""
+def initial_threshold(run: Run, res: dict) -> tuple[float, str, str]:
+    """(threshold, rule, source): the saved threshold when the run has one, else the one evaluate_run tuned,
+    else 0.5."""
     saved = load.saved_thresholds(run)
     if saved.get("binary") is not None:
-        return float(saved["binary"]), saved.get("rule") or "manual"
+        return float(saved["binary"]), saved.get("rule") or "manual", SAVED
     if res.get("threshold") is not None:
-        return float(res["threshold"]), res.get("rule") or "min_hter"
-    return 0.5, "manual"
+        return float(res["threshold"]), res.get("rule") or "min_hter", TUNED if res.get("tuned_on") else DEFAULT
+    return 0.5, "manual", DEFAULT
 
 
 def current_threshold(run: Run, res: dict) -> float:
     """The slider's value (set up on first use), readable before the slider is drawn."""
     key = k_threshold(run)
     if key not in st.session_state:
-        t, rule = initial_threshold(run, res)
+        t, rule, source = initial_threshold(run, res)
         st.session_state[key], st.session_state[k_rule(run)] = _clamp(t), rule
+        st.session_state[k_source(run)] = source
     return float(st.session_state[key])
+
+
+def in_force(run: Run, res: dict, tune_split: str | None) -> tuple[float, str]:
+    """The threshold every number on the page is counted at, and a sentence saying where it came from
+    ("the min-HTER rule, tuned on **val**"; "saved with the run (chosen by hand)"; "moved by hand ...")."""
+    t = current_threshold(run, res)
+    rule = st.session_state.get(k_rule(run), "manual")
+    source = st.session_state.get(k_source(run), HAND if rule == "manual" else TUNED)
+    rule_name = RULE_NAMES.get(rule, rule)
+    if source == TUNED:
+        return t, f"the {rule_name} rule, tuned on **{tune_split}**"
+    if source == SAVED:
+        saved = load.saved_thresholds(run)
+        where = saved.get("tuned_on")
+        how = rule_name if rule == "manual" or where in (None, "manual") else f"{rule_name}, tuned on **{where}**"
+        return t, f"saved with the run ({how})"
+    if source == HAND:
+        ref = tuned_threshold(run, "min_hter", tune_split) if tune_split else None
+        tail = f" (the min-HTER threshold tuned on **{tune_split}** is {display.threshold(ref)})" if ref is not None else ""
+        return t, "moved by hand on the Threshold tab" + tail
+    return t, "the default (no threshold could be tuned)"
 
 
 def _clamp(value: float) -> float:
@@ -65,10 +99,12 @@ def _clamp(value: float) -> float:
 def _use(run: Run, value: float, rule: str) -> None:
     st.session_state[k_threshold(run)] = _clamp(value)
     st.session_state[k_rule(run)] = rule
+    st.session_state[k_source(run)] = TUNED
 
 
 def _moved(run: Run) -> None:
     st.session_state[k_rule(run)] = "manual"
+    st.session_state[k_source(run)] = HAND
 
 
 def predicted(pred, threshold: float) -> np.ndarray:
@@ -86,10 +122,6 @@ def live_metrics(pred, threshold: float) -> dict:
     return m
 
 
-def _pct(v) -> str:
-    return "—" if v is None else f"{float(v):.2%}"
-
-
 def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None:
     st.subheader("Decision threshold")
     positive = pred.classes[int(pred.positive)]
@@ -103,9 +135,10 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
             value = tuned[rule]
             st.button(f"{label}" + (" (tuned on val)" if rule == "min_hter" and tune_split == "val" else ""),
                       key=f"eval.use.{rule}", disabled=value is None, on_click=_use, args=(run, value, rule),
-                      help=f"Threshold {value:.4f}, chosen on {tune_split}" if value is not None else "Could not tune")  # fmt: skip
+                      help=f"Threshold {display.threshold(value)}, chosen on {tune_split}" if value is not None else "Could not tune")  # fmt: skip
     st.slider("Threshold", 0.0, 1.0, step=STEP, format="%.3f", key=k_threshold(run), on_change=_moved, args=(run,),
-              help="Moves the operating point; every number and chart below follows it (from the stored scores).")  # fmt: skip
+              help="Moves the operating point; every number and chart on the page follows it, the cards above the "
+                   "tabs included (counted from the stored scores).")  # fmt: skip
     t = float(st.session_state[k_threshold(run)])
     m = live_metrics(pred, t)
     ref_t = tuned.get("min_hter")
@@ -116,12 +149,15 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
                                           (cols[4], "accuracy", "Accuracy", False)):  # fmt: skip
         value = m.get(key)
         delta = None
-        if ref is not None and value is not None and ref.get(key) is not None and abs(value - ref[key]) > 1e-12:
-            delta = f"{(value - ref[key]) * 100:+.2f} pts vs min-HTER"
-        col.metric(label, _pct(value), delta=delta, delta_color="inverse" if lower_better else "normal", border=True)
+        if ref is not None and display.finite(value) and display.finite(ref.get(key)) and abs(value - ref[key]) > 1e-12:
+            delta = display.format_delta(key, value - ref[key])
+        col.metric(label, display.format_metric(key, value), delta=delta, delta_color="inverse" if lower_better else "normal",
+                   border=True)  # fmt: skip
     rule = st.session_state.get(k_rule(run), "manual")
-    st.caption(f"Threshold {t:.4f} ({RULE_NAMES.get(rule, rule)}). FAR = false accepts / negatives; "
-               "FRR = false rejects / positives; HTER = (FAR + FRR) / 2.")  # fmt: skip
+    versus = (f" Arrows: change from the min-HTER threshold tuned on {tune_split or split} ({display.threshold(ref_t)})."
+              if ref_t is not None else "")  # fmt: skip
+    st.caption(f"Threshold {display.threshold(t)} ({RULE_NAMES.get(rule, rule)}). FAR = false accepts / negatives; "
+               f"FRR = false rejects / positives; HTER = (FAR + FRR) / 2.{versus}")  # fmt: skip
     save_row(run, pred, t, rule, tune_split)
     charts(run, pred, res, split, t, m)
 
@@ -132,8 +168,10 @@ def save_row(run: Run, pred, t: float, rule: str, tune_split: str | None) -> Non
         clicked = st.button("Save threshold to run", type="primary", icon=":material/save:", key="eval.save_threshold",
                             help="Writes thresholds.json in the run folder; predictions and the CLI use it from then on.")  # fmt: skip
         if saved.get("binary") is not None:
-            st.caption(f"Saved: {float(saved['binary']):.4f} ({RULE_NAMES.get(saved.get('rule'), saved.get('rule') or '?')}"
-                       f", tuned on {saved.get('tuned_on', '?')}).")  # fmt: skip
+            rule_name = RULE_NAMES.get(saved.get("rule"), saved.get("rule") or RULE_NAMES["manual"])
+            where = saved.get("tuned_on")
+            st.caption(f"Saved: {display.threshold(saved['binary'])} ({rule_name}"
+                       + (f", tuned on {where}" if where not in (None, "manual") else "") + ").")  # fmt: skip
         else:
             st.caption("No threshold saved with this run yet (0.5 is used).")
     if clicked:
@@ -146,7 +184,8 @@ def save_row(run: Run, pred, t: float, rule: str, tune_split: str | None) -> Non
         except (LoupeError, OSError, ValueError) as e:
             st.error(f"Could not save the threshold: {e}")
             return
-        st.toast(f"Saved threshold {t:.4f} to {run.id}", icon=":material/save:")
+        st.session_state[k_source(run)] = SAVED
+        st.toast(f"Saved threshold {display.threshold(t)} to {run.id}", icon=":material/save:")
         st.rerun()
 
 
@@ -168,5 +207,13 @@ def charts(run: Run, pred, res: dict, split: str, t: float, m: dict) -> None:
                        key="eval.chart.roc")  # fmt: skip
     rates = [(k, v) for k, v in (("FRR at FAR", res.get("frr_at_far")), ("FAR at FRR", res.get("far_at_frr"))) if v]
     if rates:
-        st.caption(" · ".join(f"{name} {float(at) * 100:g}%: {_pct(v)}" for name, d in rates for at, v in d.items())
+        st.caption(" · ".join(f"{name} {_target(at)}: {display.percent(v)}" for name, d in rates for at, v in d.items())
                    + f" (on {split}).")
+
+
+def _target(at: object) -> str:
+    """A target rate of the report's operating points ("0.01" -> "1.00%")."""
+    try:
+        return display.percent(float(at))
+    except (TypeError, ValueError):
+        return str(at)

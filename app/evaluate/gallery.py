@@ -1,6 +1,10 @@
 """Image galleries on the Evaluate page: the images of a confusion-matrix cell, the top losses and the
 likely mislabelled images. Predictions store `indices` into the dataset, so images come from the
-run's dataset (opened once per process by `app.common.loaders.load_dataset`)."""
+run's dataset (opened once per process by `app.common.loaders.load_dataset`).
+
+Each image sits in its own small block with its caption and, right under it, a link named by its file
+to the Explain page: a user explains the image they are looking at, not "#17" of a row of numbers.
+"""
 
 from __future__ import annotations
 
@@ -43,42 +47,73 @@ def _name(classes: Sequence[str], value) -> str:
     return str(value)
 
 
+SOFT_BREAK = "\u200b"  # zero-width space: where a browser may break a long name that has no spaces
+
+
+def breakable(name: object) -> str:
+    """`name` with a break opportunity after each '_', '/', '-' and '.', so a long class name such as
+    "negatives_background_patches" wraps at its parts in a narrow caption or table cell, not mid-word (and
+    is never clipped). For display only: the text still reads and compares the same to a person."""
+    text = str(name)
+    for sep in "_/-.":
+        text = text.replace(sep, sep + SOFT_BREAK)
+    return text
+
+
+ITEM_PX = 172  # one gallery item (thumbnail, caption, link) this wide: five in a row at 1400 px, a file name fits
+NAME_CHARS = 19  # a longer file name keeps its start and its end (where the numbers are): "IMG_2…601_123456.jpg"
+HEAD_CHARS = 5
+
+
+def file_name(item_id: object) -> str:
+    """The short name of an image for a link: the last part of its id ("positives/IMG_0042.jpg" ->
+    "IMG_0042.jpg"; a built-in dataset's "fashion-binary#7177" -> "#7177", the dataset being the same for
+    every image), shortened in the middle when it is long; the full id is in the link's tooltip."""
+    name = str(item_id).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] or str(item_id)
+    if "#" in name and name.rsplit("#", 1)[1].isdigit():
+        name = "#" + name.rsplit("#", 1)[1]
+    if len(name) <= NAME_CHARS:
+        return name
+    return name[:HEAD_CHARS] + "…" + name[len(name) - (NAME_CHARS - HEAD_CHARS - 1):]
+
+
+def caption(item: dict, classes: Sequence[str], extra: str | None = None) -> str:
+    """'true → predicted (confidence)' (+ `extra`, a field of the item, e.g. its loss)."""
+    cap = f"{breakable(_name(classes, item.get('true')))} → {breakable(_name(classes, item.get('predicted')))}"
+    if item.get("confidence") is not None:
+        cap += f" ({float(item['confidence']):.0%})"
+    if extra and item.get(extra) is not None:
+        cap += f" · {extra.replace('_', ' ')} {float(item[extra]):.2f}"
+    return cap
+
+
 def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str | None = None,
          run_id: str | None = None) -> None:
-    """A grid of thumbnails, each captioned 'true → predicted (confidence)' (+ `extra`, a field to add),
-    and, with `run_id`, links that open each image on the Explain page."""
+    """A wrapping grid of thumbnails, each captioned 'true → predicted (confidence)' (+ `extra`) and, with
+    `run_id`, with its own link right under it, named by its file, to its explanations on the Explain page."""
     if not items:
         st.caption("No images here.")
         return
-    captions = []
-    for it in items:
-        cap = f"{_name(classes, it.get('true'))} → {_name(classes, it.get('predicted'))}"
-        if it.get("confidence") is not None:
-            cap += f" ({float(it['confidence']):.0%})"
-        if extra and it.get(extra) is not None:
-            cap += f" · {extra.replace('_', ' ')} {float(it[extra]):.2f}"
-        captions.append(cap)
+    captions = [caption(it, classes, extra) for it in items]
     if ds is None:
-        st.dataframe([{"id": it.get("id"), "index": it.get("index"), "image": c} for it, c in zip(items, captions)],
-                     hide_index=True, key=f"{key}.table")  # fmt: skip
+        rows = [{"image": file_name(it.get("id")), "index": it.get("index"), "true → predicted": c} for it, c in zip(items, captions)]
+        st.dataframe(rows, hide_index=True, key=f"{key}.table")
         return
-    images = []
-    for it in items:
-        try:
-            images.append(for_display(ds.thumbnail(int(it["index"]))))
-        except (IndexError, LoupeError, OSError, KeyError, ValueError):
-            images.append(np.zeros((THUMB_PX, THUMB_PX), np.uint8))
-    st.image(images, caption=captions, width=THUMB_PX)
-    if run_id:
-        explain_links(items, run_id, key)
+    with st.container(horizontal=True, gap="small", key=f"{key}.grid"):
+        for n, (it, cap) in enumerate(zip(items, captions)):
+            with st.container(width=ITEM_PX, gap=None, key=f"{key}.item.{n}"):
+                st.image(_thumbnail(ds, it), width=THUMB_PX)
+                st.caption(cap)  # as wide as the item, not the thumbnail: fewer lines
+                if run_id:
+                    st.page_link("pages/explanations.py", label=file_name(it.get("id")), icon=":material/visibility:", query_params={"run": run_id, "image": str(int(it["index"]))},
+                                 help=f"Explain {it.get('id')} on the Explain page")  # fmt: skip
 
 
-def explain_links(items: Sequence[dict], run_id: str, key: str) -> None:
-    """One small link per image, in grid order, to its attribution maps on the Explain page."""
-    st.caption("Explain an image (in the order above):")
-    with st.container(horizontal=True, key=f"{key}.explain_links"):
-        for n, it in enumerate(items, start=1):
-            st.page_link("pages/explanations.py", label=f"#{n}", query_params={"run": run_id, "image": str(int(it["index"]))})
+def _thumbnail(ds, item: dict) -> np.ndarray:
+    try:
+        return for_display(ds.thumbnail(int(item["index"])))
+    except (IndexError, LoupeError, OSError, KeyError, ValueError):
+        return np.zeros((THUMB_PX, THUMB_PX), np.uint8)
 
 
 def cell_items(pred, predicted: np.ndarray, true_c: int, pred_c: int, limit: int = MAX_IMAGES) -> tuple[list[dict], int]:

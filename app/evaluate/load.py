@@ -5,6 +5,8 @@ thresholds files, so a new training result or a saved threshold is picked up on 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import streamlit as st
 
@@ -87,6 +89,17 @@ def evaluation(run: Run, split: str, tune_split: str | None, bootstrap: int = BO
     """`evaluate_run` at the thresholds saved with the run (thresholds.json) when there are any, else at
     thresholds tuned on `tune_split` (min-HTER for binary, best F1 per label for multi-label)."""
     return _evaluate(str(run.path), split, tune_split, bootstrap, use_saved, files_key(run))
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def _report_at(path: str, split: str, thresholds: str, bootstrap: int, key: tuple) -> dict:
+    return ev.report_at(_predictions(path, split, key), json.loads(thresholds), bootstrap=bootstrap)
+
+
+def report_at(run: Run, split: str, thresholds: dict, bootstrap: int = BOOTSTRAP) -> dict:
+    """`report_at` of the split's predictions at `thresholds` (the threshold in force: the slider's), cached
+    per threshold so moving the slider back and forth answers at once."""
+    return _report_at(str(run.path), split, json.dumps(thresholds, sort_keys=True), bootstrap, files_key(run))
 
 
 def has_saved_thresholds(run: Run) -> bool:

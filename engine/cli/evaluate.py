@@ -10,16 +10,15 @@ import argparse
 import json
 
 from engine.cli.flags import JSON, RUNS_DIR
-
-
-def _fmt(v) -> str:
-    if v is None:
-        return "n/a"
-    return f"{v:.4f}" if isinstance(v, float) else str(v)
+from engine.metrics import display
 
 
 def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
-    """A readable report: headline metrics, binary/multi-label extras, per class, calibration, items."""
+    """A readable report: headline metrics, binary/multi-label extras, per class, calibration, items.
+
+    Every number is written by `engine.metrics.display`, as the Evaluate page writes it (rates as
+    percentages, scores and thresholds to 4 decimals, "n/a" when missing).
+    """
     lines = [f"task {res['task']}, {res['n']} items; thresholds tuned on {res['tuned_on'] or 'nothing (given)'}, "
              f"reported on {res['reported_on']}" + ("  [OPTIMISTIC: same split]" if res["optimistic"] else "")]
     ci = res.get("ci", {})
@@ -28,29 +27,43 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
         if res["task"] == "binary" else []
     keys += ["samples_f1", "hamming_loss", "subset_accuracy"] if res["task"] == "multilabel" else []
     for k in keys:
-        band = f"  (95% CI {ci[k][0]:.4f}-{ci[k][1]:.4f})" if ci.get(k) else ""
-        lines.append(f"  {k:<20} {_fmt(res.get(k))}{band}")
+        band = f"  (95% CI {display.interval(k, ci[k])})" if ci.get(k) else ""
+        lines.append(f"  {k:<20} {display.format_metric(k, res.get(k))}{band}")
     if res["task"] == "binary":
         lines.append(f"  rule {res['rule']}, positive class '{res['positive_class']}'")
         for name in ("frr_at_far", "far_at_frr"):
+            fixed = name.split("_at_")[1].upper()
             for x, v in (res.get(name) or {}).items():
-                lines.append(f"  {name.replace('_at_', ' at ').upper()} = {x}: {_fmt(v)}")
+                lines.append(f"  {display.label(name.split('_at_')[0])} at {fixed} {display.percent(_float(x))}: "
+                             f"{display.format_metric(name, v)}")
     for k, v in res.get("top_k", {}).items():
-        lines.append(f"  top-{k} accuracy       {_fmt(v)}")
-    lines.append("per class:  precision  recall  f1      support" + ("  threshold" if res["task"] == "multilabel" else ""))
+        lines.append(f"  {f'top-{k} accuracy':<20} {display.percent(v)}")
+    lines.append(f"  {'per class':<20} {'precision':>9}  {'recall':>8}  {'f1':>8}  support"
+                 + ("  threshold" if res["task"] == "multilabel" else ""))
     for row in res["per_class"]:
-        extra = f"  {row['threshold']:.4f}" if "threshold" in row else ""
-        lines.append(f"  {row['class'][:20]:<20} {row['precision']:.4f}  {row['recall']:.4f}  {row['f1']:.4f}  {row['support']}{extra}")
+        extra = f"  {display.threshold(row['threshold'])}" if "threshold" in row else ""
+        lines.append(f"  {row['class'][:20]:<20} {display.percent(row['precision']):>9}  {display.percent(row['recall']):>8}"
+                     f"  {display.percent(row['f1']):>8}  {row['support']}{extra}")
     for m in res.get("most_confused", [])[:5]:
         lines.append(f"  confused: {m['true']} -> {m['predicted']} x{m['count']}")
     cal = res["calibration"]
-    lines.append(f"calibration: ECE {cal['ece']:.4f}" + (f", temperature {cal['temperature']:.3f} -> ECE {cal['ece_after']:.4f}"
-                                                         if "temperature" in cal else ""))
+    lines.append(f"calibration: ECE {display.format_metric('ece', cal['ece'])}"
+                 + (f", temperature {display.number(cal['temperature'])} -> ECE {display.format_metric('ece', cal['ece_after'])}"
+                    if "temperature" in cal else ""))  # fmt: skip
     for t in top[:10]:
-        lines.append(f"  top loss: {t['id']} true {t['true']} predicted {t['predicted']} ({t['confidence']:.3f})")
+        lines.append(f"  top loss: {t['id']} true {t['true']} predicted {t['predicted']} ({display.percent(t['confidence'])})")
     for t in suspects[:10]:
-        lines.append(f"  likely mislabelled: {t['id']} given {t['given']} suggested {t['suggested']} (margin {t['margin']:.3f})")
+        lines.append(f"  likely mislabelled: {t['id']} given {t['given']} suggested {t['suggested']} "
+                     f"(margin {display.number(t['margin'])})")
     return "\n".join(lines)
+
+
+def _float(x: object) -> float | None:
+    """A JSON key back to a number ("0.01" -> 0.01); None when it is not one."""
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

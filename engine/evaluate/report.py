@@ -109,6 +109,18 @@ def _multilabel(pred: Predictions, chosen: dict, bootstrap: int, seed: int) -> d
     }
 
 
+def report_at(pred: Predictions, thresholds: dict, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Every metric of `pred` at `thresholds` (the thresholds.json format: "binary" for a binary run, one
+    "multilabel" threshold per label, nothing for multi-class), with bootstrap intervals; JSON-serialisable.
+
+    Why public: the Evaluate page shows its cards at the threshold in force (its slider, a saved or a tuned
+    one), and those cards must be counted exactly as `evaluate_run` counts its report.
+    """
+    if pred.task == "multilabel":
+        return _multilabel(pred, thresholds, bootstrap, seed)
+    return _single_label(pred, thresholds, bootstrap, seed)
+
+
 def evaluate_run(run: Run, split: str = "test", tune_split: str = "val", rule: str = "min_hter",
                  thresholds: dict | None = None, bootstrap: int = 1000, seed: int = 0) -> dict:
     """Every metric of `split` at thresholds tuned on `tune_split` (or the given ones); JSON-serialisable."""
@@ -125,10 +137,7 @@ def evaluate_run(run: Run, split: str = "test", tune_split: str = "val", rule: s
         chosen = {"rule": "manual", "tuned_on": None, **thresholds}
         if "temperature" not in chosen:
             chosen["temperature"] = fit_temperature(tune.labels, tune.probs)
-    if report.task == "multilabel":
-        out = _multilabel(report, chosen, bootstrap, seed)
-    else:
-        out = _single_label(report, chosen, bootstrap, seed)
+    out = report_at(report, chosen, bootstrap, seed)
     temperature = chosen.get("temperature")
     calib = reliability(report.labels, report.probs)
     if temperature:

@@ -18,7 +18,7 @@ MISSING = "n/a"
 RATES = frozenset({
     "accuracy", "balanced_accuracy", "top1_accuracy", "top5_accuracy", "subset_accuracy", "far", "frr", "hter",
     "eer", "min_hter", "precision", "recall", "f1", "macro_f1", "micro_f1", "weighted_f1", "samples_f1",
-    "hamming_loss", "frr_at_far", "far_at_frr", "share", "minority_share",
+    "hamming_loss", "frr_at_far", "far_at_frr", "share", "minority_share", "top3_accuracy", "best_f1",
 })
 THRESHOLDS = frozenset({"threshold", "eer_threshold", "min_hter_threshold", "f1_threshold"})
 
@@ -86,6 +86,19 @@ def format_metric(name: str, value: object) -> str:
     return number(value)
 
 
+def interval(name: str, bounds: object) -> str:
+    """A confidence interval in the metric's own format, the unit written once: "72.90–80.10%", "0.7290–0.8010".
+
+    Missing bounds (None, a non-pair, a non-finite end) read "n/a": an interval is shown whole or not at all.
+    """
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 2 or not all(finite(b) for b in bounds):
+        return MISSING
+    lo, hi = (format_metric(name, float(b)) for b in bounds)
+    if lo.endswith("%") and hi.endswith("%"):
+        lo = lo[:-1]
+    return f"{lo}–{hi}"
+
+
 def format_delta(name: str, delta: object) -> str:
     """A signed difference in the metric's own unit: rates in percentage points ("+1.20 pp")."""
     if not finite(delta):
@@ -96,5 +109,5 @@ def format_delta(name: str, delta: object) -> str:
     return f"{d:+.4f}"
 
 
-__all__ = ["MISSING", "RATES", "base_name", "finite", "format_delta", "format_metric", "is_rate", "label",
-           "number", "percent", "threshold"]
+__all__ = ["MISSING", "RATES", "base_name", "finite", "format_delta", "format_metric", "interval", "is_rate",
+           "label", "number", "percent", "threshold"]
