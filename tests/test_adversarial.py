@@ -269,9 +269,10 @@ def test_cli_attack_limit_is_stratified_and_prints_na(class_ordered_run, capsys)
 def test_old_saved_sweeps_stay_readable_but_are_marked_outdated(class_ordered_run, tmp_path):
     import shutil
 
+    from engine.runs import sweeps
     from engine.runs.folder import Run, atomic_write_json
-    from engine.runs.sweeps import SWEEP_DIR, VERSION, latest_record, load_record, outdated, save_sweep, sweep_key, sweep_params
 
+    SWEEP_DIR, latest_record, load_record, outdated = sweeps.SWEEP_DIR, sweeps.latest_record, sweeps.load_record, sweeps.outdated
     run = Run(tmp_path / class_ordered_run.id)
     shutil.copytree(class_ordered_run.path, run.path)
     shutil.rmtree(run.path / SWEEP_DIR, ignore_errors=True)
@@ -283,11 +284,11 @@ def test_old_saved_sweeps_stay_readable_but_are_marked_outdated(class_ordered_ru
     rec = latest_record(run)
     assert rec is not None and rec["result"]["accuracy"] == [0.9, 0.5]  # readable
     assert outdated(rec) and "stratified" in outdated(rec)
-    params = sweep_params([0.0, 0.03], "val", 40, "fgsm")
+    params = sweeps.sweep_params([0.0, 0.03], "val", 40, "fgsm")
     assert load_record(run, params) is None  # never the answer for today's settings
-    assert VERSION >= 2 and params["seed"] == 0
-    assert sweep_key(params) != sweep_key({**params, "seed": 1})
-    save_sweep(run, params, epsilon_sweep(run, [0.0, 0.03], limit=40, min_eps=False))
+    assert sweeps.VERSION >= 2 and params["seed"] == 0
+    assert sweeps.sweep_key(params) != sweeps.sweep_key({**params, "seed": 1})
+    sweeps.save_sweep(run, params, epsilon_sweep(run, [0.0, 0.03], limit=40, min_eps=False))
     new = load_record(run, params)
-    assert new is not None and new["version"] == VERSION and outdated(new) is None
+    assert new is not None and new["version"] == sweeps.VERSION and outdated(new) is None
     assert new["result"]["seed"] == 0 and len(new["result"]["indices"]) == 40
