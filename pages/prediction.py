@@ -1,6 +1,6 @@
 """Predict page (`/prediction`): a model (a trained run, or the built-in ImageNet model, which works before any training) on
 uploaded images or a camera picture -> per image the top prediction, the top-k confidences, the decision, the
-unsure flag, the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
+unsure flag (`engine.predict.unsure`: close to changing its decision), the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
 be exported to ONNX / TorchScript.
 
 The engine does the work (`engine.predict.predictor.Predictor`, `engine.explain.attributions`, `engine.predict.export`);
@@ -13,6 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import LoupeError
+from engine.predict.unsure import DEFAULT_MARGIN, RULE
 from engine.runs.folder import Run
 from app.predict import load
 from app.predict import view
@@ -78,15 +79,24 @@ def settings(pred, n_classes: int) -> dict:
     if n_classes > 1:
         top_k = c1.slider("Top-k", 1, min(10, n_classes), min(5, n_classes), key=K_TOP_K,
                           help="How many of the most likely classes the bar chart shows.")
-    default = getattr(pred, "unsure_below", None)
     if K_UNSURE not in st.session_state:
-        st.session_state[K_UNSURE] = float(default) if isinstance(default, (int, float)) else 0.5
-    unsure = c2.slider("Unsure below", 0.0, 1.0, step=0.01, key=K_UNSURE, format="%.2f",
-                       help="A prediction whose top confidence is below this is flagged *unsure*: look at it "
-                            "yourself. (Multi-label runs flag an image with no label above its threshold.)")
+        st.session_state[K_UNSURE] = DEFAULT_MARGIN
+    task = str(getattr(pred, "task", "multiclass"))
+    unsure = c2.slider(f"Unsure margin (default {DEFAULT_MARGIN:g})", 0.0, 1.0, step=0.01, key=K_UNSURE, format="%.2f",
+                       help=unsure_help(task))
     gradcam = c3.toggle("Grad-CAM overlay", key=K_GRADCAM,
                         help="Where the model looked for its top class (Grad-CAM, as on the Explain page).")
-    return {"top_k": int(top_k), "unsure_below": float(unsure), "gradcam": bool(gradcam)}
+    return {"top_k": int(top_k), "unsure_margin": float(unsure), "gradcam": bool(gradcam)}
+
+
+def unsure_help(task: str) -> str:
+    """The slider's help: the rule for this model's task first, then the others (`engine.predict.unsure`)."""
+    order = [task, *(t for t in RULE if t != task)]
+    names = {"binary": "Binary", "multiclass": "Multi-class", "multilabel": "Multi-label"}
+    lines = [f"- **{names[t]}**{' (this model)' if t == task else ''}: {RULE[t]}." for t in order if t in names]
+    return (f"A prediction is flagged *unsure* (look at it yourself) when it is close to going the other way, by "
+            f"less than this margin on the probability scale. Default {DEFAULT_MARGIN:g}.\n\n" + "\n".join(lines)
+            + "\n\nThe decision threshold is the run's saved one (Evaluate), else 0.5.")
 
 
 def inputs() -> list[tuple[str, bytes]]:
@@ -122,7 +132,7 @@ def main() -> None:
         return
     key = load.model_key(ref, runs)
     with st.spinner(f"Predicting {len(items)} image{'s' if len(items) > 1 else ''}…"):
-        results = load.predict(pred, key, items, opts["top_k"], opts["unsure_below"])
+        results = load.predict(pred, key, items, opts["top_k"], opts["unsure_margin"])
     for r in results:
         if not r.get("ok"):
             st.error(f"`{r.get('file')}` cannot be read: {r.get('error') or 'not an image'}", icon=":material/error:")
@@ -146,7 +156,7 @@ def main() -> None:
         overlay = None
         if cam:
             overlay = (lambda d=data, n=r["file"], t=target: load.gradcam_overlay(pred, key, n, d, t))
-        view.result_card(i, r, data, task, opts["unsure_below"], overlay)
+        view.result_card(i, r, data, task, opts["unsure_margin"], overlay)
 
 
 draw_frame()  # the page config and the sidebar every page shares
