@@ -13,8 +13,9 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import LoupeError
+from engine.metrics.display import finite, format_metric, label
 from engine.predict.unsure import DEFAULT_MARGIN, RULE
-from engine.runs.folder import Run
+from engine.runs.folder import Run, run_row
 from app.predict import load
 from app.predict import view
 from app.common import run_picker
@@ -47,20 +48,35 @@ def pick_model(runs: dict[str, Run]) -> str:
     st.session_state[K_SEEN_RUN] = active
     if followed or st.session_state.get(K_MODEL) not in options:
         st.session_state[K_MODEL] = active if active in runs else (next(iter(runs)) if runs else builtins[0])
-    labels = {**{r: run_picker.run_label(run, results=True) for r, run in runs.items()},
+    # Labels that never change while a run trains (no state, no best metric: those are in the caption below):
+    # the browser sends the label it shows back as the value, and a label that changed in between no longer
+    # names an option, so the choice silently fell back to the first run.
+    labels = {**{r: run_picker.run_label(run) for r, run in runs.items()},
               **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins}}  # fmt: skip
     ref = st.selectbox("Model", options, key=K_MODEL, format_func=lambda r: labels.get(r, r), on_change=_picked,
-                       help="Your runs with saved weights (newest first, with their best validation metric), and the "
-                            "built-in ImageNet classifier, which works before any training.")  # fmt: skip
+                       help="Your runs with saved weights (newest first), and the built-in ImageNet classifier, which "
+                            "works before any training.")  # fmt: skip
     if not runs:
         st.caption("No trained run yet: predicting with the built-in ImageNet model. Train one on the **Train** page "
                    "to predict your own classes.")  # fmt: skip
     return ref
 
 
-def model_caption(pred) -> str:
+def model_caption(pred, run: Run | None = None) -> str:
+    """What the model is: name, task, classes, input size, temperature; for a run also its state and best
+    validation metric (written the one way, `engine.metrics.display`)."""
     classes = list(getattr(pred, "classes", []) or [])
     bits = [f"`{getattr(pred, 'name', '?')}`", str(getattr(pred, "task", "?")), f"{len(classes):,} classes"]
+    if run is not None:
+        try:
+            row = run_row(run)
+        except (OSError, ValueError, KeyError):
+            row = {}
+        if row.get("state"):
+            bits.append(str(row["state"]))
+        monitor = str(row.get("monitor") or "")
+        if monitor and finite(row.get("best")):
+            bits.append(f"best {label(monitor)} {format_metric(monitor, row['best'])}")
     size = getattr(pred, "image_size", None)
     if size:
         bits.append(f"input {size} px")
@@ -121,7 +137,7 @@ def main() -> None:
     except (LoupeError, OSError, ValueError, RuntimeError) as e:
         st.error(f"The model `{ref}` cannot be loaded: {e}", icon=":material/error:")
         return
-    st.caption(model_caption(pred))
+    st.caption(model_caption(pred, run))
     if run is not None:
         view.export_panel(run)
     classes = list(getattr(pred, "classes", []) or [])

@@ -178,3 +178,37 @@ def test_a_55_percent_binary_prediction_is_flagged_unsure_at_the_default_margin(
     assert list(at.dataframe[0].value["flag"]) == ["ok", "ok"]
     for el in (*at.markdown, *at.caption):
         assert not re.search(r"\b(None|nan)\b", el.value), el.value
+
+
+def test_the_chosen_run_stays_chosen_while_its_results_change(run, tmp_path, monkeypatch):
+    """Issue 13, item 6's pattern on this page: the model picker's labels carried the run's state and best metric,
+    which change while a run trains; the browser sends back the label it shows, which then named no option, and
+    the choice fell back to the first run. Labels are stable now; state and best metric are in the caption."""
+    import os
+    import shutil
+
+    from tests.test_page_explain import _browser_sends
+
+    root = tmp_path / "runs"
+    newer, older = root / f"{run.id}-newer", root / f"{run.id}-older"
+    shutil.copytree(run.path, newer)
+    shutil.copytree(run.path, older)
+    os.utime(older / "config.json", (1e9, 1e9))  # listed second
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(root))
+    at = open_predict()
+    model = at.selectbox(key="pred.model")
+    assert model.value == newer.name  # the newest run first
+    model.set_value(older.name).run()
+    assert not at.exception and at.selectbox(key="pred.model").value == older.name
+    shown = at.selectbox(key="pred.model")
+    label = shown.options[shown.index]
+    summary = json.loads((older / "summary.json").read_text())
+    monitor = summary["monitor"].removeprefix("val_")
+    summary["best"][monitor] = summary["best"][monitor] / 2 + 0.25  # as when a later epoch does better
+    (older / "summary.json").write_text(json.dumps(summary))
+    at.run()  # the page redraws (an epoch ended elsewhere); the browser still shows, and sends, the label it had
+    _browser_sends(at.selectbox(key="pred.model"), label)
+    at.toggle(key="pred.use_camera").set_value(False).run()
+    assert not at.exception
+    assert at.selectbox(key="pred.model").value == older.name, "the choice must survive the run's progress"
+    assert any(f"`{older.name}`" in c.value and "best " in c.value and "%" in c.value for c in at.caption)
