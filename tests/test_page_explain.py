@@ -384,3 +384,15 @@ def test_saved_sweeps_without_positives_or_from_an_older_loupe_say_so(ordered_bi
     assert not again.exception
     assert any("older Loupe" in w.value and "stratified" in w.value for w in again.warning)
     assert any("the first ones of the split" in c.value for c in again.caption)
+
+
+def test_long_class_names_wrap_on_chart_axes():
+    from app.explain.charts import top_k_bars, wrap
+
+    long = "Egyptian cat, a domestic breed with a spotted coat and long legs"
+    assert wrap("cat") == "cat"
+    lines = wrap(long).split("<br>")
+    assert 1 < len(lines) <= 3 and all(len(line) <= 22 for line in lines) and lines[-1].endswith("…")
+    fig = top_k_bars(np.array([0.7, 0.3]), [long, "dog"], 2).to_plotly_json()
+    assert "<br>" in fig["data"][0]["y"][-1] and fig["data"][0]["customdata"][-1] == long  # the hover has it whole
+    assert fig["layout"]["xaxis"]["tickvals"][-1] == 1.0

@@ -34,10 +34,12 @@ def top_k_bars(probs: np.ndarray, classes: Sequence[str], k: int = 5, title: str
                            text=[f"{probs[i]:.1%}" for i in order], textposition="auto", marker_color=ACC_C,
                            customdata=[str(classes[i]) for i in order],
                            hovertemplate="%{customdata}: %{x:.2%}<extra></extra>"))  # fmt: skip
-    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
     fig.update_yaxes(type="category")
     lines = sum(n.count("<br>") + 1 for n in names)
-    return layout(fig, title, height=max(180, 60 + 22 * lines + 8 * len(order)))
+    fig = layout(fig, title, height=max(180, 60 + 22 * lines + 8 * len(order)))
+    fig.update_layout(margin={"r": 28})  # room for the "100%" tick, which Plotly drops when it would be clipped
+    return fig
 
 
 def deletion_curves(curves: Mapping[str, dict], target_name: str) -> go.Figure:

@@ -157,8 +157,10 @@ def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "e
         show_map(picked.pixels, ex["heatmap"], opts, col, method)
         scores = {"Deletion AUC": number(ex["curve"]["auc"]), "infidelity": scientific(ex["scores"].get("infidelity")),
                   "max-sensitivity": number(ex["scores"].get("max_sensitivity"))}
-        col.caption(" · ".join(f"{k} **{v}**" if k == "Deletion AUC" else f"{k} {v}" for k, v in scores.items())
-                    + f" · {ex['seconds'] * 1000:.0f} ms", help=" ".join(["Lower is better for all three.", *helps().values()]))  # fmt: skip
+        # one figure a line: the columns are narrow, and a line broken inside "1.45e-05" misreads
+        col.caption("  \n".join([*(f"{k} **{v}**" if k == "Deletion AUC" else f"{k} {v}" for k, v in scores.items()),
+                                  f"{ex['seconds'] * 1000:,.0f} ms"]),
+                    help=" ".join(["Lower is better for all three.", *helps().values()]))  # fmt: skip
         curves[method] = ex["curve"]
         rows.append({"method": method, "deletion AUC (lower is better)": scores["Deletion AUC"],
                      "infidelity": scores["infidelity"], "max-sensitivity": scores["max-sensitivity"],
