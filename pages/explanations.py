@@ -131,8 +131,10 @@ def prediction(run: Run, rm, picked, classes: list[str]) -> tuple[np.ndarray, in
     left.image(for_display(picked.pixels, 160), caption=picked.name, width=160)
     left.markdown(cap)
     verdict = ("· correct" if picked.label == top else "· wrong") if picked.label is not None else ""
-    left.metric("Predicted", str(classes[top]), delta=f"{probs[top]:.1%} {verdict}".strip(), delta_color="off",
-                delta_arrow="off", border=True)  # fmt: skip
+    with left.container(border=True, key="expl.predicted"):  # not st.metric: it cuts a long class name off
+        st.caption("Predicted")
+        st.markdown(f"### {classes[top]}")
+        st.markdown(f":gray-badge[{probs[top]:.1%} {verdict}]".strip())
     if rule[0] is not None:
         left.caption(f"Decided at the run's threshold {threshold(rule[0])} on P({classes[rule[1]]}).")
     what = "label probabilities (independent)" if rm.task == "multilabel" else "confidences"

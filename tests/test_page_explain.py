@@ -289,6 +289,8 @@ def test_numbers_on_the_attributions_and_adversarial_tabs_are_for_people(run, mo
     assert m and re.fullmatch(r"\d+|\d\.\d", m.group(1)), pert
     for el in (*at.markdown, *at.caption, *at.metric):
         assert not NONE_OR_NAN.search(str(el.value)), el.value
+    # the predicted class is a heading that wraps (st.metric cut long class names off with an ellipsis)
+    assert not at.metric and any(md.value.startswith("### ") for md in at.markdown)
 
 
 def test_minimal_epsilon_title_fits_its_half_width_chart(run, monkeypatch):

@@ -133,7 +133,8 @@ def results_table(results: Sequence[dict], model_name: str) -> pd.DataFrame:
     st.subheader(f"{len(df)} images")
     st.caption(f"{n_unsure} unsure · {n_err} could not be read · model `{model_name}`")
     st.dataframe(df, hide_index=True, key="pred.table",
-                 column_config={"confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
+                 column_config={"prediction": st.column_config.TextColumn("prediction", width="large"),
+                                "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
                                 "seconds": st.column_config.NumberColumn("seconds", format="%.3f")})  # fmt: skip
     st.download_button("Download CSV", df.to_csv(index=False).encode("utf-8"), file_name="predictions.csv",
                        mime="text/csv", icon=":material/download:", key="pred.csv")  # fmt: skip
