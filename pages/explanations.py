@@ -136,7 +136,8 @@ def prediction(run: Run, rm, picked, classes: list[str]) -> tuple[np.ndarray, in
         st.markdown(f"### {classes[top]}")
         st.markdown(f":gray-badge[{probs[top]:.1%} {verdict}]".strip())
     if rule[0] is not None:
-        left.caption(f"Decided at the run's threshold {threshold(rule[0])} on P({classes[rule[1]]}).")
+        whose = "the run's saved threshold" if load.threshold_saved(run) else "training's default threshold (Evaluate saves a tuned one)"
+        left.caption(f"Decided at {whose}: {classes[rule[1]]} when P({classes[rule[1]]}) ≥ {threshold(rule[0])}.")
     what = "label probabilities (independent)" if rm.task == "multilabel" else "confidences"
     right.plotly_chart(charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
                        key="expl.chart.topk")  # fmt: skip

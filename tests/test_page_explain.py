@@ -398,3 +398,25 @@ def test_long_class_names_wrap_on_chart_axes():
     fig = top_k_bars(np.array([0.7, 0.3]), [long, "dog"], 2).to_plotly_json()
     assert "<br>" in fig["data"][0]["y"][-1] and fig["data"][0]["customdata"][-1] == long  # the hover has it whole
     assert fig["layout"]["xaxis"]["tickvals"][-1] == 1.0
+
+
+def test_a_binary_image_is_decided_at_the_runs_saved_threshold(ordered_binary_run, monkeypatch):
+    """The page's "Predicted" is the run's decision (as on Evaluate and Predict), not the argmax: with a saved
+    threshold below an image's score, that image is positive even when its score is under 50%."""
+    from engine.evaluate import load_predictions, save_thresholds
+
+    run = ordered_binary_run
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
+    pred = load_predictions(run, "val")
+    j = int(np.argmin(np.abs(pred.probs[:, 1] - 0.4)))  # the image whose score is nearest 40%
+    score = float(pred.probs[j, 1])
+    assert score < 0.5
+    try:
+        save_thresholds(run, {"binary": score - 0.01, "positive_class": 1, "rule": "manual", "tuned_on": "val"})
+        at = open_explain(run, image=str(int(pred.indices[j])))
+        assert not at.exception
+        assert any(md.value == "### positives" for md in at.markdown), [md.value for md in at.markdown]
+        assert any("saved threshold" in c.value and f"≥ {score - 0.01:.4f}" in c.value for c in at.caption)
+        assert _target(at).value == 1 and _target(at).options[1] == "positives (predicted)"
+    finally:
+        (run.path / "thresholds.json").unlink(missing_ok=True)

@@ -94,6 +94,14 @@ def decision_rule(run: Run, rm) -> tuple[float | None, int]:
     return float(saved.get("binary", 0.5)), int(saved.get("positive_class", rm.positive))
 
 
+def threshold_saved(run: Run) -> bool:
+    """Whether a threshold was chosen for the run (thresholds.json, by Evaluate or `evaluate --save-thresholds`);
+    otherwise decisions use training's default."""
+    from engine.evaluate.thresholds import FILE
+
+    return (run.path / FILE).is_file()
+
+
 def decided(probs: np.ndarray, task: str, rule: tuple[float | None, int]) -> int:
     """The class the run decides for one image's probabilities (`engine.metrics.core.decide`)."""
     from engine.metrics.core import decide
