@@ -420,3 +420,13 @@ def test_a_binary_image_is_decided_at_the_runs_saved_threshold(ordered_binary_ru
         assert _target(at).value == 1 and _target(at).options[1] == "positives (predicted)"
     finally:
         (run.path / "thresholds.json").unlink(missing_ok=True)
+
+
+def test_the_decided_class_per_task():
+    from app.explain.load import decided
+
+    assert decided(np.array([0.6, 0.4]), "binary", (0.3, 1)) == 1  # at the saved threshold, not the argmax
+    assert decided(np.array([0.6, 0.4]), "binary", (0.5, 1)) == 0
+    assert decided(np.array([0.3, 0.7]), "binary", (0.5, 0)) == 1  # positive class 0: P(0) = 0.3 < 0.5
+    assert decided(np.array([0.2, 0.5, 0.3]), "multiclass", (None, 0)) == 1
+    assert decided(np.array([0.9, 0.95, 0.1]), "multilabel", (None, 0)) == 1  # the top label

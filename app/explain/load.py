@@ -103,10 +103,13 @@ def threshold_saved(run: Run) -> bool:
 
 
 def decided(probs: np.ndarray, task: str, rule: tuple[float | None, int]) -> int:
-    """The class the run decides for one image's probabilities (`engine.metrics.core.decide`)."""
+    """The class the run decides for one image's probabilities (`engine.metrics.core.decide`): a binary run at
+    its threshold; otherwise the top class (for multi-label, the most probable label, which the page explains)."""
     from engine.metrics.core import decide
 
     threshold, positive = rule
+    if task != "binary" or threshold is None:
+        return int(np.argmax(probs))
     return int(decide(np.asarray(probs)[None], task, positive, threshold)[0])
 
 
