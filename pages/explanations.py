@@ -13,6 +13,7 @@ import numpy as np
 import streamlit as st
 
 from engine.errors import LoupeError
+from engine.metrics.display import threshold
 from engine.runs.folder import Run
 from app.explain import attack as expl_attack
 from app.explain import charts
@@ -26,6 +27,7 @@ from app.common.sidebar import draw_frame
 K_SOURCE, K_INDEX, K_UPLOADER = "expl.source", "expl.index", "expl.uploader"
 K_URL_SEEN = "expl._url_image"  # the ?image= value already applied (so a widget change is not overridden)
 K_SPLIT, K_CLASS = "expl.browse_split", "expl.browse_class"
+K_BROWSE_OPEN = "expl._browse_open"  # whether "Browse by class" starts open: decided once per session
 SOURCES = {"dataset": "From the dataset", "upload": "Upload an image"}
 BROWSE = 12
 TOP_K = 5
@@ -98,7 +100,11 @@ def pick_image(run: Run, rm, classes: list[str]) -> load.Picked | None:
             return None
     if ds is None:
         return None
-    with st.expander("Browse by class", expanded=load.IMAGE_PARAM not in st.query_params):
+    # Open on a first visit without ?image=, closed when a link chose the image. Decided once: the page writes
+    # ?image= itself, and an `expanded` that changed with it made the expander fold up under the user's hand
+    # (the browser re-creates an expander whose arguments change).
+    st.session_state.setdefault(K_BROWSE_OPEN, load.IMAGE_PARAM not in st.query_params)
+    with st.expander("Browse by class", expanded=bool(st.session_state[K_BROWSE_OPEN])):
         browse(ds, classes)
     if st.session_state.get(K_INDEX) is None or not 0 <= st.session_state[K_INDEX] < len(ds):
         first = ds.splits.get("test", ds.splits.get("val"))
@@ -114,20 +120,28 @@ def pick_image(run: Run, rm, classes: list[str]) -> load.Picked | None:
 # --- the page ----------------------------------------------------------------------------------------------
 
 
-def prediction(rm, picked, classes: list[str]) -> np.ndarray:
+def prediction(run: Run, rm, picked, classes: list[str]) -> tuple[np.ndarray, int]:
+    """The image, the run's decision for it (a binary run's saved threshold, as Evaluate and Predict decide)
+    and the top confidences; returns (probabilities, decided class)."""
     probs = expl_attack.probs_of(rm, picked.x)
     left, right = st.columns([1, 2], vertical_alignment="center")
-    top = int(np.argmax(probs))
+    rule = load.decision_rule(run, rm)
+    top = load.decided(probs, rm.task, rule)
     cap = f"{picked.name}" + (f" · true: **{classes[picked.label]}**" if picked.label is not None else "")
     left.image(for_display(picked.pixels, 160), caption=picked.name, width=160)
     left.markdown(cap)
-    verdict = ("✅ correct" if picked.label == top else "❌ wrong") if picked.label is not None else ""
-    left.metric("Predicted", str(classes[top]), delta=f"{probs[top]:.1%} {verdict}".strip(), delta_color="off",
-                delta_arrow="off", border=True)  # fmt: skip
+    verdict = ("· correct" if picked.label == top else "· wrong") if picked.label is not None else ""
+    with left.container(border=True, key="expl.predicted"):  # not st.metric: it cuts a long class name off
+        st.caption("Predicted")
+        st.markdown(f"### {classes[top]}")
+        st.markdown(f":gray-badge[{probs[top]:.1%} {verdict}]".strip())
+    if rule[0] is not None:
+        whose = "the run's saved threshold" if load.threshold_saved(run) else "training's default threshold (Evaluate saves a tuned one)"
+        left.caption(f"Decided at {whose}: {classes[rule[1]]} when P({classes[rule[1]]}) ≥ {threshold(rule[0])}.")
     what = "label probabilities (independent)" if rm.task == "multilabel" else "confidences"
     right.plotly_chart(charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
                        key="expl.chart.topk")  # fmt: skip
-    return probs
+    return probs, top
 
 
 def main() -> None:
@@ -145,12 +159,13 @@ def main() -> None:
     picked = pick_image(run, rm, classes)
     if picked is None:
         return
-    probs = prediction(rm, picked, classes)
+    _, decided = prediction(run, rm, picked, classes)
+    scope = load.scope(run, picked)  # widgets whose options depend on the image are keyed by it
     tabs = st.tabs(["Attributions", "Adversarial", "Robustness"])
     with tabs[0]:
-        opts = methods.panel(run, rm, picked, classes, int(np.argmax(probs)))
+        opts = methods.panel(run, rm, picked, classes, decided, scope=scope)
     with tabs[1]:
-        expl_attack.adversarial_panel(run, rm, picked, classes, opts)
+        expl_attack.adversarial_panel(run, rm, picked, classes, opts, scope=scope)
     with tabs[2]:
         expl_attack.robustness_panel(run, rm, classes)
 

@@ -1,6 +1,6 @@
 """Predict page (`/prediction`): a model (a trained run, or the built-in ImageNet model, which works before any training) on
 uploaded images or a camera picture -> per image the top prediction, the top-k confidences, the decision, the
-unsure flag, the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
+unsure flag (`engine.predict.unsure`: close to changing its decision), the time and an optional Grad-CAM overlay; for many images a table with a CSV download; a run can
 be exported to ONNX / TorchScript.
 
 The engine does the work (`engine.predict.predictor.Predictor`, `engine.explain.attributions`, `engine.predict.export`);
@@ -13,7 +13,9 @@ from __future__ import annotations
 import streamlit as st
 
 from engine.errors import LoupeError
-from engine.runs.folder import Run
+from engine.metrics.display import finite, format_metric, label
+from engine.predict.unsure import DEFAULT_MARGIN, RULE
+from engine.runs.folder import Run, run_row
 from app.predict import load
 from app.predict import view
 from app.common import run_picker
@@ -46,20 +48,35 @@ def pick_model(runs: dict[str, Run]) -> str:
     st.session_state[K_SEEN_RUN] = active
     if followed or st.session_state.get(K_MODEL) not in options:
         st.session_state[K_MODEL] = active if active in runs else (next(iter(runs)) if runs else builtins[0])
-    labels = {**{r: run_picker.run_label(run, results=True) for r, run in runs.items()},
+    # Labels that never change while a run trains (no state, no best metric: those are in the caption below):
+    # the browser sends the label it shows back as the value, and a label that changed in between no longer
+    # names an option, so the choice silently fell back to the first run.
+    labels = {**{r: run_picker.run_label(run) for r, run in runs.items()},
               **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins}}  # fmt: skip
     ref = st.selectbox("Model", options, key=K_MODEL, format_func=lambda r: labels.get(r, r), on_change=_picked,
-                       help="Your runs with saved weights (newest first, with their best validation metric), and the "
-                            "built-in ImageNet classifier, which works before any training.")  # fmt: skip
+                       help="Your runs with saved weights (newest first), and the built-in ImageNet classifier, which "
+                            "works before any training.")  # fmt: skip
     if not runs:
         st.caption("No trained run yet: predicting with the built-in ImageNet model. Train one on the **Train** page "
                    "to predict your own classes.")  # fmt: skip
     return ref
 
 
-def model_caption(pred) -> str:
+def model_caption(pred, run: Run | None = None) -> str:
+    """What the model is: name, task, classes, input size, temperature; for a run also its state and best
+    validation metric (written the one way, `engine.metrics.display`)."""
     classes = list(getattr(pred, "classes", []) or [])
     bits = [f"`{getattr(pred, 'name', '?')}`", str(getattr(pred, "task", "?")), f"{len(classes):,} classes"]
+    if run is not None:
+        try:
+            row = run_row(run)
+        except (OSError, ValueError, KeyError):
+            row = {}
+        if row.get("state"):
+            bits.append(str(row["state"]))
+        monitor = str(row.get("monitor") or "")
+        if monitor and finite(row.get("best")):
+            bits.append(f"best {label(monitor)} {format_metric(monitor, row['best'])}")
     size = getattr(pred, "image_size", None)
     if size:
         bits.append(f"input {size} px")
@@ -78,15 +95,24 @@ def settings(pred, n_classes: int) -> dict:
     if n_classes > 1:
         top_k = c1.slider("Top-k", 1, min(10, n_classes), min(5, n_classes), key=K_TOP_K,
                           help="How many of the most likely classes the bar chart shows.")
-    default = getattr(pred, "unsure_below", None)
     if K_UNSURE not in st.session_state:
-        st.session_state[K_UNSURE] = float(default) if isinstance(default, (int, float)) else 0.5
-    unsure = c2.slider("Unsure below", 0.0, 1.0, step=0.01, key=K_UNSURE, format="%.2f",
-                       help="A prediction whose top confidence is below this is flagged *unsure*: look at it "
-                            "yourself. (Multi-label runs flag an image with no label above its threshold.)")
+        st.session_state[K_UNSURE] = DEFAULT_MARGIN
+    task = str(getattr(pred, "task", "multiclass"))
+    unsure = c2.slider(f"Unsure margin (default {DEFAULT_MARGIN:g})", 0.0, 1.0, step=0.01, key=K_UNSURE, format="%.2f",
+                       help=unsure_help(task))
     gradcam = c3.toggle("Grad-CAM overlay", key=K_GRADCAM,
                         help="Where the model looked for its top class (Grad-CAM, as on the Explain page).")
-    return {"top_k": int(top_k), "unsure_below": float(unsure), "gradcam": bool(gradcam)}
+    return {"top_k": int(top_k), "unsure_margin": float(unsure), "gradcam": bool(gradcam)}
+
+
+def unsure_help(task: str) -> str:
+    """The slider's help: the rule for this model's task first, then the others (`engine.predict.unsure`)."""
+    order = [task, *(t for t in RULE if t != task)]
+    names = {"binary": "Binary", "multiclass": "Multi-class", "multilabel": "Multi-label"}
+    lines = [f"- **{names[t]}**{' (this model)' if t == task else ''}: {RULE[t]}." for t in order if t in names]
+    return (f"A prediction is flagged *unsure* (look at it yourself) when it is close to going the other way, by "
+            f"less than this margin on the probability scale. Default {DEFAULT_MARGIN:g}.\n\n" + "\n".join(lines)
+            + "\n\nThe decision threshold is the run's saved one (Evaluate), else 0.5.")
 
 
 def inputs() -> list[tuple[str, bytes]]:
@@ -111,7 +137,7 @@ def main() -> None:
     except (LoupeError, OSError, ValueError, RuntimeError) as e:
         st.error(f"The model `{ref}` cannot be loaded: {e}", icon=":material/error:")
         return
-    st.caption(model_caption(pred))
+    st.caption(model_caption(pred, run))
     if run is not None:
         view.export_panel(run)
     classes = list(getattr(pred, "classes", []) or [])
@@ -122,7 +148,7 @@ def main() -> None:
         return
     key = load.model_key(ref, runs)
     with st.spinner(f"Predicting {len(items)} image{'s' if len(items) > 1 else ''}…"):
-        results = load.predict(pred, key, items, opts["top_k"], opts["unsure_below"])
+        results = load.predict(pred, key, items, opts["top_k"], opts["unsure_margin"])
     for r in results:
         if not r.get("ok"):
             st.error(f"`{r.get('file')}` cannot be read: {r.get('error') or 'not an image'}", icon=":material/error:")
@@ -146,7 +172,7 @@ def main() -> None:
         overlay = None
         if cam:
             overlay = (lambda d=data, n=r["file"], t=target: load.gradcam_overlay(pred, key, n, d, t))
-        view.result_card(i, r, data, task, opts["unsure_below"], overlay)
+        view.result_card(i, r, data, task, opts["unsure_margin"], overlay)
 
 
 draw_frame()  # the page config and the sidebar every page shares

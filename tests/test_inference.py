@@ -25,6 +25,7 @@ from engine.evaluate.thresholds import save_thresholds
 from engine.predict.predictor import Predictor, builtin_models, predict_folder
 from engine.models.weights import package_weights
 from engine.predict.run_model import predict_tensor, prepare_image, wrap_model
+from engine.predict.unsure import DEFAULT_MARGIN, decision_margin, is_unsure
 from tests.conftest import needs_fashion
 
 needs_lite0 = pytest.mark.skipif(package_weights("tf_efficientnet_lite0") is None,
@@ -131,18 +132,19 @@ def test_run_predicts_uploaded_png_bytes_and_matches_the_engine(digits_run):
 def test_from_ref_is_cached_but_each_caller_owns_its_settings(digits_run):
     a, b = Predictor.from_ref(str(digits_run)), Predictor.from_ref(str(digits_run))
     assert a.rm is b.rm and a is not b
-    a.unsure_below = 0.99
-    assert b.unsure_below == 0.5
+    a.unsure_margin = 0.99
+    assert b.unsure_margin == DEFAULT_MARGIN
 
 
-def test_unsure_flag_fires_on_a_blank_image_when_asked_for_high_confidence(digits_run):
+def test_unsure_flag_fires_on_a_blank_image_when_asked_for_a_wide_margin(digits_run):
     p = Predictor.from_ref(str(digits_run))
     blank = encode(np.zeros((8, 8), np.uint8), "PNG")
+    r = p.predict_bytes([("blank.png", blank)], top_k=2)[0]
+    assert r["margin"] == pytest.approx(r["top"][0]["prob"] - r["top"][1]["prob"], abs=1e-6)  # multi-class: top-1 - top-2
+    assert r["unsure"] is (r["margin"] < DEFAULT_MARGIN)  # the default margin
+    p.unsure_margin = 0.99
     r = p.predict_bytes([("blank.png", blank)])[0]
-    assert r["unsure"] is (r["confidence"] < 0.5)  # default unsure_below
-    p.unsure_below = 0.99
-    r = p.predict_bytes([("blank.png", blank)])[0]
-    assert r["ok"] and r["unsure"] and r["confidence"] < 0.99
+    assert r["ok"] and r["unsure"] and r["margin"] < 0.99
 
 
 @needs_lite0
@@ -266,3 +268,108 @@ def test_multilabel_run_decides_with_its_saved_per_label_thresholds(tmp_path_fac
     save_thresholds(run, {"multilabel": [1.01] * len(classes), "tuned_on": "val"})  # nothing can pass
     nothing = Predictor.from_ref(str(path)).predict_bytes(item)[0]  # a new thresholds.json is picked up
     assert nothing["label"] == [] and nothing["unsure"]
+
+
+# --- "unsure": close to changing the decision (engine.predict.unsure; issue 13, item 5) ---------------------
+
+
+def _constant_model(probs: list[float], task: str, classes: list[str] | None = None):
+    """A model that gives every image the same probabilities (softmax for single-label, sigmoid for multi-label)."""
+    net = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, len(probs)))
+    p = torch.tensor(probs, dtype=torch.float64)
+    with torch.no_grad():
+        net[2].weight.zero_()
+        net[2].bias.copy_((torch.logit(p) if task == "multilabel" else torch.log(p)).float())
+    names = classes or [f"c{i}" for i in range(len(probs))]
+    return wrap_model(net, names, task, 8, 1, positive=1)
+
+
+GREY = [("x.png", encode(np.full((8, 8), 128, np.uint8), "PNG"))]
+
+
+def test_a_55_percent_binary_prediction_is_unsure_at_the_default_margin():
+    """A binary top class always has >= 50%, so "top below 0.5" never fired: 55% against the threshold 0.5 is
+    0.05 from changing its decision, inside the default margin."""
+    p = Predictor.from_model(_constant_model([0.45, 0.55], "binary", ["negative", "positive"]))
+    r = p.predict_bytes(GREY)[0]
+    assert r["label"] == "positive" and r["confidence"] == pytest.approx(0.55, abs=1e-4)
+    assert r["unsure"] and r["margin"] == pytest.approx(0.05, abs=1e-4)
+    sure = Predictor.from_model(_constant_model([0.2, 0.8], "binary")).predict_bytes(GREY)[0]
+    assert not sure["unsure"] and sure["margin"] == pytest.approx(0.3, abs=1e-4)
+
+
+def test_binary_margin_is_measured_from_the_saved_threshold():
+    rm = _constant_model([0.45, 0.55], "binary")
+    low = Predictor.from_model(rm, {"binary": 0.3, "positive_class": 1}).predict_bytes(GREY)[0]
+    assert low["label"] == "c1" and not low["unsure"] and low["margin"] == pytest.approx(0.25, abs=1e-4)
+    near = Predictor.from_model(rm, {"binary": 0.6, "positive_class": 1}).predict_bytes(GREY)[0]
+    assert near["label"] == "c0" and near["unsure"] and near["margin"] == pytest.approx(0.05, abs=1e-4)
+    # positive class 0: the score is P(c0) = 0.45, 0.25 above the threshold 0.2
+    flipped = Predictor.from_model(rm, {"binary": 0.2, "positive_class": 0}).predict_bytes(GREY)[0]
+    assert flipped["label"] == "c0" and flipped["score"] == pytest.approx(0.45, abs=1e-4) and not flipped["unsure"]
+
+
+def test_multiclass_unsure_is_top1_minus_top2():
+    close = Predictor.from_model(_constant_model([0.45, 0.40, 0.15], "multiclass")).predict_bytes(GREY)[0]
+    assert close["unsure"] and close["margin"] == pytest.approx(0.05, abs=1e-4)
+    clear = Predictor.from_model(_constant_model([0.45, 0.30, 0.25], "multiclass")).predict_bytes(GREY)[0]
+    assert not clear["unsure"] and clear["margin"] == pytest.approx(0.15, abs=1e-4)  # below 50%, but not in doubt
+    p = Predictor.from_model(_constant_model([0.45, 0.30, 0.25], "multiclass"))
+    p.unsure_margin = 0.2
+    assert p.predict_bytes(GREY)[0]["unsure"]
+
+
+def test_multilabel_unsure_when_a_label_is_near_its_threshold_or_none_passes():
+    rm = _constant_model([0.9, 0.55, 0.1], "multilabel", ["cat", "dog", "bird"])
+    near = Predictor.from_model(rm, {"multilabel": [0.5, 0.5, 0.5]}).predict_bytes(GREY)[0]
+    assert near["label"] == ["cat", "dog"] and near["unsure"] and near["margin"] == pytest.approx(0.05, abs=1e-4)
+    far = Predictor.from_model(rm, {"multilabel": [0.5, 0.3, 0.5]}).predict_bytes(GREY)[0]
+    assert far["label"] == ["cat", "dog"] and not far["unsure"] and far["margin"] == pytest.approx(0.25, abs=1e-4)
+    none = Predictor.from_model(rm, {"multilabel": [0.99, 0.99, 0.99]}).predict_bytes(GREY)[0]
+    assert none["label"] == [] and none["unsure"]
+
+
+def test_the_rule_in_one_place():
+    assert decision_margin([0.45, 0.55], "binary") == pytest.approx(0.05)
+    assert decision_margin([0.45, 0.55], "binary", 0.7) == pytest.approx(0.15)
+    assert decision_margin([0.7, 0.3], "binary", 0.5, positive=0) == pytest.approx(0.2)
+    assert decision_margin([0.1, 0.5, 0.4], "multiclass") == pytest.approx(0.1)
+    assert decision_margin([0.2, 0.9], "multilabel", [0.25, 0.5]) == pytest.approx(0.05)
+    assert is_unsure(0.05) and not is_unsure(0.15) and is_unsure(None) and is_unsure(float("nan"))
+    assert is_unsure(0.4, task="multilabel", labels=[]) and not is_unsure(0.4, task="multilabel", labels=["cat"])
+    from engine.cli.predict import DEFAULT_MARGIN as CLI_DEFAULT
+
+    assert CLI_DEFAULT == DEFAULT_MARGIN == Predictor.from_model(_constant_model([0.5, 0.5], "binary")).unsure_margin
+
+
+@needs_fashion
+def test_cli_predict_flags_a_binary_image_near_the_threshold_in_its_output_and_csv(binary_run, tmp_path, capsys):
+    from engine.cli.main import main
+    from engine.runs.folder import Run
+
+    run = Run(binary_run)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    img = folder / "shirt.png"
+    img.write_bytes(encode(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8), "PNG"))
+    save_thresholds(run, {"binary": 0.5, "positive_class": 1})
+    score = Predictor.from_ref(str(binary_run)).predict_paths([img])[0]["score"]
+    for t, unsure in ((min(1.0, score + 0.05), True), (max(0.0, score - 0.3) if score > 0.35 else min(1.0, score + 0.3), False)):
+        save_thresholds(run, {"binary": t, "positive_class": 1})
+        os.utime(run.path / "thresholds.json", (2e9 + t * 1e6,) * 2)  # a new mtime even within one clock tick
+        assert main(["predict", str(binary_run), str(img), "--json"]) == 0
+        (res,) = json.loads(capsys.readouterr().out)
+        assert res["unsure"] is unsure and res["margin"] == pytest.approx(abs(score - t), abs=1e-5)
+        assert main(["predict", str(binary_run), str(img)]) == 0
+        assert ("[unsure: margin" in capsys.readouterr().out) is unsure
+        out = tmp_path / f"p{int(unsure)}.csv"
+        assert main(["predict", str(binary_run), str(folder), "--out", str(out), "--no-progress"]) == 0
+        capsys.readouterr()
+        (row,) = list(csv.DictReader(out.open()))
+        assert row["unsure"] == str(unsure)
+    # the wider margin flags it too; the old flag says what replaced it
+    assert main(["predict", str(binary_run), str(img), "--json", "--unsure-margin", "0.99"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["unsure"]
+    assert main(["predict", str(binary_run), str(img), "--unsure-below", "0.6"]) == 2
+    err = capsys.readouterr().err
+    assert "--unsure-margin" in err and len(err.strip().splitlines()) == 1

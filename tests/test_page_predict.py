@@ -123,3 +123,92 @@ def test_corrupt_upload_next_to_good_ones_and_the_table(run, monkeypatch):
     at.run()
     assert at.selectbox(key="pred.model").value == "builtin:imagenet"
     assert len(at.error) == 1 and len(big_lines(at)) == 2
+
+
+# --- "unsure" for binary runs (issue 13, item 5) ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def run_at_55(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
+    """A real binary run whose best weights are then set to answer 55% 'positives' for every image: the final
+    layer's weights zeroed, its bias the log-odds of 0.55 (the rest of the network untouched)."""
+    import torch
+
+    from engine.models.factory import build_model
+    from engine.runs.checkpoint import load_weights, save_weights
+    from tests.conftest import make_class_folders
+
+    root = tmp_path_factory.mktemp("binary-55")
+    data = make_class_folders(root / "faces", {"negatives": 60, "positives": 20})
+    run = train_tiny(root / "runs", str(data), 16, session_cache)
+    header = run.config()
+    model, _ = build_model(header["config"]["model"], 2, in_chans=int(header.get("channels", 3)), pretrained=False,
+                           allow_scratch=True, image_size=16)
+    best = run.checkpoints / "best.safetensors"
+    load_weights(model, best)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, float(np.log(0.55 / 0.45))]))
+    save_weights(model, best)
+    return run
+
+
+def test_a_55_percent_binary_prediction_is_flagged_unsure_at_the_default_margin(run_at_55, monkeypatch):
+    """A binary top class always has >= 50%, so "top confidence below 0.5" called 55% confident; the rule is now
+    the distance from the decision threshold (0.5 here: none saved), below a margin stated on the slider."""
+    from engine.predict.unsure import DEFAULT_MARGIN
+
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run_at_55.path.parent))
+    at = open_predict(run_at_55)
+    slider = at.slider(key="pred.unsure")
+    assert slider.value == DEFAULT_MARGIN and f"default {DEFAULT_MARGIN:g}" in slider.label
+    assert "threshold" in slider.help and "(this model)" in slider.help
+    upload(at, ("a.png", encode(np.full((16, 16, 3), 90, np.uint8), "PNG"), "image/png"),
+           ("b.png", encode(np.full((16, 16, 3), 200, np.uint8), "PNG"), "image/png"))  # fmt: skip
+    assert not at.error
+    assert big_lines(at) == [(55, "positives"), (55, "positives")]
+    cards = [md.value for md in at.markdown if md.value.startswith("Decision:")]
+    assert len(cards) == 2 and all(":orange-badge[" in c and "unsure" in c for c in cards), cards
+    assert all("score 0.5500" in c and "threshold 0.5000" in c for c in cards), cards
+    df = at.dataframe[0].value
+    assert list(df["flag"]) == ["unsure", "unsure"] and list(df["margin"]) == ["0.0500", "0.0500"]
+    # a narrower margin than 0.05 calls them confident (the model is not re-run)
+    at.slider(key="pred.unsure").set_value(0.04).run()
+    assert list(at.dataframe[0].value["flag"]) == ["ok", "ok"]
+    for el in (*at.markdown, *at.caption):
+        assert not re.search(r"\b(None|nan)\b", el.value), el.value
+
+
+def test_the_chosen_run_stays_chosen_while_its_results_change(run, tmp_path, monkeypatch):
+    """Issue 13, item 6's pattern on this page: the model picker's labels carried the run's state and best metric,
+    which change while a run trains; the browser sends back the label it shows, which then named no option, and
+    the choice fell back to the first run. Labels are stable now; state and best metric are in the caption."""
+    import os
+    import shutil
+
+    from tests.test_page_explain import _browser_sends
+
+    root = tmp_path / "runs"
+    newer, older = root / f"{run.id}-newer", root / f"{run.id}-older"
+    shutil.copytree(run.path, newer)
+    shutil.copytree(run.path, older)
+    os.utime(older / "config.json", (1e9, 1e9))  # listed second
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(root))
+    at = open_predict()
+    model = at.selectbox(key="pred.model")
+    assert model.value == newer.name  # the newest run first
+    model.set_value(older.name).run()
+    assert not at.exception and at.selectbox(key="pred.model").value == older.name
+    shown = at.selectbox(key="pred.model")
+    label = shown.options[shown.index]
+    summary = json.loads((older / "summary.json").read_text())
+    monitor = summary["monitor"].removeprefix("val_")
+    summary["best"][monitor] = summary["best"][monitor] / 2 + 0.25  # as when a later epoch does better
+    (older / "summary.json").write_text(json.dumps(summary))
+    at.run()  # the page redraws (an epoch ended elsewhere); the browser still shows, and sends, the label it had
+    _browser_sends(at.selectbox(key="pred.model"), label)
+    at.toggle(key="pred.use_camera").set_value(False).run()
+    assert not at.exception
+    assert at.selectbox(key="pred.model").value == older.name, "the choice must survive the run's progress"
+    assert any(f"`{older.name}`" in c.value and "best " in c.value and "%" in c.value for c in at.caption)

@@ -54,18 +54,31 @@ def perturbation(x, x_adv) -> tuple[np.ndarray, float | None]:
     return np.asarray(out, dtype=np.uint8), None
 
 
-def _caption(classes: Sequence[str], probs: np.ndarray) -> str:
-    k = int(np.argmax(probs))
+def _caption(classes: Sequence[str], probs: np.ndarray, k: int) -> str:
     return f"{classes[k]} ({probs[k]:.1%})"
 
 
-def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: str = "adv") -> dict | None:
-    """Draw the panel; returns what it computed (for tests and callers): probs, adversarial probs, flipped."""
+def amplification(scale: float | None) -> str:
+    """How much the perturbation image is amplified, rounded for people: 49.9999 -> "×50", 2.5 -> "×2.5"."""
+    if not scale or not np.isfinite(scale):
+        return "amplified for visibility"
+    return f"amplified ×{scale:.0f}" if scale >= 10 else f"amplified ×{scale:.2g}"
+
+
+def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: str = "adv",
+                      scope: str = "") -> dict | None:
+    """Draw the panel; returns what it computed (for tests and callers): probs, adversarial probs, flipped.
+    Predictions are the run's decisions (a binary run's saved threshold, as Evaluate and Predict decide). The
+    target selector's options leave out the predicted class, so they depend on the image: its key carries
+    `scope` (`load.scope`), as the class selector of the attributions does."""
+    from app.explain import load
+
     if rm.task == "multilabel":
         st.info("Attacks here target single-label predictions; this run is multi-label.", icon=":material/info:")
         return None
+    rule = load.decision_rule(run, rm)
     clean = probs_of(rm, picked.x)
-    predicted = int(np.argmax(clean))
+    predicted = load.decided(clean, rm.task, rule)
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
     eps = c1.slider("Epsilon (max change per pixel, 0–1 scale)", 0.0, EPS_MAX, 0.01, 0.001, format="%.3f", key=f"{key}.eps",
                     help="L∞ budget: no pixel moves by more than this. 1/255 ≈ 0.004 is one grey level.")  # fmt: skip
@@ -75,7 +88,10 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
     target = None
     if targeted:
         others = [i for i in range(len(classes)) if i != predicted] or [predicted]
-        target = c4.selectbox("Towards", others, format_func=lambda i: classes[i], key=f"{key}.target")
+        tkey = f"{key}.target.{scope}" if scope else f"{key}.target"
+        if st.session_state.get(tkey) is not None and st.session_state[tkey] not in others:
+            st.session_state.pop(tkey)  # a class of another image (or run): start from this image's first option
+        target = c4.selectbox("Towards", others, format_func=lambda i: classes[i], key=tkey)
     y = picked.label if picked.label is not None else predicted
     st.caption(f"Attacking the {'true class' if picked.label is not None else 'predicted class'} **{classes[y]}**"
                + (f", towards **{classes[target]}**" if targeted else "") + f" at ε = {eps:.3f} ({eps * 255:.1f}/255).")  # fmt: skip
@@ -87,15 +103,15 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
     except (LoupeError, ValueError, RuntimeError) as e:
         st.error(f"The attack failed: {e}", icon=":material/error:")
         return None
-    adv_pred = int(np.argmax(adv_probs))
+    adv_pred = load.decided(adv_probs, rm.task, rule)
     flipped = adv_pred != predicted
     cols = st.columns(3)
     w = THUMB_PX + 64
-    cols[0].image(for_display(picked.pixels), caption=f"original: {_caption(classes, clean)}", width=w)
-    amp = f"amplified ×{scale:g}" if scale else "amplified for visibility"
+    cols[0].image(for_display(picked.pixels), caption=f"original: {_caption(classes, clean, predicted)}", width=w)
     max_change = float((x_adv - picked.x).abs().max()) if hasattr(x_adv, "abs") else eps
-    cols[1].image(for_display(pert), caption=f"perturbation ({amp}; max |δ| = {max_change:.4f})", width=w)
-    cols[2].image(for_display(to_uint8(x_adv)[0]), caption=f"adversarial: {_caption(classes, adv_probs)}", width=w)
+    cols[1].image(for_display(pert), caption=f"perturbation ({amplification(scale)}; max |δ| = {max_change:.4f}, "
+                  f"{max_change * 255:.1f}/255)", width=w)  # fmt: skip
+    cols[2].image(for_display(to_uint8(x_adv)[0]), caption=f"adversarial: {_caption(classes, adv_probs, adv_pred)}", width=w)
     if flipped:
         hit = " (the target class)" if targeted and adv_pred == target else ""
         st.error(f"Prediction flipped: **{classes[predicted]}** → **{classes[adv_pred]}**{hit} at ε = {eps:.3f}.",
@@ -167,7 +183,8 @@ def _run_sweep(run, eps: list[float], limit: int, method: str, steps: int, param
         bar.progress(frac, text=f"{(str(rest[0]) if rest else 'Attacking').capitalize()}: {done:,} of {total:,}")
 
     try:
-        result = epsilon_sweep(run, eps, split="val", limit=limit, attack=method, steps=steps, progress=progress)
+        result = epsilon_sweep(run, eps, split="val", limit=limit, attack=method, steps=steps, progress=progress,
+                               seed=int(params.get("seed", 0)))
     except (LoupeError, ValueError, RuntimeError) as e:
         bar.empty()
         st.error(f"The sweep failed: {e}", icon=":material/error:")
@@ -183,10 +200,11 @@ def _run_sweep(run, eps: list[float], limit: int, method: str, steps: int, param
     return True
 
 
-def _shown(run, params: dict, store: str) -> tuple[dict, str | None] | None:
-    """The sweep to draw and a note about it: the one saved for these settings, else the run's latest saved
-    one (its settings in the note), else this session's unsaved one; None when the run has none."""
-    from engine.runs.sweeps import is_stale, latest_record, load_record
+def _shown(run, params: dict, store: str) -> tuple[dict, str | None, bool] | None:
+    """The sweep to draw, a note about it and whether the note is a warning (a sweep saved by an older Loupe):
+    the one saved for these settings, else the run's latest saved one (its settings in the note), else this
+    session's unsaved one; None when the run has none."""
+    from engine.runs.sweeps import is_stale, latest_record, load_record, outdated
 
     rec, note = load_record(run, params), None
     if rec is None:
@@ -194,13 +212,16 @@ def _shown(run, params: dict, store: str) -> tuple[dict, str | None] | None:
         if rec is not None:
             note = f"Showing the latest saved sweep ({_settings(rec['params'])}); the settings above differ. Run it again to update."
     if rec is not None:
+        why = outdated(rec)
+        if why:
+            note = ((note + " ") if note else "") + why
         if is_stale(run, rec):
             note = ((note + " ") if note else "") + "The run's weights changed since this sweep was saved; run it again to measure them."
-        return rec["result"], note
+        return rec["result"], note, why is not None
     saved = st.session_state.get(store)
     if saved and saved.get("run") == str(run.path):
         same = saved["params"] == params
-        return saved["sweep"], None if same else "Showing the last sweep; the settings above changed since. Run it again to update."
+        return saved["sweep"], None if same else "Showing the last sweep; the settings above changed since. Run it again to update.", False
     return None
 
 
@@ -234,18 +255,61 @@ def robustness_panel(run, rm, classes: Sequence[str], key: str = "rob") -> dict 
                    "hundred images with FGSM take seconds on a small model; PGD costs `steps` times more. Finished "
                    "sweeps are saved with the run.")  # fmt: skip
         return None
-    sweep, note = shown
-    if note:
+    sweep, note, warn = shown
+    if note and warn:
+        st.warning(note, icon=":material/history:")
+    elif note:
         st.caption(note)
     binary = rm.task == "binary" and sweep.get("hter") is not None
     st.plotly_chart(charts.accuracy_vs_eps(sweep, binary), key=f"{key}.chart.acc")
+    st.dataframe(sweep_table(sweep, binary), hide_index=True, key=f"{key}.table",
+                 column_config={c: st.column_config.TextColumn(c, help=RATE_HELP.get(c)) for c in RATE_HELP})  # fmt: skip
     left, right = st.columns(2)
     if sweep.get("per_class") is not None:
         left.plotly_chart(charts.per_class_heatmap(sweep, classes), key=f"{key}.chart.per_class")
     if sweep.get("min_eps") is not None:
         right.plotly_chart(charts.min_eps_histogram(sweep["min_eps"], MIN_EPS_HI), key=f"{key}.chart.min_eps")
-    st.caption(f"{sweep.get('n', '?')} {sweep.get('split', 'val')} images, {ATTACKS.get(sweep.get('attack'), '')}. Accuracy "
-               "at ε = 0 is the clean accuracy on these images. Minimal epsilon: per image, the smallest ε (searched by "
-               f"bisection up to {MIN_EPS_HI:g}) that flips its prediction; images already wrong or never flipped are "
-               "counted apart.")  # fmt: skip
+        right.caption(charts.min_eps_note(sweep["min_eps"], MIN_EPS_HI))
+    st.caption(f"{sample_text(sweep)}, {ATTACKS.get(sweep.get('attack'), 'attack')}. Accuracy at ε = 0 is the clean "
+               "accuracy on these images. Minimal epsilon: per image, the smallest ε (searched by bisection up to "
+               f"{MIN_EPS_HI:g}) that flips its prediction; images already wrong or never flipped are counted apart.")  # fmt: skip
     return sweep
+
+
+RATE_HELP = {
+    "FAR": "False accepts / negatives in the sample, at the run's decision threshold. n/a: no negatives in the sample.",
+    "FRR": "False rejects / positives in the sample, at the run's decision threshold. n/a: no positives in the sample.",
+    "HTER": "(FAR + FRR) / 2. n/a when FAR or FRR is.",
+}
+
+
+def sweep_table(sweep: dict, binary: bool) -> list[dict]:
+    """One row per epsilon with the sweep's rates written the one way Loupe writes them ("n/a" when missing)."""
+    from engine.metrics.display import format_metric
+
+    rows = []
+    for i, e in enumerate(sweep.get("eps") or []):
+        row = {"ε": f"{float(e):g}", "ε in grey levels": f"{float(e) * 255:.1f}/255",
+               "accuracy": format_metric("accuracy", _at(sweep.get("accuracy"), i))}
+        if binary:
+            row.update({k.upper(): format_metric(k, _at(sweep.get(k), i)) for k in ("far", "frr", "hter")})
+        rows.append(row)
+    return rows
+
+
+def _at(values, i: int):
+    return values[i] if isinstance(values, (list, tuple)) and i < len(values) else None
+
+
+def sample_text(sweep: dict) -> str:
+    """Which images the sweep attacked, for people: "200 of 1,968 val images (176 negatives, 24 positives),
+    drawn stratified by class with seed 0"; older sweeps say they took the first images."""
+    n, split = sweep.get("n"), sweep.get("split", "val")
+    of = f" of {int(sweep['split_size']):,}" if isinstance(sweep.get("split_size"), int) else ""
+    head = f"{int(n):,}{of} {split} images" if isinstance(n, int) else f"the {split} images"
+    counts = sweep.get("class_counts")
+    if isinstance(counts, dict) and counts:
+        head += " (" + ", ".join(f"{int(v):,} {c}" for c, v in counts.items()) + ")"
+    if sweep.get("sample") == "stratified":
+        return head + f", drawn stratified by class with seed {sweep.get('seed', 0)}"
+    return head + ", the first ones of the split (an older sweep)"

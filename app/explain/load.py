@@ -80,6 +80,46 @@ def dataset_of(run: Run, image_size: int):
         return None
 
 
+# --- the run's decision ----------------------------------------------------------------------------------
+
+
+def decision_rule(run: Run, rm) -> tuple[float | None, int]:
+    """(threshold, positive class) the run decides with: for binary runs the saved threshold (0.5 when none is
+    saved) and its positive class, as Evaluate and Predict use them; (None, positive) otherwise (argmax)."""
+    from engine.evaluate.thresholds import load_thresholds
+
+    if rm.task != "binary":
+        return None, int(getattr(rm, "positive", 1))
+    saved = load_thresholds(run)
+    return float(saved.get("binary", 0.5)), int(saved.get("positive_class", rm.positive))
+
+
+def threshold_saved(run: Run) -> bool:
+    """Whether a threshold was chosen for the run (thresholds.json, by Evaluate or `evaluate --save-thresholds`);
+    otherwise decisions use training's default."""
+    from engine.evaluate.thresholds import FILE
+
+    return (run.path / FILE).is_file()
+
+
+def decided(probs: np.ndarray, task: str, rule: tuple[float | None, int]) -> int:
+    """The class the run decides for one image's probabilities (`engine.metrics.core.decide`): a binary run at
+    its threshold; otherwise the top class (for multi-label, the most probable label, which the page explains)."""
+    from engine.metrics.core import decide
+
+    threshold, positive = rule
+    if task != "binary" or threshold is None:
+        return int(np.argmax(probs))
+    return int(decide(np.asarray(probs)[None], task, positive, threshold)[0])
+
+
+def scope(run: Run, picked: Picked) -> str:
+    """A short id of (run, image): widgets whose options or labels depend on the image (the class to explain,
+    the attack's target) carry it in their key, so a new image gets fresh widgets instead of a value (or a
+    label the browser still shows) from the last one."""
+    return hashlib.sha1(f"{run.path}|{picked.key}".encode()).hexdigest()[:10]
+
+
 # --- images -> (pixels, tensor) ------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from engine.errors import LoupeError
+from engine.metrics.display import MISSING, finite, number
 from app.common.images import THUMB_PX, for_display
 from app.common.loaders import weights_key
 from app.explain import charts
@@ -28,6 +29,27 @@ SIGN_HELP = (
     "importance whatever its direction (the usual view for gradient saliency, whose sign is noisy); **Both** uses a "
     "diverging map centred on zero. Grad-CAM is positive by construction (a ReLU), so its three views are the same."
 )  # fmt: skip
+
+
+def helps() -> dict[str, str]:
+    """What each faithfulness column means (its tooltip), keyed by the table's column names."""
+    from engine.explain.faithfulness import CHEAP_FOR_SENSITIVITY
+
+    return {
+        "deletion AUC (lower is better)": "Deletion AUC: the target's probability as the most-attributed pixels are "
+                                          "removed (replaced by the baseline), integrated over the share removed; "
+                                          "lower means the map found what the model uses.",
+        "infidelity": "Infidelity (Captum): how badly the map predicts the logit change under small noise; lower is "
+                      "better.",
+        "max-sensitivity": "Max-sensitivity (Captum): how much the map moves when the input moves slightly; lower is "
+                           "more stable. It re-runs the method several times, so it is computed for the fast methods "
+                           f"only ({', '.join(CHEAP_FOR_SENSITIVITY)}): n/a for the others.",
+    }  # fmt: skip
+
+
+def scientific(value: object, digits: int = 2) -> str:
+    """A score that spans orders of magnitude (infidelity) in scientific notation; "n/a" when missing."""
+    return f"{float(value):.{digits}e}" if finite(value) else MISSING
 
 
 def _norm(name: str) -> str:
@@ -65,8 +87,10 @@ def explanation(rkey: tuple, image_key: str, method: str, target: int, baseline:
             "seconds": float(e.seconds), "params": dict(e.params or {}), "curve": curve, "scores": scores}  # fmt: skip
 
 
-def settings(classes: Sequence[str], predicted: int, key: str) -> dict:
-    """The method / target / display controls; returns the choices."""
+def settings(classes: Sequence[str], predicted: int, key: str, scope: str = "") -> dict:
+    """The method / target / display controls; returns the choices. The class selector's labels name the
+    predicted class, so it belongs to one image: its key carries `scope` (`load.scope`), and a value that is
+    not one of its options (say, from an older session) is dropped, never compared."""
     from engine.explain.attributions import METHODS
 
     names = list(METHODS)
@@ -76,9 +100,9 @@ def settings(classes: Sequence[str], predicted: int, key: str) -> dict:
     c1, c2, c3 = st.columns([3, 2, 2])
     methods = c1.multiselect("Methods", names, key=mkey, format_func=str,
                              help="\n\n".join(f"**{n}**: {d}" for n, d in METHODS.items()))  # fmt: skip
-    tkey = f"{key}.target"
-    if st.session_state.get(tkey) is not None and not 0 <= st.session_state[tkey] < len(classes):
-        st.session_state.pop(tkey)
+    tkey = f"{key}.target.{scope}" if scope else f"{key}.target"
+    if not valid_choice(st.session_state.get(tkey), len(classes)):
+        st.session_state.pop(tkey, None)
     target = c2.selectbox("Explain the class", range(len(classes)), index=predicted, key=tkey,
                           format_func=lambda i: f"{classes[i]}" + (" (predicted)" if i == predicted else ""),
                           help="Attributions answer 'what in the image supports this class?'. Pick another class to "
@@ -92,8 +116,14 @@ def settings(classes: Sequence[str], predicted: int, key: str) -> dict:
     cmap = d3.selectbox("Colour map", ["jet", "inferno", "viridis", "RdBu_r"], key=f"{key}.cmap")
     if sign == "all" and cmap != "RdBu_r":
         d3.caption("Tip: a diverging map (RdBu_r) reads best for signed attributions.")
-    return {"methods": methods, "target": int(target if target is not None else predicted), "baseline": baseline,
-            "sign": sign, "alpha": float(alpha), "cmap": cmap}  # fmt: skip
+    target = int(target) if valid_choice(target, len(classes)) else predicted
+    return {"methods": methods, "target": target, "baseline": baseline, "sign": sign, "alpha": float(alpha),
+            "cmap": cmap}  # fmt: skip
+
+
+def valid_choice(value: object, n: int) -> bool:
+    """True for a class index of this run (an int in [0, n)); False for anything else, a label string included."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool) and 0 <= int(value) < n
 
 
 def show_map(pixels: np.ndarray, heatmap: np.ndarray, opts: dict, col, caption: str) -> None:
@@ -106,9 +136,9 @@ def show_map(pixels: np.ndarray, heatmap: np.ndarray, opts: dict, col, caption: 
               caption=[f"{caption} · heatmap", f"{caption} · overlay"], width=THUMB_PX + 64)  # fmt: skip
 
 
-def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "expl") -> dict:
+def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "expl", scope: str = "") -> dict:
     """Draw the attribution panel; returns the settings (the adversarial panel reuses them)."""
-    opts = settings(classes, predicted, key)
+    opts = settings(classes, predicted, key, scope)
     if not opts["methods"]:
         st.caption("Choose at least one method.")
         return opts
@@ -125,21 +155,19 @@ def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "e
             col.error(f"{method}: {e}", icon=":material/error:")
             continue
         show_map(picked.pixels, ex["heatmap"], opts, col, method)
-        sens = ex["scores"]["max_sensitivity"]
-        col.caption(f"Deletion AUC **{ex['curve']['auc']:.3f}** · infidelity {ex['scores']['infidelity']:.2e}"
-                    + (f" · max-sensitivity {sens:.3f}" if sens is not None else "") + f" · {ex['seconds'] * 1000:.0f} ms",
-                    help="Lower is better for all three. Deletion AUC: the class probability as the most-attributed "
-                         "pixels are removed. Infidelity (Captum): how badly the map predicts the logit change under "
-                         "small noise. Max-sensitivity (Captum, fast methods only): how much the map moves when the "
-                         "input moves slightly.")
+        scores = {"Deletion AUC": number(ex["curve"]["auc"]), "infidelity": scientific(ex["scores"].get("infidelity")),
+                  "max-sensitivity": number(ex["scores"].get("max_sensitivity"))}
+        # one figure a line: the columns are narrow, and a line broken inside "1.45e-05" misreads
+        col.caption("  \n".join([*(f"{k} **{v}**" if k == "Deletion AUC" else f"{k} {v}" for k, v in scores.items()),
+                                  f"{ex['seconds'] * 1000:,.0f} ms"]),
+                    help=" ".join(["Lower is better for all three.", *helps().values()]))  # fmt: skip
         curves[method] = ex["curve"]
-        rows.append({"method": method, "deletion AUC (lower is better)": ex["curve"]["auc"],
-                     "infidelity": ex["scores"]["infidelity"], "max-sensitivity": ex["scores"]["max_sensitivity"],
-                     "seconds": ex["seconds"]})
+        rows.append({"method": method, "deletion AUC (lower is better)": scores["Deletion AUC"],
+                     "infidelity": scores["infidelity"], "max-sensitivity": scores["max-sensitivity"],
+                     "time": f"{ex['seconds'] * 1000:,.0f} ms"})
     if curves:
         st.dataframe(rows, hide_index=True, key=f"{key}.table",
-                     column_config={"seconds": st.column_config.NumberColumn(format="%.3f"),
-                                    "deletion AUC (lower is better)": st.column_config.NumberColumn(format="%.3f")})  # fmt: skip
+                     column_config={c: st.column_config.TextColumn(help=h) for c, h in helps().items()})
         st.plotly_chart(charts.deletion_curves(curves, str(classes[opts["target"]])), key=f"{key}.chart.deletion")
         st.caption("Faithfulness: pixels are removed most-important first (replaced by the baseline) and the target's "
                    "probability is re-measured. A map that finds what the model really uses makes the probability fall "

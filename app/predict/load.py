@@ -3,8 +3,8 @@ the `Predictor` of a model (once per process and weights file), predictions per 
 and small display copies of the uploads.
 
 Predictions are cached by model, weights and file contents (`st.cache_data`), so moving a slider elsewhere on
-the page (the unsure threshold, the overlay) never re-runs the model. The unsure flag is therefore applied here
-from the confidence, not inside the cached call (the engine's own rule for single-label tasks).
+the page (the unsure margin, the overlay) never re-runs the model. The unsure flag is therefore applied here
+from each result's `margin` with the engine's rule (`engine.predict.unsure.is_unsure`), not inside the cached call.
 """
 
 from __future__ import annotations
@@ -70,18 +70,20 @@ def _predict(key: tuple, files: tuple[tuple[str, str], ...], top_k: int, _pred, 
     return [dict(r) for r in _pred.predict_bytes(list(_items), top_k=top_k)]
 
 
-def predict(pred, key: tuple, items: list[tuple[str, bytes]], top_k: int, unsure_below: float) -> list[dict]:
-    """`predict_bytes` once per model and set of files. `unsure` is re-derived from the confidence and the
-    page's threshold (the engine's rule for single-label tasks), so the slider never re-runs the model;
-    multi-label results keep the engine's flag (no label above its threshold)."""
+def predict(pred, key: tuple, items: list[tuple[str, bytes]], top_k: int, unsure_margin: float) -> list[dict]:
+    """`predict_bytes` once per model and set of files; `unsure` re-derived from each result's margin at the
+    page's margin with the engine's rule, so the slider never re-runs the model."""
+    from engine.predict.unsure import is_unsure
+
     files = tuple((name, digest(data)) for name, data in items)
     results = _predict(key, files, int(top_k), pred, items)
+    task = str(getattr(pred, "task", "multiclass"))
     out = []
     for r in results:
         r = dict(r)
-        conf = r.get("confidence")
-        if r.get("ok") and isinstance(conf, (int, float)) and not isinstance(r.get("label"), list):
-            r["unsure"] = bool(conf < unsure_below)
+        if r.get("ok"):
+            labels = r.get("label") if isinstance(r.get("label"), list) else None
+            r["unsure"] = is_unsure(r.get("margin"), unsure_margin, task, labels)
         out.append(r)
     return out
 

@@ -16,6 +16,7 @@ from engine.errors import LoupeError
 from app.explain import charts
 from app.predict import load
 from app.common.images import for_display
+from engine.metrics.display import finite, number, threshold
 
 EXPORTS = {"onnx": ("ONNX", ".onnx"), "torchscript": ("TorchScript", ".pt")}
 K_EXPORT = "pred.export"  # session key prefix of finished exports (file name + bytes, for the download buttons)
@@ -39,8 +40,27 @@ def decision_text(res: dict, task: str) -> str:
     text = f"Decision: **{label}**"
     score, th = res.get("score"), res.get("threshold")
     if task == "binary" and isinstance(score, (int, float)):
-        text += f" · score {score:.3f}" + (f" (threshold {th:.3f})" if isinstance(th, (int, float)) else "")
+        text += f" · score {number(score)}" + (f" (threshold {threshold(th)})" if isinstance(th, (int, float)) else "")
     return text
+
+
+def unsure_badge(res: dict, task: str, margin: float) -> str:
+    """The flag as a badge that says why, in the terms of the task's rule (`engine.predict.unsure`)."""
+    m = res.get("margin")
+    labels = res.get("label")
+    if task == "multilabel" and isinstance(labels, (list, tuple)) and not labels:
+        why = "no label passes its threshold"
+    elif not finite(m):
+        why = "no margin"
+    elif task == "binary":
+        why = f"score {number(m)} from the threshold"
+    elif task == "multilabel":
+        why = f"a label {number(m)} from its threshold"
+    else:
+        why = f"top two {number(m)} apart"
+    if res.get("unsure"):
+        return f":orange-badge[:material/help: unsure: {why} (margin {margin:.2f})]"
+    return f":green-badge[:material/check: confident: {why}]"
 
 
 def flag_of(res: dict) -> str:
@@ -49,7 +69,7 @@ def flag_of(res: dict) -> str:
     return "unsure" if res.get("unsure") else "ok"
 
 
-def result_card(i: int, res: dict, data: bytes, task: str, unsure_below: float,
+def result_card(i: int, res: dict, data: bytes, task: str, unsure_margin: float,
                 overlay: Callable[[], np.ndarray] | None) -> None:
     """One image's card. `overlay` (when given) returns (Grad-CAM overlay, seconds), or raises NoGradCam/LoupeError."""
     with st.container(border=True, key=f"pred.card.{i}"):
@@ -71,9 +91,7 @@ def result_card(i: int, res: dict, data: bytes, task: str, unsure_below: float,
                 left.caption(f"Grad-CAM: {e}")
         right.markdown(f"## {top_line(res)}")
         conf = res.get("confidence")
-        badge = (f":orange-badge[:material/help: unsure: confidence below {unsure_below:.0%}]" if res.get("unsure")
-                 else ":green-badge[:material/check: confident]")  # fmt: skip
-        right.markdown(f"{decision_text(res, task)} · {badge}")
+        right.markdown(f"{decision_text(res, task)} · {unsure_badge(res, task, unsure_margin)}")
         top = res.get("top") or []
         if top:
             probs = np.array([float(t["prob"]) for t in top])
@@ -102,6 +120,7 @@ def table(results: Sequence[dict]) -> pd.DataFrame:
         "file": [r.get("file") for r in results],
         "prediction": [pred(r) for r in results],
         "confidence": [r.get("confidence") if r.get("ok") else None for r in results],
+        "margin": [number(r.get("margin")) if r.get("ok") else "" for r in results],
         "flag": [flag_of(r) for r in results],
         "seconds": [r.get("seconds") for r in results],
         "error": [r.get("error") or "" for r in results],
@@ -114,7 +133,8 @@ def results_table(results: Sequence[dict], model_name: str) -> pd.DataFrame:
     st.subheader(f"{len(df)} images")
     st.caption(f"{n_unsure} unsure · {n_err} could not be read · model `{model_name}`")
     st.dataframe(df, hide_index=True, key="pred.table",
-                 column_config={"confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
+                 column_config={"prediction": st.column_config.TextColumn("prediction", width="large"),
+                                "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
                                 "seconds": st.column_config.NumberColumn("seconds", format="%.3f")})  # fmt: skip
     st.download_button("Download CSV", df.to_csv(index=False).encode("utf-8"), file_name="predictions.csv",
                        mime="text/csv", icon=":material/download:", key="pred.csv")  # fmt: skip

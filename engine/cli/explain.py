@@ -51,6 +51,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from engine.explain.attacks import epsilon_sweep
+    from engine.metrics.display import format_metric
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)
@@ -58,24 +59,28 @@ def cmd_attack(args: argparse.Namespace) -> int:
     progress = TqdmProgress(enabled=not args.no_progress)
     try:
         res = epsilon_sweep(run, eps, split=args.split, limit=args.limit, attack=args.attack, steps=args.steps,
-                            progress=progress, min_eps=not args.no_min_eps)
+                            progress=progress, min_eps=not args.no_min_eps, seed=args.seed)
     finally:
         progress.close()
     if args.save:  # the same file the Explain page saves and shows
         from engine.runs.sweeps import save_sweep, sweep_params
 
-        path = save_sweep(run, sweep_params(eps, args.split, args.limit, args.attack, args.steps, not args.no_min_eps), res)
+        params = sweep_params(eps, args.split, args.limit, args.attack, args.steps, not args.no_min_eps, args.seed)
+        path = save_sweep(run, params, res)
         if not args.json:
             print(f"saved -> {path}")
     if args.json:
         print(json.dumps(res, indent=2, allow_nan=False))
         return 0
-    print(f"{res['attack']} on {res['n']} {res['split']} images of {res['run']}; clean accuracy {res['clean_accuracy']:.4f}")
-    head = "  eps       accuracy" + ("  far     frr     hter" if res["task"] == "binary" else "")
-    print(head)
+    counts = ", ".join(f"{n} {c}" for c, n in res["class_counts"].items())
+    print(f"{res['attack']} on {res['n']} of {res['split_size']} {res['split']} images of {res['run']} ({counts}; "
+          f"stratified by class, seed {res['seed']}); clean accuracy {format_metric('accuracy', res['clean_accuracy'])}")
+    cols = ("accuracy", "far", "frr", "hter") if res["task"] == "binary" else ("accuracy",)
+    print("  " + "eps".ljust(8) + "".join(f"{c.upper() if c != 'accuracy' else c:>10}" for c in cols))
     for i, e in enumerate(res["eps"]):
-        extra = "".join(f"  {res[k][i]:.4f}" for k in ("far", "frr", "hter")) if res["task"] == "binary" else ""
-        print(f"  {e:<8.4f}  {res['accuracy'][i]:.4f}{extra}")
+        print(f"  {e:<8g}" + "".join(f"{format_metric(c, res[c][i]):>10}" for c in cols))
+    if res["task"] == "binary" and None in (res["far"][0], res["frr"][0]):
+        print("  n/a: the sample holds no image of that rate's class (FAR needs negatives, FRR positives)")
     if res.get("min_eps_median") is not None:
         print(f"median minimal epsilon (of images flipped below 0.1): {res['min_eps_median']:.4f}")
     return 0
@@ -106,7 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     at.add_argument("run", help="run id or run folder")
     at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")
     at.add_argument("--split", default="val", choices=["val", "test"])
-    at.add_argument("--limit", type=int, default=200, help="first N images of the split (0: all)")
+    at.add_argument("--limit", type=int, default=200,
+                    help="N images of the split, drawn stratified by class so each class keeps its share (0: all)")
+    at.add_argument("--seed", type=int, default=0, help="seed of the stratified sample (recorded in the result)")
     at.add_argument("--attack", choices=["fgsm", "pgd"], default="fgsm")
     at.add_argument("--steps", type=int, default=10, help="PGD steps")
     at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")

@@ -14,6 +14,8 @@ from pathlib import Path
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
 
+DEFAULT_MARGIN = 0.1  # engine.predict.unsure.DEFAULT_MARGIN, spelled out so building the parser imports no torch (tested equal)
+
 
 def _resolve(ref: str, runs_dir: str | None) -> str:
     """A run id under --runs-dir becomes its folder; builtin refs pass through."""
@@ -24,20 +26,26 @@ def _resolve(ref: str, runs_dir: str | None) -> str:
     return str(find_run(ref, runs_dir).path)
 
 
-def _line(r: dict) -> str:
+def _line(r: dict, limit: float) -> str:
     if not r["ok"]:
         return f"{r['file']}: ERROR {r['error']}"
     label = ", ".join(r["label"]) or "(no label)" if isinstance(r["label"], list) else r["label"]
     tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
-    return f"{r['file']}: {label} ({r['confidence']:.4f}){'  [unsure]' if r['unsure'] else ''}\n    top: {tops}"
+    flag = f"  [unsure: margin {r['margin']:.4f} < {limit:g}]" if r["unsure"] and r.get("margin") is not None else ""
+    flag = flag or ("  [unsure]" if r["unsure"] else "")
+    return f"{r['file']}: {label} ({r['confidence']:.4f}){flag}\n    top: {tops}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from engine.predict.predictor import PredictError, Predictor, predict_folder
 
-    pred = Predictor.from_ref(_resolve(args.model, args.runs_dir))
     if args.unsure_below is not None:
-        pred.unsure_below = args.unsure_below
+        raise PredictError("--unsure-below was replaced by --unsure-margin: a prediction is unsure when it is within "
+                           "the margin of changing its decision (see predict --help).")
+    if not 0 <= args.unsure_margin <= 1:
+        raise PredictError(f"--unsure-margin must be between 0 and 1 (probability units); got {args.unsure_margin:g}.")
+    pred = Predictor.from_ref(_resolve(args.model, args.runs_dir))
+    pred.unsure_margin = args.unsure_margin
     sources = [Path(p) for p in args.images]
     bulk = [p for p in sources if p.is_dir() or p.suffix.lower() == ".zip"]
     if bulk:
@@ -56,7 +64,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2, allow_nan=False))
     else:
         print(f"model: {pred.name} ({pred.task}, {pred.image_size} px)")
-        print("\n".join(_line(r) for r in results))
+        print("\n".join(_line(r, pred.unsure_margin) for r in results))
     return 0 if any(r["ok"] for r in results) else 2
 
 
@@ -76,7 +84,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
     pr.add_argument("images", nargs="+", help="image files, or one folder or .zip (then --out FILE.csv)")
     pr.add_argument("--top-k", type=int, default=5)
-    pr.add_argument("--unsure-below", type=float, default=None, help="flag predictions whose top probability is lower")
+    pr.add_argument("--unsure-margin", type=float, default=DEFAULT_MARGIN, metavar="M",
+                    help="flag a prediction 'unsure' when it is within M of changing its decision: binary, the positive "
+                         "score within M of the run's threshold (the saved one, else 0.5); multi-class, the top two "
+                         "probabilities less than M apart; multi-label, a label's score within M of its threshold, or no "
+                         f"label at all (default {DEFAULT_MARGIN:g})")
+    pr.add_argument("--unsure-below", type=float, default=None, help=argparse.SUPPRESS)  # replaced: says so
     pr.add_argument("--out", default=None, help="CSV for a folder/zip (default predictions.csv)")
     pr.set_defaults(func=cmd_predict)
 

@@ -9,5 +9,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "render": ["deletion_curve", "heatmap_image", "make_baseline", "overlay"],
     "faithfulness": ["faithfulness"],
     "attacks": ["ATTACKS", "AttackError", "epsilon_sweep", "fgsm", "minimal_epsilon", "perturbation_image", "pgd",
-                "run_attack"],
+                "run_attack", "stratified_sample"],
 })

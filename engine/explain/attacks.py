@@ -132,8 +132,38 @@ def minimal_epsilon(rm: RunModel, x: torch.Tensor, y, attack: str = "fgsm", hi: 
     return out
 
 
-def _load_split(run: Run, split: str, limit: int) -> tuple:
-    """The first `limit` images of the split as stored in its predictions, decoded as training saw them."""
+def stratified_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted positions of `n` items drawn without replacement, each class in proportion to its share.
+
+    Why not the first `n`: splits are stored in dataset order, and class-folder datasets are ordered by
+    class, so the first 200 validation images of a binary dataset are often all negatives (FRR 0%, HTER
+    = FAR / 2). Quotas are proportional with the largest remainders rounded up, and every class present
+    gets at least one item when `n` allows, so a rare class is never dropped. Seeded: the same seed
+    gives the same sample. `n <= 0` or `n >= len(labels)` takes every item.
+    """
+    labels = np.asarray(labels)
+    total = len(labels)
+    if n <= 0 or n >= total:
+        return np.arange(total)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * (n / total)
+    take = np.floor(quota).astype(np.int64)
+    if n >= len(classes):
+        take = np.maximum(take, 1)
+    while take.sum() > n:  # the floor of one per class overshot: trim the classes most above their quota
+        over = np.where(take > 1, take - quota, -np.inf)
+        take[int(np.argmax(over))] -= 1
+    while take.sum() < n:  # hand out what rounding down left, largest remainder first
+        rest = np.where(take < counts, quota - take, -np.inf)
+        take[int(np.argmax(rest))] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [rng.choice(np.flatnonzero(labels == c), int(k), replace=False) for c, k in zip(classes, take) if k]
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def _load_split(run: Run, split: str, limit: int, seed: int = 0) -> tuple:
+    """A stratified sample of `limit` images of the split (`stratified_sample`), as stored in its
+    predictions, decoded as training saw them: (predictions, positions, x, labels, stored probs)."""
     from engine.data.dataset import open_dataset
 
     pred = load_predictions(run, split)
@@ -142,22 +172,33 @@ def _load_split(run: Run, split: str, limit: int) -> tuple:
     ds = open_dataset(cfg["dataset"], image_size=header.get("image_size") or None, task=None if task == "auto" else task,
                       seed=cfg.get("seed", 0), val_fraction=cfg.get("val_fraction", 0.15),
                       test_fraction=cfg.get("test_fraction", 0.15))
-    n = min(int(limit or len(pred.indices)), len(pred.indices))
-    idx = np.asarray(pred.indices[:n])
-    x = to_tensor(ds.images[idx])
-    return pred, x, pred.labels[:n], pred.probs[:n]
+    labels = np.asarray(pred.labels)
+    pos = stratified_sample(labels, int(limit or 0), seed)  # single-label: sweeps refuse multi-label runs
+    x = to_tensor(ds.images[np.asarray(pred.indices)[pos]])
+    return pred, pos, x, labels[pos], np.asarray(pred.probs)[pos]
+
+
+def _binary_rates(m: dict, labels: np.ndarray, positive: int) -> dict:
+    """FAR, FRR and HTER of one row, None where a rate's class is absent from the sample (FAR needs
+    negatives, FRR positives): a rate over no items is unknown, not 0%."""
+    has_pos, has_neg = bool((labels == positive).any()), bool((labels != positive).any())
+    far = float(m["far"]) if has_neg and "far" in m else None
+    frr = float(m["frr"]) if has_pos and "frr" in m else None
+    return {"far": far, "frr": frr, "hter": (far + frr) / 2 if far is not None and frr is not None else None}
 
 
 def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 200, attack: str = "fgsm",
                   steps: int = 10, progress: Callable | None = None, batch_size: int = 64,
-                  min_eps: bool = True, min_eps_hi: float = 0.1) -> dict:
-    """Accuracy (and FAR/FRR/HTER for binary, at the saved threshold) under attack at each eps."""
+                  min_eps: bool = True, min_eps_hi: float = 0.1, seed: int = 0) -> dict:
+    """Accuracy (and FAR/FRR/HTER for binary, at the saved threshold) under attack at each eps, on a
+    stratified sample of `limit` images of the split (seeded; the seed, the sample's dataset indices and
+    its class counts are in the result). A rate whose class is not in the sample is None."""
     if attack not in ATTACKS:
         raise AttackError(f"Unknown attack '{attack}'; choose one of {', '.join(ATTACKS)}.")
     rm = load_run_model(run)
     if rm.multilabel:
         raise AttackError("Epsilon sweeps support binary and multiclass runs; this run is multi-label.")
-    pred, x, labels, stored = _load_split(run, split, limit)
+    pred, pos, x, labels, stored = _load_split(run, split, limit, seed)
     thr = load_thresholds(run).get("binary", 0.5) if rm.task == "binary" else 0.5
     y = torch.from_numpy(np.asarray(labels, np.int64))
     eps = sorted(float(e) for e in eps)
@@ -178,13 +219,16 @@ def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 2
         per_class = {c: float((dec[labels == i] == i).mean()) for i, c in enumerate(rm.classes) if (labels == i).any()}
         row = {"eps": e, "accuracy": float(m["accuracy"]), "per_class": per_class}
         if rm.task == "binary":
-            row.update({k: float(m[k]) for k in ("far", "frr", "hter") if k in m})
+            row.update(_binary_rates(m, labels, rm.positive))
         rows.append(row)
     clean = metrics_at(labels, stored, rm.task, positive=rm.positive, threshold=thr)
     out = {"run": run.id, "split": split, "n": int(len(x)), "attack": attack, "steps": steps if attack == "pgd" else 1,
            "task": rm.task, "threshold": thr if rm.task == "binary" else None, "eps": eps,
            "accuracy": [r["accuracy"] for r in rows], "per_class": [r["per_class"] for r in rows],
-           "clean_accuracy": float(clean["accuracy"])}
+           "clean_accuracy": float(clean["accuracy"]),
+           "sample": "stratified", "seed": int(seed), "split_size": int(len(pred.labels)),
+           "indices": [int(i) for i in np.asarray(pred.indices)[pos]],
+           "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(rm.classes)}}
     if rm.task == "binary":
         for k in ("far", "frr", "hter"):
             out[k] = [r.get(k) for r in rows]

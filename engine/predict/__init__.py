@@ -8,4 +8,5 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
     "predictor": ["BUILTIN_IMAGENET", "PredictError", "Predictor", "builtin_models", "imagenet_classes",
                   "predict_folder"],
     "export": ["ExportError", "export", "model_card"],
+    "unsure": ["DEFAULT_MARGIN", "decision_margin", "is_unsure"],
 })

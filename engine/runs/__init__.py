@@ -11,5 +11,6 @@ __getattr__, __dir__, __all__ = lazy_exports(__name__, {
                "find_run", "list_runs", "new_run_id", "now_iso", "pid_alive", "run_row", "runs_dir",
                "stale_after_s", "storage_error", "write_npz"],
     "checkpoint": ["CheckpointError", "load_state", "load_weights", "read_weights", "save_state", "save_weights"],
-    "sweeps": ["is_stale", "latest_record", "latest_sweep", "load_record", "load_sweep", "save_sweep", "sweep_params"],
+    "sweeps": ["is_stale", "latest_record", "latest_sweep", "load_record", "load_sweep", "outdated", "save_sweep",
+               "sweep_params"],
 })

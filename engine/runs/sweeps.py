@@ -4,8 +4,13 @@ A sweep takes seconds to minutes, and a browser reload starts a new Streamlit se
 in session state is lost exactly when the user least expects it. Saving it next to the run (like thresholds
 and predictions) lets the Explain page, another browser tab or the CLI come back to it. The key is a short
 hash of the settings that change the result (epsilons, split, image limit, attack, PGD steps, whether the
-minimal epsilon was searched), so two settings never overwrite each other and the same settings replace
-their older result. Files are written atomically: a reader never sees half a sweep.
+minimal epsilon was searched, the sampling seed), so two settings never overwrite each other and the same
+settings replace their older result. Files are written atomically: a reader never sees half a sweep.
+
+Versions: 1 attacked the first `limit` images of the split (on class-ordered data, often one class only);
+2 draws a seeded sample stratified by class and records the seed and the sample's dataset indices. Older
+records stay readable (`latest_record` returns them) but never answer for current settings
+(`load_record`), and `outdated` says why they should be run again.
 """
 
 from __future__ import annotations
@@ -19,21 +24,23 @@ from typing import Any, Sequence
 from engine.runs.folder import Run, atomic_write_json, now_iso
 
 SWEEP_DIR = "robustness"
-VERSION = 1
+VERSION = 2  # 2: stratified, seeded sample (see the module docstring)
 
 
 def sweep_params(eps: Sequence[float], split: str = "val", limit: int = 200, attack: str = "fgsm", steps: int = 10,
-                 min_eps: bool = True) -> dict:
+                 min_eps: bool = True, seed: int = 0) -> dict:
     """The settings that define a sweep, normalised so equal sweeps get equal keys: epsilons sorted and
     deduplicated (the sweep sorts them too), and `steps` 1 for FGSM (it is one step whatever was typed)."""
     attack = str(attack)
     return {"eps": sorted({round(float(e), 6) for e in eps}), "split": str(split), "limit": int(limit or 0),
-            "attack": attack, "steps": int(steps) if attack == "pgd" else 1, "min_eps": bool(min_eps)}
+            "attack": attack, "steps": int(steps) if attack == "pgd" else 1, "min_eps": bool(min_eps),
+            "seed": int(seed)}
 
 
 def _normal(params: dict) -> dict:
     return sweep_params(params["eps"], params.get("split", "val"), params.get("limit", 200),
-                        params.get("attack", "fgsm"), params.get("steps", 10), params.get("min_eps", True))
+                        params.get("attack", "fgsm"), params.get("steps", 10), params.get("min_eps", True),
+                        params.get("seed", 0))
 
 
 def sweep_key(params: dict) -> str:
@@ -91,9 +98,9 @@ def _read(path: Path) -> dict | None:
 
 
 def load_record(run: Run, params: dict) -> dict | None:
-    """The saved record for exactly these settings, or None."""
+    """The saved record for exactly these settings (of this version), or None."""
     rec = _read(sweep_path(run, params))
-    return rec if rec is not None and rec["params"] == _normal(params) else None
+    return rec if rec is not None and not outdated(rec) and rec["params"] == _normal(params) else None
 
 
 def latest_record(run: Run) -> dict | None:
@@ -120,6 +127,18 @@ def latest_sweep(run: Run) -> tuple[dict, dict] | None:
     """(settings, result) of the most recently saved sweep, or None."""
     rec = latest_record(run)
     return (rec["params"], rec["result"]) if rec else None
+
+
+def outdated(record: dict) -> str | None:
+    """Why a record saved by an older Loupe should be run again (one sentence), or None when it is current."""
+    try:
+        version = int(record.get("version") or 1)
+    except (TypeError, ValueError):
+        version = 1
+    if version >= VERSION:
+        return None
+    return ("It was saved by an older Loupe that attacked the first images of the split instead of a sample "
+            "stratified by class, so on class-ordered data it may hold one class only; run it again.")
 
 
 def is_stale(run: Run, record: dict) -> bool:
