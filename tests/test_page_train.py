@@ -490,3 +490,38 @@ def test_ddp_processes_field_launches_a_torchrun_job_from_the_page():
             wait_for(run, ("stopped", "completed"), timeout=60)
     assert run.config()["world_size"] == 2 and run.config()["config"]["nproc"] == 2
     assert run.summary()["final"]["test"]["accuracy"] > 0.5
+
+
+def test_speed_and_eta_after_a_resume_count_only_the_resumed_work():
+    """Issue 13 item 2: 33 steps done, stopped, resumed 10 s ago, 10 steps since: 1 step/s, not 43 / 10."""
+    now = time.time()
+    status = {"display_state": "running", "state": "running", "epoch": 1, "epochs": 3, "step": 43, "total_steps": 100,
+              "started_at": now_iso(), "segment_start": now - 10.0, "segment_step": 33, "heartbeat": now,
+              "img_per_s": 160.0, "deadline": None}  # fmt: skip
+    rate = train_live.steps_per_second(status, [], now, None)
+    assert rate == pytest.approx(1.0)
+    assert train_live.eta_seconds(status, rate, now=now) == pytest.approx(57.0)
+    # a session that watched the run before the stop must not count the steps done before it either
+    assert train_live.steps_per_second(status, [], now, (now - 60.0, 0)) == pytest.approx(1.0)
+    # the time budget's end comes from the trainer (it counts training time, not the time stopped)
+    assert train_live.eta_seconds({**status, "deadline": now + 20.0}, rate, now=now) == pytest.approx(20.0)
+    assert train_live.speed_of(status, rate, batch_size=16) == 160.0  # the trainer's measured images/s
+    # just resumed: no step yet, so no rate (not the run's whole history over a few seconds)
+    fresh = {**status, "step": 33, "segment_start": now - 1.0}
+    assert train_live.steps_per_second(fresh, [], now, None) is None
+
+
+def test_live_panel_after_a_resume_shows_the_true_step_speed_and_eta():
+    run = fake_run("resumed", state="running", scores=(0.5,), epochs=3)
+    now = time.time()
+    run.write_status(pid=__import__("os").getpid(), step=43, total_steps=100, epoch=1, segment_start=now - 10.0,
+                     segment_step=33, img_per_s=160.0, deadline=None)  # fmt: skip
+    at = open_train("builtin:digits", run=run.id)
+    assert not at.exception
+    text = live_progress(at)[0]
+    assert "step 43 of 100" in text
+    eta = text.split("ETA ")[1]
+    seconds = int(eta.split("m")[0]) * 60 + int(eta.split("m")[1].strip().rstrip("s")) if "m" in eta else int(eta.rstrip("s"))
+    assert 45 <= seconds <= 70, text  # 57 steps left at 1 step/s (the heartbeat is a moment old)
+    speed = next(m for m in at.metric if m.label == "Images/s")
+    assert speed.value == "160"

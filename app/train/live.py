@@ -64,33 +64,55 @@ def best_so_far(records: list[dict], monitor: str) -> tuple[float | None, int | 
     return (rec[key], rec["epoch"]) if rec else (None, None)
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def steps_per_second(status: dict, records: list[dict], now: float, seen: tuple[float, int] | None) -> float | None:
-    """Training speed in steps/s: watched in this session if possible, else from the epoch records'
-    timestamps, else since `started_at` (which includes loading the data and building the model)."""
+    """Training speed in steps/s, counting only the work of the process that trains now.
+
+    The trainer writes where it started (`segment_start`, `segment_step`: after a resume, the step it
+    resumed at) and a `heartbeat` time with each step count, so the rate is the steps since then over the
+    time since then (validation included, as the ETA needs). Steps a stopped run had done before do not
+    count: dividing them by the time since the resume made the speed and ETA look ten times better.
+    Runs written without those fields fall back to `seen`, (time, step) when this session first saw the
+    run running, as long as it is still the same segment (the step has not gone below it)."""
     step = status.get("step") or 0
+    t0, s0, beat = _number(status.get("segment_start")), status.get("segment_step"), _number(status.get("heartbeat"))
+    if t0 is not None and isinstance(s0, int):
+        if step > s0 and beat is not None and beat - t0 >= 1.0:
+            return (step - s0) / (beat - t0)
+        return None  # this segment has not trained long enough to tell
     if seen is not None and step > seen[1] and now - seen[0] >= 2.0:
         return (step - seen[1]) / (now - seen[0])
-    timed = [(parse_time(r.get("time")), r.get("step")) for r in charts.val_records(records)]
-    timed = [(t, s) for t, s in timed if t is not None and isinstance(s, int)]
-    if len(timed) >= 2 and timed[-1][1] > timed[-2][1] and timed[-1][0] > timed[-2][0]:
-        return (timed[-1][1] - timed[-2][1]) / (timed[-1][0] - timed[-2][0])
-    started = parse_time(status.get("started_at"))
-    if started and step > 0 and now > started:
-        return step / (now - started)
     return None
 
 
 def eta_seconds(status: dict, rate: float | None, budget_s: float = 0.0, now: float | None = None) -> float | None:
-    """Seconds left: the remaining steps at `rate`, capped by what is left of a time budget (counted
-    from `started_at`, so for a resumed run the cap is only a rough bound)."""
+    """Seconds left: the remaining steps at `rate`, capped by the end of a time budget. The trainer writes
+    that end (`deadline`; the budget counts training time, so a resumed run's moves on by the time it was
+    stopped); for runs written without it, the budget counted from `started_at` is a rough bound."""
     total, step = status.get("total_steps"), status.get("step") or 0
     if not total or not rate or rate <= 0:
         return None
+    now = now or time.time()
     eta = max(0.0, (total - step) / rate)
+    deadline = _number(status.get("deadline"))
     started = parse_time(status.get("started_at"))
-    if budget_s and started:
-        eta = min(eta, max(0.0, budget_s - ((now or time.time()) - started)))
+    if deadline is not None:
+        eta = min(eta, max(0.0, deadline - now))
+    elif budget_s and started and "segment_start" not in status:
+        eta = min(eta, max(0.0, budget_s - (now - started)))
     return eta
+
+
+def speed_of(status: dict, rate: float | None, batch_size: int) -> float | None:
+    """Training images/s now: what the trainer measured since it (re)started (steps only, no validation),
+    else steps/s times the batch size."""
+    measured = _number(status.get("img_per_s"))
+    if measured:
+        return measured
+    return rate * batch_size if rate and batch_size else None
 
 
 def progress_of(status: dict) -> float:
@@ -184,7 +206,8 @@ def _live(run_id: str) -> None:
         eta = eta_seconds(status, rate, float(cfg.get("time_budget_s") or 0), now)
         st.progress(progress_of(status), text=progress_text(status, eta, summary))
         monitor = monitor_of(cfg, records, summary)
-        _numbers(status, records, summary, monitor, now, rate * cfg.get("batch_size", 0) if rate else None)
+        speed = speed_of(status, rate, int(cfg.get("batch_size") or 0)) if shown == "running" else None
+        _numbers(status, records, summary, monitor, now, speed)
         _buttons(run, status)
         if status.get("state") == "failed" or status.get("crashed"):
             st.error(status.get("error") or "The training process ended without reporting why (killed, or out of "

@@ -88,6 +88,23 @@ def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Mod
     return torch.compile(model, backend=os.environ.get("LOUPE_COMPILE_BACKEND", "inductor")), True
 
 
+@dataclass
+class Segment:
+    """What this process trained since it started or resumed: the live panel's speed and ETA count this,
+    never the steps a stopped run had done before (status.json's `segment_start`, `segment_step`)."""
+
+    start: float = 0.0  # time.time() when this process began training
+    step: int = 0  # the run's step then
+    images: int = 0  # images trained on since, all processes together
+    seconds: float = 0.0  # training seconds of the epochs finished since (validation left out)
+    epoch_t0: float | None = None  # perf_counter() when the epoch under way began
+
+    def img_per_s(self) -> float | None:
+        """Training images per second since `start` (steps only, as the epoch records count them)."""
+        seconds = self.seconds + (time.perf_counter() - self.epoch_t0 if self.epoch_t0 is not None else 0.0)
+        return round(self.images / seconds, 1) if self.images and seconds > 0 else None
+
+
 class Trainer:
     """One plain run's training loop, with everything it needs on `self`.
 
@@ -115,8 +132,10 @@ class Trainer:
         self.generator = torch.Generator(device=self.compute.device)  # augmentation randomness, saved with `last`
         self.state = TrainerState(batch_size=self.per_rank_batch)
         self.data = DeviceData(ds.images, ds.labels, self.compute.device, setup.multilabel)
+        self.epoch_len = epoch_len  # items in one epoch's order, all processes together
         self.last_beat = 0.0  # time of the last heartbeat
         self.budget_t0 = time.time()  # the time budget counts training time, so a resumed run moves this back
+        self.segment = Segment()  # what this process has trained so far (the live panel's speed and ETA)
 
     @property
     def core(self) -> torch.nn.Module:
@@ -135,10 +154,16 @@ class Trainer:
         if resume:
             self.restore()
         cfg, st, main = self.cfg, self.state, self.dist.is_main
-        if main:
-            self.run.write_status(state="running", epochs=cfg.epochs, total_steps=self.total_steps, epoch=st.epoch,
-                                  step=st.step)
         self.budget_t0 = time.time() - st.train_seconds
+        self.segment = Segment(start=time.time(), step=st.step)
+        if main:
+            deadline = self.budget_t0 + cfg.time_budget_s if cfg.time_budget_s else None
+            # the live panel's rates count from here: steps done before a stop are not this process's work
+            self.run.write_status(state="running", epochs=cfg.epochs, total_steps=self.total_steps, epoch=st.epoch,
+                                  step=st.step, segment_start=self.segment.start, segment_step=st.step,
+                                  img_per_s=None, deadline=deadline)
+            if self.progress is not None:  # the bar starts where the run stands, so its rate counts new work only
+                self.progress(self.images_done(st.epoch, st.position), self.total_images, "training")
         stop_reason = ""
         while st.epoch < cfg.epochs:
             epoch = st.epoch
@@ -177,12 +202,16 @@ class Trainer:
         order = order[self.dist.rank :: self.dist.world]
         if st.position == 0:  # a resumed epoch goes on with the generator state saved in `last`
             self.generator.manual_seed(cfg.seed * 1000 + epoch * 10 + self.dist.rank)
-        step0 = st.step
+        step0, steps = st.step, 0  # `pos` below counts from the epoch's start, steps from this call's
 
         def on_step(pos: int, loss: float, n: int) -> None:
-            self.heartbeat(epoch, step0 + math.ceil(pos / self.per_rank_batch), epoch + pos / len(order), loss)
+            nonlocal steps
+            steps += 1
+            self.segment.images += n * self.dist.world
+            self.heartbeat(epoch, step0 + steps, epoch + pos / len(order), loss, self.images_done(epoch, pos))
 
         set_train_mode(self.core)
+        self.segment.epoch_t0 = time.perf_counter()
         res = train_one_epoch(self.step_model, self.data, order, cfg, self.loss_fn, self.optimizer, self.scheduler,
                               self.compute, st.batch_size, start=st.position, generator=self.generator,
                               scaler=self.scaler, should_stop=self.should_stop, on_step=on_step,
@@ -198,18 +227,29 @@ class Trainer:
         st.notes += res.notes
         st.train_seconds += res.seconds
         st.train_images += res.images * self.dist.world
+        self.segment.seconds += res.seconds
+        self.segment.epoch_t0 = None
         return res
 
-    def heartbeat(self, epoch: int, step: int, progress_epochs: float, loss: float) -> None:
-        """After each step: the progress bar, and at most once a second status.json and a train record."""
+    @property
+    def total_images(self) -> int:
+        """Images the whole run trains on (all processes): what the progress bar counts."""
+        return self.epoch_len * self.cfg.epochs
+
+    def images_done(self, epoch: int, position: int) -> int:
+        """Images trained on when epoch `epoch` (0-based) is at `position` of this process's order."""
+        return epoch * self.epoch_len + min(self.epoch_len, position * self.dist.world)
+
+    def heartbeat(self, epoch: int, step: int, progress_epochs: float, loss: float, images: int) -> None:
+        """After each step: the progress bar (in images), and at most once a second status.json and a train record."""
         if not self.dist.is_main:
             return
         now = time.time()
         if self.progress is not None:
-            self.progress(step, self.total_steps, "training")
+            self.progress(images, self.total_images, "training")
         if now - self.last_beat >= HEARTBEAT_S:
             self.last_beat = now
-            self.run.write_status(step=step, epoch=epoch, batch_loss=loss)
+            self.run.write_status(step=step, epoch=epoch, batch_loss=loss, img_per_s=self.segment.img_per_s())
             # a throttled train record, so live curves move within an epoch, not only at its end
             self.run.append_metrics({"epoch": progress_epochs, "step": step, "split": "train", "loss": loss,
                                      "lr": self.lr, "time": now_iso()})
