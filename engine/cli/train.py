@@ -59,6 +59,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
     train.add_argument("--background", action="store_true", help="start as a background job and return")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.add_argument("--no-estimate", action="store_true",
+                       help="skip the time estimate printed before training (a short timed probe of the model on "
+                            "this device, cached per model, size, batch and device)")
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
@@ -137,6 +140,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, reasons = build_config(args)
         for r in reasons:
             print(f"chose {r}", file=sys.stderr)
+        if not args.no_estimate:
+            print_estimate(cfg)
         if args.background:
             run = jobs.start(cfg, args.runs_dir)
             print(run.path)
@@ -145,6 +150,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.nproc > 1 and not jobs.under_torchrun():
         return _relaunch_ddp(cfg, run, ["train", "--run", str(run.path)], args)
     return _run_foreground(cfg, run, resume=False, args=args)
+
+
+def print_estimate(cfg: RunConfig) -> None:
+    """'estimate: about 12 s per epoch, 2.5 min in total on this CPU' on stderr, from a timed probe of the
+    model (`engine.train.timing`). A dataset or model that cannot be used prints nothing here: training
+    reports the same problem as one sentence right after."""
+    from engine.data import quick_stats
+    from engine.errors import LoupeError
+    from engine.train.timing import estimate_run
+
+    try:
+        est = estimate_run(cfg, quick_stats(cfg.dataset))
+    except LoupeError:
+        return
+    print(f"estimate: {est.describe()}; {est.throughput.describe()} on {est.throughput.device}", file=sys.stderr)
 
 
 def _prepared_run(args: argparse.Namespace) -> tuple[Run, RunConfig]:

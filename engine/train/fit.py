@@ -31,6 +31,7 @@ from engine.train.loop import DeviceData, EpochResult, eval_batch_size, predict_
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
 from engine.train.setup import TrainingSetup, prepared_run
+from engine.train.timing import Throughput, device_label, remember_throughput
 
 HEARTBEAT_S = 1.0  # at most one status.json heartbeat (and one throttled train record) per second
 
@@ -136,6 +137,7 @@ class Trainer:
         self.last_beat = 0.0  # time of the last heartbeat
         self.budget_t0 = time.time()  # the time budget counts training time, so a resumed run moves this back
         self.segment = Segment()  # what this process has trained so far (the live panel's speed and ETA)
+        self.eval_images, self.eval_seconds = 0, 0.0  # validation passes, timed for the run's measured speeds
 
     @property
     def core(self) -> torch.nn.Module:
@@ -269,8 +271,11 @@ class Trainer:
     def validate(self, epoch: int, train_loss: float | None, res: EpochResult) -> float | None:
         """Append the validation record of epoch `epoch` (0-based) to metrics.jsonl; returns the monitored figure."""
         ds = self.setup.ds
+        t0 = time.perf_counter()
         probs = predict_probs(self.core, self.data, ds.splits["val"], self.compute, self.setup.multilabel,
                               batch_size=eval_batch_size(self.state.batch_size))
+        self.eval_seconds += time.perf_counter() - t0
+        self.eval_images += len(probs)
         record = validation_record(epoch + 1, self.state.step, probs=probs, labels=ds.labels[ds.splits["val"]],
                                    task=self.setup.task, positive=self.setup.positive, train_loss=train_loss,
                                    lr=self.lr, img_per_s=res.img_per_s)
@@ -304,10 +309,25 @@ class Trainer:
             compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None)
         self.run.write_summary(summary)
         self.run.write_status(state="completed", epoch=st.epoch, step=st.step)
+        self.remember_speed()
         shown = final.get("test", final.get("val", {}))
         self.log(f"done: best epoch {st.best_epoch}, "
                  + ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if isinstance(v, float)))
         return summary
+
+    def remember_speed(self) -> None:
+        """This run's measured training and validation speeds become the time estimate's figures for its
+        configuration (`engine.train.timing`): a whole run says more than the probe's few steps. Not for
+        DDP or compiled runs, which the one-process, uncompiled probe does not describe."""
+        st = self.state
+        if self.cfg.compile or self.dist.world > 1 or not st.train_seconds or not self.eval_seconds:
+            return
+        ds = self.setup.ds
+        tp = Throughput(train_img_per_s=round(st.train_images / st.train_seconds, 2),
+                        eval_img_per_s=round(self.eval_images / self.eval_seconds, 2),
+                        device=device_label(self.compute), probe_seconds=0.0, measured_at=time.time(),
+                        source=f"run {self.run.id}")
+        remember_throughput(self.cfg, ds.image_size, ds.channels, self.setup.multilabel, tp)
 
     # --- checkpoints -------------------------------------------------------------------------------
 
