@@ -15,6 +15,7 @@ from engine.runs.folder import list_runs
 from app.train import runs_table
 from app.common import state
 from app.common.sidebar import draw_frame
+from app.train import estimate as train_estimate
 from app.train import form as train_form
 from app.train import live as train_live
 from app.train import values
@@ -37,8 +38,10 @@ def start(stats_error: LoupeError | None) -> None:
     st.rerun()
 
 
-def start_bar(stats_error: LoupeError | None) -> None:
+def start_bar(stats: dict | None, stats_error: LoupeError | None) -> None:
+    """The time estimate on this device, then Start (and how many runs already wait for the device)."""
     busy = [r.id for r in list_runs() if r.status()["display_state"] in train_live.ACTIVE]
+    train_estimate.section(values.read_values(), stats, busy=bool(busy))
     with st.container(horizontal=True, vertical_alignment="center"):
         clicked = st.button("Start training", type="primary", icon=":material/play_arrow:", key="train.start")
         if busy:
@@ -59,7 +62,7 @@ def main() -> None:
     with form:
         st.subheader("New run")
         train_form.render(spec, stats, stats_error)
-        start_bar(stats_error)
+        start_bar(stats, stats_error)
     with live:
         st.subheader("Live")
         train_live.panel(state.active_run())

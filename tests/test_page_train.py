@@ -157,23 +157,42 @@ def test_edits_survive_a_page_switch_and_a_dataset_change(tmp_path: Path):
 
 
 @needs_fashion
-def test_quick_preset_fills_the_form_and_the_active_dataset():
+def test_demo_preset_fills_the_form_and_switches_to_fashion_mnist():
     at = open_train("builtin:digits")
-    at.button(key="train.preset").click().run()
+    at.button(key="train.demo").click().run()
     assert not at.exception and not at.error
     assert at.selectbox(key="train.f.dataset").value == "builtin:fashion-mnist"
     assert at.query_params["dataset"] == "builtin:fashion-mnist"
     from engine.train.recipes import apply_preset
 
-    preset = apply_preset("quick")
+    preset = apply_preset("demo")
     assert number(at, "epochs").value == preset["epochs"]
     assert number(at, "batch_size").value == preset["batch_size"]
     assert number(at, "lr").value == pytest.approx(preset["lr"])
     assert number(at, "image_size").value == preset["image_size"]
     assert at.selectbox(key="train.model_pick").value == preset["model"]
-    # every field shows what `train --preset quick` trains: the RunConfig defaults plus the preset
+    # every field shows what `train --preset demo` trains: the RunConfig defaults plus the preset
     expected = RunConfig(**{**RunConfig().to_dict(), **preset}).to_dict()
     assert {name: form_value(at, name) for name in expected} == expected
+
+
+def test_quick_recipe_is_for_the_selected_dataset_and_keeps_it():
+    """Issue 13 item 10: "Use the quick preset" switched the dataset to Fashion-MNIST without saying so."""
+    from engine.cli.train import build_config
+    from engine.cli.main import build_parser
+
+    at = open_train("builtin:digits")
+    at.button(key="train.preset").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train.f.dataset").value == "builtin:digits"
+    assert at.query_params["dataset"] == "builtin:digits"
+    # the form holds what `train --preset quick --dataset builtin:digits` trains
+    cli, _ = build_config(build_parser().parse_args(["train", "--preset", "quick", "--dataset", "builtin:digits"]))
+    assert {name: form_value(at, name) for name in cli.to_dict()} == cli.to_dict()
+    assert number(at, "image_size").value == 8
+    assert any("quick recipe" in e.label or "Prefilled" in e.label for e in at.expander)
+    demo = at.button(key="train.demo")
+    assert "Fashion-MNIST" in demo.label  # the demo is a separate, labelled choice
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -525,3 +544,40 @@ def test_live_panel_after_a_resume_shows_the_true_step_speed_and_eta():
     assert 45 <= seconds <= 70, text  # 57 steps left at 1 step/s (the heartbeat is a moment old)
     speed = next(m for m in at.metric if m.label == "Images/s")
     assert speed.value == "160"
+
+
+# --- the time estimate --------------------------------------------------------------------------------
+
+
+def estimate_texts(at: AppTest, tries: int = 120) -> str:
+    """The estimate's line once the probe (a background task) has finished."""
+    for _ in range(tries):
+        text = " ".join(m.value for m in at.markdown)
+        if "Estimated time" in text:
+            return text
+        time.sleep(0.5)
+        at.run()
+    raise AssertionError("no time estimate shown")
+
+
+def test_the_estimate_on_this_device_is_shown_before_start_and_warns_for_a_long_cpu_run():
+    from engine.data import quick_stats
+    from engine.train.timing import cached_throughput, duration, estimate_run, planned_shape
+
+    at = open_train("builtin:digits")
+    number(at, "batch_size").set_value(48).run()
+    number(at, "epochs").set_value(3).run()
+    text = estimate_texts(at)
+    assert not at.exception
+    cfg = RunConfig(**{**RunConfig().to_dict(), **{n: form_value(at, n) for n in RunConfig().to_dict()}}).validate()
+    stats = quick_stats("builtin:digits")
+    size, channels = planned_shape(cfg, stats)
+    tp = cached_throughput(cfg, size, channels)  # the page's probe was cached: the same figures come back
+    assert tp is not None
+    est = estimate_run(cfg, stats, tp)
+    assert f"about {duration(est.seconds_per_epoch)} per epoch" in text and f"{duration(est.total_seconds)} in total" in text
+    assert "this CPU" in text
+    assert not any("would take about" in w.value for w in at.warning)
+    number(at, "epochs").set_value(max(est.epochs, int(400 / est.seconds_per_epoch) + 1)).run()
+    estimate_texts(at)
+    assert any("would take about" in w.value for w in at.warning)  # a long run on a CPU is called out

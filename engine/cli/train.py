@@ -56,7 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--config", help="a JSON/YAML config file (a run's config.json starts a new run with its config)")
     train.add_argument("--run", help="a prepared run folder to train into, with the config.json in it (what "
                                      "background jobs run); no other config source goes with it")
-    train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
+    train.add_argument("--preset", help="a named starting point: quick (a small, fast recipe for --dataset, "
+                                        "Fashion-MNIST when none is given) or demo (the Fashion-MNIST demo); the "
+                                        "config file and flags override it")
     train.add_argument("--background", action="store_true", help="start as a background job and return")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
     train.add_argument("--no-estimate", action="store_true",
@@ -70,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                          description="Train briefly with an exponentially rising learning rate on the configured "
                                      "data and model (nothing is saved) and suggest a learning rate.")
     lrf.add_argument("--config", help="a JSON/YAML config file")
-    lrf.add_argument("--preset", help="a named starting point, e.g. quick")
+    lrf.add_argument("--preset", help="a named starting point: quick (for --dataset) or demo")
     lrf.add_argument("--steps", type=int, default=100, help="batches in the sweep")
     lrf.add_argument("--start-lr", type=float, default=1e-6)
     lrf.add_argument("--end-lr", type=float, default=1.0)
@@ -99,20 +101,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
-    """Preset < config file < flags; then dataset-aware defaults for what none of them set."""
-    from engine.train.recipes import apply_preset
+    """Preset < config file < flags; then dataset-aware defaults for what none of them set.
 
-    values: dict = {}
-    if args.preset:
-        values.update(apply_preset(args.preset))
-    if args.config:
-        values.update(RunConfig.load(args.config).to_dict() if not values else _explicit(RunConfig.load(args.config)))
+    A preset never overrides a value given in the config file or as a flag: `--preset quick --dataset D`
+    is the quick recipe for D (`engine.train.recipes.quick_recipe`), `--preset quick` alone the quick
+    recipe for the default dataset (Fashion-MNIST, where it is the demo), `--preset demo` the
+    Fashion-MNIST demo."""
+    from engine.device import resolve_device
+
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
-    values.update(flags)
+    loaded = RunConfig.load(args.config) if args.config else None
+    values: dict = {}
     reasons: list[str] = []
+    if args.preset:
+        from engine.train.recipes import QUICK, apply_preset, quick_recipe
+
+        given = {**(_explicit(loaded) if loaded else {}), **flags}
+        if args.preset == QUICK:
+            from engine.data import quick_stats
+
+            dataset = given.get("dataset", RunConfig().dataset)
+            gpu = resolve_device(given.get("device", "auto")).type == "cuda"
+            values, reasons = quick_recipe(quick_stats(dataset), gpu=gpu)
+            values["dataset"] = dataset
+            reasons = [r for r in reasons if not (r.startswith("train_limit") and "train_limit" in given)]
+        else:
+            values = apply_preset(args.preset)
+    if loaded is not None:
+        values.update(loaded.to_dict() if not values else _explicit(loaded))
+    values.update(flags)
     if not args.preset and not args.config:
         from engine.data import quick_stats
-        from engine.device import resolve_device
         from engine.train.recipes import suggest
 
         dataset = values.get("dataset", RunConfig().dataset)

@@ -1,0 +1,110 @@
+"""The Train page's time estimate, above Start: time per epoch and for the whole run on this device.
+
+The speed comes from `engine.train.timing`: a short timed probe of the chosen model at the chosen size,
+batch, precision and memory format, cached per configuration (or a finished run's own speeds). The
+probe runs as a background task (`app/common/scans.py`), so the form stays usable while it runs and a
+reload attaches to it; while a run trains on the device, the page does not probe on its own (the probe
+would slow the run and read low) and offers a button instead.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+import streamlit as st
+
+from engine.config import RunConfig
+from engine.errors import LoupeError
+from engine.train.timing import (Estimate, Throughput, cached_throughput, duration, estimate_run, measure_throughput,
+                                 planned_shape)  # fmt: skip
+from app.common import scans
+
+POLL_S = 1.0
+K_ASKED, K_REFRESH = "train.estimate.asked", "train.estimate.refresh"
+
+
+def _config(values: dict) -> RunConfig | None:
+    try:
+        return RunConfig(**values).validate()
+    except (LoupeError, TypeError, ValueError):
+        return None
+
+
+def section(values: dict, stats: dict | None, busy: bool) -> None:
+    """The estimate for the form's `values` on the data described by `stats`; `busy`: a run is training."""
+    cfg = _config(values)
+    if stats is None or cfg is None:
+        return
+    try:
+        size, channels = planned_shape(cfg, stats)
+    except LoupeError:
+        return  # the form shows the problem when Start is pressed
+    multilabel = (cfg.task if cfg.task != "auto" else stats.get("task")) == "multilabel"
+    num_classes = max(2, len(stats.get("classes") or []))
+    ident = json.dumps([cfg.model, size, channels, cfg.batch_size, cfg.strategy, cfg.head, cfg.device, cfg.precision,
+                        cfg.channels_last, multilabel])  # fmt: skip
+    refresh = st.session_state.get(K_REFRESH) == ident
+    tp = None if refresh else cached_throughput(cfg, size, channels, multilabel)
+    with st.container(key="train-estimate"):
+        if tp is None:
+            if busy and st.session_state.get(K_ASKED) != ident and not refresh:
+                with st.container(horizontal=True, vertical_alignment="center"):
+                    st.caption(":material/timer: Time estimate: a run is training on this device, and timing the "
+                               "model now would slow it and read low.")  # fmt: skip
+                    if st.button("Time it anyway", key="train.estimate.ask", type="tertiary"):
+                        st.session_state[K_ASKED] = ident
+                        st.rerun()
+                return
+            key = ("timing", ident, st.session_state.get("train.estimate.round", 0))
+
+            def work(progress: scans.Progress) -> Throughput:
+                return measure_throughput(cfg, size, channels, num_classes, multilabel, refresh=refresh)
+
+            task = scans.start(key, work)
+            if not task.finished.is_set():
+                st.fragment(run_every=POLL_S)(_waiting)(key, work, f"{cfg.model} at {size} px")
+                return
+            if task.error is not None:
+                scans.forget(lambda k: k == key)
+                st.caption(f":material/timer: No time estimate: {task.error}")
+                return
+            st.session_state.pop(K_REFRESH, None)
+            tp = task.result
+        show(estimate_run(cfg, stats, tp), tp, ident)
+
+
+def _waiting(key: tuple, work: Callable[[scans.Progress], Throughput], what: str) -> None:
+    """Shown while the probe runs; the page redraws once it has finished."""
+    task = scans.start(key, work)  # attaches to the running task
+    if task.finished.is_set():
+        st.rerun()
+    st.caption(f":material/timer: Timing {what} on this device (a few training steps)…")
+
+
+def show(est: Estimate, tp: Throughput, ident: str) -> None:
+    """The estimate in one line, the speeds it comes from, and a warning for a long CPU run."""
+    where = "this CPU" if est.on_cpu else "this GPU"
+    if est.linear_probe:
+        line = f"**about {duration(est.total_seconds)}** in total on {where}: features computed once, then the head"
+    else:
+        line = (f"**about {duration(est.seconds_per_epoch)} per epoch**, **{duration(est.total_seconds)} in total** "
+                f"on {where}")  # fmt: skip
+        if est.folds > 1:
+            line += f" ({est.folds} folds)"
+        if est.capped_by_budget:
+            line += f"; the time budget ({duration(est.budget_s)}) ends it after about " \
+                    f"{est.epochs_within(est.budget_s)} of {est.epochs} epochs"  # fmt: skip
+    with st.container(horizontal=True, vertical_alignment="center"):
+        st.markdown(f":material/timer: Estimated time: {line}.")
+        if st.button("Measure again", key="train.estimate.again", type="tertiary",
+                     help="Time the model again (the machine's load may have changed)."):  # fmt: skip
+            st.session_state[K_REFRESH] = ident
+            st.session_state["train.estimate.round"] = st.session_state.get("train.estimate.round", 0) + 1
+            st.rerun()
+    plan = f"{est.train_images:,} training images and {est.val_images:,} validation images per epoch"
+    st.caption(f"{plan}; {tp.describe()} on {tp.device}.")
+    if est.too_long_for_cpu:
+        st.warning(f"This run would take about {duration(est.total_seconds)} on this CPU. For a first look, try "
+                   "the quick recipe for this dataset, a training-image limit, a smaller image size or model, or "
+                   "a time budget (Stopping).", icon=":material/hourglass_top:")  # fmt: skip
