@@ -581,3 +581,17 @@ def test_the_estimate_on_this_device_is_shown_before_start_and_warns_for_a_long_
     number(at, "epochs").set_value(max(est.epochs, int(400 / est.seconds_per_epoch) + 1)).run()
     estimate_texts(at)
     assert any("would take about" in w.value for w in at.warning)  # a long run on a CPU is called out
+
+
+def test_augmentation_preview_is_at_the_size_the_form_trains_at():
+    """Issue 13 item 10: the caption kept the old size after the size changed."""
+    at = open_train("builtin:digits")
+    caption = next(c.value for c in at.caption if "working resolution" in c.value)
+    assert "(8 px)" in caption  # digits are 8 x 8: the suggested size is theirs
+    number(at, "image_size").set_value(20).run()
+    assert not at.exception
+    caption = next(c.value for c in at.caption if "working resolution" in c.value)
+    assert "(20 px)" in caption
+    assert len(at.image) == 4  # the preview itself is drawn at the new size
+    number(at, "image_size").set_value(0).run()  # 0: the data's own size again
+    assert "(8 px)" in next(c.value for c in at.caption if "working resolution" in c.value)

@@ -219,7 +219,7 @@ def augment_section(group_fields: list[Field], spec: str, values: dict) -> None:
 
 def augment_preview(spec: str, values: dict) -> None:
     """A few training images and random augmentations of each, from the engine's own batch augmenter."""
-    from engine.train.augment import is_identity, preview
+    from engine.train.augment import is_identity, preview, resized
 
     aug = {f.name: values[f.name] for f in field_groups()["augment"]}
     cfg = RunConfig(**aug)
@@ -239,12 +239,25 @@ def augment_preview(spec: str, values: dict) -> None:
             seed = st.session_state[K_PREVIEW_SEED] = seed + 1
     pool = ds.splits.get("train", np.flatnonzero(ds.scan.ok))
     idx = np.sort(np.random.default_rng(seed).choice(pool, size=min(PREVIEW_IMAGES, len(pool)), replace=False))
-    originals = np.asarray(ds.images[idx])
+    size = training_size(values, ds.image_size)
+    originals = resized(np.asarray(ds.images[idx]), size)
     variants = preview(originals, cfg, n_variants=PREVIEW_VARIANTS, seed=seed)
     for original, row in zip(originals, variants):
         st.image([for_display(original, PREVIEW_PX)] + [for_display(v, PREVIEW_PX) for v in row], width=PREVIEW_PX)
     st.caption(f"Left: a training image; then {PREVIEW_VARIANTS} random draws of the ops switched on, at the working "
-               f"resolution ({ds.image_size} px). Training draws new ones for every batch.")  # fmt: skip
+               f"resolution ({size} px). Training draws new ones for every batch.")  # fmt: skip
+
+
+def training_size(values: dict, data_size: int) -> int:
+    """The side the form's run trains at: the image size field, else the model's pretrained size, else
+    the data's own (`data_size`, the size the dataset is open at), as `engine.train.setup.image_size_for`."""
+    from engine.train.setup import image_size_for
+
+    try:
+        return image_size_for(RunConfig(model=values.get("model") or "small_cnn",
+                                        image_size=int(values.get("image_size") or 0))) or data_size
+    except LoupeError:
+        return data_size
 
 
 def _use_all_gpus(n: int) -> None:
