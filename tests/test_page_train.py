@@ -309,7 +309,7 @@ def test_start_runs_a_real_background_job_and_the_table_shows_it():
     df = runs_frame(at)
     row = df[df["Id"] == run.id].iloc[0]
     assert row["State"] == "completed"
-    assert row["Best"] is not None and 0.0 < float(row["Best"]) <= 1.0
+    assert row["Best"].endswith("%") and 0.0 < float(row["Best"].rstrip("%")) <= 100.0  # a rate, as a percentage
     assert row["Best metric"] == "bal. acc."
     assert live_progress(at)[0].startswith("Completed")
     assert {m.label for m in at.metric} >= {"Images/s", "Best bal. acc.", "Test bal. acc.", "Duration"}
@@ -355,9 +355,10 @@ def test_runs_table_and_comparison_of_several_runs():
     df = runs_frame(at)
     assert set(df["Run"]) == {"baseline", "wider", "half-way"}
     by_name = df.set_index("Run")
-    assert by_name.loc["wider", "Best"] == pytest.approx(0.9)
-    assert by_name.loc["wider", "Best epoch"] == 2
-    assert by_name.loc["half-way", "Best"] == pytest.approx(0.4)  # running: best so far, from the records
+    assert by_name.loc["wider", "Best"] == "90.00%"  # balanced accuracy is a rate: a percentage, as everywhere
+    assert by_name.loc["wider", "Best epoch"] == "2"
+    assert by_name.loc["half-way", "Best"] == "40.00%"  # running: best so far, from the records
+    assert by_name.loc["half-way", "Best epoch"] == "1"
     assert by_name.loc["half-way", "State"] == "running"
     assert by_name.loc["baseline", "Duration"] == "12s"
     compare = at.multiselect(key="train.runs.compare")
@@ -383,7 +384,7 @@ def test_choosing_a_run_makes_it_active_and_shows_it_live():
     run_picker(at).set_value(run.id).run()
     assert at.query_params["run"] == run.id
     assert live_progress(at)[0].startswith("Completed")
-    assert any(m.label == "Best bal. acc." and m.value == "0.8000" for m in at.metric)
+    assert any(m.label == "Best bal. acc." and m.value == "80.00%" for m in at.metric)
 
 
 def test_delete_asks_for_confirmation_then_removes_the_folder():
@@ -395,7 +396,7 @@ def test_delete_asks_for_confirmation_then_removes_the_folder():
     assert any("to-delete" in w.value for w in at.warning)  # asks first
     assert run.path.exists()
     at.button(key="train.runs.delete_no").click().run()
-    assert not at.warning and run.path.exists()
+    assert not [w for w in at.warning if "Delete the run" in w.value] and run.path.exists()
     at.button(key="train.runs.delete").click().run()
     at.button(key="train.runs.delete_yes").click().run()
     assert not at.exception and not at.error
@@ -562,25 +563,39 @@ def estimate_texts(at: AppTest, tries: int = 120) -> str:
 
 def test_the_estimate_on_this_device_is_shown_before_start_and_warns_for_a_long_cpu_run():
     from engine.data import quick_stats
-    from engine.train.timing import cached_throughput, duration, estimate_run, planned_shape
+    from engine.train.timing import Throughput, cached_throughput, duration, estimate_run, planned_shape, \
+        remember_throughput
 
     at = open_train("builtin:digits")
     number(at, "batch_size").set_value(48).run()
     number(at, "epochs").set_value(3).run()
-    text = estimate_texts(at)
+    text = estimate_texts(at)  # the page probed the model in the background
     assert not at.exception
-    cfg = RunConfig(**{**RunConfig().to_dict(), **{n: form_value(at, n) for n in RunConfig().to_dict()}}).validate()
+
+    def config() -> RunConfig:
+        return RunConfig(**{n: form_value(at, n) for n in RunConfig().to_dict()}).validate()
+
     stats = quick_stats("builtin:digits")
-    size, channels = planned_shape(cfg, stats)
-    tp = cached_throughput(cfg, size, channels)  # the page's probe was cached: the same figures come back
-    assert tp is not None
-    est = estimate_run(cfg, stats, tp)
+    size, channels = planned_shape(config(), stats)
+    tp = cached_throughput(config(), size, channels)  # the page's probe was cached: the same figures come back
+    assert tp is not None and tp.source == "probe"
+    est = estimate_run(config(), stats, tp)
     assert f"about {duration(est.seconds_per_epoch)} per epoch" in text and f"{duration(est.total_seconds)} in total" in text
     assert "this CPU" in text
+    # the plan, not the wall clock: with known speeds, 3 epochs are short and 30 are long enough to warn
+    known = Throughput(train_img_per_s=100.0, eval_img_per_s=1000.0, device=tp.device, probe_seconds=1.0,
+                       measured_at=time.time())  # fmt: skip
+    remember_throughput(config(), size, channels, False, known)
+    at.run()
+    text = estimate_texts(at)
+    est = estimate_run(config(), stats, known)
+    assert est.total_seconds < 60 and f"{duration(est.total_seconds)} in total" in text
     assert not any("would take about" in w.value for w in at.warning)
-    number(at, "epochs").set_value(max(est.epochs, int(400 / est.seconds_per_epoch) + 1)).run()
-    estimate_texts(at)
-    assert any("would take about" in w.value for w in at.warning)  # a long run on a CPU is called out
+    number(at, "epochs").set_value(30).run()
+    text = estimate_texts(at)
+    long = estimate_run(config(), stats, known)
+    assert long.total_seconds > 300 and f"{duration(long.total_seconds)} in total" in text
+    assert any(f"would take about {duration(long.total_seconds)}" in w.value for w in at.warning)
 
 
 def test_augmentation_preview_is_at_the_size_the_form_trains_at():
@@ -595,3 +610,46 @@ def test_augmentation_preview_is_at_the_size_the_form_trains_at():
     assert len(at.image) == 4  # the preview itself is drawn at the new size
     number(at, "image_size").set_value(0).run()  # 0: the data's own size again
     assert "(8 px)" in next(c.value for c in at.caption if "working resolution" in c.value)
+
+
+def test_runs_table_cells_are_readable_with_no_raw_none_and_whole_dates():
+    """Issue 13 items 10 and 13: raw "None", truncated state and start columns in the runs table."""
+    import re
+
+    fake_run("done", scores=(0.5, 0.75))
+    queued = jobs.prepare_run(RunConfig(dataset="builtin:digits", model="small_cnn", epochs=2, name="waiting"))
+    crashed = fake_run("crashed", state="running", scores=(), epochs=4)
+    atomic_write_json(crashed.path / "status.json", {**crashed.raw_status(), "pid": 2**22 + 1, "heartbeat": 0})
+    at = open_train("builtin:digits")
+    assert not at.exception
+    df = runs_frame(at).set_index("Run")
+    cells = [str(v) for v in df.drop(columns=["Id"]).to_numpy().ravel()]
+    assert not [c for c in cells if c in ("None", "nan", "NaT", "") or "None" in c], cells
+    assert df.loc["done", "Best"] == "75.00%" and df.loc["done", "Best epoch"] == "2"
+    assert df.loc["waiting", "Best"] == "n/a" and df.loc["waiting", "Started"] == "n/a"
+    assert df.loc["crashed", "State"] == "failed (crashed)"
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}", df.loc["done", "Started"])
+    assert queued.exists()
+
+
+def test_live_charts_spread_the_epoch_under_way_and_scale_to_the_scores():
+    """Issue 13 item 10: batch losses squeezed at the start of a 0..N epoch axis; scores flattened on 0..1."""
+    from app.train import charts
+
+    batches = [{"epoch": i / 10, "step": i, "split": "train", "loss": 2.3 - i * 0.05} for i in range(1, 10)]
+    fig = charts.loss_curves(batches, epochs=15)
+    lo, hi = fig.layout.xaxis.range
+    assert lo == 0 and 0.9 <= hi <= 1.05  # the first epoch fills the width, not 1/15 of it
+    ylo, yhi = fig.layout.yaxis.range
+    assert 1.7 < ylo < 1.85 and 2.25 < yhi < 2.4  # the losses shown, padded
+    vals = [{"epoch": e, "step": 10 * e, "split": "val", "loss": 1.0 / e, "train_loss": 1.1 / e, "accuracy": a,
+             "balanced_accuracy": a - 0.01, "macro_f1": a - 0.02} for e, a in ((1, 0.91), (2, 0.93), (3, 0.94))]  # fmt: skip
+    fig = charts.metric_curves(batches + vals, "val_balanced_accuracy", epochs=15)
+    lo, hi = fig.layout.xaxis.range
+    assert lo == 0 and 3 <= hi <= 3.2  # the epochs trained so far
+    ylo, yhi = fig.layout.yaxis.range
+    assert 0.86 < ylo < 0.89 and 0.94 < yhi < 0.96  # differences between epochs fill the chart
+    assert fig.layout.yaxis.tickformat.endswith("%")  # rates read as percentages, as everywhere in the app
+    assert "%{y:.2%}" in fig.data[0].hovertemplate
+    done = charts.loss_curves(batches + vals, epochs=3)
+    assert done.layout.xaxis.range[1] == pytest.approx(3 * 1.02)

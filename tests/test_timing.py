@@ -83,3 +83,34 @@ def test_the_probe_is_cached_per_configuration(digits: dict, monkeypatch: pytest
     with pytest.raises(AssertionError):  # another batch size is another configuration: measured
         measure_throughput(cfg_of(batch_size=64), 8, 1, 10)
     assert timing.cached_throughput(cfg_of(batch_size=48, precision="fp32"), 8, 1) is not None
+
+
+def test_a_finished_run_replaces_the_probe_figures_with_its_own(tmp_path):
+    from engine.train.fit import fit
+    from engine.train.jobs import prepare_run
+
+    cfg = cfg_of(batch_size=40, epochs=1, train_limit=300)
+    run = prepare_run(cfg, tmp_path / "runs")
+    summary = fit(cfg, run, log=lambda m: None)
+    tp = cached_throughput(cfg, 8, 1)
+    assert tp is not None and tp.source == f"run {run.id}"
+    assert tp.train_img_per_s == pytest.approx(summary["train_img_per_s"], rel=0.01)
+    assert tp.eval_img_per_s > 0
+
+
+def test_the_estimate_command_prints_the_plan_as_json():
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "engine", "estimate", "--dataset", "builtin:digits", "--model",
+                          "small_cnn", "--image-size", "8", "--batch-size", "32", "--precision", "fp32", "--epochs",
+                          "4", "--imbalance", "none", "--json"], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    tp = plan["throughput"]
+    assert plan["epochs"] == 4 and plan["image_size"] == 8 and plan["channels"] == 1
+    assert plan["train_seconds_per_epoch"] == pytest.approx(plan["train_images"] / tp["train_img_per_s"])
+    assert "per epoch" in plan["describe"]

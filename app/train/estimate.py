@@ -2,25 +2,29 @@
 
 The speed comes from `engine.train.timing`: a short timed probe of the chosen model at the chosen size,
 batch, precision and memory format, cached per configuration (or a finished run's own speeds). The
-probe runs as a background task (`app/common/scans.py`), so the form stays usable while it runs and a
-reload attaches to it; while a run trains on the device, the page does not probe on its own (the probe
+probe is `python -m engine estimate` in a child process, watched by a background task
+(`app/common/scans.py`), so the form stays usable while it runs and a reload attaches to it; while a run trains on the device, the page does not probe on its own (the probe
 would slow the run and read low) and offers a button instead.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import streamlit as st
 
 from engine.config import RunConfig
 from engine.errors import LoupeError
-from engine.train.timing import (Estimate, Throughput, cached_throughput, duration, estimate_run, measure_throughput,
-                                 planned_shape)  # fmt: skip
+from engine.train.jobs import REPO_ROOT, engine_command, engine_env
+from engine.train.timing import Estimate, Throughput, cached_throughput, duration, estimate_run, planned_shape
 from app.common import scans
 
 POLL_S = 1.0
+PROBE_TIMEOUT_S = 600  # a probe that has not finished by then (a swapping machine) gives no estimate
 K_ASKED, K_REFRESH = "train.estimate.asked", "train.estimate.refresh"
 
 
@@ -41,7 +45,6 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
     except LoupeError:
         return  # the form shows the problem when Start is pressed
     multilabel = (cfg.task if cfg.task != "auto" else stats.get("task")) == "multilabel"
-    num_classes = max(2, len(stats.get("classes") or []))
     ident = json.dumps([cfg.model, size, channels, cfg.batch_size, cfg.strategy, cfg.head, cfg.device, cfg.precision,
                         cfg.channels_last, multilabel])  # fmt: skip
     refresh = st.session_state.get(K_REFRESH) == ident
@@ -59,7 +62,7 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
             key = ("timing", ident, st.session_state.get("train.estimate.round", 0))
 
             def work(progress: scans.Progress) -> Throughput:
-                return measure_throughput(cfg, size, channels, num_classes, multilabel, refresh=refresh)
+                return probe_in_subprocess(cfg, refresh)
 
             task = scans.start(key, work)
             if not task.finished.is_set():
@@ -72,6 +75,22 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
             st.session_state.pop(K_REFRESH, None)
             tp = task.result
         show(estimate_run(cfg, stats, tp), tp, ident)
+
+
+def probe_in_subprocess(cfg: RunConfig, refresh: bool = False) -> Throughput:
+    """`python -m engine estimate` for `cfg`: the probe runs in its own process, so it neither changes this
+    server's torch threads nor holds the server's GIL, and a server that exits mid-probe leaves no torch
+    thread behind (the child finishes, caches its figures and exits)."""
+    with tempfile.TemporaryDirectory(prefix="loupe-estimate-") as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(cfg.to_dict()))
+        args = ["estimate", "--config", str(config), "--json"] + (["--refresh"] if refresh else [])
+        out = subprocess.run(engine_command(args), cwd=REPO_ROOT, env=engine_env(), capture_output=True, text=True,
+                             timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)  # fmt: skip
+    if out.returncode != 0:
+        lines = [line for line in out.stderr.splitlines() if line.strip()]
+        raise LoupeError(lines[-1] if lines else f"the timing probe exited with status {out.returncode}")
+    return Throughput(**json.loads(out.stdout)["throughput"])
 
 
 def _waiting(key: tuple, work: Callable[[scans.Progress], Throughput], what: str) -> None:

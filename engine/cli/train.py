@@ -67,6 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
+    est = sub.add_parser("estimate", help="how long a run would take on this device (a short timed probe, cached)",
+                         description="Time a few training steps of the configured model at its size, batch, "
+                                     "precision and memory format on this device (cached per configuration; a "
+                                     "finished run's own speeds replace the probe's), and print the time per "
+                                     "epoch and for the whole run. Takes the same config sources as train.")
+    est.add_argument("--config", help="a JSON/YAML config file")
+    est.add_argument("--preset", help="a named starting point: quick (for --dataset) or demo")
+    est.add_argument("--refresh", action="store_true", help="measure again instead of using the cached figures")
+    est.add_argument("--json", action="store_true", help="print the estimate and the measured speeds as JSON")
+    add_config_flags(est)
+    est.set_defaults(func=cmd_estimate)
+
     lrf = sub.add_parser("lr-find", parents=[NO_PROGRESS],
                          help="LR range test: loss vs learning rate and a suggested value",
                          description="Train briefly with an exponentially rising learning rate on the configured "
@@ -250,6 +262,27 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
         print(f"{state}: {run.path}")
         for split, m in (summary.get("final") or {}).items():
             print(f"  {split}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from engine.data import quick_stats
+    from engine.train.timing import estimate_run, measure_throughput, planned_shape
+
+    cfg, _ = build_config(args)
+    stats = quick_stats(cfg.dataset)
+    size, channels = planned_shape(cfg, stats)
+    multilabel = (cfg.task if cfg.task != "auto" else stats.get("task")) == "multilabel"
+    tp = measure_throughput(cfg, size, channels, max(2, len(stats.get("classes") or [])), multilabel,
+                            refresh=args.refresh)
+    est = estimate_run(cfg, stats, tp)
+    if args.json:
+        print(json.dumps({**asdict(est), "seconds_per_epoch": est.seconds_per_epoch, "describe": est.describe(),
+                          "image_size": size, "channels": channels}, indent=2))
+    else:
+        print(f"{est.describe()}; {tp.describe()} on {tp.device}")
     return 0
 
 

@@ -50,6 +50,7 @@ class TrainerState:
     train_seconds: float = 0.0  # time in training steps: no validation, no checkpoints, no compilation
     train_images: int = 0  # images trained on, all processes together
     compile_seconds: float = 0.0  # torch.compile's first step, timed apart
+    wall_seconds: float = 0.0  # wall time of the run's processes up to the last save (a resumed run goes on from it)
     notes: list[str] = field(default_factory=list)  # things the user should know (e.g. a halved batch size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,6 +138,7 @@ class Trainer:
         self.last_beat = 0.0  # time of the last heartbeat
         self.budget_t0 = time.time()  # the time budget counts training time, so a resumed run moves this back
         self.segment = Segment()  # what this process has trained so far (the live panel's speed and ETA)
+        self.wall_before = 0.0  # wall seconds of the processes that trained this run before this one
         self.eval_images, self.eval_seconds = 0, 0.0  # validation passes, timed for the run's measured speeds
 
     @property
@@ -163,7 +165,8 @@ class Trainer:
             # the live panel's rates count from here: steps done before a stop are not this process's work
             self.run.write_status(state="running", epochs=cfg.epochs, total_steps=self.total_steps, epoch=st.epoch,
                                   step=st.step, segment_start=self.segment.start, segment_step=st.step,
-                                  img_per_s=None, deadline=deadline)
+                                  img_per_s=None, deadline=deadline, wall_before=round(self.wall_before, 2),
+                                  active_since=self.setup.started)
             if self.progress is not None:  # the bar starts where the run stands, so its rate counts new work only
                 self.progress(self.images_done(st.epoch, st.position), self.total_images, "training")
         stop_reason = ""
@@ -290,7 +293,8 @@ class Trainer:
         st.position = position
         if self.dist.is_main:
             self.save_last()
-            self.run.write_status(state="stopped", step=st.step, epoch=epoch)
+            self.run.write_status(state="stopped", step=st.step, epoch=epoch, wall_before=round(st.wall_seconds, 2),
+                                  active_since=None)
             self.run.clear_stop()
             self.log(f"stopped at epoch {epoch + 1}, step {st.step}; resume continues from here")
         return {"state": "stopped", "epoch": epoch, "step": st.step}
@@ -304,7 +308,7 @@ class Trainer:
             self.core, self.data, idx, self.compute, setup.multilabel, batch_size=eval_batch_size(st.batch_size)))
         summary = training_summary(
             setup, monitor=self.monitor, final=final, best_epoch=st.best_epoch, epochs_run=st.epoch, steps=st.step,
-            wall_seconds=time.time() - setup.started, train_seconds=st.train_seconds, train_images=st.train_images,
+            wall_seconds=self.wall_before + time.time() - setup.started, train_seconds=st.train_seconds, train_images=st.train_images,
             notes=setup.notes + st.notes, stopped_early=stop_reason or None,
             compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None)
         self.run.write_summary(summary)
@@ -333,6 +337,7 @@ class Trainer:
 
     def save_last(self) -> None:
         """`last`: the weights, and everything else a resume needs (optimiser, schedule, generator, state)."""
+        self.state.wall_seconds = self.wall_before + time.time() - self.setup.started
         save_weights(self.model, self.run.last_weights)
         save_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "generator": self.generator.get_state(), "trainer": self.state.to_dict()}, self.run.last_state)
@@ -345,4 +350,5 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"])
         self.state = TrainerState.from_dict(saved["trainer"], default=self.state)
+        self.wall_before = self.state.wall_seconds
         self.log(f"resuming at epoch {self.state.epoch + 1}, step {self.state.step}")
