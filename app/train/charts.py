@@ -70,7 +70,7 @@ def _epoch_axis(fig: go.Figure, xs: list[float], epochs: int | None) -> None:
     reached = max([x for x in xs if isinstance(x, (int, float))] or [0.0])
     upper = max(1.0, min(float(epochs), reached) if epochs else reached)
     dtick = 0.25 if upper <= 1.0 else 1 if upper <= 20 else None
-    fig.update_xaxes(title="epoch", range=[0, upper * 1.02], dtick=dtick, tick0=0)
+    fig.update_xaxes(title="epoch", range=[0, upper + max(0.03, upper * 0.03)], dtick=dtick, tick0=0)  # room for markers
 
 
 def padded_range(values: list[float], lo: float | None = None, hi: float | None = None,

@@ -112,17 +112,16 @@ def show(est: Estimate, tp: Throughput, ident: str) -> None:
         if est.folds > 1:
             line += f" ({est.folds} folds)"
         if est.capped_by_budget:
-            line += f"; the time budget ({duration(est.budget_s)}) ends it after about " \
-                    f"{est.epochs_within(est.budget_s)} of {est.epochs} epochs"  # fmt: skip
+            line += f"; {est.budget_note()}"
+    st.markdown(f":material/timer: Estimated time: {line}.")
+    plan = f"{est.train_images:,} training images and {est.val_images:,} validation images per epoch"
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.markdown(f":material/timer: Estimated time: {line}.")
-        if st.button("Measure again", key="train.estimate.again", type="tertiary",
+        st.caption(f"{plan}; {tp.describe()} on {tp.device}.")
+        if st.button("Measure again", key="train.estimate.again", type="tertiary", icon=":material/refresh:",
                      help="Time the model again (the machine's load may have changed)."):  # fmt: skip
             st.session_state[K_REFRESH] = ident
             st.session_state["train.estimate.round"] = st.session_state.get("train.estimate.round", 0) + 1
             st.rerun()
-    plan = f"{est.train_images:,} training images and {est.val_images:,} validation images per epoch"
-    st.caption(f"{plan}; {tp.describe()} on {tp.device}.")
     if est.too_long_for_cpu:
         st.warning(f"This run would take about {duration(est.total_seconds)} on this CPU. For a first look, try "
                    "the quick recipe for this dataset, a training-image limit, a smaller image size or model, or "

@@ -116,8 +116,18 @@ class Estimate:
         if self.folds > 1:
             text += f" ({self.folds} folds)"
         if self.capped_by_budget:
-            text += f"; the time budget ({duration(self.budget_s)}) ends it first"
+            text += f"; {self.budget_note()}"
         return text
+
+    def budget_note(self) -> str:
+        """Where the time budget ends a run it caps: 'the time budget (1.9 min) ends it after about 4 of 15
+        epochs', or '... part-way through the first epoch (about 13% of it)'."""
+        if not self.capped_by_budget:
+            return ""
+        epochs = self.budget_s / self.folds / self.seconds_per_epoch
+        where = f"after about {int(epochs)} of {self.epochs} epochs" if epochs >= 1 else \
+            f"part-way through the first epoch (about {epochs:.0%} of it)"  # fmt: skip
+        return f"the time budget ({duration(self.budget_s)}) ends it {where}"
 
 
 def duration(seconds: float) -> str:
