@@ -25,7 +25,7 @@ from app.common import scans
 
 POLL_S = 1.0
 PROBE_TIMEOUT_S = 600  # a probe that has not finished by then (a swapping machine) gives no estimate
-K_ASKED, K_REFRESH = "train.estimate.asked", "train.estimate.refresh"
+K_ASKED, K_REFRESH, K_FAILED = "train.estimate.asked", "train.estimate.refresh", "train.estimate.failed"
 
 
 def _config(values: dict) -> RunConfig | None:
@@ -49,7 +49,14 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
                         cfg.channels_last, multilabel])  # fmt: skip
     refresh = st.session_state.get(K_REFRESH) == ident
     tp = None if refresh else cached_throughput(cfg, size, channels, multilabel)
+    failed = st.session_state.setdefault(K_FAILED, {})
     with st.container(key="train-estimate"):
+        if tp is None and ident in failed and not refresh:  # not probed again on every rerun; the user may retry
+            with st.container(horizontal=True, vertical_alignment="center"):
+                st.caption(f":material/timer: No time estimate: {failed[ident]}")
+                if st.button("Try again", key="train.estimate.retry", type="tertiary"):
+                    _measure_again(ident)
+            return
         if tp is None:
             if busy and st.session_state.get(K_ASKED) != ident and not refresh:
                 with st.container(horizontal=True, vertical_alignment="center"):
@@ -70,6 +77,8 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
                 return
             if task.error is not None:
                 scans.forget(lambda k: k == key)
+                st.session_state.pop(K_REFRESH, None)
+                failed[ident] = str(task.error)
                 st.caption(f":material/timer: No time estimate: {task.error}")
                 return
             st.session_state.pop(K_REFRESH, None)
@@ -119,10 +128,16 @@ def show(est: Estimate, tp: Throughput, ident: str) -> None:
         st.caption(f"{plan}; {tp.describe()} on {tp.device}.")
         if st.button("Measure again", key="train.estimate.again", type="tertiary", icon=":material/refresh:",
                      help="Time the model again (the machine's load may have changed)."):  # fmt: skip
-            st.session_state[K_REFRESH] = ident
-            st.session_state["train.estimate.round"] = st.session_state.get("train.estimate.round", 0) + 1
-            st.rerun()
+            _measure_again(ident)
     if est.too_long_for_cpu:
         st.warning(f"This run would take about {duration(est.total_seconds)} on this CPU. For a first look, try "
                    "the quick recipe for this dataset, a training-image limit, a smaller image size or model, or "
                    "a time budget (Stopping).", icon=":material/hourglass_top:")  # fmt: skip
+
+
+def _measure_again(ident: str) -> None:
+    """Probe this configuration again, ignoring its cached figures (and a failure shown before)."""
+    st.session_state.get(K_FAILED, {}).pop(ident, None)
+    st.session_state[K_REFRESH] = ident
+    st.session_state["train.estimate.round"] = st.session_state.get("train.estimate.round", 0) + 1
+    st.rerun()
