@@ -1,5 +1,6 @@
-"""Train page (`/training`): a form with every option (prefilled for the active dataset) -> a background training
-job -> a live panel that follows it; below, every run for comparison and clean-up.
+"""Train page (`/training`): the live panel of the run being followed, a form with every option (prefilled for
+the active dataset, with the time the run will take on this device) -> a background training job; below,
+every run for comparison and clean-up.
 
 The run folder is the truth: the job writes it, the live panel and the table only read it, so a
 reload or another browser reattaches to whatever is training.
@@ -15,6 +16,7 @@ from engine.runs.folder import list_runs
 from app.train import runs_table
 from app.common import state
 from app.common.sidebar import draw_frame
+from app.train import estimate as train_estimate
 from app.train import form as train_form
 from app.train import live as train_live
 from app.train import values
@@ -37,8 +39,10 @@ def start(stats_error: LoupeError | None) -> None:
     st.rerun()
 
 
-def start_bar(stats_error: LoupeError | None) -> None:
+def start_bar(stats: dict | None, stats_error: LoupeError | None) -> None:
+    """The time estimate on this device, then Start (and how many runs already wait for the device)."""
     busy = [r.id for r in list_runs() if r.status()["display_state"] in train_live.ACTIVE]
+    train_estimate.section(values.read_values(), stats, busy=bool(busy))
     with st.container(horizontal=True, vertical_alignment="center"):
         clicked = st.button("Start training", type="primary", icon=":material/play_arrow:", key="train.start")
         if busy:
@@ -55,14 +59,12 @@ def main() -> None:
     spec = state.active_dataset()
     stats, stats_error = values.dataset_stats(spec)
     values.sync(spec, stats)
-    form, live = st.columns([3, 2], gap="large")
-    with form:
-        st.subheader("New run")
-        train_form.render(spec, stats, stats_error)
-        start_bar(stats_error)
-    with live:
-        st.subheader("Live")
-        train_live.panel(state.active_run())
+    # the run being followed first, across the page (its cards in a row, its curves side by side), then the form
+    st.subheader("Live")
+    train_live.panel(state.active_run())
+    st.subheader("New run")
+    train_form.render(spec, stats, stats_error)
+    start_bar(stats, stats_error)
     st.divider()
     runs_table.render()
 

@@ -157,23 +157,42 @@ def test_edits_survive_a_page_switch_and_a_dataset_change(tmp_path: Path):
 
 
 @needs_fashion
-def test_quick_preset_fills_the_form_and_the_active_dataset():
+def test_demo_preset_fills_the_form_and_switches_to_fashion_mnist():
     at = open_train("builtin:digits")
-    at.button(key="train.preset").click().run()
+    at.button(key="train.demo").click().run()
     assert not at.exception and not at.error
     assert at.selectbox(key="train.f.dataset").value == "builtin:fashion-mnist"
     assert at.query_params["dataset"] == "builtin:fashion-mnist"
     from engine.train.recipes import apply_preset
 
-    preset = apply_preset("quick")
+    preset = apply_preset("demo")
     assert number(at, "epochs").value == preset["epochs"]
     assert number(at, "batch_size").value == preset["batch_size"]
     assert number(at, "lr").value == pytest.approx(preset["lr"])
     assert number(at, "image_size").value == preset["image_size"]
     assert at.selectbox(key="train.model_pick").value == preset["model"]
-    # every field shows what `train --preset quick` trains: the RunConfig defaults plus the preset
+    # every field shows what `train --preset demo` trains: the RunConfig defaults plus the preset
     expected = RunConfig(**{**RunConfig().to_dict(), **preset}).to_dict()
     assert {name: form_value(at, name) for name in expected} == expected
+
+
+def test_quick_recipe_is_for_the_selected_dataset_and_keeps_it():
+    """Issue 13 item 10: "Use the quick preset" switched the dataset to Fashion-MNIST without saying so."""
+    from engine.cli.train import build_config
+    from engine.cli.main import build_parser
+
+    at = open_train("builtin:digits")
+    at.button(key="train.preset").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train.f.dataset").value == "builtin:digits"
+    assert at.query_params["dataset"] == "builtin:digits"
+    # the form holds what `train --preset quick --dataset builtin:digits` trains
+    cli, _ = build_config(build_parser().parse_args(["train", "--preset", "quick", "--dataset", "builtin:digits"]))
+    assert {name: form_value(at, name) for name in cli.to_dict()} == cli.to_dict()
+    assert number(at, "image_size").value == 8
+    assert any("quick recipe" in e.label or "Prefilled" in e.label for e in at.expander)
+    demo = at.button(key="train.demo")
+    assert "Fashion-MNIST" in demo.label  # the demo is a separate, labelled choice
 
 
 # --- bad input ------------------------------------------------------------------------------------
@@ -290,7 +309,7 @@ def test_start_runs_a_real_background_job_and_the_table_shows_it():
     df = runs_frame(at)
     row = df[df["Id"] == run.id].iloc[0]
     assert row["State"] == "completed"
-    assert row["Best"] is not None and 0.0 < float(row["Best"]) <= 1.0
+    assert row["Best"].endswith("%") and 0.0 < float(row["Best"].rstrip("%")) <= 100.0  # a rate, as a percentage
     assert row["Best metric"] == "bal. acc."
     assert live_progress(at)[0].startswith("Completed")
     assert {m.label for m in at.metric} >= {"Images/s", "Best bal. acc.", "Test bal. acc.", "Duration"}
@@ -336,9 +355,10 @@ def test_runs_table_and_comparison_of_several_runs():
     df = runs_frame(at)
     assert set(df["Run"]) == {"baseline", "wider", "half-way"}
     by_name = df.set_index("Run")
-    assert by_name.loc["wider", "Best"] == pytest.approx(0.9)
-    assert by_name.loc["wider", "Best epoch"] == 2
-    assert by_name.loc["half-way", "Best"] == pytest.approx(0.4)  # running: best so far, from the records
+    assert by_name.loc["wider", "Best"] == "90.00%"  # balanced accuracy is a rate: a percentage, as everywhere
+    assert by_name.loc["wider", "Best epoch"] == "2"
+    assert by_name.loc["half-way", "Best"] == "40.00%"  # running: best so far, from the records
+    assert by_name.loc["half-way", "Best epoch"] == "1"
     assert by_name.loc["half-way", "State"] == "running"
     assert by_name.loc["baseline", "Duration"] == "12s"
     compare = at.multiselect(key="train.runs.compare")
@@ -364,7 +384,7 @@ def test_choosing_a_run_makes_it_active_and_shows_it_live():
     run_picker(at).set_value(run.id).run()
     assert at.query_params["run"] == run.id
     assert live_progress(at)[0].startswith("Completed")
-    assert any(m.label == "Best bal. acc." and m.value == "0.8000" for m in at.metric)
+    assert any(m.label == "Best bal. acc." and m.value == "80.00%" for m in at.metric)
 
 
 def test_delete_asks_for_confirmation_then_removes_the_folder():
@@ -376,7 +396,7 @@ def test_delete_asks_for_confirmation_then_removes_the_folder():
     assert any("to-delete" in w.value for w in at.warning)  # asks first
     assert run.path.exists()
     at.button(key="train.runs.delete_no").click().run()
-    assert not at.warning and run.path.exists()
+    assert not [w for w in at.warning if "Delete the run" in w.value] and run.path.exists()
     at.button(key="train.runs.delete").click().run()
     at.button(key="train.runs.delete_yes").click().run()
     assert not at.exception and not at.error
@@ -490,3 +510,150 @@ def test_ddp_processes_field_launches_a_torchrun_job_from_the_page():
             wait_for(run, ("stopped", "completed"), timeout=60)
     assert run.config()["world_size"] == 2 and run.config()["config"]["nproc"] == 2
     assert run.summary()["final"]["test"]["accuracy"] > 0.5
+
+
+def test_speed_and_eta_after_a_resume_count_only_the_resumed_work():
+    """Issue 13 item 2: 33 steps done, stopped, resumed 10 s ago, 10 steps since: 1 step/s, not 43 / 10."""
+    now = time.time()
+    status = {"display_state": "running", "state": "running", "epoch": 1, "epochs": 3, "step": 43, "total_steps": 100,
+              "started_at": now_iso(), "segment_start": now - 10.0, "segment_step": 33, "heartbeat": now,
+              "img_per_s": 160.0, "deadline": None}  # fmt: skip
+    rate = train_live.steps_per_second(status, [], now, None)
+    assert rate == pytest.approx(1.0)
+    assert train_live.eta_seconds(status, rate, now=now) == pytest.approx(57.0)
+    # a session that watched the run before the stop must not count the steps done before it either
+    assert train_live.steps_per_second(status, [], now, (now - 60.0, 0)) == pytest.approx(1.0)
+    # the time budget's end comes from the trainer (it counts training time, not the time stopped)
+    assert train_live.eta_seconds({**status, "deadline": now + 20.0}, rate, now=now) == pytest.approx(20.0)
+    assert train_live.speed_of(status, rate, batch_size=16) == 160.0  # the trainer's measured images/s
+    # just resumed: no step yet, so no rate (not the run's whole history over a few seconds)
+    fresh = {**status, "step": 33, "segment_start": now - 1.0}
+    assert train_live.steps_per_second(fresh, [], now, None) is None
+
+
+def test_live_panel_after_a_resume_shows_the_true_step_speed_and_eta():
+    run = fake_run("resumed", state="running", scores=(0.5,), epochs=3)
+    now = time.time()
+    run.write_status(pid=__import__("os").getpid(), step=43, total_steps=100, epoch=1, segment_start=now - 10.0,
+                     segment_step=33, img_per_s=160.0, deadline=None)  # fmt: skip
+    at = open_train("builtin:digits", run=run.id)
+    assert not at.exception
+    text = live_progress(at)[0]
+    assert "step 43 of 100" in text
+    eta = text.split("ETA ")[1]
+    seconds = int(eta.split("m")[0]) * 60 + int(eta.split("m")[1].strip().rstrip("s")) if "m" in eta else int(eta.rstrip("s"))
+    assert 45 <= seconds <= 70, text  # 57 steps left at 1 step/s (the heartbeat is a moment old)
+    speed = next(m for m in at.metric if m.label == "Images/s")
+    assert speed.value == "160"
+
+
+# --- the time estimate --------------------------------------------------------------------------------
+
+
+def estimate_texts(at: AppTest, tries: int = 120) -> str:
+    """The estimate's line once the probe (a background task) has finished."""
+    for _ in range(tries):
+        text = " ".join(m.value for m in at.markdown)
+        if "Estimated time" in text:
+            return text
+        time.sleep(0.5)
+        at.run()
+    raise AssertionError("no time estimate shown")
+
+
+def test_the_estimate_on_this_device_is_shown_before_start_and_warns_for_a_long_cpu_run():
+    from engine.data import quick_stats
+    from engine.train.timing import Throughput, cached_throughput, duration, estimate_run, planned_shape, \
+        remember_throughput
+
+    at = open_train("builtin:digits")
+    number(at, "batch_size").set_value(48).run()
+    number(at, "epochs").set_value(3).run()
+    text = estimate_texts(at)  # the page probed the model in the background
+    assert not at.exception
+
+    def config() -> RunConfig:
+        return RunConfig(**{n: form_value(at, n) for n in RunConfig().to_dict()}).validate()
+
+    stats = quick_stats("builtin:digits")
+    size, channels = planned_shape(config(), stats)
+    tp = cached_throughput(config(), size, channels)  # the page's probe was cached: the same figures come back
+    assert tp is not None and tp.source == "probe"
+    est = estimate_run(config(), stats, tp)
+    assert f"about {duration(est.seconds_per_epoch)} per epoch" in text and f"{duration(est.total_seconds)} in total" in text
+    assert "this CPU" in text
+    # the plan, not the wall clock: with known speeds, 3 epochs are short and 30 are long enough to warn
+    known = Throughput(train_img_per_s=100.0, eval_img_per_s=1000.0, device=tp.device, probe_seconds=1.0,
+                       measured_at=time.time())  # fmt: skip
+    remember_throughput(config(), size, channels, False, known)
+    at.run()
+    text = estimate_texts(at)
+    est = estimate_run(config(), stats, known)
+    assert est.total_seconds < 60 and f"{duration(est.total_seconds)} in total" in text
+    assert not any("would take about" in w.value for w in at.warning)
+    number(at, "epochs").set_value(30).run()
+    text = estimate_texts(at)
+    long = estimate_run(config(), stats, known)
+    assert long.total_seconds > 300 and f"{duration(long.total_seconds)} in total" in text
+    assert any(f"would take about {duration(long.total_seconds)}" in w.value for w in at.warning)
+
+
+def test_augmentation_preview_is_at_the_size_the_form_trains_at():
+    """Issue 13 item 10: the caption kept the old size after the size changed."""
+    at = open_train("builtin:digits")
+    caption = next(c.value for c in at.caption if "working resolution" in c.value)
+    assert "(8 px)" in caption  # digits are 8 x 8: the suggested size is theirs
+    number(at, "image_size").set_value(20).run()
+    assert not at.exception
+    caption = next(c.value for c in at.caption if "working resolution" in c.value)
+    assert "(20 px)" in caption
+    assert len(at.image) == 4  # the preview itself is drawn at the new size
+    number(at, "image_size").set_value(0).run()  # 0: the data's own size again
+    assert "(8 px)" in next(c.value for c in at.caption if "working resolution" in c.value)
+
+
+def test_runs_table_cells_are_readable_with_no_raw_none_and_whole_dates():
+    """Issue 13 items 10 and 13: raw "None", truncated state and start columns in the runs table."""
+    import re
+
+    fake_run("done", scores=(0.5, 0.75))
+    queued = jobs.prepare_run(RunConfig(dataset="builtin:digits", model="small_cnn", epochs=2, name="waiting"))
+    crashed = fake_run("crashed", state="running", scores=(), epochs=4)
+    atomic_write_json(crashed.path / "status.json", {**crashed.raw_status(), "pid": 2**22 + 1, "heartbeat": 0})
+    at = open_train("builtin:digits")
+    assert not at.exception
+    df = runs_frame(at).set_index("Run")
+    cells = [str(v) for v in df.drop(columns=["Id"]).to_numpy().ravel()]
+    assert not [c for c in cells if c in ("None", "nan", "NaT", "") or "None" in c], cells
+    assert df.loc["done", "Best"] == "75.00%" and df.loc["done", "Best epoch"] == "2"
+    assert df.loc["waiting", "Best"] == "n/a" and df.loc["waiting", "Started"] == "n/a"
+    assert df.loc["crashed", "State"] == "failed (crashed)"
+    assert re.fullmatch(r"[A-Z][a-z]{2} \d{2} \d{2}:\d{2}", df.loc["done", "Started"])  # this year: 'Nov 30 20:47'
+    assert df.loc["done", "Best (epoch)"] == "bal. acc. 75.00% (2)"
+    from app.train.runs_table import SHOWN, WIDTHS
+
+    assert set(WIDTHS) == set(SHOWN) and sum(WIDTHS.values()) <= 940  # every shown column fits the page's width
+    assert queued.exists()
+
+
+def test_live_charts_spread_the_epoch_under_way_and_scale_to_the_scores():
+    """Issue 13 item 10: batch losses squeezed at the start of a 0..N epoch axis; scores flattened on 0..1."""
+    from app.train import charts
+
+    batches = [{"epoch": i / 10, "step": i, "split": "train", "loss": 2.3 - i * 0.05} for i in range(1, 10)]
+    fig = charts.loss_curves(batches, epochs=15)
+    lo, hi = fig.layout.xaxis.range
+    assert lo == 0 and 0.9 <= hi <= 1.06  # the first epoch fills the width, not 1/15 of it
+    ylo, yhi = fig.layout.yaxis.range
+    assert 1.7 < ylo < 1.85 and 2.25 < yhi < 2.4  # the losses shown, padded
+    vals = [{"epoch": e, "step": 10 * e, "split": "val", "loss": 1.0 / e, "train_loss": 1.1 / e, "accuracy": a,
+             "balanced_accuracy": a - 0.01, "macro_f1": a - 0.02} for e, a in ((1, 0.91), (2, 0.93), (3, 0.94))]  # fmt: skip
+    fig = charts.metric_curves(batches + vals, "val_balanced_accuracy", epochs=15)
+    lo, hi = fig.layout.xaxis.range
+    assert lo == 0 and 3 <= hi <= 3.2  # the epochs trained so far (and room for the last markers)
+    ylo, yhi = fig.layout.yaxis.range
+    assert 0.86 < ylo < 0.89 and 0.94 < yhi < 0.96  # differences between epochs fill the chart
+    assert fig.layout.yaxis.tickformat.endswith("%")  # rates read as percentages, as everywhere in the app
+    assert "%{y:.2%}" in fig.data[0].hovertemplate
+    done = charts.loss_curves(batches + vals, epochs=3)
+    assert 3 < done.layout.xaxis.range[1] <= 3.1

@@ -64,9 +64,9 @@ def test_stop_file_stops_at_the_next_batch_and_resume_completes(tmp_path: Path):
     calls = {"n": 0}
 
     def stop_after_some_steps(done: int, total: int, stage: str) -> None:
-        if stage == "training":
+        if stage == "training":  # one call as training starts, then one per step
             calls["n"] += 1
-            if calls["n"] == 25:  # mid-epoch 2 (19 steps per epoch)
+            if calls["n"] == 26:  # after step 25: mid-epoch 2 (19 steps per epoch)
                 run.request_stop()
 
     out = fit(cfg, run, log=lambda m: None, progress=stop_after_some_steps)
@@ -89,9 +89,13 @@ def test_a_run_stopped_before_trainer_state_existed_still_resumes(tmp_path: Path
     cfg = tiny(epochs=3, batch_size=16, train_limit=300)
     run = prepare_run(cfg, tmp_path / "runs")
 
+    calls = {"n": 0}
+
     def stop_mid_epoch_two(done: int, total: int, stage: str) -> None:
-        if stage == "training" and done == 25:
-            run.request_stop()
+        if stage == "training":  # one call as training starts, then one per step (`done` counts images)
+            calls["n"] += 1
+            if calls["n"] == 26:
+                run.request_stop()
 
     assert fit(cfg, run, log=lambda m: None, progress=stop_mid_epoch_two)["state"] == "stopped"
     saved = load_state(run.last_state)

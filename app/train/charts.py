@@ -7,8 +7,11 @@ and `img_per_s`.
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 
+from engine.metrics.display import is_rate
 from app.common.charts import BLUE, GREEN, ORANGE, PALETTE, PURPLE, RED, TEAL, layout
 
 TRAIN, VAL = BLUE, ORANGE
@@ -60,9 +63,36 @@ def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
     return [e for e, _ in pts], [v for _, v in pts]
 
 
-def _epoch_axis(fig: go.Figure, epochs: int | None) -> None:
-    fig.update_xaxes(title="epoch", dtick=1 if (epochs or 0) <= 20 else None, rangemode="tozero" if not epochs else None,
-                     range=[0, epochs + 0.5] if epochs else None)  # fmt: skip
+def _epoch_axis(fig: go.Figure, xs: list[float], epochs: int | None) -> None:
+    """x in epochs over what has been trained so far (at least one epoch), not the whole planned run: in the
+    first epoch its batch losses spread over the width instead of a sliver at the start of 0..N. Whole
+    epochs are ticked when there are a few, quarters while the run is in its first epoch."""
+    reached = max([x for x in xs if isinstance(x, (int, float))] or [0.0])
+    upper = max(1.0, min(float(epochs), reached) if epochs else reached)
+    dtick = 0.25 if upper <= 1.0 else 1 if upper <= 20 else None
+    fig.update_xaxes(title="epoch", range=[0, upper + max(0.03, upper * 0.03)], dtick=dtick, tick0=0)  # room for markers
+
+
+def padded_range(values: list[float], lo: float | None = None, hi: float | None = None,
+                 pad: float = 0.08) -> list[float] | None:
+    """[min, max] of `values` widened by `pad` of their spread on each side (a flat series gets a small
+    band around it), kept within [lo, hi]: differences between epochs fill the chart, not a 0..1 axis."""
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not vals:
+        return None
+    low, high = min(vals), max(vals)
+    margin = (high - low) * pad if high > low else max(abs(high) * 0.05, 0.01)
+    low, high = low - margin, high + margin
+    if lo is not None:
+        low = max(lo, low)
+    if hi is not None:
+        high = min(hi, high)
+    return [low, high]
+
+
+def _hover(key: str) -> str:
+    """A hover value as the app writes this metric (`engine.metrics.display`): rates as percentages."""
+    return "%{y:.2%}" if is_rate(key) else "%{y:.4f}"
 
 
 def _empty_note(fig: go.Figure, text: str) -> None:
@@ -71,48 +101,66 @@ def _empty_note(fig: go.Figure, text: str) -> None:
 
 
 def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
-    """Train and validation loss per epoch, plus the throttled batch losses logged during each epoch."""
+    """Train and validation loss per epoch, plus the throttled batch losses logged during each epoch.
+
+    x is in epochs: a batch record's fractional epoch (0.5 = half-way through the first) and an epoch
+    record's number (1 = the end of the first) share one axis; y spans the losses shown, padded."""
     recs = val_records(records)
     fig = go.Figure()
     live = [r for r in records if r.get("split") == "train" and isinstance(r.get("loss"), (int, float))]
+    xs: list[float] = []
+    ys: list[float] = []
     if live:
         fig.add_scatter(x=[r["epoch"] for r in live], y=[r["loss"] for r in live], mode="lines", name="train (batches)",
                         line={"color": TRAIN, "width": 1, "dash": "dot"}, opacity=0.6,
                         hovertemplate="epoch %{x:.2f} · batch loss %{y:.4f}<extra></extra>")  # fmt: skip
+        xs += [r["epoch"] for r in live]
+        ys += [r["loss"] for r in live]
     for key, color, name in (("train_loss", TRAIN, "train"), ("loss", VAL, "val")):
         x, y = _series(recs, key)
         fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color, "width": 2},
                         hovertemplate=f"epoch %{{x}} · {name} loss %{{y:.4f}}<extra></extra>")  # fmt: skip
+        xs += x
+        ys += y
     if not recs and not live:
         _empty_note(fig, "curves appear after the first batches")
-    _epoch_axis(fig, epochs)
-    fig.update_yaxes(title="loss", rangemode="tozero")
+    _epoch_axis(fig, xs, epochs)
+    fig.update_yaxes(title="loss", range=padded_range(ys, lo=0.0))
     return layout(fig, "Loss", height=HEIGHT, legend=TOP_RIGHT)
 
 
 def metric_curves(records: list[dict], monitor: str | None = None, epochs: int | None = None) -> go.Figure:
-    """Validation scores per epoch; the monitored one is drawn thicker and its best epoch marked."""
+    """Validation scores per epoch; the monitored one is drawn thicker and its best epoch marked. y spans
+    the scores shown, padded (a fixed 0..1 axis flattened the differences that matter); rates read as
+    percentages, as everywhere in the app."""
     recs = val_records(records)
     mon = (monitor or "").removeprefix("val_")
     fig = go.Figure()
     keys = [k for k in SCORES if any(isinstance(r.get(k), (int, float)) for r in recs)]
     if mon and mon not in keys and mon != "loss" and any(isinstance(r.get(mon), (int, float)) for r in recs):
         keys.append(mon)
+    xs: list[float] = []
+    ys: list[float] = []
     for i, key in enumerate(keys):
         x, y = _series(recs, key)
         width = 3 if key == mon else 1.5
         color = METRIC_COLORS.get(key, PALETTE[i % len(PALETTE)])
         fig.add_scatter(x=x, y=y, mode="lines+markers", name=label(key), line={"color": color, "width": width},
-                        hovertemplate=f"epoch %{{x}} · {label(key)} %{{y:.4f}}<extra></extra>")  # fmt: skip
+                        hovertemplate=f"epoch %{{x}} · {label(key)} {_hover(key)}<extra></extra>")  # fmt: skip
+        xs += x
+        ys += y
     best = best_record(recs, mon) if mon else None
     if best is not None and mon in keys:
         fig.add_scatter(x=[best["epoch"]], y=[best[mon]], mode="markers", name="best",
                         marker={"symbol": "star", "size": 14, "color": "#222"},
-                        hovertemplate=f"best: epoch %{{x}} · {label(mon)} %{{y:.4f}}<extra></extra>")  # fmt: skip
+                        hovertemplate=f"best: epoch %{{x}} · {label(mon)} {_hover(mon)}<extra></extra>")  # fmt: skip
     if not recs:
         _empty_note(fig, "curves appear after the first epoch")
-    _epoch_axis(fig, epochs)
-    fig.update_yaxes(title="validation score", range=[0, 1.02])
+    _epoch_axis(fig, xs, epochs)
+    rates = bool(keys) and all(is_rate(k) for k in keys)
+    span = padded_range(ys, lo=0.0, hi=1.0) or [0.0, 1.0]
+    digits = 0 if span[1] - span[0] >= 0.1 else 1 if span[1] - span[0] >= 0.01 else 2
+    fig.update_yaxes(title="validation score", range=span, tickformat=f".{digits}%" if rates else None)
     return layout(fig, "Validation metrics", height=HEIGHT, legend=TOP_RIGHT)
 
 
@@ -133,11 +181,11 @@ def compare_curves(series: dict[str, list[dict]], key: str) -> go.Figure:
     for i, (name, records) in enumerate(series.items()):
         x, y = _series(val_records(records), key)
         fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": PALETTE[i % len(PALETTE)], "width": 2},
-                        hovertemplate=f"{name}<br>epoch %{{x}} · {label(key)} %{{y:.4f}}<extra></extra>")  # fmt: skip
+                        hovertemplate=f"{name}<br>epoch %{{x}} · {label(key)} {_hover(key)}<extra></extra>")  # fmt: skip
     if not series:
         _empty_note(fig, "choose runs to compare")
     fig.update_xaxes(title="epoch", rangemode="tozero", dtick=1 if most <= 20 else None)
-    fig.update_yaxes(title=label(key), rangemode="tozero")
+    fig.update_yaxes(title=label(key), rangemode="tozero", tickformat=".0%" if is_rate(key) else None)
     title = label(key)
     return layout(fig, title[0].upper() + title[1:] + " by run", height=HEIGHT + 60,
                    legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0, "xanchor": "left"})

@@ -21,11 +21,9 @@ from app.train import lr_finder
 from app.common.images import for_display
 from app.common.loaders import load_dataset
 from app.common.sidebar import compute_device
-from app.train.values import (AUG_ON, FIELDS, K_MODEL_OTHER, K_MODEL_PICK, K_REASONS, OTHER_MODEL, PRESET,
-                                dataset_changed,
-                                gpu_count, field_type, mark_edited, on_key, read_values, reset, save_widgets, set_field,
-                                use_preset,
-                                wkey)  # fmt: skip
+from app.train.values import (AUG_ON, DEMO, FIELDS, K_MODEL_OTHER, K_MODEL_PICK, K_REASONS, OTHER_MODEL,
+                              dataset_changed, field_type, gpu_count, mark_edited, on_key, read_values, reset,
+                              save_widgets, set_field, use_demo, use_quick, wkey)  # fmt: skip
 
 K_PREVIEW_SEED = "train.preview_seed"
 TITLES = {"data": "Data", "model": "Model", "imbalance": "Imbalance", "augment": "Augmentation",
@@ -63,11 +61,13 @@ def label(name: str) -> str:
 # --- drawing -------------------------------------------------------------------------------------
 
 
-def toolbar() -> None:
-    """Preset and reset buttons, and what the defaults were chosen from."""
+def toolbar(stats: dict | None) -> None:
+    """The quick recipe for this dataset, the Fashion-MNIST demo, reset, and what the defaults were chosen from."""
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.button(f"Use the {PRESET} preset", icon=":material/bolt:", key="train.preset", on_click=use_preset,
-                  help=preset_help())
+        st.button("Quick recipe for this dataset", icon=":material/bolt:", key="train.preset", on_click=use_quick,
+                  args=(stats,), disabled=stats is None, help=quick_help())  # fmt: skip
+        st.button("Fashion-MNIST demo", icon=":material/checkroom:", key="train.demo", on_click=use_demo,
+                  help=demo_help())  # fmt: skip
         st.button("Reset to suggestions", icon=":material/restart_alt:", key="train.reset", on_click=reset,
                   type="tertiary", help="Forget your changes: defaults plus what suits the active dataset.")  # fmt: skip
     reasons = st.session_state.get(K_REASONS) or []
@@ -77,13 +77,20 @@ def toolbar() -> None:
             st.markdown("\n".join(f"- {r}" for r in reasons))
 
 
-def preset_help() -> str:
+def quick_help() -> str:
+    return ("A small, fast recipe for the dataset selected above (`train --preset quick --dataset D`): small images "
+            "train the compact CNN from scratch at their own size for 3 epochs within 2 minutes; larger photos train "
+            "a linear head on frozen ImageNet features. Big training splits are limited. The dataset stays.")
+
+
+def demo_help() -> str:
     from engine.train.recipes import PRESETS
 
-    p = PRESETS[PRESET]
+    p = PRESETS[DEMO]
     budget = f"; a time budget ends it within {p['time_budget_s']:g} s" if p.get("time_budget_s") else ""
-    return (f"{p.get('dataset')}, {p.get('model')} at {p.get('image_size')} px, {p.get('epochs')} epochs: a useful model "
-            f"in about a minute on a laptop CPU{budget}. Sets only these fields: " + ", ".join(f"`{k}`" for k in p))  # fmt: skip
+    return (f"Switches the dataset to {p.get('dataset')}: {p.get('model')} at {p.get('image_size')} px, "
+            f"{p.get('epochs')} epochs, a useful model in about a minute on a laptop CPU{budget} "
+            f"(`train --preset {DEMO}`). Sets only these fields: " + ", ".join(f"`{k}`" for k in p))  # fmt: skip
 
 
 def _help(f: Field) -> str:
@@ -212,7 +219,7 @@ def augment_section(group_fields: list[Field], spec: str, values: dict) -> None:
 
 def augment_preview(spec: str, values: dict) -> None:
     """A few training images and random augmentations of each, from the engine's own batch augmenter."""
-    from engine.train.augment import is_identity, preview
+    from engine.train.augment import is_identity, preview, resized
 
     aug = {f.name: values[f.name] for f in field_groups()["augment"]}
     cfg = RunConfig(**aug)
@@ -232,12 +239,25 @@ def augment_preview(spec: str, values: dict) -> None:
             seed = st.session_state[K_PREVIEW_SEED] = seed + 1
     pool = ds.splits.get("train", np.flatnonzero(ds.scan.ok))
     idx = np.sort(np.random.default_rng(seed).choice(pool, size=min(PREVIEW_IMAGES, len(pool)), replace=False))
-    originals = np.asarray(ds.images[idx])
+    size = training_size(values, ds.image_size)
+    originals = resized(np.asarray(ds.images[idx]), size)
     variants = preview(originals, cfg, n_variants=PREVIEW_VARIANTS, seed=seed)
     for original, row in zip(originals, variants):
         st.image([for_display(original, PREVIEW_PX)] + [for_display(v, PREVIEW_PX) for v in row], width=PREVIEW_PX)
     st.caption(f"Left: a training image; then {PREVIEW_VARIANTS} random draws of the ops switched on, at the working "
-               f"resolution ({ds.image_size} px). Training draws new ones for every batch.")  # fmt: skip
+               f"resolution ({size} px). Training draws new ones for every batch.")  # fmt: skip
+
+
+def training_size(values: dict, data_size: int) -> int:
+    """The side the form's run trains at: the image size field, else the model's pretrained size, else
+    the data's own (`data_size`, the size the dataset is open at), as `engine.train.setup.image_size_for`."""
+    from engine.train.setup import image_size_for
+
+    try:
+        return image_size_for(RunConfig(model=values.get("model") or "small_cnn",
+                                        image_size=int(values.get("image_size") or 0))) or data_size
+    except LoupeError:
+        return data_size
 
 
 def _use_all_gpus(n: int) -> None:
@@ -259,7 +279,7 @@ def gpus_line() -> None:
 
 def render(spec: str, stats: dict | None, error: LoupeError | None) -> None:
     """Every field, one expander per group with the group's one-line explanation."""
-    toolbar()
+    toolbar(stats)
     groups = field_groups()
     for group, group_fields in groups.items():
         values = read_values()

@@ -15,6 +15,7 @@ import streamlit as st
 
 from engine.train import jobs
 from engine.errors import LoupeError
+from engine.metrics.display import MISSING, finite, format_metric
 from engine.runs.folder import Run, runs_dir
 from app.train import charts
 
@@ -38,7 +39,7 @@ def parse_time(text: str | None) -> float | None:
 
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
-        return "—"
+        return MISSING
     s = int(round(max(0.0, seconds)))
     if s < 60:
         return f"{s}s"
@@ -64,33 +65,55 @@ def best_so_far(records: list[dict], monitor: str) -> tuple[float | None, int | 
     return (rec[key], rec["epoch"]) if rec else (None, None)
 
 
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def steps_per_second(status: dict, records: list[dict], now: float, seen: tuple[float, int] | None) -> float | None:
-    """Training speed in steps/s: watched in this session if possible, else from the epoch records'
-    timestamps, else since `started_at` (which includes loading the data and building the model)."""
+    """Training speed in steps/s, counting only the work of the process that trains now.
+
+    The trainer writes where it started (`segment_start`, `segment_step`: after a resume, the step it
+    resumed at) and a `heartbeat` time with each step count, so the rate is the steps since then over the
+    time since then (validation included, as the ETA needs). Steps a stopped run had done before do not
+    count: dividing them by the time since the resume made the speed and ETA look ten times better.
+    Runs written without those fields fall back to `seen`, (time, step) when this session first saw the
+    run running, as long as it is still the same segment (the step has not gone below it)."""
     step = status.get("step") or 0
+    t0, s0, beat = _number(status.get("segment_start")), status.get("segment_step"), _number(status.get("heartbeat"))
+    if t0 is not None and isinstance(s0, int):
+        if step > s0 and beat is not None and beat - t0 >= 1.0:
+            return (step - s0) / (beat - t0)
+        return None  # this segment has not trained long enough to tell
     if seen is not None and step > seen[1] and now - seen[0] >= 2.0:
         return (step - seen[1]) / (now - seen[0])
-    timed = [(parse_time(r.get("time")), r.get("step")) for r in charts.val_records(records)]
-    timed = [(t, s) for t, s in timed if t is not None and isinstance(s, int)]
-    if len(timed) >= 2 and timed[-1][1] > timed[-2][1] and timed[-1][0] > timed[-2][0]:
-        return (timed[-1][1] - timed[-2][1]) / (timed[-1][0] - timed[-2][0])
-    started = parse_time(status.get("started_at"))
-    if started and step > 0 and now > started:
-        return step / (now - started)
     return None
 
 
 def eta_seconds(status: dict, rate: float | None, budget_s: float = 0.0, now: float | None = None) -> float | None:
-    """Seconds left: the remaining steps at `rate`, capped by what is left of a time budget (counted
-    from `started_at`, so for a resumed run the cap is only a rough bound)."""
+    """Seconds left: the remaining steps at `rate`, capped by the end of a time budget. The trainer writes
+    that end (`deadline`; the budget counts training time, so a resumed run's moves on by the time it was
+    stopped); for runs written without it, the budget counted from `started_at` is a rough bound."""
     total, step = status.get("total_steps"), status.get("step") or 0
     if not total or not rate or rate <= 0:
         return None
+    now = now or time.time()
     eta = max(0.0, (total - step) / rate)
+    deadline = _number(status.get("deadline"))
     started = parse_time(status.get("started_at"))
-    if budget_s and started:
-        eta = min(eta, max(0.0, budget_s - ((now or time.time()) - started)))
+    if deadline is not None:
+        eta = min(eta, max(0.0, deadline - now))
+    elif budget_s and started and "segment_start" not in status:
+        eta = min(eta, max(0.0, budget_s - (now - started)))
     return eta
+
+
+def speed_of(status: dict, rate: float | None, batch_size: int) -> float | None:
+    """Training images/s now: what the trainer measured since it (re)started (steps only, no validation),
+    else steps/s times the batch size."""
+    measured = _number(status.get("img_per_s"))
+    if measured:
+        return measured
+    return rate * batch_size if rate and batch_size else None
 
 
 def progress_of(status: dict) -> float:
@@ -184,22 +207,42 @@ def _live(run_id: str) -> None:
         eta = eta_seconds(status, rate, float(cfg.get("time_budget_s") or 0), now)
         st.progress(progress_of(status), text=progress_text(status, eta, summary))
         monitor = monitor_of(cfg, records, summary)
-        _numbers(status, records, summary, monitor, now, rate * cfg.get("batch_size", 0) if rate else None)
+        speed = speed_of(status, rate, int(cfg.get("batch_size") or 0)) if shown == "running" else None
+        _numbers(status, records, summary, monitor, now, speed)
         _buttons(run, status)
         if status.get("state") == "failed" or status.get("crashed"):
             st.error(status.get("error") or "The training process ended without reporting why (killed, or out of "
                      "memory?); see its log below.")  # fmt: skip
         quiet = {"displayModeBar": False}
-        st.plotly_chart(charts.loss_curves(records, status.get("epochs")), key="train.live.loss", config=quiet)
-        st.plotly_chart(charts.metric_curves(records, monitor, status.get("epochs")), key="train.live.metrics",
-                        config=quiet)  # fmt: skip
+        left, right = st.columns(2, gap="medium")  # the curves side by side, across the page
+        left.plotly_chart(charts.loss_curves(records, status.get("epochs")), key="train.live.loss", config=quiet)
+        right.plotly_chart(charts.metric_curves(records, monitor, status.get("epochs")), key="train.live.metrics",
+                           config=quiet)  # fmt: skip
         with st.expander("Training log (last lines)", icon=":material/terminal:"):
             st.code(log_tail(run.path / "train.log") or "(empty)", language=None)
 
 
+def elapsed_seconds(status: dict, summary: dict | None, now: float) -> float | None:
+    """Wall time the run's processes have spent on it: the summary's once done; else the time of the
+    processes before this one (`wall_before`, written at a stop) plus this one's since it began
+    (`active_since`), so the time a run sat stopped is not counted. Runs written without those fields:
+    the time since `started_at`."""
+    if summary and summary.get("wall_seconds") is not None:
+        return float(summary["wall_seconds"])
+    before, since = _number(status.get("wall_before")), _number(status.get("active_since"))
+    shown = status["display_state"]
+    if before is not None or since is not None:
+        return (before or 0.0) + (max(0.0, now - since) if since is not None and shown in ACTIVE else 0.0)
+    started = parse_time(status.get("started_at"))
+    if started is None:
+        return None
+    return (now if shown in ACTIVE else parse_time(status.get("updated_at")) or now) - started
+
+
 def _numbers(status: dict, records: list[dict], summary: dict | None, monitor: str, now: float,
              live_speed: float | None) -> None:
-    """Four cards: throughput, best so far, loss (or the test score once done), time."""
+    """Four cards in a row: throughput, best so far, loss (or the test score once done), time. Metrics are
+    written the one way the app writes them (`engine.metrics.display`)."""
     shown = status["display_state"]
     value, epoch = best_so_far(records, monitor)
     if summary and summary.get("best_epoch"):
@@ -208,36 +251,32 @@ def _numbers(status: dict, records: list[dict], summary: dict | None, monitor: s
     recs = charts.val_records(records)
     last = recs[-1] if recs else {}
     speed = summary.get("train_img_per_s") if summary else live_speed or last.get("img_per_s")
-    started = parse_time(status.get("started_at"))
-    if summary and summary.get("wall_seconds") is not None:
-        duration = summary["wall_seconds"]
-    elif started:
-        duration = (now if shown in ACTIVE else parse_time(status.get("updated_at")) or now) - started
-    else:
-        duration = None
     key = monitor.removeprefix("val_")
     spark = {"chart_type": "line", "border": True, "delta_color": "off", "delta_arrow": "off"}
-    top, bottom = st.columns(2), st.columns(2)
-    top[0].metric("Images/s", f"{speed:,.0f}" if speed else "—", chart_data=[r.get("img_per_s") or 0 for r in recs] or None,
-                  help="Training throughput now (of the whole run once it is done); the line: per epoch.", **spark)  # fmt: skip
-    top[1].metric(f"Best {charts.short_label(key)}", f"{value:.4f}" if value is not None else "—",
-                  delta=f"epoch {epoch}" if epoch else None,
-                  chart_data=[r[key] for r in recs if isinstance(r.get(key), (int, float))] or None,
-                  help=f"The monitored metric (`{monitor}`) on validation at the best epoch; that epoch's weights are kept.", **spark)  # fmt: skip
+    cards = st.columns(4)
+    cards[0].metric("Images/s", f"{speed:,.0f}" if finite(speed) else MISSING,
+                    chart_data=[r.get("img_per_s") or 0 for r in recs] or None,
+                    help="Training images per second: measured by the trainer since it (re)started while it runs, "
+                         "over the whole run once done (validation not counted); the line: per epoch.", **spark)  # fmt: skip
+    cards[1].metric(f"Best {charts.short_label(key)}", format_metric(key, value),
+                    delta=f"epoch {epoch}" if epoch else None,
+                    chart_data=[r[key] for r in recs if isinstance(r.get(key), (int, float))] or None,
+                    help=f"The monitored metric (`{monitor}`) on validation at the best epoch; that epoch's weights are kept.", **spark)  # fmt: skip
     test = ((summary or {}).get("final") or {}).get("test") or {}
     if test:
         tkey = key if key in test else "accuracy"
-        bottom[0].metric(f"Test {charts.short_label(tkey)}", f"{test.get(tkey, 0):.4f}", border=True,
-                         help="On the test split, with the best epoch's weights.")  # fmt: skip
+        cards[2].metric(f"Test {charts.short_label(tkey)}", format_metric(tkey, test.get(tkey)), border=True,
+                        help="On the test split, with the best epoch's weights.")  # fmt: skip
     else:
         running = shown == "running" and status.get("batch_loss") is not None
         loss = status.get("batch_loss") if running else last.get("loss")
-        bottom[0].metric("Batch loss" if running else "Val loss", f"{loss:.4f}" if isinstance(loss, (int, float)) else "—",
-                         chart_data=[r["loss"] for r in recs if isinstance(r.get("loss"), (int, float))] or None,
-                         help="Training loss of the latest batch (the line: validation loss per epoch)." if running else None,
-                         **{**spark, "delta_color": "normal"})  # fmt: skip
-    bottom[1].metric("Elapsed" if shown in ACTIVE else "Duration", fmt_duration(duration), border=True,
-                     help="Wall time since the job started, data loading included.")  # fmt: skip
+        cards[2].metric("Batch loss" if running else "Val loss", format_metric("loss", loss),
+                        chart_data=[r["loss"] for r in recs if isinstance(r.get("loss"), (int, float))] or None,
+                        help="Training loss of the latest batch (the line: validation loss per epoch)." if running else None,
+                        **{**spark, "delta_color": "normal"})  # fmt: skip
+    cards[3].metric("Elapsed" if shown in ACTIVE else "Duration", fmt_duration(elapsed_seconds(status, summary, now)),
+                    border=True, help="Wall time the training processes spent on this run, data loading included; "
+                                      "time the run sat stopped is not counted.")  # fmt: skip
 
 
 def _buttons(run: Run, status: dict) -> None:

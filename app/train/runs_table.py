@@ -4,25 +4,31 @@ overlaid for comparison, choosing the active run, and deleting one (after a conf
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import pandas as pd
 import streamlit as st
 
 from engine.errors import LoupeError
+from engine.metrics.display import MISSING, format_metric
 from engine.runs.folder import Run, delete_run, list_runs, run_row, runs_dir
 from app.common import state
 from app.train import charts
-from app.train.live import ACTIVE, best_so_far, fmt_duration, monitor_of, parse_time
+from app.train.live import ACTIVE, best_so_far, elapsed_seconds, fmt_duration, monitor_of, parse_time
 
 K_PICK, K_COMPARE, K_METRIC = "train.runs.pick", "train.runs.compare", "train.runs.metric"
 K_CONFIRM, K_COMPARE_TOUCHED = "train.runs.confirm_delete", "train.runs.compare_touched"
-SHOWN = ("Run", "Dataset", "Model", "State", "Epochs", "Best metric", "Best", "Best epoch", "Duration", "Started")
+SHOWN = ("Run", "Dataset", "Model", "State", "Epochs", "Best (epoch)", "Duration", "Started")
+# Pixel widths that fit the shown columns side by side in the page's 940 px at a 1400 px window, so no
+# column is cut off or pushed out of view (the longest state, "failed (crashed)", fits its column).
+WIDTHS = {"Run": 260, "Dataset": 110, "Model": 105, "State": 105, "Epochs": 50, "Best (epoch)": 145, "Duration": 60,
+          "Started": 95}  # fmt: skip
 COMPARE_DEFAULT = 4  # the newest runs with curves, compared when the user has not chosen
 
 
 def collect() -> list[dict]:
-    """One dict per run: `run_row` plus the run, its records and a best metric that is never missing
-    when the run has one (taken from the summary, else from the records)."""
+    """One dict per run: `run_row` plus the run, its records and a best metric (and its epoch) that are never
+    missing when the run has one (taken from the summary, else from the records)."""
     now = time.time()
     out = []
     for run in list_runs():
@@ -31,31 +37,58 @@ def collect() -> list[dict]:
         records = run.metrics()
         summary = run.summary() or {}
         monitor = row.get("monitor") or monitor_of(cfg, records, summary)
-        best = row.get("best")
+        best, best_epoch = row.get("best"), row.get("best_epoch")
         if best is None:
             best = (summary.get("best") or {}).get(monitor.removeprefix("val_"))
         if best is None:
-            best = best_so_far(records, monitor)[0]
-        seconds = row.get("wall_seconds")
-        started = parse_time(row.get("started_at"))
-        if seconds is None and started and row["state"] in ACTIVE:
-            seconds = now - started
-        out.append({**row, "run": run, "records": records, "monitor": monitor, "best": best, "seconds": seconds})
+            best, best_epoch = best_so_far(records, monitor)
+        status = run.status()
+        seconds = elapsed_seconds(status, summary or None, now)
+        out.append({**row, "run": run, "records": records, "monitor": monitor, "best": best, "best_epoch": best_epoch,
+                    "seconds": seconds})  # fmt: skip
     return out
 
 
+def started_text(iso: str | None, now: float | None = None) -> str:
+    """When a run started, short and in this machine's time zone (the run folder stores UTC):
+    'Nov 30 20:47' this year, '2025-11-30' before; n/a when it never started."""
+    when = parse_time(iso)
+    if when is None:
+        return MISSING
+    dt = datetime.fromtimestamp(when)
+    return dt.strftime("%b %d %H:%M") if dt.year == datetime.fromtimestamp(now or time.time()).year else dt.strftime("%Y-%m-%d")
+
+
+def short_dataset(spec: str) -> str:
+    """'builtin:fashion-mnist' -> 'fashion-mnist', '/data/faces/' -> 'faces': the table's Dataset column
+    (the full spec is in the live panel and the run's config)."""
+    return spec.split(":", 1)[1] if spec.startswith("builtin:") else spec.rstrip("/").rsplit("/", 1)[-1] or spec
+
+
+def best_text(row: dict) -> str:
+    """'bal. acc. 90.00% (2)': the monitored metric at the best epoch so far, or n/a."""
+    if row["best"] is None:
+        return MISSING
+    epoch = f" ({row['best_epoch']})" if row.get("best_epoch") else ""
+    return f"{charts.short_label(row['monitor'])} {format_metric(row['monitor'], row['best'])}{epoch}"
+
+
 def table(rows: list[dict]) -> pd.DataFrame:
+    """The table as shown: every cell text a person reads (metrics in the app's one format, n/a when missing).
+    `Best metric`, `Best` and `Best epoch` are kept apart as data; the table shows them as `Best (epoch)`."""
     return pd.DataFrame({
         "Run": [r["name"] for r in rows],
-        "Dataset": [r["dataset"] for r in rows],
-        "Model": [r["model"] for r in rows],
+        "Dataset": [short_dataset(r["dataset"]) if r["dataset"] else MISSING for r in rows],
+        "Model": [r["model"] or MISSING for r in rows],
         "State": [r["state"] for r in rows],
-        "Epochs": [f"{r['epoch'] or 0} / {r['epochs']}" if r.get("epochs") else None for r in rows],
-        "Best metric": [charts.short_label(r["monitor"]) if r["best"] is not None else None for r in rows],
-        "Best": [r["best"] for r in rows],
-        "Best epoch": [r["best_epoch"] for r in rows],
-        "Duration": [fmt_duration(r["seconds"]) if r["seconds"] is not None else None for r in rows],
-        "Started": pd.to_datetime([r.get("started_at") for r in rows], utc=True, errors="coerce").tz_convert(None),
+        "Epochs": [f"{r['epoch'] or 0} / {r['epochs']}" if r.get("epochs") else MISSING for r in rows],
+        "Best (epoch)": [best_text(r) for r in rows],
+        "Best metric": [charts.short_label(r["monitor"]) if r["best"] is not None else MISSING for r in rows],
+        "Best": [format_metric(r["monitor"], r["best"]) for r in rows],
+        "Best epoch": [str(r["best_epoch"]) if r.get("best_epoch") else MISSING for r in rows],
+        "Duration": [fmt_duration(r["seconds"]) for r in rows],
+        "Started": [started_text(r.get("started_at")) for r in rows],
+        "Dataset spec": [r["dataset"] or MISSING for r in rows],
         "Id": [r["id"] for r in rows],
     })  # fmt: skip
 
@@ -66,13 +99,16 @@ def render() -> None:
     if not rows:
         st.caption(f"No runs yet in {runs_dir()}. Runs you start appear here, with their curves for comparison.")
         return
+    helps = {"State": "queued, running, completed, stopped, failed, or failed (crashed): the job ended without "
+                      "recording why",
+             "Epochs": "Epochs done / planned (fewer when stopped early)",
+             "Best (epoch)": "The monitored validation metric at the best epoch so far, and that epoch",
+             "Duration": "Wall time the training processes spent on the run (not the time it sat stopped)",
+             "Started": "When the run first started (this machine's time)",
+             "Dataset": "The dataset (built-in name or folder name; the full spec is in the live panel)"}  # fmt: skip
     st.dataframe(
         table(rows), hide_index=True, key="train.runs.table", column_order=SHOWN,
-        column_config={
-            "Epochs": st.column_config.TextColumn("Epochs", help="Epochs done / planned (fewer when stopped early)"),
-            "Best": st.column_config.NumberColumn("Best", format="%.4f", help="The monitored validation metric at the best epoch"),
-            "Started": st.column_config.DatetimeColumn("Started", format="YYYY-MM-DD HH:mm"),
-        },
+        column_config={name: st.column_config.TextColumn(name, width=w, help=helps.get(name)) for name, w in WIDTHS.items()},
     )  # fmt: skip
     by_id = {r["id"]: r for r in rows}
     manage(by_id)

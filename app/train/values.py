@@ -1,5 +1,5 @@
 """The Train form's values: which widget keys hold each `RunConfig` field, how values go in and out
-of them, and how the form is prefilled (defaults, dataset-aware suggestions, the quick preset).
+of them, and how the form is prefilled (defaults, dataset-aware suggestions, the quick recipe, the demo).
 
 - Values are prefilled from `RunConfig`'s defaults plus `recipes.suggest` for the active dataset; a
   field the user changed (or the preset set) is never overwritten by a suggestion.
@@ -24,7 +24,7 @@ FIELDS: dict[str, Field] = {f.name: f for f in fields(RunConfig)}
 K_SAVED, K_EDITED, K_SYNCED, K_REASONS = "train.saved", "train.edited", "train.synced", "train.reasons"
 K_MODEL_PICK, K_MODEL_OTHER = "train.model_pick", "train.model_other"
 OTHER_MODEL = "other timm model…"
-PRESET = "quick"
+DEMO = "demo"  # the Fashion-MNIST demo preset (the quick recipe follows the active dataset)
 AUG_ON = {"rotation": 15.0, "crop_scale": 0.6, "color_jitter": 0.3, "grayscale_p": 0.2}  # strength when switched on
 
 
@@ -195,17 +195,34 @@ def suggest_for(stats: dict, given: set[str]) -> tuple[dict, list[str]]:
     return suggest(stats, given=set(given), gpu=gpu_count() > 0)
 
 
-def use_preset() -> None:
+def use_quick(stats: dict | None) -> None:
+    """The quick recipe for the active dataset (`engine.train.recipes.quick_recipe`); the dataset stays."""
+    from engine.train.recipes import quick_recipe
+
+    if stats is None:
+        return
+    values, reasons = quick_recipe(stats, gpu=gpu_count() > 0)
+    _reset_untouched({"dataset"})
+    for name, value in values.items():
+        set_field(name, value)
+    st.session_state[K_EDITED] = set(values)
+    st.session_state[K_SYNCED] = state.active_dataset()  # like `train --preset quick`: the recipe, not the suggestions
+    st.session_state[K_REASONS] = reasons
+
+
+def use_demo() -> None:
+    """The Fashion-MNIST demo (`train --preset demo`): switches the active dataset to Fashion-MNIST."""
     from engine.train.recipes import apply_preset
 
-    values = apply_preset(PRESET)
+    values = apply_preset(DEMO)
     _reset_untouched(set())
     for name, value in values.items():
         set_field(name, value)
     st.session_state[K_EDITED] = set(values)
-    spec = values.get("dataset") or state.active_dataset()
-    st.session_state[K_SYNCED] = spec  # like `train --preset`: the preset, not the suggestions
-    st.session_state[K_REASONS] = [f"the '{PRESET}' preset: a useful model on Fashion-MNIST in about a minute on a laptop CPU"]
+    spec = values["dataset"]
+    st.session_state[K_SYNCED] = spec  # like `train --preset demo`: the preset, not the suggestions
+    st.session_state[K_REASONS] = [f"the '{DEMO}' preset: a useful model on Fashion-MNIST in about a minute on a "
+                                   "laptop CPU"]  # fmt: skip
     state.set_active_dataset(spec)
 
 

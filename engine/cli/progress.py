@@ -1,6 +1,11 @@
 """The CLI's progress bars: `TqdmProgress` turns the engine's `(done, total, stage)` callbacks into tqdm bars
 on stderr, so stdout stays clean for results and `--json`.
 
+Each bar's unit is what its stage counts (`unit_of`): training, decoding, features, attacks and
+prediction count images; reading headers and extracting an archive count files; the LR range test
+counts optimiser steps. A stage may start part-way (a resumed run's training): the bar starts there,
+so its rate and ETA count the work done since, not the work done before a stop.
+
 A leaf on purpose: every command module (`engine.cli.data`, `train`, `explain`, `predict`) imports it
 from here, and `engine.cli.main` imports those modules, so nothing here may import them or `main`.
 """
@@ -9,6 +14,14 @@ from __future__ import annotations
 
 import sys
 from typing import Any
+
+# What each stage's `done` counts, where it is not images (engine stage names; attacks are "<attack> eps=<e>").
+UNITS = {"reading headers": "file", "extracting": "file", "lr range test": "step"}
+
+
+def unit_of(stage: str) -> str:
+    """The unit of a stage's bar: 'img', 'file' or 'step' (see `UNITS`)."""
+    return UNITS.get(stage, "img")
 
 
 class TqdmProgress:
@@ -24,12 +37,20 @@ class TqdmProgress:
             return
         from tqdm import tqdm
 
-        if stage != self.stage:
+        if stage != self.stage or self.bar is None:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, desc=stage, unit="img", file=sys.stderr, leave=False)
-        self.bar.n = done
-        self.bar.refresh()
+            # the first report is where the stage stands (0, or a resumed run's images so far): the rate
+            # counts from there
+            self.bar = tqdm(total=total, initial=done, desc=stage, unit=unit_of(stage), file=sys.stderr, leave=False)
+            return
+        if total != self.bar.total:
+            self.bar.total = total
+        if done >= self.bar.n:
+            self.bar.update(done - self.bar.n)  # through update(), so tqdm's rate sees each increment
+        else:  # the stage went back (it restarted): show where it is
+            self.bar.n = done
+            self.bar.refresh()
 
     def write(self, message: str) -> None:
         """A log line that does not break the progress bar."""

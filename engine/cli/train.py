@@ -56,18 +56,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--config", help="a JSON/YAML config file (a run's config.json starts a new run with its config)")
     train.add_argument("--run", help="a prepared run folder to train into, with the config.json in it (what "
                                      "background jobs run); no other config source goes with it")
-    train.add_argument("--preset", help="a named starting point, e.g. quick (Fashion-MNIST in about a minute)")
+    train.add_argument("--preset", help="a named starting point: quick (a small, fast recipe for --dataset, "
+                                        "Fashion-MNIST when none is given) or demo (the Fashion-MNIST demo); the "
+                                        "config file and flags override it")
     train.add_argument("--background", action="store_true", help="start as a background job and return")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
+    train.add_argument("--no-estimate", action="store_true",
+                       help="skip the time estimate printed before training (a short timed probe of the model on "
+                            "this device, cached per model, size, batch and device)")
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
+
+    est = sub.add_parser("estimate", help="how long a run would take on this device (a short timed probe, cached)",
+                         description="Time a few training steps of the configured model at its size, batch, "
+                                     "precision and memory format on this device (cached per configuration; a "
+                                     "finished run's own speeds replace the probe's), and print the time per "
+                                     "epoch and for the whole run. Takes the same config sources as train.")
+    est.add_argument("--config", help="a JSON/YAML config file")
+    est.add_argument("--preset", help="a named starting point: quick (for --dataset) or demo")
+    est.add_argument("--refresh", action="store_true", help="measure again instead of using the cached figures")
+    est.add_argument("--json", action="store_true", help="print the estimate and the measured speeds as JSON")
+    add_config_flags(est)
+    est.set_defaults(func=cmd_estimate)
 
     lrf = sub.add_parser("lr-find", parents=[NO_PROGRESS],
                          help="LR range test: loss vs learning rate and a suggested value",
                          description="Train briefly with an exponentially rising learning rate on the configured "
                                      "data and model (nothing is saved) and suggest a learning rate.")
     lrf.add_argument("--config", help="a JSON/YAML config file")
-    lrf.add_argument("--preset", help="a named starting point, e.g. quick")
+    lrf.add_argument("--preset", help="a named starting point: quick (for --dataset) or demo")
     lrf.add_argument("--steps", type=int, default=100, help="batches in the sweep")
     lrf.add_argument("--start-lr", type=float, default=1e-6)
     lrf.add_argument("--end-lr", type=float, default=1.0)
@@ -96,20 +113,37 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
-    """Preset < config file < flags; then dataset-aware defaults for what none of them set."""
-    from engine.train.recipes import apply_preset
+    """Preset < config file < flags; then dataset-aware defaults for what none of them set.
 
-    values: dict = {}
-    if args.preset:
-        values.update(apply_preset(args.preset))
-    if args.config:
-        values.update(RunConfig.load(args.config).to_dict() if not values else _explicit(RunConfig.load(args.config)))
+    A preset never overrides a value given in the config file or as a flag: `--preset quick --dataset D`
+    is the quick recipe for D (`engine.train.recipes.quick_recipe`), `--preset quick` alone the quick
+    recipe for the default dataset (Fashion-MNIST, where it is the demo), `--preset demo` the
+    Fashion-MNIST demo."""
+    from engine.device import resolve_device
+
     flags = {f.name: getattr(args, f.name) for f in fields(RunConfig) if hasattr(args, f.name)}
-    values.update(flags)
+    loaded = RunConfig.load(args.config) if args.config else None
+    values: dict = {}
     reasons: list[str] = []
+    if args.preset:
+        from engine.train.recipes import QUICK, apply_preset, quick_recipe
+
+        given = {**(_explicit(loaded) if loaded else {}), **flags}
+        if args.preset == QUICK:
+            from engine.data import quick_stats
+
+            dataset = given.get("dataset", RunConfig().dataset)
+            gpu = resolve_device(given.get("device", "auto")).type == "cuda"
+            values, reasons = quick_recipe(quick_stats(dataset), gpu=gpu)
+            values["dataset"] = dataset
+            reasons = [r for r in reasons if not (r.startswith("train_limit") and "train_limit" in given)]
+        else:
+            values = apply_preset(args.preset)
+    if loaded is not None:
+        values.update(loaded.to_dict() if not values else _explicit(loaded))
+    values.update(flags)
     if not args.preset and not args.config:
         from engine.data import quick_stats
-        from engine.device import resolve_device
         from engine.train.recipes import suggest
 
         dataset = values.get("dataset", RunConfig().dataset)
@@ -137,6 +171,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg, reasons = build_config(args)
         for r in reasons:
             print(f"chose {r}", file=sys.stderr)
+        if not args.no_estimate:
+            print_estimate(cfg)
         if args.background:
             run = jobs.start(cfg, args.runs_dir)
             print(run.path)
@@ -145,6 +181,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.nproc > 1 and not jobs.under_torchrun():
         return _relaunch_ddp(cfg, run, ["train", "--run", str(run.path)], args)
     return _run_foreground(cfg, run, resume=False, args=args)
+
+
+def print_estimate(cfg: RunConfig) -> None:
+    """'estimate: about 12 s per epoch, 2.5 min in total on this CPU' on stderr, from a timed probe of the
+    model (`engine.train.timing`). A dataset or model that cannot be used prints nothing here: training
+    reports the same problem as one sentence right after."""
+    from engine.data import quick_stats
+    from engine.errors import LoupeError
+    from engine.train.timing import estimate_run
+
+    try:
+        est = estimate_run(cfg, quick_stats(cfg.dataset))
+    except LoupeError:
+        return
+    print(f"estimate: {est.describe()}; {est.throughput.describe()} on {est.throughput.device}", file=sys.stderr)
 
 
 def _prepared_run(args: argparse.Namespace) -> tuple[Run, RunConfig]:
@@ -211,6 +262,27 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
         print(f"{state}: {run.path}")
         for split, m in (summary.get("final") or {}).items():
             print(f"  {split}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
+    return 0
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from engine.data import quick_stats
+    from engine.train.timing import estimate_run, measure_throughput, planned_shape
+
+    cfg, _ = build_config(args)
+    stats = quick_stats(cfg.dataset)
+    size, channels = planned_shape(cfg, stats)
+    multilabel = (cfg.task if cfg.task != "auto" else stats.get("task")) == "multilabel"
+    tp = measure_throughput(cfg, size, channels, max(2, len(stats.get("classes") or [])), multilabel,
+                            refresh=args.refresh)
+    est = estimate_run(cfg, stats, tp)
+    if args.json:
+        print(json.dumps({**asdict(est), "seconds_per_epoch": est.seconds_per_epoch, "describe": est.describe(),
+                          "image_size": size, "channels": channels}, indent=2))
+    else:
+        print(f"{est.describe()}; {tp.describe()} on {tp.device}")
     return 0
 
 

@@ -177,14 +177,28 @@ def to_float(images: Tensor) -> Tensor:
     return to_tensor(images)
 
 
-def preview(images_uint8: np.ndarray, cfg: RunConfig, n_variants: int = 4, seed: int = 0) -> np.ndarray:
+def resized(images_uint8: np.ndarray, size: int) -> np.ndarray:
+    """(N, H, W[, C]) uint8 images at `size` x `size`, resampled as the decode does (bilinear with
+    antialiasing): what a run trained at `size` sees of images shown at another size."""
+    arr = np.array(images_uint8, dtype=np.uint8, copy=True)  # a writable copy: the cache is a read-only memmap
+    if arr.shape[1:3] == (size, size):
+        return arr
+    x = F.interpolate(to_float(torch.from_numpy(arr)), size=(size, size), mode="bilinear", antialias=True,
+                      align_corners=False)
+    out = to_uint8(x)
+    return out[..., 0] if arr.ndim == 3 else out
+
+
+def preview(images_uint8: np.ndarray, cfg: RunConfig, n_variants: int = 4, seed: int = 0,
+            size: int | None = None) -> np.ndarray:
     """`n_variants` random augmentations of each image, for the UI's augmentation preview.
 
     `images_uint8` is (N, H, W, C) (or (N, H, W) for grayscale); the result is
-    (N, n_variants, H, W, C) uint8 (or (N, n_variants, H, W)). Same `seed`, same pictures, so the
-    preview does not flicker when Streamlit reruns the page.
+    (N, n_variants, H, W, C) uint8 (or (N, n_variants, H, W)). `size`: the side the run trains at, when
+    it differs from the images' (see `resized`). Same `seed`, same pictures, so the preview does not
+    flicker when Streamlit reruns the page.
     """
-    arr = np.array(images_uint8, dtype=np.uint8, copy=True)  # a writable copy: the cache is a read-only memmap
+    arr = resized(images_uint8, size) if size else np.array(images_uint8, dtype=np.uint8, copy=True)
     squeeze = arr.ndim == 3
     x = to_float(torch.from_numpy(arr))
     n, c, h, w = x.shape

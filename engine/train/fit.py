@@ -31,6 +31,7 @@ from engine.train.loop import DeviceData, EpochResult, eval_batch_size, predict_
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
 from engine.train.setup import TrainingSetup, prepared_run
+from engine.train.timing import Throughput, device_label, remember_throughput
 
 HEARTBEAT_S = 1.0  # at most one status.json heartbeat (and one throttled train record) per second
 
@@ -49,6 +50,7 @@ class TrainerState:
     train_seconds: float = 0.0  # time in training steps: no validation, no checkpoints, no compilation
     train_images: int = 0  # images trained on, all processes together
     compile_seconds: float = 0.0  # torch.compile's first step, timed apart
+    wall_seconds: float = 0.0  # wall time of the run's processes up to the last save (a resumed run goes on from it)
     notes: list[str] = field(default_factory=list)  # things the user should know (e.g. a halved batch size)
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,6 +90,23 @@ def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Mod
     return torch.compile(model, backend=os.environ.get("LOUPE_COMPILE_BACKEND", "inductor")), True
 
 
+@dataclass
+class Segment:
+    """What this process trained since it started or resumed: the live panel's speed and ETA count this,
+    never the steps a stopped run had done before (status.json's `segment_start`, `segment_step`)."""
+
+    start: float = 0.0  # time.time() when this process began training
+    step: int = 0  # the run's step then
+    images: int = 0  # images trained on since, all processes together
+    seconds: float = 0.0  # training seconds of the epochs finished since (validation left out)
+    epoch_t0: float | None = None  # perf_counter() when the epoch under way began
+
+    def img_per_s(self) -> float | None:
+        """Training images per second since `start` (steps only, as the epoch records count them)."""
+        seconds = self.seconds + (time.perf_counter() - self.epoch_t0 if self.epoch_t0 is not None else 0.0)
+        return round(self.images / seconds, 1) if self.images and seconds > 0 else None
+
+
 class Trainer:
     """One plain run's training loop, with everything it needs on `self`.
 
@@ -115,8 +134,12 @@ class Trainer:
         self.generator = torch.Generator(device=self.compute.device)  # augmentation randomness, saved with `last`
         self.state = TrainerState(batch_size=self.per_rank_batch)
         self.data = DeviceData(ds.images, ds.labels, self.compute.device, setup.multilabel)
+        self.epoch_len = epoch_len  # items in one epoch's order, all processes together
         self.last_beat = 0.0  # time of the last heartbeat
         self.budget_t0 = time.time()  # the time budget counts training time, so a resumed run moves this back
+        self.segment = Segment()  # what this process has trained so far (the live panel's speed and ETA)
+        self.wall_before = 0.0  # wall seconds of the processes that trained this run before this one
+        self.eval_images, self.eval_seconds = 0, 0.0  # validation passes, timed for the run's measured speeds
 
     @property
     def core(self) -> torch.nn.Module:
@@ -135,10 +158,17 @@ class Trainer:
         if resume:
             self.restore()
         cfg, st, main = self.cfg, self.state, self.dist.is_main
-        if main:
-            self.run.write_status(state="running", epochs=cfg.epochs, total_steps=self.total_steps, epoch=st.epoch,
-                                  step=st.step)
         self.budget_t0 = time.time() - st.train_seconds
+        self.segment = Segment(start=time.time(), step=st.step)
+        if main:
+            deadline = self.budget_t0 + cfg.time_budget_s if cfg.time_budget_s else None
+            # the live panel's rates count from here: steps done before a stop are not this process's work
+            self.run.write_status(state="running", epochs=cfg.epochs, total_steps=self.total_steps, epoch=st.epoch,
+                                  step=st.step, segment_start=self.segment.start, segment_step=st.step,
+                                  img_per_s=None, deadline=deadline, wall_before=round(self.wall_before, 2),
+                                  active_since=self.setup.started)
+            if self.progress is not None:  # the bar starts where the run stands, so its rate counts new work only
+                self.progress(self.images_done(st.epoch, st.position), self.total_images, "training")
         stop_reason = ""
         while st.epoch < cfg.epochs:
             epoch = st.epoch
@@ -177,12 +207,16 @@ class Trainer:
         order = order[self.dist.rank :: self.dist.world]
         if st.position == 0:  # a resumed epoch goes on with the generator state saved in `last`
             self.generator.manual_seed(cfg.seed * 1000 + epoch * 10 + self.dist.rank)
-        step0 = st.step
+        step0, steps = st.step, 0  # `pos` below counts from the epoch's start, steps from this call's
 
         def on_step(pos: int, loss: float, n: int) -> None:
-            self.heartbeat(epoch, step0 + math.ceil(pos / self.per_rank_batch), epoch + pos / len(order), loss)
+            nonlocal steps
+            steps += 1
+            self.segment.images += n * self.dist.world
+            self.heartbeat(epoch, step0 + steps, epoch + pos / len(order), loss, self.images_done(epoch, pos))
 
         set_train_mode(self.core)
+        self.segment.epoch_t0 = time.perf_counter()
         res = train_one_epoch(self.step_model, self.data, order, cfg, self.loss_fn, self.optimizer, self.scheduler,
                               self.compute, st.batch_size, start=st.position, generator=self.generator,
                               scaler=self.scaler, should_stop=self.should_stop, on_step=on_step,
@@ -198,18 +232,29 @@ class Trainer:
         st.notes += res.notes
         st.train_seconds += res.seconds
         st.train_images += res.images * self.dist.world
+        self.segment.seconds += res.seconds
+        self.segment.epoch_t0 = None
         return res
 
-    def heartbeat(self, epoch: int, step: int, progress_epochs: float, loss: float) -> None:
-        """After each step: the progress bar, and at most once a second status.json and a train record."""
+    @property
+    def total_images(self) -> int:
+        """Images the whole run trains on (all processes): what the progress bar counts."""
+        return self.epoch_len * self.cfg.epochs
+
+    def images_done(self, epoch: int, position: int) -> int:
+        """Images trained on when epoch `epoch` (0-based) is at `position` of this process's order."""
+        return epoch * self.epoch_len + min(self.epoch_len, position * self.dist.world)
+
+    def heartbeat(self, epoch: int, step: int, progress_epochs: float, loss: float, images: int) -> None:
+        """After each step: the progress bar (in images), and at most once a second status.json and a train record."""
         if not self.dist.is_main:
             return
         now = time.time()
         if self.progress is not None:
-            self.progress(step, self.total_steps, "training")
+            self.progress(images, self.total_images, "training")
         if now - self.last_beat >= HEARTBEAT_S:
             self.last_beat = now
-            self.run.write_status(step=step, epoch=epoch, batch_loss=loss)
+            self.run.write_status(step=step, epoch=epoch, batch_loss=loss, img_per_s=self.segment.img_per_s())
             # a throttled train record, so live curves move within an epoch, not only at its end
             self.run.append_metrics({"epoch": progress_epochs, "step": step, "split": "train", "loss": loss,
                                      "lr": self.lr, "time": now_iso()})
@@ -229,8 +274,11 @@ class Trainer:
     def validate(self, epoch: int, train_loss: float | None, res: EpochResult) -> float | None:
         """Append the validation record of epoch `epoch` (0-based) to metrics.jsonl; returns the monitored figure."""
         ds = self.setup.ds
+        t0 = time.perf_counter()
         probs = predict_probs(self.core, self.data, ds.splits["val"], self.compute, self.setup.multilabel,
                               batch_size=eval_batch_size(self.state.batch_size))
+        self.eval_seconds += time.perf_counter() - t0
+        self.eval_images += len(probs)
         record = validation_record(epoch + 1, self.state.step, probs=probs, labels=ds.labels[ds.splits["val"]],
                                    task=self.setup.task, positive=self.setup.positive, train_loss=train_loss,
                                    lr=self.lr, img_per_s=res.img_per_s)
@@ -245,7 +293,8 @@ class Trainer:
         st.position = position
         if self.dist.is_main:
             self.save_last()
-            self.run.write_status(state="stopped", step=st.step, epoch=epoch)
+            self.run.write_status(state="stopped", step=st.step, epoch=epoch, wall_before=round(st.wall_seconds, 2),
+                                  active_since=None)
             self.run.clear_stop()
             self.log(f"stopped at epoch {epoch + 1}, step {st.step}; resume continues from here")
         return {"state": "stopped", "epoch": epoch, "step": st.step}
@@ -259,20 +308,36 @@ class Trainer:
             self.core, self.data, idx, self.compute, setup.multilabel, batch_size=eval_batch_size(st.batch_size)))
         summary = training_summary(
             setup, monitor=self.monitor, final=final, best_epoch=st.best_epoch, epochs_run=st.epoch, steps=st.step,
-            wall_seconds=time.time() - setup.started, train_seconds=st.train_seconds, train_images=st.train_images,
+            wall_seconds=self.wall_before + time.time() - setup.started, train_seconds=st.train_seconds, train_images=st.train_images,
             notes=setup.notes + st.notes, stopped_early=stop_reason or None,
             compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None)
         self.run.write_summary(summary)
         self.run.write_status(state="completed", epoch=st.epoch, step=st.step)
+        self.remember_speed()
         shown = final.get("test", final.get("val", {}))
         self.log(f"done: best epoch {st.best_epoch}, "
                  + ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if isinstance(v, float)))
         return summary
 
+    def remember_speed(self) -> None:
+        """This run's measured training and validation speeds become the time estimate's figures for its
+        configuration (`engine.train.timing`): a whole run says more than the probe's few steps. Not for
+        DDP or compiled runs, which the one-process, uncompiled probe does not describe."""
+        st = self.state
+        if self.cfg.compile or self.dist.world > 1 or not st.train_seconds or not self.eval_seconds:
+            return
+        ds = self.setup.ds
+        tp = Throughput(train_img_per_s=round(st.train_images / st.train_seconds, 2),
+                        eval_img_per_s=round(self.eval_images / self.eval_seconds, 2),
+                        device=device_label(self.compute), probe_seconds=0.0, measured_at=time.time(),
+                        source=f"run {self.run.id}")
+        remember_throughput(self.cfg, ds.image_size, ds.channels, self.setup.multilabel, tp)
+
     # --- checkpoints -------------------------------------------------------------------------------
 
     def save_last(self) -> None:
         """`last`: the weights, and everything else a resume needs (optimiser, schedule, generator, state)."""
+        self.state.wall_seconds = self.wall_before + time.time() - self.setup.started
         save_weights(self.model, self.run.last_weights)
         save_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                     "generator": self.generator.get_state(), "trainer": self.state.to_dict()}, self.run.last_state)
@@ -285,4 +350,5 @@ class Trainer:
         self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"])
         self.state = TrainerState.from_dict(saved["trainer"], default=self.state)
+        self.wall_before = self.state.wall_seconds
         self.log(f"resuming at epoch {self.state.epoch + 1}, step {self.state.step}")

@@ -1,0 +1,116 @@
+"""The time estimate shown before a run starts (issue 13, item 10): a timed probe of the model, cached,
+and a plan that is the probe's speed times the images of each stage (checked as a plan, not a wall clock)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from engine.config import RunConfig
+from engine.data import quick_stats
+from engine.train import timing
+from engine.train.timing import Throughput, cached_throughput, estimate_run, measure_throughput, planned_images
+
+TINY = dict(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, batch_size=32,
+            precision="fp32", epochs=4)  # fmt: skip
+
+
+def cfg_of(**changes) -> RunConfig:
+    return RunConfig(**{**TINY, **changes}).validate()
+
+
+@pytest.fixture(scope="module")
+def digits() -> dict:
+    return quick_stats("builtin:digits")
+
+
+def test_the_estimate_is_the_probe_speed_times_the_images_of_each_stage(digits: dict):
+    cfg = cfg_of(imbalance="none")
+    est = estimate_run(cfg, digits)  # a real probe of the tiny model on this machine
+    tp = est.throughput
+    assert tp.train_img_per_s > 0 and tp.eval_img_per_s > 0 and tp.device.startswith("CPU")
+    train, val = digits["splits"]["train"]["num_images"], digits["splits"]["val"]["num_images"]
+    test = digits["splits"]["test"]["num_images"]
+    assert (est.train_images, est.val_images, est.final_images) == (train, val, val + test)
+    assert est.train_seconds_per_epoch == pytest.approx(train / tp.train_img_per_s)
+    assert est.val_seconds_per_epoch == pytest.approx(val / tp.eval_img_per_s)
+    assert est.total_seconds == pytest.approx(4 * (train / tp.train_img_per_s + val / tp.eval_img_per_s)
+                                              + (val + test) / tp.eval_img_per_s)
+    assert est.steps_per_epoch == math.ceil(train / 32)
+    assert "per epoch" in est.describe() and "on this CPU" in est.describe()
+
+
+def test_the_plan_follows_the_train_limit_imbalance_budget_and_folds(digits: dict):
+    tp = Throughput(train_img_per_s=100.0, eval_img_per_s=1000.0, device="CPU (2 cores, bf16 no) fp32", probe_seconds=1.0)
+    counts = digits["splits"]["train"]["class_counts"].values()
+    over = estimate_run(cfg_of(imbalance="oversample"), digits, tp)
+    assert over.train_images == len(counts) * max(counts)
+    under = estimate_run(cfg_of(imbalance="undersample"), digits, tp)
+    assert under.train_images == len(counts) * min(counts)
+    limited = estimate_run(cfg_of(imbalance="none", train_limit=500), digits, tp)
+    assert limited.train_images == 500 and limited.train_seconds_per_epoch == pytest.approx(5.0)
+    budget = estimate_run(cfg_of(imbalance="none", train_limit=500, epochs=100, time_budget_s=60), digits, tp)
+    assert budget.capped_by_budget and budget.total_seconds < 100 * budget.seconds_per_epoch
+    assert budget.total_seconds == pytest.approx(60 + budget.val_seconds_per_epoch + budget.final_images / 1000.0)
+    assert "time budget" in budget.describe()
+    folds = estimate_run(cfg_of(imbalance="none", train_limit=500, kfold=3), digits, tp)
+    assert folds.total_seconds == pytest.approx(3 * limited.total_seconds)
+    # what time-aware defaults plan with: the epochs that fit a budget
+    assert limited.epochs_within(10 * limited.seconds_per_epoch + limited.final_images / 1000.0) == 10
+    assert limited.epochs_within(0.0) == 1
+    # a long CPU run is flagged (the Train page warns), a short one is not
+    assert not limited.too_long_for_cpu
+    assert estimate_run(cfg_of(imbalance="none", epochs=1000), digits, tp).too_long_for_cpu
+    assert planned_images(cfg_of(val_fraction=0.3, test_fraction=0.1), digits)[1] == round(digits["num_images"] * 0.3)
+
+
+def test_the_probe_is_cached_per_configuration(digits: dict, monkeypatch: pytest.MonkeyPatch):
+    cfg = cfg_of(batch_size=47)  # batch sizes no other test uses: the suite shares one cache folder
+    assert cached_throughput(cfg, 8, 1) is None
+    first = measure_throughput(cfg, 8, 1, 10)
+    assert not first.cached
+    import engine.models.factory
+
+    def no_probe(*args, **kwargs):
+        raise AssertionError("the second estimate measured again instead of reading the cache")
+
+    monkeypatch.setattr(engine.models.factory, "build_model", no_probe)
+    second = measure_throughput(cfg, 8, 1, 10)
+    assert second.cached and (second.train_img_per_s, second.eval_img_per_s) == (first.train_img_per_s,
+                                                                                  first.eval_img_per_s)
+    assert estimate_run(cfg, digits).throughput.cached  # digits are grayscale 8 px: the same key
+    with pytest.raises(AssertionError):  # another batch size is another configuration: measured
+        measure_throughput(cfg_of(batch_size=53), 8, 1, 10)
+    assert timing.cached_throughput(cfg_of(batch_size=47, precision="fp32"), 8, 1) is not None
+
+
+def test_a_finished_run_replaces_the_probe_figures_with_its_own(tmp_path):
+    from engine.train.fit import fit
+    from engine.train.jobs import prepare_run
+
+    cfg = cfg_of(batch_size=40, epochs=1, train_limit=300)
+    run = prepare_run(cfg, tmp_path / "runs")
+    summary = fit(cfg, run, log=lambda m: None)
+    tp = cached_throughput(cfg, 8, 1)
+    assert tp is not None and tp.source == f"run {run.id}"
+    assert tp.train_img_per_s == pytest.approx(summary["train_img_per_s"], rel=0.01)
+    assert tp.eval_img_per_s > 0
+
+
+def test_the_estimate_command_prints_the_plan_as_json():
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-m", "engine", "estimate", "--dataset", "builtin:digits", "--model",
+                          "small_cnn", "--image-size", "8", "--batch-size", "32", "--precision", "fp32", "--epochs",
+                          "4", "--imbalance", "none", "--json"], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    tp = plan["throughput"]
+    assert plan["epochs"] == 4 and plan["image_size"] == 8 and plan["channels"] == 1
+    assert plan["train_seconds_per_epoch"] == pytest.approx(plan["train_images"] / tp["train_img_per_s"])
+    assert "per epoch" in plan["describe"]
