@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test bench clean-cache
+.PHONY: setup run test lint format bench clean-cache
 
 setup: $(STAMP) $(FASHION_DIR) $(CHROMIUM)
 
@@ -37,8 +37,17 @@ $(CHROMIUM):
 run: setup
 	$(VENV)/bin/streamlit run streamlit_app.py
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+# ruff (settings in ruff.toml): lint and formatting are checked by `make test`; `make format` fixes both.
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Each prints a table beside the plain recipe; figures and machines are kept in bench/RESULTS.md.
 bench: setup

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
 from common import OUT, clock, load, machine, table, timed  # also puts the repo root on sys.path
+from PIL import Image
 
 from engine.data import dataset_stats, open_dataset, quick_stats  # noqa: E402
 from engine.data.pixels import to_tensor  # noqa: E402
@@ -128,28 +127,46 @@ def bench_decode(root: Path, n: int, workers: int, repeat: int) -> None:
         ds = clock(best, "build", lambda: open_dataset(str(root), image_size=64))
         assert len(ds) == n and ds.scan.ok.all(), "the engine did not decode every image"
         ds = clock(best, "reopen", lambda: open_dataset(str(root), image_size=64))
-        clock(best, "epoch", lambda: engine_epoch(ds.images, ds.labels))
+        clock(best, "epoch", lambda ds=ds: engine_epoch(ds.images, ds.labels))
         loader = plain_loader(root, workers)
-        assert clock(best, "plain1", lambda: plain_epoch(loader)) == n
-        clock(best, "plain2", lambda: plain_epoch(loader))
+        assert clock(best, "plain1", lambda loader=loader: plain_epoch(loader)) == n
+        clock(best, "plain2", lambda loader=loader: plain_epoch(loader))
         clock(best, "pil", lambda: pil_pass(paths, "RGB"))
         shutil.rmtree(cache, ignore_errors=True)
 
     best["pil"] *= n / len(paths)  # scaled to the whole folder
     row = lambda name, key, base: [name, n / best[key], best[key], f"{best[base] / best[key]:,.2f}x"]  # noqa: E731
-    print(f"\nDecode: {n:,} PNGs 64x64 RGB at 64 px, one full pass, best of {repeat}"
-          " (ratio = plain time / this time; > 1 is faster than plain)\n")
-    print(table(["method", "images/s", "seconds", "ratio vs plain"], [
-        row("plain: ImageFolder + DataLoader, epoch 1", "plain1", "plain1"),
-        row("engine: open_dataset, cold (decode + cache)", "build", "plain1"),
-        row("engine: open_dataset again (cache hit)", "reopen", "plain1"),
-        row(f"reference: bare Pillow decode to RGB array, 2 threads ({len(paths):,}-file sample)", "pil", "plain1"),
-    ]))
-    print(f"\nEpoch read: every later epoch, batch {BATCH}, num_workers={workers} for the plain recipe, best of {repeat}\n")
-    print(table(["method", "images/s", "seconds", "ratio vs plain"], [
-        row("plain: ImageFolder + DataLoader, epoch 2 (shuffle)", "plain2", "plain2"),
-        row("engine: memmap gather -> float NCHW (shuffle)", "epoch", "plain2"),
-    ]))
+    print(
+        f"\nDecode: {n:,} PNGs 64x64 RGB at 64 px, one full pass, best of {repeat}"
+        " (ratio = plain time / this time; > 1 is faster than plain)\n"
+    )
+    print(
+        table(
+            ["method", "images/s", "seconds", "ratio vs plain"],
+            [
+                row("plain: ImageFolder + DataLoader, epoch 1", "plain1", "plain1"),
+                row("engine: open_dataset, cold (decode + cache)", "build", "plain1"),
+                row("engine: open_dataset again (cache hit)", "reopen", "plain1"),
+                row(
+                    f"reference: bare Pillow decode to RGB array, 2 threads ({len(paths):,}-file sample)",
+                    "pil",
+                    "plain1",
+                ),
+            ],
+        )
+    )
+    print(
+        f"\nEpoch read: every later epoch, batch {BATCH}, num_workers={workers} for the plain recipe, best of {repeat}\n"
+    )
+    print(
+        table(
+            ["method", "images/s", "seconds", "ratio vs plain"],
+            [
+                row("plain: ImageFolder + DataLoader, epoch 2 (shuffle)", "plain2", "plain2"),
+                row("engine: memmap gather -> float NCHW (shuffle)", "epoch", "plain2"),
+            ],
+        )
+    )
 
 
 # ---------------------------------------------------------------- statistics on many small files
@@ -170,20 +187,29 @@ def bench_stats(root: Path, n: int, repeat: int) -> None:
         best[key] *= n / len(paths)
     row = lambda name, key: [name, n / best[key], best[key]]  # noqa: E731
     print(f"\nStats: {n:,} PNGs 28x28 grayscale, cold Loupe cache, best of {repeat}\n")
-    print(table(["method", "images/s", "seconds"], [
-        row("quick_stats (headers only)", "quick"),
-        row("open_dataset + dataset_stats (decode, hashes, duplicates)", "full"),
-        row(f"reference: bare Pillow Image.open (header), 2 threads ({len(paths):,}-file sample)", "pil_head"),
-        row(f"reference: bare Pillow decode to L array, 2 threads ({len(paths):,}-file sample)", "pil_decode"),
-    ]))
-    print(f"\n  full stats found {dup['num_exact_groups']:,} exact-duplicate groups and {dup['num_near_groups']:,}"
-          f" near-duplicate groups; {dup['num_cross_split']:,} duplicate groups span more than one split")
+    print(
+        table(
+            ["method", "images/s", "seconds"],
+            [
+                row("quick_stats (headers only)", "quick"),
+                row("open_dataset + dataset_stats (decode, hashes, duplicates)", "full"),
+                row(f"reference: bare Pillow Image.open (header), 2 threads ({len(paths):,}-file sample)", "pil_head"),
+                row(f"reference: bare Pillow decode to L array, 2 threads ({len(paths):,}-file sample)", "pil_decode"),
+            ],
+        )
+    )
+    print(
+        f"\n  full stats found {dup['num_exact_groups']:,} exact-duplicate groups and {dup['num_near_groups']:,}"
+        f" near-duplicate groups; {dup['num_cross_split']:,} duplicate groups span more than one split"
+    )
     if n > 70000:  # the report lists item ids (up to a cap): count the groups with no rotated copy in them
         listed = dup["near"]
         real = sum(all("/rot" not in item for item in g) for g in listed)
         of = "" if len(listed) == dup["num_near_groups"] else f" (of the {len(listed):,} listed)"
-        print(f"  {real:,} near-duplicate groups{of} lie within the 70,000 original images; the other"
-              f" {n - 70000:,} files are 90-degree rotations of the first ones, so they can repeat some groups")
+        print(
+            f"  {real:,} near-duplicate groups{of} lie within the 70,000 original images; the other"
+            f" {n - 70000:,} files are 90-degree rotations of the first ones, so they can repeat some groups"
+        )
 
 
 def main() -> None:

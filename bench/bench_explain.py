@@ -1,6 +1,6 @@
 """Seconds per image for each explanation method on CPU, resnet18 (scratch weights: timing only).
 
-    .venv/bin/python bench/bench_explain.py [--sizes 64,224] [--repeat 2]
+.venv/bin/python bench/bench_explain.py [--sizes 64,224] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--model", default="resnet18")
     args = ap.parse_args()
     print(machine())
-    print("| model | px | method | seconds (best of %d) | settings |\n|---|---|---|---|---|" % args.repeat)
+    print(f"| model | px | method | seconds (best of {args.repeat}) | settings |\n|---|---|---|---|---|")
     for size in (int(s) for s in args.sizes.split(",")):
         model, _ = build_model(args.model, 10, pretrained=False, allow_scratch=True, image_size=size)
         rm = wrap_model(model, [str(i) for i in range(10)], "multiclass", size, 3)
@@ -34,7 +34,9 @@ def main() -> None:
                 with timed() as t:
                     ex = explain(rm, x, method)
                 best = min(best, t.seconds)
-            keep = {k: v for k, v in ex.params.items() if k in ("n_steps", "nt_samples", "n_samples", "window", "stride")}
+            keep = {
+                k: v for k, v in ex.params.items() if k in ("n_steps", "nt_samples", "n_samples", "window", "stride")
+            }
             print(f"| {args.model} | {size} | {method} | {best:.3f} | {keep or ''} |", flush=True)
     print(load())
 

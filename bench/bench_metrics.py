@@ -47,10 +47,14 @@ def main() -> None:
     print(f"n={args.n:,} scores, {len(np.unique(s)):,} distinct; best of {args.repeat}; {load()}")
     print("| method | seconds | ratio vs sklearn |\n|---|---|---|")
     print(f"| sklearn.metrics.roc_curve (ROC only) | {best['sklearn']:.3f} | 1.00x |")
-    print(f"| loupe sweep: FAR/FRR/HTER curve + EER + min-HTER | {best['loupe']:.3f} | "
-          f"{best['loupe'] / best['sklearn']:.2f}x |")
-    print(f"EER {eer:.4f} at {t_eer:.4f}; min HTER {mh:.4f} at {t_mh:.4f}; "
-          f"sklearn ROC EER check: {float(((1 - tpr) + fpr)[np.argmin(np.abs(1 - tpr - fpr))] / 2):.4f}")
+    print(
+        f"| loupe sweep: FAR/FRR/HTER curve + EER + min-HTER | {best['loupe']:.3f} | "
+        f"{best['loupe'] / best['sklearn']:.2f}x |"
+    )
+    print(
+        f"EER {eer:.4f} at {t_eer:.4f}; min HTER {mh:.4f} at {t_mh:.4f}; "
+        f"sklearn ROC EER check: {float(((1 - tpr) + fpr)[np.argmin(np.abs(1 - tpr - fpr))] / 2):.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,9 +49,9 @@ def main() -> None:
         items = photos(batch)
         for _ in range(3):  # warm-up: oneDNN builds its kernels for each new batch shape over a few calls
             p.predict_bytes(items)
-        best = min(_time(lambda: p.predict_bytes(items)) for _ in range(args.repeat))
+        best = min(_time(lambda items=items: p.predict_bytes(items)) for _ in range(args.repeat))
         x = torch.rand(batch, 3, 224, 224).contiguous(memory_format=torch.channels_last)
-        forward = lambda: _forward(p, x)  # noqa: E731
+        forward = lambda x=x: _forward(p, x)  # noqa: E731
         forward()
         fwd = min(_time(forward) for _ in range(args.repeat))
         rows.append((batch, best / batch * 1000, fwd / batch * 1000, batch / best))

@@ -52,9 +52,9 @@ def engine_probe(root: Path, model_name: str, size: int, epochs: int, batch: int
     from engine.config import RunConfig
     from engine.data import open_dataset
     from engine.device import resolve_compute
+    from engine.models.factory import build_model
     from engine.train.features import cached_features
     from engine.train.jobs import prepare_run
-    from engine.models.factory import build_model
     from engine.train.run import run_training
 
     ds = open_dataset(str(root), image_size=size)
@@ -64,14 +64,29 @@ def engine_probe(root: Path, model_name: str, size: int, epochs: int, batch: int
     t0 = time.perf_counter()
     cached_features(model, f"bench|{model_name}|{time.time()}", ds.fingerprint, size, ds.images, compute=compute)
     extract_s = time.perf_counter() - t0
-    cfg = RunConfig(dataset=str(root), model=model_name, strategy="linear_probe", pretrained=True,
-                    image_size=size, epochs=epochs, batch_size=batch, lr=1e-3, scheduler="none").validate()
+    cfg = RunConfig(
+        dataset=str(root),
+        model=model_name,
+        strategy="linear_probe",
+        pretrained=True,
+        image_size=size,
+        epochs=epochs,
+        batch_size=batch,
+        lr=1e-3,
+        scheduler="none",
+    ).validate()
     with tempfile.TemporaryDirectory() as runs:
         first = run_training(cfg, prepare_run(cfg, runs), log=lambda m: None)  # computes and caches its own features
         again = run_training(cfg, prepare_run(cfg, runs), log=lambda m: None)  # a second probe: cache hit
-    return {"extract_s": extract_s, "img_per_s": len(ds) / extract_s, "head_s": again["train_seconds"],
-            "first_wall_s": first["wall_seconds"], "again_wall_s": again["wall_seconds"],
-            "hit": again.get("features_cache_hit"), "val_acc": again["final"]["val"]["accuracy"]}
+    return {
+        "extract_s": extract_s,
+        "img_per_s": len(ds) / extract_s,
+        "head_s": again["train_seconds"],
+        "first_wall_s": first["wall_seconds"],
+        "again_wall_s": again["wall_seconds"],
+        "hit": again.get("features_cache_hit"),
+        "val_acc": again["final"]["val"]["accuracy"],
+    }
 
 
 def main() -> None:
@@ -88,21 +103,41 @@ def main() -> None:
     root = OUT / f"fmnist64-rgb-n{args.n}"
     if not (root / ".complete").exists():
         write_folder(root, args.n, 64, rgb=True)
-    print(f"# Linear probe: {args.model} at {args.size} px, {args.n} images, {args.epochs} head epochs, batch {args.batch}")
+    print(
+        f"# Linear probe: {args.model} at {args.size} px, {args.n} images, {args.epochs} head epochs, batch {args.batch}"
+    )
     print(machine())
     eng = engine_probe(root, args.model, args.size, args.epochs, args.batch)
     plain = plain_probe(root, args.model, args.size, args.epochs, args.batch)
     rows = [
-        ["plain: frozen backbone in every epoch (fp32)", plain["img_per_s"], plain["first_epoch_s"],
-         plain["total_s"], "1.00x"],
-        ["engine: features once (cached), head on features", eng["img_per_s"], eng["extract_s"],
-         eng["extract_s"] + eng["head_s"], f"{plain['total_s'] / (eng['extract_s'] + eng['head_s']):.2f}x"],
-        ["engine: a second probe (feature cache hit)", "-", 0.0, eng["head_s"], f"{plain['total_s'] / max(eng['head_s'], 1e-9):.0f}x"],
+        [
+            "plain: frozen backbone in every epoch (fp32)",
+            plain["img_per_s"],
+            plain["first_epoch_s"],
+            plain["total_s"],
+            "1.00x",
+        ],
+        [
+            "engine: features once (cached), head on features",
+            eng["img_per_s"],
+            eng["extract_s"],
+            eng["extract_s"] + eng["head_s"],
+            f"{plain['total_s'] / (eng['extract_s'] + eng['head_s']):.2f}x",
+        ],
+        [
+            "engine: a second probe (feature cache hit)",
+            "-",
+            0.0,
+            eng["head_s"],
+            f"{plain['total_s'] / max(eng['head_s'], 1e-9):.0f}x",
+        ],
     ]
     print(table(["recipe", "backbone img/s", "feature pass s", f"{args.epochs} epochs total s", "speed-up"], rows))
-    print(f"  head training on cached features: {eng['head_s']:.2f} s for {args.epochs} epochs; whole probe run "
-          f"{eng['first_wall_s']:.1f} s cold, {eng['again_wall_s']:.1f} s with the cache (hit: {eng['hit']}); "
-          f"val accuracy {eng['val_acc']:.3f}")
+    print(
+        f"  head training on cached features: {eng['head_s']:.2f} s for {args.epochs} epochs; whole probe run "
+        f"{eng['first_wall_s']:.1f} s cold, {eng['again_wall_s']:.1f} s with the cache (hit: {eng['hit']}); "
+        f"val accuracy {eng['val_acc']:.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ def plain_recipe(root: Path, model_name: str, epochs: int, batch: int, size: int
     steps = [transforms.Resize(size)] if size != 64 else []
     tf = transforms.Compose([*steps, transforms.RandomHorizontalFlip(), transforms.ToTensor()])
     ds = datasets.ImageFolder(str(root), transform=tf)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=2, drop_last=True,
-                                         persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, num_workers=2, drop_last=True, persistent_workers=False
+    )
     model, _ = build_model(model_name, len(ds.classes), in_chans=3, allow_scratch=True)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -93,8 +94,12 @@ def gpu_figures(img_per_s: float, flops_per_image: float) -> dict:
     peak = float(os.environ.get("LOUPE_PEAK_TFLOPS") or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), 0))
     util = None
     try:
-        out = sp.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
-                     capture_output=True, text=True, timeout=10).stdout.split()
+        out = sp.run(
+            ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split()
         util = float(out[0]) if out else None
     except (OSError, ValueError, sp.TimeoutExpired):
         pass
@@ -106,23 +111,40 @@ def engine_recipe(root: Path, model_name: str, epochs: int, batch: int, size: in
     """`engine.train.fit.fit` on the same folder; figures of its last epoch, the cache build timed apart."""
     from engine.config import RunConfig
     from engine.data import open_dataset
-    from engine.train.jobs import prepare_run
     from engine.train.fit import fit
+    from engine.train.jobs import prepare_run
 
     t = time.perf_counter()
     open_dataset(str(root), image_size=size)  # the one-off decode into the cache (a hit when warm)
     build = time.perf_counter() - t
-    cfg = RunConfig(dataset=str(root), model=model_name, strategy="scratch", image_size=size, epochs=epochs,
-                    batch_size=batch, lr=1e-3, optimizer="adamw", scheduler="none", hflip=True,
-                    val_fraction=0.02, test_fraction=0.0, compile=compile).validate()
+    cfg = RunConfig(
+        dataset=str(root),
+        model=model_name,
+        strategy="scratch",
+        image_size=size,
+        epochs=epochs,
+        batch_size=batch,
+        lr=1e-3,
+        optimizer="adamw",
+        scheduler="none",
+        hflip=True,
+        val_fraction=0.02,
+        test_fraction=0.0,
+        compile=compile,
+    ).validate()
     with tempfile.TemporaryDirectory() as runs:
         run = prepare_run(cfg, runs)
         summary = fit(cfg, run, log=lambda m: None)
         last = [r for r in run.metrics() if r["split"] == "val"][-1]
         n_train = run.config()["num_train"]
     ips = last["img_per_s"]
-    out = {"img_per_s": ips, "epoch_s": n_train / ips, "peak_mb": peak_mb(), "build_s": build,
-           "compile_s": summary.get("compile_seconds")}
+    out = {
+        "img_per_s": ips,
+        "epoch_s": n_train / ips,
+        "peak_mb": peak_mb(),
+        "build_s": build,
+        "compile_s": summary.get("compile_seconds"),
+    }
     import torch
 
     if torch.cuda.is_available():  # sampled right after training; for a steady figure watch nvidia-smi dmon
@@ -141,8 +163,22 @@ def child(args: argparse.Namespace) -> None:
 
 
 def run_child(recipe: str, root: Path, model: str, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, __file__, "--child", recipe, "--root", str(root), "--models", model,
-           "--epochs", str(args.epochs), "--batch", str(args.batch), "--size", str(args.size)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        recipe,
+        "--root",
+        str(root),
+        "--models",
+        model,
+        "--epochs",
+        str(args.epochs),
+        "--batch",
+        str(args.batch),
+        "--size",
+        str(args.size),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     if out.returncode != 0:
         raise SystemExit(f"{recipe} {model} failed:\n{out.stderr[-3000:]}")
@@ -168,16 +204,26 @@ def main() -> None:
     root = OUT / f"fmnist64-rgb-n{args.n}"
     if not root.exists() or not (root / ".complete").exists():
         write_folder(root, args.n, 64, rgb=True)
-    print(f"# Training throughput at {args.size} px, {args.n} images (64x64 RGB PNGs), {args.epochs} epoch(s), "
-          f"batch {args.batch}; figures of the last epoch")
+    print(
+        f"# Training throughput at {args.size} px, {args.n} images (64x64 RGB PNGs), {args.epochs} epoch(s), "
+        f"batch {args.batch}; figures of the last epoch"
+    )
     print(machine())
     rows = []
     for name in args.models.split(","):
         eng = run_child("engine", root, name, args)
         plain = run_child("plain", root, name, args)
         comp = run_child("compile", root, name, args) if args.compile else None
-        row = [name, plain["img_per_s"], plain["epoch_s"], plain["peak_mb"], eng["img_per_s"], eng["epoch_s"],
-               eng["peak_mb"], f"{eng['img_per_s'] / plain['img_per_s']:.2f}x"]
+        row = [
+            name,
+            plain["img_per_s"],
+            plain["epoch_s"],
+            plain["peak_mb"],
+            eng["img_per_s"],
+            eng["epoch_s"],
+            eng["peak_mb"],
+            f"{eng['img_per_s'] / plain['img_per_s']:.2f}x",
+        ]
         if comp:
             row += [f"{comp['img_per_s']:.0f} ({comp['compile_s']:.0f} s)"]
         flops = train_flops_per_image(name, args.size)
@@ -185,10 +231,21 @@ def main() -> None:
         if "mfu" in eng:
             row += [f"{eng['mfu']:.1%}" if eng["mfu"] is not None else "peak unknown", eng.get("gpu_util")]
         rows.append(row)
-        print(f"{name}: plain {plain['img_per_s']:.0f} img/s, engine {eng['img_per_s']:.0f} img/s "
-              f"(cache open {eng['build_s']:.2f} s)", flush=True)
-    headers = ["model", "plain img/s", "plain epoch s", "plain peak MB", "engine img/s", "engine epoch s",
-               "engine peak MB", "engine/plain"]
+        print(
+            f"{name}: plain {plain['img_per_s']:.0f} img/s, engine {eng['img_per_s']:.0f} img/s "
+            f"(cache open {eng['build_s']:.2f} s)",
+            flush=True,
+        )
+    headers = [
+        "model",
+        "plain img/s",
+        "plain epoch s",
+        "plain peak MB",
+        "engine img/s",
+        "engine epoch s",
+        "engine peak MB",
+        "engine/plain",
+    ]
     if args.compile:
         headers.append("engine+compile img/s (compile s)")
     headers.append("engine GFLOP/s")

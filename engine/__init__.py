@@ -20,12 +20,15 @@ from engine.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "data.dataset": ["dataset_stats", "open_dataset", "quick_stats"],
-    "config": ["RunConfig"],
-    "runs.folder": ["Run", "find_run", "list_runs"],
-    "models.factory": ["build_model"],
-    "train.run": ["run_training"],
-    "evaluate.report": ["evaluate_run"],
-    "predict.predictor": ["Predictor"],
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "data.dataset": ["dataset_stats", "open_dataset", "quick_stats"],
+        "config": ["RunConfig"],
+        "runs.folder": ["Run", "find_run", "list_runs"],
+        "models.factory": ["build_model"],
+        "train.run": ["run_training"],
+        "evaluate.report": ["evaluate_run"],
+        "predict.predictor": ["Predictor"],
+    },
+)

@@ -36,8 +36,16 @@ class ConfigError(LoupeError):
     """A configuration value out of range or of the wrong kind; names the field."""
 
 
-def _f(default: Any, group: str, help: str, *, lo: float | None = None, hi: float | None = None,
-       choices: tuple | None = None, lo_open: bool = False) -> Any:
+def _f(
+    default: Any,
+    group: str,
+    help: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple | None = None,
+    lo_open: bool = False,
+) -> Any:
     meta = {"group": group, "help": help, "lo": lo, "hi": hi, "choices": choices, "lo_open": lo_open}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
@@ -89,8 +97,12 @@ class RunConfig:
     epochs: int = _f(10, "stopping", "number of epochs", lo=1, hi=10000)
     batch_size: int = _f(128, "stopping", "training batch size", lo=1, hi=65536)
     patience: int = _f(0, "stopping", "early stopping: epochs without improvement (0: off)", lo=0)
-    monitor: str = _f("auto", "stopping", "metric that picks the best epoch",
-                      choices=("auto", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_auc", "val_hter"))
+    monitor: str = _f(
+        "auto",
+        "stopping",
+        "metric that picks the best epoch",
+        choices=("auto", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_auc", "val_hter"),
+    )
     time_budget_s: float = _f(0.0, "stopping", "stop after this many seconds of training (0: no limit)", lo=0.0)
     kfold: int = _f(0, "stopping", "k-fold cross-validation: number of folds (0: off)", lo=0, hi=20)
     # compute
@@ -99,9 +111,16 @@ class RunConfig:
     precision: str = _f("auto", "compute", "numeric precision (auto: bf16 where supported)", choices=PRECISIONS)
     channels_last: bool = _f(True, "compute", "channels_last memory format")
     device: str = _f("auto", "compute", "auto, cpu, cuda or cuda:N")
-    compile: bool = _f(False, "compute", "torch.compile the model (its compile time is reported apart from training time)")
-    nproc: int = _f(1, "compute", "DDP processes, one per GPU (torchrun --nproc_per_node; gloo on the CPU); 1: one process",
-                    lo=1, hi=64)
+    compile: bool = _f(
+        False, "compute", "torch.compile the model (its compile time is reported apart from training time)"
+    )
+    nproc: int = _f(
+        1,
+        "compute",
+        "DDP processes, one per GPU (torchrun --nproc_per_node; gloo on the CPU); 1: one process",
+        lo=1,
+        hi=64,
+    )
     sync_bn: bool = _f(False, "compute", "DDP: synchronise batch-norm statistics across GPUs (GPUs only)")
     name: str = _f("", "compute", "a name for the run (default: model and dataset)")
 
@@ -125,13 +144,17 @@ class RunConfig:
             if hi is not None and value > hi:
                 raise ConfigError(f"Field '{f.name}' must be <= {hi}; got {value}.")
         if self.image_size and self.image_size < 8:
-            raise ConfigError(f"Field 'image_size' must be at least 8 pixels (or 0 for automatic); got {self.image_size}.")
+            raise ConfigError(
+                f"Field 'image_size' must be at least 8 pixels (or 0 for automatic); got {self.image_size}."
+            )
         if self.kfold == 1:
             raise ConfigError("Field 'kfold' must be 0 (off) or at least 2.")
         if self.class_weights and not all(isinstance(w, (int, float)) and w > 0 for w in self.class_weights):
             raise ConfigError("Field 'class_weights' must be a list of positive numbers, one per class.")
         if self.strategy == "linear_probe" and self.model in ("small_cnn", "facenet") and not self.weights_file:
-            raise ConfigError("Field 'strategy': a linear probe needs a pretrained backbone; choose a timm model with pretrained weights.")
+            raise ConfigError(
+                "Field 'strategy': a linear probe needs a pretrained backbone; choose a timm model with pretrained weights."
+            )
         return self
 
     # --- round trip -------------------------------------------------------------------------------
@@ -162,7 +185,9 @@ class RunConfig:
             else:
                 data = json.loads(text)
         except Exception as e:
-            raise ConfigError(f"The config file '{path}' is not valid {path.suffix[1:].upper() or 'JSON'} ({e}).") from None
+            raise ConfigError(
+                f"The config file '{path}' is not valid {path.suffix[1:].upper() or 'JSON'} ({e})."
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"The config file '{path}' must hold a mapping of field names to values.")
         data = data.get("config", data)  # a run folder's config.json nests the fields under "config"

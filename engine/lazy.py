@@ -12,17 +12,23 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
-def lazy_exports(package: str, table: dict[str, list[str]]) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
+def lazy_exports(
+    package: str, table: dict[str, list[str]]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]], list[str]]:
     """(`__getattr__`, `__dir__`, `__all__`) for `package`, exporting `table`'s names from their modules.
 
     `table` maps a module, named relative to `package`, to the public names it defines: `"fit"` is
     `package.fit`, `"runs.folder"` is `package.runs.folder`, and a leading dot climbs as in a relative
     import (`"..errors"` from `engine.models` is `engine.errors`, for a name defined outside the package)."""
-    where = {name: importlib.util.resolve_name(module if module.startswith(".") else f".{module}", package)
-             for module, names in table.items() for name in names}
+    where = {
+        name: importlib.util.resolve_name(module if module.startswith(".") else f".{module}", package)
+        for module, names in table.items()
+        for name in names
+    }
 
     def __getattr__(name: str) -> Any:
         if name not in where:

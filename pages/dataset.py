@@ -9,23 +9,21 @@ from __future__ import annotations
 
 import os
 
+import pandas as pd
 import streamlit as st
 
-import pandas as pd
-
-from engine.data import Dataset
-from engine.data.sources.archive import data_dir, list_datasets, save_upload
-from engine.data.sources.builtin import BUILTINS
-from engine.data.roots import check_spec
-from engine.errors import LoupeError
-from engine.metrics.display import MISSING, number, percent
-from engine.train.imbalance import recommend, suggested_class_weights
 from app.common import state
 from app.common.images import THUMB_PX, for_display
 from app.common.loaders import builtin_summaries, dataset_ready, forget_dataset, load_dataset, load_stats
 from app.common.sidebar import draw_frame
-from app.dataset import charts
-from app.dataset import problems
+from app.dataset import charts, problems
+from engine.data import Dataset
+from engine.data.roots import check_spec
+from engine.data.sources.archive import data_dir, list_datasets, save_upload
+from engine.data.sources.builtin import BUILTINS
+from engine.errors import LoupeError
+from engine.metrics.display import MISSING, number, percent
+from engine.train.imbalance import recommend, suggested_class_weights
 
 BUILTIN, PATH, UPLOAD, EARLIER = "Built-in", "Server path", "Upload .zip", "Earlier uploads"
 SOURCES = (BUILTIN, PATH, UPLOAD, EARLIER)
@@ -34,8 +32,13 @@ MAX_GRID_CLASSES = 20  # above this, the user picks which classes to show
 MAX_TABLE_ROWS = 20  # up to this many rows a table is drawn whole (text wraps); above, a scrolling grid
 
 # widget keys, all under "dataset." so other pages' keys never collide
-K_SOURCE, K_BUILTIN, K_PATH, K_UPLOAD, K_EARLIER = ("dataset.source", "dataset.builtin", "dataset.path",
-                                                    "dataset.upload", "dataset.earlier")  # fmt: skip
+K_SOURCE, K_BUILTIN, K_PATH, K_UPLOAD, K_EARLIER = (
+    "dataset.source",
+    "dataset.builtin",
+    "dataset.path",
+    "dataset.upload",
+    "dataset.earlier",
+)
 K_SYNCED, K_SAVED_UPLOAD, K_UPLOAD_ERROR = "dataset.synced", "dataset.saved_upload", "dataset.upload_error"
 K_SEED = "dataset.seed"
 
@@ -79,9 +82,11 @@ def _pick(key: str, prefix: str = "") -> None:
 
 def _upload_widget() -> None:
     up = st.file_uploader(
-        "Upload a dataset as a .zip", type=["zip"], key=K_UPLOAD,
+        "Upload a dataset as a .zip",
+        type=["zip"],
+        key=K_UPLOAD,
         help="Class folders, images with a label*.txt, or a CSV of filename,labels; unpacked once and kept.",
-    )  # fmt: skip
+    )
     if up is None:
         return
     failed = st.session_state.get(K_UPLOAD_ERROR)
@@ -108,24 +113,37 @@ def choose_source(spec: str | None) -> None:
     kind = st.segmented_control("Source", SOURCES, key=K_SOURCE, required=True)
     if kind == BUILTIN:
         st.selectbox(
-            "Built-in dataset", list(BUILTINS), key=K_BUILTIN, placeholder="Choose a built-in dataset",
-            format_func=lambda n: f"{n} — {BUILTINS[n]}", on_change=_pick, args=(K_BUILTIN, "builtin:"),
-        )  # fmt: skip
+            "Built-in dataset",
+            list(BUILTINS),
+            key=K_BUILTIN,
+            placeholder="Choose a built-in dataset",
+            format_func=lambda n: f"{n} — {BUILTINS[n]}",
+            on_change=_pick,
+            args=(K_BUILTIN, "builtin:"),
+        )
     elif kind == PATH:
         st.text_input(
-            "Path on the server (press Enter to open)", key=K_PATH, on_change=_pick, args=(K_PATH,),
+            "Path on the server (press Enter to open)",
+            key=K_PATH,
+            on_change=_pick,
+            args=(K_PATH,),
             placeholder="/data/cats-vs-dogs, /data/labels.csv, /data/faces.zip or /data/arrays.npz",
             help="A folder of class folders (optionally under train/ val/ test/), images with a label*.txt, "
             "a .csv of filename,labels, a .npz of images and labels, or a .zip holding one of these.",
-        )  # fmt: skip
+        )
     elif kind == UPLOAD:
         _upload_widget()
     elif uploads:
         base = data_dir()
         st.selectbox(
-            "Earlier upload", uploads, key=K_EARLIER, placeholder="Choose an earlier upload",
-            format_func=lambda p: os.path.relpath(p, base), on_change=_pick, args=(K_EARLIER,),
-        )  # fmt: skip
+            "Earlier upload",
+            uploads,
+            key=K_EARLIER,
+            placeholder="Choose an earlier upload",
+            format_func=lambda p: os.path.relpath(p, base),
+            on_change=_pick,
+            args=(K_EARLIER,),
+        )
     else:
         st.info(f"No uploads yet: upload a .zip and it is kept in {data_dir()} for next time.")
 
@@ -135,25 +153,44 @@ def choose_source(spec: str | None) -> None:
 
 def first_visit() -> None:
     """No dataset chosen yet: the built-ins with what their labels and array shapes say (no decoding)."""
-    st.info("Choose a dataset above: a built-in, a folder on the server, or a .zip of your own. Nothing is "
-            "opened or decoded until you choose.", icon=":material/touch_app:")  # fmt: skip
+    st.info(
+        "Choose a dataset above: a built-in, a folder on the server, or a .zip of your own. Nothing is "
+        "opened or decoded until you choose.",
+        icon=":material/touch_app:",
+    )
     st.subheader("Built-in datasets")
     rows = []
     for s in builtin_summaries():
         if "error" in s:
-            rows.append({"dataset": s["name"], "what it is": BUILTINS[s["name"]], "images": MISSING,
-                         "classes": MISSING, "task": MISSING, "image size": MISSING, "minority share": MISSING})
+            rows.append(
+                {
+                    "dataset": s["name"],
+                    "what it is": BUILTINS[s["name"]],
+                    "images": MISSING,
+                    "classes": MISSING,
+                    "task": MISSING,
+                    "image size": MISSING,
+                    "minority share": MISSING,
+                }
+            )
             continue
         sizes = (s.get("images") or {}).get("sizes") or []
-        rows.append({
-            "dataset": s["name"], "what it is": BUILTINS[s["name"]], "images": f"{s['num_images']:,}",
-            "classes": f"{len(s['classes']):,}", "task": s["task"],
-            "image size": f"{sizes[0][0]}×{sizes[0][1]} px" if len(sizes) == 1 else f"{len(sizes):,} sizes",
-            "minority share": percent(s.get("minority_share")),
-        })  # fmt: skip
+        rows.append(
+            {
+                "dataset": s["name"],
+                "what it is": BUILTINS[s["name"]],
+                "images": f"{s['num_images']:,}",
+                "classes": f"{len(s['classes']):,}",
+                "task": s["task"],
+                "image size": f"{sizes[0][0]}×{sizes[0][1]} px" if len(sizes) == 1 else f"{len(sizes):,} sizes",
+                "minority share": percent(s.get("minority_share")),
+            }
+        )
     st.table(pd.DataFrame(rows).set_index("dataset"))
-    st.caption("From the labels and array shapes alone. Choosing one decodes it once (cached on disk) and computes "
-               "its full statistics, duplicates included.")  # fmt: skip
+    st.caption(
+        "From the labels and array shapes alone. Choosing one decodes it once (cached on disk) and computes "
+        "its full statistics, duplicates included."
+    )
 
 
 # --- opening it ------------------------------------------------------------------------------------
@@ -211,23 +248,32 @@ def open_active(spec: str) -> tuple[Dataset, dict]:
 
 def show_summary(stats: dict) -> None:
     st.subheader(stats["name"])
-    st.caption(f"{stats['kind']} · working copy {stats['image_size']}×{stats['image_size']} px, "
-               f"{stats['channels']} channel{'s' if stats['channels'] != 1 else ''}")  # fmt: skip
+    st.caption(
+        f"{stats['kind']} · working copy {stats['image_size']}×{stats['image_size']} px, "
+        f"{stats['channels']} channel{'s' if stats['channels'] != 1 else ''}"
+    )
     unusable = stats["num_files"] - stats["num_images"]
     ratio, share = stats.get("imbalance_ratio"), stats.get("minority_share")
     multilabel = stats["task"] == "multilabel"
     minority = stats.get("minority_class")
     cols = st.columns([1, 0.8, 1.3, 1.1, 1.1])  # "multiclass" needs the room
-    cols[0].metric("Images", f"{stats['num_images']:,}", border=True,
-                   help=f"{stats['num_files']:,} items, {unusable:,} unusable" if unusable else None)  # fmt: skip
+    cols[0].metric(
+        "Images",
+        f"{stats['num_images']:,}",
+        border=True,
+        help=f"{stats['num_files']:,} items, {unusable:,} unusable" if unusable else None,
+    )
     cols[1].metric("Labels" if multilabel else "Classes", f"{len(stats['classes']):,}", border=True)
     cols[2].metric("Task", stats["task"], border=True)
-    cols[3].metric("Imbalance ratio", f"{ratio:.1f} : 1" if ratio else MISSING, border=True,
-                   help="Images in the largest class divided by images in the smallest"
-                        + ("." if ratio else " (n/a: a class has no usable images)."))  # fmt: skip
+    cols[3].metric(
+        "Imbalance ratio",
+        f"{ratio:.1f} : 1" if ratio else MISSING,
+        border=True,
+        help="Images in the largest class divided by images in the smallest"
+        + ("." if ratio else " (n/a: a class has no usable images)."),
+    )
     what = f"the rarest {'label' if multilabel else 'class'}" + (f", '{minority}'" if minority else "")
-    cols[4].metric("Minority share", percent(share), border=True,
-                   help=f"Share of the images in {what}.")  # fmt: skip
+    cols[4].metric("Minority share", percent(share), border=True, help=f"Share of the images in {what}.")
     for note in stats.get("notes", []):
         st.info(note)
 
@@ -269,8 +315,10 @@ def show_class_weights(stats: dict) -> None:
     counts = train.get("class_counts") or {}
     st.markdown("**Suggested class weights**" if not multilabel else "**Suggested label weights (pos_weight)**")
     table, note = st.columns([2, 3])
-    rows = [{"label" if multilabel else "class": c, "training images": f"{counts.get(c, 0):,}", "weight": number(w, 2)}
-            for c, w in weights.items()]  # fmt: skip
+    rows = [
+        {"label" if multilabel else "class": c, "training images": f"{counts.get(c, 0):,}", "weight": number(w, 2)}
+        for c, w in weights.items()
+    ]
     df = pd.DataFrame(rows)
     if len(df) <= MAX_TABLE_ROWS:
         table.table(df.set_index(df.columns[0]))
@@ -278,14 +326,18 @@ def show_class_weights(stats: dict) -> None:
         table.dataframe(df, hide_index=True)
     n = train.get("num_images") or 0
     if multilabel:
-        why = (f"Why: with Imbalance = weighted_loss, each label's positives are weighted by images without it / "
-               f"images with it, over the train split's {n:,} images, so a rare label's few positives count as "
-               "much as its many negatives.")  # fmt: skip
+        why = (
+            f"Why: with Imbalance = weighted_loss, each label's positives are weighted by images without it / "
+            f"images with it, over the train split's {n:,} images, so a rare label's few positives count as "
+            "much as its many negatives."
+        )
     else:
-        why = (f"Why: with Imbalance = weighted_loss, training multiplies each image's loss by its class's weight, "
-               f"train images / (classes × the class's train images) over the train split's {n:,} images, so "
-               "every class counts as much in total (a balanced dataset gets 1.00 everywhere; a class without "
-               "training images gets 0).")  # fmt: skip
+        why = (
+            f"Why: with Imbalance = weighted_loss, training multiplies each image's loss by its class's weight, "
+            f"train images / (classes × the class's train images) over the train split's {n:,} images, so "
+            "every class counts as much in total (a balanced dataset gets 1.00 everywhere; a class without "
+            "training images gets 0)."
+        )
     mode, reason = recommend(stats)
     note.caption(f"{why}  \n\nThe Train page suggests **{mode}** here: {reason}")
 
@@ -293,9 +345,11 @@ def show_class_weights(stats: dict) -> None:
 def size_summary(images: dict) -> str:
     modes = ", ".join(f"{m} {n:,}" for m, n in (images.get("modes") or {}).items())
     formats = ", ".join(f"{f} {n:,}" for f, n in (images.get("formats") or {}).items())
-    return (f"Width {_span(images.get('width'))} · height {_span(images.get('height'))} · "
-            f"aspect {_span(images.get('aspect'), '')} · colour modes: {modes or MISSING} · "
-            f"formats: {formats or MISSING}")  # fmt: skip
+    return (
+        f"Width {_span(images.get('width'))} · height {_span(images.get('height'))} · "
+        f"aspect {_span(images.get('aspect'), '')} · colour modes: {modes or MISSING} · "
+        f"formats: {formats or MISSING}"
+    )
 
 
 def show_multilabel(stats: dict) -> None:
@@ -317,8 +371,10 @@ def show_samples(ds: Dataset) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         if st.button("Shuffle samples", icon=":material/shuffle:", key="dataset.shuffle"):
             st.session_state[K_SEED] = st.session_state.get(K_SEED, 0) + 1
-        st.caption(f"{PER_CLASS} random images per {'label' if ds.task == 'multilabel' else 'class'} "
-                   f"(seed {st.session_state.get(K_SEED, 0)})")  # fmt: skip
+        st.caption(
+            f"{PER_CLASS} random images per {'label' if ds.task == 'multilabel' else 'class'} "
+            f"(seed {st.session_state.get(K_SEED, 0)})"
+        )
     classes = list(ds.classes)
     if len(classes) > MAX_GRID_CLASSES:
         classes = st.multiselect("Classes to show", ds.classes, default=ds.classes[:12], key="dataset.grid_classes")

@@ -12,19 +12,16 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.common import run_picker
+from app.common.sidebar import draw_frame
+from app.evaluate import binary as eval_binary
+from app.evaluate import charts, compare, gallery, load
+from app.evaluate import multilabel as eval_multilabel
 from engine import metrics as M
 from engine.errors import LoupeError
 from engine.evaluate import most_confused
 from engine.metrics import display
 from engine.runs.folder import Run
-from app.evaluate import binary as eval_binary
-from app.evaluate import charts
-from app.evaluate import compare
-from app.evaluate import gallery
-from app.evaluate import load
-from app.evaluate import multilabel as eval_multilabel
-from app.common import run_picker
-from app.common.sidebar import draw_frame
 
 K_NORM = "eval.cm_normalised"
 
@@ -36,20 +33,44 @@ def pick_split(run: Run, splits: list[str]) -> str:
     key = f"eval.split.{run.id}"
     if st.session_state.get(key) not in splits:
         st.session_state[key] = "test" if "test" in splits else splits[0]
-    return st.radio("Reported on", splits, key=key, horizontal=True, format_func=lambda s: load.SPLIT_NAMES.get(s, s),
-                    help="The split whose predictions are scored. Thresholds are tuned on val.")  # fmt: skip
+    return st.radio(
+        "Reported on",
+        splits,
+        key=key,
+        horizontal=True,
+        format_func=lambda s: load.SPLIT_NAMES.get(s, s),
+        help="The split whose predictions are scored. Thresholds are tuned on val.",
+    )
 
 
 # --- the top: protocol and metric cards ------------------------------------------------------------
 
 CARDS = {
-    "binary": [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
-               ("hter", "HTER"), ("roc_auc", "ROC AUC"), ("log_loss", "Log loss")],
-    "multiclass": [("accuracy", "Accuracy"), ("balanced_accuracy", "Balanced accuracy"), ("macro_f1", "Macro F1"),
-                   ("top3_accuracy", "Top-3 accuracy"), ("roc_auc", "ROC AUC (one-vs-rest)"), ("log_loss", "Log loss")],
-    "multilabel": [("subset_accuracy", "Subset accuracy"), ("micro_f1", "Micro F1"), ("macro_f1", "Macro F1"),
-                   ("samples_f1", "Samples F1"), ("hamming_loss", "Hamming loss"), ("roc_auc", "ROC AUC (macro)")],
-}  # fmt: skip
+    "binary": [
+        ("accuracy", "Accuracy"),
+        ("balanced_accuracy", "Balanced accuracy"),
+        ("macro_f1", "Macro F1"),
+        ("hter", "HTER"),
+        ("roc_auc", "ROC AUC"),
+        ("log_loss", "Log loss"),
+    ],
+    "multiclass": [
+        ("accuracy", "Accuracy"),
+        ("balanced_accuracy", "Balanced accuracy"),
+        ("macro_f1", "Macro F1"),
+        ("top3_accuracy", "Top-3 accuracy"),
+        ("roc_auc", "ROC AUC (one-vs-rest)"),
+        ("log_loss", "Log loss"),
+    ],
+    "multilabel": [
+        ("subset_accuracy", "Subset accuracy"),
+        ("micro_f1", "Micro F1"),
+        ("macro_f1", "Macro F1"),
+        ("samples_f1", "Samples F1"),
+        ("hamming_loss", "Hamming loss"),
+        ("roc_auc", "ROC AUC (macro)"),
+    ],
+}
 CARDS_PER_ROW = 3  # wide enough for a value and its whole "95% CI lo–hi" badge at 1400 px
 # what each card means; the ones that do not depend on the threshold say so
 CARD_HELP = {
@@ -94,14 +115,25 @@ def at_threshold_in_force(run: Run, pred, res: dict, split: str, tune_split: str
 
 def protocol(res: dict, where: str) -> None:
     reported_on = res.get("reported_on")
-    follow = {"binary": " The cards, the confusion matrix and the galleries follow the threshold on the **Threshold** tab.",
-              "multilabel": " The cards follow the thresholds on the **Thresholds** tab."}.get(res.get("task"), "")  # fmt: skip
-    temperature = f" Temperature fitted on **{res['tuned_on']}**." if res.get("task") == "multiclass" and res.get("tuned_on") else ""
-    st.caption(f"{where}; reported on **{reported_on}** ({res.get('n', 0):,} images).{follow}{temperature} "
-               "Intervals: 95% bootstrap.")  # fmt: skip
+    follow = {
+        "binary": " The cards, the confusion matrix and the galleries follow the threshold on the **Threshold** tab.",
+        "multilabel": " The cards follow the thresholds on the **Thresholds** tab.",
+    }.get(res.get("task"), "")
+    temperature = (
+        f" Temperature fitted on **{res['tuned_on']}**."
+        if res.get("task") == "multiclass" and res.get("tuned_on")
+        else ""
+    )
+    st.caption(
+        f"{where}; reported on **{reported_on}** ({res.get('n', 0):,} images).{follow}{temperature} "
+        "Intervals: 95% bootstrap."
+    )
     if res.get("optimistic"):
-        st.warning(f"Optimistic: thresholds were tuned on the same split they are reported on (**{reported_on}**), "
-                   "so these figures flatter the model. Report on test for an honest estimate.", icon=":material/warning:")  # fmt: skip
+        st.warning(
+            f"Optimistic: thresholds were tuned on the same split they are reported on (**{reported_on}**), "
+            "so these figures flatter the model. Report on test for an honest estimate.",
+            icon=":material/warning:",
+        )
 
 
 def cards(res: dict) -> None:
@@ -110,10 +142,17 @@ def cards(res: dict) -> None:
     shown = CARDS.get(res.get("task"), CARDS["multiclass"])
     for start in range(0, len(shown), CARDS_PER_ROW):
         cols = st.columns(CARDS_PER_ROW)
-        for col, (key, label) in zip(cols, shown[start:start + CARDS_PER_ROW]):
+        for col, (key, label) in zip(cols, shown[start : start + CARDS_PER_ROW]):
             band = display.interval(key, ci.get(key))
-            col.metric(label, display.format_metric(key, _value(res, key)), border=True, help=CARD_HELP.get(key),
-                       delta=f"95% CI {band}" if band != display.MISSING else None, delta_color="off", delta_arrow="off")  # fmt: skip
+            col.metric(
+                label,
+                display.format_metric(key, _value(res, key)),
+                border=True,
+                help=CARD_HELP.get(key),
+                delta=f"95% CI {band}" if band != display.MISSING else None,
+                delta_color="off",
+                delta_arrow="off",
+            )
 
 
 # --- classes: confusion matrix, the images of a cell, per-class scores ----------------------------
@@ -135,8 +174,16 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
         predicted = eval_binary.predicted(pred, t)
         cm = M.confusion_matrix(pred.labels.astype(np.int64), predicted, len(classes))
         pc = M.per_class(cm)
-        rows = [{"class": c, "precision": float(pc["precision"][i]), "recall": float(pc["recall"][i]),
-                 "f1": float(pc["f1"][i]), "support": int(pc["support"][i])} for i, c in enumerate(classes)]  # fmt: skip
+        rows = [
+            {
+                "class": c,
+                "precision": float(pc["precision"][i]),
+                "recall": float(pc["recall"][i]),
+                "f1": float(pc["f1"][i]),
+                "support": int(pc["support"][i]),
+            }
+            for i, c in enumerate(classes)
+        ]
         confused = most_confused(cm, classes)
         st.caption(f"At the threshold on the Threshold tab ({display.threshold(t)}).")
     else:
@@ -145,7 +192,9 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
         rows, confused = res.get("per_class") or [], res.get("most_confused") or []
     left, right = st.columns([3, 2], gap="large")
     with left:
-        normalised = st.toggle("Share of each true class", key=K_NORM, help="Rows sum to 100%: each cell is a recall / miss rate")
+        normalised = st.toggle(
+            "Share of each true class", key=K_NORM, help="Rows sum to 100%: each cell is a recall / miss rate"
+        )
         shown = M.normalise_cm(cm) if normalised else cm
         cell_key = f"eval.cell.{run.id}.{split}"
         chart_key = f"eval.chart.cm.{run.id}.{split}"
@@ -154,31 +203,51 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
             st.session_state.pop(cell_key, None)
         chosen = st.session_state.get(cell_key)
         sel = tuple(int(v) for v in chosen.split(",")) if chosen else None
-        st.plotly_chart(charts.confusion_heatmap(shown, classes, normalised, sel, counts=cm), key=chart_key,
-                        on_select=lambda: _cell_clicked(chart_key, cell_key), selection_mode="points")  # fmt: skip
+        st.plotly_chart(
+            charts.confusion_heatmap(shown, classes, normalised, sel, counts=cm),
+            key=chart_key,
+            on_select=lambda: _cell_clicked(chart_key, cell_key),
+            selection_mode="points",
+        )
     with right:
         st.markdown("##### Most confused pairs")
         if confused:
             # a static table: long class names wrap in its cells instead of being clipped
-            pairs = [{"True": gallery.breakable(m["true"]), "Predicted as": gallery.breakable(m["predicted"]),
-                      "Images": f"{int(m['count']):,}"} for m in confused]  # fmt: skip
+            pairs = [
+                {
+                    "True": gallery.breakable(m["true"]),
+                    "Predicted as": gallery.breakable(m["predicted"]),
+                    "Images": f"{int(m['count']):,}",
+                }
+                for m in confused
+            ]
             st.table(pd.DataFrame(pairs), hide_index=True)
         else:
             st.caption("No mistakes on this split.")
-        st.selectbox("Show the images of a cell", cells, key=cell_key, index=None, placeholder="Click a cell, or choose one",
-                     format_func=lambda c: "true {} → predicted {}".format(*(classes[int(v)] for v in c.split(","))))  # fmt: skip
+        st.selectbox(
+            "Show the images of a cell",
+            cells,
+            key=cell_key,
+            index=None,
+            placeholder="Click a cell, or choose one",
+            format_func=lambda c: "true {} → predicted {}".format(*(classes[int(v)] for v in c.split(","))),
+        )
     if chosen:
         i, j = (int(v) for v in chosen.split(","))
         items, total = gallery.cell_items(pred, predicted, i, j)
-        st.markdown(f"##### True **{classes[i]}**, predicted **{classes[j]}**: {total:,} image{'s' * (total != 1)}"
-                    + (f" (the {len(items)} most confident shown)" if total > len(items) else ""))  # fmt: skip
+        st.markdown(
+            f"##### True **{classes[i]}**, predicted **{classes[j]}**: {total:,} image{'s' * (total != 1)}"
+            + (f" (the {len(items)} most confident shown)" if total > len(items) else "")
+        )
         gallery.show(gallery.dataset_of(run), items, classes, key="eval.cell_gallery", run_id=run.id)
     st.plotly_chart(charts.per_class_bars(rows), key="eval.chart.per_class")
 
 
 def labels_section(res: dict) -> None:
     """Multi-label: per-label precision/recall/F1 bars (no single confusion matrix), at the thresholds in force."""
-    st.plotly_chart(charts.per_class_bars(res.get("per_label") or res.get("per_class") or []), key="eval.chart.per_label")
+    st.plotly_chart(
+        charts.per_class_bars(res.get("per_label") or res.get("per_class") or []), key="eval.chart.per_label"
+    )
     st.caption("Each label is its own yes/no decision; thresholds and their effect are on the Thresholds tab.")
 
 
@@ -191,8 +260,10 @@ def errors_section(run: Run, pred, res: dict) -> None:
     classes = list(pred.classes)
     ds = gallery.dataset_of(run)
     st.markdown("##### Top losses")
-    st.caption("The images the model is most confidently wrong about (highest loss first): label noise, ambiguous "
-               "images, or a real blind spot.")  # fmt: skip
+    st.caption(
+        "The images the model is most confidently wrong about (highest loss first): label noise, ambiguous "
+        "images, or a real blind spot."
+    )
     t = eval_binary.current_threshold(run, res) if pred.task == "binary" else None
     if pred.task == "multilabel":
         t = st.session_state.get(eval_multilabel.k_thresholds(run))
@@ -200,14 +271,27 @@ def errors_section(run: Run, pred, res: dict) -> None:
     gallery.show(ds, items, classes, key="eval.top_losses", extra="loss", run_id=run.id)
     st.markdown("##### Likely mislabelled")
     if "oof" not in load.splits_of(run):
-        st.caption("Needs out-of-fold probabilities: train with k-fold (Train page, `kfold` ≥ 2) to rank the images "
-                   "whose given label the model doubts (confident learning).")  # fmt: skip
+        st.caption(
+            "Needs out-of-fold probabilities: train with k-fold (Train page, `kfold` ≥ 2) to rank the images "
+            "whose given label the model doubts (confident learning)."
+        )
         return
     rows = load.likely_mislabelled(run)
-    st.caption("Out-of-fold images whose given label's probability is below that class's average self-confidence, ranked "
-               "by how much more the model believes another class. Caption: given label → suggested label (probability).")  # fmt: skip
-    items = [{"id": r["id"], "index": r["index"], "true": r["given"], "predicted": r["suggested"],
-              "confidence": r["suggested_prob"], "margin": r["margin"]} for r in rows]  # fmt: skip
+    st.caption(
+        "Out-of-fold images whose given label's probability is below that class's average self-confidence, ranked "
+        "by how much more the model believes another class. Caption: given label → suggested label (probability)."
+    )
+    items = [
+        {
+            "id": r["id"],
+            "index": r["index"],
+            "true": r["given"],
+            "predicted": r["suggested"],
+            "confidence": r["suggested_prob"],
+            "margin": r["margin"],
+        }
+        for r in rows
+    ]
     gallery.show(ds, items, classes, key="eval.mislabelled", extra="margin", run_id=run.id)
 
 
@@ -221,28 +305,58 @@ def calibration_section(pred, res: dict) -> None:
         return
     temperature = cal.get("temperature")
     cols = st.columns(4)
-    cols[0].metric("ECE", display.format_metric("ece", cal.get("ece")), border=True,
-                   help="Expected calibration error of the scores as trained: the images-weighted gap between "
-                        "confidence and accuracy. Lower is better.")  # fmt: skip
+    cols[0].metric(
+        "ECE",
+        display.format_metric("ece", cal.get("ece")),
+        border=True,
+        help="Expected calibration error of the scores as trained: the images-weighted gap between "
+        "confidence and accuracy. Lower is better.",
+    )
     if temperature:
         after_ece, before_nll, after_nll = cal.get("ece_after"), cal.get("nll_before"), cal.get("nll_after")
-        cols[1].metric("ECE after scaling", display.format_metric("ece", after_ece), border=True,
-                       delta=_delta("ece", after_ece, cal.get("ece")), delta_color="inverse")  # fmt: skip
-        cols[2].metric("Temperature", display.number(temperature), border=True,
-                       help="Fitted on the tuning split: logits are divided by it (> 1 softens overconfident scores, "
-                            "< 1 sharpens underconfident ones).")  # fmt: skip
-        cols[3].metric("Log loss after scaling", display.format_metric("log_loss", after_nll), border=True,
-                       delta=_delta("log_loss", after_nll, before_nll), delta_color="inverse",
-                       help=f"Before: {display.format_metric('log_loss', before_nll)}.")  # fmt: skip
+        cols[1].metric(
+            "ECE after scaling",
+            display.format_metric("ece", after_ece),
+            border=True,
+            delta=_delta("ece", after_ece, cal.get("ece")),
+            delta_color="inverse",
+        )
+        cols[2].metric(
+            "Temperature",
+            display.number(temperature),
+            border=True,
+            help="Fitted on the tuning split: logits are divided by it (> 1 softens overconfident scores, "
+            "< 1 sharpens underconfident ones).",
+        )
+        cols[3].metric(
+            "Log loss after scaling",
+            display.format_metric("log_loss", after_nll),
+            border=True,
+            delta=_delta("log_loss", after_nll, before_nll),
+            delta_color="inverse",
+            help=f"Before: {display.format_metric('log_loss', before_nll)}.",
+        )
     left, right = st.columns(2)
-    left.plotly_chart(charts.reliability_diagram(cal["bins"], cal.get("ece"), "Reliability (as trained)"), key="eval.chart.calib_before")
+    left.plotly_chart(
+        charts.reliability_diagram(cal["bins"], cal.get("ece"), "Reliability (as trained)"),
+        key="eval.chart.calib_before",
+    )
     if temperature:
         after = M.apply_temperature(pred.probs, float(temperature), pred.task == "multilabel")
         rel = M.reliability(pred.labels, after)
-        right.plotly_chart(charts.reliability_diagram(rel["bins"], rel["ece"], f"After temperature scaling (T = {display.number(temperature, 2)})",
-                                                           color=charts.F1_C), key="eval.chart.calib_after")  # fmt: skip
-    st.caption("Bars: accuracy of the images in each confidence bin; the dotted diagonal is perfect calibration. "
-               "ECE = the images-weighted mean gap. Temperature scaling changes confidence, never the predicted class.")  # fmt: skip
+        right.plotly_chart(
+            charts.reliability_diagram(
+                rel["bins"],
+                rel["ece"],
+                f"After temperature scaling (T = {display.number(temperature, 2)})",
+                color=charts.F1_C,
+            ),
+            key="eval.chart.calib_after",
+        )
+    st.caption(
+        "Bars: accuracy of the images in each confidence bin; the dotted diagonal is perfect calibration. "
+        "ECE = the images-weighted mean gap. Temperature scaling changes confidence, never the predicted class."
+    )
 
 
 def _delta(name: str, after: object, before: object) -> str | None:
@@ -257,9 +371,12 @@ def _delta(name: str, after: object, before: object) -> str | None:
 
 def main() -> None:
     st.title("Evaluate")
-    runs = run_picker.require_runs(load.evaluable_runs(), "No trained run to evaluate yet. Start one on the **Train** "
-                                   "page: once it completes, its stored predictions on val and test are evaluated here "
-                                   "(nothing is re-run).")  # fmt: skip
+    runs = run_picker.require_runs(
+        load.evaluable_runs(),
+        "No trained run to evaluate yet. Start one on the **Train** "
+        "page: once it completes, its stored predictions on val and test are evaluated here "
+        "(nothing is re-run).",
+    )
     top, side = st.columns([3, 2], vertical_alignment="bottom")
     with top:
         run = run_picker.pick_run(runs, fallback=load.latest_completed(runs), needs="stored predictions", key="eval")

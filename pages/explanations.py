@@ -12,17 +12,15 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine.errors import LoupeError
-from engine.metrics.display import threshold
-from engine.runs.folder import Run
-from app.explain import attack as expl_attack
-from app.explain import charts
-from app.explain import load
-from app.explain import methods
 from app.common import run_picker
 from app.common.images import for_display
 from app.common.loaders import runs_with_weights
 from app.common.sidebar import draw_frame
+from app.explain import attack as expl_attack
+from app.explain import charts, load, methods
+from engine.errors import LoupeError
+from engine.metrics.display import threshold
+from engine.runs.folder import Run
 
 K_SOURCE, K_INDEX, K_UPLOADER = "expl.source", "expl.index", "expl.uploader"
 K_URL_SEEN = "expl._url_image"  # the ?image= value already applied (so a widget change is not overridden)
@@ -63,8 +61,9 @@ def browse(ds, classes: list[str]) -> None:
     splits = [s for s in ("test", "val", "train") if len(ds.splits.get(s, [])) > 0]
     c1, c2 = st.columns(2)
     split = c1.selectbox("Split", splits, key=K_SPLIT)
-    cls = c2.selectbox("Class", [-1, *range(len(classes))], key=K_CLASS,
-                       format_func=lambda i: "all classes" if i == -1 else classes[i])  # fmt: skip
+    cls = c2.selectbox(
+        "Class", [-1, *range(len(classes))], key=K_CLASS, format_func=lambda i: "all classes" if i == -1 else classes[i]
+    )
     pool = np.asarray(ds.splits[split])
     labels = np.asarray(ds.labels)
     if cls != -1:
@@ -88,8 +87,9 @@ def pick_image(run: Run, rm, classes: list[str]) -> load.Picked | None:
     source = st.radio("Image", list(SOURCES), format_func=SOURCES.get, key=K_SOURCE, horizontal=True)
     if source == "upload":
         st.query_params.pop(load.IMAGE_PARAM, None)
-        up = st.file_uploader("An image file", type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"],
-                              key=K_UPLOADER)  # fmt: skip
+        up = st.file_uploader(
+            "An image file", type=["png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"], key=K_UPLOADER
+        )
         if up is None:
             st.caption("Upload an image: it is resized and converted the way the run's images were.")
             return None
@@ -109,9 +109,17 @@ def pick_image(run: Run, rm, classes: list[str]) -> load.Picked | None:
     if st.session_state.get(K_INDEX) is None or not 0 <= st.session_state[K_INDEX] < len(ds):
         first = ds.splits.get("test", ds.splits.get("val"))
         st.session_state[K_INDEX] = int(first[0]) if first is not None and len(first) else 0
-    idx = int(st.number_input("Dataset index", 0, len(ds) - 1, key=K_INDEX, step=1,
-                              help=f"Link to this image with `?{load.IMAGE_PARAM}=<index>` (the Evaluate page's "
-                                   "galleries show dataset indices)."))  # fmt: skip
+    idx = int(
+        st.number_input(
+            "Dataset index",
+            0,
+            len(ds) - 1,
+            key=K_INDEX,
+            step=1,
+            help=f"Link to this image with `?{load.IMAGE_PARAM}=<index>` (the Evaluate page's "
+            "galleries show dataset indices).",
+        )
+    )
     st.query_params[load.IMAGE_PARAM] = str(idx)
     st.session_state[K_URL_SEEN] = str(idx)
     return load.from_dataset(ds, idx, rm)
@@ -136,19 +144,28 @@ def prediction(run: Run, rm, picked, classes: list[str]) -> tuple[np.ndarray, in
         st.markdown(f"### {classes[top]}")
         st.markdown(f":gray-badge[{probs[top]:.1%} {verdict}]".strip())
     if rule[0] is not None:
-        whose = "the run's saved threshold" if load.threshold_saved(run) else "training's default threshold (Evaluate saves a tuned one)"
+        whose = (
+            "the run's saved threshold"
+            if load.threshold_saved(run)
+            else "training's default threshold (Evaluate saves a tuned one)"
+        )
         left.caption(f"Decided at {whose}: {classes[rule[1]]} when P({classes[rule[1]]}) ≥ {threshold(rule[0])}.")
     what = "label probabilities (independent)" if rm.task == "multilabel" else "confidences"
-    right.plotly_chart(charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
-                       key="expl.chart.topk")  # fmt: skip
+    right.plotly_chart(
+        charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
+        key="expl.chart.topk",
+    )
     return probs, top
 
 
 def main() -> None:
     st.title("Explain")
-    runs = run_picker.require_runs(runs_with_weights(), "No trained run to explain yet. Train one on the **Train** "
-                                   "page: once it has saved weights, pick an image here to see what the model looks at "
-                                   "and how easily it is fooled.")  # fmt: skip
+    runs = run_picker.require_runs(
+        runs_with_weights(),
+        "No trained run to explain yet. Train one on the **Train** "
+        "page: once it has saved weights, pick an image here to see what the model looks at "
+        "and how easily it is fooled.",
+    )
     run = run_picker.pick_run(runs, fallback=runs[0], needs="saved weights", key="expl")
     try:
         rm = load.run_model(run)

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app.common import run_picker, state
+from app.common.loaders import runs_with_weights
+from app.common.sidebar import draw_frame
+from app.predict import load, view
 from engine.errors import LoupeError
 from engine.metrics.display import finite, format_metric, label
 from engine.predict.unsure import DEFAULT_MARGIN, RULE
 from engine.runs.folder import Run, run_row
-from app.predict import load
-from app.predict import view
-from app.common import run_picker
-from app.common import state
-from app.common.loaders import runs_with_weights
-from app.common.sidebar import draw_frame
 
 K_MODEL, K_UPLOADER, K_CAMERA, K_USE_CAMERA = "pred.model", "pred.uploader", "pred.camera", "pred.use_camera"
 K_TOP_K, K_UNSURE, K_GRADCAM = "pred.top_k", "pred.unsure", "pred.gradcam"
@@ -51,14 +49,24 @@ def pick_model(runs: dict[str, Run]) -> str:
     # Labels that never change while a run trains (no state, no best metric: those are in the caption below):
     # the browser sends the label it shows back as the value, and a label that changed in between no longer
     # names an option, so the choice silently fell back to the first run.
-    labels = {**{r: run_picker.run_label(run) for r, run in runs.items()},
-              **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins}}  # fmt: skip
-    ref = st.selectbox("Model", options, key=K_MODEL, format_func=lambda r: labels.get(r, r), on_change=_picked,
-                       help="Your runs with saved weights (newest first), and the built-in ImageNet classifier, which "
-                            "works before any training.")  # fmt: skip
+    labels = {
+        **{r: run_picker.run_label(run) for r, run in runs.items()},
+        **{b: f"{b} · built-in, pretrained (no training needed)" for b in builtins},
+    }
+    ref = st.selectbox(
+        "Model",
+        options,
+        key=K_MODEL,
+        format_func=lambda r: labels.get(r, r),
+        on_change=_picked,
+        help="Your runs with saved weights (newest first), and the built-in ImageNet classifier, which "
+        "works before any training.",
+    )
     if not runs:
-        st.caption("No trained run yet: predicting with the built-in ImageNet model. Train one on the **Train** page "
-                   "to predict your own classes.")  # fmt: skip
+        st.caption(
+            "No trained run yet: predicting with the built-in ImageNet model. Train one on the **Train** page "
+            "to predict your own classes."
+        )
     return ref
 
 
@@ -93,15 +101,31 @@ def settings(pred, n_classes: int) -> dict:
     c1, c2, c3 = st.columns([2, 2, 1], vertical_alignment="bottom")
     top_k = 1
     if n_classes > 1:
-        top_k = c1.slider("Top-k", 1, min(10, n_classes), min(5, n_classes), key=K_TOP_K,
-                          help="How many of the most likely classes the bar chart shows.")
+        top_k = c1.slider(
+            "Top-k",
+            1,
+            min(10, n_classes),
+            min(5, n_classes),
+            key=K_TOP_K,
+            help="How many of the most likely classes the bar chart shows.",
+        )
     if K_UNSURE not in st.session_state:
         st.session_state[K_UNSURE] = DEFAULT_MARGIN
     task = str(getattr(pred, "task", "multiclass"))
-    unsure = c2.slider(f"Unsure margin (default {DEFAULT_MARGIN:g})", 0.0, 1.0, step=0.01, key=K_UNSURE, format="%.2f",
-                       help=unsure_help(task))
-    gradcam = c3.toggle("Grad-CAM overlay", key=K_GRADCAM,
-                        help="Where the model looked for its top class (Grad-CAM, as on the Explain page).")
+    unsure = c2.slider(
+        f"Unsure margin (default {DEFAULT_MARGIN:g})",
+        0.0,
+        1.0,
+        step=0.01,
+        key=K_UNSURE,
+        format="%.2f",
+        help=unsure_help(task),
+    )
+    gradcam = c3.toggle(
+        "Grad-CAM overlay",
+        key=K_GRADCAM,
+        help="Where the model looked for its top class (Grad-CAM, as on the Explain page).",
+    )
     return {"top_k": int(top_k), "unsure_margin": float(unsure), "gradcam": bool(gradcam)}
 
 
@@ -110,14 +134,22 @@ def unsure_help(task: str) -> str:
     order = [task, *(t for t in RULE if t != task)]
     names = {"binary": "Binary", "multiclass": "Multi-class", "multilabel": "Multi-label"}
     lines = [f"- **{names[t]}**{' (this model)' if t == task else ''}: {RULE[t]}." for t in order if t in names]
-    return (f"A prediction is flagged *unsure* (look at it yourself) when it is close to going the other way, by "
-            f"less than this margin on the probability scale. Default {DEFAULT_MARGIN:g}.\n\n" + "\n".join(lines)
-            + "\n\nThe decision threshold is the run's saved one (Evaluate), else 0.5.")
+    return (
+        f"A prediction is flagged *unsure* (look at it yourself) when it is close to going the other way, by "
+        f"less than this margin on the probability scale. Default {DEFAULT_MARGIN:g}.\n\n"
+        + "\n".join(lines)
+        + "\n\nThe decision threshold is the run's saved one (Evaluate), else 0.5."
+    )
 
 
 def inputs() -> list[tuple[str, bytes]]:
-    files = st.file_uploader("Images", type=TYPES, accept_multiple_files=True, key=K_UPLOADER,
-                             help="JPEG, PNG, WebP, BMP or GIF (its first frame); one or many.")  # fmt: skip
+    files = st.file_uploader(
+        "Images",
+        type=TYPES,
+        accept_multiple_files=True,
+        key=K_UPLOADER,
+        help="JPEG, PNG, WebP, BMP or GIF (its first frame); one or many.",
+    )
     photo = None
     if st.toggle("Take a picture with the camera", key=K_USE_CAMERA):
         photo = st.camera_input("Camera", key=K_CAMERA)
@@ -171,7 +203,10 @@ def main() -> None:
         target = (r.get("top") or [{}])[0].get("index")
         overlay = None
         if cam:
-            overlay = (lambda d=data, n=r["file"], t=target: load.gradcam_overlay(pred, key, n, d, t))
+
+            def overlay(d=data, n=r["file"], t=target):
+                return load.gradcam_overlay(pred, key, n, d, t)
+
         view.result_card(i, r, data, task, opts["unsure_margin"], overlay)
 
 

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.train import jobs
-from engine.errors import LoupeError
-from engine.runs.folder import list_runs
-from app.train import runs_table
 from app.common import state
 from app.common.sidebar import draw_frame
 from app.train import estimate as train_estimate
 from app.train import form as train_form
 from app.train import live as train_live
-from app.train import values
+from app.train import runs_table, values
+from engine.errors import LoupeError
+from engine.runs.folder import list_runs
+from engine.train import jobs
 
 K_FLASH = "train.flash"
 
@@ -46,8 +45,10 @@ def start_bar(stats: dict | None, stats_error: LoupeError | None) -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         clicked = st.button("Start training", type="primary", icon=":material/play_arrow:", key="train.start")
         if busy:
-            st.caption(f"{len(busy)} run{'s are' if len(busy) > 1 else ' is'} training already; a new one waits "
-                       "in the queue until the device is free.")  # fmt: skip
+            st.caption(
+                f"{len(busy)} run{'s are' if len(busy) > 1 else ' is'} training already; a new one waits "
+                "in the queue until the device is free."
+            )
     if clicked:
         start(stats_error)
 

@@ -37,7 +37,9 @@ def isolated_dirs(tmp_path: Path, session_cache: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("LOUPE_DATA_ROOTS", str(tmp_path))  # the app may open test data typed as server paths
 
 
-def write_image(path: Path, value: int = 0, size: tuple[int, int] = (16, 12), mode: str = "RGB", seed: int | None = None) -> Path:
+def write_image(
+    path: Path, value: int = 0, size: tuple[int, int] = (16, 12), mode: str = "RGB", seed: int | None = None
+) -> Path:
     """A small image whose content is decided by `value` (flat colour) or `seed` (noise)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     w, h = size
@@ -55,7 +57,7 @@ def write_image(path: Path, value: int = 0, size: tuple[int, int] = (16, 12), mo
 def make_class_folders(root: Path, counts: dict[str, int], split: str | None = None, size=(16, 12)) -> Path:
     """root[/split]/<class>/<i>.png with distinct noise per image (no accidental duplicates)."""
     base = root / split if split else root
-    for c, (name, n) in enumerate(counts.items()):
+    for _c, (name, n) in enumerate(counts.items()):
         for i in range(n):
             write_image(base / name / f"{i}.png", size=size, seed=zlib.crc32(f"{split}/{name}/{i}".encode()))
     return root

@@ -8,9 +8,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.config import RunConfig
-from engine.train.jobs import prepare_run
 from engine.runs.folder import Run
 from engine.train.fit import fit
+from engine.train.jobs import prepare_run
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
 TINY = dict(model="small_cnn", strategy="scratch", epochs=1, batch_size=32, train_limit=300, lr=1e-2, precision="fp32")

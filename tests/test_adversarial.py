@@ -68,8 +68,26 @@ def test_sweep_matches_the_evaluation_at_zero_and_degrades(digits_run):
 def test_cli_attack_json(digits_run, capsys):
     from engine.cli.main import main
 
-    assert main(["attack", str(digits_run.path), "--eps", "0,0.05", "--limit", "20", "--attack", "pgd",
-                 "--steps", "3", "--no-min-eps", "--json", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                str(digits_run.path),
+                "--eps",
+                "0,0.05",
+                "--limit",
+                "20",
+                "--attack",
+                "pgd",
+                "--steps",
+                "3",
+                "--no-min-eps",
+                "--json",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["eps"] == [0.0, 0.05] and len(res["accuracy"]) == 2 and res["attack"] == "pgd"
 
@@ -77,14 +95,23 @@ def test_cli_attack_json(digits_run, capsys):
 def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     from engine.config import RunConfig
     from engine.evaluate import load_predictions, metrics_at, save_thresholds
-    from engine.train.jobs import prepare_run
     from engine.train.fit import fit
+    from engine.train.jobs import prepare_run
     from tests.conftest import needs_fashion
 
     if needs_fashion.args[0]:
         pytest.skip(needs_fashion.kwargs["reason"])
-    cfg = RunConfig(dataset="builtin:fashion-binary", model="small_cnn", strategy="scratch", image_size=28,
-                    epochs=1, batch_size=32, train_limit=300, lr=1e-2, precision="fp32").validate()
+    cfg = RunConfig(
+        dataset="builtin:fashion-binary",
+        model="small_cnn",
+        strategy="scratch",
+        image_size=28,
+        epochs=1,
+        batch_size=32,
+        train_limit=300,
+        lr=1e-2,
+        precision="fp32",
+    ).validate()
     run = prepare_run(cfg, tmp_path / "runs")
     fit(cfg, run, log=lambda m: None)
     save_thresholds(run, {"binary": 0.3, "positive_class": 1, "rule": "manual", "tuned_on": "val"})
@@ -95,7 +122,9 @@ def test_binary_sweep_reports_far_frr_hter_at_the_saved_threshold(tmp_path):
     pred = load_predictions(run, "val")
     where = np.searchsorted(pred.indices, sweep["indices"])  # the sample the sweep attacked (stratified, recorded)
     clean = metrics_at(pred.labels[where], pred.probs[where], "binary", positive=1, threshold=0.3)
-    assert sweep["far"][0] == pytest.approx(clean["far"], abs=1e-6) and sweep["frr"][0] == pytest.approx(clean["frr"], abs=1e-6)
+    assert sweep["far"][0] == pytest.approx(clean["far"], abs=1e-6) and sweep["frr"][0] == pytest.approx(
+        clean["frr"], abs=1e-6
+    )
     assert sweep["hter"][1] >= sweep["hter"][0]  # an attack does not make the decision better
 
 
@@ -126,20 +155,31 @@ def test_sweep_is_saved_atomically_and_loaded_by_its_settings(digits_run):
     latest = latest_sweep(digits_run)
     assert latest is not None and latest[0] == p2 and latest[1]["attack"] == "pgd" and latest[1]["steps"] == 2
     assert load_sweep(digits_run, params) == loaded
-    assert load_record(digits_run, params)["model_mtime"] == (digits_run.checkpoints / "best.safetensors").stat().st_mtime
+    assert (
+        load_record(digits_run, params)["model_mtime"] == (digits_run.checkpoints / "best.safetensors").stat().st_mtime
+    )
 
 
 def test_saved_sweeps_survive_odd_values_and_ignore_broken_files(tmp_path):
-    from engine.runs.sweeps import SWEEP_DIR, is_stale, latest_sweep, load_record, load_sweep, save_sweep, sweep_params
     from engine.runs.folder import Run
+    from engine.runs.sweeps import SWEEP_DIR, is_stale, latest_sweep, load_record, load_sweep, save_sweep, sweep_params
 
     run = Run(tmp_path / "r")
     (run.path / "checkpoints").mkdir(parents=True)
     params = sweep_params([0.0, 0.1], limit=5)
-    result = {"eps": np.array([0.0, 0.1]), "accuracy": [np.float32(0.5), float("nan")], "n": np.int64(5),
-              "min_eps": torch.tensor([0.01, float("inf")])}
+    result = {
+        "eps": np.array([0.0, 0.1]),
+        "accuracy": [np.float32(0.5), float("nan")],
+        "n": np.int64(5),
+        "min_eps": torch.tensor([0.01, float("inf")]),
+    }
     save_sweep(run, params, result)
-    assert load_sweep(run, params) == {"eps": [0.0, 0.1], "accuracy": [0.5, None], "n": 5, "min_eps": [pytest.approx(0.01), None]}
+    assert load_sweep(run, params) == {
+        "eps": [0.0, 0.1],
+        "accuracy": [0.5, None],
+        "n": 5,
+        "min_eps": [pytest.approx(0.01), None],
+    }
     assert not is_stale(run, load_record(run, params))  # no weights at either time: nothing to compare
     # a torn or foreign file is "no saved sweep", never an exception
     saved = next((run.path / SWEEP_DIR).glob("*.json"))
@@ -152,8 +192,8 @@ def test_saved_sweep_is_stale_after_the_weights_change(digits_run, tmp_path):
     import os
     import shutil
 
-    from engine.runs.sweeps import is_stale, load_record, save_sweep, sweep_params
     from engine.runs.folder import Run
+    from engine.runs.sweeps import is_stale, load_record, save_sweep, sweep_params
 
     run = Run(tmp_path / digits_run.id)
     shutil.copytree(digits_run.path, run.path)
@@ -170,8 +210,22 @@ def test_cli_attack_save_writes_the_pages_file(digits_run, capsys):
     from engine.cli.main import main
     from engine.runs.sweeps import load_sweep, sweep_params
 
-    assert main(["attack", str(digits_run.path), "--eps", "0,0.02", "--limit", "10", "--no-min-eps", "--save",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                str(digits_run.path),
+                "--eps",
+                "0,0.02",
+                "--limit",
+                "10",
+                "--no-min-eps",
+                "--save",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "saved -> " in capsys.readouterr().out
     saved = load_sweep(digits_run, sweep_params([0.0, 0.02], "val", 10, "fgsm", min_eps=False))
     assert saved is not None and saved["eps"] == [0.0, 0.02] and saved["n"] == 10 and "min_eps" not in saved
@@ -195,8 +249,16 @@ def class_ordered_run(tmp_path_factory):
     make_class_folders(data, {"negatives": 60, "positives": 20}, split="val")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOUPE_CACHE_DIR", str(root / "cache"))
-        cfg = RunConfig(dataset=str(data), model="small_cnn", strategy="scratch", image_size=16, epochs=1,
-                        batch_size=32, lr=1e-2, precision="fp32").validate()
+        cfg = RunConfig(
+            dataset=str(data),
+            model="small_cnn",
+            strategy="scratch",
+            image_size=16,
+            epochs=1,
+            batch_size=32,
+            lr=1e-2,
+            precision="fp32",
+        ).validate()
         run = prepare_run(cfg, root / "runs")
         fit(cfg, run, log=lambda m: None)
     return run
@@ -254,8 +316,24 @@ def test_cli_attack_limit_is_stratified_and_prints_na(class_ordered_run, capsys)
     from engine.cli.main import main
 
     path = str(class_ordered_run.path)
-    assert main(["attack", path, "--eps", "0,0.05", "--limit", "20", "--no-min-eps", "--json", "--no-progress",
-                 "--seed", "2"]) == 0
+    assert (
+        main(
+            [
+                "attack",
+                path,
+                "--eps",
+                "0,0.05",
+                "--limit",
+                "20",
+                "--no-min-eps",
+                "--json",
+                "--no-progress",
+                "--seed",
+                "2",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["class_counts"] == {"negatives": 15, "positives": 5} and res["seed"] == 2 and len(res["indices"]) == 20
     assert main(["attack", path, "--eps", "0", "--limit", "1", "--no-min-eps", "--no-progress"]) == 0
@@ -272,13 +350,23 @@ def test_old_saved_sweeps_stay_readable_but_are_marked_outdated(class_ordered_ru
     from engine.runs import sweeps
     from engine.runs.folder import Run, atomic_write_json
 
-    SWEEP_DIR, latest_record, load_record, outdated = sweeps.SWEEP_DIR, sweeps.latest_record, sweeps.load_record, sweeps.outdated
+    SWEEP_DIR, latest_record, load_record, outdated = (
+        sweeps.SWEEP_DIR,
+        sweeps.latest_record,
+        sweeps.load_record,
+        sweeps.outdated,
+    )
     run = Run(tmp_path / class_ordered_run.id)
     shutil.copytree(class_ordered_run.path, run.path)
     shutil.rmtree(run.path / SWEEP_DIR, ignore_errors=True)
     old_params = {"eps": [0.0, 0.03], "split": "val", "limit": 40, "attack": "fgsm", "steps": 1, "min_eps": True}
-    old = {"version": 1, "params": old_params, "saved_at": "2026-01-01T00:00:00", "model_mtime": None,
-           "result": {"eps": [0.0, 0.03], "accuracy": [0.9, 0.5], "n": 40, "far": [0.1, 0.4], "frr": [0.0, 0.0]}}
+    old = {
+        "version": 1,
+        "params": old_params,
+        "saved_at": "2026-01-01T00:00:00",
+        "model_mtime": None,
+        "result": {"eps": [0.0, 0.03], "accuracy": [0.9, 0.5], "n": 40, "far": [0.1, 0.4], "frr": [0.0, 0.0]},
+    }
     (run.path / SWEEP_DIR).mkdir(parents=True)
     atomic_write_json(run.path / SWEEP_DIR / "0123456789ab.json", old)
     rec = latest_record(run)

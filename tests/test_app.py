@@ -15,10 +15,20 @@ from tests.conftest import needs_fashion
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "streamlit_app.py"
 # (label, URL path) of the sidebar's links; the Dataset page is the home page, "/"
-NAVIGATION = [("Dataset", ""), ("Train", "training"), ("Evaluate", "evaluation"), ("Explain", "explanations"),
-              ("Predict", "prediction")]  # fmt: skip
-PAGE_TITLES = {"pages/dataset.py": "Dataset", "pages/training.py": "Train", "pages/evaluation.py": "Evaluate",
-               "pages/explanations.py": "Explain", "pages/prediction.py": "Predict"}  # fmt: skip
+NAVIGATION = [
+    ("Dataset", ""),
+    ("Train", "training"),
+    ("Evaluate", "evaluation"),
+    ("Explain", "explanations"),
+    ("Predict", "prediction"),
+]
+PAGE_TITLES = {
+    "pages/dataset.py": "Dataset",
+    "pages/training.py": "Train",
+    "pages/evaluation.py": "Evaluate",
+    "pages/explanations.py": "Explain",
+    "pages/prediction.py": "Predict",
+}
 
 
 def expected_device() -> str:

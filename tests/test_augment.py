@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.train.augment import augment_batch, is_identity, preview, to_float
 from engine.config import RunConfig
+from engine.train.augment import augment_batch, is_identity, preview, to_float
 
 OFF = dict(hflip=False, rotation=0.0, crop_scale=1.0, color_jitter=0.0, grayscale_p=0.0)
 

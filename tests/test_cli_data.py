@@ -14,8 +14,9 @@ from tests.conftest import ROOT, make_class_folders
 
 def engine(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True,
-                          cwd=cwd or ROOT, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, cwd=cwd or ROOT, env=env, timeout=300
+    )
 
 
 def test_help_lists_subcommands():
@@ -97,4 +98,7 @@ def test_stats_lead_with_label_conflicts_and_small_split_warnings(tmp_path: Path
     assert stats["duplicates"]["num_label_conflicts"] == 1
     assert stats["duplicates"]["label_conflicts"][0]["labels"] == ["negatives", "positives"]
     assert {w["split"] for w in stats["warnings"]} == {"val", "test"}
-    assert stats["class_weights"] == suggested_class_weights(stats) and set(stats["class_weights"]) == {"negatives", "positives"}
+    assert stats["class_weights"] == suggested_class_weights(stats) and set(stats["class_weights"]) == {
+        "negatives",
+        "positives",
+    }

@@ -30,11 +30,21 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return c
 
 
-@pytest.mark.parametrize("stage, unit", [
-    ("training", "img"), ("decoding", "img"), ("resizing", "img"), ("hashing", "img"),
-    ("extracting features", "img"), ("fgsm eps=0.03", "img"), ("predicting", "img"),
-    ("reading headers", "file"), ("extracting", "file"), ("lr range test", "step"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "stage, unit",
+    [
+        ("training", "img"),
+        ("decoding", "img"),
+        ("resizing", "img"),
+        ("hashing", "img"),
+        ("extracting features", "img"),
+        ("fgsm eps=0.03", "img"),
+        ("predicting", "img"),
+        ("reading headers", "file"),
+        ("extracting", "file"),
+        ("lr range test", "step"),
+    ],
+)
 def test_each_stage_bar_is_labelled_with_what_it_counts(stage: str, unit: str, clock: Clock):
     bar = TqdmProgress()
     bar(1, 10, stage)

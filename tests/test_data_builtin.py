@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.data.source import TEST, TRAIN, VAL
 from engine.data.sources import builtin
 from engine.data.sources.builtin import BUILTINS, FASHION_CLASSES, FASHION_FILES, FASHION_SYSTEM_DIR, load_builtin
-from engine.data.source import TEST, TRAIN, VAL
 from engine.errors import DatasetError
 
 needs_fashion = pytest.mark.skipif(

@@ -84,8 +84,9 @@ def test_exact_duplicates_share_a_content_hash(tmp_path: Path, fresh_cache: Path
     assert sha["a/0.png"] == sha["b/copy.png"] != sha["a/1.png"]
 
 
-def test_large_folders_decode_in_worker_processes_with_the_same_result(tmp_path: Path, fresh_cache: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch):
+def test_large_folders_decode_in_worker_processes_with_the_same_result(
+    tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+):
     import engine.data.workers as workers
 
     make_class_folders(tmp_path / "ds", {"a": 20, "b": 20})
@@ -99,8 +100,9 @@ def test_large_folders_decode_in_worker_processes_with_the_same_result(tmp_path:
     assert serial.scan.corrupt == pooled.scan.corrupt and serial.scan.sha == pooled.scan.sha
 
 
-def test_header_sample_that_misses_a_colour_image_still_keeps_colour(tmp_path: Path, fresh_cache: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch):
+def test_header_sample_that_misses_a_colour_image_still_keeps_colour(
+    tmp_path: Path, fresh_cache: Path, monkeypatch: pytest.MonkeyPatch
+):
     import engine.data.dataset as dataset
 
     for i in range(6):

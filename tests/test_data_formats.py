@@ -1,4 +1,4 @@
-"""Format detection: every dataset spec of DESIGN.md's contract 1, and each bad input's one sentence."""
+"""Format detection: every dataset spec of ARCHITECTURE.md's contract 1, and each bad input's one sentence."""
 
 from __future__ import annotations
 
@@ -84,7 +84,9 @@ def test_label_file_line_count_mismatch(tmp_path: Path):
         resolve_source(str(tmp_path / "faces"))
 
 
-@pytest.mark.parametrize("content, match", [("0\n\n1\n", "Line 2 .* is empty"), ("0\ncat dog\n", "Line 2 .* not one label")])
+@pytest.mark.parametrize(
+    "content, match", [("0\n\n1\n", "Line 2 .* is empty"), ("0\ncat dog\n", "Line 2 .* not one label")]
+)
 def test_label_file_unparseable_lines(tmp_path: Path, content: str, match: str):
     for i in range(3):
         write_image(tmp_path / "d" / f"{i}.png")
@@ -110,7 +112,14 @@ def test_csv_single_label(tmp_path: Path):
 
 @pytest.mark.parametrize("sep", [" ", ";", "|"])
 def test_csv_multilabel_separators(tmp_path: Path, sep: str):
-    rows = [f"img0.jpg,sky{sep}sea", "img1.jpg,sky", "img2.jpg,", f"img3.jpg,sea{sep}sand{sep}sky", "img4.jpg,sand", "img5.jpg,sea"]
+    rows = [
+        f"img0.jpg,sky{sep}sea",
+        "img1.jpg,sky",
+        "img2.jpg,",
+        f"img3.jpg,sea{sep}sand{sep}sky",
+        "img4.jpg,sand",
+        "img5.jpg,sea",
+    ]
     src = resolve_source(str(_csv_dataset(tmp_path / "d", rows)))
     assert src.multilabel and src.classes == ["sand", "sea", "sky"]
     assert src.labels.tolist()[0] == [0, 1, 1] and src.labels[2].sum() == 0 and src.labels[3].sum() == 3
@@ -161,7 +170,11 @@ def test_npz_single_and_multilabel(tmp_path: Path):
     ds = open_dataset(str(tmp_path / "a.npz"))
     assert ds.classes == ["x", "y"] and ds.channels == 1 and ds.images.shape == (10, 8, 8, 1)
     assert np.array_equal(ds.images[:, :, :, 0], imgs)
-    np.savez(tmp_path / "m.npz", images=imgs, labels=np.eye(3, dtype=np.uint8)[np.arange(10) % 3] | np.array([1, 0, 0], np.uint8))
+    np.savez(
+        tmp_path / "m.npz",
+        images=imgs,
+        labels=np.eye(3, dtype=np.uint8)[np.arange(10) % 3] | np.array([1, 0, 0], np.uint8),
+    )
     assert resolve_source(str(tmp_path / "m.npz")).multilabel
 
 

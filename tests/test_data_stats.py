@@ -202,8 +202,9 @@ def test_suggested_class_weights_are_what_the_training_loss_applies(task: str) -
 # --- label conflicts: the same picture under two labels ----------------------------------------------
 
 
-def conflict_case(labels: np.ndarray, classes: list[str], sha: list[str], dhash: np.ndarray | None = None,
-                  task: str = "multiclass") -> dict:
+def conflict_case(
+    labels: np.ndarray, classes: list[str], sha: list[str], dhash: np.ndarray | None = None, task: str = "multiclass"
+) -> dict:
     n = len(labels)
     source = make_source(labels, classes, multilabel=labels.ndim == 2)
     if dhash is None:  # far apart (~32 of 64 bits), except for identical content
@@ -219,8 +220,14 @@ def test_an_exact_copy_under_another_class_is_a_label_conflict() -> None:
     sha = ["a", "a", "b", "c", "d", "b"]  # 0 and 1: one picture as neg and pos; 2 and 5: a copy within neg
     dup = conflict_case(labels, ["negatives", "positives", "other"], sha)["duplicates"]
     assert dup["num_label_conflicts"] == 1 and dup["num_exact_groups"] == 2
-    assert dup["label_conflicts"] == [{"kind": "exact", "items": ["img0.png", "img1.png"],
-                                       "labels": ["negatives", "positives"], "splits": ["train", "val"]}]
+    assert dup["label_conflicts"] == [
+        {
+            "kind": "exact",
+            "items": ["img0.png", "img1.png"],
+            "labels": ["negatives", "positives"],
+            "splits": ["train", "val"],
+        }
+    ]
     assert list(dup)[:3] == ["checked", "max_distance", "label_conflicts"]  # listed before the other duplicates
 
 
@@ -228,8 +235,9 @@ def test_a_near_copy_under_another_class_is_a_label_conflict() -> None:
     labels = np.array([0, 1, 1, 0])
     dhash = np.array([0, 0b11, 0xFFFF << 40, 0xFFFF << 10], dtype=np.uint64)  # 0 and 1 differ in 2 bits
     dup = conflict_case(labels, ["cat", "dog"], ["a", "b", "c", "d"], dhash, task="binary")["duplicates"]
-    assert dup["label_conflicts"] == [{"kind": "near", "items": ["img0.png", "img1.png"], "labels": ["cat", "dog"],
-                                       "splits": ["train", "val"]}]
+    assert dup["label_conflicts"] == [
+        {"kind": "near", "items": ["img0.png", "img1.png"], "labels": ["cat", "dog"], "splits": ["train", "val"]}
+    ]
 
 
 def test_multilabel_conflicts_compare_label_sets() -> None:
@@ -264,7 +272,9 @@ def test_label_conflicts_in_real_class_folders(tmp_path) -> None:
     assert dup["num_exact_groups"] == 2 and dup["num_label_conflicts"] == 1
     (conflict,) = dup["label_conflicts"]
     assert sorted(zip(conflict["items"], conflict["labels"])) == [
-        ("negatives/3.png", "negatives"), ("positives/also-3.png", "positives")]
+        ("negatives/3.png", "negatives"),
+        ("positives/also-3.png", "positives"),
+    ]
     assert conflict["kind"] == "exact"
 
 

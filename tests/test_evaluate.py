@@ -13,8 +13,7 @@ import pytest
 
 from engine import evaluate as E
 from engine import metrics as M
-from engine.runs.folder import Run, atomic_write_json
-from engine.runs.folder import write_npz
+from engine.runs.folder import Run, atomic_write_json, write_npz
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,8 +30,13 @@ def make_run(root: Path, task: str, classes: list[str], splits: dict[str, tuple]
     atomic_write_json(path / "classes.json", classes)
     for split, (labels, probs) in splits.items():
         n = len(labels)
-        write_npz(path / "predictions" / f"{split}.npz", ids=np.array([f"{split}/{i}.png" for i in range(n)]),
-                  indices=np.arange(n), labels=labels, probs=probs)
+        write_npz(
+            path / "predictions" / f"{split}.npz",
+            ids=np.array([f"{split}/{i}.png" for i in range(n)]),
+            indices=np.arange(n),
+            labels=labels,
+            probs=probs,
+        )
     return Run(path)
 
 
@@ -69,7 +73,12 @@ def test_binary_tuned_on_val_reported_on_test_and_thresholds_round_trip(tmp_path
     assert res["ci"]["hter"][0] <= res["hter"] <= res["ci"]["hter"][1]
     assert res["top_k"] == {"1": res["top_k"]["1"]}  # k=3, 5 are not < 2 classes
     tuned = E.tune_thresholds(run, rule="eer")
-    assert tuned["rule"] == "eer" and tuned["tuned_on"] == "val" and tuned["positive_class"] == 1 and tuned["temperature"] > 0
+    assert (
+        tuned["rule"] == "eer"
+        and tuned["tuned_on"] == "val"
+        and tuned["positive_class"] == 1
+        and tuned["temperature"] > 0
+    )
     assert E.load_thresholds(run) == {}
     E.save_thresholds(run, tuned)
     assert E.load_thresholds(run) == tuned
@@ -93,7 +102,16 @@ def test_multiclass_keys_and_no_test_split_is_optimistic(tmp_path):
     res = E.evaluate_run(run, split="test", bootstrap=100)
     json.dumps(res, allow_nan=False)
     assert (res["tuned_on"], res["reported_on"], res["optimistic"]) == ("val", "val", True)
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "log_loss", "roc_auc", "pr_auc"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "micro_f1",
+        "weighted_f1",
+        "log_loss",
+        "roc_auc",
+        "pr_auc",
+    ):
         assert 0 <= res[key] <= (10 if key == "log_loss" else 1), key
     assert set(res["top_k"]) == {"1", "3", "5"} and res["top_k"]["1"] == pytest.approx(res["accuracy"])
     assert np.array(res["confusion_matrix"]).shape == (6, 6)
@@ -125,6 +143,7 @@ def test_multilabel_per_label_thresholds(tmp_path):
     json.dumps(res, allow_nan=False)
     val = E.load_predictions(run, "val")
     from engine.metrics import f1_thresholds
+
     assert list(res["thresholds"].values()) == pytest.approx(f1_thresholds(val.labels, val.probs).tolist())
     assert len(set(res["thresholds"].values())) > 1  # genuinely per label
     for key in ("micro_f1", "macro_f1", "samples_f1", "hamming_loss", "subset_accuracy"):
@@ -144,9 +163,14 @@ def test_temperature_scaling_lowers_nll_on_miscalibrated_val(tmp_path):
     t = M.fit_temperature(y, p)
     assert t > 1.5
     from engine.metrics import apply_temperature
+
     assert nll(y, apply_temperature(p, t)) < nll(y, p)
     cal = E.evaluate_run(run, bootstrap=0)["calibration"]
-    assert cal["temperature"] == pytest.approx(t) and cal["nll_after"] < cal["nll_before"] and cal["ece_after"] < cal["ece"]
+    assert (
+        cal["temperature"] == pytest.approx(t)
+        and cal["nll_after"] < cal["nll_before"]
+        and cal["ece_after"] < cal["ece"]
+    )
 
 
 def test_top_losses_ordering(tmp_path):
@@ -168,8 +192,13 @@ def test_likely_mislabelled_finds_planted_flips(tmp_path):
     y_noisy[flipped] = (y[flipped] + 1) % 4
     run = make_run(tmp_path, "multiclass", list("abcd"), {"val": (y, p)})
     assert E.likely_mislabelled(run) == []  # no oof.npz: not a k-fold run
-    write_npz(run.predictions / "oof.npz", ids=np.array([f"img{i}" for i in range(600)]), indices=np.arange(600),
-              labels=y_noisy, probs=p)
+    write_npz(
+        run.predictions / "oof.npz",
+        ids=np.array([f"img{i}" for i in range(600)]),
+        indices=np.arange(600),
+        labels=y_noisy,
+        probs=p,
+    )
     found = E.likely_mislabelled(run, n=12)
     assert {f["index"] for f in found} == set(flipped.tolist())
     assert [f["margin"] for f in found] == sorted((f["margin"] for f in found), reverse=True)
@@ -180,21 +209,61 @@ def _cli(*args: str, env_root: Path) -> subprocess.CompletedProcess:
     import os
 
     env = dict(os.environ, LOUPE_RUNS_DIR=str(env_root))
-    return subprocess.run([sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_cli_evaluate_json_and_errors(tmp_path):
     run = make_run(tmp_path, "binary", ["reject", "accept"], {"val": binary_split(1), "test": binary_split(2)})
-    proc = _cli("evaluate", str(run.path), "--json", "--rule", "f1", "--save-thresholds", "--bootstrap", "100",
-                env_root=tmp_path)
+    proc = _cli(
+        "evaluate",
+        str(run.path),
+        "--json",
+        "--rule",
+        "f1",
+        "--save-thresholds",
+        "--bootstrap",
+        "100",
+        env_root=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
-    for key in ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "log_loss", "top_k",
-                "confusion_matrix", "confusion_matrix_normalised", "per_class", "roc_auc", "pr_auc", "ci", "tuned_on",
-                "reported_on", "optimistic", "most_confused", "far", "frr", "hter", "threshold", "rule", "eer",
-                "eer_threshold", "auc", "min_hter", "min_hter_threshold", "f1_threshold", "frr_at_far", "far_at_frr",
-                "calibration", "top_losses", "likely_mislabelled"):
+    for key in (
+        "accuracy",
+        "balanced_accuracy",
+        "macro_f1",
+        "micro_f1",
+        "weighted_f1",
+        "log_loss",
+        "top_k",
+        "confusion_matrix",
+        "confusion_matrix_normalised",
+        "per_class",
+        "roc_auc",
+        "pr_auc",
+        "ci",
+        "tuned_on",
+        "reported_on",
+        "optimistic",
+        "most_confused",
+        "far",
+        "frr",
+        "hter",
+        "threshold",
+        "rule",
+        "eer",
+        "eer_threshold",
+        "auc",
+        "min_hter",
+        "min_hter_threshold",
+        "f1_threshold",
+        "frr_at_far",
+        "far_at_frr",
+        "calibration",
+        "top_losses",
+        "likely_mislabelled",
+    ):
         assert key in res, key
     assert res["rule"] == "f1" and json.loads((run.path / "thresholds.json").read_text())["binary"] == res["threshold"]
     text = _cli("evaluate", run.id, "--bootstrap", "0", env_root=tmp_path)

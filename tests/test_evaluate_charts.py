@@ -8,8 +8,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from engine.metrics import curves
 from app.evaluate import charts
+from engine.metrics import curves
 
 
 def _curves(seed: int = 0, n: int = 400) -> dict:
@@ -108,7 +108,9 @@ def test_long_class_names_wrap_on_the_axes_instead_of_being_clipped():
         lines = [line for text in axis["ticktext"] for line in text.split("<br>")]
         assert all(len(line) <= charts.WRAP for line in lines), lines
         assert "".join(lines).replace(" ", "") == "".join(classes).replace(" ", "")  # nothing dropped
-    bars = charts.per_class_bars([{"class": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10} for c in classes])
+    bars = charts.per_class_bars(
+        [{"class": c, "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 10} for c in classes]
+    )
     ticks = bars.to_plotly_json()["layout"]["xaxis"]["ticktext"]
     assert all(len(line) <= charts.WRAP for text in ticks for line in text.split("<br>"))
 

@@ -22,8 +22,14 @@ def by_hand(labels: np.ndarray, score: np.ndarray, t: float) -> dict:
     far, frr = fa / neg.sum(), fr / pos.sum()
     f1_pos = 2 * ta / (2 * ta + fa + fr)
     f1_neg = 2 * tr / (2 * tr + fr + fa)
-    return {"far": far, "frr": frr, "hter": (far + frr) / 2, "accuracy": (ta + tr) / len(labels),
-            "balanced_accuracy": 1 - (far + frr) / 2, "macro_f1": (f1_pos + f1_neg) / 2}
+    return {
+        "far": far,
+        "frr": frr,
+        "hter": (far + frr) / 2,
+        "accuracy": (ta + tr) / len(labels),
+        "balanced_accuracy": 1 - (far + frr) / 2,
+        "macro_f1": (f1_pos + f1_neg) / 2,
+    }
 
 
 @pytest.mark.parametrize("t", [0.05, 0.3, 0.5, 0.8123])
@@ -57,12 +63,18 @@ def test_cli_text_report_writes_each_metric_as_the_app_does(tmp_path):
 
 
 def test_cli_text_report_for_multiclass_per_class_rows_in_percent(tmp_path):
-    run = make_run(tmp_path, "multiclass", [f"c{i}" for i in range(6)], {"val": multiclass_split(1), "test": multiclass_split(2)})
+    run = make_run(
+        tmp_path, "multiclass", [f"c{i}" for i in range(6)], {"val": multiclass_split(1), "test": multiclass_split(2)}
+    )
     res = E.evaluate_run(run, bootstrap=0)
     text = format_text(res, [], [])
     row = next(ln for ln in text.splitlines() if ln.strip().startswith("c0 "))
     pc = res["per_class"][0]
-    assert row.split()[1:4] == [display.percent(pc["precision"]), display.percent(pc["recall"]), display.percent(pc["f1"])]
+    assert row.split()[1:4] == [
+        display.percent(pc["precision"]),
+        display.percent(pc["recall"]),
+        display.percent(pc["f1"]),
+    ]
     assert f"top-3 accuracy       {display.percent(res['top_k']['3'])}" in text
 
 

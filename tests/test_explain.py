@@ -13,11 +13,10 @@ from PIL import Image
 from engine.config import RunConfig
 from engine.explain.attributions import METHODS, deletion_curve, explain, heatmap_image, overlay
 from engine.explain.gradcam import gradcam_layer, hook_counts
-from engine.train.jobs import prepare_run
 from engine.models.factory import build_model
 from engine.predict.run_model import load_run_model, predict_tensor, prepare_image, wrap_model
 from engine.train.fit import fit
-
+from engine.train.jobs import prepare_run
 
 _TRAINED: dict = {}
 
@@ -28,8 +27,17 @@ def trained_digits_run(tmp_path_factory):
         root = tmp_path_factory.mktemp("explain")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("LOUPE_CACHE_DIR", str(root / "cache"))
-            cfg = RunConfig(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, epochs=1,
-                            batch_size=32, lr=1e-2, precision="fp32", train_limit=600).validate()
+            cfg = RunConfig(
+                dataset="builtin:digits",
+                model="small_cnn",
+                strategy="scratch",
+                image_size=8,
+                epochs=1,
+                batch_size=32,
+                lr=1e-2,
+                precision="fp32",
+                train_limit=600,
+            ).validate()
             run = prepare_run(cfg, root / "runs")
             fit(cfg, run, log=lambda m: None)
         _TRAINED["run"] = run
@@ -100,8 +108,10 @@ def test_explaining_leaves_the_model_untouched(digits_run, digit_image):
     assert all(m.inplace for m in rm.model.modules() if isinstance(m, torch.nn.ReLU))  # guided backprop restored them
 
 
-@pytest.mark.parametrize("name,size,chans", [("resnet18", 32, 3), ("tf_efficientnet_lite0", 32, 3),
-                                             ("small_cnn", 16, 1), ("vit_tiny_patch16_224", 32, 3)])
+@pytest.mark.parametrize(
+    "name,size,chans",
+    [("resnet18", 32, 3), ("tf_efficientnet_lite0", 32, 3), ("small_cnn", 16, 1), ("vit_tiny_patch16_224", 32, 3)],
+)
 def test_gradcam_finds_a_layer_and_maps_to_the_input(name, size, chans):
     model, _ = build_model(name, 3, in_chans=chans, pretrained=False, allow_scratch=True, image_size=size)
     rm = wrap_model(model, ["a", "b", "c"], "multiclass", size, chans)
@@ -134,12 +144,40 @@ def test_cli_explain_writes_a_png(digits_run, digit_image, tmp_path, capsys):
     from engine.cli.main import main
 
     out = tmp_path / "o" / "map.png"
-    assert main(["explain", str(digits_run.path), str(digit_image), "--method", "gradcam", "--target", "3",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(digits_run.path),
+                str(digit_image),
+                "--method",
+                "gradcam",
+                "--target",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert Image.open(out).size == (8, 8)
     assert "prediction:" in capsys.readouterr().out
-    assert main(["explain", str(digits_run.path), str(digit_image), "--method", "saliency", "--target", "nope",
-                 "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "explain",
+                str(digits_run.path),
+                str(digit_image),
+                "--method",
+                "saliency",
+                "--target",
+                "nope",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
 
 
 def test_captum_faithfulness_scores(digits_run, digit_image):

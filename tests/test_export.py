@@ -13,15 +13,28 @@ from engine.predict.predictor import Predictor
 from engine.predict.run_model import predict_tensor
 from tests.test_inference import digit_png, digits_run  # noqa: F401  (session fixture: one tiny run)
 
-CARD_KEYS = {"classes", "image_size", "channels", "task", "thresholds", "temperature", "metrics",
-             "dataset_fingerprint", "created_at", "input", "output"}
+CARD_KEYS = {
+    "classes",
+    "image_size",
+    "channels",
+    "task",
+    "thresholds",
+    "temperature",
+    "metrics",
+    "dataset_fingerprint",
+    "created_at",
+    "input",
+    "output",
+}
 
 
 def _inputs(p: Predictor) -> torch.Tensor:
     from engine.predict.run_model import prepare_image
 
     real = torch.cat([prepare_image(digit_png(i), f"{i}.png", p.rm)[1] for i in range(4)])
-    return torch.cat([real, torch.rand(3, p.rm.channels, p.image_size, p.image_size, generator=torch.Generator().manual_seed(1))])
+    return torch.cat(
+        [real, torch.rand(3, p.rm.channels, p.image_size, p.image_size, generator=torch.Generator().manual_seed(1))]
+    )
 
 
 def test_onnx_matches_the_engine_and_writes_the_card(digits_run, tmp_path):  # noqa: F811

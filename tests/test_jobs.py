@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.train import jobs
 from engine.runs.folder import Run, list_runs
+from engine.train import jobs
 from tests.conftest import ROOT
 from tests.test_train import tiny
 
@@ -62,11 +62,29 @@ def test_cli_train_runs_list_stop_and_resume(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_RUNS_DIR": str(tmp_path / "runs")}
 
     def engine(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, env=env,
-                              cwd=ROOT, timeout=300)
+        return subprocess.run(
+            [sys.executable, "-m", "engine", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+        )
 
-    out = engine("train", "--dataset", "builtin:digits", "--model", "small_cnn", "--strategy", "scratch",
-                 "--image-size", "8", "--epochs", "1", "--batch-size", "32", "--lr", "0.01", "--json", "--no-progress")
+    out = engine(
+        "train",
+        "--dataset",
+        "builtin:digits",
+        "--model",
+        "small_cnn",
+        "--strategy",
+        "scratch",
+        "--image-size",
+        "8",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.01",
+        "--json",
+        "--no-progress",
+    )
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout)
     assert summary["state"] == "completed" and summary["final"]["test"]["accuracy"] > 0.5
@@ -81,9 +99,27 @@ def test_cli_train_runs_list_stop_and_resume(tmp_path: Path):
 
 def test_only_dataset_given_picks_a_recipe_and_says_why(tmp_path: Path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_RUNS_DIR": str(tmp_path / "runs")}
-    out = subprocess.run([sys.executable, "-m", "engine", "train", "--dataset", "builtin:fashion-binary",
-                          "--epochs", "1", "--train-limit", "300", "--json", "--no-progress"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "train",
+            "--dataset",
+            "builtin:fashion-binary",
+            "--epochs",
+            "1",
+            "--train-limit",
+            "300",
+            "--json",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert "chose model small_cnn" in out.stderr and "chose imbalance weighted_loss" in out.stderr
     cfg = Run(json.loads(out.stdout)["path"]).config()["config"]
@@ -91,8 +127,9 @@ def test_only_dataset_given_picks_a_recipe_and_says_why(tmp_path: Path):
     assert cfg["epochs"] == 1  # what the user gave wins over the recipe
 
 
-def test_train_run_trains_a_prepared_folder_and_config_always_means_a_config_file(tmp_path: Path,
-                                                                                   capsys: pytest.CaptureFixture):
+def test_train_run_trains_a_prepared_folder_and_config_always_means_a_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+):
     from engine.cli.main import main
 
     runs = tmp_path / "runs"
@@ -101,8 +138,10 @@ def test_train_run_trains_a_prepared_folder_and_config_always_means_a_config_fil
     out = json.loads(capsys.readouterr().out)
     assert out["run"] == run.id and out["state"] == "completed" and run.raw_status()["state"] == "completed"
     # a run's config.json given as --config is a config file like any other: it starts a new run
-    assert main(["train", "--config", str(run.path / "config.json"), "--runs-dir", str(runs), "--no-progress",
-                 "--json"]) == 0
+    assert (
+        main(["train", "--config", str(run.path / "config.json"), "--runs-dir", str(runs), "--no-progress", "--json"])
+        == 0
+    )
     again = json.loads(capsys.readouterr().out)
     assert again["run"] != run.id and again["state"] == "completed"
     assert sorted(r.id for r in list_runs(runs)) == sorted([run.id, again["run"]])
@@ -112,9 +151,30 @@ def test_train_run_trains_a_prepared_folder_and_config_always_means_a_config_fil
     assert "--run trains a prepared run folder" in err and "leave out --epochs." in err
 
 
-DDP_FLAGS = ["--dataset", "builtin:digits", "--model", "small_cnn", "--strategy", "scratch", "--image-size", "8",
-             "--epochs", "3", "--batch-size", "64", "--lr", "0.003", "--device", "cpu", "--precision", "fp32",
-             "--hflip", "false", "--seed", "3"]  # no flips: the ranks' augmentation would differ from one process's
+DDP_FLAGS = [
+    "--dataset",
+    "builtin:digits",
+    "--model",
+    "small_cnn",
+    "--strategy",
+    "scratch",
+    "--image-size",
+    "8",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "64",
+    "--lr",
+    "0.003",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--hflip",
+    "false",
+    "--seed",
+    "3",
+]  # no flips: the ranks' augmentation would differ from one process's
 
 
 def _epoch_curves(run: Run) -> tuple[list[float], list[float]]:
@@ -127,8 +187,14 @@ def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_
     """`--nproc 2` relaunches the command under torchrun (gloo); each rank takes every second item of the
     epoch's order with half the batch, so a step sees the same 64 items as one process does."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_RUNS_DIR": str(tmp_path / "ddp"), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-m", "engine", "train", *DDP_FLAGS, "--nproc", "2", "--no-progress"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "train", *DDP_FLAGS, "--nproc", "2", "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "DDP with 2 processes" in out.stderr
     runs = list_runs(tmp_path / "ddp")
@@ -139,8 +205,14 @@ def test_ddp_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_
         assert (ddp.path / name).exists()
 
     env["LOUPE_RUNS_DIR"] = str(tmp_path / "single")
-    out = subprocess.run([sys.executable, "-m", "engine", "train", *DDP_FLAGS, "--no-progress"],
-                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "train", *DDP_FLAGS, "--no-progress"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     single = list_runs(tmp_path / "single")[0]
     assert single.config()["world_size"] == 1

@@ -25,7 +25,9 @@ def test_single_label_metrics_match_sklearn(seed):
     pred = probs.argmax(1)
     cm = M.confusion_matrix(y, pred, 5)
     np.testing.assert_array_equal(cm, sk.confusion_matrix(y, pred, labels=range(5)))
-    np.testing.assert_allclose(M.normalise_cm(cm), sk.confusion_matrix(y, pred, labels=range(5), normalize="true"), atol=1e-12)
+    np.testing.assert_allclose(
+        M.normalise_cm(cm), sk.confusion_matrix(y, pred, labels=range(5), normalize="true"), atol=1e-12
+    )
     assert M.balanced_accuracy(cm) == pytest.approx(sk.balanced_accuracy_score(y, pred), abs=1e-9)
     f1 = M.f1_averages(cm)
     for avg in ("macro", "micro", "weighted"):
@@ -68,6 +70,7 @@ def test_binary_metrics_match_sklearn_and_direct_counts(decimals):
     np.testing.assert_allclose(c["far"][at], fpr, atol=1e-12)
     np.testing.assert_allclose(c["frr"][at], fnr, atol=1e-12)
     from scipy.special import ndtri
+
     ok = (fpr > 0) & (fpr < 1)
     np.testing.assert_allclose(c["det_x"][at][ok], ndtri(fpr[ok]), atol=1e-12)
     # ROC and PR points agree too
@@ -106,7 +109,9 @@ def test_eer_min_hter_operating_points_on_a_small_case():
         M.choose_threshold(y, s, "bogus")
 
 
-scores = st.lists(st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0]) | st.floats(0, 1), min_size=2, max_size=60)
+scores = st.lists(
+    st.sampled_from([0.0, 0.1, 0.25, 0.5, 0.5, 0.75, 0.9, 1.0]) | st.floats(0, 1), min_size=2, max_size=60
+)
 
 
 @settings(max_examples=50, deadline=None)

@@ -36,10 +36,15 @@ def _build(name, num_classes=4, **kw):
     return build_model(name, num_classes, **kw)
 
 
-@pytest.mark.parametrize("name, kw", [
-    ("small_cnn", {}), ("facenet", {}), ("resnet18", {"pretrained": True, "allow_scratch": True}),
-    pytest.param("tf_efficientnet_lite0", {"pretrained": True}, marks=needs_lite0),
-])
+@pytest.mark.parametrize(
+    "name, kw",
+    [
+        ("small_cnn", {}),
+        ("facenet", {}),
+        ("resnet18", {"pretrained": True, "allow_scratch": True}),
+        pytest.param("tf_efficientnet_lite0", {"pretrained": True}, marks=needs_lite0),
+    ],
+)
 @pytest.mark.parametrize("in_chans", [1, 3])
 def test_output_shape_and_normalisation_inside(name, kw, in_chans):
     torch.manual_seed(0)
@@ -207,8 +212,11 @@ def test_gradcam_layer_is_last_conv(name):
     model, _ = build_model(name, 3, pretrained=name == "tf_efficientnet_lite0")
     layer = gradcam_layer(model)
     assert isinstance(layer, nn.Conv2d)
-    expected = {"resnet18": lambda m: m.backbone.layer4[-1].conv2, "small_cnn": lambda m: m.backbone.stages[2][2][0],
-                "tf_efficientnet_lite0": lambda m: m.backbone.conv_head}[name](model)
+    expected = {
+        "resnet18": lambda m: m.backbone.layer4[-1].conv2,
+        "small_cnn": lambda m: m.backbone.stages[2][2][0],
+        "tf_efficientnet_lite0": lambda m: m.backbone.conv_head,
+    }[name](model)
     assert layer is expected
 
 
@@ -260,6 +268,7 @@ def test_timm_hub_cache_is_found_offline(tmp_path):
 
 
 # --- every model the Train page offers, built and run (timm's tests/test_models.py style) ----------
+
 
 @pytest.mark.parametrize("in_chans", [1, 3])
 @pytest.mark.parametrize("name", CURATED)

@@ -14,7 +14,9 @@ from engine.train.optim import lr_range_test, make_optimizer, make_scheduler
 
 
 def small_model() -> nn.Module:
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LayerNorm(16), nn.Linear(16, 2))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.LayerNorm(16), nn.Linear(16, 2)
+    )
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "nadam"])
@@ -44,8 +46,9 @@ def test_optimizer_options_and_frozen_params() -> None:
         make_optimizer(model, RunConfig())
 
 
-def trajectory(cfg: RunConfig, steps_per_epoch: int, epochs: int, start: int = 0, state: dict | None = None,
-               n: int | None = None) -> tuple[list[float], dict, dict]:  # fmt: skip
+def trajectory(
+    cfg: RunConfig, steps_per_epoch: int, epochs: int, start: int = 0, state: dict | None = None, n: int | None = None
+) -> tuple[list[float], dict, dict]:
     """The lr used at each batch; optionally resuming from saved optimizer/scheduler states."""
     param = nn.Parameter(torch.zeros(3))
     opt = make_optimizer([param], cfg)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import io
-import re
 import json
 import os
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -218,7 +218,13 @@ def test_a_first_visit_decodes_nothing_until_a_dataset_is_chosen(count_opens: li
     assert at.segmented_control(key="dataset.source").value == "Built-in"
     assert at.selectbox(key="dataset.builtin").value is None
     offered = at.table[0].value  # the built-ins with their header-only summary
-    assert list(offered.index) == ["fashion-mnist", "fashion-binary", "fashion-longtail", "fashion-multilabel", "digits"]
+    assert list(offered.index) == [
+        "fashion-mnist",
+        "fashion-binary",
+        "fashion-longtail",
+        "fashion-multilabel",
+        "digits",
+    ]
     assert offered.loc["digits", "images"] == "1,797" and offered.loc["digits", "classes"] == "10"
     at.run()  # a rerun (any click) still opens nothing
     assert count_opens == []
@@ -246,10 +252,12 @@ def test_label_conflicts_are_listed_first_with_class_and_file_on_every_thumbnail
     assert not at.exception and not at.error
     assert at.warning[0].value.startswith("**1 label conflict:** the same picture is filed under different labels")
     assert "Problems found: 1 label conflict (the same picture under different labels), 1 group of exact" in (
-        " ".join(w.value for w in at.warning))
+        " ".join(w.value for w in at.warning)
+    )
     problems = [m.value for m in at.markdown if m.value.startswith("**") and m.value.endswith("**")]
     assert problems.index("**Label conflicts (the same picture under different labels)**") < problems.index(
-        "**Unreadable files**")  # listed first
+        "**Unreadable files**"
+    )  # listed first
     table = table_with(at, "labels")
     assert table["labels"].tolist() == ["negatives vs positives"] and table["copies"].tolist() == ["exact"]
     items = table["items"].iloc[0]
@@ -280,8 +288,9 @@ def test_a_handful_of_images_per_class_gets_a_warning_box(tmp_path: Path):
     at = open_path(run_app("builtin:digits"), str(root))
     assert not at.exception and not at.error
     texts = [w.value for w in at.warning]
-    assert any(t.startswith("The validation split has fewer than 10 images of 2 classes ('cat' 3, 'dog' 3)")
-               for t in texts)
+    assert any(
+        t.startswith("The validation split has fewer than 10 images of 2 classes ('cat' 3, 'dog' 3)") for t in texts
+    )
     assert any(t.startswith("The test split has fewer than 10 images") for t in texts)
 
 

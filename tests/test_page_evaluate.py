@@ -13,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 
 from engine import evaluate as ev
 from engine.runs.folder import Run
-from tests.pagetools import open_page, train_tiny
 from tests.conftest import FASHION_DIR
+from tests.pagetools import open_page, train_tiny
 
 HAS_FASHION = (FASHION_DIR / "train-images-idx3-ubyte.gz").exists()
 
@@ -171,7 +171,8 @@ def test_multiclass_confusion_matrix_cell_images_and_per_class_bars(trained, mon
     # each gallery image links to the Explain page for that dataset image of this run
     links = [el.proto for el in at.main.get("page_link")]  # the gallery's, not the sidebar's navigation
     cell_indices = ev.load_predictions(run, "test").indices[
-        (ev.load_predictions(run, "test").labels == i) & (ev.load_predictions(run, "test").probs.argmax(1) == i)]
+        (ev.load_predictions(run, "test").labels == i) & (ev.load_predictions(run, "test").probs.argmax(1) == i)
+    ]
     assert links and all(f"run={run.id}" in link.query_string for link in links)
     linked = {int(link.query_string.split("image=")[1].split("&")[0]) for link in links}
     assert linked & set(int(v) for v in cell_indices)
@@ -181,8 +182,9 @@ def test_multiclass_confusion_matrix_cell_images_and_per_class_bars(trained, mon
 
 
 @pytest.mark.skipif(not HAS_FASHION, reason="Fashion-MNIST is not installed")
-def test_multilabel_thresholds_tuned_on_val_and_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       session_cache: Path):
+def test_multilabel_thresholds_tuned_on_val_and_saved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, session_cache: Path
+):
     monkeypatch.setenv("LOUPE_CACHE_DIR", str(session_cache))
     run = _train(tmp_path / "runs", "builtin:fashion-multilabel", 28)
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))

@@ -65,9 +65,14 @@ def by_hand(run: Run, t: float) -> dict[str, float]:
     ta, tr = int((accept & pos).sum()), int((~accept & neg).sum())
     far, frr = fa / int(neg.sum()), fr / int(pos.sum())
     f1 = lambda tp, fp, fn: 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0  # noqa: E731
-    return {"far": far, "frr": frr, "hter": (far + frr) / 2, "accuracy": (ta + tr) / len(labels),
-            "balanced_accuracy": (ta / int(pos.sum()) + tr / int(neg.sum())) / 2,
-            "macro_f1": (f1(ta, fa, fr) + f1(tr, fr, fa)) / 2}  # fmt: skip
+    return {
+        "far": far,
+        "frr": frr,
+        "hter": (far + frr) / 2,
+        "accuracy": (ta + tr) / len(labels),
+        "balanced_accuracy": (ta / int(pos.sum()) + tr / int(neg.sum())) / 2,
+        "macro_f1": (f1(ta, fa, fr) + f1(tr, fr, fa)) / 2,
+    }
 
 
 def top_caption(at: AppTest) -> str:
@@ -78,8 +83,12 @@ def top_caption(at: AppTest) -> str:
 
 def assert_cards_at(at: AppTest, run: Run, t: float) -> None:
     want = by_hand(run, t)
-    for label, key in (("Accuracy", "accuracy"), ("Balanced accuracy", "balanced_accuracy"), ("Macro F1", "macro_f1"),
-                       ("HTER", "hter")):  # fmt: skip
+    for label, key in (
+        ("Accuracy", "accuracy"),
+        ("Balanced accuracy", "balanced_accuracy"),
+        ("Macro F1", "macro_f1"),
+        ("HTER", "hter"),
+    ):
         assert card(at, label) == f"{want[key] * 100:.2f}%", (label, t)
     # the Threshold tab's live cards say the same, in the same format
     assert card(at, "HTER", 1) == card(at, "HTER") and card(at, "Accuracy", 1) == card(at, "Accuracy")

@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 from engine.runs.folder import Run
 from tests.pagetools import open_page, train_tiny
 
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
     return train_tiny(tmp_path_factory.mktemp("explain-runs"), "builtin:digits", 8, session_cache)
@@ -80,8 +81,8 @@ def _png(seed: int = 0, size: int = 20) -> bytes:
 
 
 def test_uploaded_image_is_explained(run, monkeypatch):
-    from engine.predict.run_model import load_run_model, prepare_image
     from app.explain import load
+    from engine.predict.run_model import load_run_model, prepare_image
 
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
     data = _png()
@@ -105,10 +106,10 @@ def test_uploaded_image_is_explained(run, monkeypatch):
 def test_adversarial_panel_three_images_and_flip_flag(run, monkeypatch):
     import torch
 
-    from engine.explain.attacks import fgsm
-    from engine.data import open_dataset
-    from engine.predict.run_model import load_run_model, predict_tensor
     from app.explain import load
+    from engine.data import open_dataset
+    from engine.explain.attacks import fgsm
+    from engine.predict.run_model import load_run_model, predict_tensor
 
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
     rm = load_run_model(run)
@@ -136,7 +137,9 @@ def test_adversarial_panel_three_images_and_flip_flag(run, monkeypatch):
     at.toggle(key="adv.explain").set_value(True).run()
     assert not at.exception
     caps = captions_of(at.tabs[1])
-    assert any(c.startswith("clean · saliency") for c in caps) and any(c.startswith("adversarial · saliency") for c in caps)
+    assert any(c.startswith("clean · saliency") for c in caps) and any(
+        c.startswith("adversarial · saliency") for c in caps
+    )
 
 
 def test_robustness_sweep_draws_its_charts(run, monkeypatch):
@@ -308,6 +311,7 @@ def test_minimal_epsilon_title_fits_its_half_width_chart(run, monkeypatch):
 
 # a binary run whose val split is stored in class order (60 negatives, then 20 positives), as class folders give
 
+
 @pytest.fixture(scope="module")
 def ordered_binary_run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Run:
     from engine.config import RunConfig
@@ -374,12 +378,26 @@ def test_saved_sweeps_without_positives_or_from_an_older_loupe_say_so(ordered_bi
     assert not any(NONE_OR_NAN.search(str(v)) for c in table.columns for v in table[c])
 
     shutil.rmtree(run.path / SWEEP_DIR)
-    old = {"version": 1, "params": {"eps": [0.0, 0.05], "split": "val", "limit": 20, "attack": "fgsm", "steps": 1,
-                                    "min_eps": False},
-           "saved_at": "2026-01-01T00:00:00", "model_mtime": None,
-           "result": {"run": run.id, "split": "val", "n": 20, "attack": "fgsm", "task": "binary", "eps": [0.0, 0.05],
-                      "accuracy": [0.9, 0.6], "far": [0.1, 0.4], "frr": [0.0, 0.0], "hter": [0.05, 0.2],
-                      "per_class": [{"negatives": 0.9}, {"negatives": 0.6}], "threshold": 0.5}}  # fmt: skip
+    old = {
+        "version": 1,
+        "params": {"eps": [0.0, 0.05], "split": "val", "limit": 20, "attack": "fgsm", "steps": 1, "min_eps": False},
+        "saved_at": "2026-01-01T00:00:00",
+        "model_mtime": None,
+        "result": {
+            "run": run.id,
+            "split": "val",
+            "n": 20,
+            "attack": "fgsm",
+            "task": "binary",
+            "eps": [0.0, 0.05],
+            "accuracy": [0.9, 0.6],
+            "far": [0.1, 0.4],
+            "frr": [0.0, 0.0],
+            "hter": [0.05, 0.2],
+            "per_class": [{"negatives": 0.9}, {"negatives": 0.6}],
+            "threshold": 0.5,
+        },
+    }
     (run.path / SWEEP_DIR).mkdir()
     atomic_write_json(run.path / SWEEP_DIR / "0123456789ab.json", old)
     again = open_explain(run)

@@ -105,8 +105,12 @@ def test_run_predicts_an_uploaded_png_with_gradcam_and_export(run, monkeypatch):
 def test_corrupt_upload_next_to_good_ones_and_the_table(run, monkeypatch):
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
     at = open_predict(run)
-    upload(at, ("a.png", digit_png(0), "image/png"), ("broken.jpg", b"\xff\xd8 not really a jpeg", "image/jpeg"),
-           ("b.png", digit_png(1), "image/png"))  # fmt: skip
+    upload(
+        at,
+        ("a.png", digit_png(0), "image/png"),
+        ("broken.jpg", b"\xff\xd8 not really a jpeg", "image/jpeg"),
+        ("b.png", digit_png(1), "image/png"),
+    )
     assert len(at.error) == 1 and "broken.jpg" in at.error[0].value
     assert len(big_lines(at)) == 2
     df = at.dataframe[0].value
@@ -142,8 +146,14 @@ def run_at_55(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> 
     data = make_class_folders(root / "faces", {"negatives": 60, "positives": 20})
     run = train_tiny(root / "runs", str(data), 16, session_cache)
     header = run.config()
-    model, _ = build_model(header["config"]["model"], 2, in_chans=int(header.get("channels", 3)), pretrained=False,
-                           allow_scratch=True, image_size=16)
+    model, _ = build_model(
+        header["config"]["model"],
+        2,
+        in_chans=int(header.get("channels", 3)),
+        pretrained=False,
+        allow_scratch=True,
+        image_size=16,
+    )
     best = run.checkpoints / "best.safetensors"
     load_weights(model, best)
     last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
@@ -164,8 +174,11 @@ def test_a_55_percent_binary_prediction_is_flagged_unsure_at_the_default_margin(
     slider = at.slider(key="pred.unsure")
     assert slider.value == DEFAULT_MARGIN and f"default {DEFAULT_MARGIN:g}" in slider.label
     assert "threshold" in slider.help and "(this model)" in slider.help
-    upload(at, ("a.png", encode(np.full((16, 16, 3), 90, np.uint8), "PNG"), "image/png"),
-           ("b.png", encode(np.full((16, 16, 3), 200, np.uint8), "PNG"), "image/png"))  # fmt: skip
+    upload(
+        at,
+        ("a.png", encode(np.full((16, 16, 3), 90, np.uint8), "PNG"), "image/png"),
+        ("b.png", encode(np.full((16, 16, 3), 200, np.uint8), "PNG"), "image/png"),
+    )
     assert not at.error
     assert big_lines(at) == [(55, "positives"), (55, "positives")]
     cards = [md.value for md in at.markdown if md.value.startswith("Decision:")]

@@ -15,7 +15,10 @@ from engine.train.jobs import prepare_run
 from tests.pagetools import TINY, open_page, train_tiny
 
 # (page script, title, what the page needs of a run, in the picker's words)
-PAGES = [("pages/evaluation.py", "Evaluate", "stored predictions"), ("pages/explanations.py", "Explain", "saved weights")]
+PAGES = [
+    ("pages/evaluation.py", "Evaluate", "stored predictions"),
+    ("pages/explanations.py", "Explain", "saved weights"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +30,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory, session_cache: Path) -> Ru
 def runs(trained: Run, monkeypatch: pytest.MonkeyPatch) -> dict[str, Run]:
     """The trained run, and a newer one that is queued (no weights, no predictions: not usable yet)."""
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(trained.path.parent))
-    queued = prepare_run(RunConfig(dataset="builtin:digits", image_size=8, name="queued one", **TINY), trained.path.parent)
+    queued = prepare_run(
+        RunConfig(dataset="builtin:digits", image_size=8, name="queued one", **TINY), trained.path.parent
+    )
     yield {"trained": trained, "queued": queued}
     shutil.rmtree(queued.path)
 

@@ -66,8 +66,8 @@ def test_forget_drops_finished_tasks_of_that_spec_only():
 
 
 def test_dataset_page_decodes_a_folder_once_across_sessions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import engine.data.dataset as dataset_module
     import app.common.loaders
+    import engine.data.dataset as dataset_module
 
     root = make_class_folders(tmp_path / "shapes", {"a": 12, "b": 12})
     real, opened = dataset_module.open_dataset, []

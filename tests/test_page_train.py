@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from engine.train import jobs
+from app.train import live as train_live
 from engine.config import GROUPS, RunConfig
 from engine.runs.folder import Run, atomic_write_json, list_runs, now_iso
-from app.train import live as train_live
+from engine.train import jobs
 from tests.conftest import make_class_folders, needs_fashion
 
 APP = Path(__file__).resolve().parents[1] / "streamlit_app.py"
@@ -80,21 +80,50 @@ def runs_frame(at: AppTest):
     return frames[0]
 
 
-def fake_run(name: str = "", state: str = "completed", scores: tuple[float, ...] = (0.5, 0.7, 0.8), epochs: int = 3) -> Run:
+def fake_run(
+    name: str = "", state: str = "completed", scores: tuple[float, ...] = (0.5, 0.7, 0.8), epochs: int = 3
+) -> Run:
     """A run folder as the trainer writes it (contract 2), without training."""
     run = jobs.prepare_run(RunConfig(dataset="builtin:digits", model="small_cnn", epochs=epochs, name=name))
     for e, score in enumerate(scores, 1):
-        run.append_metrics({"epoch": e, "step": 10 * e, "split": "val", "loss": 1.0 / e, "accuracy": score,
-                            "balanced_accuracy": score, "macro_f1": score, "train_loss": 1.2 / e, "lr": 1e-3,
-                            "img_per_s": 100.0 + e, "time": now_iso()})  # fmt: skip
+        run.append_metrics(
+            {
+                "epoch": e,
+                "step": 10 * e,
+                "split": "val",
+                "loss": 1.0 / e,
+                "accuracy": score,
+                "balanced_accuracy": score,
+                "macro_f1": score,
+                "train_loss": 1.2 / e,
+                "lr": 1e-3,
+                "img_per_s": 100.0 + e,
+                "time": now_iso(),
+            }
+        )
     best = max(range(len(scores)), key=lambda i: scores[i]) + 1 if scores else None
     if state == "completed":
         val = {"accuracy": max(scores), "balanced_accuracy": max(scores), "macro_f1": max(scores)}
-        atomic_write_json(run.path / "summary.json", {
-            "best_epoch": best, "monitor": "val_balanced_accuracy", "best": val, "final": {"val": val, "test": val},
-            "wall_seconds": 12.5, "train_img_per_s": 101.0})  # fmt: skip
-    run.write_status(state=state, epoch=len(scores), epochs=epochs, step=10 * len(scores), total_steps=10 * epochs,
-                     started_at=now_iso(), pid=None)  # fmt: skip
+        atomic_write_json(
+            run.path / "summary.json",
+            {
+                "best_epoch": best,
+                "monitor": "val_balanced_accuracy",
+                "best": val,
+                "final": {"val": val, "test": val},
+                "wall_seconds": 12.5,
+                "train_img_per_s": 101.0,
+            },
+        )
+    run.write_status(
+        state=state,
+        epoch=len(scores),
+        epochs=epochs,
+        step=10 * len(scores),
+        total_steps=10 * epochs,
+        started_at=now_iso(),
+        pid=None,
+    )
     return run
 
 
@@ -178,8 +207,8 @@ def test_demo_preset_fills_the_form_and_switches_to_fashion_mnist():
 
 def test_quick_recipe_is_for_the_selected_dataset_and_keeps_it():
     """Issue 13 item 10: "Use the quick preset" switched the dataset to Fashion-MNIST without saying so."""
-    from engine.cli.train import build_config
     from engine.cli.main import build_parser
+    from engine.cli.train import build_config
 
     at = open_train("builtin:digits")
     at.button(key="train.preset").click().run()
@@ -290,8 +319,13 @@ def test_start_runs_a_real_background_job_and_the_table_shows_it():
     run = runs[0]
     try:
         cfg = run.config()["config"]
-        assert (cfg["dataset"], cfg["model"], cfg["image_size"], cfg["epochs"], cfg["batch_size"]) == \
-            ("builtin:digits", "small_cnn", 8, 1, 64)  # fmt: skip
+        assert (cfg["dataset"], cfg["model"], cfg["image_size"], cfg["epochs"], cfg["batch_size"]) == (
+            "builtin:digits",
+            "small_cnn",
+            8,
+            1,
+            64,
+        )
         assert at.query_params["run"] == run.id  # the started run is the active one
         bars = live_progress(at)
         assert bars and bars[0].startswith(("Queued", "Running")), bars
@@ -369,7 +403,7 @@ def test_runs_table_and_comparison_of_several_runs():
     assert set(at.multiselect(key="train.runs.compare").value) == {a.id, b.id, c.id}
     compare.set_value([a.id, b.id]).run()
     assert not at.exception
-    d = fake_run("newer", scores=(0.3, 0.5))
+    fake_run("newer", scores=(0.3, 0.5))
     at.run()
     assert set(at.multiselect(key="train.runs.compare").value) == {a.id, b.id}  # the user's choice is kept
     assert "newer" in at.multiselect(key="train.runs.compare").options
@@ -429,8 +463,10 @@ def test_eta_and_speed_helpers():
 
 
 def test_best_so_far_respects_the_direction_of_the_metric():
-    recs = [{"epoch": 1, "split": "val", "loss": 0.5, "hter": 0.2, "balanced_accuracy": 0.7},
-            {"epoch": 2, "split": "val", "loss": 0.3, "hter": 0.3, "balanced_accuracy": 0.9}]  # fmt: skip
+    recs = [
+        {"epoch": 1, "split": "val", "loss": 0.5, "hter": 0.2, "balanced_accuracy": 0.7},
+        {"epoch": 2, "split": "val", "loss": 0.3, "hter": 0.3, "balanced_accuracy": 0.9},
+    ]
     assert train_live.best_so_far(recs, "val_balanced_accuracy") == (0.9, 2)
     assert train_live.best_so_far(recs, "val_loss") == (0.3, 2)
     assert train_live.best_so_far(recs, "val_hter") == (0.2, 1)
@@ -459,10 +495,14 @@ def test_the_active_run_survives_its_state_changing():
 def test_progress_text_names_the_epoch_under_way():
     base = {"epochs": 3, "total_steps": 300, "started_at": None}
     text = train_live.progress_text
-    assert text({**base, "display_state": "stopped", "epoch": 0, "step": 72}, None) == "Stopped in epoch 1 of 3 · step 72 of 300"
+    assert (
+        text({**base, "display_state": "stopped", "epoch": 0, "step": 72}, None)
+        == "Stopped in epoch 1 of 3 · step 72 of 300"
+    )
     assert text({**base, "display_state": "running", "epoch": 1, "step": 150}, 30.0).startswith("Running: epoch 2 of 3")
-    assert text({**base, "display_state": "completed", "epoch": 3, "step": 300}, None,
-                {"stopped_early": "patience"}).endswith("stopped early: no improvement")  # fmt: skip
+    assert text(
+        {**base, "display_state": "completed", "epoch": 3, "step": 300}, None, {"stopped_early": "patience"}
+    ).endswith("stopped early: no improvement")
     assert text({**base, "display_state": "queued", "epoch": 0, "step": 0}, None).startswith("Queued")
 
 
@@ -515,9 +555,20 @@ def test_ddp_processes_field_launches_a_torchrun_job_from_the_page():
 def test_speed_and_eta_after_a_resume_count_only_the_resumed_work():
     """Issue 13 item 2: 33 steps done, stopped, resumed 10 s ago, 10 steps since: 1 step/s, not 43 / 10."""
     now = time.time()
-    status = {"display_state": "running", "state": "running", "epoch": 1, "epochs": 3, "step": 43, "total_steps": 100,
-              "started_at": now_iso(), "segment_start": now - 10.0, "segment_step": 33, "heartbeat": now,
-              "img_per_s": 160.0, "deadline": None}  # fmt: skip
+    status = {
+        "display_state": "running",
+        "state": "running",
+        "epoch": 1,
+        "epochs": 3,
+        "step": 43,
+        "total_steps": 100,
+        "started_at": now_iso(),
+        "segment_start": now - 10.0,
+        "segment_step": 33,
+        "heartbeat": now,
+        "img_per_s": 160.0,
+        "deadline": None,
+    }
     rate = train_live.steps_per_second(status, [], now, None)
     assert rate == pytest.approx(1.0)
     assert train_live.eta_seconds(status, rate, now=now) == pytest.approx(57.0)
@@ -534,14 +585,24 @@ def test_speed_and_eta_after_a_resume_count_only_the_resumed_work():
 def test_live_panel_after_a_resume_shows_the_true_step_speed_and_eta():
     run = fake_run("resumed", state="running", scores=(0.5,), epochs=3)
     now = time.time()
-    run.write_status(pid=__import__("os").getpid(), step=43, total_steps=100, epoch=1, segment_start=now - 10.0,
-                     segment_step=33, img_per_s=160.0, deadline=None)  # fmt: skip
+    run.write_status(
+        pid=__import__("os").getpid(),
+        step=43,
+        total_steps=100,
+        epoch=1,
+        segment_start=now - 10.0,
+        segment_step=33,
+        img_per_s=160.0,
+        deadline=None,
+    )
     at = open_train("builtin:digits", run=run.id)
     assert not at.exception
     text = live_progress(at)[0]
     assert "step 43 of 100" in text
     eta = text.split("ETA ")[1]
-    seconds = int(eta.split("m")[0]) * 60 + int(eta.split("m")[1].strip().rstrip("s")) if "m" in eta else int(eta.rstrip("s"))
+    seconds = (
+        int(eta.split("m")[0]) * 60 + int(eta.split("m")[1].strip().rstrip("s")) if "m" in eta else int(eta.rstrip("s"))
+    )
     assert 45 <= seconds <= 70, text  # 57 steps left at 1 step/s (the heartbeat is a moment old)
     speed = next(m for m in at.metric if m.label == "Images/s")
     assert speed.value == "160"
@@ -563,8 +624,14 @@ def estimate_texts(at: AppTest, tries: int = 120) -> str:
 
 def test_the_estimate_on_this_device_is_shown_before_start_and_warns_for_a_long_cpu_run():
     from engine.data import quick_stats
-    from engine.train.timing import Throughput, cached_throughput, duration, estimate_run, planned_shape, \
-        remember_throughput
+    from engine.train.timing import (
+        Throughput,
+        cached_throughput,
+        duration,
+        estimate_run,
+        planned_shape,
+        remember_throughput,
+    )
 
     at = open_train("builtin:digits")
     number(at, "batch_size").set_value(48).run()
@@ -580,11 +647,15 @@ def test_the_estimate_on_this_device_is_shown_before_start_and_warns_for_a_long_
     tp = cached_throughput(config(), size, channels)  # the page's probe was cached: the same figures come back
     assert tp is not None and tp.source == "probe"
     est = estimate_run(config(), stats, tp)
-    assert f"about {duration(est.seconds_per_epoch)} per epoch" in text and f"{duration(est.total_seconds)} in total" in text
+    assert (
+        f"about {duration(est.seconds_per_epoch)} per epoch" in text
+        and f"{duration(est.total_seconds)} in total" in text
+    )
     assert "this CPU" in text
     # the plan, not the wall clock: with known speeds, 3 epochs are short and 30 are long enough to warn
-    known = Throughput(train_img_per_s=100.0, eval_img_per_s=1000.0, device=tp.device, probe_seconds=1.0,
-                       measured_at=time.time())  # fmt: skip
+    known = Throughput(
+        train_img_per_s=100.0, eval_img_per_s=1000.0, device=tp.device, probe_seconds=1.0, measured_at=time.time()
+    )
     remember_throughput(config(), size, channels, False, known)
     at.run()
     text = estimate_texts(at)
@@ -646,8 +717,19 @@ def test_live_charts_spread_the_epoch_under_way_and_scale_to_the_scores():
     assert lo == 0 and 0.9 <= hi <= 1.06  # the first epoch fills the width, not 1/15 of it
     ylo, yhi = fig.layout.yaxis.range
     assert 1.7 < ylo < 1.85 and 2.25 < yhi < 2.4  # the losses shown, padded
-    vals = [{"epoch": e, "step": 10 * e, "split": "val", "loss": 1.0 / e, "train_loss": 1.1 / e, "accuracy": a,
-             "balanced_accuracy": a - 0.01, "macro_f1": a - 0.02} for e, a in ((1, 0.91), (2, 0.93), (3, 0.94))]  # fmt: skip
+    vals = [
+        {
+            "epoch": e,
+            "step": 10 * e,
+            "split": "val",
+            "loss": 1.0 / e,
+            "train_loss": 1.1 / e,
+            "accuracy": a,
+            "balanced_accuracy": a - 0.01,
+            "macro_f1": a - 0.02,
+        }
+        for e, a in ((1, 0.91), (2, 0.93), (3, 0.94))
+    ]
     fig = charts.metric_curves(batches + vals, "val_balanced_accuracy", epochs=15)
     lo, hi = fig.layout.xaxis.range
     assert lo == 0 and 3 <= hi <= 3.2  # the epochs trained so far (and room for the last markers)

@@ -13,12 +13,15 @@ def _image(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
 
 
-@pytest.mark.parametrize(("shape", "expected"), [
-    ((5, 7), (1, 1, 5, 7)),  # grey 2-D
-    ((5, 7, 1), (1, 1, 5, 7)),  # grey with a channel axis
-    ((5, 7, 3), (1, 3, 5, 7)),  # HWC
-    ((4, 5, 7, 3), (4, 3, 5, 7)),  # NHWC
-])
+@pytest.mark.parametrize(
+    ("shape", "expected"),
+    [
+        ((5, 7), (1, 1, 5, 7)),  # grey 2-D
+        ((5, 7, 1), (1, 1, 5, 7)),  # grey with a channel axis
+        ((5, 7, 3), (1, 3, 5, 7)),  # HWC
+        ((4, 5, 7, 3), (4, 3, 5, 7)),  # NHWC
+    ],
+)
 def test_to_tensor_shapes_dtype_and_values(shape, expected):
     img = _image(*shape)
     x = to_tensor(img)
@@ -61,7 +64,9 @@ def test_to_uint8_clamps_then_rounds_like_the_pages_and_the_augmentation_preview
     x = torch.tensor([-0.2, 0.0, 0.5, 1.0, 1.3]).view(1, 1, 5)
     assert to_uint8(x)[:, :, 0].ravel().tolist() == [0, 0, 128, 255, 255]  # 0.5 * 255 = 127.5 -> 128
     noisy = torch.from_numpy(np.random.default_rng(2).uniform(-0.1, 1.1, (2, 3, 17, 19)).astype(np.float32))
-    page = np.round(noisy.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).astype(np.uint8)  # the Explain page's to_pixels
+    page = np.round(noisy.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).astype(
+        np.uint8
+    )  # the Explain page's to_pixels
     preview = (noisy * 255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()  # augment.preview
     np.testing.assert_array_equal(to_uint8(noisy), page)
     np.testing.assert_array_equal(to_uint8(noisy), preview)

@@ -51,8 +51,11 @@ def test_quick_for_photos_takes_frozen_features_and_limits_big_splits(tmp_path: 
     root = make_class_folders(tmp_path / "photos", {"cat": 6, "dog": 6}, size=(120, 100))
     cfg, _ = config_of("--preset", "quick", "--dataset", str(root))
     assert cfg.dataset == str(root) and cfg.strategy == "linear_probe" and cfg.model == "tf_efficientnet_lite0"
-    big = {"num_images": 200_000, "splits": {"train": {"num_images": 140_000}},
-           "images": {"width": {"mean": 28}, "height": {"mean": 28}}}  # fmt: skip
+    big = {
+        "num_images": 200_000,
+        "splits": {"train": {"num_images": 140_000}},
+        "images": {"width": {"mean": 28}, "height": {"mean": 28}},
+    }
     values, reasons = quick_recipe(big)
     assert values["train_limit"] == QUICK_MAX_TRAIN and any("train_limit" in r for r in reasons)
 

@@ -29,6 +29,7 @@ UPPER_LAYERS = ("engine.train", "engine.evaluate", "engine.explain", "engine.pre
 
 # --- the import graph -----------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Module:
     name: str  # dotted, e.g. engine.models.factory; a package is its __init__ (engine.models)
@@ -70,7 +71,7 @@ def _absolute(mod: Module, module: str | None, level: int) -> str:
     if level == 0:
         return module or ""
     package = mod.name.split(".") if mod.is_package else mod.name.split(".")[:-1]
-    base = package[:len(package) - (level - 1)]
+    base = package[: len(package) - (level - 1)]
     return ".".join(base + ([module] if module else []))
 
 
@@ -122,8 +123,10 @@ def is_lazy_facade(mod: Module) -> bool:
 @cache
 def graph() -> dict[str, frozenset[str]]:
     """module -> the project modules it imports (a lazy facade: none)."""
-    return {name: frozenset() if is_lazy_facade(mod) else frozenset(i.target for i in imports_of(name))
-            for name, mod in project_modules().items()}
+    return {
+        name: frozenset() if is_lazy_facade(mod) else frozenset(i.target for i in imports_of(name))
+        for name, mod in project_modules().items()
+    }
 
 
 def strongly_connected(g: dict[str, frozenset[str]]) -> list[frozenset[str]]:
@@ -169,7 +172,7 @@ def a_cycle(g: dict[str, frozenset[str]], group: frozenset[str]) -> list[str]:
         nxt = sorted(w for w in g[path[-1]] if w in group)
         back = [w for w in nxt if w in path]
         if back:
-            return path[path.index(back[0]):] + [back[0]]
+            return path[path.index(back[0]) :] + [back[0]]
         step = next(w for w in nxt if w not in seen)
         path.append(step)
         seen.add(step)
@@ -188,11 +191,13 @@ def where(src: str, packages: tuple[str, ...]) -> list[str]:
 def private_names(imports: tuple[Import, ...]) -> list[tuple[Import, str]]:
     """`from X import _y` (X a project module): the leading underscore says `_y` is X's own business.
     Dunders (`__version__`) are public."""
-    return [(i, n) for i in imports for n in i.names
-            if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))]
+    return [
+        (i, n) for i in imports for n in i.names if n.startswith("_") and not (n.startswith("__") and n.endswith("__"))
+    ]
 
 
 # --- the guards -----------------------------------------------------------------------------------
+
 
 def test_the_graph_sees_function_level_imports():
     """The walk must count an import inside a function: the CLI's commands import the engine there."""
@@ -225,7 +230,8 @@ def test_no_import_cycles():
     g = graph()
     cycles = strongly_connected(g)
     assert not cycles, "import cycles:\n" + "\n".join(
-        f"{', '.join(sorted(c))}, e.g. {' -> '.join(a_cycle(g, c))}" for c in cycles)
+        f"{', '.join(sorted(c))}, e.g. {' -> '.join(a_cycle(g, c))}" for c in cycles
+    )
 
 
 def test_the_cycle_finder_finds_a_loop_through_a_function_level_import():
@@ -243,8 +249,12 @@ def test_engine_never_imports_the_app():
 def test_lower_layers_never_import_upper_layers():
     """data, metrics, models and runs are used by training, evaluation, explanation, prediction and the
     CLI, never the reverse; a lazy facade's re-export does not count (it imports on use, not on import)."""
-    bad = [line for name in graph() if under(name, *LOWER_LAYERS) and not is_lazy_facade(project_modules()[name])
-           for line in where(name, UPPER_LAYERS)]
+    bad = [
+        line
+        for name in graph()
+        if under(name, *LOWER_LAYERS) and not is_lazy_facade(project_modules()[name])
+        for line in where(name, UPPER_LAYERS)
+    ]
     assert not bad, "upward imports:\n" + "\n".join(bad)
 
 
@@ -253,25 +263,33 @@ def test_only_the_entry_point_imports_the_cli():
     bad = [line for name in outside for line in where(name, ("engine.cli",))]
     assert not bad, "engine modules importing the CLI:\n" + "\n".join(bad)
     # inside the CLI, main imports the command groups and they import only the leaves, never main
-    back = [line for name in graph() if under(name, "engine.cli") and name != "engine.cli.main"
-            for line in where(name, ("engine.cli.main",))]
+    back = [
+        line
+        for name in graph()
+        if under(name, "engine.cli") and name != "engine.cli.main"
+        for line in where(name, ("engine.cli.main",))
+    ]
     assert not back, "\n".join(back)
     leaves = [line for name in ("engine.cli.progress", "engine.cli.flags") for line in where(name, ("engine",))]
     assert not leaves, "\n".join(leaves)
 
 
 def test_no_private_name_is_imported_from_another_module():
-    found = [(i.source.rel, name, i.line, i.target) for mod in project_modules()
-             for i, name in private_names(imports_of(mod))]
+    found = [
+        (i.source.rel, name, i.line, i.target)
+        for mod in project_modules()
+        for i, name in private_names(imports_of(mod))
+    ]
     assert not found, "private names imported across modules:\n" + "\n".join(
-        f"{path}:{line} imports {name} from {target}" for path, name, line, target in sorted(found))
+        f"{path}:{line} imports {name} from {target}" for path, name, line, target in sorted(found)
+    )
 
 
 def test_the_private_name_scan_sees_relative_imports_inside_functions(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("import os\n\n\ndef f():\n"
-                     "    from .folder import _hidden, Run\n"
-                     "    from engine import __version__\n")
+    probe.write_text(
+        "import os\n\n\ndef f():\n    from .folder import _hidden, Run\n    from engine import __version__\n"
+    )
     found = private_names(imports_in(Module("engine.runs.probe", probe, False)))
     assert [(i.target, i.line, name) for i, name in found] == [("engine.runs.folder", 5, "_hidden")]
 
@@ -318,9 +336,19 @@ def test_the_top_level_api_gives_the_defining_objects():
     from engine.runs.folder import Run, find_run, list_runs
     from engine.train.run import run_training
 
-    expected = {"run_training": run_training, "open_dataset": open_dataset, "quick_stats": quick_stats, "dataset_stats": dataset_stats,
-                "RunConfig": RunConfig, "Run": Run, "list_runs": list_runs, "find_run": find_run,
-                "build_model": build_model, "evaluate_run": evaluate_run, "Predictor": Predictor}
+    expected = {
+        "run_training": run_training,
+        "open_dataset": open_dataset,
+        "quick_stats": quick_stats,
+        "dataset_stats": dataset_stats,
+        "RunConfig": RunConfig,
+        "Run": Run,
+        "list_runs": list_runs,
+        "find_run": find_run,
+        "build_model": build_model,
+        "evaluate_run": evaluate_run,
+        "Predictor": Predictor,
+    }
     assert set(engine.__all__) == set(expected)
     for name, value in expected.items():
         assert getattr(engine, name) is value, name

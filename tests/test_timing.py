@@ -12,8 +12,15 @@ from engine.data import quick_stats
 from engine.train import timing
 from engine.train.timing import Throughput, cached_throughput, estimate_run, measure_throughput, planned_images
 
-TINY = dict(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, batch_size=32,
-            precision="fp32", epochs=4)  # fmt: skip
+TINY = dict(
+    dataset="builtin:digits",
+    model="small_cnn",
+    strategy="scratch",
+    image_size=8,
+    batch_size=32,
+    precision="fp32",
+    epochs=4,
+)
 
 
 def cfg_of(**changes) -> RunConfig:
@@ -35,14 +42,17 @@ def test_the_estimate_is_the_probe_speed_times_the_images_of_each_stage(digits: 
     assert (est.train_images, est.val_images, est.final_images) == (train, val, val + test)
     assert est.train_seconds_per_epoch == pytest.approx(train / tp.train_img_per_s)
     assert est.val_seconds_per_epoch == pytest.approx(val / tp.eval_img_per_s)
-    assert est.total_seconds == pytest.approx(4 * (train / tp.train_img_per_s + val / tp.eval_img_per_s)
-                                              + (val + test) / tp.eval_img_per_s)
+    assert est.total_seconds == pytest.approx(
+        4 * (train / tp.train_img_per_s + val / tp.eval_img_per_s) + (val + test) / tp.eval_img_per_s
+    )
     assert est.steps_per_epoch == math.ceil(train / 32)
     assert "per epoch" in est.describe() and "on this CPU" in est.describe()
 
 
 def test_the_plan_follows_the_train_limit_imbalance_budget_and_folds(digits: dict):
-    tp = Throughput(train_img_per_s=100.0, eval_img_per_s=1000.0, device="CPU (2 cores, bf16 no) fp32", probe_seconds=1.0)
+    tp = Throughput(
+        train_img_per_s=100.0, eval_img_per_s=1000.0, device="CPU (2 cores, bf16 no) fp32", probe_seconds=1.0
+    )
     counts = digits["splits"]["train"]["class_counts"].values()
     over = estimate_run(cfg_of(imbalance="oversample"), digits, tp)
     assert over.train_images == len(counts) * max(counts)
@@ -77,8 +87,10 @@ def test_the_probe_is_cached_per_configuration(digits: dict, monkeypatch: pytest
 
     monkeypatch.setattr(engine.models.factory, "build_model", no_probe)
     second = measure_throughput(cfg, 8, 1, 10)
-    assert second.cached and (second.train_img_per_s, second.eval_img_per_s) == (first.train_img_per_s,
-                                                                                  first.eval_img_per_s)
+    assert second.cached and (second.train_img_per_s, second.eval_img_per_s) == (
+        first.train_img_per_s,
+        first.eval_img_per_s,
+    )
     assert estimate_run(cfg, digits).throughput.cached  # digits are grayscale 8 px: the same key
     with pytest.raises(AssertionError):  # another batch size is another configuration: measured
         measure_throughput(cfg_of(batch_size=53), 8, 1, 10)
@@ -105,9 +117,32 @@ def test_the_estimate_command_prints_the_plan_as_json():
 
     from tests.conftest import ROOT
 
-    out = subprocess.run([sys.executable, "-m", "engine", "estimate", "--dataset", "builtin:digits", "--model",
-                          "small_cnn", "--image-size", "8", "--batch-size", "32", "--precision", "fp32", "--epochs",
-                          "4", "--imbalance", "none", "--json"], capture_output=True, text=True, cwd=ROOT)  # fmt: skip
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "estimate",
+            "--dataset",
+            "builtin:digits",
+            "--model",
+            "small_cnn",
+            "--image-size",
+            "8",
+            "--batch-size",
+            "32",
+            "--precision",
+            "fp32",
+            "--epochs",
+            "4",
+            "--imbalance",
+            "none",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
     tp = plan["throughput"]

@@ -11,14 +11,23 @@ import torch
 from safetensors.torch import load_file
 
 from engine.config import RunConfig
-from engine.train.jobs import prepare_run
-from engine.train.loop import TrainingFailed
 from engine.runs.folder import Run
 from engine.train.fit import fit
+from engine.train.jobs import prepare_run
+from engine.train.loop import TrainingFailed
 from engine.train.run import run_training
 
-TINY = dict(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, epochs=2,
-            batch_size=32, train_limit=0, lr=1e-2, precision="fp32")
+TINY = dict(
+    dataset="builtin:digits",
+    model="small_cnn",
+    strategy="scratch",
+    image_size=8,
+    epochs=2,
+    batch_size=32,
+    train_limit=0,
+    lr=1e-2,
+    precision="fp32",
+)
 
 
 def tiny(**changes) -> RunConfig:
@@ -33,9 +42,18 @@ def run_fit(tmp_path: Path, cfg: RunConfig, **kw) -> tuple[Run, dict]:
 def test_two_epoch_run_writes_the_whole_contract(tmp_path: Path):
     run, summary = run_fit(tmp_path, tiny())
     files = {p.relative_to(run.path).as_posix() for p in run.path.rglob("*") if p.is_file()}
-    for name in ("config.json", "status.json", "metrics.jsonl", "classes.json", "summary.json",
-                 "checkpoints/best.safetensors", "checkpoints/last.safetensors", "checkpoints/last_state.pt",
-                 "predictions/val.npz", "predictions/test.npz"):
+    for name in (
+        "config.json",
+        "status.json",
+        "metrics.jsonl",
+        "classes.json",
+        "summary.json",
+        "checkpoints/best.safetensors",
+        "checkpoints/last.safetensors",
+        "checkpoints/last_state.pt",
+        "predictions/val.npz",
+        "predictions/test.npz",
+    ):
         assert name in files, name
     status = json.loads((run.path / "status.json").read_text())
     assert status["state"] == "completed" and status["epoch"] == 2 and status["step"] == status["total_steps"]
@@ -44,11 +62,21 @@ def test_two_epoch_run_writes_the_whole_contract(tmp_path: Path):
     config = json.loads((run.path / "config.json").read_text())
     assert config["config"]["epochs"] == 2 and config["dataset_fingerprint"] and config["versions"]["torch"]
     assert json.loads((run.path / "classes.json").read_text()) == [str(i) for i in range(10)]
-    records = [json.loads(l) for l in (run.path / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
     records = [r for r in records if r["split"] == "val"]  # (throttled split=train records come between)
     assert [r["epoch"] for r in records] == [1, 2]
     for r in records:
-        assert {"epoch", "step", "split", "loss", "accuracy", "balanced_accuracy", "macro_f1", "lr", "img_per_s"} <= set(r)
+        assert {
+            "epoch",
+            "step",
+            "split",
+            "loss",
+            "accuracy",
+            "balanced_accuracy",
+            "macro_f1",
+            "lr",
+            "img_per_s",
+        } <= set(r)
     preds = np.load(run.path / "predictions" / "test.npz")
     assert preds["probs"].shape == (len(preds["labels"]), 10) and len(preds["ids"]) == len(preds["labels"])
     assert np.allclose(preds["probs"].sum(1), 1, atol=1e-4)
@@ -103,9 +131,18 @@ def test_a_run_stopped_before_trainer_state_existed_still_resumes(tmp_path: Path
     # last_state.pt's `trainer` as Loupe wrote it before TrainerState and torch.compile support: a plain
     # dict without `compile_seconds`
     new = saved["trainer"]
-    old = {"epoch": new["epoch"], "position": new["position"], "step": new["step"], "best_value": new["best_value"],
-           "best_epoch": new["best_epoch"], "bad_epochs": new["bad_epochs"], "batch_size": new["batch_size"],
-           "train_seconds": new["train_seconds"], "train_images": new["train_images"], "notes": []}
+    old = {
+        "epoch": new["epoch"],
+        "position": new["position"],
+        "step": new["step"],
+        "best_value": new["best_value"],
+        "best_epoch": new["best_epoch"],
+        "bad_epochs": new["bad_epochs"],
+        "batch_size": new["batch_size"],
+        "train_seconds": new["train_seconds"],
+        "train_images": new["train_images"],
+        "notes": [],
+    }
     assert (old["epoch"], old["position"], old["step"]) == (1, 96, 25)  # mid epoch 2: 19 steps of 16, then 6 more
     save_state({**saved, "trainer": old}, run.last_state)
     summary = fit(cfg, run, resume=True, log=lambda m: None)
@@ -135,7 +172,9 @@ def test_non_finite_loss_fails_cleanly(tmp_path: Path):
 
 
 def test_multilabel_trains_with_bce(tmp_path: Path):
-    run, summary = run_fit(tmp_path, tiny(dataset="builtin:fashion-multilabel", image_size=28, train_limit=400, epochs=1))
+    run, summary = run_fit(
+        tmp_path, tiny(dataset="builtin:fashion-multilabel", image_size=28, train_limit=400, epochs=1)
+    )
     preds = np.load(run.path / "predictions" / "val.npz")
     assert preds["labels"].ndim == 2 and preds["probs"].shape == preds["labels"].shape
     assert not np.allclose(preds["probs"].sum(1), 1)  # independent sigmoids, not a softmax
@@ -144,8 +183,10 @@ def test_multilabel_trains_with_bce(tmp_path: Path):
 
 
 def test_binary_run_reports_auc_and_hter(tmp_path: Path):
-    run, summary = run_fit(tmp_path, tiny(dataset="builtin:fashion-binary", image_size=28, train_limit=400, epochs=1,
-                                          imbalance="weighted_loss"))
+    run, summary = run_fit(
+        tmp_path,
+        tiny(dataset="builtin:fashion-binary", image_size=28, train_limit=400, epochs=1, imbalance="weighted_loss"),
+    )
     val = summary["final"]["val"]
     assert {"auc", "far", "frr", "hter"} <= set(val) and 0 <= val["hter"] <= 1
     assert val["hter"] == pytest.approx((val["far"] + val["frr"]) / 2)
@@ -158,8 +199,16 @@ def test_train_limit_is_stratified(tmp_path: Path):
 
 
 def test_linear_probe_reuses_cached_features(tmp_path: Path):
-    cfg = tiny(model="tf_efficientnet_lite0", pretrained=True, strategy="linear_probe", image_size=32, epochs=3,
-               batch_size=128, lr=1e-2, train_limit=0)
+    cfg = tiny(
+        model="tf_efficientnet_lite0",
+        pretrained=True,
+        strategy="linear_probe",
+        image_size=32,
+        epochs=3,
+        batch_size=128,
+        lr=1e-2,
+        train_limit=0,
+    )
     _, first = run_fit(tmp_path, cfg)
     _, second = run_fit(tmp_path, cfg)
     assert first["features_cache_hit"] is False and second["features_cache_hit"] is True
@@ -170,8 +219,16 @@ def test_linear_probe_reuses_cached_features(tmp_path: Path):
 def test_linear_probe_keeps_the_epoch_its_monitor_picks(tmp_path: Path):
     from engine.metrics import log_loss
 
-    cfg = tiny(model="tf_efficientnet_lite0", pretrained=True, strategy="linear_probe", image_size=32, epochs=4,
-               batch_size=128, lr=1e-2, train_limit=0)
+    cfg = tiny(
+        model="tf_efficientnet_lite0",
+        pretrained=True,
+        strategy="linear_probe",
+        image_size=32,
+        epochs=4,
+        batch_size=128,
+        lr=1e-2,
+        train_limit=0,
+    )
     for monitor, key, pick in [("val_loss", "loss", min), ("auto", "balanced_accuracy", max)]:
         run, summary = run_fit(tmp_path, cfg.replace(monitor=monitor))
         val = [r for r in run.metrics() if r["split"] == "val"]
@@ -191,18 +248,23 @@ def test_validation_loss_is_the_log_loss_of_engine_metrics_even_for_a_confident_
     # the true class at 1e-12: a clip at 1e-7 would report -log(1e-7) = 16.1 instead of 27.6 for that item
     probs = np.array([[1e-12, 1.0, 0.0], [0.2, 0.5, 0.3]], np.float32)
     labels = np.array([0, 1])
-    record = validation_record(1, 1, probs=probs, labels=labels, task="multiclass", positive=0, train_loss=1.0,
-                               lr=0.1, img_per_s=1.0)
+    record = validation_record(
+        1, 1, probs=probs, labels=labels, task="multiclass", positive=0, train_loss=1.0, lr=0.1, img_per_s=1.0
+    )
     assert record["loss"] == pytest.approx(log_loss(labels=labels, probs=probs), abs=1e-9)
     assert record["loss"] == pytest.approx((-np.log(1e-12) - np.log(0.5)) / 2, rel=1e-6)
     multi = np.array([[1, 0], [0, 1]], np.uint8)
-    record = validation_record(1, 1, probs=probs[:, :2], labels=multi, task="multilabel", positive=0, train_loss=1.0,
-                               lr=0.1, img_per_s=1.0)
+    record = validation_record(
+        1, 1, probs=probs[:, :2], labels=multi, task="multilabel", positive=0, train_loss=1.0, lr=0.1, img_per_s=1.0
+    )
     assert record["loss"] == pytest.approx(log_loss(labels=multi, probs=probs[:, :2], multilabel=True), abs=1e-9)
 
 
-@pytest.mark.parametrize("changes", [{}, dict(dataset="builtin:fashion-multilabel", image_size=28, train_limit=400)],
-                         ids=["multiclass", "multilabel"])
+@pytest.mark.parametrize(
+    "changes",
+    [{}, dict(dataset="builtin:fashion-multilabel", image_size=28, train_limit=400)],
+    ids=["multiclass", "multilabel"],
+)
 def test_train_page_val_loss_equals_the_evaluate_page_log_loss(tmp_path: Path, changes: dict):
     from engine.evaluate.report import evaluate_run
     from engine.metrics import log_loss
@@ -212,7 +274,9 @@ def test_train_page_val_loss_equals_the_evaluate_page_log_loss(tmp_path: Path, c
     val = np.load(run.predictions / "val.npz")  # the best model's predictions, what Evaluate reads
     multilabel = val["labels"].ndim == 2
     assert multilabel == ("multilabel" in changes.get("dataset", ""))
-    assert best["loss"] == pytest.approx(log_loss(labels=val["labels"], probs=val["probs"], multilabel=multilabel), abs=1e-6)
+    assert best["loss"] == pytest.approx(
+        log_loss(labels=val["labels"], probs=val["probs"], multilabel=multilabel), abs=1e-6
+    )
     assert best["loss"] == pytest.approx(evaluate_run(run, split="val", bootstrap=10)["log_loss"], abs=1e-6)
 
 
@@ -267,16 +331,22 @@ def test_yaml_config_round_trip_and_field_errors(tmp_path: Path):
     assert (cfg.epochs, cfg.lr, cfg.hflip) == (3, 0.01, False)
     (tmp_path / "c.json").write_text(json.dumps({"config": cfg.to_dict()}))  # a run's config.json
     assert RunConfig.load(tmp_path / "c.json") == cfg
-    for bad, words in [("epochs: 0", "'epochs' must be >= 1"), ("lr: 0", "'lr' must be > 0"),
-                       ("batch_size: 0", "'batch_size' must be >= 1"), ("image_size: 4", "'image_size' must be at least 8"),
-                       ("optimizer: lion", "'optimizer' must be one of"), ("colour: red", "Unknown config field")]:
+    for bad, words in [
+        ("epochs: 0", "'epochs' must be >= 1"),
+        ("lr: 0", "'lr' must be > 0"),
+        ("batch_size: 0", "'batch_size' must be >= 1"),
+        ("image_size: 4", "'image_size' must be at least 8"),
+        ("optimizer: lion", "'optimizer' must be one of"),
+        ("colour: red", "Unknown config field"),
+    ]:
         path.write_text(bad + "\n")
         with pytest.raises(ConfigError, match=words):
             RunConfig.load(path)
 
 
-def test_compile_option_times_the_first_step_apart_and_saves_plain_weights(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch):
+def test_compile_option_times_the_first_step_apart_and_saves_plain_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     # aot_eager: dynamo traces and AOT-autograd splits the graph as with inductor, without its C++ build.
     monkeypatch.setenv("LOUPE_COMPILE_BACKEND", "aot_eager")
     torch._dynamo.reset()
@@ -297,8 +367,8 @@ def test_compile_option_times_the_first_step_apart_and_saves_plain_weights(tmp_p
 
 def test_evaluation_runs_in_larger_batches_with_the_same_probabilities():
     from engine.device import resolve_compute
-    from engine.train.loop import DeviceData, eval_batch_size, predict_probs
     from engine.models.factory import build_model
+    from engine.train.loop import DeviceData, eval_batch_size, predict_probs
 
     assert eval_batch_size(64) == 512 and eval_batch_size(1024) == 2048  # always above the training batch
     model, _ = build_model("small_cnn", 3, in_chans=1, allow_scratch=True, image_size=8)

@@ -66,6 +66,7 @@ def test_step_progress_and_speed_are_right_across_stop_resume_cycles(tmp_path: P
                 bars.append((done, total))
                 if rec.steps == step:
                     run.request_stop()
+
         return progress
 
     # stop mid epoch 2, twice in the same epoch, then mid epoch 3, then run to the end

@@ -16,6 +16,8 @@ def layout(fig: go.Figure, title: str, height: int = HEIGHT, **kw) -> go.Figure:
     """`fig` with the app's title style (top left), `height` and tight margins; `kw` go to `update_layout`."""
     fig.update_layout(
         title={"text": title, "x": 0, "xanchor": "left", "font": {"size": 15}},
-        height=height, margin={"l": 10, "r": 10, "t": 50, "b": 10}, **kw,
-    )  # fmt: skip
+        height=height,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        **kw,
+    )
     return fig

@@ -14,12 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from app.common import scans
 from engine.data import Dataset, dataset_stats, open_dataset, quick_stats
 from engine.data.source import Progress
 from engine.data.sources.builtin import BUILTINS
 from engine.errors import LoupeError
 from engine.runs.folder import Run, list_runs
-from app.common import scans
 
 # --- datasets ---------------------------------------------------------------------------------------
 
@@ -40,8 +40,12 @@ def load_dataset(spec: str, bar: Any = None) -> Dataset:
 
 def load_stats(spec: str, fingerprint: str, image_size: int, ds: Dataset, bar: Any = None) -> dict:
     """`dataset_stats` once per dataset content and working size, in a background task too."""
-    return scans.result(_stats_key(spec, fingerprint, image_size), lambda progress: dataset_stats(ds),
-                        "Computing statistics (duplicates included)", bar)  # fmt: skip
+    return scans.result(
+        _stats_key(spec, fingerprint, image_size),
+        lambda progress: dataset_stats(ds),
+        "Computing statistics (duplicates included)",
+        bar,
+    )
 
 
 def dataset_ready(spec: str) -> bool:

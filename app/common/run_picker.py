@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from engine.runs.folder import Run, run_row, runs_dir
 from app.common import state
+from engine.runs.folder import Run, run_row, runs_dir
 
 
 def run_name(run: Run) -> str:
@@ -66,12 +66,22 @@ def pick_run(runs: list[Run], *, fallback: Run, needs: str, key: str) -> Run:
     chosen = by_id.get(active) or fallback
     if chosen.id != active:
         if active and _exists(active):
-            st.caption(f"The active run `{active}` has no {needs} yet (still training, or stopped before its end); "
-                       f"showing `{run_name(chosen)}` instead.")  # fmt: skip
+            st.caption(
+                f"The active run `{active}` has no {needs} yet (still training, or stopped before its end); "
+                f"showing `{run_name(chosen)}` instead."
+            )
         else:
             state.set_active_run(chosen.id)
     ids = list(by_id)
     widget = f"{key}.run.{chosen.id}"  # a new widget when the active run changes elsewhere, showing it
-    st.selectbox("Run", ids, index=ids.index(chosen.id), key=widget, on_change=_picked, args=(widget,),
-                 format_func=lambda i: run_label(by_id[i]), help=f"Runs with {needs}, newest first.")  # fmt: skip
+    st.selectbox(
+        "Run",
+        ids,
+        index=ids.index(chosen.id),
+        key=widget,
+        on_change=_picked,
+        args=(widget,),
+        format_func=lambda i: run_label(by_id[i]),
+        help=f"Runs with {needs}, newest first.",
+    )
     return chosen

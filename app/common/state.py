@@ -85,11 +85,7 @@ def _activate(param: str, value: str | None) -> None:
 def chosen_dataset() -> str | None:
     """The dataset the user chose: the URL's, else this session's, else the one that opened on the last
     visit; None on a first visit, where the Dataset page offers a choice instead of opening one."""
-    spec = (
-        _from_url(DATASET_PARAM)
-        or st.session_state.get(_SESSION[DATASET_PARAM])
-        or read_state().get("dataset")
-    )
+    spec = _from_url(DATASET_PARAM) or st.session_state.get(_SESSION[DATASET_PARAM]) or read_state().get("dataset")
     if spec:
         _activate(DATASET_PARAM, spec)
     return spec or None

@@ -8,8 +8,8 @@ import textwrap
 
 import plotly.graph_objects as go
 
-from engine.metrics.display import percent
 from app.common.charts import BLUE, GREEN, HEIGHT, ORANGE, RED, layout
+from engine.metrics.display import percent
 
 BASE, MINORITY = BLUE, RED
 SPLIT_COLORS = {"train": BLUE, "val": ORANGE, "test": GREEN}
@@ -42,21 +42,38 @@ def class_distribution(stats: dict) -> go.Figure:
     names, values = list(counts), list(counts.values())
     total = stats.get("num_images") or sum(values) or 1  # shares of images: the minority share's definition
     minority = set(minority_classes(stats))
-    fig = go.Figure(go.Bar(
-        x=names, y=values,
-        marker_color=[MINORITY if n in minority else BASE for n in names],
-        text=[f"{v:,}" for v in values] if len(names) <= MAX_TEXT_BARS else None,
-        textposition="auto", textangle=0,
-        customdata=[v / total for v in values],
-        hovertemplate="%{x}: %{y:,} images (%{customdata:.2%} of the images)<extra></extra>",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=values,
+            marker_color=[MINORITY if n in minority else BASE for n in names],
+            text=[f"{v:,}" for v in values] if len(names) <= MAX_TEXT_BARS else None,
+            textposition="auto",
+            textangle=0,
+            customdata=[v / total for v in values],
+            hovertemplate="%{x}: %{y:,} images (%{customdata:.2%} of the images)<extra></extra>",
+        )
+    )
     majority = stats.get("majority_class")
     if minority and majority in counts:
-        fig.add_annotation(x=majority, y=counts[majority], text=f"majority · {percent(counts[majority] / total)}",
-                           showarrow=True, arrowhead=2, ay=-30)  # fmt: skip
+        fig.add_annotation(
+            x=majority,
+            y=counts[majority],
+            text=f"majority · {percent(counts[majority] / total)}",
+            showarrow=True,
+            arrowhead=2,
+            ay=-30,
+        )
         for name in sorted(minority)[:3]:
-            fig.add_annotation(x=name, y=counts[name], text=f"minority · {percent(counts[name] / total)}",
-                               showarrow=True, arrowhead=2, ay=-30, font={"color": MINORITY})  # fmt: skip
+            fig.add_annotation(
+                x=name,
+                y=counts[name],
+                text=f"minority · {percent(counts[name] / total)}",
+                showarrow=True,
+                arrowhead=2,
+                ay=-30,
+                font={"color": MINORITY},
+            )
     what = "Images per label" if stats.get("task") == "multilabel" else "Images per class"
     if len(counts) > 1 and not minority:
         what += " (balanced)"
@@ -76,15 +93,21 @@ def split_bars(stats: dict, share: bool = False) -> go.Figure:
         n = info.get("num_images", 0) or 1
         y = [counts.get(c, 0) / n if share else counts.get(c, 0) for c in classes]
         fig.add_bar(
-            x=classes, y=y, name=f"{split} ({info.get('num_images', 0):,})",
+            x=classes,
+            y=y,
+            name=f"{split} ({info.get('num_images', 0):,})",
             marker_color=SPLIT_COLORS.get(split),
             hovertemplate=f"{split} · %{{x}}: %{{y:{'.2%' if share else ','}}}<extra></extra>",
         )
     fig.update_yaxes(title="share of split" if share else "images", tickformat=".0%" if share else None)
     fig.update_xaxes(type="category", automargin=True)
     wrapped_ticks(fig, classes)
-    return layout(fig, "Classes per split", barmode="group",
-                   legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0.5, "xanchor": "center"})  # fmt: skip
+    return layout(
+        fig,
+        "Classes per split",
+        barmode="group",
+        legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 0.5, "xanchor": "center"},
+    )
 
 
 def _sizes(stats: dict) -> list[tuple[int, int, int]]:
@@ -99,14 +122,30 @@ def size_scatter(stats: dict) -> go.Figure:
         w, h, c = zip(*sizes)
         biggest = max(c)
         fig.add_scatter(
-            x=w, y=h, mode="markers", customdata=c,
-            marker={"size": c, "sizemode": "area", "sizeref": 2.0 * biggest / 40**2, "sizemin": 5,
-                    "color": BASE, "opacity": 0.7, "line": {"width": 1, "color": "white"}},
+            x=w,
+            y=h,
+            mode="markers",
+            customdata=c,
+            marker={
+                "size": c,
+                "sizemode": "area",
+                "sizeref": 2.0 * biggest / 40**2,
+                "sizemin": 5,
+                "color": BASE,
+                "opacity": 0.7,
+                "line": {"width": 1, "color": "white"},
+            },
             hovertemplate="%{x} × %{y} px: %{customdata:,} images<extra></extra>",
-        )  # fmt: skip
+        )
         top = max(max(w), max(h)) * 1.1
-        fig.add_scatter(x=[0, top], y=[0, top], mode="lines", line={"dash": "dot", "color": "#999", "width": 1},
-                        hoverinfo="skip", name="square")  # fmt: skip
+        fig.add_scatter(
+            x=[0, top],
+            y=[0, top],
+            mode="lines",
+            line={"dash": "dot", "color": "#999", "width": 1},
+            hoverinfo="skip",
+            name="square",
+        )
     fig.update_xaxes(title="width (px)", rangemode="tozero")
     fig.update_yaxes(title="height (px)", rangemode="tozero")
     return layout(fig, "Image sizes (on disk)", showlegend=False)
@@ -115,10 +154,16 @@ def size_scatter(stats: dict) -> go.Figure:
 def aspect_histogram(stats: dict) -> go.Figure:
     """Aspect ratios (width / height), weighted by the number of images of each size."""
     sizes = [(w, h, c) for w, h, c in _sizes(stats) if h > 0]
-    fig = go.Figure(go.Histogram(
-        x=[w / h for w, h, _ in sizes], y=[c for *_, c in sizes], histfunc="sum", xbins={"size": 0.05},
-        marker_color=BASE, hovertemplate="aspect %{x}: %{y:,} images<extra></extra>",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Histogram(
+            x=[w / h for w, h, _ in sizes],
+            y=[c for *_, c in sizes],
+            histfunc="sum",
+            xbins={"size": 0.05},
+            marker_color=BASE,
+            hovertemplate="aspect %{x}: %{y:,} images<extra></extra>",
+        )
+    )
     if sizes:  # keep 1 (square) in view and leave room around a single shared aspect
         aspects = [w / h for w, h, _ in sizes]
         fig.update_xaxes(range=[min(min(aspects), 1) - 0.25, max(max(aspects), 1) + 0.25])
@@ -131,11 +176,17 @@ def cooccurrence_heatmap(stats: dict) -> go.Figure:
     """How often two labels appear on the same image (diagonal: images with the label)."""
     classes = list(stats["class_counts"])
     z = stats["multilabel"]["cooccurrence"]
-    fig = go.Figure(go.Heatmap(
-        z=z, x=classes, y=classes, colorscale="Blues", text=z,
-        texttemplate="%{text:,}" if len(classes) <= 15 else None,
-        hovertemplate="%{y} & %{x}: %{z:,} images<extra></extra>",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=classes,
+            y=classes,
+            colorscale="Blues",
+            text=z,
+            texttemplate="%{text:,}" if len(classes) <= 15 else None,
+            hovertemplate="%{y} & %{x}: %{z:,} images<extra></extra>",
+        )
+    )
     fig.update_yaxes(autorange="reversed", type="category")
     fig.update_xaxes(type="category")
     return layout(fig, "Label co-occurrence", height=max(HEIGHT, 40 + 28 * len(classes)))
@@ -145,11 +196,18 @@ def label_sets(stats: dict, top: int = 15) -> go.Figure:
     """The commonest combinations of labels on one image."""
     rows = stats["multilabel"].get("label_set_counts", [])[:top][::-1]  # biggest at the top
     names = [" + ".join(r["labels"]) or "(no label)" for r in rows]
-    fig = go.Figure(go.Bar(
-        x=[r["count"] for r in rows], y=names, orientation="h", marker_color=BASE,
-        text=[f"{r['count']:,}" for r in rows], textposition="auto", textangle=0,
-        hovertemplate="%{y}: %{x:,} images<extra></extra>",
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=[r["count"] for r in rows],
+            y=names,
+            orientation="h",
+            marker_color=BASE,
+            text=[f"{r['count']:,}" for r in rows],
+            textposition="auto",
+            textangle=0,
+            hovertemplate="%{y}: %{x:,} images<extra></extra>",
+        )
+    )
     fig.update_xaxes(title="images")
     fig.update_yaxes(type="category", automargin=True)
     return layout(fig, "Commonest label sets", height=max(HEIGHT, 60 + 24 * len(rows)), showlegend=False)

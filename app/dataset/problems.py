@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.data import Dataset
 from app.common.images import THUMB_PX, for_display
+from engine.data import Dataset
 
 MAX_LISTED = 8  # item names listed per duplicate group before "and N more"
 GALLERY_GROUPS = 5  # duplicate groups shown as thumbnails on request (label conflicts: always)
@@ -20,20 +20,26 @@ TEXT_COLUMN = {"items": st.column_config.TextColumn("items", width="large")}
 MAX_TABLE_ROWS = 20  # up to this many rows a table is drawn whole, its long names wrapped; above, a scrolling grid
 
 PROBLEMS = {  # kind -> (one, several), in the order they are listed: the worst first
-    "label_conflicts": ("label conflict (the same picture under different labels)",
-                        "label conflicts (the same picture under different labels)"),
+    "label_conflicts": (
+        "label conflict (the same picture under different labels)",
+        "label conflicts (the same picture under different labels)",
+    ),
     "corrupt": ("unreadable file", "unreadable files"),
     "exact": ("group of exact duplicates", "groups of exact duplicates"),
     "near": ("group of near duplicates", "groups of near duplicates"),
     "cross_split": ("duplicate group crossing splits (leakage)", "duplicate groups crossing splits (leakage)"),
-}  # fmt: skip
+}
 
 
 def problem_counts(stats: dict) -> dict[str, int]:
     """How many of each problem there are (the lists in `stats` may be capped; the counts are not)."""
     dup = stats.get("duplicates") or {}
-    totals = {"label_conflicts": "num_label_conflicts", "exact": "num_exact_groups", "near": "num_near_groups",
-              "cross_split": "num_cross_split"}  # fmt: skip
+    totals = {
+        "label_conflicts": "num_label_conflicts",
+        "exact": "num_exact_groups",
+        "near": "num_near_groups",
+        "cross_split": "num_cross_split",
+    }
     counts = {kind: dup.get(total, len(dup.get(kind) or [])) for kind, total in totals.items()}
     counts["corrupt"] = len(stats.get("corrupt") or [])
     return {kind: counts[kind] for kind in PROBLEMS}
@@ -44,10 +50,12 @@ def show_summary(stats: dict) -> None:
     evaluation split with a handful of images per class), then one line of what is wrong, or that nothing is."""
     counts = problem_counts(stats)
     if n := counts["label_conflicts"]:
-        st.warning(f"**{n:,} label conflict{'s' if n != 1 else ''}:** the same picture is filed under different "
-                   "labels, so the model is taught both answers and a copy in val or test is scored wrong whatever "
-                   "it predicts. Keep one copy under the right label (listed first under Problems below).",
-                   icon=":material/report:")  # fmt: skip
+        st.warning(
+            f"**{n:,} label conflict{'s' if n != 1 else ''}:** the same picture is filed under different "
+            "labels, so the model is taught both answers and a copy in val or test is scored wrong whatever "
+            "it predicts. Keep one copy under the right label (listed first under Problems below).",
+            icon=":material/report:",
+        )
     for warning in stats.get("warnings") or []:
         st.warning(warning["message"], icon=":material/warning:")
     found = {k: v for k, v in counts.items() if v}
@@ -71,8 +79,9 @@ def _listing(names: list[str]) -> str:
 
 
 def _groups_table(ds: Dataset, groups: list) -> pd.DataFrame:
-    rows = [{"group": g + 1, "images": len(items), "items": _listing(_names(ds, items))}
-            for g, items in enumerate(groups)]  # fmt: skip
+    rows = [
+        {"group": g + 1, "images": len(items), "items": _listing(_names(ds, items))} for g, items in enumerate(groups)
+    ]
     return pd.DataFrame(rows, columns=["group", "images", "items"])
 
 
@@ -110,8 +119,11 @@ def _group_rows(ds: Dataset, groups: list, heading) -> None:
         shown = [index[n] for n in _names(ds, items) if n in index][:GALLERY_ITEMS]
         label, images = st.columns([1, 7])
         label.markdown(heading(g, items))
-        images.image([for_display(ds.thumbnail(i)) for i in shown], width=THUMB_PX,
-                     caption=[thumbnail_caption(ds, i) for i in shown])  # fmt: skip
+        images.image(
+            [for_display(ds.thumbnail(i)) for i in shown],
+            width=THUMB_PX,
+            caption=[thumbnail_caption(ds, i) for i in shown],
+        )
 
 
 def _gallery(ds: Dataset, groups: list, key: str) -> None:
@@ -131,14 +143,24 @@ def show_label_conflicts(ds: Dataset, dup: dict, total: int) -> None:
         return
     if total > len(conflicts):
         st.caption(f"The first {len(conflicts):,} of {total:,}.")
-    rows = [{"group": g + 1, "copies": "exact" if c["kind"] == "exact" else "near",
-             "labels": " vs ".join(dict.fromkeys(c["labels"])),
-             "items": _listing([f"{item} ({label})" for item, label in zip(c["items"], c["labels"])])}
-            for g, c in enumerate(conflicts)]  # fmt: skip
+    rows = [
+        {
+            "group": g + 1,
+            "copies": "exact" if c["kind"] == "exact" else "near",
+            "labels": " vs ".join(dict.fromkeys(c["labels"])),
+            "items": _listing([f"{item} ({label})" for item, label in zip(c["items"], c["labels"])]),
+        }
+        for g, c in enumerate(conflicts)
+    ]
     draw_table(pd.DataFrame(rows))
-    _group_rows(ds, [c["items"] for c in conflicts],
-                lambda g, items: f"**Conflict {g + 1}**  \n{len(items):,} images, "
-                                 f"{'identical' if conflicts[g]['kind'] == 'exact' else 'near copies'}")  # fmt: skip
+    _group_rows(
+        ds,
+        [c["items"] for c in conflicts],
+        lambda g, items: (
+            f"**Conflict {g + 1}**  \n{len(items):,} images, "
+            f"{'identical' if conflicts[g]['kind'] == 'exact' else 'near copies'}"
+        ),
+    )
 
 
 def show_details(ds: Dataset, stats: dict) -> None:
@@ -157,17 +179,20 @@ def show_details(ds: Dataset, stats: dict) -> None:
         return
     distance = dup.get("max_distance")
     near_title = "Near duplicates (the same picture with small changes" + (
-        f": perceptual hashes at most {distance} bits apart)" if distance is not None else ")")
+        f": perceptual hashes at most {distance} bits apart)" if distance is not None else ")"
+    )
     for key, title in (("exact", "Exact duplicates (identical content)"), ("near", near_title)):
         groups = dup.get(key) or []
         if _table_or_none(title, _groups_table(ds, groups), counts[key], "None found."):
             _gallery(ds, groups, key)
     leaks = dup.get("cross_split") or []
     table = pd.DataFrame(
-        [{"splits": " + ".join(c["splits"]), "images": len(c["items"]), "items": _listing(_names(ds, c["items"]))}
-         for c in leaks],
+        [
+            {"splits": " + ".join(c["splits"]), "images": len(c["items"]), "items": _listing(_names(ds, c["items"]))}
+            for c in leaks
+        ],
         columns=["splits", "images", "items"],
-    )  # fmt: skip
+    )
     title = "Duplicates crossing splits (leakage: the same picture in train and val/test)"
     if _table_or_none(title, table, counts["cross_split"], "None found."):
         _gallery(ds, [c["items"] for c in leaks], "cross_split")

@@ -12,12 +12,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from engine import evaluate as ev
-from engine.metrics import decide, display
-from engine.errors import LoupeError
-from engine.runs.folder import Run
 from app.evaluate import charts as eval_charts
 from app.evaluate import load
+from engine import evaluate as ev
+from engine.errors import LoupeError
+from engine.metrics import decide, display
+from engine.runs.folder import Run
 
 # rule names as `engine.evaluate.thresholds.tune_thresholds` knows them, and the button for each
 RULES = {"min_hter": "Use min-HTER threshold", "f1": "Use F1-optimal", "eer": "Use EER"}
@@ -86,7 +86,11 @@ def in_force(run: Run, res: dict, tune_split: str | None) -> tuple[float, str]:
         return t, f"saved with the run ({how})"
     if source == HAND:
         ref = tuned_threshold(run, "min_hter", tune_split) if tune_split else None
-        tail = f" (the min-HTER threshold tuned on **{tune_split}** is {display.threshold(ref)})" if ref is not None else ""
+        tail = (
+            f" (the min-HTER threshold tuned on **{tune_split}** is {display.threshold(ref)})"
+            if ref is not None
+            else ""
+        )
         return t, "moved by hand on the Threshold tab" + tail
     return t, "the default (no threshold could be tuned)"
 
@@ -125,39 +129,71 @@ def live_metrics(pred, threshold: float) -> dict:
 def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None:
     st.subheader("Decision threshold")
     positive = pred.classes[int(pred.positive)]
-    st.caption(f"Score = P({positive}); an image is accepted as **{positive}** when its score ≥ threshold. "
-               f"Rates below are on the **{split}** split; the buttons use thresholds tuned on "
-               f"**{tune_split or split}**.")  # fmt: skip
+    st.caption(
+        f"Score = P({positive}); an image is accepted as **{positive}** when its score ≥ threshold. "
+        f"Rates below are on the **{split}** split; the buttons use thresholds tuned on "
+        f"**{tune_split or split}**."
+    )
     t = current_threshold(run, res)
     tuned = {rule: tuned_threshold(run, rule, tune_split or split) for rule in RULES}
     with st.container(horizontal=True, vertical_alignment="bottom"):
         for rule, label in RULES.items():
             value = tuned[rule]
-            st.button(f"{label}" + (" (tuned on val)" if rule == "min_hter" and tune_split == "val" else ""),
-                      key=f"eval.use.{rule}", disabled=value is None, on_click=_use, args=(run, value, rule),
-                      help=f"Threshold {display.threshold(value)}, chosen on {tune_split}" if value is not None else "Could not tune")  # fmt: skip
-    st.slider("Threshold", 0.0, 1.0, step=STEP, format="%.3f", key=k_threshold(run), on_change=_moved, args=(run,),
-              help="Moves the operating point; every number and chart on the page follows it, the cards above the "
-                   "tabs included (counted from the stored scores).")  # fmt: skip
+            st.button(
+                f"{label}" + (" (tuned on val)" if rule == "min_hter" and tune_split == "val" else ""),
+                key=f"eval.use.{rule}",
+                disabled=value is None,
+                on_click=_use,
+                args=(run, value, rule),
+                help=f"Threshold {display.threshold(value)}, chosen on {tune_split}"
+                if value is not None
+                else "Could not tune",
+            )
+    st.slider(
+        "Threshold",
+        0.0,
+        1.0,
+        step=STEP,
+        format="%.3f",
+        key=k_threshold(run),
+        on_change=_moved,
+        args=(run,),
+        help="Moves the operating point; every number and chart on the page follows it, the cards above the "
+        "tabs included (counted from the stored scores).",
+    )
     t = float(st.session_state[k_threshold(run)])
     m = live_metrics(pred, t)
     ref_t = tuned.get("min_hter")
     ref = live_metrics(pred, ref_t) if ref_t is not None else None
     cols = st.columns(5)
-    for col, key, label, lower_better in ((cols[0], "far", "FAR", True), (cols[1], "frr", "FRR", True),
-                                          (cols[2], "hter", "HTER", True), (cols[3], "f1", "F1", False),
-                                          (cols[4], "accuracy", "Accuracy", False)):  # fmt: skip
+    for col, key, label, lower_better in (
+        (cols[0], "far", "FAR", True),
+        (cols[1], "frr", "FRR", True),
+        (cols[2], "hter", "HTER", True),
+        (cols[3], "f1", "F1", False),
+        (cols[4], "accuracy", "Accuracy", False),
+    ):
         value = m.get(key)
         delta = None
         if ref is not None and display.finite(value) and display.finite(ref.get(key)) and abs(value - ref[key]) > 1e-12:
             delta = display.format_delta(key, value - ref[key])
-        col.metric(label, display.format_metric(key, value), delta=delta, delta_color="inverse" if lower_better else "normal",
-                   border=True)  # fmt: skip
+        col.metric(
+            label,
+            display.format_metric(key, value),
+            delta=delta,
+            delta_color="inverse" if lower_better else "normal",
+            border=True,
+        )
     rule = st.session_state.get(k_rule(run), "manual")
-    versus = (f" Arrows: change from the min-HTER threshold tuned on {tune_split or split} ({display.threshold(ref_t)})."
-              if ref_t is not None else "")  # fmt: skip
-    st.caption(f"Threshold {display.threshold(t)} ({RULE_NAMES.get(rule, rule)}). FAR = false accepts / negatives; "
-               f"FRR = false rejects / positives; HTER = (FAR + FRR) / 2.{versus}")  # fmt: skip
+    versus = (
+        f" Arrows: change from the min-HTER threshold tuned on {tune_split or split} ({display.threshold(ref_t)})."
+        if ref_t is not None
+        else ""
+    )
+    st.caption(
+        f"Threshold {display.threshold(t)} ({RULE_NAMES.get(rule, rule)}). FAR = false accepts / negatives; "
+        f"FRR = false rejects / positives; HTER = (FAR + FRR) / 2.{versus}"
+    )
     save_row(run, pred, t, rule, tune_split)
     charts(run, pred, res, split, t, m)
 
@@ -165,18 +201,30 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
 def save_row(run: Run, pred, t: float, rule: str, tune_split: str | None) -> None:
     saved = load.saved_thresholds(run)
     with st.container(horizontal=True, vertical_alignment="center"):
-        clicked = st.button("Save threshold to run", type="primary", icon=":material/save:", key="eval.save_threshold",
-                            help="Writes thresholds.json in the run folder; predictions and the CLI use it from then on.")  # fmt: skip
+        clicked = st.button(
+            "Save threshold to run",
+            type="primary",
+            icon=":material/save:",
+            key="eval.save_threshold",
+            help="Writes thresholds.json in the run folder; predictions and the CLI use it from then on.",
+        )
         if saved.get("binary") is not None:
             rule_name = RULE_NAMES.get(saved.get("rule"), saved.get("rule") or RULE_NAMES["manual"])
             where = saved.get("tuned_on")
-            st.caption(f"Saved: {display.threshold(saved['binary'])} ({rule_name}"
-                       + (f", tuned on {where}" if where not in (None, "manual") else "") + ").")  # fmt: skip
+            st.caption(
+                f"Saved: {display.threshold(saved['binary'])} ({rule_name}"
+                + (f", tuned on {where}" if where not in (None, "manual") else "")
+                + ")."
+            )
         else:
             st.caption("No threshold saved with this run yet (0.5 is used).")
     if clicked:
-        data = {"binary": float(t), "positive_class": int(pred.positive), "rule": rule,
-                "tuned_on": tune_split if rule != "manual" else "manual"}  # fmt: skip
+        data = {
+            "binary": float(t),
+            "positive_class": int(pred.positive),
+            "rule": rule,
+            "tuned_on": tune_split if rule != "manual" else "manual",
+        }
         if saved.get("temperature") is not None:
             data["temperature"] = saved["temperature"]
         try:
@@ -199,16 +247,22 @@ def charts(run: Run, pred, res: dict, split: str, t: float, m: dict) -> None:
     far, frr = m.get("far"), m.get("frr")
     op = (far, frr) if far is not None and frr is not None else None
     st.plotly_chart(eval_charts.threshold_curves(curves, t, marks), key="eval.chart.threshold")
-    st.caption(f"EER and min-HTER marked as found on {split}: they are where the {split} split would be best, "
-               "not thresholds to report.")  # fmt: skip
+    st.caption(
+        f"EER and min-HTER marked as found on {split}: they are where the {split} split would be best, "
+        "not thresholds to report."
+    )
     left, right = st.columns(2)
     left.plotly_chart(eval_charts.det_curve(curves, op), key="eval.chart.det")
-    right.plotly_chart(eval_charts.roc_curve(curves, (far, 1 - frr) if op else None, res.get("auc", res.get("roc_auc"))),
-                       key="eval.chart.roc")  # fmt: skip
+    right.plotly_chart(
+        eval_charts.roc_curve(curves, (far, 1 - frr) if op else None, res.get("auc", res.get("roc_auc"))),
+        key="eval.chart.roc",
+    )
     rates = [(k, v) for k, v in (("FRR at FAR", res.get("frr_at_far")), ("FAR at FRR", res.get("far_at_frr"))) if v]
     if rates:
-        st.caption(" · ".join(f"{name} {_target(at)}: {display.percent(v)}" for name, d in rates for at, v in d.items())
-                   + f" (on {split}).")
+        st.caption(
+            " · ".join(f"{name} {_target(at)}: {display.percent(v)}" for name, d in rates for at, v in d.items())
+            + f" (on {split})."
+        )
 
 
 def _target(at: object) -> str:

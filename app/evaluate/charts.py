@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from engine.metrics import display
 from app.common.charts import BLUE, GREEN, ORANGE, RED, layout
+from engine.metrics import display
 
 HEIGHT = 340
 CURVE_HEIGHT = 400  # DET and ROC are square: a little taller, so the square is not small
@@ -57,14 +57,21 @@ def _pieces(text: str) -> list[str]:
 
 
 def _note(fig: go.Figure, text: str) -> None:
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "#888", "size": 13})
+    fig.add_annotation(
+        text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "#888", "size": 13}
+    )
 
 
 # --- confusion matrix ------------------------------------------------------------------------------
 
 
-def confusion_heatmap(cm: Sequence[Sequence[float]], classes: Sequence[str], normalised: bool = False,
-                      selected: tuple[int, int] | None = None, counts: Sequence[Sequence[int]] | None = None) -> go.Figure:
+def confusion_heatmap(
+    cm: Sequence[Sequence[float]],
+    classes: Sequence[str],
+    normalised: bool = False,
+    selected: tuple[int, int] | None = None,
+    counts: Sequence[Sequence[int]] | None = None,
+) -> go.Figure:
     """Rows: true class, columns: predicted class. `cm` is what is coloured (counts or row-normalised);
     `counts` (when `cm` is normalised) go in the hover. A transparent marker sits on each cell so that
     clicking a cell is a point selection (`customdata` = [true, predicted])."""
@@ -73,22 +80,38 @@ def confusion_heatmap(cm: Sequence[Sequence[float]], classes: Sequence[str], nor
     n = np.asarray(counts if counts is not None else cm, dtype=float)
     names = [str(c) for c in classes]
     text = [[(f"{v:.0%}" if normalised else f"{int(v):,}") for v in row] for row in z] if k <= MAX_TEXT_CELLS else None
-    fig = go.Figure(go.Heatmap(
-        z=z.tolist(), x=names, y=names, colorscale="Blues", text=text, texttemplate="%{text}" if text else None,
-        zmin=0, zmax=1 if normalised else None, customdata=n.tolist(), showscale=False,
-        hovertemplate=("true %{y} → predicted %{x}: %{z:.2%} (%{customdata:,} images)<extra></extra>" if normalised
-                       else "true %{y} → predicted %{x}: %{z:,} images<extra></extra>"),
-    ))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.tolist(),
+            x=names,
+            y=names,
+            colorscale="Blues",
+            text=text,
+            texttemplate="%{text}" if text else None,
+            zmin=0,
+            zmax=1 if normalised else None,
+            customdata=n.tolist(),
+            showscale=False,
+            hovertemplate=(
+                "true %{y} → predicted %{x}: %{z:.2%} (%{customdata:,} images)<extra></extra>"
+                if normalised
+                else "true %{y} → predicted %{x}: %{z:,} images<extra></extra>"
+            ),
+        )
+    )
     height = max(HEIGHT, 90 + 34 * k)
     ii, jj = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
     fig.add_scatter(
-        x=[names[j] for j in jj.ravel()], y=[names[i] for i in ii.ravel()], mode="markers",
+        x=[names[j] for j in jj.ravel()],
+        y=[names[i] for i in ii.ravel()],
+        mode="markers",
         # a click selects the cell when it lands on its marker: make the marker (nearly) the cell's height
         marker={"size": max(8, min(120, int(0.9 * (height - 110) / max(k, 1)))), "opacity": 0, "symbol": "square"},
         customdata=np.stack([ii.ravel(), jj.ravel(), n.ravel()], axis=1).tolist(),
         hovertemplate="true %{y} → predicted %{x}: %{customdata[2]:,} images · click to show them<extra></extra>",
-        showlegend=False, name="cells",
-    )  # fmt: skip
+        showlegend=False,
+        name="cells",
+    )
     if selected is not None:
         i, j = selected
         fig.add_shape(type="rect", x0=j - 0.5, x1=j + 0.5, y0=i - 0.5, y1=i + 0.5, line={"color": RED, "width": 3})
@@ -113,15 +136,26 @@ def per_class_bars(rows: Sequence[dict]) -> go.Figure:
     names = [f"{r['class']} (n={int(r.get('support', 0)):,})" for r in rows]
     fig = go.Figure()
     for key, color in (("precision", PRECISION_C), ("recall", RECALL_C), ("f1", F1_C)):
-        fig.add_bar(x=names, y=[r.get(key) for r in rows], name="F1" if key == "f1" else key, marker_color=color,
-                    hovertemplate=f"%{{x}} · {key}: %{{y:.2%}}<extra></extra>")  # fmt: skip
+        fig.add_bar(
+            x=names,
+            y=[r.get(key) for r in rows],
+            name="F1" if key == "f1" else key,
+            marker_color=color,
+            hovertemplate=f"%{{x}} · {key}: %{{y:.2%}}<extra></extra>",
+        )
     fig.update_yaxes(range=[0, 1.02], title="score", tickformat=".0%")
     # up to a dozen classes: level labels wrapped to their slot's width; more: slanted, one line each
     level = len(rows) <= 12
     width = max(6, min(WRAP, 120 // max(1, len(rows)))) if level else 3 * WRAP
-    fig.update_xaxes(type="category", tickangle=0 if level else -30, tickvals=names,
-                     ticktext=[wrap(str(r["class"]), width) + ("<br>" if level else " ") + f"(n={int(r.get('support', 0)):,})"
-                               for r in rows])  # fmt: skip
+    fig.update_xaxes(
+        type="category",
+        tickangle=0 if level else -30,
+        tickvals=names,
+        ticktext=[
+            wrap(str(r["class"]), width) + ("<br>" if level else " ") + f"(n={int(r.get('support', 0)):,})"
+            for r in rows
+        ],
+    )
     return layout(fig, "Per class: precision, recall, F1 (support in brackets)", barmode="group", legend=TOP_RIGHT)
 
 
@@ -141,22 +175,42 @@ def threshold_curves(curves: dict, threshold: float, marks: dict | None = None) 
     for key, color, name in (("far", FAR_C, "FAR"), ("frr", FRR_C, "FRR"), ("hter", HTER_C, "HTER")):
         y = _arr(curves, key)
         if len(y) == len(t) and len(t):
-            fig.add_scatter(x=t[order], y=y[order], mode="lines", name=name, line={"color": color, "width": 2, "dash": "dot" if key == "hter" else None},
-                            hovertemplate=f"threshold %{{x:.4f}} · {name} %{{y:.2%}}<extra></extra>")  # fmt: skip
+            fig.add_scatter(
+                x=t[order],
+                y=y[order],
+                mode="lines",
+                name=name,
+                line={"color": color, "width": 2, "dash": "dot" if key == "hter" else None},
+                hovertemplate=f"threshold %{{x:.4f}} · {name} %{{y:.2%}}<extra></extra>",
+            )
     for key, symbol, name in (("eer", "diamond", "EER"), ("min_hter", "star", "min HTER")):
         mark = (marks or {}).get(key)
         if mark and mark[0] is not None and mark[1] is not None:
-            fig.add_scatter(x=[mark[0]], y=[mark[1]], mode="markers", name=name, marker={"symbol": symbol, "size": 13, "color": OP_C},
-                            hovertemplate=f"{name} %{{y:.2%}} at threshold %{{x:.4f}}<extra></extra>")  # fmt: skip
+            fig.add_scatter(
+                x=[mark[0]],
+                y=[mark[1]],
+                mode="markers",
+                name=name,
+                marker={"symbol": symbol, "size": 13, "color": OP_C},
+                hovertemplate=f"{name} %{{y:.2%}} at threshold %{{x:.4f}}<extra></extra>",
+            )
     # the threshold in force as a trace, so the legend names it (an annotation on the line ran into the legend)
-    fig.add_scatter(x=[threshold, threshold], y=[0, 1], mode="lines", name=f"t = {display.threshold(threshold)}",
-                    line={"color": OP_C, "width": 1, "dash": "dash"}, hoverinfo="skip")  # fmt: skip
+    fig.add_scatter(
+        x=[threshold, threshold],
+        y=[0, 1],
+        mode="lines",
+        name=f"t = {display.threshold(threshold)}",
+        line={"color": OP_C, "width": 1, "dash": "dash"},
+        hoverinfo="skip",
+    )
     if not len(t):
         _note(fig, "no scores")
     x_range = threshold_range(t, threshold)
     zoomed = x_range != [0.0, 1.0]
-    fig.update_xaxes(title="threshold (accept when score ≥ t)" + (", zoomed to where the scores lie" if zoomed else ""),
-                     range=x_range)  # fmt: skip
+    fig.update_xaxes(
+        title="threshold (accept when score ≥ t)" + (", zoomed to where the scores lie" if zoomed else ""),
+        range=x_range,
+    )
     fig.update_yaxes(title="error rate", tickformat=".0%", range=[0, 1.02])
     return layout(fig, "FAR, FRR and HTER vs threshold", height=HEIGHT, legend=TOP_RIGHT)
 
@@ -206,17 +260,33 @@ def det_curve(curves: dict, op: tuple[float, float] | None = None) -> go.Figure:
     far, frr = _arr(curves, "far"), _arr(curves, "frr")
     fig = go.Figure()
     if len(far):
-        fig.add_scatter(x=_probit(far), y=_probit(frr), mode="lines", name="DET", line={"color": FRR_C, "width": 2},
-                        customdata=np.stack([far, frr], axis=1),
-                        hovertemplate="FAR %{customdata[0]:.2%} · FRR %{customdata[1]:.2%}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=_probit(far),
+            y=_probit(frr),
+            mode="lines",
+            name="DET",
+            line={"color": FRR_C, "width": 2},
+            customdata=np.stack([far, frr], axis=1),
+            hovertemplate="FAR %{customdata[0]:.2%} · FRR %{customdata[1]:.2%}<extra></extra>",
+        )
     else:
         _note(fig, "no scores")
     if op is not None:
-        fig.add_scatter(x=_probit([op[0]]), y=_probit([op[1]]), mode="markers", name="operating point", cliponaxis=False,
-                        marker={"size": 12, "color": OP_C, "symbol": "x"},
-                        hovertemplate=f"current threshold: FAR {display.percent(op[0])} · FRR {display.percent(op[1])}<extra></extra>")  # fmt: skip
-    ticks = {"tickvals": _probit(DET_TICKS).tolist(), "ticktext": [f"{v:.1%}".replace(".0%", "%") for v in DET_TICKS],
-             "range": det_range(), "zeroline": False}  # fmt: skip
+        fig.add_scatter(
+            x=_probit([op[0]]),
+            y=_probit([op[1]]),
+            mode="markers",
+            name="operating point",
+            cliponaxis=False,
+            marker={"size": 12, "color": OP_C, "symbol": "x"},
+            hovertemplate=f"current threshold: FAR {display.percent(op[0])} · FRR {display.percent(op[1])}<extra></extra>",
+        )
+    ticks = {
+        "tickvals": _probit(DET_TICKS).tolist(),
+        "ticktext": [f"{v:.1%}".replace(".0%", "%") for v in DET_TICKS],
+        "range": det_range(),
+        "zeroline": False,
+    }
     fig.update_xaxes(title="FAR (false accepts)", **ticks)
     fig.update_yaxes(title="FRR (false rejects)", **ticks)
     _square(fig)
@@ -233,16 +303,35 @@ def roc_curve(curves: dict, op: tuple[float, float] | None = None, auc: float | 
         fpr, tpr = _arr(curves, "far"), 1 - _arr(curves, "frr")
     order = np.lexsort((tpr, fpr)) if len(fpr) else []
     fig = go.Figure()
-    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999", "width": 1}, hoverinfo="skip", name="chance")
+    fig.add_scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        line={"dash": "dot", "color": "#999", "width": 1},
+        hoverinfo="skip",
+        name="chance",
+    )
     if len(fpr):
-        fig.add_scatter(x=np.clip(fpr[order], 0, 1), y=np.clip(tpr[order], 0, 1), mode="lines", name="ROC",
-                        line={"color": PRECISION_C, "width": 2}, hovertemplate="FPR %{x:.2%} · TPR %{y:.2%}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=np.clip(fpr[order], 0, 1),
+            y=np.clip(tpr[order], 0, 1),
+            mode="lines",
+            name="ROC",
+            line={"color": PRECISION_C, "width": 2},
+            hovertemplate="FPR %{x:.2%} · TPR %{y:.2%}<extra></extra>",
+        )
     else:
         _note(fig, "no scores")
     if op is not None:
-        fig.add_scatter(x=[op[0]], y=[op[1]], mode="markers", name="operating point", cliponaxis=False,
-                        marker={"size": 12, "color": OP_C, "symbol": "x"},
-                        hovertemplate="current threshold: FPR %{x:.2%} · TPR %{y:.2%}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=[op[0]],
+            y=[op[1]],
+            mode="markers",
+            name="operating point",
+            cliponaxis=False,
+            marker={"size": 12, "color": OP_C, "symbol": "x"},
+            hovertemplate="current threshold: FPR %{x:.2%} · TPR %{y:.2%}<extra></extra>",
+        )
     fig.update_xaxes(title="false positive rate (FAR)", **RATE_TICKS)
     fig.update_yaxes(title="true positive rate (1 − FRR)", **RATE_TICKS)
     _square(fig)
@@ -253,22 +342,44 @@ def roc_curve(curves: dict, op: tuple[float, float] | None = None, auc: float | 
 # --- calibration -----------------------------------------------------------------------------------
 
 
-def reliability_diagram(bins: Sequence[dict], ece: float | None = None, title: str = "Reliability",
-                        color: str = PRECISION_C) -> go.Figure:
+def reliability_diagram(
+    bins: Sequence[dict], ece: float | None = None, title: str = "Reliability", color: str = PRECISION_C
+) -> go.Figure:
     """Accuracy against confidence per bin (bars at the bins' width), the diagonal of perfect calibration;
     the gap between bar and diagonal is the miscalibration, weighted by the bin's count in the ECE."""
     bins = [b for b in bins if b.get("count")]
     fig = go.Figure()
-    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", line={"dash": "dot", "color": "#999", "width": 1}, hoverinfo="skip", name="perfect")
+    fig.add_scatter(
+        x=[0, 1],
+        y=[0, 1],
+        mode="lines",
+        line={"dash": "dot", "color": "#999", "width": 1},
+        hoverinfo="skip",
+        name="perfect",
+    )
     if bins:
         mids = [(b["lo"] + b["hi"]) / 2 for b in bins]
-        fig.add_bar(x=mids, y=[b["accuracy"] for b in bins], width=[b["hi"] - b["lo"] for b in bins], name="accuracy",
-                    marker={"color": color, "line": {"color": "white", "width": 1}}, opacity=0.85,
-                    customdata=[[b["confidence"], b["count"], b["lo"], b["hi"]] for b in bins],
-                    hovertemplate=("confidence %{customdata[2]:.2f}–%{customdata[3]:.2f}: accuracy %{y:.1%}, "
-                                   "mean confidence %{customdata[0]:.1%}, %{customdata[1]:,} images<extra></extra>"))  # fmt: skip
-        fig.add_scatter(x=[b["confidence"] for b in bins], y=[b["accuracy"] for b in bins], mode="markers", name="mean confidence",
-                        marker={"color": OP_C, "size": 6}, hoverinfo="skip")  # fmt: skip
+        fig.add_bar(
+            x=mids,
+            y=[b["accuracy"] for b in bins],
+            width=[b["hi"] - b["lo"] for b in bins],
+            name="accuracy",
+            marker={"color": color, "line": {"color": "white", "width": 1}},
+            opacity=0.85,
+            customdata=[[b["confidence"], b["count"], b["lo"], b["hi"]] for b in bins],
+            hovertemplate=(
+                "confidence %{customdata[2]:.2f}–%{customdata[3]:.2f}: accuracy %{y:.1%}, "
+                "mean confidence %{customdata[0]:.1%}, %{customdata[1]:,} images<extra></extra>"
+            ),
+        )
+        fig.add_scatter(
+            x=[b["confidence"] for b in bins],
+            y=[b["accuracy"] for b in bins],
+            mode="markers",
+            name="mean confidence",
+            marker={"color": OP_C, "size": 6},
+            hoverinfo="skip",
+        )
     else:
         _note(fig, "no predictions")
     fig.update_xaxes(title="confidence", **RATE_TICKS)
@@ -276,4 +387,3 @@ def reliability_diagram(bins: Sequence[dict], ece: float | None = None, title: s
     if display.finite(ece):
         title += f" · ECE {display.format_metric('ece', ece)}"
     return layout(fig, title, height=HEIGHT, showlegend=False)
-

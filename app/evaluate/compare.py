@@ -14,12 +14,12 @@ import re
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LoupeError
-from engine.metrics import display
-from engine.runs.folder import Run
 from app.common import run_picker
 from app.evaluate import binary as eval_binary
 from app.evaluate import load
+from engine.errors import LoupeError
+from engine.metrics import display
+from engine.runs.folder import Run
 
 K_COMPARE = "eval.compare"
 COMPARE_DEFAULT = 6
@@ -27,15 +27,37 @@ THIS_RUN = "● "  # marks the row of the run shown above the tabs
 
 # (key in the evaluation, column header), per task, most telling first
 COLUMNS = {
-    "binary": [("hter", "HTER"), ("eer", "EER"), ("balanced_accuracy", "Bal. acc."), ("accuracy", "Accuracy"),
-               ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"), ("log_loss", "Log loss"), ("ece", "ECE")],
-    "multiclass": [("accuracy", "Accuracy"), ("balanced_accuracy", "Bal. acc."), ("macro_f1", "Macro F1"),
-                   ("top3_accuracy", "Top-3 acc."), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
-                   ("log_loss", "Log loss"), ("ece", "ECE")],
-    "multilabel": [("subset_accuracy", "Subset acc."), ("micro_f1", "Micro F1"), ("macro_f1", "Macro F1"),
-                   ("hamming_loss", "Hamming"), ("roc_auc", "ROC AUC"), ("pr_auc", "PR AUC"),
-                   ("log_loss", "Log loss"), ("ece", "ECE")],
-}  # fmt: skip
+    "binary": [
+        ("hter", "HTER"),
+        ("eer", "EER"),
+        ("balanced_accuracy", "Bal. acc."),
+        ("accuracy", "Accuracy"),
+        ("roc_auc", "ROC AUC"),
+        ("pr_auc", "PR AUC"),
+        ("log_loss", "Log loss"),
+        ("ece", "ECE"),
+    ],
+    "multiclass": [
+        ("accuracy", "Accuracy"),
+        ("balanced_accuracy", "Bal. acc."),
+        ("macro_f1", "Macro F1"),
+        ("top3_accuracy", "Top-3 acc."),
+        ("roc_auc", "ROC AUC"),
+        ("pr_auc", "PR AUC"),
+        ("log_loss", "Log loss"),
+        ("ece", "ECE"),
+    ],
+    "multilabel": [
+        ("subset_accuracy", "Subset acc."),
+        ("micro_f1", "Micro F1"),
+        ("macro_f1", "Macro F1"),
+        ("hamming_loss", "Hamming"),
+        ("roc_auc", "ROC AUC"),
+        ("pr_auc", "PR AUC"),
+        ("log_loss", "Log loss"),
+        ("ece", "ECE"),
+    ],
+}
 RUN_PX, THRESHOLD_PX, METRIC_PX = 180, 140, 72
 TABLE_BUDGET_PX = 940  # the main column's width at a 1400 px window with the sidebar open
 
@@ -60,7 +82,9 @@ def threshold_text(res: dict, saved: bool) -> str:
     """Where a row's threshold came from, with its value: "0.4746 · val, min HTER", "0.3700 · saved, by hand"."""
     task = res.get("task")
     chosen = res.get("threshold_config") or {}
-    rule = {"manual": "by hand"}.get(chosen.get("rule"), eval_binary.RULE_NAMES.get(chosen.get("rule"), chosen.get("rule") or ""))
+    rule = {"manual": "by hand"}.get(
+        chosen.get("rule"), eval_binary.RULE_NAMES.get(chosen.get("rule"), chosen.get("rule") or "")
+    )
     where = "saved" if saved else str(res.get("tuned_on") or "given")
     where += f", {rule}" if rule else ""
     if task == "binary":
@@ -87,8 +111,9 @@ def column_config(task: str) -> dict:
     """Widths that fit the table in `TABLE_BUDGET_PX`, percentages for rates and 4 decimals for scores."""
     config = {"Run": st.column_config.TextColumn("Run", width=RUN_PX, help="● marks the run shown above")}
     if task != "multiclass":
-        config["Threshold"] = st.column_config.TextColumn("Threshold", width=THRESHOLD_PX,
-                                                          help="The threshold each run is evaluated at, and where it came from")  # fmt: skip
+        config["Threshold"] = st.column_config.TextColumn(
+            "Threshold", width=THRESHOLD_PX, help="The threshold each run is evaluated at, and where it came from"
+        )
     for key, header in COLUMNS[task]:
         fmt = "%.2f%%" if display.is_rate(key) else "%.4f"
         config[header] = st.column_config.NumberColumn(header, width=METRIC_PX, format=fmt, help=display.label(key))
@@ -103,12 +128,15 @@ def section(run: Run, runs: list[Run], split: str, task: str) -> None:
     if key not in st.session_state:
         st.session_state[key] = [r.id for r in peers[:COMPARE_DEFAULT]]
     st.session_state[key] = [i for i in st.session_state[key] if i in by_id] or [run.id]
-    how = {"binary": "each at its own threshold: the one saved with the run, else the one tuned on val (the run above "
-                     "shows the threshold on its slider, which may differ)",
-           "multilabel": "each at its own per-label thresholds: the ones saved with the run, else the ones tuned on val",
-           }.get(task, "the most probable class as the prediction")  # fmt: skip
-    st.caption(f"Runs on `{spec}` scored on **{split}**, {how}. {THIS_RUN.strip()} marks the run shown above. "
-               "Click a column header to sort.")  # fmt: skip
+    how = {
+        "binary": "each at its own threshold: the one saved with the run, else the one tuned on val (the run above "
+        "shows the threshold on its slider, which may differ)",
+        "multilabel": "each at its own per-label thresholds: the ones saved with the run, else the ones tuned on val",
+    }.get(task, "the most probable class as the prediction")
+    st.caption(
+        f"Runs on `{spec}` scored on **{split}**, {how}. {THIS_RUN.strip()} marks the run shown above. "
+        "Click a column header to sort."
+    )
     picked = st.multiselect("Runs", list(by_id), key=key, format_func=lambda i: run_picker.run_label(by_id[i]))
     rows = []
     for rid in picked:
@@ -125,5 +153,10 @@ def section(run: Run, runs: list[Run], split: str, task: str) -> None:
         rows.append(row)
     if not rows:
         return
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="eval.compare_table", column_config=column_config(task),
-                 placeholder=display.MISSING)  # fmt: skip
+    st.dataframe(
+        pd.DataFrame(rows),
+        hide_index=True,
+        key="eval.compare_table",
+        column_config=column_config(task),
+        placeholder=display.MISSING,
+    )

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from engine.errors import LoupeError
-from engine.runs.folder import Run
 from app.common.images import THUMB_PX, for_display
 from app.common.loaders import load_dataset
 from app.evaluate import load
+from engine.errors import LoupeError
+from engine.runs.folder import Run
 
 MAX_IMAGES = 24
 
@@ -74,7 +74,7 @@ def file_name(item_id: object) -> str:
         name = "#" + name.rsplit("#", 1)[1]
     if len(name) <= NAME_CHARS:
         return name
-    return name[:HEAD_CHARS] + "…" + name[len(name) - (NAME_CHARS - HEAD_CHARS - 1):]
+    return name[:HEAD_CHARS] + "…" + name[len(name) - (NAME_CHARS - HEAD_CHARS - 1) :]
 
 
 def caption(item: dict, classes: Sequence[str], extra: str | None = None) -> str:
@@ -87,8 +87,9 @@ def caption(item: dict, classes: Sequence[str], extra: str | None = None) -> str
     return cap
 
 
-def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str | None = None,
-         run_id: str | None = None) -> None:
+def show(
+    ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str | None = None, run_id: str | None = None
+) -> None:
     """A wrapping grid of thumbnails, each captioned 'true → predicted (confidence)' (+ `extra`) and, with
     `run_id`, with its own link right under it, named by its file, to its explanations on the Explain page."""
     if not items:
@@ -96,7 +97,10 @@ def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str
         return
     captions = [caption(it, classes, extra) for it in items]
     if ds is None:
-        rows = [{"image": file_name(it.get("id")), "index": it.get("index"), "true → predicted": c} for it, c in zip(items, captions)]
+        rows = [
+            {"image": file_name(it.get("id")), "index": it.get("index"), "true → predicted": c}
+            for it, c in zip(items, captions)
+        ]
         st.dataframe(rows, hide_index=True, key=f"{key}.table")
         return
     with st.container(horizontal=True, gap="small", key=f"{key}.grid"):
@@ -105,8 +109,13 @@ def show(ds, items: Sequence[dict], classes: Sequence[str], key: str, extra: str
                 st.image(_thumbnail(ds, it), width=THUMB_PX)
                 st.caption(cap)  # as wide as the item, not the thumbnail: fewer lines
                 if run_id:
-                    st.page_link("pages/explanations.py", label=file_name(it.get("id")), icon=":material/visibility:", query_params={"run": run_id, "image": str(int(it["index"]))},
-                                 help=f"Explain {it.get('id')} on the Explain page")  # fmt: skip
+                    st.page_link(
+                        "pages/explanations.py",
+                        label=file_name(it.get("id")),
+                        icon=":material/visibility:",
+                        query_params={"run": run_id, "image": str(int(it["index"]))},
+                        help=f"Explain {it.get('id')} on the Explain page",
+                    )
 
 
 def _thumbnail(ds, item: dict) -> np.ndarray:
@@ -116,12 +125,22 @@ def _thumbnail(ds, item: dict) -> np.ndarray:
         return np.zeros((THUMB_PX, THUMB_PX), np.uint8)
 
 
-def cell_items(pred, predicted: np.ndarray, true_c: int, pred_c: int, limit: int = MAX_IMAGES) -> tuple[list[dict], int]:
+def cell_items(
+    pred, predicted: np.ndarray, true_c: int, pred_c: int, limit: int = MAX_IMAGES
+) -> tuple[list[dict], int]:
     """The images of true class `true_c` predicted as `pred_c`, most confident first; and how many in all."""
     labels = np.asarray(pred.labels)
     rows = np.flatnonzero((labels == true_c) & (predicted == pred_c))
     conf = np.asarray(pred.probs)[rows, pred_c]
     order = rows[np.argsort(-conf, kind="mergesort")][:limit]
-    items = [{"id": str(pred.ids[r]), "index": int(pred.indices[r]), "true": true_c, "predicted": pred_c,
-              "confidence": float(pred.probs[r, pred_c])} for r in order]  # fmt: skip
+    items = [
+        {
+            "id": str(pred.ids[r]),
+            "index": int(pred.indices[r]),
+            "true": true_c,
+            "predicted": pred_c,
+            "confidence": float(pred.probs[r, pred_c]),
+        }
+        for r in order
+    ]
     return items, len(rows)

@@ -11,8 +11,8 @@ import numpy as np
 import streamlit as st
 
 from engine import evaluate as ev
-from engine.metrics import curves as binary_curves
 from engine.errors import LoupeError
+from engine.metrics import curves as binary_curves
 from engine.runs.folder import Run, list_runs
 
 SPLIT_ORDER = ("test", "val", "oof")
@@ -82,10 +82,14 @@ def predictions(run: Run, split: str) -> ev.Predictions:
 def _evaluate(path: str, split: str, tune_split: str | None, bootstrap: int, use_saved: bool, key: tuple) -> dict:
     run = Run(path)
     saved = saved_thresholds(run) if use_saved and has_saved_thresholds(run) else None
-    return ev.evaluate_run(run, split=split, tune_split=tune_split or split, thresholds=saved or None, bootstrap=bootstrap)
+    return ev.evaluate_run(
+        run, split=split, tune_split=tune_split or split, thresholds=saved or None, bootstrap=bootstrap
+    )
 
 
-def evaluation(run: Run, split: str, tune_split: str | None, bootstrap: int = BOOTSTRAP, use_saved: bool = True) -> dict:
+def evaluation(
+    run: Run, split: str, tune_split: str | None, bootstrap: int = BOOTSTRAP, use_saved: bool = True
+) -> dict:
     """`evaluate_run` at the thresholds saved with the run (thresholds.json) when there are any, else at
     thresholds tuned on `tune_split` (min-HTER for binary, best F1 per label for multi-label)."""
     return _evaluate(str(run.path), split, tune_split, bootstrap, use_saved, files_key(run))
@@ -162,5 +166,3 @@ def likely_mislabelled(run: Run, n: int = 24) -> list[dict]:
 
 def dataset_spec(run: Run) -> str | None:
     return (run.config().get("config") or {}).get("dataset")
-
-

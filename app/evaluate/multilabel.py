@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from app.evaluate import load
 from engine import evaluate as ev
 from engine.errors import LoupeError
 from engine.metrics import display
 from engine.runs.folder import Run
-from app.evaluate import load
 
 
 def k_thresholds(run: Run) -> str:
@@ -51,8 +51,12 @@ def in_force(run: Run, res: dict, n: int, tune_split: str | None) -> tuple[list[
     if key not in st.session_state:
         st.session_state[key] = initial(run, res, n)
     source = st.session_state.get(k_source(run), "hand")
-    words = {"saved": "saved with the run", "tuned": f"tuned on **{tune_split}** for the best F1 of each label",
-             "hand": "edited by hand on the Thresholds tab", "default": "the default 0.5 for every label"}
+    words = {
+        "saved": "saved with the run",
+        "tuned": f"tuned on **{tune_split}** for the best F1 of each label",
+        "hand": "edited by hand on the Thresholds tab",
+        "default": "the default 0.5 for every label",
+    }
     return [float(v) for v in st.session_state[key]], words.get(source, words["hand"])
 
 
@@ -81,8 +85,10 @@ def _apply_edits(run: Run, editor_key: str) -> None:
 
 def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None:
     st.subheader("Per-label thresholds")
-    st.caption(f"One threshold per label; a label is predicted when its score ≥ its threshold. Scores on **{split}**; "
-               f"'Tune all' picks, per label, the threshold with the best F1 on **{tune_split or split}**.")  # fmt: skip
+    st.caption(
+        f"One threshold per label; a label is predicted when its score ≥ its threshold. Scores on **{split}**; "
+        f"'Tune all' picks, per label, the threshold with the best F1 on **{tune_split or split}**."
+    )
     classes = list(pred.classes)
     key = k_thresholds(run)
     if key not in st.session_state:
@@ -90,27 +96,50 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
     ts = st.session_state[key]
     stats = per_label(pred.probs, pred.labels, ts)
     # rates in percent, written with two decimals like every rate on the page (engine.metrics.display)
-    frame = pd.DataFrame({"label": classes, "threshold": ts, "precision": stats["precision"] * 100,
-                          "recall": stats["recall"] * 100, "F1": stats["f1"] * 100,
-                          "support": stats["support"].astype(int)})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "label": classes,
+            "threshold": ts,
+            "precision": stats["precision"] * 100,
+            "recall": stats["recall"] * 100,
+            "F1": stats["f1"] * 100,
+            "support": stats["support"].astype(int),
+        }
+    )
     editor_key = f"eval.ml_editor.{run.id}.{st.session_state.get(k_version(run), 0)}"
     st.data_editor(
-        frame, key=editor_key, hide_index=True, disabled=["label", "precision", "recall", "F1", "support"],
-        on_change=_apply_edits, args=(run, editor_key),
+        frame,
+        key=editor_key,
+        hide_index=True,
+        disabled=["label", "precision", "recall", "F1", "support"],
+        on_change=_apply_edits,
+        args=(run, editor_key),
         column_config={
-            "threshold": st.column_config.NumberColumn("threshold", min_value=0.0, max_value=1.0, step=0.01, format="%.4f",
-                                                       help="Edit to move this label's threshold"),
+            "threshold": st.column_config.NumberColumn(
+                "threshold",
+                min_value=0.0,
+                max_value=1.0,
+                step=0.01,
+                format="%.4f",
+                help="Edit to move this label's threshold",
+            ),
             "precision": st.column_config.NumberColumn(format="%.2f%%"),
             "recall": st.column_config.NumberColumn(format="%.2f%%"),
             "F1": st.column_config.NumberColumn(format="%.2f%%"),
         },
-    )  # fmt: skip
+    )
     micro = _micro_f1(pred.probs, pred.labels, ts)
-    st.caption(f"At these thresholds on {split}: micro F1 {display.percent(micro)} · "
-               f"macro F1 {display.percent(float(np.mean(stats['f1'])))}. The cards above the tabs follow these thresholds.")
+    st.caption(
+        f"At these thresholds on {split}: micro F1 {display.percent(micro)} · "
+        f"macro F1 {display.percent(float(np.mean(stats['f1'])))}. The cards above the tabs follow these thresholds."
+    )
     with st.container(horizontal=True):
-        if st.button("Tune all on val" if tune_split == "val" else f"Tune all on {tune_split}", key="eval.ml_tune",
-                     icon=":material/tune:", disabled=tune_split is None):  # fmt: skip
+        if st.button(
+            "Tune all on val" if tune_split == "val" else f"Tune all on {tune_split}",
+            key="eval.ml_tune",
+            icon=":material/tune:",
+            disabled=tune_split is None,
+        ):
             try:
                 tuned = load.tuned(run, "f1", tune_split)
             except (LoupeError, ValueError, KeyError) as e:

@@ -12,11 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from engine.errors import LoupeError
-from app.explain import charts
-from engine.data.pixels import to_uint8
-from app.explain import methods
 from app.common.images import THUMB_PX, for_display
+from app.explain import charts, methods
+from engine.data.pixels import to_uint8
+from engine.errors import LoupeError
 
 ATTACKS = {"fgsm": "FGSM (one step)", "pgd": "PGD (iterated)"}
 EPS_MAX = 0.1
@@ -65,8 +64,9 @@ def amplification(scale: float | None) -> str:
     return f"amplified ×{scale:.0f}" if scale >= 10 else f"amplified ×{scale:.2g}"
 
 
-def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: str = "adv",
-                      scope: str = "") -> dict | None:
+def adversarial_panel(
+    run, rm, picked, classes: Sequence[str], opts: dict, key: str = "adv", scope: str = ""
+) -> dict | None:
     """Draw the panel; returns what it computed (for tests and callers): probs, adversarial probs, flipped.
     Predictions are the run's decisions (a binary run's saved threshold, as Evaluate and Predict decide). The
     target selector's options leave out the predicted class, so they depend on the image: its key carries
@@ -80,11 +80,21 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
     clean = probs_of(rm, picked.x)
     predicted = load.decided(clean, rm.task, rule)
     c1, c2, c3, c4 = st.columns([3, 2, 2, 2])
-    eps = c1.slider("Epsilon (max change per pixel, 0–1 scale)", 0.0, EPS_MAX, 0.01, 0.001, format="%.3f", key=f"{key}.eps",
-                    help="L∞ budget: no pixel moves by more than this. 1/255 ≈ 0.004 is one grey level.")  # fmt: skip
+    eps = c1.slider(
+        "Epsilon (max change per pixel, 0–1 scale)",
+        0.0,
+        EPS_MAX,
+        0.01,
+        0.001,
+        format="%.3f",
+        key=f"{key}.eps",
+        help="L∞ budget: no pixel moves by more than this. 1/255 ≈ 0.004 is one grey level.",
+    )
     method = c2.radio("Attack", list(ATTACKS), format_func=ATTACKS.get, key=f"{key}.method")
     steps = c3.number_input("PGD steps", 1, 100, 10, key=f"{key}.steps", disabled=method != "pgd")
-    targeted = c4.toggle("Targeted", key=f"{key}.targeted", help="Push towards a chosen class instead of away from the true one.")
+    targeted = c4.toggle(
+        "Targeted", key=f"{key}.targeted", help="Push towards a chosen class instead of away from the true one."
+    )
     target = None
     if targeted:
         others = [i for i in range(len(classes)) if i != predicted] or [predicted]
@@ -93,8 +103,11 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
             st.session_state.pop(tkey)  # a class of another image (or run): start from this image's first option
         target = c4.selectbox("Towards", others, format_func=lambda i: classes[i], key=tkey)
     y = picked.label if picked.label is not None else predicted
-    st.caption(f"Attacking the {'true class' if picked.label is not None else 'predicted class'} **{classes[y]}**"
-               + (f", towards **{classes[target]}**" if targeted else "") + f" at ε = {eps:.3f} ({eps * 255:.1f}/255).")  # fmt: skip
+    st.caption(
+        f"Attacking the {'true class' if picked.label is not None else 'predicted class'} **{classes[y]}**"
+        + (f", towards **{classes[target]}**" if targeted else "")
+        + f" at ε = {eps:.3f} ({eps * 255:.1f}/255)."
+    )
     try:
         with st.spinner("Attacking…"):
             x_adv = attack(rm, picked.x, y, eps, method, targeted, target, int(steps))
@@ -109,16 +122,25 @@ def adversarial_panel(run, rm, picked, classes: Sequence[str], opts: dict, key: 
     w = THUMB_PX + 64
     cols[0].image(for_display(picked.pixels), caption=f"original: {_caption(classes, clean, predicted)}", width=w)
     max_change = float((x_adv - picked.x).abs().max()) if hasattr(x_adv, "abs") else eps
-    cols[1].image(for_display(pert), caption=f"perturbation ({amplification(scale)}; max |δ| = {max_change:.4f}, "
-                  f"{max_change * 255:.1f}/255)", width=w)  # fmt: skip
-    cols[2].image(for_display(to_uint8(x_adv)[0]), caption=f"adversarial: {_caption(classes, adv_probs, adv_pred)}", width=w)
+    cols[1].image(
+        for_display(pert),
+        caption=f"perturbation ({amplification(scale)}; max |δ| = {max_change:.4f}, {max_change * 255:.1f}/255)",
+        width=w,
+    )
+    cols[2].image(
+        for_display(to_uint8(x_adv)[0]), caption=f"adversarial: {_caption(classes, adv_probs, adv_pred)}", width=w
+    )
     if flipped:
         hit = " (the target class)" if targeted and adv_pred == target else ""
-        st.error(f"Prediction flipped: **{classes[predicted]}** → **{classes[adv_pred]}**{hit} at ε = {eps:.3f}.",
-                 icon=":material/swap_horiz:")  # fmt: skip
+        st.error(
+            f"Prediction flipped: **{classes[predicted]}** → **{classes[adv_pred]}**{hit} at ε = {eps:.3f}.",
+            icon=":material/swap_horiz:",
+        )
     else:
-        st.success(f"Prediction held: still **{classes[predicted]}** ({adv_probs[predicted]:.1%}, was {clean[predicted]:.1%}).",
-                   icon=":material/shield:")  # fmt: skip
+        st.success(
+            f"Prediction held: still **{classes[predicted]}** ({adv_probs[predicted]:.1%}, was {clean[predicted]:.1%}).",
+            icon=":material/shield:",
+        )
     if st.toggle("Compare attributions (clean vs adversarial)", key=f"{key}.explain") and opts.get("methods"):
         method0 = opts["methods"][0]
         rkey = methods.run_key(run)
@@ -157,9 +179,12 @@ def _seed_settings(run, key: str) -> None:
         return
     rec = latest_record(run)
     p = rec["params"] if rec else {}
-    values = {"eps": ", ".join(f"{e:g}" for e in p["eps"]) if p.get("eps") else DEFAULT_SWEEP, "limit": int(p.get("limit") or 200),
-              "method": p.get("attack") if p.get("attack") in ATTACKS else "fgsm",
-              "steps": int(p.get("steps") or 10) if p.get("attack") == "pgd" else 10}
+    values = {
+        "eps": ", ".join(f"{e:g}" for e in p["eps"]) if p.get("eps") else DEFAULT_SWEEP,
+        "limit": int(p.get("limit") or 200),
+        "method": p.get("attack") if p.get("attack") in ATTACKS else "fgsm",
+        "steps": int(p.get("steps") or 10) if p.get("attack") == "pgd" else 10,
+    }
     for n, v in values.items():
         st.session_state.setdefault(f"{key}.{n}", v)
 
@@ -183,8 +208,16 @@ def _run_sweep(run, eps: list[float], limit: int, method: str, steps: int, param
         bar.progress(frac, text=f"{(str(rest[0]) if rest else 'Attacking').capitalize()}: {done:,} of {total:,}")
 
     try:
-        result = epsilon_sweep(run, eps, split="val", limit=limit, attack=method, steps=steps, progress=progress,
-                               seed=int(params.get("seed", 0)))
+        result = epsilon_sweep(
+            run,
+            eps,
+            split="val",
+            limit=limit,
+            attack=method,
+            steps=steps,
+            progress=progress,
+            seed=int(params.get("seed", 0)),
+        )
     except (LoupeError, ValueError, RuntimeError) as e:
         bar.empty()
         st.error(f"The sweep failed: {e}", icon=":material/error:")
@@ -195,8 +228,10 @@ def _run_sweep(run, eps: list[float], limit: int, method: str, steps: int, param
     try:
         save_sweep(run, params, result)
     except (LoupeError, OSError) as e:
-        st.warning(f"The sweep could not be saved in the run folder ({e}); it is shown for this session only.",
-                   icon=":material/warning:")  # fmt: skip
+        st.warning(
+            f"The sweep could not be saved in the run folder ({e}); it is shown for this session only.",
+            icon=":material/warning:",
+        )
     return True
 
 
@@ -216,12 +251,18 @@ def _shown(run, params: dict, store: str) -> tuple[dict, str | None, bool] | Non
         if why:
             note = ((note + " ") if note else "") + why
         if is_stale(run, rec):
-            note = ((note + " ") if note else "") + "The run's weights changed since this sweep was saved; run it again to measure them."
+            note = (
+                (note + " ") if note else ""
+            ) + "The run's weights changed since this sweep was saved; run it again to measure them."
         return rec["result"], note, why is not None
     saved = st.session_state.get(store)
     if saved and saved.get("run") == str(run.path):
         same = saved["params"] == params
-        return saved["sweep"], None if same else "Showing the last sweep; the settings above changed since. Run it again to update.", False
+        return (
+            saved["sweep"],
+            None if same else "Showing the last sweep; the settings above changed since. Run it again to update.",
+            False,
+        )
     return None
 
 
@@ -251,9 +292,11 @@ def robustness_panel(run, rm, classes: Sequence[str], key: str = "rob") -> dict 
             return None
     shown = _shown(run, params, store)
     if shown is None:
-        st.caption("Attacks up to `limit` validation images at each epsilon and measures how accuracy falls. A few "
-                   "hundred images with FGSM take seconds on a small model; PGD costs `steps` times more. Finished "
-                   "sweeps are saved with the run.")  # fmt: skip
+        st.caption(
+            "Attacks up to `limit` validation images at each epsilon and measures how accuracy falls. A few "
+            "hundred images with FGSM take seconds on a small model; PGD costs `steps` times more. Finished "
+            "sweeps are saved with the run."
+        )
         return None
     sweep, note, warn = shown
     if note and warn:
@@ -262,17 +305,23 @@ def robustness_panel(run, rm, classes: Sequence[str], key: str = "rob") -> dict 
         st.caption(note)
     binary = rm.task == "binary" and sweep.get("hter") is not None
     st.plotly_chart(charts.accuracy_vs_eps(sweep, binary), key=f"{key}.chart.acc")
-    st.dataframe(sweep_table(sweep, binary), hide_index=True, key=f"{key}.table",
-                 column_config={c: st.column_config.TextColumn(c, help=RATE_HELP.get(c)) for c in RATE_HELP})  # fmt: skip
+    st.dataframe(
+        sweep_table(sweep, binary),
+        hide_index=True,
+        key=f"{key}.table",
+        column_config={c: st.column_config.TextColumn(c, help=RATE_HELP.get(c)) for c in RATE_HELP},
+    )
     left, right = st.columns(2)
     if sweep.get("per_class") is not None:
         left.plotly_chart(charts.per_class_heatmap(sweep, classes), key=f"{key}.chart.per_class")
     if sweep.get("min_eps") is not None:
         right.plotly_chart(charts.min_eps_histogram(sweep["min_eps"], MIN_EPS_HI), key=f"{key}.chart.min_eps")
         right.caption(charts.min_eps_note(sweep["min_eps"], MIN_EPS_HI))
-    st.caption(f"{sample_text(sweep)}, {ATTACKS.get(sweep.get('attack'), 'attack')}. Accuracy at ε = 0 is the clean "
-               "accuracy on these images. Minimal epsilon: per image, the smallest ε (searched by bisection up to "
-               f"{MIN_EPS_HI:g}) that flips its prediction; images already wrong or never flipped are counted apart.")  # fmt: skip
+    st.caption(
+        f"{sample_text(sweep)}, {ATTACKS.get(sweep.get('attack'), 'attack')}. Accuracy at ε = 0 is the clean "
+        "accuracy on these images. Minimal epsilon: per image, the smallest ε (searched by bisection up to "
+        f"{MIN_EPS_HI:g}) that flips its prediction; images already wrong or never flipped are counted apart."
+    )
     return sweep
 
 
@@ -289,8 +338,11 @@ def sweep_table(sweep: dict, binary: bool) -> list[dict]:
 
     rows = []
     for i, e in enumerate(sweep.get("eps") or []):
-        row = {"ε": f"{float(e):g}", "ε in grey levels": f"{float(e) * 255:.1f}/255",
-               "accuracy": format_metric("accuracy", _at(sweep.get("accuracy"), i))}
+        row = {
+            "ε": f"{float(e):g}",
+            "ε in grey levels": f"{float(e) * 255:.1f}/255",
+            "accuracy": format_metric("accuracy", _at(sweep.get("accuracy"), i)),
+        }
         if binary:
             row.update({k.upper(): format_metric(k, _at(sweep.get(k), i)) for k in ("far", "frr", "hter")})
         rows.append(row)

@@ -30,10 +30,18 @@ def wrap(label: str, width: int = LABEL_WIDTH, lines: int = 3) -> str:
 def top_k_bars(probs: np.ndarray, classes: Sequence[str], k: int = 5, title: str = "Top classes") -> go.Figure:
     order = np.argsort(-probs, kind="stable")[:k][::-1]
     names = [wrap(classes[i]) for i in order]
-    fig = go.Figure(go.Bar(x=[float(probs[i]) for i in order], y=names, orientation="h",
-                           text=[f"{probs[i]:.1%}" for i in order], textposition="auto", marker_color=ACC_C,
-                           customdata=[str(classes[i]) for i in order],
-                           hovertemplate="%{customdata}: %{x:.2%}<extra></extra>"))  # fmt: skip
+    fig = go.Figure(
+        go.Bar(
+            x=[float(probs[i]) for i in order],
+            y=names,
+            orientation="h",
+            text=[f"{probs[i]:.1%}" for i in order],
+            textposition="auto",
+            marker_color=ACC_C,
+            customdata=[str(classes[i]) for i in order],
+            hovertemplate="%{customdata}: %{x:.2%}<extra></extra>",
+        )
+    )
     fig.update_xaxes(range=[0, 1], tickformat=".0%", tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
     fig.update_yaxes(type="category")
     lines = sum(n.count("<br>") + 1 for n in names)
@@ -45,8 +53,12 @@ def top_k_bars(probs: np.ndarray, classes: Sequence[str], k: int = 5, title: str
 def deletion_curves(curves: Mapping[str, dict], target_name: str) -> go.Figure:
     fig = go.Figure()
     for method, c in curves.items():
-        fig.add_scatter(x=list(map(float, c["fractions"])), y=list(map(float, c["probs"])), mode="lines+markers",
-                        name=f"{method} (AUC {number(c['auc'])})")  # fmt: skip
+        fig.add_scatter(
+            x=list(map(float, c["fractions"])),
+            y=list(map(float, c["probs"])),
+            mode="lines+markers",
+            name=f"{method} (AUC {number(c['auc'])})",
+        )
     fig.update_xaxes(title="share of pixels removed (most important first)", tickformat=".0%")
     fig.update_yaxes(title=f"P({wrap(target_name, 30, 1)})", range=[0, 1.02])
     return layout(fig, "Deletion curves (lower AUC = more faithful)", height=HEIGHT)
@@ -62,20 +74,37 @@ def accuracy_vs_eps(sweep: dict, binary: bool) -> go.Figure:
     is not in the sample) is left out of the chart and named in the legend."""
     eps = list(map(float, sweep["eps"]))
     fig = go.Figure()
-    fig.add_scatter(x=eps, y=_values(sweep["accuracy"]), mode="lines+markers", name="accuracy", line={"color": ACC_C},
-                    hovertemplate="ε %{x}: %{y:.2%}<extra>accuracy</extra>")  # fmt: skip
+    fig.add_scatter(
+        x=eps,
+        y=_values(sweep["accuracy"]),
+        mode="lines+markers",
+        name="accuracy",
+        line={"color": ACC_C},
+        hovertemplate="ε %{x}: %{y:.2%}<extra>accuracy</extra>",
+    )
     if binary:
         for key, color in (("hter", HTER_C), ("far", FAR_C), ("frr", FRR_C)):
             if sweep.get(key) is None:
                 continue
             ys = _values(sweep[key])
             name = key.upper() if any(v is not None for v in ys) else f"{key.upper()} n/a (class not in the sample)"
-            fig.add_scatter(x=eps, y=ys, mode="lines+markers", name=name, hovertemplate=f"ε %{{x}}: %{{y:.2%}}<extra>{key.upper()}</extra>",
-                            line={"color": color, "dash": "solid" if key == "hter" else "dot"})  # fmt: skip
+            fig.add_scatter(
+                x=eps,
+                y=ys,
+                mode="lines+markers",
+                name=name,
+                hovertemplate=f"ε %{{x}}: %{{y:.2%}}<extra>{key.upper()}</extra>",
+                line={"color": color, "dash": "solid" if key == "hter" else "dot"},
+            )
     fig.update_xaxes(title="epsilon (pixel units, 0–1)")
     fig.update_yaxes(range=[0, 1.02], tickformat=".0%")
     title = "Accuracy and HTER vs epsilon" if binary else "Accuracy vs epsilon"
-    return layout(fig, title, height=HEIGHT, legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+    return layout(
+        fig,
+        title,
+        height=HEIGHT,
+        legend={"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"},
+    )
 
 
 def per_class_table(sweep: dict, classes: Sequence[str]) -> tuple[list[str], list[float], list[list[float]]]:
@@ -95,10 +124,19 @@ def per_class_table(sweep: dict, classes: Sequence[str]) -> tuple[list[str], lis
 def per_class_heatmap(sweep: dict, classes: Sequence[str]) -> go.Figure:
     names, eps, rows = per_class_table(sweep, classes)
     z = [[(v if np.isfinite(v) else None) for v in r] for r in rows]
-    fig = go.Figure(go.Heatmap(z=z, x=[f"{e:g}" for e in eps], y=[wrap(n) for n in names], zmin=0, zmax=1,
-                               colorscale="RdYlGn", text=[[("" if v is None else percent(v)) for v in r] for r in z],
-                               texttemplate="%{text}" if len(names) <= 15 else None,
-                               hovertemplate="%{y} at ε %{x}: %{text}<extra></extra>"))  # fmt: skip
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[f"{e:g}" for e in eps],
+            y=[wrap(n) for n in names],
+            zmin=0,
+            zmax=1,
+            colorscale="RdYlGn",
+            text=[[("" if v is None else percent(v)) for v in r] for r in z],
+            texttemplate="%{text}" if len(names) <= 15 else None,
+            hovertemplate="%{y} at ε %{x}: %{text}<extra></extra>",
+        )
+    )
     fig.update_xaxes(title="epsilon", type="category")
     fig.update_yaxes(type="category", autorange="reversed")
     return layout(fig, "Robust accuracy per class", height=max(HEIGHT, 90 + 28 * len(names)))
@@ -114,8 +152,14 @@ def min_eps_histogram(min_eps: Sequence[float | None], max_eps: float) -> go.Fig
     """Images flipped at some epsilon; None / inf: never flipped up to the search limit; 0: already wrong. The
     title stays short (the chart sits in half the page's width); the counts are in `min_eps_note`."""
     flipped, _, _ = _min_eps_counts(min_eps)
-    fig = go.Figure(go.Histogram(x=flipped.tolist(), nbinsx=min(30, max(5, len(flipped) // 3)), marker_color=ACC_C,
-                                 hovertemplate="ε %{x}: %{y} images<extra></extra>"))  # fmt: skip
+    fig = go.Figure(
+        go.Histogram(
+            x=flipped.tolist(),
+            nbinsx=min(30, max(5, len(flipped) // 3)),
+            marker_color=ACC_C,
+            hovertemplate="ε %{x}: %{y} images<extra></extra>",
+        )
+    )
     fig.update_xaxes(title="smallest epsilon that flips the prediction", range=[0, max_eps])
     fig.update_yaxes(title="images")
     return layout(fig, "Minimal epsilon per image", height=HEIGHT)

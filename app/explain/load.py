@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import streamlit as st
 
+from app.common.loaders import weights_key
 from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
 from engine.runs.folder import Run
-from app.common.loaders import weights_key
 
 IMAGE_PARAM = "image"  # ?image=<dataset index>: other pages link to one image with it
 
@@ -61,7 +61,9 @@ def run_config(run: Run) -> dict:
 def _dataset(spec: str, size: int, seed: int, val_fraction: float, test_fraction: float):
     from engine.data import open_dataset
 
-    return open_dataset(spec, image_size=size or None, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    return open_dataset(
+        spec, image_size=size or None, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+    )
 
 
 def dataset_of(run: Run, image_size: int):
@@ -73,8 +75,13 @@ def dataset_of(run: Run, image_size: int):
         st.caption("The run does not name its dataset: upload an image instead.")
         return None
     try:
-        return _dataset(spec, int(image_size or cfg.get("image_size") or 0), int(cfg.get("seed", 0)),
-                        float(cfg.get("val_fraction", 0.15)), float(cfg.get("test_fraction", 0.15)))  # fmt: skip
+        return _dataset(
+            spec,
+            int(image_size or cfg.get("image_size") or 0),
+            int(cfg.get("seed", 0)),
+            float(cfg.get("val_fraction", 0.15)),
+            float(cfg.get("test_fraction", 0.15)),
+        )
     except (LoupeError, OSError) as e:
         st.caption(f"The images of `{spec}` cannot be opened: {e}")
         return None
@@ -155,4 +162,3 @@ def from_upload(data: bytes, name: str, rm) -> Picked:
     pixels, x = prepare_image(data, name, rm)
     digest = hashlib.sha1(data).hexdigest()[:16]
     return Picked(f"up:{digest}", np.asarray(pixels, dtype=np.uint8), x, None, name)
-

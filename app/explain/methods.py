@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
-from engine.errors import LoupeError
-from engine.metrics.display import MISSING, finite, number
 from app.common.images import THUMB_PX, for_display
 from app.common.loaders import weights_key
 from app.explain import charts
+from engine.errors import LoupeError
+from engine.metrics.display import MISSING, finite, number
 
 DEFAULT_METHODS = ("gradcam", "saliency")  # fast; matched loosely against engine.explain.attributions.METHODS
 SIGNS = {
@@ -28,7 +28,7 @@ SIGN_HELP = (
     "ones lower it (evidence for another class). **Positive** shows the evidence for the target; **Absolute** shows "
     "importance whatever its direction (the usual view for gradient saliency, whose sign is noisy); **Both** uses a "
     "diverging map centred on zero. Grad-CAM is positive by construction (a ReLU), so its three views are the same."
-)  # fmt: skip
+)
 
 
 def helps() -> dict[str, str]:
@@ -37,14 +37,14 @@ def helps() -> dict[str, str]:
 
     return {
         "deletion AUC (lower is better)": "Deletion AUC: the target's probability as the most-attributed pixels are "
-                                          "removed (replaced by the baseline), integrated over the share removed; "
-                                          "lower means the map found what the model uses.",
+        "removed (replaced by the baseline), integrated over the share removed; "
+        "lower means the map found what the model uses.",
         "infidelity": "Infidelity (Captum): how badly the map predicts the logit change under small noise; lower is "
-                      "better.",
+        "better.",
         "max-sensitivity": "Max-sensitivity (Captum): how much the map moves when the input moves slightly; lower is "
-                           "more stable. It re-runs the method several times, so it is computed for the fast methods "
-                           f"only ({', '.join(CHEAP_FOR_SENSITIVITY)}): n/a for the others.",
-    }  # fmt: skip
+        "more stable. It re-runs the method several times, so it is computed for the fast methods "
+        f"only ({', '.join(CHEAP_FOR_SENSITIVITY)}): n/a for the others.",
+    }
 
 
 def scientific(value: object, digits: int = 2) -> str:
@@ -81,10 +81,20 @@ def explanation(rkey: tuple, image_key: str, method: str, target: int, baseline:
     heatmap = as_array(e.heatmap)
     curve = deletion_curve(_rm, _x, heatmap, target, baseline=baseline)
     scores = faithfulness(_rm, _x, heatmap, method, int(e.target) if e.target is not None else target)
-    curve = {"fractions": as_array(curve["fractions"]).tolist(), "probs": as_array(curve["probs"]).tolist(),
-             "auc": float(curve["auc"])}  # fmt: skip
-    return {"method": e.method, "target": int(e.target) if e.target is not None else target, "heatmap": heatmap,
-            "seconds": float(e.seconds), "params": dict(e.params or {}), "curve": curve, "scores": scores}  # fmt: skip
+    curve = {
+        "fractions": as_array(curve["fractions"]).tolist(),
+        "probs": as_array(curve["probs"]).tolist(),
+        "auc": float(curve["auc"]),
+    }
+    return {
+        "method": e.method,
+        "target": int(e.target) if e.target is not None else target,
+        "heatmap": heatmap,
+        "seconds": float(e.seconds),
+        "params": dict(e.params or {}),
+        "curve": curve,
+        "scores": scores,
+    }
 
 
 def settings(classes: Sequence[str], predicted: int, key: str, scope: str = "") -> dict:
@@ -98,18 +108,28 @@ def settings(classes: Sequence[str], predicted: int, key: str, scope: str = "") 
     if mkey not in st.session_state:
         st.session_state[mkey] = default_methods(names)
     c1, c2, c3 = st.columns([3, 2, 2])
-    methods = c1.multiselect("Methods", names, key=mkey, format_func=str,
-                             help="\n\n".join(f"**{n}**: {d}" for n, d in METHODS.items()))  # fmt: skip
+    methods = c1.multiselect(
+        "Methods", names, key=mkey, format_func=str, help="\n\n".join(f"**{n}**: {d}" for n, d in METHODS.items())
+    )
     tkey = f"{key}.target.{scope}" if scope else f"{key}.target"
     if not valid_choice(st.session_state.get(tkey), len(classes)):
         st.session_state.pop(tkey, None)
-    target = c2.selectbox("Explain the class", range(len(classes)), index=predicted, key=tkey,
-                          format_func=lambda i: f"{classes[i]}" + (" (predicted)" if i == predicted else ""),
-                          help="Attributions answer 'what in the image supports this class?'. Pick another class to "
-                               "see what argues for it.")  # fmt: skip
-    baseline = c3.selectbox("Baseline", ["black", "blur", "noise"], key=f"{key}.baseline",
-                            help="The 'absence of signal' that path and occlusion methods compare with "
-                                 "(Integrated Gradients, occlusion); Grad-CAM and saliency ignore it.")  # fmt: skip
+    target = c2.selectbox(
+        "Explain the class",
+        range(len(classes)),
+        index=predicted,
+        key=tkey,
+        format_func=lambda i: f"{classes[i]}" + (" (predicted)" if i == predicted else ""),
+        help="Attributions answer 'what in the image supports this class?'. Pick another class to "
+        "see what argues for it.",
+    )
+    baseline = c3.selectbox(
+        "Baseline",
+        ["black", "blur", "noise"],
+        key=f"{key}.baseline",
+        help="The 'absence of signal' that path and occlusion methods compare with "
+        "(Integrated Gradients, occlusion); Grad-CAM and saliency ignore it.",
+    )
     d1, d2, d3 = st.columns([3, 2, 2])
     sign = d1.radio("Show attributions", list(SIGNS), format_func=SIGNS.get, key=f"{key}.sign", help=SIGN_HELP)
     alpha = d2.slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key=f"{key}.alpha")
@@ -117,8 +137,14 @@ def settings(classes: Sequence[str], predicted: int, key: str, scope: str = "") 
     if sign == "all" and cmap != "RdBu_r":
         d3.caption("Tip: a diverging map (RdBu_r) reads best for signed attributions.")
     target = int(target) if valid_choice(target, len(classes)) else predicted
-    return {"methods": methods, "target": target, "baseline": baseline, "sign": sign, "alpha": float(alpha),
-            "cmap": cmap}  # fmt: skip
+    return {
+        "methods": methods,
+        "target": target,
+        "baseline": baseline,
+        "sign": sign,
+        "alpha": float(alpha),
+        "cmap": cmap,
+    }
 
 
 def valid_choice(value: object, n: int) -> bool:
@@ -132,8 +158,11 @@ def show_map(pixels: np.ndarray, heatmap: np.ndarray, opts: dict, col, caption: 
 
     heat = heatmap_image(heatmap, opts["cmap"], opts["sign"])
     over = overlay(pixels, heatmap, alpha=opts["alpha"], cmap=opts["cmap"], sign=opts["sign"])
-    col.image([for_display(np.asarray(heat, dtype=np.uint8)), for_display(np.asarray(over, dtype=np.uint8))],
-              caption=[f"{caption} · heatmap", f"{caption} · overlay"], width=THUMB_PX + 64)  # fmt: skip
+    col.image(
+        [for_display(np.asarray(heat, dtype=np.uint8)), for_display(np.asarray(over, dtype=np.uint8))],
+        caption=[f"{caption} · heatmap", f"{caption} · overlay"],
+        width=THUMB_PX + 64,
+    )
 
 
 def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "expl", scope: str = "") -> dict:
@@ -155,21 +184,42 @@ def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "e
             col.error(f"{method}: {e}", icon=":material/error:")
             continue
         show_map(picked.pixels, ex["heatmap"], opts, col, method)
-        scores = {"Deletion AUC": number(ex["curve"]["auc"]), "infidelity": scientific(ex["scores"].get("infidelity")),
-                  "max-sensitivity": number(ex["scores"].get("max_sensitivity"))}
+        scores = {
+            "Deletion AUC": number(ex["curve"]["auc"]),
+            "infidelity": scientific(ex["scores"].get("infidelity")),
+            "max-sensitivity": number(ex["scores"].get("max_sensitivity")),
+        }
         # one figure a line: the columns are narrow, and a line broken inside "1.45e-05" misreads
-        col.caption("  \n".join([*(f"{k} **{v}**" if k == "Deletion AUC" else f"{k} {v}" for k, v in scores.items()),
-                                  f"{ex['seconds'] * 1000:,.0f} ms"]),
-                    help=" ".join(["Lower is better for all three.", *helps().values()]))  # fmt: skip
+        col.caption(
+            "  \n".join(
+                [
+                    *(f"{k} **{v}**" if k == "Deletion AUC" else f"{k} {v}" for k, v in scores.items()),
+                    f"{ex['seconds'] * 1000:,.0f} ms",
+                ]
+            ),
+            help=" ".join(["Lower is better for all three.", *helps().values()]),
+        )
         curves[method] = ex["curve"]
-        rows.append({"method": method, "deletion AUC (lower is better)": scores["Deletion AUC"],
-                     "infidelity": scores["infidelity"], "max-sensitivity": scores["max-sensitivity"],
-                     "time": f"{ex['seconds'] * 1000:,.0f} ms"})
+        rows.append(
+            {
+                "method": method,
+                "deletion AUC (lower is better)": scores["Deletion AUC"],
+                "infidelity": scores["infidelity"],
+                "max-sensitivity": scores["max-sensitivity"],
+                "time": f"{ex['seconds'] * 1000:,.0f} ms",
+            }
+        )
     if curves:
-        st.dataframe(rows, hide_index=True, key=f"{key}.table",
-                     column_config={c: st.column_config.TextColumn(help=h) for c, h in helps().items()})
+        st.dataframe(
+            rows,
+            hide_index=True,
+            key=f"{key}.table",
+            column_config={c: st.column_config.TextColumn(help=h) for c, h in helps().items()},
+        )
         st.plotly_chart(charts.deletion_curves(curves, str(classes[opts["target"]])), key=f"{key}.chart.deletion")
-        st.caption("Faithfulness: pixels are removed most-important first (replaced by the baseline) and the target's "
-                   "probability is re-measured. A map that finds what the model really uses makes the probability fall "
-                   "fast: a lower area under the curve is better. Compare methods on the same image and target.")  # fmt: skip
+        st.caption(
+            "Faithfulness: pixels are removed most-important first (replaced by the baseline) and the target's "
+            "probability is re-measured. A map that finds what the model really uses makes the probability fall "
+            "fast: a lower area under the curve is better. Compare methods on the same image and target."
+        )
     return opts

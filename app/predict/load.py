@@ -15,8 +15,8 @@ import io
 import numpy as np
 import streamlit as st
 
-from engine.runs.folder import Run
 from app.common.loaders import weights_key
+from engine.runs.folder import Run
 
 IMAGENET = "builtin:imagenet"
 THUMB_MAX = 320  # uploads are shown at most this wide
@@ -99,16 +99,18 @@ def run_model_of(pred):
     """The predictor's `RunModel` (a run's, or the built-in network wrapped the same way) for Grad-CAM."""
     rm = getattr(pred, "rm", None)
     if rm is None or not hasattr(rm, "model") or not hasattr(rm, "lock"):
-        raise NoGradCam(f"Grad-CAM is not available for `{getattr(pred, 'name', 'this model')}`: the engine does not "
-                        "expose its network.")  # fmt: skip
+        raise NoGradCam(
+            f"Grad-CAM is not available for `{getattr(pred, 'name', 'this model')}`: the engine does not "
+            "expose its network."
+        )
     return rm
 
 
 def model_input(pred, data: bytes, name: str):
     """(pixels, x): the image exactly as the predictor feeds it to its model (the built-in model's own resize and
     centre crop, or the run's preprocessing)."""
-    from engine.predict.run_model import prepare_image
     from engine.data.pixels import to_uint8
+    from engine.predict.run_model import prepare_image
 
     pre = getattr(pred, "preprocess", None)
     if pre is not None:
@@ -127,8 +129,9 @@ def _gradcam(key: tuple, file_digest: str, target: int | None, _pred, _data: byt
     return pixels, np.asarray(e.heatmap, dtype=np.float32), float(e.seconds)
 
 
-def gradcam_overlay(pred, key: tuple, name: str, data: bytes, target: int | None,
-                    alpha: float = 0.5) -> tuple[np.ndarray, float]:
+def gradcam_overlay(
+    pred, key: tuple, name: str, data: bytes, target: int | None, alpha: float = 0.5
+) -> tuple[np.ndarray, float]:
     """The Grad-CAM of `target` (default: the predicted class) blended over the image as the model sees it, and
     the seconds it took (cached per model, file and target)."""
     from engine.explain.attributions import overlay

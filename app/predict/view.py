@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LoupeError
+from app.common.images import for_display
 from app.explain import charts
 from app.predict import load
-from app.common.images import for_display
+from engine.errors import LoupeError
 from engine.metrics.display import finite, number, threshold
 
 EXPORTS = {"onnx": ("ONNX", ".onnx"), "torchscript": ("TorchScript", ".pt")}
@@ -69,8 +69,9 @@ def flag_of(res: dict) -> str:
     return "unsure" if res.get("unsure") else "ok"
 
 
-def result_card(i: int, res: dict, data: bytes, task: str, unsure_margin: float,
-                overlay: Callable[[], np.ndarray] | None) -> None:
+def result_card(
+    i: int, res: dict, data: bytes, task: str, unsure_margin: float, overlay: Callable[[], np.ndarray] | None
+) -> None:
     """One image's card. `overlay` (when given) returns (Grad-CAM overlay, seconds), or raises NoGradCam/LoupeError."""
     with st.container(border=True, key=f"pred.card.{i}"):
         left, right = st.columns([1, 2], vertical_alignment="top")
@@ -97,13 +98,20 @@ def result_card(i: int, res: dict, data: bytes, task: str, unsure_margin: float,
             probs = np.array([float(t["prob"]) for t in top])
             names = [str(t["class"]) for t in top]
             what = "label probabilities" if task == "multilabel" else "confidences"
-            right.plotly_chart(charts.top_k_bars(probs, names, len(top), f"Top {len(top)} {what}"),
-                               key=f"pred.chart.{i}")  # fmt: skip
+            right.plotly_chart(
+                charts.top_k_bars(probs, names, len(top), f"Top {len(top)} {what}"), key=f"pred.chart.{i}"
+            )
         secs = res.get("seconds")
-        right.caption(" · ".join(x for x in [
-            f"confidence {conf:.1%}" if isinstance(conf, (int, float)) else "",
-            f"took {secs * 1000:.0f} ms" if isinstance(secs, (int, float)) else "",
-        ] if x))  # fmt: skip
+        right.caption(
+            " · ".join(
+                x
+                for x in [
+                    f"confidence {conf:.1%}" if isinstance(conf, (int, float)) else "",
+                    f"took {secs * 1000:.0f} ms" if isinstance(secs, (int, float)) else "",
+                ]
+                if x
+            )
+        )
 
 
 # --- many images ----------------------------------------------------------------------------------------------
@@ -116,15 +124,17 @@ def table(results: Sequence[dict]) -> pd.DataFrame:
         label = r.get("label")
         return ", ".join(map(str, label)) if isinstance(label, (list, tuple)) else str(label)
 
-    return pd.DataFrame({
-        "file": [r.get("file") for r in results],
-        "prediction": [pred(r) for r in results],
-        "confidence": [r.get("confidence") if r.get("ok") else None for r in results],
-        "margin": [number(r.get("margin")) if r.get("ok") else "" for r in results],
-        "flag": [flag_of(r) for r in results],
-        "seconds": [r.get("seconds") for r in results],
-        "error": [r.get("error") or "" for r in results],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "file": [r.get("file") for r in results],
+            "prediction": [pred(r) for r in results],
+            "confidence": [r.get("confidence") if r.get("ok") else None for r in results],
+            "margin": [number(r.get("margin")) if r.get("ok") else "" for r in results],
+            "flag": [flag_of(r) for r in results],
+            "seconds": [r.get("seconds") for r in results],
+            "error": [r.get("error") or "" for r in results],
+        }
+    )
 
 
 def results_table(results: Sequence[dict], model_name: str) -> pd.DataFrame:
@@ -132,12 +142,24 @@ def results_table(results: Sequence[dict], model_name: str) -> pd.DataFrame:
     n_unsure, n_err = int((df["flag"] == "unsure").sum()), int((df["flag"] == "error").sum())
     st.subheader(f"{len(df)} images")
     st.caption(f"{n_unsure} unsure · {n_err} could not be read · model `{model_name}`")
-    st.dataframe(df, hide_index=True, key="pred.table",
-                 column_config={"prediction": st.column_config.TextColumn("prediction", width="large"),
-                                "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
-                                "seconds": st.column_config.NumberColumn("seconds", format="%.3f")})  # fmt: skip
-    st.download_button("Download CSV", df.to_csv(index=False).encode("utf-8"), file_name="predictions.csv",
-                       mime="text/csv", icon=":material/download:", key="pred.csv")  # fmt: skip
+    st.dataframe(
+        df,
+        hide_index=True,
+        key="pred.table",
+        column_config={
+            "prediction": st.column_config.TextColumn("prediction", width="large"),
+            "confidence": st.column_config.ProgressColumn("confidence", format="percent", min_value=0.0, max_value=1.0),
+            "seconds": st.column_config.NumberColumn("seconds", format="%.3f"),
+        },
+    )
+    st.download_button(
+        "Download CSV",
+        df.to_csv(index=False).encode("utf-8"),
+        file_name="predictions.csv",
+        mime="text/csv",
+        icon=":material/download:",
+        key="pred.csv",
+    )
     return df
 
 
@@ -165,16 +187,26 @@ def export_panel(run) -> None:
     """Format choice, an Export button, then the exported file (and its JSON model card) for download."""
     with st.expander("Export this model", icon=":material/output:"):
         c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
-        fmt = c1.radio("Format", list(EXPORTS), format_func=lambda f: EXPORTS[f][0], horizontal=True,
-                       key="pred.export.fmt",
-                       help="ONNX runs in ONNX Runtime and most serving stacks; TorchScript loads with `torch.jit.load` "
-                            "without Loupe. A JSON model card (classes, input size, thresholds) comes with it.")  # fmt: skip
+        fmt = c1.radio(
+            "Format",
+            list(EXPORTS),
+            format_func=lambda f: EXPORTS[f][0],
+            horizontal=True,
+            key="pred.export.fmt",
+            help="ONNX runs in ONNX Runtime and most serving stacks; TorchScript loads with `torch.jit.load` "
+            "without Loupe. A JSON model card (classes, input size, thresholds) comes with it.",
+        )
         if c2.button("Export", key="pred.export.go", icon=":material/output:"):
             _do_export(run, fmt)
         err = st.session_state.get(f"{K_EXPORT}.error")
         if err:
             st.error(err, icon=":material/error:")
         for name, data in st.session_state.get(f"{K_EXPORT}.{run.id}.{fmt}", []):
-            st.download_button(f"Download {name}", data, file_name=name, icon=":material/download:",
-                               key=f"pred.export.dl.{fmt}.{name}",
-                               mime="application/json" if name.endswith(".json") else "application/octet-stream")  # fmt: skip
+            st.download_button(
+                f"Download {name}",
+                data,
+                file_name=name,
+                icon=":material/download:",
+                key=f"pred.export.dl.{fmt}.{name}",
+                mime="application/json" if name.endswith(".json") else "application/octet-stream",
+            )

@@ -11,21 +11,46 @@ import math
 
 import plotly.graph_objects as go
 
-from engine.metrics.display import is_rate
 from app.common.charts import BLUE, GREEN, ORANGE, PALETTE, PURPLE, RED, TEAL, layout
+from engine.metrics.display import is_rate
 
 TRAIN, VAL = BLUE, ORANGE
-METRIC_COLORS = {"accuracy": BLUE, "balanced_accuracy": ORANGE, "macro_f1": GREEN, "auc": PURPLE, "micro_f1": TEAL,
-                 "hter": RED}  # fmt: skip
+METRIC_COLORS = {
+    "accuracy": BLUE,
+    "balanced_accuracy": ORANGE,
+    "macro_f1": GREEN,
+    "auc": PURPLE,
+    "micro_f1": TEAL,
+    "hter": RED,
+}
 HEIGHT = 300
 TOP_RIGHT = {"orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1, "xanchor": "right"}
 NOT_METRICS = {"epoch", "step", "split", "time", "lr", "img_per_s"}
 LOWER_IS_BETTER = {"loss", "train_loss", "hter", "far", "frr", "hamming_loss"}
-LABELS = {"loss": "val loss", "train_loss": "train loss", "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy",
-          "macro_f1": "macro F1", "micro_f1": "micro F1", "auc": "AUC", "hter": "HTER", "far": "FAR", "frr": "FRR",
-          "hamming_loss": "Hamming loss"}  # fmt: skip
-SHORT = {"balanced_accuracy": "bal. acc.", "accuracy": "accuracy", "macro_f1": "macro F1", "micro_f1": "micro F1",
-         "auc": "AUC", "hter": "HTER", "loss": "val loss", "far": "FAR", "frr": "FRR"}  # fmt: skip
+LABELS = {
+    "loss": "val loss",
+    "train_loss": "train loss",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "macro_f1": "macro F1",
+    "micro_f1": "micro F1",
+    "auc": "AUC",
+    "hter": "HTER",
+    "far": "FAR",
+    "frr": "FRR",
+    "hamming_loss": "Hamming loss",
+}
+SHORT = {
+    "balanced_accuracy": "bal. acc.",
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "micro_f1": "micro F1",
+    "auc": "AUC",
+    "hter": "HTER",
+    "loss": "val loss",
+    "far": "FAR",
+    "frr": "FRR",
+}
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "auc")  # the metric chart's lines, if present
 
 
@@ -70,11 +95,14 @@ def _epoch_axis(fig: go.Figure, xs: list[float], epochs: int | None) -> None:
     reached = max([x for x in xs if isinstance(x, (int, float))] or [0.0])
     upper = max(1.0, min(float(epochs), reached) if epochs else reached)
     dtick = 0.25 if upper <= 1.0 else 1 if upper <= 20 else None
-    fig.update_xaxes(title="epoch", range=[0, upper + max(0.03, upper * 0.03)], dtick=dtick, tick0=0)  # room for markers
+    fig.update_xaxes(
+        title="epoch", range=[0, upper + max(0.03, upper * 0.03)], dtick=dtick, tick0=0
+    )  # room for markers
 
 
-def padded_range(values: list[float], lo: float | None = None, hi: float | None = None,
-                 pad: float = 0.08) -> list[float] | None:
+def padded_range(
+    values: list[float], lo: float | None = None, hi: float | None = None, pad: float = 0.08
+) -> list[float] | None:
     """[min, max] of `values` widened by `pad` of their spread on each side (a flat series gets a small
     band around it), kept within [lo, hi]: differences between epochs fill the chart, not a 0..1 axis."""
     vals = [float(v) for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
@@ -96,8 +124,9 @@ def _hover(key: str) -> str:
 
 
 def _empty_note(fig: go.Figure, text: str) -> None:
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
-                       font={"color": "#888", "size": 13})  # fmt: skip
+    fig.add_annotation(
+        text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font={"color": "#888", "size": 13}
+    )
 
 
 def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
@@ -111,15 +140,27 @@ def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
     xs: list[float] = []
     ys: list[float] = []
     if live:
-        fig.add_scatter(x=[r["epoch"] for r in live], y=[r["loss"] for r in live], mode="lines", name="train (batches)",
-                        line={"color": TRAIN, "width": 1, "dash": "dot"}, opacity=0.6,
-                        hovertemplate="epoch %{x:.2f} · batch loss %{y:.4f}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=[r["epoch"] for r in live],
+            y=[r["loss"] for r in live],
+            mode="lines",
+            name="train (batches)",
+            line={"color": TRAIN, "width": 1, "dash": "dot"},
+            opacity=0.6,
+            hovertemplate="epoch %{x:.2f} · batch loss %{y:.4f}<extra></extra>",
+        )
         xs += [r["epoch"] for r in live]
         ys += [r["loss"] for r in live]
     for key, color, name in (("train_loss", TRAIN, "train"), ("loss", VAL, "val")):
         x, y = _series(recs, key)
-        fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": color, "width": 2},
-                        hovertemplate=f"epoch %{{x}} · {name} loss %{{y:.4f}}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=x,
+            y=y,
+            mode="lines+markers",
+            name=name,
+            line={"color": color, "width": 2},
+            hovertemplate=f"epoch %{{x}} · {name} loss %{{y:.4f}}<extra></extra>",
+        )
         xs += x
         ys += y
     if not recs and not live:
@@ -145,15 +186,26 @@ def metric_curves(records: list[dict], monitor: str | None = None, epochs: int |
         x, y = _series(recs, key)
         width = 3 if key == mon else 1.5
         color = METRIC_COLORS.get(key, PALETTE[i % len(PALETTE)])
-        fig.add_scatter(x=x, y=y, mode="lines+markers", name=label(key), line={"color": color, "width": width},
-                        hovertemplate=f"epoch %{{x}} · {label(key)} {_hover(key)}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=x,
+            y=y,
+            mode="lines+markers",
+            name=label(key),
+            line={"color": color, "width": width},
+            hovertemplate=f"epoch %{{x}} · {label(key)} {_hover(key)}<extra></extra>",
+        )
         xs += x
         ys += y
     best = best_record(recs, mon) if mon else None
     if best is not None and mon in keys:
-        fig.add_scatter(x=[best["epoch"]], y=[best[mon]], mode="markers", name="best",
-                        marker={"symbol": "star", "size": 14, "color": "#222"},
-                        hovertemplate=f"best: epoch %{{x}} · {label(mon)} {_hover(mon)}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=[best["epoch"]],
+            y=[best[mon]],
+            mode="markers",
+            name="best",
+            marker={"symbol": "star", "size": 14, "color": "#222"},
+            hovertemplate=f"best: epoch %{{x}} · {label(mon)} {_hover(mon)}<extra></extra>",
+        )
     if not recs:
         _empty_note(fig, "curves appear after the first epoch")
     _epoch_axis(fig, xs, epochs)
@@ -180,12 +232,22 @@ def compare_curves(series: dict[str, list[dict]], key: str) -> go.Figure:
     most = max((len(val_records(r)) for r in series.values()), default=0)
     for i, (name, records) in enumerate(series.items()):
         x, y = _series(val_records(records), key)
-        fig.add_scatter(x=x, y=y, mode="lines+markers", name=name, line={"color": PALETTE[i % len(PALETTE)], "width": 2},
-                        hovertemplate=f"{name}<br>epoch %{{x}} · {label(key)} {_hover(key)}<extra></extra>")  # fmt: skip
+        fig.add_scatter(
+            x=x,
+            y=y,
+            mode="lines+markers",
+            name=name,
+            line={"color": PALETTE[i % len(PALETTE)], "width": 2},
+            hovertemplate=f"{name}<br>epoch %{{x}} · {label(key)} {_hover(key)}<extra></extra>",
+        )
     if not series:
         _empty_note(fig, "choose runs to compare")
     fig.update_xaxes(title="epoch", rangemode="tozero", dtick=1 if most <= 20 else None)
     fig.update_yaxes(title=label(key), rangemode="tozero", tickformat=".0%" if is_rate(key) else None)
     title = label(key)
-    return layout(fig, title[0].upper() + title[1:] + " by run", height=HEIGHT + 60,
-                   legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0, "xanchor": "left"})
+    return layout(
+        fig,
+        title[0].upper() + title[1:] + " by run",
+        height=HEIGHT + 60,
+        legend={"orientation": "h", "y": -0.25, "yanchor": "top", "x": 0, "xanchor": "left"},
+    )

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import streamlit as st
 
+from app.common import scans
 from engine.config import RunConfig
 from engine.errors import LoupeError
 from engine.train.jobs import REPO_ROOT, engine_command, engine_env
 from engine.train.timing import Estimate, Throughput, cached_throughput, duration, estimate_run, planned_shape
-from app.common import scans
 
 POLL_S = 1.0
 PROBE_TIMEOUT_S = 600  # a probe that has not finished by then (a swapping machine) gives no estimate
@@ -45,8 +45,20 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
     except LoupeError:
         return  # the form shows the problem when Start is pressed
     multilabel = (cfg.task if cfg.task != "auto" else stats.get("task")) == "multilabel"
-    ident = json.dumps([cfg.model, size, channels, cfg.batch_size, cfg.strategy, cfg.head, cfg.device, cfg.precision,
-                        cfg.channels_last, multilabel])  # fmt: skip
+    ident = json.dumps(
+        [
+            cfg.model,
+            size,
+            channels,
+            cfg.batch_size,
+            cfg.strategy,
+            cfg.head,
+            cfg.device,
+            cfg.precision,
+            cfg.channels_last,
+            multilabel,
+        ]
+    )
     refresh = st.session_state.get(K_REFRESH) == ident
     tp = None if refresh else cached_throughput(cfg, size, channels, multilabel)
     failed = st.session_state.setdefault(K_FAILED, {})
@@ -60,8 +72,10 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
         if tp is None:
             if busy and st.session_state.get(K_ASKED) != ident and not refresh:
                 with st.container(horizontal=True, vertical_alignment="center"):
-                    st.caption(":material/timer: Time estimate: a run is training on this device, and timing the "
-                               "model now would slow it and read low.")  # fmt: skip
+                    st.caption(
+                        ":material/timer: Time estimate: a run is training on this device, and timing the "
+                        "model now would slow it and read low."
+                    )
                     if st.button("Time it anyway", key="train.estimate.ask", type="tertiary"):
                         st.session_state[K_ASKED] = ident
                         st.rerun()
@@ -94,8 +108,15 @@ def probe_in_subprocess(cfg: RunConfig, refresh: bool = False) -> Throughput:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps(cfg.to_dict()))
         args = ["estimate", "--config", str(config), "--json"] + (["--refresh"] if refresh else [])
-        out = subprocess.run(engine_command(args), cwd=REPO_ROOT, env=engine_env(), capture_output=True, text=True,
-                             timeout=PROBE_TIMEOUT_S, stdin=subprocess.DEVNULL)  # fmt: skip
+        out = subprocess.run(
+            engine_command(args),
+            cwd=REPO_ROOT,
+            env=engine_env(),
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
     if out.returncode != 0:
         lines = [line for line in out.stderr.splitlines() if line.strip()]
         raise LoupeError(lines[-1] if lines else f"the timing probe exited with status {out.returncode}")
@@ -116,8 +137,10 @@ def show(est: Estimate, tp: Throughput, ident: str) -> None:
     if est.linear_probe:
         line = f"**about {duration(est.total_seconds)}** in total on {where}: features computed once, then the head"
     else:
-        line = (f"**about {duration(est.seconds_per_epoch)} per epoch**, **{duration(est.total_seconds)} in total** "
-                f"on {where}")  # fmt: skip
+        line = (
+            f"**about {duration(est.seconds_per_epoch)} per epoch**, **{duration(est.total_seconds)} in total** "
+            f"on {where}"
+        )
         if est.folds > 1:
             line += f" ({est.folds} folds)"
         if est.capped_by_budget:
@@ -126,13 +149,21 @@ def show(est: Estimate, tp: Throughput, ident: str) -> None:
     plan = f"{est.train_images:,} training images and {est.val_images:,} validation images per epoch"
     with st.container(horizontal=True, vertical_alignment="center"):
         st.caption(f"{plan}; {tp.describe()} on {tp.device}.")
-        if st.button("Measure again", key="train.estimate.again", type="tertiary", icon=":material/refresh:",
-                     help="Time the model again (the machine's load may have changed)."):  # fmt: skip
+        if st.button(
+            "Measure again",
+            key="train.estimate.again",
+            type="tertiary",
+            icon=":material/refresh:",
+            help="Time the model again (the machine's load may have changed).",
+        ):
             _measure_again(ident)
     if est.too_long_for_cpu:
-        st.warning(f"This run would take about {duration(est.total_seconds)} on this CPU. For a first look, try "
-                   "the quick recipe for this dataset, a training-image limit, a smaller image size or model, or "
-                   "a time budget (Stopping).", icon=":material/hourglass_top:")  # fmt: skip
+        st.warning(
+            f"This run would take about {duration(est.total_seconds)} on this CPU. For a first look, try "
+            "the quick recipe for this dataset, a training-image limit, a smaller image size or model, or "
+            "a time budget (Stopping).",
+            icon=":material/hourglass_top:",
+        )
 
 
 def _measure_again(ident: str) -> None:

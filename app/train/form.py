@@ -14,43 +14,107 @@ from dataclasses import Field
 import numpy as np
 import streamlit as st
 
-from engine.config import GROUPS, RunConfig, field_groups
-from engine.errors import LoupeError
-from engine.models.factory import CURATED
-from app.train import lr_finder
 from app.common.images import for_display
 from app.common.loaders import load_dataset
 from app.common.sidebar import compute_device
-from app.train.values import (AUG_ON, DEMO, FIELDS, K_MODEL_OTHER, K_MODEL_PICK, K_REASONS, OTHER_MODEL,
-                              dataset_changed, field_type, gpu_count, mark_edited, on_key, read_values, reset,
-                              save_widgets, set_field, use_demo, use_quick, wkey)  # fmt: skip
+from app.train import lr_finder
+from app.train.values import (
+    AUG_ON,
+    DEMO,
+    FIELDS,
+    K_MODEL_OTHER,
+    K_MODEL_PICK,
+    K_REASONS,
+    OTHER_MODEL,
+    dataset_changed,
+    field_type,
+    gpu_count,
+    mark_edited,
+    on_key,
+    read_values,
+    reset,
+    save_widgets,
+    set_field,
+    use_demo,
+    use_quick,
+    wkey,
+)
+from engine.config import GROUPS, RunConfig, field_groups
+from engine.errors import LoupeError
+from engine.models.factory import CURATED
 
 K_PREVIEW_SEED = "train.preview_seed"
-TITLES = {"data": "Data", "model": "Model", "imbalance": "Imbalance", "augment": "Augmentation",
-          "optim": "Optimisation", "stopping": "Stopping", "compute": "Compute"}  # fmt: skip
-ICONS = {"data": ":material/dataset:", "model": ":material/neurology:", "imbalance": ":material/balance:",
-         "augment": ":material/auto_fix_high:", "optim": ":material/tune:", "stopping": ":material/timer:",
-         "compute": ":material/memory:"}  # fmt: skip
+TITLES = {
+    "data": "Data",
+    "model": "Model",
+    "imbalance": "Imbalance",
+    "augment": "Augmentation",
+    "optim": "Optimisation",
+    "stopping": "Stopping",
+    "compute": "Compute",
+}
+ICONS = {
+    "data": ":material/dataset:",
+    "model": ":material/neurology:",
+    "imbalance": ":material/balance:",
+    "augment": ":material/auto_fix_high:",
+    "optim": ":material/tune:",
+    "stopping": ":material/timer:",
+    "compute": ":material/memory:",
+}
 OPEN = ("data", "model", "imbalance", "augment")  # groups expanded at first
-LABELS = {"image_size": "Image size (px)", "val_fraction": "Validation share", "test_fraction": "Test share",
-          "train_limit": "Training images (0: all)", "positive_class": "Positive class index", "weights_file": "Weights file",
-          "allow_scratch": "Allow scratch", "lr": "Learning rate", "warmup_epochs": "Warm-up epochs",
-          "step_epochs": "Step: epochs per decay", "step_gamma": "Step: decay factor", "grad_clip": "Gradient clipping",
-          "batch_size": "Batch size", "time_budget_s": "Time budget (s)", "kfold": "K-fold folds", "channels_last": "channels_last",
-          "hflip": "Horizontal flip", "rotation": "Rotation (max °)", "crop_scale": "Random crop",
-          "color_jitter": "Colour jitter", "grayscale_p": "Grayscale", "focal_gamma": "Focal gamma",
-          "class_weights": "Class weights", "name": "Run name", "compile": "torch.compile",
-          "nproc": "DDP processes", "sync_bn": "Sync batch norm"}  # fmt: skip
-STEPS = {"lr": 1e-4, "weight_decay": 1e-4, "momentum": 0.01, "warmup_epochs": 0.5, "time_budget_s": 10.0,
-         "grad_clip": 0.5, "focal_gamma": 0.5, "rotation": 1.0, "train_limit": 100, "batch_size": 16}  # fmt: skip
+LABELS = {
+    "image_size": "Image size (px)",
+    "val_fraction": "Validation share",
+    "test_fraction": "Test share",
+    "train_limit": "Training images (0: all)",
+    "positive_class": "Positive class index",
+    "weights_file": "Weights file",
+    "allow_scratch": "Allow scratch",
+    "lr": "Learning rate",
+    "warmup_epochs": "Warm-up epochs",
+    "step_epochs": "Step: epochs per decay",
+    "step_gamma": "Step: decay factor",
+    "grad_clip": "Gradient clipping",
+    "batch_size": "Batch size",
+    "time_budget_s": "Time budget (s)",
+    "kfold": "K-fold folds",
+    "channels_last": "channels_last",
+    "hflip": "Horizontal flip",
+    "rotation": "Rotation (max °)",
+    "crop_scale": "Random crop",
+    "color_jitter": "Colour jitter",
+    "grayscale_p": "Grayscale",
+    "focal_gamma": "Focal gamma",
+    "class_weights": "Class weights",
+    "name": "Run name",
+    "compile": "torch.compile",
+    "nproc": "DDP processes",
+    "sync_bn": "Sync batch norm",
+}
+STEPS = {
+    "lr": 1e-4,
+    "weight_decay": 1e-4,
+    "momentum": 0.01,
+    "warmup_epochs": 0.5,
+    "time_budget_s": 10.0,
+    "grad_clip": 0.5,
+    "focal_gamma": 0.5,
+    "rotation": 1.0,
+    "train_limit": 100,
+    "batch_size": 16,
+}
 # Fields that only matter for some other choices: shown disabled otherwise (their values are kept).
 RELEVANT = {
-    "momentum": lambda v: v.get("optimizer") == "sgd", "nesterov": lambda v: v.get("optimizer") == "sgd",
-    "step_epochs": lambda v: v.get("scheduler") == "step", "step_gamma": lambda v: v.get("scheduler") == "step",
-    "warmup_epochs": lambda v: v.get("scheduler") in ("cosine", "step"), "focal_gamma": lambda v: v.get("loss") == "focal",
+    "momentum": lambda v: v.get("optimizer") == "sgd",
+    "nesterov": lambda v: v.get("optimizer") == "sgd",
+    "step_epochs": lambda v: v.get("scheduler") == "step",
+    "step_gamma": lambda v: v.get("scheduler") == "step",
+    "warmup_epochs": lambda v: v.get("scheduler") in ("cosine", "step"),
+    "focal_gamma": lambda v: v.get("loss") == "focal",
     "class_weights": lambda v: v.get("imbalance") == "weighted_loss",
     "sync_bn": lambda v: v.get("nproc", 1) > 1,
-}  # fmt: skip
+}
 PREVIEW_IMAGES, PREVIEW_VARIANTS, PREVIEW_PX = 4, 4, 52
 
 
@@ -64,23 +128,42 @@ def label(name: str) -> str:
 def toolbar(stats: dict | None) -> None:
     """The quick recipe for this dataset, the Fashion-MNIST demo, reset, and what the defaults were chosen from."""
     with st.container(horizontal=True, vertical_alignment="center"):
-        st.button("Quick recipe for this dataset", icon=":material/bolt:", key="train.preset", on_click=use_quick,
-                  args=(stats,), disabled=stats is None, help=quick_help())  # fmt: skip
-        st.button("Fashion-MNIST demo", icon=":material/checkroom:", key="train.demo", on_click=use_demo,
-                  help=demo_help())  # fmt: skip
-        st.button("Reset to suggestions", icon=":material/restart_alt:", key="train.reset", on_click=reset,
-                  type="tertiary", help="Forget your changes: defaults plus what suits the active dataset.")  # fmt: skip
+        st.button(
+            "Quick recipe for this dataset",
+            icon=":material/bolt:",
+            key="train.preset",
+            on_click=use_quick,
+            args=(stats,),
+            disabled=stats is None,
+            help=quick_help(),
+        )
+        st.button(
+            "Fashion-MNIST demo", icon=":material/checkroom:", key="train.demo", on_click=use_demo, help=demo_help()
+        )
+        st.button(
+            "Reset to suggestions",
+            icon=":material/restart_alt:",
+            key="train.reset",
+            on_click=reset,
+            type="tertiary",
+            help="Forget your changes: defaults plus what suits the active dataset.",
+        )
     reasons = st.session_state.get(K_REASONS) or []
     if reasons:
-        with st.expander(f"Prefilled for this dataset: {len(reasons)} choice{'s' if len(reasons) != 1 else ''} and why",
-                         icon=":material/lightbulb:", key="train.why"):  # fmt: skip
+        with st.expander(
+            f"Prefilled for this dataset: {len(reasons)} choice{'s' if len(reasons) != 1 else ''} and why",
+            icon=":material/lightbulb:",
+            key="train.why",
+        ):
             st.markdown("\n".join(f"- {r}" for r in reasons))
 
 
 def quick_help() -> str:
-    return ("A small, fast recipe for the dataset selected above (`train --preset quick --dataset D`): small images "
-            "train the compact CNN from scratch at their own size for 3 epochs within 2 minutes; larger photos train "
-            "a linear head on frozen ImageNet features. Big training splits are limited. The dataset stays.")
+    return (
+        "A small, fast recipe for the dataset selected above (`train --preset quick --dataset D`): small images "
+        "train the compact CNN from scratch at their own size for 3 epochs within 2 minutes; larger photos train "
+        "a linear head on frozen ImageNet features. Big training splits are limited. The dataset stays."
+    )
 
 
 def demo_help() -> str:
@@ -88,9 +171,11 @@ def demo_help() -> str:
 
     p = PRESETS[DEMO]
     budget = f"; a time budget ends it within {p['time_budget_s']:g} s" if p.get("time_budget_s") else ""
-    return (f"Switches the dataset to {p.get('dataset')}: {p.get('model')} at {p.get('image_size')} px, "
-            f"{p.get('epochs')} epochs, a useful model in about a minute on a laptop CPU{budget} "
-            f"(`train --preset {DEMO}`). Sets only these fields: " + ", ".join(f"`{k}`" for k in p))  # fmt: skip
+    return (
+        f"Switches the dataset to {p.get('dataset')}: {p.get('model')} at {p.get('image_size')} px, "
+        f"{p.get('epochs')} epochs, a useful model in about a minute on a laptop CPU{budget} "
+        f"(`train --preset {DEMO}`). Sets only these fields: " + ", ".join(f"`{k}`" for k in p)
+    )
 
 
 def _help(f: Field) -> str:
@@ -109,8 +194,18 @@ def _number(f: Field, disabled: bool) -> None:
     lo = kind(meta["lo"]) if meta["lo"] is not None else None
     hi = kind(meta["hi"]) if meta["hi"] is not None else None
     step = kind(STEPS.get(f.name, 1 if kind is int else 0.05))
-    st.number_input(label(f.name), min_value=lo, max_value=hi, step=step, format=None if kind is int else "%g",
-                    key=wkey(f.name), help=_help(f), disabled=disabled, on_change=mark_edited, args=(f.name,))  # fmt: skip
+    st.number_input(
+        label(f.name),
+        min_value=lo,
+        max_value=hi,
+        step=step,
+        format=None if kind is int else "%g",
+        key=wkey(f.name),
+        help=_help(f),
+        disabled=disabled,
+        on_change=mark_edited,
+        args=(f.name,),
+    )
 
 
 def _choices(f: Field) -> tuple:
@@ -145,11 +240,17 @@ def field_widget(f: Field, values: dict, stats: dict | None) -> None:
 
 
 def model_widget(f: Field) -> None:
-    st.selectbox(label("model"), [*CURATED, OTHER_MODEL], key=K_MODEL_PICK, help=_help(f),
-                 on_change=mark_edited, args=("model",))  # fmt: skip
+    st.selectbox(
+        label("model"), [*CURATED, OTHER_MODEL], key=K_MODEL_PICK, help=_help(f), on_change=mark_edited, args=("model",)
+    )
     if st.session_state.get(K_MODEL_PICK) == OTHER_MODEL:
-        st.text_input("timm model name", key=K_MODEL_OTHER, placeholder="e.g. regnety_002 or resnet18.a1_in1k",
-                      on_change=mark_edited, args=("model",))  # fmt: skip
+        st.text_input(
+            "timm model name",
+            key=K_MODEL_OTHER,
+            placeholder="e.g. regnety_002 or resnet18.a1_in1k",
+            on_change=mark_edited,
+            args=("model",),
+        )
 
 
 def dataset_widget(f: Field, spec: str, stats: dict | None, error: LoupeError | None) -> None:
@@ -159,16 +260,23 @@ def dataset_widget(f: Field, spec: str, stats: dict | None, error: LoupeError | 
     options = [f"builtin:{n}" for n in BUILTINS] + [str(p) for p in list_datasets()]
     if spec not in options:
         options.append(spec)
-    st.selectbox("Dataset", options, key=wkey("dataset"), accept_new_options=True, on_change=dataset_changed,
-                 help=_help(f) + ". Changing it here changes the active dataset, and refills the fields you have "
-                 "not set.")  # fmt: skip
+    st.selectbox(
+        "Dataset",
+        options,
+        key=wkey("dataset"),
+        accept_new_options=True,
+        on_change=dataset_changed,
+        help=_help(f) + ". Changing it here changes the active dataset, and refills the fields you have not set.",
+    )
     if error is not None:
         st.error(str(error))
     elif stats is not None:
         w = (stats.get("images", {}).get("width") or {}).get("mean")
         what = "labels" if stats["task"] == "multilabel" else "classes"
-        st.caption(f"{stats['num_images']:,} images · {len(stats['classes'])} {what} · {stats['task']}"
-                   + (f" · ~{w:.0f} px wide" if w else ""))  # fmt: skip
+        st.caption(
+            f"{stats['num_images']:,} images · {len(stats['classes'])} {what} · {stats['task']}"
+            + (f" · ~{w:.0f} px wide" if w else "")
+        )
 
 
 def _grid(items: list[Field], values: dict, stats: dict | None, ncols: int = 3) -> None:
@@ -199,8 +307,10 @@ def imbalance_note(stats: dict | None, values: dict) -> None:
 
 
 def augment_section(group_fields: list[Field], spec: str, values: dict) -> None:
-    ops, rest = [f for f in group_fields if f.name in AUG_ON or field_type(f.name) is bool], \
-        [f for f in group_fields if not (f.name in AUG_ON or field_type(f.name) is bool)]  # fmt: skip
+    ops, rest = (
+        [f for f in group_fields if f.name in AUG_ON or field_type(f.name) is bool],
+        [f for f in group_fields if not (f.name in AUG_ON or field_type(f.name) is bool)],
+    )
     left, right = st.columns([2, 3], gap="medium")
     with left:
         for f in ops:
@@ -209,9 +319,17 @@ def augment_section(group_fields: list[Field], spec: str, values: dict) -> None:
                 continue
             on = st.toggle(label(f.name), key=on_key(f.name), help=_help(f), on_change=mark_edited, args=(f.name,))
             meta = f.metadata
-            st.slider(f"{label(f.name)}: strength", min_value=float(meta["lo"]), max_value=float(meta["hi"]),
-                      step=float(STEPS.get(f.name, 0.05)), key=wkey(f.name), disabled=not on, label_visibility="collapsed",
-                      on_change=mark_edited, args=(f.name,))  # fmt: skip
+            st.slider(
+                f"{label(f.name)}: strength",
+                min_value=float(meta["lo"]),
+                max_value=float(meta["hi"]),
+                step=float(STEPS.get(f.name, 0.05)),
+                key=wkey(f.name),
+                disabled=not on,
+                label_visibility="collapsed",
+                on_change=mark_edited,
+                args=(f.name,),
+            )
         _grid(rest, values, None, ncols=1)
     with right:
         augment_preview(spec, values)
@@ -229,8 +347,9 @@ def augment_preview(spec: str, values: dict) -> None:
         st.caption("No preview: the dataset cannot be opened (see above).")
         return
     if is_identity(cfg, ds.channels):
-        st.caption("All augmentations are off: the model sees the training images as they are. "
-                   "Switch an op on to preview it.")  # fmt: skip
+        st.caption(
+            "All augmentations are off: the model sees the training images as they are. Switch an op on to preview it."
+        )
         return
     seed = st.session_state.get(K_PREVIEW_SEED, 0)
     with st.container(horizontal=True, vertical_alignment="center"):
@@ -244,8 +363,10 @@ def augment_preview(spec: str, values: dict) -> None:
     variants = preview(originals, cfg, n_variants=PREVIEW_VARIANTS, seed=seed)
     for original, row in zip(originals, variants):
         st.image([for_display(original, PREVIEW_PX)] + [for_display(v, PREVIEW_PX) for v in row], width=PREVIEW_PX)
-    st.caption(f"Left: a training image; then {PREVIEW_VARIANTS} random draws of the ops switched on, at the working "
-               f"resolution ({size} px). Training draws new ones for every batch.")  # fmt: skip
+    st.caption(
+        f"Left: a training image; then {PREVIEW_VARIANTS} random draws of the ops switched on, at the working "
+        f"resolution ({size} px). Training draws new ones for every batch."
+    )
 
 
 def training_size(values: dict, data_size: int) -> int:
@@ -254,8 +375,12 @@ def training_size(values: dict, data_size: int) -> int:
     from engine.train.setup import image_size_for
 
     try:
-        return image_size_for(RunConfig(model=values.get("model") or "small_cnn",
-                                        image_size=int(values.get("image_size") or 0))) or data_size
+        return (
+            image_size_for(
+                RunConfig(model=values.get("model") or "small_cnn", image_size=int(values.get("image_size") or 0))
+            )
+            or data_size
+        )
     except LoupeError:
         return data_size
 
@@ -271,8 +396,14 @@ def gpus_line() -> None:
     with st.container(horizontal=True, vertical_alignment="center"):
         st.caption(f"This machine: {compute_device()}; {n} GPU{'s' if n != 1 else ''} visible.")
         if n > 1:
-            st.button(f"Use all {n} GPUs (DDP)", key="train.all_gpus", on_click=_use_all_gpus, args=(n,),
-                      icon=":material/hub:", help="Sets DDP processes to the number of GPUs: one process per GPU, nccl.")
+            st.button(
+                f"Use all {n} GPUs (DDP)",
+                key="train.all_gpus",
+                on_click=_use_all_gpus,
+                args=(n,),
+                icon=":material/hub:",
+                help="Sets DDP processes to the number of GPUs: one process per GPU, nccl.",
+            )
     if n <= 1:
         st.caption("DDP processes above 1 run torchrun on this machine: one per GPU, or gloo processes on the CPU.")
 
@@ -283,8 +414,12 @@ def render(spec: str, stats: dict | None, error: LoupeError | None) -> None:
     groups = field_groups()
     for group, group_fields in groups.items():
         values = read_values()
-        with st.expander(TITLES.get(group, group.capitalize()), expanded=group in OPEN, icon=ICONS.get(group),
-                         key=f"train.group.{group}"):  # fmt: skip
+        with st.expander(
+            TITLES.get(group, group.capitalize()),
+            expanded=group in OPEN,
+            icon=ICONS.get(group),
+            key=f"train.group.{group}",
+        ):
             st.caption(GROUPS[group])
             if group == "data":
                 dataset_widget(FIELDS["dataset"], spec, stats, error)

@@ -13,17 +13,23 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.train import jobs
+from app.train import charts
 from engine.errors import LoupeError
 from engine.metrics.display import MISSING, finite, format_metric
 from engine.runs.folder import Run, runs_dir
-from app.train import charts
+from engine.train import jobs
 
 POLL_S = 1.5
 ACTIVE = ("queued", "running")
 K_SEEN, K_RATE = "train.live.seen", "train.live.rate"
-BADGE = {"queued": "gray", "running": "blue", "completed": "green", "stopped": "orange", "failed": "red",
-         "failed (crashed)": "red"}  # fmt: skip
+BADGE = {
+    "queued": "gray",
+    "running": "blue",
+    "completed": "green",
+    "stopped": "orange",
+    "failed": "red",
+    "failed (crashed)": "red",
+}
 LOG_LINES = 30
 
 
@@ -145,7 +151,8 @@ def progress_text(status: dict, eta: float | None, summary: dict | None = None) 
         return f"Running: {where}" + (f" · ETA {fmt_duration(eta)}" if eta is not None else " · ETA after a few steps")
     if shown == "completed":
         why = {"patience": " · stopped early: no improvement", "time": " · the time budget ended it"}.get(
-            (summary or {}).get("stopped_early") or "", "")
+            (summary or {}).get("stopped_early") or "", ""
+        )
         return f"Completed: {epoch} epoch{'s' if epoch != 1 else ''}, {step:,} steps{why}"
     return f"{shown.capitalize()} in {where}"
 
@@ -167,7 +174,10 @@ def log_tail(path: Path, lines: int = LOG_LINES) -> str:
 def panel(run_id: str | None) -> None:
     """The active run's live panel; polls while the run is queued or running."""
     if not run_id:
-        st.info("No run selected. Start one with the form, or pick one in the runs table below.", icon=":material/monitoring:")
+        st.info(
+            "No run selected. Start one with the form, or pick one in the runs table below.",
+            icon=":material/monitoring:",
+        )
         return
     run = Run(runs_dir() / run_id)
     if not run.exists():
@@ -202,8 +212,18 @@ def _live(run_id: str) -> None:
             st.markdown(f"**{cfg.get('name') or run.id}**")
             st.badge(shown, color=BADGE.get(shown, "gray"))
         started = parse_time(status.get("started_at"))
-        st.caption(" · ".join(x for x in (cfg.get("dataset"), cfg.get("model"), status.get("device"),
-                                         f"started {datetime.fromtimestamp(started):%Y-%m-%d %H:%M}" if started else None) if x))  # fmt: skip
+        st.caption(
+            " · ".join(
+                x
+                for x in (
+                    cfg.get("dataset"),
+                    cfg.get("model"),
+                    status.get("device"),
+                    f"started {datetime.fromtimestamp(started):%Y-%m-%d %H:%M}" if started else None,
+                )
+                if x
+            )
+        )
         eta = eta_seconds(status, rate, float(cfg.get("time_budget_s") or 0), now)
         st.progress(progress_of(status), text=progress_text(status, eta, summary))
         monitor = monitor_of(cfg, records, summary)
@@ -211,13 +231,16 @@ def _live(run_id: str) -> None:
         _numbers(status, records, summary, monitor, now, speed)
         _buttons(run, status)
         if status.get("state") == "failed" or status.get("crashed"):
-            st.error(status.get("error") or "The training process ended without reporting why (killed, or out of "
-                     "memory?); see its log below.")  # fmt: skip
+            st.error(
+                status.get("error")
+                or "The training process ended without reporting why (killed, or out of memory?); see its log below."
+            )
         quiet = {"displayModeBar": False}
         left, right = st.columns(2, gap="medium")  # the curves side by side, across the page
         left.plotly_chart(charts.loss_curves(records, status.get("epochs")), key="train.live.loss", config=quiet)
-        right.plotly_chart(charts.metric_curves(records, monitor, status.get("epochs")), key="train.live.metrics",
-                           config=quiet)  # fmt: skip
+        right.plotly_chart(
+            charts.metric_curves(records, monitor, status.get("epochs")), key="train.live.metrics", config=quiet
+        )
         with st.expander("Training log (last lines)", icon=":material/terminal:"):
             st.code(log_tail(run.path / "train.log") or "(empty)", language=None)
 
@@ -239,8 +262,9 @@ def elapsed_seconds(status: dict, summary: dict | None, now: float) -> float | N
     return (now if shown in ACTIVE else parse_time(status.get("updated_at")) or now) - started
 
 
-def _numbers(status: dict, records: list[dict], summary: dict | None, monitor: str, now: float,
-             live_speed: float | None) -> None:
+def _numbers(
+    status: dict, records: list[dict], summary: dict | None, monitor: str, now: float, live_speed: float | None
+) -> None:
     """Four cards in a row: throughput, best so far, loss (or the test score once done), time. Metrics are
     written the one way the app writes them (`engine.metrics.display`)."""
     shown = status["display_state"]
@@ -254,29 +278,48 @@ def _numbers(status: dict, records: list[dict], summary: dict | None, monitor: s
     key = monitor.removeprefix("val_")
     spark = {"chart_type": "line", "border": True, "delta_color": "off", "delta_arrow": "off"}
     cards = st.columns(4)
-    cards[0].metric("Images/s", f"{speed:,.0f}" if finite(speed) else MISSING,
-                    chart_data=[r.get("img_per_s") or 0 for r in recs] or None,
-                    help="Training images per second: measured by the trainer since it (re)started while it runs, "
-                         "over the whole run once done (validation not counted); the line: per epoch.", **spark)  # fmt: skip
-    cards[1].metric(f"Best {charts.short_label(key)}", format_metric(key, value),
-                    delta=f"epoch {epoch}" if epoch else None,
-                    chart_data=[r[key] for r in recs if isinstance(r.get(key), (int, float))] or None,
-                    help=f"The monitored metric (`{monitor}`) on validation at the best epoch; that epoch's weights are kept.", **spark)  # fmt: skip
+    cards[0].metric(
+        "Images/s",
+        f"{speed:,.0f}" if finite(speed) else MISSING,
+        chart_data=[r.get("img_per_s") or 0 for r in recs] or None,
+        help="Training images per second: measured by the trainer since it (re)started while it runs, "
+        "over the whole run once done (validation not counted); the line: per epoch.",
+        **spark,
+    )
+    cards[1].metric(
+        f"Best {charts.short_label(key)}",
+        format_metric(key, value),
+        delta=f"epoch {epoch}" if epoch else None,
+        chart_data=[r[key] for r in recs if isinstance(r.get(key), (int, float))] or None,
+        help=f"The monitored metric (`{monitor}`) on validation at the best epoch; that epoch's weights are kept.",
+        **spark,
+    )
     test = ((summary or {}).get("final") or {}).get("test") or {}
     if test:
         tkey = key if key in test else "accuracy"
-        cards[2].metric(f"Test {charts.short_label(tkey)}", format_metric(tkey, test.get(tkey)), border=True,
-                        help="On the test split, with the best epoch's weights.")  # fmt: skip
+        cards[2].metric(
+            f"Test {charts.short_label(tkey)}",
+            format_metric(tkey, test.get(tkey)),
+            border=True,
+            help="On the test split, with the best epoch's weights.",
+        )
     else:
         running = shown == "running" and status.get("batch_loss") is not None
         loss = status.get("batch_loss") if running else last.get("loss")
-        cards[2].metric("Batch loss" if running else "Val loss", format_metric("loss", loss),
-                        chart_data=[r["loss"] for r in recs if isinstance(r.get("loss"), (int, float))] or None,
-                        help="Training loss of the latest batch (the line: validation loss per epoch)." if running else None,
-                        **{**spark, "delta_color": "normal"})  # fmt: skip
-    cards[3].metric("Elapsed" if shown in ACTIVE else "Duration", fmt_duration(elapsed_seconds(status, summary, now)),
-                    border=True, help="Wall time the training processes spent on this run, data loading included; "
-                                      "time the run sat stopped is not counted.")  # fmt: skip
+        cards[2].metric(
+            "Batch loss" if running else "Val loss",
+            format_metric("loss", loss),
+            chart_data=[r["loss"] for r in recs if isinstance(r.get("loss"), (int, float))] or None,
+            help="Training loss of the latest batch (the line: validation loss per epoch)." if running else None,
+            **{**spark, "delta_color": "normal"},
+        )
+    cards[3].metric(
+        "Elapsed" if shown in ACTIVE else "Duration",
+        fmt_duration(elapsed_seconds(status, summary, now)),
+        border=True,
+        help="Wall time the training processes spent on this run, data loading included; "
+        "time the run sat stopped is not counted.",
+    )
 
 
 def _buttons(run: Run, status: dict) -> None:
@@ -284,8 +327,13 @@ def _buttons(run: Run, status: dict) -> None:
     with st.container(horizontal=True):
         if shown in ACTIVE:
             stopping = run.stop_requested()
-            if st.button("Stopping…" if stopping else "Stop", icon=":material/stop_circle:", key="train.live.stop",
-                         disabled=stopping, help="Stop at the next batch; the last state is saved so the run can resume."):  # fmt: skip
+            if st.button(
+                "Stopping…" if stopping else "Stop",
+                icon=":material/stop_circle:",
+                key="train.live.stop",
+                disabled=stopping,
+                help="Stop at the next batch; the last state is saved so the run can resume.",
+            ):
                 try:
                     jobs.stop(run)
                 except LoupeError as e:
@@ -293,8 +341,13 @@ def _buttons(run: Run, status: dict) -> None:
                 else:
                     st.toast("Stopping at the next batch…", icon=":material/stop_circle:")
         if jobs.can_resume(run):
-            if st.button("Resume", icon=":material/play_circle:", key="train.live.resume", type="primary",
-                         help="Continue from the last saved state, in the background."):  # fmt: skip
+            if st.button(
+                "Resume",
+                icon=":material/play_circle:",
+                key="train.live.resume",
+                type="primary",
+                help="Continue from the last saved state, in the background.",
+            ):
                 try:
                     jobs.resume(run)
                 except LoupeError as e:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine.errors import LoupeError
 from app.train import values
+from engine.errors import LoupeError
 
 K_RESULT = "train.lrfind.result"
 STEPS = 100
@@ -20,11 +20,20 @@ def _use(lr: float) -> None:
 
 def chart(result: dict) -> go.Figure:
     fig = go.Figure()
-    fig.add_scatter(x=result["lrs"], y=result["losses"], mode="lines", name="smoothed loss",
-                    hovertemplate="lr %{x:.2e} · loss %{y:.4f}<extra></extra>")
+    fig.add_scatter(
+        x=result["lrs"],
+        y=result["losses"],
+        mode="lines",
+        name="smoothed loss",
+        hovertemplate="lr %{x:.2e} · loss %{y:.4f}<extra></extra>",
+    )
     if result.get("suggested_lr"):
-        fig.add_vline(x=result["suggested_lr"], line_dash="dash", line_color="#d62728",
-                      annotation_text=f"suggested {result['suggested_lr']:.2e}")
+        fig.add_vline(
+            x=result["suggested_lr"],
+            line_dash="dash",
+            line_color="#d62728",
+            annotation_text=f"suggested {result['suggested_lr']:.2e}",
+        )
     fig.update_xaxes(type="log", title="learning rate")
     fig.update_yaxes(title="training loss (smoothed)")
     fig.update_layout(height=300, margin={"l": 10, "r": 10, "t": 30, "b": 10}, showlegend=False)
@@ -33,8 +42,10 @@ def chart(result: dict) -> go.Figure:
 
 def section() -> None:
     """Run the range test on demand; keep the last result until the next one."""
-    st.caption(f"LR finder: {STEPS} training batches with the learning rate rising from 1e-6 to 1 on a throwaway "
-               "copy of the model (nothing is saved); the suggestion is where the loss falls fastest.")
+    st.caption(
+        f"LR finder: {STEPS} training batches with the learning rate rising from 1e-6 to 1 on a throwaway "
+        "copy of the model (nothing is saved); the suggestion is where the loss falls fastest."
+    )
     if st.button("Find a learning rate", icon=":material/query_stats:", key="train.lrfind"):
         try:
             from engine.train.lr_find import find_lr
@@ -42,8 +53,11 @@ def section() -> None:
             cfg = values.build_config()
             bar = st.progress(0.0, text="LR range test")
             st.session_state[K_RESULT] = find_lr(
-                cfg, num_steps=STEPS,
-                progress=lambda done, total, stage: bar.progress(min(1.0, done / max(total, 1)), text=f"{stage}: {done}/{total}"),
+                cfg,
+                num_steps=STEPS,
+                progress=lambda done, total, stage: bar.progress(
+                    min(1.0, done / max(total, 1)), text=f"{stage}: {done}/{total}"
+                ),
             )
             bar.empty()
         except LoupeError as e:

@@ -9,20 +9,28 @@ from datetime import datetime
 import pandas as pd
 import streamlit as st
 
-from engine.errors import LoupeError
-from engine.metrics.display import MISSING, format_metric
-from engine.runs.folder import Run, delete_run, list_runs, run_row, runs_dir
 from app.common import state
 from app.train import charts
 from app.train.live import ACTIVE, best_so_far, elapsed_seconds, fmt_duration, monitor_of, parse_time
+from engine.errors import LoupeError
+from engine.metrics.display import MISSING, format_metric
+from engine.runs.folder import Run, delete_run, list_runs, run_row, runs_dir
 
 K_PICK, K_COMPARE, K_METRIC = "train.runs.pick", "train.runs.compare", "train.runs.metric"
 K_CONFIRM, K_COMPARE_TOUCHED = "train.runs.confirm_delete", "train.runs.compare_touched"
 SHOWN = ("Run", "Dataset", "Model", "State", "Epochs", "Best (epoch)", "Duration", "Started")
 # Pixel widths that fit the shown columns side by side in the page's 940 px at a 1400 px window, so no
 # column is cut off or pushed out of view (the longest state, "failed (crashed)", fits its column).
-WIDTHS = {"Run": 260, "Dataset": 110, "Model": 105, "State": 105, "Epochs": 50, "Best (epoch)": 145, "Duration": 60,
-          "Started": 95}  # fmt: skip
+WIDTHS = {
+    "Run": 260,
+    "Dataset": 110,
+    "Model": 105,
+    "State": 105,
+    "Epochs": 50,
+    "Best (epoch)": 145,
+    "Duration": 60,
+    "Started": 95,
+}
 COMPARE_DEFAULT = 4  # the newest runs with curves, compared when the user has not chosen
 
 
@@ -44,8 +52,17 @@ def collect() -> list[dict]:
             best, best_epoch = best_so_far(records, monitor)
         status = run.status()
         seconds = elapsed_seconds(status, summary or None, now)
-        out.append({**row, "run": run, "records": records, "monitor": monitor, "best": best, "best_epoch": best_epoch,
-                    "seconds": seconds})  # fmt: skip
+        out.append(
+            {
+                **row,
+                "run": run,
+                "records": records,
+                "monitor": monitor,
+                "best": best,
+                "best_epoch": best_epoch,
+                "seconds": seconds,
+            }
+        )
     return out
 
 
@@ -56,7 +73,11 @@ def started_text(iso: str | None, now: float | None = None) -> str:
     if when is None:
         return MISSING
     dt = datetime.fromtimestamp(when)
-    return dt.strftime("%b %d %H:%M") if dt.year == datetime.fromtimestamp(now or time.time()).year else dt.strftime("%Y-%m-%d")
+    return (
+        dt.strftime("%b %d %H:%M")
+        if dt.year == datetime.fromtimestamp(now or time.time()).year
+        else dt.strftime("%Y-%m-%d")
+    )
 
 
 def short_dataset(spec: str) -> str:
@@ -76,21 +97,23 @@ def best_text(row: dict) -> str:
 def table(rows: list[dict]) -> pd.DataFrame:
     """The table as shown: every cell text a person reads (metrics in the app's one format, n/a when missing).
     `Best metric`, `Best` and `Best epoch` are kept apart as data; the table shows them as `Best (epoch)`."""
-    return pd.DataFrame({
-        "Run": [r["name"] for r in rows],
-        "Dataset": [short_dataset(r["dataset"]) if r["dataset"] else MISSING for r in rows],
-        "Model": [r["model"] or MISSING for r in rows],
-        "State": [r["state"] for r in rows],
-        "Epochs": [f"{r['epoch'] or 0} / {r['epochs']}" if r.get("epochs") else MISSING for r in rows],
-        "Best (epoch)": [best_text(r) for r in rows],
-        "Best metric": [charts.short_label(r["monitor"]) if r["best"] is not None else MISSING for r in rows],
-        "Best": [format_metric(r["monitor"], r["best"]) for r in rows],
-        "Best epoch": [str(r["best_epoch"]) if r.get("best_epoch") else MISSING for r in rows],
-        "Duration": [fmt_duration(r["seconds"]) for r in rows],
-        "Started": [started_text(r.get("started_at")) for r in rows],
-        "Dataset spec": [r["dataset"] or MISSING for r in rows],
-        "Id": [r["id"] for r in rows],
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "Run": [r["name"] for r in rows],
+            "Dataset": [short_dataset(r["dataset"]) if r["dataset"] else MISSING for r in rows],
+            "Model": [r["model"] or MISSING for r in rows],
+            "State": [r["state"] for r in rows],
+            "Epochs": [f"{r['epoch'] or 0} / {r['epochs']}" if r.get("epochs") else MISSING for r in rows],
+            "Best (epoch)": [best_text(r) for r in rows],
+            "Best metric": [charts.short_label(r["monitor"]) if r["best"] is not None else MISSING for r in rows],
+            "Best": [format_metric(r["monitor"], r["best"]) for r in rows],
+            "Best epoch": [str(r["best_epoch"]) if r.get("best_epoch") else MISSING for r in rows],
+            "Duration": [fmt_duration(r["seconds"]) for r in rows],
+            "Started": [started_text(r.get("started_at")) for r in rows],
+            "Dataset spec": [r["dataset"] or MISSING for r in rows],
+            "Id": [r["id"] for r in rows],
+        }
+    )
 
 
 def render() -> None:
@@ -99,17 +122,24 @@ def render() -> None:
     if not rows:
         st.caption(f"No runs yet in {runs_dir()}. Runs you start appear here, with their curves for comparison.")
         return
-    helps = {"State": "queued, running, completed, stopped, failed, or failed (crashed): the job ended without "
-                      "recording why",
-             "Epochs": "Epochs done / planned (fewer when stopped early)",
-             "Best (epoch)": "The monitored validation metric at the best epoch so far, and that epoch",
-             "Duration": "Wall time the training processes spent on the run (not the time it sat stopped)",
-             "Started": "When the run first started (this machine's time)",
-             "Dataset": "The dataset (built-in name or folder name; the full spec is in the live panel)"}  # fmt: skip
+    helps = {
+        "State": "queued, running, completed, stopped, failed, or failed (crashed): the job ended without "
+        "recording why",
+        "Epochs": "Epochs done / planned (fewer when stopped early)",
+        "Best (epoch)": "The monitored validation metric at the best epoch so far, and that epoch",
+        "Duration": "Wall time the training processes spent on the run (not the time it sat stopped)",
+        "Started": "When the run first started (this machine's time)",
+        "Dataset": "The dataset (built-in name or folder name; the full spec is in the live panel)",
+    }
     st.dataframe(
-        table(rows), hide_index=True, key="train.runs.table", column_order=SHOWN,
-        column_config={name: st.column_config.TextColumn(name, width=w, help=helps.get(name)) for name, w in WIDTHS.items()},
-    )  # fmt: skip
+        table(rows),
+        hide_index=True,
+        key="train.runs.table",
+        column_order=SHOWN,
+        column_config={
+            name: st.column_config.TextColumn(name, width=w, help=helps.get(name)) for name, w in WIDTHS.items()
+        },
+    )
     by_id = {r["id"]: r for r in rows}
     manage(by_id)
     compare(by_id)
@@ -129,14 +159,24 @@ def manage(by_id: dict[str, dict]) -> None:
     key = f"{K_PICK}.{active}"  # a new widget whenever the active run changes (Start, URL, delete), showing it
     left, right = st.columns([3, 2], vertical_alignment="bottom")
     pick = left.selectbox(
-        "Run", ids, index=ids.index(active) if active in by_id else None, key=key, on_change=_pick_changed, args=(key,),
+        "Run",
+        ids,
+        index=ids.index(active) if active in by_id else None,
+        key=key,
+        on_change=_pick_changed,
+        args=(key,),
         placeholder="Choose a run to follow or delete",
         format_func=lambda i: shown_name(by_id, i),
         help="The chosen run is the active one: the live panel shows it and the other pages use it.",
-    )  # fmt: skip
+    )
     running = pick is not None and by_id[pick]["state"] in ACTIVE
-    if right.button("Delete…", icon=":material/delete:", key="train.runs.delete", disabled=pick is None or running,
-                    help="Stop the run first" if running else "Removes the run folder, after a confirmation"):  # fmt: skip
+    if right.button(
+        "Delete…",
+        icon=":material/delete:",
+        key="train.runs.delete",
+        disabled=pick is None or running,
+        help="Stop the run first" if running else "Removes the run folder, after a confirmation",
+    ):
         st.session_state[K_CONFIRM] = pick
     target = st.session_state.get(K_CONFIRM)
     if target and target in by_id:
@@ -146,10 +186,15 @@ def manage(by_id: dict[str, dict]) -> None:
 def confirm_delete(row: dict) -> None:
     run: Run = row["run"]
     with st.container(border=True):
-        st.warning(f"Delete the run **{row['name']}**? Its folder `{run.path}` (weights, metrics, predictions) "
-                   "is removed for good.", icon=":material/warning:")  # fmt: skip
+        st.warning(
+            f"Delete the run **{row['name']}**? Its folder `{run.path}` (weights, metrics, predictions) "
+            "is removed for good.",
+            icon=":material/warning:",
+        )
         with st.container(horizontal=True):
-            yes = st.button("Yes, delete it", type="primary", key="train.runs.delete_yes", icon=":material/delete_forever:")
+            yes = st.button(
+                "Yes, delete it", type="primary", key="train.runs.delete_yes", icon=":material/delete_forever:"
+            )
             no = st.button("Cancel", key="train.runs.delete_no")
     if no:
         st.session_state.pop(K_CONFIRM, None)
@@ -179,13 +224,23 @@ def compare(by_id: dict[str, dict]) -> None:
     st.markdown("##### Compare runs")
     chosen = st.session_state.get(K_COMPARE) if st.session_state.get(K_COMPARE_TOUCHED) else None
     # until the user picks, the newest runs (so a run that just finished joins in); then their choice
-    st.session_state[K_COMPARE] = [i for i in chosen if i in with_curves] if chosen is not None else with_curves[:COMPARE_DEFAULT]
+    st.session_state[K_COMPARE] = (
+        [i for i in chosen if i in with_curves] if chosen is not None else with_curves[:COMPARE_DEFAULT]
+    )
     keys: list[str] = []
     for i in with_curves:
-        keys += [k for k in charts.metric_keys(by_id[i]["records"]) if k not in keys and k not in ("loss", "train_loss")]
+        keys += [
+            k for k in charts.metric_keys(by_id[i]["records"]) if k not in keys and k not in ("loss", "train_loss")
+        ]
     left, right = st.columns([3, 1])
-    picked = left.multiselect("Runs to compare", with_curves, key=K_COMPARE, on_change=_touched,
-                              format_func=lambda i: shown_name(by_id, i), placeholder="Choose runs")  # fmt: skip
+    picked = left.multiselect(
+        "Runs to compare",
+        with_curves,
+        key=K_COMPARE,
+        on_change=_touched,
+        format_func=lambda i: shown_name(by_id, i),
+        placeholder="Choose runs",
+    )
     monitor = by_id[picked[0]]["monitor"].removeprefix("val_") if picked else None
     if st.session_state.get(K_METRIC) not in keys:
         st.session_state[K_METRIC] = monitor if monitor in keys else (keys[0] if keys else None)

@@ -14,11 +14,11 @@ from typing import Any
 
 import streamlit as st
 
+from app.common import state
 from engine.config import ConfigError, RunConfig
 from engine.data.roots import check_allowed, check_spec
 from engine.errors import LoupeError
 from engine.models.factory import CURATED
-from app.common import state
 
 FIELDS: dict[str, Field] = {f.name: f for f in fields(RunConfig)}
 K_SAVED, K_EDITED, K_SYNCED, K_REASONS = "train.saved", "train.edited", "train.synced", "train.reasons"
@@ -83,7 +83,9 @@ def _parse_weights(text: str) -> list[float]:
     try:
         return [float(w) for w in text.replace(";", ",").split(",") if w.strip()]
     except ValueError:
-        raise ConfigError(f"Field 'class_weights' must be numbers separated by commas, one per class; got {text!r}.") from None
+        raise ConfigError(
+            f"Field 'class_weights' must be numbers separated by commas, one per class; got {text!r}."
+        ) from None
 
 
 def read_field(name: str) -> Any:
@@ -221,8 +223,9 @@ def use_demo() -> None:
     st.session_state[K_EDITED] = set(values)
     spec = values["dataset"]
     st.session_state[K_SYNCED] = spec  # like `train --preset demo`: the preset, not the suggestions
-    st.session_state[K_REASONS] = [f"the '{DEMO}' preset: a useful model on Fashion-MNIST in about a minute on a "
-                                   "laptop CPU"]  # fmt: skip
+    st.session_state[K_REASONS] = [
+        f"the '{DEMO}' preset: a useful model on Fashion-MNIST in about a minute on a laptop CPU"
+    ]
     state.set_active_dataset(spec)
 
 

@@ -42,14 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect datasets")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
     stats = data_sub.add_parser(
-        "stats", parents=[JSON, NO_PROGRESS],
+        "stats",
+        parents=[JSON, NO_PROGRESS],
         help="class balance, splits, image sizes, corrupt files and duplicates of a dataset",
         description="Print the statistics of a dataset spec (builtin:NAME, a folder, a .zip, a .csv or a .npz).",
     )
     stats.add_argument("spec", help="dataset spec, e.g. builtin:fashion-mnist or path/to/folder")
     stats.add_argument("--quick", action="store_true", help="headers only: no decoding, no corrupt/duplicate check")
     stats.add_argument("--image-size", type=int, default=None, help="working resolution of the decode cache")
-    stats.add_argument("--task", choices=["binary", "multiclass", "multilabel"], default=None,
-                       help="override the inferred task")
+    stats.add_argument(
+        "--task", choices=["binary", "multiclass", "multilabel"], default=None, help="override the inferred task"
+    )
     stats.add_argument("--seed", type=int, default=0, help="seed for splits and derived datasets")
     stats.set_defaults(func=cmd_data_stats)

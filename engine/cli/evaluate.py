@@ -19,12 +19,17 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
     Every number is written by `engine.metrics.display`, as the Evaluate page writes it (rates as
     percentages, scores and thresholds to 4 decimals, "n/a" when missing).
     """
-    lines = [f"task {res['task']}, {res['n']} items; thresholds tuned on {res['tuned_on'] or 'nothing (given)'}, "
-             f"reported on {res['reported_on']}" + ("  [OPTIMISTIC: same split]" if res["optimistic"] else "")]
+    lines = [
+        f"task {res['task']}, {res['n']} items; thresholds tuned on {res['tuned_on'] or 'nothing (given)'}, "
+        f"reported on {res['reported_on']}" + ("  [OPTIMISTIC: same split]" if res["optimistic"] else "")
+    ]
     ci = res.get("ci", {})
     keys = ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "log_loss", "roc_auc", "pr_auc"]
-    keys += ["threshold", "far", "frr", "hter", "eer", "eer_threshold", "min_hter", "min_hter_threshold", "f1_threshold"] \
-        if res["task"] == "binary" else []
+    keys += (
+        ["threshold", "far", "frr", "hter", "eer", "eer_threshold", "min_hter", "min_hter_threshold", "f1_threshold"]
+        if res["task"] == "binary"
+        else []
+    )
     keys += ["samples_f1", "hamming_loss", "subset_accuracy"] if res["task"] == "multilabel" else []
     for k in keys:
         band = f"  (95% CI {display.interval(k, ci[k])})" if ci.get(k) else ""
@@ -34,27 +39,42 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
         for name in ("frr_at_far", "far_at_frr"):
             fixed = name.split("_at_")[1].upper()
             for x, v in (res.get(name) or {}).items():
-                lines.append(f"  {display.label(name.split('_at_')[0])} at {fixed} {display.percent(_float(x))}: "
-                             f"{display.format_metric(name, v)}")
+                lines.append(
+                    f"  {display.label(name.split('_at_')[0])} at {fixed} {display.percent(_float(x))}: "
+                    f"{display.format_metric(name, v)}"
+                )
     for k, v in res.get("top_k", {}).items():
         lines.append(f"  {f'top-{k} accuracy':<20} {display.percent(v)}")
-    lines.append(f"  {'per class':<20} {'precision':>9}  {'recall':>8}  {'f1':>8}  support"
-                 + ("  threshold" if res["task"] == "multilabel" else ""))
+    lines.append(
+        f"  {'per class':<20} {'precision':>9}  {'recall':>8}  {'f1':>8}  support"
+        + ("  threshold" if res["task"] == "multilabel" else "")
+    )
     for row in res["per_class"]:
         extra = f"  {display.threshold(row['threshold'])}" if "threshold" in row else ""
-        lines.append(f"  {row['class'][:20]:<20} {display.percent(row['precision']):>9}  {display.percent(row['recall']):>8}"
-                     f"  {display.percent(row['f1']):>8}  {row['support']}{extra}")
+        lines.append(
+            f"  {row['class'][:20]:<20} {display.percent(row['precision']):>9}  {display.percent(row['recall']):>8}"
+            f"  {display.percent(row['f1']):>8}  {row['support']}{extra}"
+        )
     for m in res.get("most_confused", [])[:5]:
         lines.append(f"  confused: {m['true']} -> {m['predicted']} x{m['count']}")
     cal = res["calibration"]
-    lines.append(f"calibration: ECE {display.format_metric('ece', cal['ece'])}"
-                 + (f", temperature {display.number(cal['temperature'])} -> ECE {display.format_metric('ece', cal['ece_after'])}"
-                    if "temperature" in cal else ""))  # fmt: skip
+    lines.append(
+        f"calibration: ECE {display.format_metric('ece', cal['ece'])}"
+        + (
+            f", temperature {display.number(cal['temperature'])} -> ECE {display.format_metric('ece', cal['ece_after'])}"
+            if "temperature" in cal
+            else ""
+        )
+    )
     for t in top[:10]:
-        lines.append(f"  top loss: {t['id']} true {t['true']} predicted {t['predicted']} ({display.percent(t['confidence'])})")
+        lines.append(
+            f"  top loss: {t['id']} true {t['true']} predicted {t['predicted']} ({display.percent(t['confidence'])})"
+        )
     for t in suspects[:10]:
-        lines.append(f"  likely mislabelled: {t['id']} given {t['given']} suggested {t['suggested']} "
-                     f"(margin {display.number(t['margin'])})")
+        lines.append(
+            f"  likely mislabelled: {t['id']} given {t['given']} suggested {t['suggested']} "
+            f"(margin {display.number(t['margin'])})"
+        )
     return "\n".join(lines)
 
 
@@ -73,16 +93,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)
-    res = evaluate_run(run, split=args.split, tune_split=args.tune_split, rule=args.rule, bootstrap=args.bootstrap,
-                       seed=args.seed)
+    res = evaluate_run(
+        run, split=args.split, tune_split=args.tune_split, rule=args.rule, bootstrap=args.bootstrap, seed=args.seed
+    )
     chosen = res["threshold_config"]
-    top = top_losses(load_predictions(run, res["reported_on"]), args.top, chosen.get("binary", chosen.get("multilabel")))
+    top = top_losses(
+        load_predictions(run, res["reported_on"]), args.top, chosen.get("binary", chosen.get("multilabel"))
+    )
     suspects = likely_mislabelled(run, args.top)
     if args.save_thresholds:
         save_thresholds(run, chosen)
     if args.json:
-        print(json.dumps({**res, "top_losses": top, "likely_mislabelled": suspects,
-                          "saved_thresholds": bool(args.save_thresholds)}, indent=2, allow_nan=False))
+        print(
+            json.dumps(
+                {
+                    **res,
+                    "top_losses": top,
+                    "likely_mislabelled": suspects,
+                    "saved_thresholds": bool(args.save_thresholds),
+                },
+                indent=2,
+                allow_nan=False,
+            )
+        )
     else:
         print(format_text(res, top, suspects))
         if args.save_thresholds:
@@ -91,17 +124,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ev = sub.add_parser("evaluate", parents=[RUNS_DIR, JSON],
-                        help="metrics, tuned thresholds, calibration and top losses of a run",
-                        description="Evaluate a run from its stored predictions: thresholds and temperature are "
-                                    "tuned on --tune-split and reported on --split (val, flagged optimistic, when "
-                                    "the run has no test split).")
+    ev = sub.add_parser(
+        "evaluate",
+        parents=[RUNS_DIR, JSON],
+        help="metrics, tuned thresholds, calibration and top losses of a run",
+        description="Evaluate a run from its stored predictions: thresholds and temperature are "
+        "tuned on --tune-split and reported on --split (val, flagged optimistic, when "
+        "the run has no test split).",
+    )
     ev.add_argument("run", help="run id or run folder")
     ev.add_argument("--split", default="test", choices=["val", "test", "oof"], help="split to report on (default test)")
     ev.add_argument("--tune-split", default="val", choices=["val", "test", "oof"], help="split to tune thresholds on")
     ev.add_argument("--rule", default="min_hter", choices=["min_hter", "f1", "eer"], help="binary threshold rule")
     ev.add_argument("--save-thresholds", action="store_true", help="write the chosen thresholds to thresholds.json")
-    ev.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (0: none)")
+    ev.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (0: none)"
+    )
     ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     ev.add_argument("--top", type=int, default=24, help="how many top losses / likely mislabelled items")
     ev.set_defaults(func=cmd_evaluate)

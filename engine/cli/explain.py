@@ -39,13 +39,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
     pixels, x = prepare_image(path, path.name, rm)
     probs = predict_tensor(rm, x)[0]
     top = int(probs.argmax())
-    ex = explain(rm, x, args.method, target=_class_index(args.target, rm.classes), baseline=args.baseline,
-                 n_steps=args.n_steps)
+    ex = explain(
+        rm, x, args.method, target=_class_index(args.target, rm.classes), baseline=args.baseline, n_steps=args.n_steps
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(overlay(pixels, ex.heatmap, alpha=args.alpha, sign=args.sign)).save(out)
-    print(f"prediction: {rm.classes[top]} ({probs[top]:.4f}); explained class {rm.classes[ex.target]} "
-          f"({probs[ex.target]:.4f}) with {ex.method} in {ex.seconds:.2f} s -> {out}")
+    print(
+        f"prediction: {rm.classes[top]} ({probs[top]:.4f}); explained class {rm.classes[ex.target]} "
+        f"({probs[ex.target]:.4f}) with {ex.method} in {ex.seconds:.2f} s -> {out}"
+    )
     return 0
 
 
@@ -58,8 +61,17 @@ def cmd_attack(args: argparse.Namespace) -> int:
     eps = [float(e) for e in args.eps.split(",") if e.strip()]
     progress = TqdmProgress(enabled=not args.no_progress)
     try:
-        res = epsilon_sweep(run, eps, split=args.split, limit=args.limit, attack=args.attack, steps=args.steps,
-                            progress=progress, min_eps=not args.no_min_eps, seed=args.seed)
+        res = epsilon_sweep(
+            run,
+            eps,
+            split=args.split,
+            limit=args.limit,
+            attack=args.attack,
+            steps=args.steps,
+            progress=progress,
+            min_eps=not args.no_min_eps,
+            seed=args.seed,
+        )
     finally:
         progress.close()
     if args.save:  # the same file the Explain page saves and shows
@@ -73,8 +85,10 @@ def cmd_attack(args: argparse.Namespace) -> int:
         print(json.dumps(res, indent=2, allow_nan=False))
         return 0
     counts = ", ".join(f"{n} {c}" for c, n in res["class_counts"].items())
-    print(f"{res['attack']} on {res['n']} of {res['split_size']} {res['split']} images of {res['run']} ({counts}; "
-          f"stratified by class, seed {res['seed']}); clean accuracy {format_metric('accuracy', res['clean_accuracy'])}")
+    print(
+        f"{res['attack']} on {res['n']} of {res['split_size']} {res['split']} images of {res['run']} ({counts}; "
+        f"stratified by class, seed {res['seed']}); clean accuracy {format_metric('accuracy', res['clean_accuracy'])}"
+    )
     cols = ("accuracy", "far", "frr", "hter") if res["task"] == "binary" else ("accuracy",)
     print("  " + "eps".ljust(8) + "".join(f"{c.upper() if c != 'accuracy' else c:>10}" for c in cols))
     for i, e in enumerate(res["eps"]):
@@ -87,13 +101,25 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 #: engine.explain.attributions.METHODS / BASELINES, spelled out so building the parser does not import torch (tested equal)
-METHOD_NAMES = ("saliency", "integrated_gradients", "smoothgrad", "gradient_shap", "occlusion", "gradcam", "guided_gradcam")
+METHOD_NAMES = (
+    "saliency",
+    "integrated_gradients",
+    "smoothgrad",
+    "gradient_shap",
+    "occlusion",
+    "gradcam",
+    "guided_gradcam",
+)
 BASELINE_NAMES = ("black", "blur", "noise")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    ex = sub.add_parser("explain", parents=[RUNS_DIR], help="attribution map of one image, written as an overlay PNG",
-                        description="Explain a run's prediction on one image; writes the heatmap over the image.")
+    ex = sub.add_parser(
+        "explain",
+        parents=[RUNS_DIR],
+        help="attribution map of one image, written as an overlay PNG",
+        description="Explain a run's prediction on one image; writes the heatmap over the image.",
+    )
     ex.add_argument("run", help="run id or run folder")
     ex.add_argument("image", help="image file")
     ex.add_argument("--method", choices=METHOD_NAMES, default="integrated_gradients")
@@ -105,19 +131,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--out", required=True, help="output PNG")
     ex.set_defaults(func=cmd_explain)
 
-    at = sub.add_parser("attack", parents=[RUNS_DIR, JSON, NO_PROGRESS],
-                        help="accuracy under FGSM/PGD at several epsilons (pixel units of [0, 1])",
-                        description="Sweep adversarial epsilons over a run's evaluation images.")
+    at = sub.add_parser(
+        "attack",
+        parents=[RUNS_DIR, JSON, NO_PROGRESS],
+        help="accuracy under FGSM/PGD at several epsilons (pixel units of [0, 1])",
+        description="Sweep adversarial epsilons over a run's evaluation images.",
+    )
     at.add_argument("run", help="run id or run folder")
     at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")
     at.add_argument("--split", default="val", choices=["val", "test"])
-    at.add_argument("--limit", type=int, default=200,
-                    help="N images of the split, drawn stratified by class so each class keeps its share (0: all)")
+    at.add_argument(
+        "--limit",
+        type=int,
+        default=200,
+        help="N images of the split, drawn stratified by class so each class keeps its share (0: all)",
+    )
     at.add_argument("--seed", type=int, default=0, help="seed of the stratified sample (recorded in the result)")
     at.add_argument("--attack", choices=["fgsm", "pgd"], default="fgsm")
     at.add_argument("--steps", type=int, default=10, help="PGD steps")
     at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")
-    at.add_argument("--save", action="store_true", help="also save the sweep in RUN/robustness/ (the Explain page shows it)")
+    at.add_argument(
+        "--save", action="store_true", help="also save the sweep in RUN/robustness/ (the Explain page shows it)"
+    )
     at.set_defaults(func=cmd_attack)
-
-

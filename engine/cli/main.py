@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from engine.cli import data, evaluate, explain, predict, train
 from engine.errors import LoupeError
@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         where = f" for '{e.filename}'" if e.filename else ""
-        print(f"error: {e.strerror or e}{where}; check that the path is a folder you can write to and that the "
-              "disk has free space (rerun with --debug for the traceback).", file=sys.stderr)
+        print(
+            f"error: {e.strerror or e}{where}; check that the path is a folder you can write to and that the "
+            "disk has free space (rerun with --debug for the traceback).",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

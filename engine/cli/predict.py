@@ -14,7 +14,9 @@ from pathlib import Path
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
 
-DEFAULT_MARGIN = 0.1  # engine.predict.unsure.DEFAULT_MARGIN, spelled out so building the parser imports no torch (tested equal)
+DEFAULT_MARGIN = (
+    0.1  # engine.predict.unsure.DEFAULT_MARGIN, spelled out so building the parser imports no torch (tested equal)
+)
 
 
 def _resolve(ref: str, runs_dir: str | None) -> str:
@@ -40,8 +42,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from engine.predict.predictor import PredictError, Predictor, predict_folder
 
     if args.unsure_below is not None:
-        raise PredictError("--unsure-below was replaced by --unsure-margin: a prediction is unsure when it is within "
-                           "the margin of changing its decision (see predict --help).")
+        raise PredictError(
+            "--unsure-below was replaced by --unsure-margin: a prediction is unsure when it is within "
+            "the margin of changing its decision (see predict --help)."
+        )
     if not 0 <= args.unsure_margin <= 1:
         raise PredictError(f"--unsure-margin must be between 0 and 1 (probability units); got {args.unsure_margin:g}.")
     pred = Predictor.from_ref(_resolve(args.model, args.runs_dir))
@@ -77,25 +81,36 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    pr = sub.add_parser("predict", parents=[RUNS_DIR, JSON, NO_PROGRESS],
-                        help="classify images with a run or builtin:imagenet",
-                        description="Predict image files (or a folder/.zip of images into a CSV) with a run's model "
-                                    "and its saved thresholds, or with builtin:imagenet.")
+    pr = sub.add_parser(
+        "predict",
+        parents=[RUNS_DIR, JSON, NO_PROGRESS],
+        help="classify images with a run or builtin:imagenet",
+        description="Predict image files (or a folder/.zip of images into a CSV) with a run's model "
+        "and its saved thresholds, or with builtin:imagenet.",
+    )
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
     pr.add_argument("images", nargs="+", help="image files, or one folder or .zip (then --out FILE.csv)")
     pr.add_argument("--top-k", type=int, default=5)
-    pr.add_argument("--unsure-margin", type=float, default=DEFAULT_MARGIN, metavar="M",
-                    help="flag a prediction 'unsure' when it is within M of changing its decision: binary, the positive "
-                         "score within M of the run's threshold (the saved one, else 0.5); multi-class, the top two "
-                         "probabilities less than M apart; multi-label, a label's score within M of its threshold, or no "
-                         f"label at all (default {DEFAULT_MARGIN:g})")
+    pr.add_argument(
+        "--unsure-margin",
+        type=float,
+        default=DEFAULT_MARGIN,
+        metavar="M",
+        help="flag a prediction 'unsure' when it is within M of changing its decision: binary, the positive "
+        "score within M of the run's threshold (the saved one, else 0.5); multi-class, the top two "
+        "probabilities less than M apart; multi-label, a label's score within M of its threshold, or no "
+        f"label at all (default {DEFAULT_MARGIN:g})",
+    )
     pr.add_argument("--unsure-below", type=float, default=None, help=argparse.SUPPRESS)  # replaced: says so
     pr.add_argument("--out", default=None, help="CSV for a folder/zip (default predictions.csv)")
     pr.set_defaults(func=cmd_predict)
 
-    ex = sub.add_parser("export", parents=[RUNS_DIR],
-                        help="write a run's model as ONNX or TorchScript plus a JSON model card",
-                        description="Export a run's best model; it takes float32 NCHW pixels in [0, 1] and returns logits.")
+    ex = sub.add_parser(
+        "export",
+        parents=[RUNS_DIR],
+        help="write a run's model as ONNX or TorchScript plus a JSON model card",
+        description="Export a run's best model; it takes float32 NCHW pixels in [0, 1] and returns logits.",
+    )
     ex.add_argument("run", help="run id or folder (or builtin:imagenet)")
     ex.add_argument("--format", choices=["onnx", "torchscript"], required=True)
     ex.add_argument("--out", required=True, help="output file; the model card goes to OUT.json")

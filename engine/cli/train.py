@@ -38,40 +38,70 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             default = f.default if f.default is not MISSING else f.default_factory()
             help_text = f"{f.metadata['help']} (default: {default!r})"
             if isinstance(default, bool):
-                g.add_argument(flag, type=_parse_bool, nargs="?", const=True, default=argparse.SUPPRESS,
-                               metavar="BOOL", help=help_text)
+                g.add_argument(
+                    flag,
+                    type=_parse_bool,
+                    nargs="?",
+                    const=True,
+                    default=argparse.SUPPRESS,
+                    metavar="BOOL",
+                    help=help_text,
+                )
             elif isinstance(default, list):
-                g.add_argument(flag, type=lambda s: [float(x) for x in s.split(",") if x], default=argparse.SUPPRESS,
-                               metavar="W1,W2,...", help=help_text)
+                g.add_argument(
+                    flag,
+                    type=lambda s: [float(x) for x in s.split(",") if x],
+                    default=argparse.SUPPRESS,
+                    metavar="W1,W2,...",
+                    help=help_text,
+                )
             else:
-                g.add_argument(flag, type=type(default), default=argparse.SUPPRESS, choices=f.metadata["choices"],
-                               help=help_text)
+                g.add_argument(
+                    flag, type=type(default), default=argparse.SUPPRESS, choices=f.metadata["choices"], help=help_text
+                )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", parents=[RUNS_DIR, NO_PROGRESS],
-                           help="train a model (foreground, with a progress bar)",
-                           description="Train a model into a new run folder. With only --dataset, the defaults pick a "
-                                       "recipe that suits the dataset and print what they chose and why.")
-    train.add_argument("--config", help="a JSON/YAML config file (a run's config.json starts a new run with its config)")
-    train.add_argument("--run", help="a prepared run folder to train into, with the config.json in it (what "
-                                     "background jobs run); no other config source goes with it")
-    train.add_argument("--preset", help="a named starting point: quick (a small, fast recipe for --dataset, "
-                                        "Fashion-MNIST when none is given) or demo (the Fashion-MNIST demo); the "
-                                        "config file and flags override it")
+    train = sub.add_parser(
+        "train",
+        parents=[RUNS_DIR, NO_PROGRESS],
+        help="train a model (foreground, with a progress bar)",
+        description="Train a model into a new run folder. With only --dataset, the defaults pick a "
+        "recipe that suits the dataset and print what they chose and why.",
+    )
+    train.add_argument(
+        "--config", help="a JSON/YAML config file (a run's config.json starts a new run with its config)"
+    )
+    train.add_argument(
+        "--run",
+        help="a prepared run folder to train into, with the config.json in it (what "
+        "background jobs run); no other config source goes with it",
+    )
+    train.add_argument(
+        "--preset",
+        help="a named starting point: quick (a small, fast recipe for --dataset, "
+        "Fashion-MNIST when none is given) or demo (the Fashion-MNIST demo); the "
+        "config file and flags override it",
+    )
     train.add_argument("--background", action="store_true", help="start as a background job and return")
     train.add_argument("--json", action="store_true", help="print the summary as JSON")
-    train.add_argument("--no-estimate", action="store_true",
-                       help="skip the time estimate printed before training (a short timed probe of the model on "
-                            "this device, cached per model, size, batch and device)")
+    train.add_argument(
+        "--no-estimate",
+        action="store_true",
+        help="skip the time estimate printed before training (a short timed probe of the model on "
+        "this device, cached per model, size, batch and device)",
+    )
     add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
-    est = sub.add_parser("estimate", help="how long a run would take on this device (a short timed probe, cached)",
-                         description="Time a few training steps of the configured model at its size, batch, "
-                                     "precision and memory format on this device (cached per configuration; a "
-                                     "finished run's own speeds replace the probe's), and print the time per "
-                                     "epoch and for the whole run. Takes the same config sources as train.")
+    est = sub.add_parser(
+        "estimate",
+        help="how long a run would take on this device (a short timed probe, cached)",
+        description="Time a few training steps of the configured model at its size, batch, "
+        "precision and memory format on this device (cached per configuration; a "
+        "finished run's own speeds replace the probe's), and print the time per "
+        "epoch and for the whole run. Takes the same config sources as train.",
+    )
     est.add_argument("--config", help="a JSON/YAML config file")
     est.add_argument("--preset", help="a named starting point: quick (for --dataset) or demo")
     est.add_argument("--refresh", action="store_true", help="measure again instead of using the cached figures")
@@ -79,10 +109,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(est)
     est.set_defaults(func=cmd_estimate)
 
-    lrf = sub.add_parser("lr-find", parents=[NO_PROGRESS],
-                         help="LR range test: loss vs learning rate and a suggested value",
-                         description="Train briefly with an exponentially rising learning rate on the configured "
-                                     "data and model (nothing is saved) and suggest a learning rate.")
+    lrf = sub.add_parser(
+        "lr-find",
+        parents=[NO_PROGRESS],
+        help="LR range test: loss vs learning rate and a suggested value",
+        description="Train briefly with an exponentially rising learning rate on the configured "
+        "data and model (nothing is saved) and suggest a learning rate.",
+    )
     lrf.add_argument("--config", help="a JSON/YAML config file")
     lrf.add_argument("--preset", help="a named starting point: quick (for --dataset) or demo")
     lrf.add_argument("--steps", type=int, default=100, help="batches in the sweep")
@@ -104,8 +137,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     stop.add_argument("run")
     stop.set_defaults(func=cmd_stop)
 
-    resume = sub.add_parser("resume", parents=[RUNS_DIR, NO_PROGRESS],
-                            help="continue a stopped or crashed run from its last checkpoint")
+    resume = sub.add_parser(
+        "resume", parents=[RUNS_DIR, NO_PROGRESS], help="continue a stopped or crashed run from its last checkpoint"
+    )
     resume.add_argument("run")
     resume.add_argument("--background", action="store_true")
     resume.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -203,20 +237,24 @@ def _prepared_run(args: argparse.Namespace) -> tuple[Run, RunConfig]:
     since it would silently not apply."""
     from engine.runs.folder import find_run
 
-    given = [flag for flag, value in (("--config", args.config), ("--preset", args.preset),
-                                      ("--background", args.background)) if value]
+    given = [
+        flag
+        for flag, value in (("--config", args.config), ("--preset", args.preset), ("--background", args.background))
+        if value
+    ]
     given += ["--" + f.name.replace("_", "-") for f in fields(RunConfig) if hasattr(args, f.name)]
     if given:
-        raise ConfigError(f"--run trains a prepared run folder with the config in its config.json; "
-                          f"leave out {', '.join(given)}.")
+        raise ConfigError(
+            f"--run trains a prepared run folder with the config in its config.json; leave out {', '.join(given)}."
+        )
     run = find_run(args.run, args.runs_dir)
     return run, RunConfig.load(run.path / "config.json")
 
 
 def _relaunch_ddp(cfg: RunConfig, run, engine_args: list[str], args: argparse.Namespace) -> int:
     """`--nproc N` outside torchrun: the same command again under torchrun, N processes, in the foreground."""
-    from engine.train import jobs
     from engine.device import resolve_device
+    from engine.train import jobs
 
     flags = [f for f in ("--no-progress", "--json") if getattr(args, f[2:].replace("-", "_"), False)]
     print(f"run {run.id}: DDP with {cfg.nproc} processes (torchrun --standalone)", file=sys.stderr)
@@ -225,9 +263,8 @@ def _relaunch_ddp(cfg: RunConfig, run, engine_args: list[str], args: argparse.Na
 
 def _shared_run(cfg: RunConfig, runs_dir: str | None):
     """A new run folder; under torchrun, rank 0 makes it and every rank gets its path."""
-    from engine.train import distributed
-    from engine.train import jobs
     from engine.runs.folder import Run
+    from engine.train import distributed, jobs
 
     d = distributed.setup(cfg.device)
     if not d.enabled:
@@ -246,7 +283,10 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
 
     print(f"run {run.id} in {run.path}", file=sys.stderr)
     progress = TqdmProgress(enabled=not args.no_progress)
-    log = (lambda msg: progress.write(str(msg)))
+
+    def log(msg):
+        return progress.write(str(msg))
+
     try:
         with device_slot(run, resolve_device(cfg.device).type):
             run_training(cfg, run, resume=resume, log=log, progress=progress)
@@ -275,12 +315,23 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     stats = quick_stats(cfg.dataset)
     size, channels = planned_shape(cfg, stats)
     multilabel = (cfg.task if cfg.task != "auto" else stats.get("task")) == "multilabel"
-    tp = measure_throughput(cfg, size, channels, max(2, len(stats.get("classes") or [])), multilabel,
-                            refresh=args.refresh)
+    tp = measure_throughput(
+        cfg, size, channels, max(2, len(stats.get("classes") or [])), multilabel, refresh=args.refresh
+    )
     est = estimate_run(cfg, stats, tp)
     if args.json:
-        print(json.dumps({**asdict(est), "seconds_per_epoch": est.seconds_per_epoch, "describe": est.describe(),
-                          "image_size": size, "channels": channels}, indent=2))
+        print(
+            json.dumps(
+                {
+                    **asdict(est),
+                    "seconds_per_epoch": est.seconds_per_epoch,
+                    "describe": est.describe(),
+                    "image_size": size,
+                    "channels": channels,
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"{est.describe()}; {tp.describe()} on {tp.device}")
     return 0
@@ -301,8 +352,10 @@ def cmd_lr_find(args: argparse.Namespace) -> int:
     lrs, losses = result["lrs"], result["losses"]
     for i in range(0, len(lrs), max(1, len(lrs) // 12)):
         print(f"lr {lrs[i]:9.2e}  loss {losses[i]:.4f}")
-    print(f"suggested lr: {result['suggested_lr']:.2e} (steepest fall of the smoothed loss; "
-          f"minimum at {result['min_loss_lr']:.2e})")
+    print(
+        f"suggested lr: {result['suggested_lr']:.2e} (steepest fall of the smoothed loss; "
+        f"minimum at {result['min_loss_lr']:.2e})"
+    )
     return 0
 
 
@@ -318,7 +371,9 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         best = f"{r['monitor']} {r['best']:.4f}" if isinstance(r["best"], float) else "-"
-        print(f"{r['id']:<52} {r['state']:<17} {r['model']:<22} {r['dataset']:<28} epoch {r['epoch']}/{r['epochs']}  {best}")
+        print(
+            f"{r['id']:<52} {r['state']:<17} {r['model']:<22} {r['dataset']:<28} epoch {r['epoch']}/{r['epochs']}  {best}"
+        )
     return 0
 
 
@@ -332,8 +387,8 @@ def cmd_runs_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from engine.train import jobs
     from engine.runs.folder import find_run
+    from engine.train import jobs
 
     run = find_run(args.run, args.runs_dir)
     jobs.stop(run)
@@ -342,8 +397,8 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from engine.train import jobs
     from engine.runs.folder import find_run
+    from engine.train import jobs
 
     run = find_run(args.run, args.runs_dir)
     if args.background:

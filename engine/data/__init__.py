@@ -1,7 +1,7 @@
 """The data layer: dataset specs -> validated, decoded-once, split datasets and their statistics.
 
 Entry points: `open_dataset(spec)` for training and inspection, `quick_stats(spec)` for header-only
-statistics, `dataset_stats(ds)` for the full report. See DESIGN.md, contract 1, for the spec format.
+statistics, `dataset_stats(ds)` for the full report. See ARCHITECTURE.md, contract 1, for the spec format.
 """
 
 from engine.data.dataset import Dataset, check_task, dataset_stats, infer_task, open_dataset, quick_stats

@@ -7,8 +7,11 @@ reported on test, top losses and likely mislabelled images. Nothing here re-runs
 
 from engine.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "predictions": ["EvaluateError", "Predictions", "SPLITS", "load_predictions", "splits_available"],
-    "thresholds": ["RULES", "load_thresholds", "save_thresholds", "tune_predictions", "tune_thresholds"],
-    "report": ["evaluate_run", "likely_mislabelled", "metrics_at", "most_confused", "report_at", "top_losses"],
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "predictions": ["EvaluateError", "Predictions", "SPLITS", "load_predictions", "splits_available"],
+        "thresholds": ["RULES", "load_thresholds", "save_thresholds", "tune_predictions", "tune_thresholds"],
+        "report": ["evaluate_run", "likely_mislabelled", "metrics_at", "most_confused", "report_at", "top_losses"],
+    },
+)

@@ -50,7 +50,9 @@ def load_predictions(run: Run, split: str) -> Predictions:
         raise EvaluateError(f"Unknown split '{split}'; use one of {', '.join(SPLITS)}.")
     path = run.predictions / f"{split}.npz"
     if not path.exists():
-        raise EvaluateError(f"The run '{run.id}' has no {split} predictions ({path} is missing); train it to completion first.")
+        raise EvaluateError(
+            f"The run '{run.id}' has no {split} predictions ({path} is missing); train it to completion first."
+        )
     with np.load(path, allow_pickle=False) as z:
         probs = np.asarray(z["probs"], np.float64)
         labels = np.asarray(z["labels"])

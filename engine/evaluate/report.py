@@ -16,18 +16,32 @@ from engine.evaluate.thresholds import tune_predictions
 from engine.metrics.binary import binary_report
 from engine.metrics.bootstrap import confusion_bootstrap, multilabel_bootstrap
 from engine.metrics.calibration import apply_temperature, fit_temperature, nll, reliability
-from engine.metrics.core import (MetricsError, average_precision, balanced_accuracy, confusion_matrix, decide,
-                                 f1_averages, far_frr, log_loss, multilabel_summary, normalise_cm, ovr_auc, per_class,
-                                 roc_auc, summarize, top_k_accuracy)
+from engine.metrics.core import (
+    MetricsError,
+    average_precision,
+    balanced_accuracy,
+    confusion_matrix,
+    decide,
+    f1_averages,
+    far_frr,
+    log_loss,
+    multilabel_summary,
+    normalise_cm,
+    ovr_auc,
+    per_class,
+    roc_auc,
+    summarize,
+    top_k_accuracy,
+)
 from engine.metrics.multilabel import multilabel_report
 from engine.runs.folder import Run
-
 
 # --- metrics -------------------------------------------------------------------------------------------
 
 
-def metrics_at(labels: np.ndarray, probs: np.ndarray, task: str, positive: int = 1,
-               threshold: float | np.ndarray | None = 0.5) -> dict:
+def metrics_at(
+    labels: np.ndarray, probs: np.ndarray, task: str, positive: int = 1, threshold: float | np.ndarray | None = 0.5
+) -> dict:
     """Quick recompute at one threshold (a slider): the training summary plus F1 averages (and FAR/FRR).
 
     The summary and the confusion matrix decide at the same threshold (0.5 when None), 0.0 included.
@@ -49,7 +63,9 @@ def most_confused(cm: np.ndarray, classes: list[str], n: int = 10) -> list[dict]
     np.fill_diagonal(off, 0)
     flat = np.argsort(-off, axis=None, kind="stable")[:n]
     t, p = np.unravel_index(flat, off.shape)
-    return [{"true": classes[i], "predicted": classes[j], "count": int(off[i, j])} for i, j in zip(t, p) if off[i, j] > 0]
+    return [
+        {"true": classes[i], "predicted": classes[j], "count": int(off[i, j])} for i, j in zip(t, p) if off[i, j] > 0
+    ]
 
 
 def _single_label(pred: Predictions, chosen: dict, bootstrap: int, seed: int) -> dict:
@@ -59,27 +75,57 @@ def _single_label(pred: Predictions, chosen: dict, bootstrap: int, seed: int) ->
     cm = confusion_matrix(labels, decide(probs, pred.task, pred.positive, threshold), c)
     pc = per_class(cm)
     out: dict = {
-        "accuracy": float(np.trace(cm) / max(1, cm.sum())), "balanced_accuracy": balanced_accuracy(cm),
-        **f1_averages(cm), "log_loss": log_loss(labels, probs),
+        "accuracy": float(np.trace(cm) / max(1, cm.sum())),
+        "balanced_accuracy": balanced_accuracy(cm),
+        **f1_averages(cm),
+        "log_loss": log_loss(labels, probs),
         "top_k": {str(k): top_k_accuracy(labels, probs, k) for k in (1, 3, 5) if k < c},
-        "confusion_matrix": cm.tolist(), "confusion_matrix_normalised": normalise_cm(cm).tolist(),
-        "per_class": [{"class": pred.classes[i], "precision": float(pc["precision"][i]), "recall": float(pc["recall"][i]),
-                       "f1": float(pc["f1"][i]), "support": int(pc["support"][i])} for i in range(c)],
+        "confusion_matrix": cm.tolist(),
+        "confusion_matrix_normalised": normalise_cm(cm).tolist(),
+        "per_class": [
+            {
+                "class": pred.classes[i],
+                "precision": float(pc["precision"][i]),
+                "recall": float(pc["recall"][i]),
+                "f1": float(pc["f1"][i]),
+                "support": int(pc["support"][i]),
+            }
+            for i in range(c)
+        ],
         "most_confused": most_confused(cm, pred.classes),
         "ci": confusion_bootstrap(cm, bootstrap, seed, binary_positive=pred.positive if binary else None),
     }
     if binary:
         y_pos, score = labels == pred.positive, probs[:, pred.positive]
         far, frr = far_frr(y_pos, score, threshold)
-        out.update(far=far, frr=frr, hter=(far + frr) / 2, threshold=float(threshold),
-                   rule=chosen.get("rule", "manual"), positive_class=pred.classes[pred.positive])
+        out.update(
+            far=far,
+            frr=frr,
+            hter=(far + frr) / 2,
+            threshold=float(threshold),
+            rule=chosen.get("rule", "manual"),
+            positive_class=pred.classes[pred.positive],
+        )
         out["roc_auc"] = out["auc"] = roc_auc(y_pos, score)
         out["pr_auc"] = average_precision(y_pos, score)
         try:
             out.update(binary_report(y_pos, score))
         except MetricsError:  # one class only in this split: the curve figures do not exist
-            out.update({k: None for k in ("eer", "eer_threshold", "min_hter", "min_hter_threshold", "best_f1",
-                                          "f1_threshold", "frr_at_far", "far_at_frr")})
+            out.update(
+                {
+                    k: None
+                    for k in (
+                        "eer",
+                        "eer_threshold",
+                        "min_hter",
+                        "min_hter_threshold",
+                        "best_f1",
+                        "f1_threshold",
+                        "frr_at_far",
+                        "far_at_frr",
+                    )
+                }
+            )
     else:
         out["roc_auc"] = ovr_auc(labels, probs, "roc")
         out["pr_auc"] = ovr_auc(labels, probs, "pr")
@@ -90,21 +136,38 @@ def _multilabel(pred: Predictions, chosen: dict, bootstrap: int, seed: int) -> d
     c = pred.probs.shape[1]
     t = np.asarray(chosen.get("multilabel") or [0.5] * c, np.float64)
     rep = multilabel_report(pred.labels, pred.probs, t)
-    per_label = [{"class": pred.classes[i], "precision": float(rep["precision"][i]), "recall": float(rep["recall"][i]),
-                  "f1": float(rep["f1"][i]), "support": int(rep["support"][i]), "threshold": float(t[i])} for i in range(c)]
+    per_label = [
+        {
+            "class": pred.classes[i],
+            "precision": float(rep["precision"][i]),
+            "recall": float(rep["recall"][i]),
+            "f1": float(rep["f1"][i]),
+            "support": int(rep["support"][i]),
+            "threshold": float(t[i]),
+        }
+        for i in range(c)
+    ]
     support = rep["support"].astype(np.float64)
     pred_bool = decide(pred.probs, "multilabel", threshold=t)
     return {
-        "accuracy": rep["subset_accuracy"], "subset_accuracy": rep["subset_accuracy"],
+        "accuracy": rep["subset_accuracy"],
+        "subset_accuracy": rep["subset_accuracy"],
         "balanced_accuracy": multilabel_summary(pred.labels, pred.probs, t)["balanced_accuracy"],
-        "micro_f1": rep["micro_f1"], "macro_f1": rep["macro_f1"], "samples_f1": rep["samples_f1"],
+        "micro_f1": rep["micro_f1"],
+        "macro_f1": rep["macro_f1"],
+        "samples_f1": rep["samples_f1"],
         "weighted_f1": float((rep["f1"] * support).sum() / support.sum()) if support.sum() else 0.0,
-        "hamming_loss": rep["hamming_loss"], "log_loss": log_loss(pred.labels, pred.probs, multilabel=True),
-        "top_k": {}, "confusion_matrix": rep["confusion"].tolist(),
+        "hamming_loss": rep["hamming_loss"],
+        "log_loss": log_loss(pred.labels, pred.probs, multilabel=True),
+        "top_k": {},
+        "confusion_matrix": rep["confusion"].tolist(),
         "confusion_matrix_normalised": [normalise_cm(m).tolist() for m in rep["confusion"]],
-        "per_class": per_label, "per_label": per_label, "most_confused": [],
+        "per_class": per_label,
+        "per_label": per_label,
+        "most_confused": [],
         "thresholds": {pred.classes[i]: float(t[i]) for i in range(c)},
-        "roc_auc": ovr_auc(pred.labels, pred.probs, "roc"), "pr_auc": ovr_auc(pred.labels, pred.probs, "pr"),
+        "roc_auc": ovr_auc(pred.labels, pred.probs, "roc"),
+        "pr_auc": ovr_auc(pred.labels, pred.probs, "pr"),
         "ci": multilabel_bootstrap(pred.labels, pred_bool, bootstrap, seed),
     }
 
@@ -121,8 +184,15 @@ def report_at(pred: Predictions, thresholds: dict, bootstrap: int = 1000, seed: 
     return _single_label(pred, thresholds, bootstrap, seed)
 
 
-def evaluate_run(run: Run, split: str = "test", tune_split: str = "val", rule: str = "min_hter",
-                 thresholds: dict | None = None, bootstrap: int = 1000, seed: int = 0) -> dict:
+def evaluate_run(
+    run: Run,
+    split: str = "test",
+    tune_split: str = "val",
+    rule: str = "min_hter",
+    thresholds: dict | None = None,
+    bootstrap: int = 1000,
+    seed: int = 0,
+) -> dict:
     """Every metric of `split` at thresholds tuned on `tune_split` (or the given ones); JSON-serialisable."""
     available = splits_available(run)
     if not available:
@@ -142,11 +212,22 @@ def evaluate_run(run: Run, split: str = "test", tune_split: str = "val", rule: s
     calib = reliability(report.labels, report.probs)
     if temperature:
         after = apply_temperature(report.probs, temperature, report.task == "multilabel")
-        calib.update(temperature=float(temperature), ece_after=reliability(report.labels, after)["ece"],
-                     nll_before=nll(report.labels, report.probs), nll_after=nll(report.labels, after))
-    out.update(calibration=calib, task=report.task, classes=report.classes, n=int(len(report.labels)),
-               tuned_on=chosen.get("tuned_on"), reported_on=split, optimistic=chosen.get("tuned_on") == split,
-               threshold_config=chosen)
+        calib.update(
+            temperature=float(temperature),
+            ece_after=reliability(report.labels, after)["ece"],
+            nll_before=nll(report.labels, report.probs),
+            nll_after=nll(report.labels, after),
+        )
+    out.update(
+        calibration=calib,
+        task=report.task,
+        classes=report.classes,
+        n=int(len(report.labels)),
+        tuned_on=chosen.get("tuned_on"),
+        reported_on=split,
+        optimistic=chosen.get("tuned_on") == split,
+        threshold_config=chosen,
+    )
     return out
 
 
@@ -175,8 +256,16 @@ def top_losses(pred: Predictions, n: int = 24, threshold=None) -> list[dict]:
             confidence = float(np.abs(p[i] - 0.5).mean() * 2)
         else:
             true, predicted, confidence = pred.classes[y[i]], pred.classes[decided[i]], float(p[i, decided[i]])
-        out.append({"id": str(pred.ids[i]), "index": int(pred.indices[i]), "true": true, "predicted": predicted,
-                    "confidence": confidence, "loss": float(loss[i])})
+        out.append(
+            {
+                "id": str(pred.ids[i]),
+                "index": int(pred.indices[i]),
+                "true": true,
+                "predicted": predicted,
+                "confidence": confidence,
+                "loss": float(loss[i]),
+            }
+        )
     return out
 
 
@@ -201,7 +290,16 @@ def likely_mislabelled(run: Run, n: int = 24) -> list[dict]:
     margin = other[rows, suggested] - self_conf
     suspect = np.flatnonzero(self_conf < per_class_t[y])
     suspect = suspect[np.argsort(-margin[suspect], kind="stable")][:n]
-    return [{"id": str(pred.ids[i]), "index": int(pred.indices[i]), "given": pred.classes[y[i]],
-             "suggested": pred.classes[suggested[i]], "given_prob": float(self_conf[i]),
-             "suggested_prob": float(p[i, suggested[i]]), "class_threshold": float(per_class_t[y[i]]),
-             "margin": float(margin[i])} for i in suspect]
+    return [
+        {
+            "id": str(pred.ids[i]),
+            "index": int(pred.indices[i]),
+            "given": pred.classes[y[i]],
+            "suggested": pred.classes[suggested[i]],
+            "given_prob": float(self_conf[i]),
+            "suggested_prob": float(p[i, suggested[i]]),
+            "class_threshold": float(per_class_t[y[i]]),
+            "margin": float(margin[i]),
+        }
+        for i in suspect
+    ]

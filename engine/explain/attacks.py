@@ -9,7 +9,7 @@ run's saved threshold), so "flipped" means what Evaluate and Predict would call 
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -54,7 +54,11 @@ def _prep(rm: RunModel, x: torch.Tensor, y, targeted: bool, target) -> tuple[tor
     if targeted:
         if target is None:
             raise AttackError("A targeted attack needs a target class.")
-        y = torch.as_tensor(target, device=x.device).expand(len(x)) if np.ndim(target) == 0 else torch.as_tensor(target, device=x.device)
+        y = (
+            torch.as_tensor(target, device=x.device).expand(len(x))
+            if np.ndim(target) == 0
+            else torch.as_tensor(target, device=x.device)
+        )
     else:
         y = torch.as_tensor(y, device=x.device)
     return x, y, -1.0 if targeted else 1.0  # targeted: descend the loss towards the target
@@ -68,8 +72,18 @@ def fgsm(rm: RunModel, x: torch.Tensor, y, eps, targeted: bool = False, target=N
     return (x + sign * _eps(eps, x) * g.sign()).clamp(0, 1).detach()
 
 
-def pgd(rm: RunModel, x: torch.Tensor, y, eps, steps: int = 10, step_size=None, random_start: bool = True,
-        targeted: bool = False, target=None, seed: int = 0) -> torch.Tensor:
+def pgd(
+    rm: RunModel,
+    x: torch.Tensor,
+    y,
+    eps,
+    steps: int = 10,
+    step_size=None,
+    random_start: bool = True,
+    targeted: bool = False,
+    target=None,
+    seed: int = 0,
+) -> torch.Tensor:
     """Projected gradient descent in the L-inf ball of radius eps around x, inside [0, 1]."""
     x, y, sign = _prep(rm, x, y, targeted, target)
     e = _eps(eps, x)
@@ -109,8 +123,16 @@ def _flipped(rm: RunModel, x: torch.Tensor, y: torch.Tensor, threshold: float | 
     return decide(probs, rm.task, rm.positive, threshold) != y.cpu().numpy()
 
 
-def minimal_epsilon(rm: RunModel, x: torch.Tensor, y, attack: str = "fgsm", hi: float = 0.1, iters: int = 8,
-                    threshold: float | None = None, steps: int = 10) -> np.ndarray:
+def minimal_epsilon(
+    rm: RunModel,
+    x: torch.Tensor,
+    y,
+    attack: str = "fgsm",
+    hi: float = 0.1,
+    iters: int = 8,
+    threshold: float | None = None,
+    steps: int = 10,
+) -> np.ndarray:
     """Per image, the smallest eps (to hi / 2**iters) that flips the decision; 0 if already wrong, inf if
     even `hi` does not flip it. Bisection assumes a larger eps flips at least as often (true for PGD in
     practice; FGSM is not strictly monotone, so this is the bisection's answer, an upper-bound estimate)."""
@@ -169,9 +191,14 @@ def _load_split(run: Run, split: str, limit: int, seed: int = 0) -> tuple:
     pred = load_predictions(run, split)
     header, cfg = run.config(), run.config().get("config", {})
     task = cfg.get("task", "auto")
-    ds = open_dataset(cfg["dataset"], image_size=header.get("image_size") or None, task=None if task == "auto" else task,
-                      seed=cfg.get("seed", 0), val_fraction=cfg.get("val_fraction", 0.15),
-                      test_fraction=cfg.get("test_fraction", 0.15))
+    ds = open_dataset(
+        cfg["dataset"],
+        image_size=header.get("image_size") or None,
+        task=None if task == "auto" else task,
+        seed=cfg.get("seed", 0),
+        val_fraction=cfg.get("val_fraction", 0.15),
+        test_fraction=cfg.get("test_fraction", 0.15),
+    )
     labels = np.asarray(pred.labels)
     pos = stratified_sample(labels, int(limit or 0), seed)  # single-label: sweeps refuse multi-label runs
     x = to_tensor(ds.images[np.asarray(pred.indices)[pos]])
@@ -187,9 +214,19 @@ def _binary_rates(m: dict, labels: np.ndarray, positive: int) -> dict:
     return {"far": far, "frr": frr, "hter": (far + frr) / 2 if far is not None and frr is not None else None}
 
 
-def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 200, attack: str = "fgsm",
-                  steps: int = 10, progress: Callable | None = None, batch_size: int = 64,
-                  min_eps: bool = True, min_eps_hi: float = 0.1, seed: int = 0) -> dict:
+def epsilon_sweep(
+    run: Run,
+    eps: list[float],
+    split: str = "val",
+    limit: int = 200,
+    attack: str = "fgsm",
+    steps: int = 10,
+    progress: Callable | None = None,
+    batch_size: int = 64,
+    min_eps: bool = True,
+    min_eps_hi: float = 0.1,
+    seed: int = 0,
+) -> dict:
     """Accuracy (and FAR/FRR/HTER for binary, at the saved threshold) under attack at each eps, on a
     stratified sample of `limit` images of the split (seeded; the seed, the sample's dataset indices and
     its class counts are in the result). A rate whose class is not in the sample is None."""
@@ -207,7 +244,7 @@ def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 2
     for e in eps:
         probs = []
         for s in range(0, len(x), batch_size):
-            xb, yb = x[s:s + batch_size], y[s:s + batch_size]
+            xb, yb = x[s : s + batch_size], y[s : s + batch_size]
             xa = xb if e == 0 else run_attack(rm, xb, yb, e, attack, steps=steps)
             probs.append(predict_tensor(rm, xa))
             done += len(xb)
@@ -222,20 +259,42 @@ def epsilon_sweep(run: Run, eps: list[float], split: str = "val", limit: int = 2
             row.update(_binary_rates(m, labels, rm.positive))
         rows.append(row)
     clean = metrics_at(labels, stored, rm.task, positive=rm.positive, threshold=thr)
-    out = {"run": run.id, "split": split, "n": int(len(x)), "attack": attack, "steps": steps if attack == "pgd" else 1,
-           "task": rm.task, "threshold": thr if rm.task == "binary" else None, "eps": eps,
-           "accuracy": [r["accuracy"] for r in rows], "per_class": [r["per_class"] for r in rows],
-           "clean_accuracy": float(clean["accuracy"]),
-           "sample": "stratified", "seed": int(seed), "split_size": int(len(pred.labels)),
-           "indices": [int(i) for i in np.asarray(pred.indices)[pos]],
-           "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(rm.classes)}}
+    out = {
+        "run": run.id,
+        "split": split,
+        "n": int(len(x)),
+        "attack": attack,
+        "steps": steps if attack == "pgd" else 1,
+        "task": rm.task,
+        "threshold": thr if rm.task == "binary" else None,
+        "eps": eps,
+        "accuracy": [r["accuracy"] for r in rows],
+        "per_class": [r["per_class"] for r in rows],
+        "clean_accuracy": float(clean["accuracy"]),
+        "sample": "stratified",
+        "seed": int(seed),
+        "split_size": int(len(pred.labels)),
+        "indices": [int(i) for i in np.asarray(pred.indices)[pos]],
+        "class_counts": {c: int((labels == i).sum()) for i, c in enumerate(rm.classes)},
+    }
     if rm.task == "binary":
         for k in ("far", "frr", "hter"):
             out[k] = [r.get(k) for r in rows]
     if min_eps:
-        me = np.concatenate([minimal_epsilon(rm, x[s:s + batch_size], y[s:s + batch_size], attack, hi=min_eps_hi,
-                                             threshold=thr if rm.task == "binary" else None, steps=steps)
-                             for s in range(0, len(x), batch_size)])
+        me = np.concatenate(
+            [
+                minimal_epsilon(
+                    rm,
+                    x[s : s + batch_size],
+                    y[s : s + batch_size],
+                    attack,
+                    hi=min_eps_hi,
+                    threshold=thr if rm.task == "binary" else None,
+                    steps=steps,
+                )
+                for s in range(0, len(x), batch_size)
+            ]
+        )
         out["min_eps"] = [None if not np.isfinite(v) else float(v) for v in me]  # None: not flipped at min_eps_hi
         finite = me[np.isfinite(me) & (me > 0)]
         out["min_eps_median"] = float(np.median(finite)) if len(finite) else None

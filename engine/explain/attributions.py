@@ -70,8 +70,18 @@ def occlusion_geometry(h: int, w: int, window: int | None, stride: int | None) -
     return max(window, stride), stride  # Captum needs stride <= window: widen the window with the stride
 
 
-def _attribute(rm: RunModel, x: torch.Tensor, method: str, target: int, base: torch.Tensor, n_steps: int,
-               ibs: int, window: int | None, stride: int | None, params: dict) -> torch.Tensor:
+def _attribute(
+    rm: RunModel,
+    x: torch.Tensor,
+    method: str,
+    target: int,
+    base: torch.Tensor,
+    n_steps: int,
+    ibs: int,
+    window: int | None,
+    stride: int | None,
+    params: dict,
+) -> torch.Tensor:
     from captum.attr import GradientShap, IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
     model = rm.model
@@ -80,15 +90,17 @@ def _attribute(rm: RunModel, x: torch.Tensor, method: str, target: int, base: to
         return Saliency(model).attribute(x, target=target, abs=False)
     if method == "integrated_gradients":
         steps = sample_cap(h, w, n_steps)
-        attr, delta = IntegratedGradients(model).attribute(x, baselines=base, target=target, n_steps=steps,
-                                                           internal_batch_size=ibs, return_convergence_delta=True)
+        attr, delta = IntegratedGradients(model).attribute(
+            x, baselines=base, target=target, n_steps=steps, internal_batch_size=ibs, return_convergence_delta=True
+        )
         params.update(n_steps=steps, delta=float(delta.abs().max()))
         return attr
     if method == "smoothgrad":
         n = sample_cap(h, w, 16)
         params.update(nt_samples=n, stdevs=0.15)
-        return NoiseTunnel(Saliency(model)).attribute(x, nt_type="smoothgrad", nt_samples=n, stdevs=0.15,
-                                                      nt_samples_batch_size=ibs, target=target, abs=False)
+        return NoiseTunnel(Saliency(model)).attribute(
+            x, nt_type="smoothgrad", nt_samples=n, stdevs=0.15, nt_samples_batch_size=ibs, target=target, abs=False
+        )
     if method == "gradient_shap":
         n = sample_cap(h, w, 16)
         refs = torch.cat([base, make_baseline(x, "black"), make_baseline(x, "noise", seed=1)])
@@ -98,8 +110,14 @@ def _attribute(rm: RunModel, x: torch.Tensor, method: str, target: int, base: to
         win, st = occlusion_geometry(h, w, window, stride)
         c = x.shape[1]
         params.update(window=win, stride=st)
-        return Occlusion(model).attribute(x, sliding_window_shapes=(c, win, win), strides=(c, st, st),
-                                          baselines=base, target=target, perturbations_per_eval=ibs)
+        return Occlusion(model).attribute(
+            x,
+            sliding_window_shapes=(c, win, win),
+            strides=(c, st, st),
+            baselines=base,
+            target=target,
+            perturbations_per_eval=ibs,
+        )
     layer = gradcam_layer(model)
     params["layer"] = next((n for n, m in model.named_modules() if m is layer), "")
     if method == "gradcam":
@@ -107,9 +125,17 @@ def _attribute(rm: RunModel, x: torch.Tensor, method: str, target: int, base: to
     return guided_gradcam(model, layer, x, target)
 
 
-def explain(rm: RunModel, x: torch.Tensor, method: str, target: int | None = None, baseline: str = "black",
-            n_steps: int = 32, internal_batch_size: int = 16, window: int | None = None,
-            stride: int | None = None) -> Explanation:
+def explain(
+    rm: RunModel,
+    x: torch.Tensor,
+    method: str,
+    target: int | None = None,
+    baseline: str = "black",
+    n_steps: int = 32,
+    internal_batch_size: int = 16,
+    window: int | None = None,
+    stride: int | None = None,
+) -> Explanation:
     """Attribution map of one image `x` (1, C, H, W) in [0, 1] for `target` (default: the predicted class)."""
     if method not in METHODS:
         raise ExplainError(f"Unknown explanation method '{method}'; choose one of {', '.join(METHODS)}.")
@@ -124,8 +150,11 @@ def explain(rm: RunModel, x: torch.Tensor, method: str, target: int | None = Non
         if not 0 <= int(target) < len(rm.classes):
             raise ExplainError(f"Target class {target} is out of range; this model has {len(rm.classes)} classes.")
         target = int(target)
-        params: dict = {"baseline": baseline, "internal_batch_size": internal_batch_size,
-                        "probability": float(probs[target])}
+        params: dict = {
+            "baseline": baseline,
+            "internal_batch_size": internal_batch_size,
+            "probability": float(probs[target]),
+        }
         flags = [p.requires_grad for p in rm.model.parameters()]
         hooks = hook_counts(rm.model)
         was_training = rm.model.training
@@ -135,7 +164,18 @@ def explain(rm: RunModel, x: torch.Tensor, method: str, target: int | None = Non
                 p.requires_grad_(False)
             with torch.enable_grad(), no_inplace_relu(rm.model):
                 base = make_baseline(x, baseline)
-                attr = _attribute(rm, x.clone().requires_grad_(True), method, target, base, n_steps, internal_batch_size, window, stride, params)
+                attr = _attribute(
+                    rm,
+                    x.clone().requires_grad_(True),
+                    method,
+                    target,
+                    base,
+                    n_steps,
+                    internal_batch_size,
+                    window,
+                    stride,
+                    params,
+                )
         finally:
             for p, f in zip(rm.model.parameters(), flags):
                 p.requires_grad_(f)

@@ -22,8 +22,9 @@ def _logit(rm: RunModel):
     return lambda inp: rm.model(inp)
 
 
-def faithfulness(rm: RunModel, x: torch.Tensor, heatmap: np.ndarray, method: str, target: int,
-                 samples: int = 8, seed: int = 0) -> dict[str, float | None]:
+def faithfulness(
+    rm: RunModel, x: torch.Tensor, heatmap: np.ndarray, method: str, target: int, samples: int = 8, seed: int = 0
+) -> dict[str, float | None]:
     """{'infidelity': float, 'max_sensitivity': float | None} for one image and its map."""
     from captum.metrics import infidelity, sensitivity_max
 
@@ -39,15 +40,21 @@ def faithfulness(rm: RunModel, x: torch.Tensor, heatmap: np.ndarray, method: str
 
     with rm.lock, torch.no_grad():
         rm.model.eval()
-        infid = float(infidelity(_logit(rm), perturb, x, attr.contiguous(), target=target,
-                                 n_perturb_samples=samples, normalize=True))
+        infid = float(
+            infidelity(
+                _logit(rm), perturb, x, attr.contiguous(), target=target, n_perturb_samples=samples, normalize=True
+            )
+        )
     sens = None
     if method in CHEAP_FOR_SENSITIVITY:
         from engine.explain.attributions import explain
 
         def explanation_func(inputs, **kwargs):
             batch = inputs[0] if isinstance(inputs, tuple) else inputs  # Captum passes a tuple of inputs
-            maps = [torch.from_numpy(explain(rm, batch[i : i + 1], method, target=target).heatmap) for i in range(len(batch))]
+            maps = [
+                torch.from_numpy(explain(rm, batch[i : i + 1], method, target=target).heatmap)
+                for i in range(len(batch))
+            ]
             out = torch.stack(maps)[:, None].expand(-1, c, -1, -1) / c
             return (out,) if isinstance(inputs, tuple) else out
 

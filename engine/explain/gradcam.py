@@ -33,8 +33,9 @@ def gradcam_layer(model: ImageClassifier) -> nn.Module:
             if isinstance(m, nn.Conv2d):
                 found = m
     if found is None:
-        raise ModelError("This model has no convolution or transformer block for Grad-CAM; "
-                         "choose another attribution method.")
+        raise ModelError(
+            "This model has no convolution or transformer block for Grad-CAM; choose another attribution method."
+        )
     return found
 
 
@@ -83,8 +84,7 @@ def _as_map(act: torch.Tensor, model: nn.Module) -> torch.Tensor:
     raise ValueError(f"Grad-CAM cannot read a layer output of shape {tuple(act.shape)}")
 
 
-def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int,
-            forward=None) -> torch.Tensor:
+def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, forward=None) -> torch.Tensor:
     """ReLU(sum_c mean(dy/dA_c) * A_c), upsampled bilinearly to the input size: (N, H, W)."""
     captured: dict[str, torch.Tensor] = {}
 

@@ -38,8 +38,9 @@ def heatmap_image(heatmap: np.ndarray, cmap: str = "jet", sign: str = "positive"
     return (rgba[..., :3] * 255).round().astype(np.uint8)
 
 
-def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet",
-            sign: str = "positive") -> np.ndarray:
+def overlay(
+    pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: str = "jet", sign: str = "positive"
+) -> np.ndarray:
     """Blend the coloured heatmap over the image (gray images become RGB): uint8 (H, W, 3)."""
     img = np.asarray(pixels)
     if img.ndim == 2:
@@ -48,8 +49,9 @@ def overlay(pixels: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5, cmap: s
         img = np.repeat(img, 3, axis=2)
     h = np.asarray(heatmap, np.float32)
     if h.shape != img.shape[:2]:
-        h = F.interpolate(torch.from_numpy(h)[None, None], size=img.shape[:2], mode="bilinear",
-                          align_corners=False)[0, 0].numpy()
+        h = F.interpolate(torch.from_numpy(h)[None, None], size=img.shape[:2], mode="bilinear", align_corners=False)[
+            0, 0
+        ].numpy()
     col = heatmap_image(h, cmap, sign).astype(np.float32)
     out = (1 - alpha) * img.astype(np.float32) + alpha * col
     return np.clip(out.round(), 0, 255).astype(np.uint8)
@@ -61,7 +63,7 @@ def blur(x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
     sigma = sigma or max(1.0, h / 16)
     r = int(min(3 * sigma, (min(x.shape[-2:]) - 1)))
     t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
-    k = torch.exp(-(t ** 2) / (2 * sigma ** 2))
+    k = torch.exp(-(t**2) / (2 * sigma**2))
     k = k / k.sum()
     c = x.shape[1]
     y = F.pad(x, (r, r, 0, 0), mode="reflect") if r else x
@@ -82,8 +84,9 @@ def make_baseline(x: torch.Tensor, kind: str, seed: int = 0) -> torch.Tensor:
     raise ValueError(f"baseline must be 'black', 'blur' or 'noise', not {kind!r}")
 
 
-def deletion_curve(rm, x: torch.Tensor, heatmap: np.ndarray, target: int, steps: int = 20,
-                   baseline: str = "blur") -> dict:
+def deletion_curve(
+    rm, x: torch.Tensor, heatmap: np.ndarray, target: int, steps: int = 20, baseline: str = "blur"
+) -> dict:
     """Replace the most-attributed pixels first by the baseline in `steps` steps; the target probability
     should fall fast for a faithful map, so a lower area under the curve is better."""
     from engine.predict.run_model import predict_tensor

@@ -12,13 +12,32 @@ from the defining module.
 
 from engine.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "core": ["MetricsError", "average_precision", "balanced_accuracy", "check_scores", "confusion_matrix",
-             "cumulative_counts", "decide", "f1_averages", "far_frr", "log_loss", "multilabel_summary",
-             "normalise_cm", "ovr_auc", "per_class", "roc_auc", "summarize", "top_k_accuracy"],
-    "binary": ["Sweep", "binary_report", "choose_threshold", "curves", "probit", "sweep"],
-    "multilabel": ["f1_thresholds", "multilabel_report"],
-    "calibration": ["apply_temperature", "fit_temperature", "nll", "reliability"],
-    "bootstrap": ["confusion_bootstrap", "multilabel_bootstrap"],
-    "display": ["format_delta", "format_metric"],
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "core": [
+            "MetricsError",
+            "average_precision",
+            "balanced_accuracy",
+            "check_scores",
+            "confusion_matrix",
+            "cumulative_counts",
+            "decide",
+            "f1_averages",
+            "far_frr",
+            "log_loss",
+            "multilabel_summary",
+            "normalise_cm",
+            "ovr_auc",
+            "per_class",
+            "roc_auc",
+            "summarize",
+            "top_k_accuracy",
+        ],
+        "binary": ["Sweep", "binary_report", "choose_threshold", "curves", "probit", "sweep"],
+        "multilabel": ["f1_thresholds", "multilabel_report"],
+        "calibration": ["apply_temperature", "fit_temperature", "nll", "reliability"],
+        "bootstrap": ["confusion_bootstrap", "multilabel_bootstrap"],
+        "display": ["format_delta", "format_metric"],
+    },
+)

@@ -74,7 +74,9 @@ def sweep(y_pos: np.ndarray, scores: np.ndarray) -> Sweep:
     n_pos = int(y.sum())
     n_neg = int(y.size - n_pos)
     if n_pos == 0 or n_neg == 0:
-        raise MetricsError(f"FAR/FRR curves need both classes, but only {'negatives' if n_pos == 0 else 'positives'} are present.")
+        raise MetricsError(
+            f"FAR/FRR curves need both classes, but only {'negatives' if n_pos == 0 else 'positives'} are present."
+        )
     thr_desc, tp_desc, fp_desc = cumulative_counts(y, scores)
     above = np.nextafter(thr_desc[0], np.inf)  # just above the top score: reject everything
     thresholds = np.r_[thr_desc[::-1], above]
@@ -94,9 +96,16 @@ def curves(y_pos: np.ndarray, scores: np.ndarray) -> dict[str, np.ndarray]:
     predicted = sw.tp + sw.fp
     precision = np.divide(sw.tp, predicted, out=np.ones(len(predicted)), where=predicted > 0)
     return {
-        "thresholds": sw.thresholds, "far": sw.far, "frr": sw.frr, "hter": sw.hter,
-        "fpr": sw.far, "tpr": 1 - sw.frr, "precision": precision, "recall": sw.tp / sw.n_pos,
-        "det_x": probit(sw.far), "det_y": probit(sw.frr),
+        "thresholds": sw.thresholds,
+        "far": sw.far,
+        "frr": sw.frr,
+        "hter": sw.hter,
+        "fpr": sw.far,
+        "tpr": 1 - sw.frr,
+        "precision": precision,
+        "recall": sw.tp / sw.n_pos,
+        "det_x": probit(sw.far),
+        "det_y": probit(sw.frr),
     }
 
 
@@ -107,8 +116,12 @@ def binary_report(y_pos: np.ndarray, scores: np.ndarray, targets: tuple[float, .
     mh, mh_t = sw.min_hter()
     f1, f1_t = sw.f1_optimal()
     return {
-        "eer": eer, "eer_threshold": eer_t, "min_hter": mh, "min_hter_threshold": mh_t,
-        "best_f1": f1, "f1_threshold": f1_t,
+        "eer": eer,
+        "eer_threshold": eer_t,
+        "min_hter": mh,
+        "min_hter_threshold": mh_t,
+        "best_f1": f1,
+        "f1_threshold": f1_t,
         "frr_at_far": {str(x): sw.frr_at_far(x)[0] for x in targets},
         "far_at_frr": {str(x): sw.far_at_frr(x)[0] for x in targets},
     }

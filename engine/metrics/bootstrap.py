@@ -39,8 +39,9 @@ def _batched_metrics(cms: np.ndarray) -> dict[str, np.ndarray]:
         }
 
 
-def confusion_bootstrap(cm: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95,
-                        binary_positive: int | None = None) -> dict[str, list[float] | None]:
+def confusion_bootstrap(
+    cm: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95, binary_positive: int | None = None
+) -> dict[str, list[float] | None]:
     """95% percentile intervals for balanced accuracy, macro F1 (and HTER when `binary_positive` is set)."""
     total = int(cm.sum())
     if n <= 0 or total == 0:
@@ -58,8 +59,9 @@ def confusion_bootstrap(cm: np.ndarray, n: int = 1000, seed: int = 0, level: flo
     return {k: _interval(v, level) for k, v in out.items()}
 
 
-def multilabel_bootstrap(y: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95,
-                         chunk: int = 100) -> dict[str, list[float] | None]:
+def multilabel_bootstrap(
+    y: np.ndarray, pred: np.ndarray, n: int = 1000, seed: int = 0, level: float = 0.95, chunk: int = 100
+) -> dict[str, list[float] | None]:
     """Macro F1 interval for multi-label predictions: multinomial item weights, one matrix product per chunk."""
     if n <= 0 or len(y) == 0:
         return {}

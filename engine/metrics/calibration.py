@@ -39,8 +39,16 @@ def reliability(labels: np.ndarray, probs: np.ndarray, n_bins: int = 10) -> dict
     mean_acc = np.divide(acc_sum, count, out=np.zeros(n_bins), where=nz)
     ece = float(np.sum(count * np.abs(mean_acc - mean_conf)) / max(1, count.sum()))
     edges = np.linspace(0, 1, n_bins + 1)
-    bins = [{"lo": float(edges[i]), "hi": float(edges[i + 1]), "confidence": float(mean_conf[i]),
-             "accuracy": float(mean_acc[i]), "count": int(count[i])} for i in range(n_bins)]
+    bins = [
+        {
+            "lo": float(edges[i]),
+            "hi": float(edges[i + 1]),
+            "confidence": float(mean_conf[i]),
+            "accuracy": float(mean_acc[i]),
+            "count": int(count[i]),
+        }
+        for i in range(n_bins)
+    ]
     return {"bins": bins, "ece": ece}
 
 

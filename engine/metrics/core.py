@@ -54,8 +54,7 @@ def cumulative_counts(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
     return s_sorted[last], tp, (last + 1) - tp
 
 
-def decide(probs: np.ndarray, task: str, positive: int = 1,
-           threshold: float | np.ndarray | None = None) -> np.ndarray:
+def decide(probs: np.ndarray, task: str, positive: int = 1, threshold: float | np.ndarray | None = None) -> np.ndarray:
     """THE decision rule: probabilities (N, C), or one item's (C,), -> decisions.
 
     - binary with a threshold t: score = P(positive), decided `positive` when score >= t (a score of
@@ -126,8 +125,9 @@ def far_frr(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[f
     return far, frr
 
 
-def summarize(labels: np.ndarray, probs: np.ndarray, task: str, positive: int = 1,
-              threshold: float = 0.5) -> dict[str, float | None]:
+def summarize(
+    labels: np.ndarray, probs: np.ndarray, task: str, positive: int = 1, threshold: float = 0.5
+) -> dict[str, float | None]:
     """The per-epoch validation metrics: accuracy, balanced accuracy, macro F1 (+ AUC, FAR/FRR/HTER for binary).
 
     `labels` are (N,) class indices or (N, C) multi-hot; `probs` are (N, C) probabilities (softmax for

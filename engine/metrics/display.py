@@ -15,20 +15,61 @@ MISSING = "n/a"
 
 # Shares of items, written as percentages. Matched on the metric's name without a split prefix
 # ("val_hter" -> "hter") and without a "_mean"/"_std" suffix.
-RATES = frozenset({
-    "accuracy", "balanced_accuracy", "top1_accuracy", "top5_accuracy", "subset_accuracy", "far", "frr", "hter",
-    "eer", "min_hter", "precision", "recall", "f1", "macro_f1", "micro_f1", "weighted_f1", "samples_f1",
-    "hamming_loss", "frr_at_far", "far_at_frr", "share", "minority_share", "top3_accuracy", "best_f1",
-})
+RATES = frozenset(
+    {
+        "accuracy",
+        "balanced_accuracy",
+        "top1_accuracy",
+        "top5_accuracy",
+        "subset_accuracy",
+        "far",
+        "frr",
+        "hter",
+        "eer",
+        "min_hter",
+        "precision",
+        "recall",
+        "f1",
+        "macro_f1",
+        "micro_f1",
+        "weighted_f1",
+        "samples_f1",
+        "hamming_loss",
+        "frr_at_far",
+        "far_at_frr",
+        "share",
+        "minority_share",
+        "top3_accuracy",
+        "best_f1",
+    }
+)
 THRESHOLDS = frozenset({"threshold", "eer_threshold", "min_hter_threshold", "f1_threshold"})
 
 # Human names for the metric keys the engine writes.
 LABELS = {
-    "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "subset_accuracy": "subset accuracy",
-    "macro_f1": "macro F1", "micro_f1": "micro F1", "weighted_f1": "weighted F1", "samples_f1": "samples F1",
-    "far": "FAR", "frr": "FRR", "hter": "HTER", "eer": "EER", "min_hter": "min HTER", "roc_auc": "ROC AUC",
-    "pr_auc": "PR AUC", "map": "mAP", "log_loss": "log loss", "ece": "ECE", "hamming_loss": "Hamming loss",
-    "loss": "loss", "threshold": "threshold", "precision": "precision", "recall": "recall", "f1": "F1",
+    "accuracy": "accuracy",
+    "balanced_accuracy": "balanced accuracy",
+    "subset_accuracy": "subset accuracy",
+    "macro_f1": "macro F1",
+    "micro_f1": "micro F1",
+    "weighted_f1": "weighted F1",
+    "samples_f1": "samples F1",
+    "far": "FAR",
+    "frr": "FRR",
+    "hter": "HTER",
+    "eer": "EER",
+    "min_hter": "min HTER",
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC",
+    "map": "mAP",
+    "log_loss": "log loss",
+    "ece": "ECE",
+    "hamming_loss": "Hamming loss",
+    "loss": "loss",
+    "threshold": "threshold",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
 }
 
 
@@ -36,7 +77,7 @@ def base_name(name: str) -> str:
     """`val_hter` -> `hter`, `balanced_accuracy_mean` -> `balanced_accuracy`."""
     for prefix in ("val_", "test_", "train_", "oof_"):
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     for suffix in ("_mean", "_std"):
         if name.endswith(suffix):
             name = name[: -len(suffix)]
@@ -109,5 +150,17 @@ def format_delta(name: str, delta: object) -> str:
     return f"{d:+.4f}"
 
 
-__all__ = ["MISSING", "RATES", "base_name", "finite", "format_delta", "format_metric", "interval", "is_rate",
-           "label", "number", "percent", "threshold"]
+__all__ = [
+    "MISSING",
+    "RATES",
+    "base_name",
+    "finite",
+    "format_delta",
+    "format_metric",
+    "interval",
+    "is_rate",
+    "label",
+    "number",
+    "percent",
+    "threshold",
+]

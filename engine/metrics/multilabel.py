@@ -17,7 +17,9 @@ def f1_thresholds(labels: np.ndarray, probs: np.ndarray, default: float = 0.5) -
     p = check_scores(probs, "probabilities")
     y = np.asarray(labels).astype(bool)
     if p.ndim != 2 or y.shape != p.shape:
-        raise MetricsError(f"Multi-label probabilities and labels must both be (items, labels); got {p.shape} and {y.shape}.")
+        raise MetricsError(
+            f"Multi-label probabilities and labels must both be (items, labels); got {p.shape} and {y.shape}."
+        )
     out = np.full(p.shape[1], default, np.float64)
     for c in range(p.shape[1]):  # a loop over labels, never over thresholds
         n_pos = int(y[:, c].sum())
@@ -46,8 +48,14 @@ def multilabel_report(labels: np.ndarray, probs: np.ndarray, thresholds: np.ndar
     d_i = pred.sum(axis=1) + y.sum(axis=1)
     samples = np.divide(2 * tp_i, d_i, out=np.zeros(len(y)), where=d_i > 0)
     return {
-        "micro_f1": float(micro), "macro_f1": float(f1.mean()), "samples_f1": float(samples.mean()),
-        "hamming_loss": float((pred != y).mean()), "subset_accuracy": float((pred == y).all(axis=1).mean()),
-        "precision": precision, "recall": recall, "f1": f1, "support": support,
+        "micro_f1": float(micro),
+        "macro_f1": float(f1.mean()),
+        "samples_f1": float(samples.mean()),
+        "hamming_loss": float((pred != y).mean()),
+        "subset_accuracy": float((pred == y).all(axis=1).mean()),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "support": support,
         "confusion": np.stack([np.stack([(~pred & ~y).sum(0), fp], -1), np.stack([fn, tp], -1)], 1).astype(np.int64),
     }

@@ -10,13 +10,36 @@ re-exported it would point upward).
 
 from engine.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "factory": ["BUILTIN_MODELS", "CURATED", "ImageSizeError", "build_model", "check_image_size", "check_model_name",
-                "min_image_size"],
-    "classifier": ["ImageClassifier", "ModelInfo", "ScaledLinear", "apply_strategy", "make_head", "probs_from_logits",
-                   "set_train_mode"],
-    "small_cnns": ["FaceNet", "SmallCNN"],
-    "weights": ["WEIGHT_PACKAGES", "hub_online", "load_state", "package_weights", "read_safetensors",
-                "timm_pretrained"],
-    "..errors": ["ModelError", "PretrainedUnavailable", "WeightsError"],
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "factory": [
+            "BUILTIN_MODELS",
+            "CURATED",
+            "ImageSizeError",
+            "build_model",
+            "check_image_size",
+            "check_model_name",
+            "min_image_size",
+        ],
+        "classifier": [
+            "ImageClassifier",
+            "ModelInfo",
+            "ScaledLinear",
+            "apply_strategy",
+            "make_head",
+            "probs_from_logits",
+            "set_train_mode",
+        ],
+        "small_cnns": ["FaceNet", "SmallCNN"],
+        "weights": [
+            "WEIGHT_PACKAGES",
+            "hub_online",
+            "load_state",
+            "package_weights",
+            "read_safetensors",
+            "timm_pretrained",
+        ],
+        "..errors": ["ModelError", "PretrainedUnavailable", "WeightsError"],
+    },
+)

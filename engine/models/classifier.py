@@ -43,6 +43,7 @@ def probs_from_logits(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
 
 # --- the wrapper and its heads ------------------------------------------------------------------
 
+
 class ImageClassifier(nn.Module):
     """Pixels in [0, 1] (N, C, H, W) -> logits, with normalisation and channel repeat inside.
 
@@ -50,8 +51,18 @@ class ImageClassifier(nn.Module):
     `forward(x) == classify(features(x))`. Plain tensor ops only, so tracing/ONNX export works.
     """
 
-    def __init__(self, backbone: nn.Module, num_features: int, head: nn.Module, *, in_chans: int,
-                 backbone_chans: int, mean: tuple[float, ...], std: tuple[float, ...], dropout: float = 0.0):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        num_features: int,
+        head: nn.Module,
+        *,
+        in_chans: int,
+        backbone_chans: int,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        dropout: float = 0.0,
+    ):
         super().__init__()
         self.backbone = backbone
         self.num_features = num_features
@@ -106,6 +117,7 @@ def make_head(kind: str, num_features: int, num_classes: int, scale: float = 1.0
 
 
 # --- transfer strategies ------------------------------------------------------------------------
+
 
 def apply_strategy(model: ImageClassifier, strategy: str) -> list[nn.Parameter]:
     """Set requires_grad for a transfer strategy and return the parameters the optimiser should get."""

@@ -66,7 +66,9 @@ def _timm_cached_file(cfg: dict) -> str | None:
         from huggingface_hub import try_to_load_from_cache
 
         repo, _, rev = cfg["hf_hub_id"].partition("@")
-        for fname in [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]:
+        for fname in (
+            [cfg["hf_hub_filename"]] if cfg.get("hf_hub_filename") else ["model.safetensors", "pytorch_model.bin"]
+        ):
             hit = try_to_load_from_cache(repo, fname, cache_dir=str(_hf_cache()), revision=rev or None)
             if isinstance(hit, str):
                 return hit
@@ -102,13 +104,17 @@ def _load_package(model: nn.Module, name: str, dist: str, path: Path) -> None:
     dst = [k for k in own if not k.endswith(skip)]
     pairs = [(k, v) for k, v in src.items() if not k.endswith(skip)]
     if len(pairs) != len(dst):
-        raise WeightsError(f"The weights in package '{dist}' ({path.name}) hold {len(pairs)} tensors but timm's '{name}' "
-                           f"has {len(dst)}; reinstall a version that fits this timm, or train without pretrained weights.")
+        raise WeightsError(
+            f"The weights in package '{dist}' ({path.name}) hold {len(pairs)} tensors but timm's '{name}' "
+            f"has {len(dst)}; reinstall a version that fits this timm, or train without pretrained weights."
+        )
     mapped = {}
     for dk, (sk, v) in zip(dst, pairs):
         if dk.rsplit(".", 1)[-1] != sk.rsplit(".", 1)[-1] or v.shape != own[dk].shape:
-            raise WeightsError(f"Package '{dist}' tensor '{sk}' {tuple(v.shape)} does not map onto timm's '{dk}' "
-                               f"{tuple(own[dk].shape)} for '{name}'; the package does not fit this architecture.")
+            raise WeightsError(
+                f"Package '{dist}' tensor '{sk}' {tuple(v.shape)} does not map onto timm's '{dk}' "
+                f"{tuple(own[dk].shape)} for '{name}'; the package does not fit this architecture."
+            )
         mapped[dk] = v
     model.load_state_dict(mapped, strict=False)  # only num_batches_tracked counters are left as they are
 
@@ -159,28 +165,40 @@ def read_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(str(e)) from None
 
 
-def load_state(target: nn.Module, state: dict[str, torch.Tensor], origin: str, optional: tuple[str, ...] = ()) -> list[str]:
+def load_state(
+    target: nn.Module, state: dict[str, torch.Tensor], origin: str, optional: tuple[str, ...] = ()
+) -> list[str]:
     """Strict load: every non-optional key present with its exact shape. Optional keys (a classifier)
     may be absent or differ in shape; then they keep their initialisation and a note says so."""
     own = target.state_dict()
     state = _resample_pos_embed(target, own, dict(state))
     extra = [k for k in state if k not in own]
     if extra:
-        raise WeightsError(f"{origin} has {len(extra)} tensor(s) this model lacks (first: '{extra[0]}'); it was saved "
-                           "from another architecture, so choose the matching model or another file.")
-    missing = [k for k in own if k not in state and not k.startswith(optional) and not k.endswith("num_batches_tracked")]
+        raise WeightsError(
+            f"{origin} has {len(extra)} tensor(s) this model lacks (first: '{extra[0]}'); it was saved "
+            "from another architecture, so choose the matching model or another file."
+        )
+    missing = [
+        k for k in own if k not in state and not k.startswith(optional) and not k.endswith("num_batches_tracked")
+    ]
     if missing:
-        raise WeightsError(f"{origin} lacks {len(missing)} tensor(s) the model needs (first: '{missing[0]}'); "
-                           "it was saved from another architecture, so choose the matching model or another file.")
+        raise WeightsError(
+            f"{origin} lacks {len(missing)} tensor(s) the model needs (first: '{missing[0]}'); "
+            "it was saved from another architecture, so choose the matching model or another file."
+        )
     notes, keep = [], {}
     for k, v in state.items():
         if v.shape == own[k].shape:
             keep[k] = v
         elif k.startswith(optional):
-            notes.append(f"The file's '{k}' {tuple(v.shape)} does not fit this head {tuple(own[k].shape)}; the head starts fresh.")
+            notes.append(
+                f"The file's '{k}' {tuple(v.shape)} does not fit this head {tuple(own[k].shape)}; the head starts fresh."
+            )
         else:
-            raise WeightsError(f"{origin}: tensor '{k}' has shape {tuple(v.shape)} but the model expects "
-                               f"{tuple(own[k].shape)}; the file does not match this model.")
+            raise WeightsError(
+                f"{origin}: tensor '{k}' has shape {tuple(v.shape)} but the model expects "
+                f"{tuple(own[k].shape)}; the file does not match this model."
+            )
     target.load_state_dict(keep, strict=False)
     return notes[:1]
 
@@ -192,6 +210,7 @@ def _resample_pos_embed(target: nn.Module, own: dict, state: dict[str, torch.Ten
         if hasattr(owner, "patch_embed") and state[key].ndim == 3:
             from timm.layers import resample_abs_pos_embed
 
-            state[key] = resample_abs_pos_embed(state[key], list(owner.patch_embed.grid_size),
-                                                num_prefix_tokens=getattr(owner, "num_prefix_tokens", 1))
+            state[key] = resample_abs_pos_embed(
+                state[key], list(owner.patch_embed.grid_size), num_prefix_tokens=getattr(owner, "num_prefix_tokens", 1)
+            )
     return state

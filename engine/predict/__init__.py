@@ -3,10 +3,19 @@ images; and export to ONNX/TorchScript with a model card."""
 
 from engine.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "run_model": ["RunModel", "RunModelError", "load_run_model", "predict_tensor", "prepare_image"],
-    "predictor": ["BUILTIN_IMAGENET", "PredictError", "Predictor", "builtin_models", "imagenet_classes",
-                  "predict_folder"],
-    "export": ["ExportError", "export", "model_card"],
-    "unsure": ["DEFAULT_MARGIN", "decision_margin", "is_unsure"],
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "run_model": ["RunModel", "RunModelError", "load_run_model", "predict_tensor", "prepare_image"],
+        "predictor": [
+            "BUILTIN_IMAGENET",
+            "PredictError",
+            "Predictor",
+            "builtin_models",
+            "imagenet_classes",
+            "predict_folder",
+        ],
+        "export": ["ExportError", "export", "model_card"],
+        "unsure": ["DEFAULT_MARGIN", "decision_margin", "is_unsure"],
+    },
+)

@@ -47,9 +47,16 @@ def export(run, fmt: str, out: Path) -> Path:
     with rm.lock, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / legacy-exporter deprecation chatter
         if fmt == "onnx":
-            torch.onnx.export(model, (example.to(rm.device),), str(tmp), dynamo=False, opset_version=OPSET,
-                              input_names=["pixels"], output_names=["logits"],
-                              dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}})
+            torch.onnx.export(
+                model,
+                (example.to(rm.device),),
+                str(tmp),
+                dynamo=False,
+                opset_version=OPSET,
+                input_names=["pixels"],
+                output_names=["logits"],
+                dynamic_axes={"pixels": {0: "batch"}, "logits": {0: "batch"}},
+            )
         else:
             traced = torch.jit.trace(model, example.to(rm.device))
             torch.jit.save(traced, str(tmp))
@@ -70,15 +77,31 @@ def model_card(pred, fmt: str, ref: str) -> dict:
         run = Run(ref)
         header, summary = run.config(), run.summary() or {}
     return {
-        "name": pred.name, "run": rm.run_id, "format": fmt, "created_at": now_iso(),
-        "input": {"name": "pixels", "dtype": "float32", "layout": "NCHW", "range": [0.0, 1.0],
-                  "shape": ["batch", rm.channels, rm.image_size, rm.image_size],
-                  "note": "normalisation is inside the model; resize the shorter side and centre-crop to the input size"},
-        "output": {"name": "logits", "activation": "sigmoid" if rm.task == "multilabel" else "softmax",
-                   "note": "probabilities = activation(logits / temperature) when a temperature is given"},
-        "classes": list(rm.classes), "image_size": rm.image_size, "channels": rm.channels, "task": rm.task,
+        "name": pred.name,
+        "run": rm.run_id,
+        "format": fmt,
+        "created_at": now_iso(),
+        "input": {
+            "name": "pixels",
+            "dtype": "float32",
+            "layout": "NCHW",
+            "range": [0.0, 1.0],
+            "shape": ["batch", rm.channels, rm.image_size, rm.image_size],
+            "note": "normalisation is inside the model; resize the shorter side and centre-crop to the input size",
+        },
+        "output": {
+            "name": "logits",
+            "activation": "sigmoid" if rm.task == "multilabel" else "softmax",
+            "note": "probabilities = activation(logits / temperature) when a temperature is given",
+        },
+        "classes": list(rm.classes),
+        "image_size": rm.image_size,
+        "channels": rm.channels,
+        "task": rm.task,
         "positive_class": rm.positive if rm.task == "binary" else None,
-        "thresholds": pred.thresholds, "temperature": pred.temperature,
-        "metrics": summary.get("final") or {}, "dataset_fingerprint": header.get("dataset_fingerprint"),
+        "thresholds": pred.thresholds,
+        "temperature": pred.temperature,
+        "metrics": summary.get("final") or {},
+        "dataset_fingerprint": header.get("dataset_fingerprint"),
         "model": (header.get("config") or {}).get("model"),
     }

@@ -18,9 +18,9 @@ import copy
 import csv
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -75,7 +75,9 @@ def _imagenet_pixels(data: bytes, name: str, size: int, resize_to: int, interpol
     w, h = img.size
     scale = resize_to / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(interpolation, Image.BICUBIC)
+    resample = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}.get(
+        interpolation, Image.BICUBIC
+    )
     img = img.resize((nw, nh), resample)
     left, top = (nw - size) // 2, (nh - size) // 2
     crop = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.uint8)
@@ -125,7 +127,7 @@ class Predictor:
         """One result dict per (name, bytes), in order; each chunk of decodable images is one forward pass."""
         out: list[dict] = []
         for s in range(0, len(items), CHUNK):
-            out += self._chunk(items[s:s + CHUNK], top_k)
+            out += self._chunk(items[s : s + CHUNK], top_k)
         return out
 
     def predict_paths(self, paths: list[str | Path], top_k: int = 5) -> list[dict]:
@@ -205,28 +207,52 @@ class Predictor:
 
     def _result(self, name: str, raw: np.ndarray, cal: np.ndarray, top_k: int, seconds: float) -> dict:
         """One image's result dict; the decision is Evaluate's rule (`decide`) on the raw scores."""
-        order = np.argsort(-cal, kind="stable")[:max(1, min(top_k, len(cal)))]
+        order = np.argsort(-cal, kind="stable")[: max(1, min(top_k, len(cal)))]
         top = [{"class": self.classes[i], "index": int(i), "prob": float(cal[i])} for i in order]
         confidence = float(cal[order[0]])
         shown_threshold = self.decision_threshold()
         margin = decision_margin(cal, self.task, shown_threshold, self.positive)  # on the scale the user sees
-        res = {"file": name, "ok": True, "error": None, "top": top, "score": None, "confidence": confidence,
-               "threshold": shown_threshold, "margin": margin, "seconds": float(seconds)}
+        res = {
+            "file": name,
+            "ok": True,
+            "error": None,
+            "top": top,
+            "score": None,
+            "confidence": confidence,
+            "threshold": shown_threshold,
+            "margin": margin,
+            "seconds": float(seconds),
+        }
         if self.task == "binary":
             label = int(decide(raw, "binary", self.positive, self.raw_threshold()))
             res.update(label=self.classes[label], score=float(cal[self.positive]))
         elif self.task == "multilabel":
-            labels = [self.classes[i] for i in np.flatnonzero(decide(raw, "multilabel", threshold=self.raw_threshold()))]
+            labels = [
+                self.classes[i] for i in np.flatnonzero(decide(raw, "multilabel", threshold=self.raw_threshold()))
+            ]
             res.update(label=labels)
         else:
             res.update(label=self.classes[order[0]])
-        res["unsure"] = is_unsure(margin, self.unsure_margin, self.task, res["label"] if self.task == "multilabel" else None)
+        res["unsure"] = is_unsure(
+            margin, self.unsure_margin, self.task, res["label"] if self.task == "multilabel" else None
+        )
         return res
 
 
 def _failed(name: str, error: str, seconds: float = 0.0) -> dict:
-    return {"file": name, "ok": False, "error": error, "top": [], "label": None, "score": None,
-            "confidence": None, "margin": None, "unsure": True, "threshold": None, "seconds": float(seconds)}
+    return {
+        "file": name,
+        "ok": False,
+        "error": error,
+        "top": [],
+        "label": None,
+        "score": None,
+        "confidence": None,
+        "margin": None,
+        "unsure": True,
+        "threshold": None,
+        "seconds": float(seconds),
+    }
 
 
 @functools.lru_cache(maxsize=4)
@@ -246,7 +272,7 @@ def _load_builtin(ref: str, device: str) -> Predictor:
 
     if ref != BUILTIN_IMAGENET and not ref.startswith(BUILTIN_IMAGENET + ":"):
         raise PredictError(f"Unknown built-in model '{ref}'; use {BUILTIN_IMAGENET} or {BUILTIN_IMAGENET}:TIMM_NAME.")
-    arch = ref[len(BUILTIN_IMAGENET) + 1:] or BUILTIN_ARCH
+    arch = ref[len(BUILTIN_IMAGENET) + 1 :] or BUILTIN_ARCH
     model, info = build_model(arch, None, pretrained=True)
     cfg = model.backbone.pretrained_cfg
     size = int(cfg["input_size"][-1])
@@ -257,8 +283,9 @@ def _load_builtin(ref: str, device: str) -> Predictor:
     rm = wrap_model(model, list(imagenet_classes()), "multiclass", size, 3, run_id=ref)
     rm.device = str(compute.device)
     pre = functools.partial(_builtin_pre, size=size, resize_to=resize_to, interpolation=interp)
-    return Predictor(rm, f"{arch} (ImageNet-1k, {info.weights_source}, {compute.name})", {}, None, preprocess=pre,
-                     compute=compute)
+    return Predictor(
+        rm, f"{arch} (ImageNet-1k, {info.weights_source}, {compute.name})", {}, None, preprocess=pre, compute=compute
+    )
 
 
 def _builtin_pre(data: bytes, name: str, *, size: int, resize_to: int, interpolation: str) -> torch.Tensor:
@@ -278,15 +305,23 @@ def _image_files(src: Path) -> tuple[Path, list[Path]]:
         src = extract_zip(src)  # the same safe extraction as dataset uploads
     if not src.is_dir():
         raise PredictError(f"'{src}' is neither a folder nor a .zip archive; give a folder of images or a zip.")
-    files = sorted(p for p in src.rglob("*") if p.is_file() and is_image_name(p.name)
-                   and not any(part.startswith(".") for part in p.relative_to(src).parts))
+    files = sorted(
+        p
+        for p in src.rglob("*")
+        if p.is_file() and is_image_name(p.name) and not any(part.startswith(".") for part in p.relative_to(src).parts)
+    )
     if not files:
         raise PredictError(f"'{src}' holds no image files (.jpg, .png, .bmp, .gif, .webp, .tif); check the folder.")
     return src, files
 
 
-def predict_folder(predictor: Predictor, src: Path, out_csv: Path, top_k: int = 5,
-                   progress: Callable[[int, int, str], None] | None = None) -> Path:
+def predict_folder(
+    predictor: Predictor,
+    src: Path,
+    out_csv: Path,
+    top_k: int = 5,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Path:
     """Predict every image under a folder (or a zip) into a CSV: file,label,confidence,unsure,top_k,error
     (`unsure` by `engine.predict.unsure` at the predictor's `unsure_margin`)."""
     root, files = _image_files(Path(src))
@@ -297,7 +332,7 @@ def predict_folder(predictor: Predictor, src: Path, out_csv: Path, top_k: int = 
         w = csv.writer(f)
         w.writerow(["file", "label", "confidence", "unsure", "top_k", "error"])
         for s in range(0, len(files), CHUNK):
-            batch = files[s:s + CHUNK]
+            batch = files[s : s + CHUNK]
             for p, r in zip(batch, predictor.predict_paths(batch, top_k)):
                 label = ";".join(r["label"]) if isinstance(r["label"], list) else (r["label"] or "")
                 tops = "; ".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top"])

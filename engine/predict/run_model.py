@@ -53,16 +53,23 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def wrap_model(model: torch.nn.Module, classes: list[str], task: str, image_size: int, channels: int,
-               positive: int = 1, run_id: str = "") -> RunModel:
+def wrap_model(
+    model: torch.nn.Module,
+    classes: list[str],
+    task: str,
+    image_size: int,
+    channels: int,
+    positive: int = 1,
+    run_id: str = "",
+) -> RunModel:
     """A RunModel around an in-memory model (tests, benchmarks, notebooks)."""
     return RunModel(freeze(model), list(classes), task, int(image_size), int(channels), positive, run_id)
 
 
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, mtime: float, device: str) -> RunModel:
-    from engine.runs.checkpoint import load_weights
     from engine.models.factory import build_model
+    from engine.runs.checkpoint import load_weights
 
     run = Run(path)
     header = run.config()
@@ -71,8 +78,16 @@ def _load_cached(path: str, mtime: float, device: str) -> RunModel:
     if not cfg or not classes:
         raise RunModelError(f"The run '{run.id}' has no config.json/classes.json to rebuild its model from.")
     channels, size = int(header.get("channels", 3)), int(header.get("image_size") or cfg.get("image_size") or 0)
-    model, _ = build_model(cfg["model"], len(classes), in_chans=channels, pretrained=False, allow_scratch=True,
-                           head=cfg.get("head", "linear"), dropout=cfg.get("dropout", 0.0), image_size=size or None)
+    model, _ = build_model(
+        cfg["model"],
+        len(classes),
+        in_chans=channels,
+        pretrained=False,
+        allow_scratch=True,
+        head=cfg.get("head", "linear"),
+        dropout=cfg.get("dropout", 0.0),
+        image_size=size or None,
+    )
     load_weights(model, run.best_weights)
     task = header.get("task") or ("binary" if len(classes) == 2 else "multiclass")
     positive = int(cfg.get("positive_class", 1)) if task == "binary" else 0
@@ -106,6 +121,6 @@ def predict_tensor(rm: RunModel, x: torch.Tensor, batch_size: int = 256) -> np.n
     out = []
     with rm.lock, torch.no_grad():
         for s in range(0, len(x), batch_size):
-            logits = rm.model(x[s:s + batch_size].to(rm.device)).float()
+            logits = rm.model(x[s : s + batch_size].to(rm.device)).float()
             out.append(probs_from_logits(logits, rm.multilabel).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(rm.classes)), np.float32)

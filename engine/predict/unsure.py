@@ -33,8 +33,9 @@ RULE = {
 }
 
 
-def decision_margin(probs: Sequence[float] | np.ndarray, task: str, threshold: float | Sequence[float] | None = None,
-                    positive: int = 1) -> float:
+def decision_margin(
+    probs: Sequence[float] | np.ndarray, task: str, threshold: float | Sequence[float] | None = None, positive: int = 1
+) -> float:
     """How far one image's probabilities (C,) are from changing the decision (see the module docstring).
 
     `threshold` is the binary threshold, or one per label for multi-label (0.5 when None), on the same scale
@@ -54,8 +55,9 @@ def decision_margin(probs: Sequence[float] | np.ndarray, task: str, threshold: f
     return float(top2[1] - top2[0])
 
 
-def is_unsure(margin: float | None, limit: float = DEFAULT_MARGIN, task: str = "multiclass",
-              labels: Sequence[str] | None = None) -> bool:
+def is_unsure(
+    margin: float | None, limit: float = DEFAULT_MARGIN, task: str = "multiclass", labels: Sequence[str] | None = None
+) -> bool:
     """True when the prediction is within `limit` of changing (or, multi-label, names no label); a missing
     margin (an image that could not be read) is unsure."""
     if margin is None or not np.isfinite(margin):

@@ -12,13 +12,16 @@ background processes and the device queue). Imports go one way, down this list: 
 
 from engine.lazy import lazy_exports
 
-__getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "run": ["run_training"],
-    "fit": ["Trainer", "TrainerState"],
-    "setup": ["TrainingSetup", "dataset_for", "image_size_for", "prepare", "write_header"],
-    "loop": ["DeviceData", "TrainingFailed", "predict_probs", "train_one_epoch"],
-    "kfold": ["fit_kfold"],
-    "probe": ["fit_probe"],
-    "records": ["monitor_name", "training_summary", "validation_record"],
-    "lr_find": ["find_lr"],
-})
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "run": ["run_training"],
+        "fit": ["Trainer", "TrainerState"],
+        "setup": ["TrainingSetup", "dataset_for", "image_size_for", "prepare", "write_header"],
+        "loop": ["DeviceData", "TrainingFailed", "predict_probs", "train_one_epoch"],
+        "kfold": ["fit_kfold"],
+        "probe": ["fit_probe"],
+        "records": ["monitor_name", "training_summary", "validation_record"],
+        "lr_find": ["find_lr"],
+    },
+)

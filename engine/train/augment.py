@@ -48,8 +48,9 @@ def _uniform(n: int, lo: float, hi: float, device: torch.device, generator: torc
     return (lo + (hi - lo) * u).to(device)
 
 
-def _affine_theta(n: int, h: int, w: int, cfg: RunConfig, flip: Tensor | None, device: torch.device,
-                  generator: torch.Generator | None) -> Tensor:
+def _affine_theta(
+    n: int, h: int, w: int, cfg: RunConfig, flip: Tensor | None, device: torch.device, generator: torch.Generator | None
+) -> Tensor:
     """(n, 2, 3) sampling matrices mapping output to input coordinates (normalised to [-1, 1]).
 
     input = t + S @ R @ F @ output, where F is the optional flip, R the rotation and S the crop's
@@ -80,10 +81,13 @@ def _affine_theta(n: int, h: int, w: int, cfg: RunConfig, flip: Tensor | None, d
     fx = torch.where(flip, -1.0, 1.0) if flip is not None else torch.ones(n, device=device)
     aspect = h / w
     # S @ R_norm @ diag(fx, 1), with R_norm = D^-1 R D and D = diag(w/2, h/2).
-    theta = torch.stack([
-        torch.stack([sx * cos * fx, -sx * sin * aspect, tx], dim=1),
-        torch.stack([sy * sin / aspect * fx, sy * cos, ty], dim=1),
-    ], dim=1)  # fmt: skip
+    theta = torch.stack(
+        [
+            torch.stack([sx * cos * fx, -sx * sin * aspect, tx], dim=1),
+            torch.stack([sy * sin / aspect * fx, sy * cos, ty], dim=1),
+        ],
+        dim=1,
+    )
     return theta
 
 
@@ -183,14 +187,16 @@ def resized(images_uint8: np.ndarray, size: int) -> np.ndarray:
     arr = np.array(images_uint8, dtype=np.uint8, copy=True)  # a writable copy: the cache is a read-only memmap
     if arr.shape[1:3] == (size, size):
         return arr
-    x = F.interpolate(to_float(torch.from_numpy(arr)), size=(size, size), mode="bilinear", antialias=True,
-                      align_corners=False)
+    x = F.interpolate(
+        to_float(torch.from_numpy(arr)), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )
     out = to_uint8(x)
     return out[..., 0] if arr.ndim == 3 else out
 
 
-def preview(images_uint8: np.ndarray, cfg: RunConfig, n_variants: int = 4, seed: int = 0,
-            size: int | None = None) -> np.ndarray:
+def preview(
+    images_uint8: np.ndarray, cfg: RunConfig, n_variants: int = 4, seed: int = 0, size: int | None = None
+) -> np.ndarray:
     """`n_variants` random augmentations of each image, for the UI's augmentation preview.
 
     `images_uint8` is (N, H, W, C) (or (N, H, W) for grayscale); the result is

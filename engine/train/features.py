@@ -35,9 +35,17 @@ def to_pixels(batch: np.ndarray, device: str | torch.device = "cpu", image_size:
     return t
 
 
-def extract_features(model: ImageClassifier, images: np.ndarray, indices: np.ndarray | None = None, batch_size: int = 256,
-                     device: str | torch.device = "cpu", progress: Progress | None = None, image_size: int | None = None,
-                     out: np.ndarray | None = None, compute: Compute | None = None) -> np.ndarray:
+def extract_features(
+    model: ImageClassifier,
+    images: np.ndarray,
+    indices: np.ndarray | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    image_size: int | None = None,
+    out: np.ndarray | None = None,
+    compute: Compute | None = None,
+) -> np.ndarray:
     """(len(indices), F) float32 pooled features of `images[indices]` (all images when None), in order.
 
     Batches go to `device`, where the model must already be. The model runs in eval mode under
@@ -53,12 +61,12 @@ def extract_features(model: ImageClassifier, images: np.ndarray, indices: np.nda
     try:
         with torch.inference_mode():
             for start in range(0, n, batch_size):
-                sel = idx[start:start + batch_size]
+                sel = idx[start : start + batch_size]
                 x = to_pixels(images[sel], device, image_size)
                 if compute is not None and not compute.channels_last:
                     x = x.contiguous()
                 with compute.autocast() if compute is not None else contextlib.nullcontext():
-                    out[start:start + len(sel)] = model.features(x).float().cpu().numpy()
+                    out[start : start + len(sel)] = model.features(x).float().cpu().numpy()
                 if progress:
                     progress(min(n, start + batch_size), n, "extracting features")
     finally:
@@ -66,7 +74,9 @@ def extract_features(model: ImageClassifier, images: np.ndarray, indices: np.nda
     return out
 
 
-def feature_cache_path(model_key: str, dataset_fingerprint: str, image_size: int, indices: np.ndarray | None = None) -> Path:
+def feature_cache_path(
+    model_key: str, dataset_fingerprint: str, image_size: int, indices: np.ndarray | None = None
+) -> Path:
     """Where the features for this (weights, data, resolution[, subset]) live."""
     h = hashlib.sha256(f"{model_key}\x00{dataset_fingerprint}\x00{int(image_size)}".encode())
     if indices is not None:
@@ -74,9 +84,18 @@ def feature_cache_path(model_key: str, dataset_fingerprint: str, image_size: int
     return cache_dir() / "features" / f"{h.hexdigest()[:32]}.npy"
 
 
-def cached_features(model: ImageClassifier, model_key: str, dataset_fingerprint: str, image_size: int, images: np.ndarray,
-                    indices: np.ndarray | None = None, batch_size: int = 256, device: str | torch.device = "cpu",
-                    progress: Progress | None = None, compute: Compute | None = None) -> tuple[np.ndarray, bool]:
+def cached_features(
+    model: ImageClassifier,
+    model_key: str,
+    dataset_fingerprint: str,
+    image_size: int,
+    images: np.ndarray,
+    indices: np.ndarray | None = None,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    compute: Compute | None = None,
+) -> tuple[np.ndarray, bool]:
     """Features for every image (or for `indices`, cached as their own subset) and whether the cache had them.
 
     A hit is a read-only memory map: index it (`feats[train_idx]`) to get the rows a probe trains on.

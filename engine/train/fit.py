@@ -15,8 +15,9 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,7 +30,14 @@ from engine.train import distributed
 from engine.train.imbalance import epoch_indices, make_loss
 from engine.train.loop import DeviceData, EpochResult, eval_batch_size, predict_probs, train_one_epoch
 from engine.train.optim import make_optimizer, make_scheduler
-from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
+from engine.train.records import (
+    improved,
+    monitor_name,
+    monitored_value,
+    save_predictions,
+    training_summary,
+    validation_record,
+)
 from engine.train.setup import TrainingSetup, prepared_run
 from engine.train.timing import Throughput, device_label, remember_throughput
 
@@ -66,8 +74,14 @@ class TrainerState:
         return dataclasses.replace(default, **{k: v for k, v in saved.items() if k in known})
 
 
-def fit(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
-        progress: Callable[[int, int, str], None] | None = None, setup: TrainingSetup | None = None) -> dict:
+def fit(
+    cfg: RunConfig,
+    run: Run,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] | None = None,
+    setup: TrainingSetup | None = None,
+) -> dict:
     """Train the whole model (every strategy but the linear probe) per `cfg` into `run`; returns the summary,
     or `{'state': 'stopped', ...}` when asked to stop. Raises `LoupeError` for user-fixable problems.
 
@@ -113,8 +127,14 @@ class Trainer:
     Under torchrun every process runs the loop on its share of each batch; only rank 0 validates,
     saves checkpoints and writes the run folder, and decisions to stop are broadcast from it."""
 
-    def __init__(self, cfg: RunConfig, run: Run, setup: TrainingSetup, log: Callable[[str], None] = print,
-                 progress: Callable[[int, int, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        run: Run,
+        setup: TrainingSetup,
+        log: Callable[[str], None] = print,
+        progress: Callable[[int, int, str], None] | None = None,
+    ) -> None:
         self.cfg, self.run, self.setup, self.log, self.progress = cfg, run, setup, log, progress
         self.dist, self.compute = setup.dist, setup.compute
         ds = setup.ds
@@ -163,10 +183,19 @@ class Trainer:
         if main:
             deadline = self.budget_t0 + cfg.time_budget_s if cfg.time_budget_s else None
             # the live panel's rates count from here: steps done before a stop are not this process's work
-            self.run.write_status(state="running", epochs=cfg.epochs, total_steps=self.total_steps, epoch=st.epoch,
-                                  step=st.step, segment_start=self.segment.start, segment_step=st.step,
-                                  img_per_s=None, deadline=deadline, wall_before=round(self.wall_before, 2),
-                                  active_since=self.setup.started)
+            self.run.write_status(
+                state="running",
+                epochs=cfg.epochs,
+                total_steps=self.total_steps,
+                epoch=st.epoch,
+                step=st.step,
+                segment_start=self.segment.start,
+                segment_step=st.step,
+                img_per_s=None,
+                deadline=deadline,
+                wall_before=round(self.wall_before, 2),
+                active_since=self.setup.started,
+            )
             if self.progress is not None:  # the bar starts where the run stands, so its rate counts new work only
                 self.progress(self.images_done(st.epoch, st.position), self.total_images, "training")
         stop_reason = ""
@@ -183,8 +212,12 @@ class Trainer:
             stop_reason = res.stopped or ("patience" if cfg.patience and st.bad_epochs >= cfg.patience else "")
             stop_reason = distributed.broadcast_str(self.dist, stop_reason, self.compute.device)
             if stop_reason:
-                self.log({"time": "time budget reached",
-                          "patience": f"early stopping: no improvement in {cfg.patience} epochs"}[stop_reason])
+                self.log(
+                    {
+                        "time": "time budget reached",
+                        "patience": f"early stopping: no improvement in {cfg.patience} epochs",
+                    }[stop_reason]
+                )
                 break
         if not main:
             return {}
@@ -217,16 +250,32 @@ class Trainer:
 
         set_train_mode(self.core)
         self.segment.epoch_t0 = time.perf_counter()
-        res = train_one_epoch(self.step_model, self.data, order, cfg, self.loss_fn, self.optimizer, self.scheduler,
-                              self.compute, st.batch_size, start=st.position, generator=self.generator,
-                              scaler=self.scaler, should_stop=self.should_stop, on_step=on_step,
-                              max_sched_steps=self.total_steps, first_step_apart=self.compile_pending)
+        res = train_one_epoch(
+            self.step_model,
+            self.data,
+            order,
+            cfg,
+            self.loss_fn,
+            self.optimizer,
+            self.scheduler,
+            self.compute,
+            st.batch_size,
+            start=st.position,
+            generator=self.generator,
+            scaler=self.scaler,
+            should_stop=self.should_stop,
+            on_step=on_step,
+            max_sched_steps=self.total_steps,
+            first_step_apart=self.compile_pending,
+        )
         if self.compile_pending and res.steps:
             self.compile_pending = False
             st.compile_seconds += res.first_step_seconds
             if self.dist.is_main:
-                self.log(f"torch.compile: first step took {res.first_step_seconds:.1f} s "
-                         "(compilation; not counted as training time)")
+                self.log(
+                    f"torch.compile: first step took {res.first_step_seconds:.1f} s "
+                    "(compilation; not counted as training time)"
+                )
         st.step += res.steps
         st.batch_size = res.batch_size
         st.notes += res.notes
@@ -256,8 +305,16 @@ class Trainer:
             self.last_beat = now
             self.run.write_status(step=step, epoch=epoch, batch_loss=loss, img_per_s=self.segment.img_per_s())
             # a throttled train record, so live curves move within an epoch, not only at its end
-            self.run.append_metrics({"epoch": progress_epochs, "step": step, "split": "train", "loss": loss,
-                                     "lr": self.lr, "time": now_iso()})
+            self.run.append_metrics(
+                {
+                    "epoch": progress_epochs,
+                    "step": step,
+                    "split": "train",
+                    "loss": loss,
+                    "lr": self.lr,
+                    "time": now_iso(),
+                }
+            )
 
     def end_epoch(self, epoch: int, train_loss: float | None, res: EpochResult) -> None:
         """Rank 0 after epoch `epoch` (0-based): validate, keep the best weights, save `last`."""
@@ -275,16 +332,32 @@ class Trainer:
         """Append the validation record of epoch `epoch` (0-based) to metrics.jsonl; returns the monitored figure."""
         ds = self.setup.ds
         t0 = time.perf_counter()
-        probs = predict_probs(self.core, self.data, ds.splits["val"], self.compute, self.setup.multilabel,
-                              batch_size=eval_batch_size(self.state.batch_size))
+        probs = predict_probs(
+            self.core,
+            self.data,
+            ds.splits["val"],
+            self.compute,
+            self.setup.multilabel,
+            batch_size=eval_batch_size(self.state.batch_size),
+        )
         self.eval_seconds += time.perf_counter() - t0
         self.eval_images += len(probs)
-        record = validation_record(epoch + 1, self.state.step, probs=probs, labels=ds.labels[ds.splits["val"]],
-                                   task=self.setup.task, positive=self.setup.positive, train_loss=train_loss,
-                                   lr=self.lr, img_per_s=res.img_per_s)
+        record = validation_record(
+            epoch + 1,
+            self.state.step,
+            probs=probs,
+            labels=ds.labels[ds.splits["val"]],
+            task=self.setup.task,
+            positive=self.setup.positive,
+            train_loss=train_loss,
+            lr=self.lr,
+            img_per_s=res.img_per_s,
+        )
         self.run.append_metrics(record)
-        self.log(f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {record['loss']:.4f}  "
-                 f"val acc {record['accuracy']:.4f}  bal acc {record['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s")
+        self.log(
+            f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {record['loss']:.4f}  "
+            f"val acc {record['accuracy']:.4f}  bal acc {record['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s"
+        )
         return monitored_value(record, self.monitor)
 
     def stop(self, epoch: int, position: int) -> dict:
@@ -293,8 +366,9 @@ class Trainer:
         st.position = position
         if self.dist.is_main:
             self.save_last()
-            self.run.write_status(state="stopped", step=st.step, epoch=epoch, wall_before=round(st.wall_seconds, 2),
-                                  active_since=None)
+            self.run.write_status(
+                state="stopped", step=st.step, epoch=epoch, wall_before=round(st.wall_seconds, 2), active_since=None
+            )
             self.run.clear_stop()
             self.log(f"stopped at epoch {epoch + 1}, step {st.step}; resume continues from here")
         return {"state": "stopped", "epoch": epoch, "step": st.step}
@@ -304,19 +378,35 @@ class Trainer:
         st, setup = self.state, self.setup
         if self.run.best_weights.exists():
             load_weights(self.core, self.run.best_weights)
-        final = save_predictions(self.run, setup, lambda idx: predict_probs(
-            self.core, self.data, idx, self.compute, setup.multilabel, batch_size=eval_batch_size(st.batch_size)))
+        final = save_predictions(
+            self.run,
+            setup,
+            lambda idx: predict_probs(
+                self.core, self.data, idx, self.compute, setup.multilabel, batch_size=eval_batch_size(st.batch_size)
+            ),
+        )
         summary = training_summary(
-            setup, monitor=self.monitor, final=final, best_epoch=st.best_epoch, epochs_run=st.epoch, steps=st.step,
-            wall_seconds=self.wall_before + time.time() - setup.started, train_seconds=st.train_seconds, train_images=st.train_images,
-            notes=setup.notes + st.notes, stopped_early=stop_reason or None,
-            compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None)
+            setup,
+            monitor=self.monitor,
+            final=final,
+            best_epoch=st.best_epoch,
+            epochs_run=st.epoch,
+            steps=st.step,
+            wall_seconds=self.wall_before + time.time() - setup.started,
+            train_seconds=st.train_seconds,
+            train_images=st.train_images,
+            notes=setup.notes + st.notes,
+            stopped_early=stop_reason or None,
+            compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None,
+        )
         self.run.write_summary(summary)
         self.run.write_status(state="completed", epoch=st.epoch, step=st.step)
         self.remember_speed()
         shown = final.get("test", final.get("val", {}))
-        self.log(f"done: best epoch {st.best_epoch}, "
-                 + ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if isinstance(v, float)))
+        self.log(
+            f"done: best epoch {st.best_epoch}, "
+            + ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if isinstance(v, float))
+        )
         return summary
 
     def remember_speed(self) -> None:
@@ -327,10 +417,14 @@ class Trainer:
         if self.cfg.compile or self.dist.world > 1 or not st.train_seconds or not self.eval_seconds:
             return
         ds = self.setup.ds
-        tp = Throughput(train_img_per_s=round(st.train_images / st.train_seconds, 2),
-                        eval_img_per_s=round(self.eval_images / self.eval_seconds, 2),
-                        device=device_label(self.compute), probe_seconds=0.0, measured_at=time.time(),
-                        source=f"run {self.run.id}")
+        tp = Throughput(
+            train_img_per_s=round(st.train_images / st.train_seconds, 2),
+            eval_img_per_s=round(self.eval_images / self.eval_seconds, 2),
+            device=device_label(self.compute),
+            probe_seconds=0.0,
+            measured_at=time.time(),
+            source=f"run {self.run.id}",
+        )
         remember_throughput(self.cfg, ds.image_size, ds.channels, self.setup.multilabel, tp)
 
     # --- checkpoints -------------------------------------------------------------------------------
@@ -339,8 +433,15 @@ class Trainer:
         """`last`: the weights, and everything else a resume needs (optimiser, schedule, generator, state)."""
         self.state.wall_seconds = self.wall_before + time.time() - self.setup.started
         save_weights(self.model, self.run.last_weights)
-        save_state({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                    "generator": self.generator.get_state(), "trainer": self.state.to_dict()}, self.run.last_state)
+        save_state(
+            {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "generator": self.generator.get_state(),
+                "trainer": self.state.to_dict(),
+            },
+            self.run.last_state,
+        )
 
     def restore(self) -> None:
         """Load `last` (see `save_last`) to go on where the run stopped or crashed."""

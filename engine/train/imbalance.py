@@ -205,7 +205,11 @@ def make_loss(task: str, num_classes: int, cfg: RunConfig, train_labels: np.ndar
         else:
             w = torch.from_numpy(inverse_frequency_weights(counts))
     if multilabel:
-        return SigmoidFocalLoss(cfg.focal_gamma, pos_weight=w) if cfg.loss == "focal" else nn.BCEWithLogitsLoss(pos_weight=w)
+        return (
+            SigmoidFocalLoss(cfg.focal_gamma, pos_weight=w)
+            if cfg.loss == "focal"
+            else nn.BCEWithLogitsLoss(pos_weight=w)
+        )
     if cfg.loss == "focal":
         return SoftmaxFocalLoss(cfg.focal_gamma, weight=w, label_smoothing=cfg.label_smoothing)
     return nn.CrossEntropyLoss(weight=w, label_smoothing=cfg.label_smoothing)
@@ -230,7 +234,6 @@ def suggested_class_weights(stats: dict) -> dict[str, float]:
     else:
         weights = inverse_frequency_weights(counts)
     return {c: float(w) for c, w in zip(classes, weights)}
-
 
 
 def _named_counts(counts: Mapping | Sequence | None) -> dict[str, int]:
@@ -264,14 +267,23 @@ def recommend(stats: dict) -> tuple[str, str]:
         n = int(stats.get("num_images") or 0)
         share = n_rare / n if n else None
         if ratio < BALANCED_RATIO and (share is None or share >= 0.25):
-            return "none", f"Labels are about equally common (largest/smallest {ratio:.1f}:1), so no reweighting is needed."
+            return (
+                "none",
+                f"Labels are about equally common (largest/smallest {ratio:.1f}:1), so no reweighting is needed.",
+            )
         on = f"on only {share:.0%} of images" if share is not None else f"on only {n_rare:,} images"
-        return "weighted_loss", (f"Label '{rare}' is {on}; a weighted loss (pos_weight = negatives/positives "
-                                 f"per label) makes its rare positives count as much as its negatives.")  # fmt: skip
+        return "weighted_loss", (
+            f"Label '{rare}' is {on}; a weighted loss (pos_weight = negatives/positives "
+            f"per label) makes its rare positives count as much as its negatives."
+        )
     if ratio < BALANCED_RATIO:
         return "none", f"Classes are balanced (largest/smallest {ratio:.1f}:1), so no imbalance handling is needed."
     if n_rare < OVERSAMPLE_MAX_MINORITY and ratio >= OVERSAMPLE_MIN_RATIO:
-        return "oversample", (f"The minority class '{rare}' has only {n_rare:,} images against {counts[common]:,} of "
-                              f"'{common}', so oversampling shows them as often as the majority, augmented differently each time.")  # fmt: skip
-    return "weighted_loss", (f"Classes are imbalanced {ratio:.1f}:1, so the loss weighs the minority class '{rare}' "
-                             f"{ratio:.1f}x more than '{common}' and keeps every image.")  # fmt: skip
+        return "oversample", (
+            f"The minority class '{rare}' has only {n_rare:,} images against {counts[common]:,} of "
+            f"'{common}', so oversampling shows them as often as the majority, augmented differently each time."
+        )
+    return "weighted_loss", (
+        f"Classes are imbalanced {ratio:.1f}:1, so the loss weighs the minority class '{rare}' "
+        f"{ratio:.1f}x more than '{common}' and keeps every image."
+    )

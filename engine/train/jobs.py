@@ -12,8 +12,8 @@ import fcntl
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from engine.config import RunConfig
 from engine.runs.folder import Run, RunError, atomic_write_json, new_run_id, now_iso, runs_dir, storage_error
@@ -31,8 +31,9 @@ def prepare_run(cfg: RunConfig, root: str | Path | None = None) -> Run:
     except OSError as e:  # a runs folder under a file, read-only or full: one sentence, in the app too
         raise storage_error(run.path, e) from None
     atomic_write_json(run.path / "config.json", {"config": cfg.to_dict(), "run_id": run.id, "created_at": now_iso()})
-    run.write_status(state="queued", epoch=0, epochs=cfg.epochs, step=0, total_steps=None, pid=None,
-                     started_at=None, error=None)
+    run.write_status(
+        state="queued", epoch=0, epochs=cfg.epochs, step=0, total_steps=None, pid=None, started_at=None, error=None
+    )
     return run
 
 
@@ -44,8 +45,18 @@ def engine_command(args: list[str], nproc: int = 1) -> list[str]:
     if nproc > 1:
         # `--` ends torchrun's own options: its parser would otherwise take `--run` for an abbreviation of
         # its `--run-path` (ambiguous with `--run_path`) and refuse the command
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-                "-m", "engine", "--", *args]
+        return [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(nproc),
+            "-m",
+            "engine",
+            "--",
+            *args,
+        ]
     return [sys.executable, "-m", "engine", *args]
 
 
@@ -58,8 +69,13 @@ def engine_env() -> dict[str, str]:
 def _spawn(run: Run, args: list[str]) -> subprocess.Popen:
     log = open(run.path / "train.log", "ab")
     proc = subprocess.Popen(
-        engine_command(args), cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, start_new_session=True, env=engine_env(),
+        engine_command(args),
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=engine_env(),
     )
     log.close()
     run.write_status(pid=proc.pid)
@@ -83,14 +99,17 @@ def stop(run: Run) -> None:
 
 def can_resume(run: Run) -> bool:
     st = run.status()
-    return (st["display_state"] in ("stopped", "failed (crashed)") or st.get("state") == "failed") and \
-        run.last_state.exists()
+    return (
+        st["display_state"] in ("stopped", "failed (crashed)") or st.get("state") == "failed"
+    ) and run.last_state.exists()
 
 
 def resume(run: Run) -> Run:
     """Continue a stopped, failed or crashed run from its `last` checkpoint, in the background."""
     if not can_resume(run):
-        raise RunError(f"The run '{run.id}' is {run.status()['display_state']} or has no last checkpoint; only stopped or crashed runs with a checkpoint can resume.")
+        raise RunError(
+            f"The run '{run.id}' is {run.status()['display_state']} or has no last checkpoint; only stopped or crashed runs with a checkpoint can resume."
+        )
     run.clear_stop()
     run.write_status(state="queued", error=None)
     _spawn(run, ["resume", str(run.path), "--no-progress"])
@@ -109,7 +128,9 @@ def launch_ddp(run: Run, args: list[str], nproc: int, device: str) -> int:
     with device_slot(run, device):
         rc = subprocess.call(engine_command(args, nproc), cwd=REPO_ROOT, env=engine_env())
     if rc != 0 and run.raw_status().get("state") in ("queued", "running"):
-        run.write_status(state="failed", error=f"torchrun with {nproc} processes exited with status {rc}; see train.log.")
+        run.write_status(
+            state="failed", error=f"torchrun with {nproc} processes exited with status {rc}; see train.log."
+        )
     return rc
 
 

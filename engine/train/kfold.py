@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -27,8 +27,13 @@ from engine.train.probe import fit_probe
 from engine.train.setup import dataset_for, prepare
 
 
-def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
-              progress: Callable[[int, int, str], None] | None = None) -> dict:
+def fit_kfold(
+    cfg: RunConfig,
+    run: Run,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
     """Train `cfg.kfold` child runs into `run/folds/`, then aggregate them; returns the parent's summary,
     or `{'state': 'stopped', ...}`. `resume` is implied per child: completed folds are kept, stopped or
     failed ones resume."""
@@ -43,12 +48,26 @@ def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str
     child_cfg = cfg.replace(kfold=0)
     atomic_write_json(run.path / "classes.json", ds.classes)
     header = run.config()
-    header.update({"kfold": cfg.kfold, "task": ds.task, "image_size": ds.image_size, "channels": ds.channels,
-                   "dataset_fingerprint": ds.fingerprint,
-                   "children": [f"folds/fold{k + 1}" for k in range(cfg.kfold)]})
+    header.update(
+        {
+            "kfold": cfg.kfold,
+            "task": ds.task,
+            "image_size": ds.image_size,
+            "channels": ds.channels,
+            "dataset_fingerprint": ds.fingerprint,
+            "children": [f"folds/fold{k + 1}" for k in range(cfg.kfold)],
+        }
+    )
     atomic_write_json(run.path / "config.json", header)
-    run.write_status(state="running", epoch=0, epochs=cfg.kfold, fold=0, folds=cfg.kfold, pid=os.getpid(),
-                     started_at=run.raw_status().get("started_at") or now_iso())
+    run.write_status(
+        state="running",
+        epoch=0,
+        epochs=cfg.kfold,
+        fold=0,
+        folds=cfg.kfold,
+        pid=os.getpid(),
+        started_at=run.raw_status().get("started_at") or now_iso(),
+    )
     summaries = []
     for k, (train_idx, held_idx) in enumerate(folds):
         child = Run(run.path / "folds" / f"fold{k + 1}")
@@ -58,16 +77,30 @@ def fit_kfold(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str
             continue
         if not child.exists():
             child.path.mkdir(parents=True)
-            atomic_write_json(child.path / "config.json", {"config": child_cfg.to_dict(), "run_id": child.id,
-                                                           "parent": run.id, "fold": k + 1, "created_at": now_iso()})
+            atomic_write_json(
+                child.path / "config.json",
+                {
+                    "config": child_cfg.to_dict(),
+                    "run_id": child.id,
+                    "parent": run.id,
+                    "fold": k + 1,
+                    "created_at": now_iso(),
+                },
+            )
             child.write_status(state="queued", epoch=0, epochs=cfg.epochs, step=0)
         log(f"fold {k + 1}/{cfg.kfold}: train {len(train_idx)}, held out {len(held_idx)}")
         run.write_status(state="running", fold=k + 1, epoch=k)
         if run.stop_requested():
             child.request_stop()  # the child's loop checks its own folder
         fold_ds = dataclasses.replace(ds, splits={"train": train_idx, "val": held_idx, "test": test})
-        out = train_fold(child_cfg, child, resume=state in ("stopped", "failed"), log=log, progress=progress,
-                         setup=prepare(child_cfg, progress=progress, dataset=fold_ds))
+        out = train_fold(
+            child_cfg,
+            child,
+            resume=state in ("stopped", "failed"),
+            log=log,
+            progress=progress,
+            setup=prepare(child_cfg, progress=progress, dataset=fold_ds),
+        )
         if out.get("state") == "stopped":
             run.clear_stop()
             run.write_status(state="stopped", fold=k + 1)
@@ -84,21 +117,36 @@ def _aggregate(cfg: RunConfig, run: Run, summaries: list[dict], wall0: float, lo
         keys = [k for k, v in per_fold[0].items() if isinstance(v, float)] if per_fold and per_fold[0] else []
         for key in keys:
             values = np.array([f[key] for f in per_fold if isinstance(f.get(key), float)])
-            stats.setdefault(split, {})[key] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0}
+            stats.setdefault(split, {})[key] = {
+                "mean": float(values.mean()),
+                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            }
     ids, idx, labels, probs = [], [], [], []
     for k in range(cfg.kfold):
         z = np.load(Run(run.path / "folds" / f"fold{k + 1}").predictions / "val.npz")
         ids.append(z["ids"]), idx.append(z["indices"]), labels.append(z["labels"]), probs.append(z["probs"])
     order = np.argsort(np.concatenate(idx))
     run.predictions.mkdir(exist_ok=True)
-    write_npz(run.predictions / "oof.npz", ids=np.concatenate(ids)[order], indices=np.concatenate(idx)[order],
-              labels=np.concatenate(labels)[order], probs=np.concatenate(probs)[order])
-    summary = {"kfold": cfg.kfold, "folds": [s["final"] for s in summaries], "cv": stats,
-               "final": {split: {k: v["mean"] for k, v in m.items()} for split, m in stats.items()},
-               "monitor": summaries[0].get("monitor"), "best": {k: v["mean"] for k, v in stats.get("val", {}).items()},
-               "best_epoch": None, "wall_seconds": round(time.time() - wall0, 2),
-               "train_img_per_s": float(np.mean([s.get("train_img_per_s") or 0 for s in summaries])),
-               "thresholds": summaries[0].get("thresholds", {}), "oof_images": int(len(order))}
+    write_npz(
+        run.predictions / "oof.npz",
+        ids=np.concatenate(ids)[order],
+        indices=np.concatenate(idx)[order],
+        labels=np.concatenate(labels)[order],
+        probs=np.concatenate(probs)[order],
+    )
+    summary = {
+        "kfold": cfg.kfold,
+        "folds": [s["final"] for s in summaries],
+        "cv": stats,
+        "final": {split: {k: v["mean"] for k, v in m.items()} for split, m in stats.items()},
+        "monitor": summaries[0].get("monitor"),
+        "best": {k: v["mean"] for k, v in stats.get("val", {}).items()},
+        "best_epoch": None,
+        "wall_seconds": round(time.time() - wall0, 2),
+        "train_img_per_s": float(np.mean([s.get("train_img_per_s") or 0 for s in summaries])),
+        "thresholds": summaries[0].get("thresholds", {}),
+        "oof_images": int(len(order)),
+    }
     run.write_summary(summary)
     run.write_status(state="completed", epoch=cfg.kfold, fold=cfg.kfold)
     val = stats.get("val", {}).get("balanced_accuracy")

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
-from engine.train.augment import augment_batch
 from engine.config import RunConfig
 from engine.data.pixels import to_tensor
 from engine.device import Compute
 from engine.errors import LoupeError
 from engine.models.classifier import probs_from_logits
+from engine.train.augment import augment_batch
 
 
 class TrainingFailed(LoupeError):
@@ -113,7 +113,9 @@ def train_one_epoch(
             loss = train_step(model, data, idx, cfg, loss_fn, optimizer, compute, generator, scaler)
         except torch.cuda.OutOfMemoryError:
             if batch_size <= 1:
-                raise TrainingFailed("CUDA ran out of memory even at batch size 1; use a smaller model or image size.") from None
+                raise TrainingFailed(
+                    "CUDA ran out of memory even at batch size 1; use a smaller model or image size."
+                ) from None
             optimizer.zero_grad(set_to_none=True)
             torch.cuda.empty_cache()
             batch_size //= 2
@@ -141,9 +143,17 @@ def train_one_epoch(
     return res
 
 
-def train_step(model: torch.nn.Module, data: DeviceData, idx: np.ndarray, cfg: RunConfig, loss_fn: torch.nn.Module,
-               optimizer: torch.optim.Optimizer, compute: Compute, generator: torch.Generator | None = None,
-               scaler: torch.amp.GradScaler | None = None) -> float:
+def train_step(
+    model: torch.nn.Module,
+    data: DeviceData,
+    idx: np.ndarray,
+    cfg: RunConfig,
+    loss_fn: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    compute: Compute,
+    generator: torch.Generator | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+) -> float:
     """One optimisation step on the items `idx`: gather, augment, forward, backward, (clip), update."""
     x, y = data.batch(idx, compute.channels_last)
     x = augment_batch(x, cfg, generator)
@@ -157,9 +167,7 @@ def train_step(model: torch.nn.Module, data: DeviceData, idx: np.ndarray, cfg: R
     else:
         loss.backward()
     if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(
-            [p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip
-        )
+        torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -176,7 +184,12 @@ def eval_batch_size(train_batch: int) -> int:
 
 @torch.inference_mode()
 def predict_probs(
-    model: torch.nn.Module, data: DeviceData, indices: np.ndarray, compute: Compute, multilabel: bool, batch_size: int = 512
+    model: torch.nn.Module,
+    data: DeviceData,
+    indices: np.ndarray,
+    compute: Compute,
+    multilabel: bool,
+    batch_size: int = 512,
 ) -> np.ndarray:
     """(len(indices), C) float32 probabilities: softmax, or sigmoid for multi-label."""
     was_training = model.training
@@ -192,4 +205,3 @@ def predict_probs(
     if not out:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(out).astype(np.float32)
-

@@ -7,21 +7,27 @@ fastest (see `engine.train.optim.lr_range_test`).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from engine.config import RunConfig
+from engine.models.classifier import apply_strategy, set_train_mode
 from engine.train.imbalance import epoch_indices, make_loss
 from engine.train.loop import DeviceData, train_step
-from engine.models.classifier import apply_strategy, set_train_mode
 from engine.train.optim import lr_range_test, make_optimizer
 from engine.train.setup import prepare
 
 
-def find_lr(cfg: RunConfig, num_steps: int = 100, start_lr: float = 1e-6, end_lr: float = 1.0,
-            progress: Callable[[int, int, str], None] | None = None, log: Callable[[str], None] = lambda m: None) -> dict:
+def find_lr(
+    cfg: RunConfig,
+    num_steps: int = 100,
+    start_lr: float = 1e-6,
+    end_lr: float = 1.0,
+    progress: Callable[[int, int, str], None] | None = None,
+    log: Callable[[str], None] = lambda m: None,
+) -> dict:
     """{'lrs', 'losses', 'suggested_lr', ...} for `cfg`'s data, model and optimiser."""
     s = prepare(cfg, progress=progress)
     log(s.describe(cfg))
@@ -32,8 +38,12 @@ def find_lr(cfg: RunConfig, num_steps: int = 100, start_lr: float = 1e-6, end_lr
     optimizer = make_optimizer(params, cfg)
     data = DeviceData(s.ds.images, s.ds.labels, compute.device, s.task == "multilabel")
     rng = np.random.default_rng(cfg.seed)
-    order = np.concatenate([epoch_indices(s.ds.labels, s.train_idx, cfg.imbalance, rng) for _ in range(
-        max(1, -(-num_steps * cfg.batch_size // max(1, len(s.train_idx)))))])
+    order = np.concatenate(
+        [
+            epoch_indices(s.ds.labels, s.train_idx, cfg.imbalance, rng)
+            for _ in range(max(1, -(-num_steps * cfg.batch_size // max(1, len(s.train_idx)))))
+        ]
+    )
     gen = torch.Generator(device=compute.device).manual_seed(cfg.seed)
     pos = 0  # items of `order` used so far
 

@@ -82,7 +82,9 @@ class Schedule:
     checkpoint which schedule produced it.
     """
 
-    def __init__(self, kind: str, total_steps: int, warmup_steps: int = 0, step_size: int = 1, gamma: float = 0.1) -> None:
+    def __init__(
+        self, kind: str, total_steps: int, warmup_steps: int = 0, step_size: int = 1, gamma: float = 0.1
+    ) -> None:
         self.kind, self.total_steps, self.warmup_steps = kind, int(total_steps), int(warmup_steps)
         self.step_size, self.gamma = max(1, int(step_size)), float(gamma)
 
@@ -111,10 +113,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_e
     """
     total = int(steps_per_epoch) * int(epochs)
     if total < 1:
-        raise LoupeError(f"A learning-rate schedule needs at least one step; got {steps_per_epoch} steps x {epochs} epochs.")
+        raise LoupeError(
+            f"A learning-rate schedule needs at least one step; got {steps_per_epoch} steps x {epochs} epochs."
+        )
     if cfg.scheduler == "onecycle":
-        return OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, pct_start=0.3, anneal_strategy="cos",
-                          cycle_momentum=False, div_factor=25.0, final_div_factor=1e4)  # fmt: skip
+        return OneCycleLR(
+            optimizer,
+            max_lr=cfg.lr,
+            total_steps=total,
+            pct_start=0.3,
+            anneal_strategy="cos",
+            cycle_momentum=False,
+            div_factor=25.0,
+            final_div_factor=1e4,
+        )
     if cfg.scheduler not in ("none", "cosine", "step"):
         raise LoupeError(f"Unknown scheduler '{cfg.scheduler}'; use one of none, cosine, onecycle, step.")
     warmup = 0 if cfg.scheduler == "none" else round(cfg.warmup_epochs * steps_per_epoch)
@@ -125,8 +137,14 @@ def make_scheduler(optimizer: torch.optim.Optimizer, cfg: RunConfig, steps_per_e
 # --- learning-rate range test --------------------------------------------------------------------------
 
 
-def lr_range_test(step: Callable[[float], float], start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-                  smooth: float = 0.98, diverge: float = 4.0) -> dict:  # fmt: skip
+def lr_range_test(
+    step: Callable[[float], float],
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    smooth: float = 0.98,
+    diverge: float = 4.0,
+) -> dict:
     """Sweep the learning rate exponentially from `start_lr` to `end_lr`, one batch per value
     (Smith 2015; the fast.ai "lr_find"), and suggest a learning rate.
 
@@ -171,5 +189,10 @@ def lr_range_test(step: Callable[[float], float], start_lr: float = 1e-7, end_lr
         j = int(slope.argmin())
         if slope[j] < 0:
             suggested = lrs[j]
-    return {"lrs": lrs, "losses": losses, "suggested_lr": float(suggested), "min_loss_lr": float(min_lr),
-            "stopped_early": stopped}  # fmt: skip
+    return {
+        "lrs": lrs,
+        "losses": losses,
+        "suggested_lr": float(suggested),
+        "min_loss_lr": float(min_lr),
+        "stopped_early": stopped,
+    }

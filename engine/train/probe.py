@@ -11,20 +11,27 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
-from engine.runs.checkpoint import save_weights
 from engine.config import RunConfig
+from engine.models.classifier import probs_from_logits
+from engine.runs.checkpoint import save_weights
+from engine.runs.folder import Run
 from engine.train.features import cached_features
 from engine.train.imbalance import epoch_indices, make_loss
 from engine.train.loop import TrainingFailed
-from engine.models.classifier import probs_from_logits
 from engine.train.optim import make_optimizer, make_scheduler
-from engine.runs.folder import Run
-from engine.train.records import improved, monitor_name, monitored_value, save_predictions, training_summary, validation_record
+from engine.train.records import (
+    improved,
+    monitor_name,
+    monitored_value,
+    save_predictions,
+    training_summary,
+    validation_record,
+)
 from engine.train.setup import TrainingSetup, prepared_run
 
 
@@ -33,8 +40,14 @@ def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) ->
         return probs_from_logits(head(feats).float(), multilabel).numpy()
 
 
-def fit_probe(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
-              progress: Callable[[int, int, str], None] | None = None, setup: TrainingSetup | None = None) -> dict:
+def fit_probe(
+    cfg: RunConfig,
+    run: Run,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] | None = None,
+    setup: TrainingSetup | None = None,
+) -> dict:
     """Train the head on cached backbone features per `cfg` into `run`; returns the summary.
 
     Called as `engine.train.fit.fit` is; `resume` changes nothing (the head retrains from the cached
@@ -53,8 +66,16 @@ def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str],
     model_key = f"{cfg.model}|{s.info.weights_source}|{cfg.weights_file}{seed_part}|{s.compute.dtype}"
     run.write_status(state="running", epoch=0, epochs=cfg.epochs, step=0, stage="features")
     model.to(s.compute.device)
-    feats_np, hit = cached_features(model, model_key, ds.fingerprint, ds.image_size, ds.images,
-                                    batch_size=256, device=str(s.compute.device), compute=s.compute)
+    feats_np, hit = cached_features(
+        model,
+        model_key,
+        ds.fingerprint,
+        ds.image_size,
+        ds.images,
+        batch_size=256,
+        device=str(s.compute.device),
+        compute=s.compute,
+    )
     model.cpu()
     log(f"features {feats_np.shape} ({'cache hit' if hit else 'computed and cached'})")
     feats = torch.from_numpy(np.array(feats_np, dtype=np.float32))  # a writable copy of the memory map
@@ -79,7 +100,9 @@ def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str],
             idx = torch.from_numpy(order[i : i + bs])
             loss = loss_fn(head(feats[idx]), labels[idx])
             if not torch.isfinite(loss):
-                raise TrainingFailed(f"The training loss became {float(loss)} in epoch {epoch + 1}; lower the learning rate.")
+                raise TrainingFailed(
+                    f"The training loss became {float(loss)} in epoch {epoch + 1}; lower the learning rate."
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -89,15 +112,25 @@ def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str],
         t_train += time.perf_counter() - t0
         probs = _head_probs(head, feats[val_idx], multilabel)
         img_per_s = len(order) / max(1e-9, time.perf_counter() - t0)
-        record = validation_record(epoch + 1, step, probs=probs, labels=ds.labels[val_idx], task=s.task,
-                                   positive=s.positive, train_loss=total / len(order),
-                                   lr=optimizer.param_groups[0]["lr"], img_per_s=img_per_s)
+        record = validation_record(
+            epoch + 1,
+            step,
+            probs=probs,
+            labels=ds.labels[val_idx],
+            task=s.task,
+            positive=s.positive,
+            train_loss=total / len(order),
+            lr=optimizer.param_groups[0]["lr"],
+            img_per_s=img_per_s,
+        )
         run.append_metrics(record)
         value = monitored_value(record, monitor)
         if improved(value, best, monitor):
             best, best_epoch = value, epoch + 1
             best_head = {k: v.clone() for k, v in head.state_dict().items()}
-            save_weights(model, run.best_weights)  # `head` is `model.head` (.cpu() and .float() return the module itself)
+            save_weights(
+                model, run.best_weights
+            )  # `head` is `model.head` (.cpu() and .float() return the module itself)
         run.write_status(state="running", epoch=epoch + 1, step=step)
         if run.stop_requested():
             run.clear_stop()
@@ -106,11 +139,24 @@ def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str],
     if best_head is not None:  # predictions come from the best epoch's head, the one best.safetensors holds
         head.load_state_dict(best_head)
     final = save_predictions(run, s, lambda idx: _head_probs(head, feats[idx], multilabel))
-    summary = training_summary(s, monitor=monitor, final=final, best_epoch=best_epoch, epochs_run=epoch + 1, steps=step,
-                               wall_seconds=time.time() - wall0, train_seconds=t_train,
-                               train_images=len(s.train_idx) * (epoch + 1), notes=s.notes, features_cache_hit=hit)
+    summary = training_summary(
+        s,
+        monitor=monitor,
+        final=final,
+        best_epoch=best_epoch,
+        epochs_run=epoch + 1,
+        steps=step,
+        wall_seconds=time.time() - wall0,
+        train_seconds=t_train,
+        train_images=len(s.train_idx) * (epoch + 1),
+        notes=s.notes,
+        features_cache_hit=hit,
+    )
     run.write_summary(summary)
     run.write_status(state="completed", epoch=epoch + 1, step=step)
-    log(f"linear probe done: best epoch {best_epoch}, {monitor} {best:.4f}" if best is not None
-        else f"linear probe done: no epoch gave a finite {monitor}")
+    log(
+        f"linear probe done: best epoch {best_epoch}, {monitor} {best:.4f}"
+        if best is not None
+        else f"linear probe done: no epoch gave a finite {monitor}"
+    )
     return summary

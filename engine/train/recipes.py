@@ -11,9 +11,18 @@ from typing import Any
 # The fast small-image recipe: measured on the project's 2-core CPU (bench/RESULTS.md), about 92% test
 # accuracy on builtin:fashion-mnist after 3 epochs; the time budget is a guard that it ends within 2 minutes.
 SMALL_QUICK: dict[str, Any] = {
-    "model": "small_cnn", "epochs": 3, "batch_size": 256, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 5e-4,
-    "scheduler": "onecycle", "hflip": True, "dropout": 0.1, "time_budget_s": 115.0, "strategy": "scratch",
-}  # fmt: skip
+    "model": "small_cnn",
+    "epochs": 3,
+    "batch_size": 256,
+    "optimizer": "adamw",
+    "lr": 3e-3,
+    "weight_decay": 5e-4,
+    "scheduler": "onecycle",
+    "hflip": True,
+    "dropout": 0.1,
+    "time_budget_s": 115.0,
+    "strategy": "scratch",
+}
 DEMO_DATASET = "builtin:fashion-mnist"
 PRESETS: dict[str, dict[str, Any]] = {
     # The Fashion-MNIST demo: a useful model on a real dataset in about a minute on a laptop CPU.
@@ -38,16 +47,29 @@ def quick_recipe(stats: dict, gpu: bool = False) -> tuple[dict[str, Any], list[s
     if short and short <= 72:
         size = max(8, min(64, int(round(short))))
         out = {**SMALL_QUICK, "image_size": size}
-        why = [f"quick recipe: small_cnn from scratch at the images' own size ({size} px), 3 epochs of one-cycle "
-               "AdamW, at most 2 minutes of training"]
+        why = [
+            f"quick recipe: small_cnn from scratch at the images' own size ({size} px), 3 epochs of one-cycle "
+            "AdamW, at most 2 minutes of training"
+        ]
         limit = QUICK_MAX_TRAIN
     else:
         size = 224 if gpu else 128
-        out = {"model": "tf_efficientnet_lite0", "pretrained": True, "strategy": "linear_probe", "image_size": size,
-               "epochs": 10, "batch_size": 256, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 1e-4,
-               "scheduler": "cosine"}  # fmt: skip
-        why = [f"quick recipe: frozen ImageNet features of tf_efficientnet_lite0 at {size} px, computed once, and a "
-               "linear head trained on them for 10 epochs (seconds)"]
+        out = {
+            "model": "tf_efficientnet_lite0",
+            "pretrained": True,
+            "strategy": "linear_probe",
+            "image_size": size,
+            "epochs": 10,
+            "batch_size": 256,
+            "optimizer": "adamw",
+            "lr": 3e-3,
+            "weight_decay": 1e-4,
+            "scheduler": "cosine",
+        }
+        why = [
+            f"quick recipe: frozen ImageNet features of tf_efficientnet_lite0 at {size} px, computed once, and a "
+            "linear head trained on them for 10 epochs (seconds)"
+        ]
         limit = QUICK_PROBE_TRAIN
     if n_train > limit:
         out["train_limit"] = limit
@@ -89,16 +111,33 @@ def suggest(stats: dict, given: set[str], gpu: bool) -> tuple[dict[str, Any], li
 
     if short and short <= 72:
         size = max(8, int(round(short)))
-        put("model", "small_cnn", f"model small_cnn: images are small (~{size}px), where a compact CNN trained from scratch beats resized ImageNet models")
+        put(
+            "model",
+            "small_cnn",
+            f"model small_cnn: images are small (~{size}px), where a compact CNN trained from scratch beats resized ImageNet models",
+        )
         put("image_size", size, f"image_size {size}: the images' own resolution, no upscaling")
         put("strategy", "scratch", "strategy scratch: small_cnn has no pretrained weights")
     else:
         size = 224 if gpu else 128
-        put("model", "tf_efficientnet_lite0", "model tf_efficientnet_lite0: larger photos profit from ImageNet features, and its weights ship offline")
+        put(
+            "model",
+            "tf_efficientnet_lite0",
+            "model tf_efficientnet_lite0: larger photos profit from ImageNet features, and its weights ship offline",
+        )
         put("pretrained", True, "pretrained: start from ImageNet weights")
-        put("image_size", size, f"image_size {size}: {'the pretrained resolution' if gpu else 'a CPU-friendly resolution close to pretraining'}")
-        put("strategy", "finetune_all" if gpu or n < 5000 else "finetune_last",
-            "strategy finetune_all" if gpu or n < 5000 else "strategy finetune_last: only the last stage and head train, which keeps CPU epochs short")
+        put(
+            "image_size",
+            size,
+            f"image_size {size}: {'the pretrained resolution' if gpu else 'a CPU-friendly resolution close to pretraining'}",
+        )
+        put(
+            "strategy",
+            "finetune_all" if gpu or n < 5000 else "finetune_last",
+            "strategy finetune_all"
+            if gpu or n < 5000
+            else "strategy finetune_last: only the last stage and head train, which keeps CPU epochs short",
+        )
         put("lr", 1e-3, "lr 0.001: gentle enough not to wreck pretrained features")
     epochs = 30 if n < 5000 else 15 if n < 50000 else 8
     put("epochs", epochs, f"epochs {epochs} for {n:,} images")

@@ -10,7 +10,7 @@ so the two pages show the same number for the same predictions.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -52,15 +52,33 @@ def improved(value: float | None, best: float | None, monitor: str) -> bool:
 # --- metrics.jsonl, predictions, summary.json ----------------------------------------------------------
 
 
-def validation_record(epoch: int, step: int, *, probs: np.ndarray, labels: np.ndarray, task: str, positive: int,
-                      train_loss: float | None, lr: float, img_per_s: float) -> dict:
+def validation_record(
+    epoch: int,
+    step: int,
+    *,
+    probs: np.ndarray,
+    labels: np.ndarray,
+    task: str,
+    positive: int,
+    train_loss: float | None,
+    lr: float,
+    img_per_s: float,
+) -> dict:
     """The `split: val` line of metrics.jsonl after `epoch` (1-based): the loss, every `summarize` metric,
     and the epoch's training figures. `probs` (N, C) and `labels` ((N,) or (N, C) multi-hot) are the
     validation items'; `positive` is the binary task's positive class."""
     metrics = summarize(labels=labels, probs=probs, task=task, positive=positive)
-    return {"epoch": epoch, "step": step, "split": "val",
-            "loss": log_loss(labels=labels, probs=probs, multilabel=task == "multilabel"),
-            **metrics, "train_loss": train_loss, "lr": lr, "img_per_s": img_per_s, "time": now_iso()}
+    return {
+        "epoch": epoch,
+        "step": step,
+        "split": "val",
+        "loss": log_loss(labels=labels, probs=probs, multilabel=task == "multilabel"),
+        **metrics,
+        "train_loss": train_loss,
+        "lr": lr,
+        "img_per_s": img_per_s,
+        "time": now_iso(),
+    }
 
 
 def save_predictions(run: Run, setup: TrainingSetup, predict: Callable[[np.ndarray], np.ndarray]) -> dict:
@@ -80,17 +98,36 @@ def save_predictions(run: Run, setup: TrainingSetup, predict: Callable[[np.ndarr
     return out
 
 
-def training_summary(setup: TrainingSetup, *, monitor: str, final: dict[str, dict], best_epoch: int | None,
-                     epochs_run: int, steps: int, wall_seconds: float, train_seconds: float, train_images: int,
-                     notes: list[str], **mode: object) -> dict:
+def training_summary(
+    setup: TrainingSetup,
+    *,
+    monitor: str,
+    final: dict[str, dict],
+    best_epoch: int | None,
+    epochs_run: int,
+    steps: int,
+    wall_seconds: float,
+    train_seconds: float,
+    train_images: int,
+    notes: list[str],
+    **mode: object,
+) -> dict:
     """summary.json of a plain or linear-probe run. `final` holds each split's metrics of the best model
     (from `save_predictions`); `mode` adds the keys only one mode has (`stopped_early`, `compile_seconds`,
     `features_cache_hit`). A k-fold parent's summary (per-fold and cross-validated figures) is built in
     `engine.train.kfold`."""
     return {
-        "best_epoch": best_epoch, "monitor": monitor, "best": final.get("val", {}), "final": final,
-        "epochs_run": epochs_run, "steps": steps, **mode,
-        "wall_seconds": round(wall_seconds, 2), "train_seconds": round(train_seconds, 2),
+        "best_epoch": best_epoch,
+        "monitor": monitor,
+        "best": final.get("val", {}),
+        "final": final,
+        "epochs_run": epochs_run,
+        "steps": steps,
+        **mode,
+        "wall_seconds": round(wall_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
         "train_img_per_s": round(train_images / train_seconds, 1) if train_seconds else None,
-        "thresholds": setup.default_thresholds(), "device": setup.compute.name, "notes": notes,
+        "thresholds": setup.default_thresholds(),
+        "device": setup.compute.name,
+        "notes": notes,
     }

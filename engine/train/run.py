@@ -14,7 +14,7 @@ A failure of any kind is recorded in status.json before it is re-raised, so a ru
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from engine.config import RunConfig
 from engine.runs.folder import Run
@@ -24,8 +24,13 @@ from engine.train.loop import TrainingFailed
 from engine.train.probe import fit_probe
 
 
-def run_training(cfg: RunConfig, run: Run, resume: bool = False, log: Callable[[str], None] = print,
-                 progress: Callable[[int, int, str], None] | None = None) -> dict:
+def run_training(
+    cfg: RunConfig,
+    run: Run,
+    resume: bool = False,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
     """Train per `cfg` into `run` (made by `engine.train.jobs.prepare_run`); returns the summary, or
     `{'state': 'stopped', ...}` when the run was asked to stop. `resume` continues from the last checkpoint."""
     main = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 logs and writes the run folder

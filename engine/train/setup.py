@@ -19,8 +19,8 @@ import contextlib
 import os
 import platform
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -71,9 +71,11 @@ class TrainingSetup:
     def describe(self, cfg: RunConfig) -> str:
         """One log line: the data, its splits and size, and the model on its device."""
         ds = self.ds
-        return (f"{cfg.dataset}: {len(ds)} images, {len(ds.classes)} classes, task {ds.task}, "
-                f"{ds.image_size}px x{ds.channels}; train {len(self.train_idx)}, val {len(ds.splits['val'])}, "
-                f"test {len(ds.splits.get('test', []))}; model {cfg.model} ({self.info.weights_source}) on {self.compute.name}")
+        return (
+            f"{cfg.dataset}: {len(ds)} images, {len(ds.classes)} classes, task {ds.task}, "
+            f"{ds.image_size}px x{ds.channels}; train {len(self.train_idx)}, val {len(ds.splits['val'])}, "
+            f"test {len(ds.splits.get('test', []))}; model {cfg.model} ({self.info.weights_source}) on {self.compute.name}"
+        )
 
 
 # --- config -> image size -> dataset (the one mapping) ------------------------------------------------
@@ -104,8 +106,15 @@ def image_size_for(cfg: RunConfig) -> int | None:
 
 def dataset_for(cfg: RunConfig, progress: Progress | None = None) -> Dataset:
     """`cfg`'s dataset, decoded once (cached) at `image_size_for(cfg)` and split by its seed and fractions."""
-    ds = open_dataset(cfg.dataset, image_size=image_size_for(cfg), task=None if cfg.task == "auto" else cfg.task,
-                      seed=cfg.seed, val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, progress=progress)
+    ds = open_dataset(
+        cfg.dataset,
+        image_size=image_size_for(cfg),
+        task=None if cfg.task == "auto" else cfg.task,
+        seed=cfg.seed,
+        val_fraction=cfg.val_fraction,
+        test_fraction=cfg.test_fraction,
+        progress=progress,
+    )
     if len(ds.splits.get("val", [])) == 0:
         raise DatasetError(f"The dataset '{cfg.dataset}' has no validation images; it is too small to train on.")
     return ds
@@ -123,8 +132,9 @@ def limit_train(train_idx: np.ndarray, labels: np.ndarray, limit: int, seed: int
 # --- prepare and write the header ------------------------------------------------------------------
 
 
-def prepare(cfg: RunConfig, dist: Dist | None = None, progress: Progress | None = None,
-            dataset: Dataset | None = None) -> TrainingSetup:
+def prepare(
+    cfg: RunConfig, dist: Dist | None = None, progress: Progress | None = None, dataset: Dataset | None = None
+) -> TrainingSetup:
     """Open data, model and device for `cfg`; writes nothing.
 
     `dist`: this process's place in a torchrun job (default: one process). `dataset`: data already
@@ -143,22 +153,43 @@ def prepare(cfg: RunConfig, dist: Dist | None = None, progress: Progress | None 
     ds = dataset if dataset is not None else dataset_for(cfg, progress)
     train_idx = limit_train(ds.splits["train"], ds.labels, cfg.train_limit, cfg.seed)
     pretrained = cfg.pretrained and cfg.strategy != "scratch"
-    model, info = build_model(cfg.model, len(ds.classes), in_chans=ds.channels, pretrained=pretrained,
-                              weights_file=cfg.weights_file, allow_scratch=cfg.allow_scratch, head=cfg.head,
-                              dropout=cfg.dropout, image_size=ds.image_size)
+    model, info = build_model(
+        cfg.model,
+        len(ds.classes),
+        in_chans=ds.channels,
+        pretrained=pretrained,
+        weights_file=cfg.weights_file,
+        allow_scratch=cfg.allow_scratch,
+        head=cfg.head,
+        dropout=cfg.dropout,
+        image_size=ds.image_size,
+    )
     model = model.to(compute.device)
     if compute.channels_last:
         model = model.to(memory_format=torch.channels_last)
     positive = cfg.positive_class if ds.task == "binary" else 0
-    return TrainingSetup(ds=ds, model=model, info=info, compute=compute, dist=dist, train_idx=train_idx,
-                         positive=positive, notes=list(ds.notes) + list(info.notes), started=started)
+    return TrainingSetup(
+        ds=ds,
+        model=model,
+        info=info,
+        compute=compute,
+        dist=dist,
+        train_idx=train_idx,
+        positive=positive,
+        notes=list(ds.notes) + list(info.notes),
+        started=started,
+    )
 
 
 def versions() -> dict[str, str]:
     import timm
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "timm": timm.__version__,
-            "numpy": np.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "numpy": np.__version__,
+    }
 
 
 def write_header(run: Run, setup: TrainingSetup, cfg: RunConfig) -> None:
@@ -169,24 +200,40 @@ def write_header(run: Run, setup: TrainingSetup, cfg: RunConfig) -> None:
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.path / "classes.json", ds.classes)
     header = run.config()
-    header.update({
-        "config": cfg.to_dict(), "run_id": run.id, "created_at": header.get("created_at", now_iso()),
-        "task": ds.task, "image_size": ds.image_size, "channels": ds.channels,
-        "dataset_fingerprint": ds.fingerprint, "num_train": int(len(setup.train_idx)),
-        "model_info": {"weights_source": setup.info.weights_source, "mean": list(setup.info.mean),
-                       "std": list(setup.info.std)},
-        "versions": versions(), "world_size": setup.dist.world,
-    })
+    header.update(
+        {
+            "config": cfg.to_dict(),
+            "run_id": run.id,
+            "created_at": header.get("created_at", now_iso()),
+            "task": ds.task,
+            "image_size": ds.image_size,
+            "channels": ds.channels,
+            "dataset_fingerprint": ds.fingerprint,
+            "num_train": int(len(setup.train_idx)),
+            "model_info": {
+                "weights_source": setup.info.weights_source,
+                "mean": list(setup.info.mean),
+                "std": list(setup.info.std),
+            },
+            "versions": versions(),
+            "world_size": setup.dist.world,
+        }
+    )
     atomic_write_json(run.path / "config.json", header)
     run.checkpoints.mkdir(exist_ok=True)
-    run.write_status(started_at=run.raw_status().get("started_at") or now_iso(), pid=os.getpid(),
-                     device=setup.compute.name)
-
+    run.write_status(
+        started_at=run.raw_status().get("started_at") or now_iso(), pid=os.getpid(), device=setup.compute.name
+    )
 
 
 @contextlib.contextmanager
-def prepared_run(cfg: RunConfig, run: Run, log: Callable[[str], None], progress: Progress | None = None,
-                 setup: TrainingSetup | None = None) -> Iterator[TrainingSetup]:
+def prepared_run(
+    cfg: RunConfig,
+    run: Run,
+    log: Callable[[str], None],
+    progress: Progress | None = None,
+    setup: TrainingSetup | None = None,
+) -> Iterator[TrainingSetup]:
     """The setup one plain or linear-probe run trains with, its header written (by rank 0 under torchrun).
 
     Prepared here unless `setup` is given (a k-fold child's, on its fold's splits); joins the DDP process

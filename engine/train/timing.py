@@ -62,8 +62,10 @@ class Throughput:
         """'2,050 img/s training, 6,100 img/s evaluation (measured by a probe 5 min ago)'."""
         by = "a probe" if self.source == "probe" else self.source
         when = f" {duration(time.time() - self.measured_at)} ago" if self.measured_at and self.cached else ""
-        return (f"{self.train_img_per_s:,.0f} img/s training, {self.eval_img_per_s:,.0f} img/s evaluation "
-                f"(measured by {by}{when})")
+        return (
+            f"{self.train_img_per_s:,.0f} img/s training, {self.eval_img_per_s:,.0f} img/s evaluation "
+            f"(measured by {by}{when})"
+        )
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,11 @@ class Estimate:
         if not self.capped_by_budget:
             return ""
         epochs = self.budget_s / self.folds / self.seconds_per_epoch
-        where = f"after about {int(epochs)} of {self.epochs} epochs" if epochs >= 1 else \
-            f"part-way through the first epoch (about {epochs:.0%} of it)"  # fmt: skip
+        where = (
+            f"after about {int(epochs)} of {self.epochs} epochs"
+            if epochs >= 1
+            else f"part-way through the first epoch (about {epochs:.0%} of it)"
+        )
         return f"the time budget ({duration(self.budget_s)}) ends it {where}"
 
 
@@ -155,9 +160,17 @@ def device_label(compute: Compute) -> str:
 
 def probe_key(cfg: RunConfig, image_size: int, channels: int, compute: Compute) -> dict:
     """What the measured speed depends on (and so what its cache entry is keyed by)."""
-    return {"version": TIMING_VERSION, "model": cfg.model, "image_size": int(image_size), "channels": int(channels),
-            "batch_size": int(cfg.batch_size), "strategy": cfg.strategy, "head": cfg.head,
-            "device": device_label(compute), "torch": torch.__version__}
+    return {
+        "version": TIMING_VERSION,
+        "model": cfg.model,
+        "image_size": int(image_size),
+        "channels": int(channels),
+        "batch_size": int(cfg.batch_size),
+        "strategy": cfg.strategy,
+        "head": cfg.head,
+        "device": device_label(compute),
+        "torch": torch.__version__,
+    }
 
 
 def _key(cfg: RunConfig, image_size: int, channels: int, multilabel: bool) -> dict:
@@ -170,8 +183,9 @@ def _cache_file(key: dict) -> Path:
     return cache_dir() / "timing" / f"{digest}.json"
 
 
-def measure_throughput(cfg: RunConfig, image_size: int, channels: int, num_classes: int, multilabel: bool = False,
-                       refresh: bool = False) -> Throughput:
+def measure_throughput(
+    cfg: RunConfig, image_size: int, channels: int, num_classes: int, multilabel: bool = False, refresh: bool = False
+) -> Throughput:
     """Training and evaluation images/s of `cfg`'s model at `image_size` px x `channels`, batch size,
     strategy, precision and memory format, on `cfg.device`: cached, or measured now (a few seconds).
 
@@ -212,8 +226,9 @@ def remember_throughput(cfg: RunConfig, image_size: int, channels: int, multilab
     the probe's: a whole run on this machine says more than a few timed steps)."""
     key = _key(cfg, image_size, channels, multilabel)
     try:
-        atomic_write_json(_cache_file(key), {"key": key, "throughput": {k: v for k, v in asdict(tp).items()
-                                                                         if k != "cached"}})
+        atomic_write_json(
+            _cache_file(key), {"key": key, "throughput": {k: v for k, v in asdict(tp).items() if k != "cached"}}
+        )
     except StorageError:
         pass  # a read-only or full cache only means the next estimate measures again
 
@@ -223,14 +238,23 @@ def _sync(compute: Compute) -> None:
         torch.cuda.synchronize(compute.device)
 
 
-def _probe(cfg: RunConfig, size: int, channels: int, num_classes: int, multilabel: bool, compute: Compute,
-           device: str) -> Throughput:
+def _probe(
+    cfg: RunConfig, size: int, channels: int, num_classes: int, multilabel: bool, compute: Compute, device: str
+) -> Throughput:
     """Time real training steps and forward passes on random pixels of the run's shape."""
     t_start = time.perf_counter()
     torch.manual_seed(0)
     # speed does not depend on the weights' values: no pretrained file is read
-    model, _ = factory.build_model(cfg.model, num_classes, in_chans=channels, pretrained=False, allow_scratch=True,
-                           head=cfg.head, dropout=cfg.dropout, image_size=size)
+    model, _ = factory.build_model(
+        cfg.model,
+        num_classes,
+        in_chans=channels,
+        pretrained=False,
+        allow_scratch=True,
+        head=cfg.head,
+        dropout=cfg.dropout,
+        image_size=size,
+    )
     model = model.to(compute.device)
     if compute.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -240,8 +264,9 @@ def _probe(cfg: RunConfig, size: int, channels: int, num_classes: int, multilabe
     labels = np.arange(max(2, cfg.batch_size)) % max(2, num_classes)
     loss_fn = make_loss(task, num_classes, cfg, labels).to(compute.device)
     gen = torch.Generator(device=compute.device).manual_seed(0)
-    pixels = torch.randint(0, 256, (cfg.batch_size, size, size, channels), dtype=torch.uint8,
-                           generator=torch.Generator().manual_seed(0))
+    pixels = torch.randint(
+        0, 256, (cfg.batch_size, size, size, channels), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     if task == "multilabel":
         target = torch.zeros(cfg.batch_size, num_classes)
         target[torch.arange(cfg.batch_size), torch.from_numpy(labels[: cfg.batch_size] % num_classes)] = 1.0
@@ -272,8 +297,13 @@ def _probe(cfg: RunConfig, size: int, channels: int, num_classes: int, multilabe
             model(batch())
 
     eval_img_per_s = _timed(eval_step, cfg.batch_size, compute)
-    return Throughput(train_img_per_s=round(train_img_per_s, 2), eval_img_per_s=round(eval_img_per_s, 2),
-                      device=device, probe_seconds=round(time.perf_counter() - t_start, 2), measured_at=time.time())
+    return Throughput(
+        train_img_per_s=round(train_img_per_s, 2),
+        eval_img_per_s=round(eval_img_per_s, 2),
+        device=device,
+        probe_seconds=round(time.perf_counter() - t_start, 2),
+        measured_at=time.time(),
+    )
 
 
 def _timed(step, batch_size: int, compute: Compute) -> float:
@@ -359,7 +389,17 @@ def estimate_run(cfg: RunConfig, stats: dict, throughput: Throughput | None = No
         if cfg.time_budget_s:
             loop_s = min(loop_s, cfg.time_budget_s + val_s)  # the budget ends it after the epoch under way's step
     total = folds * (loop_s + final_s)
-    return Estimate(train_images=per_epoch, val_images=n_val, final_images=n_val + n_test, epochs=cfg.epochs,
-                    folds=folds, steps_per_epoch=math.ceil(per_epoch / cfg.batch_size) if per_epoch else 0,
-                    train_seconds_per_epoch=train_s, val_seconds_per_epoch=val_s, total_seconds=total,
-                    budget_s=cfg.time_budget_s, throughput=tp, linear_probe=probe)
+    return Estimate(
+        train_images=per_epoch,
+        val_images=n_val,
+        final_images=n_val + n_test,
+        epochs=cfg.epochs,
+        folds=folds,
+        steps_per_epoch=math.ceil(per_epoch / cfg.batch_size) if per_epoch else 0,
+        train_seconds_per_epoch=train_s,
+        val_seconds_per_epoch=val_s,
+        total_seconds=total,
+        budget_s=cfg.time_budget_s,
+        throughput=tp,
+        linear_probe=probe,
+    )

@@ -63,9 +63,11 @@ def red_corner(arr: np.ndarray) -> str:
     """Which quadrant of a decoded image is red: 'top-left', 'top-right', 'bottom-left' or 'bottom-right'."""
     h, w = arr.shape[:2]
     quads = {
-        "top-left": arr[: h // 2, : w // 2], "top-right": arr[: h // 2, w // 2 :],
-        "bottom-left": arr[h // 2 :, : w // 2], "bottom-right": arr[h // 2 :, w // 2 :],
-    }  # fmt: skip
+        "top-left": arr[: h // 2, : w // 2],
+        "top-right": arr[: h // 2, w // 2 :],
+        "bottom-left": arr[h // 2 :, : w // 2],
+        "bottom-right": arr[h // 2 :, w // 2 :],
+    }
     redness = {k: float(q[..., 0].mean()) - float(q[..., 2].mean()) for k, q in quads.items()}
     return max(redness, key=redness.get)
 
@@ -76,8 +78,11 @@ def animated(fmt: str, colours=((255, 0, 0), (0, 0, 255)), size=(6, 6)) -> bytes
     return encode(frames[0], fmt, save_all=True, append_images=frames[1:], **extra)
 
 
-def make_zip(path: Path, entries: dict[str, bytes] | list[tuple[str | zipfile.ZipInfo, bytes]],
-             compression: int = zipfile.ZIP_DEFLATED) -> Path:
+def make_zip(
+    path: Path,
+    entries: dict[str, bytes] | list[tuple[str | zipfile.ZipInfo, bytes]],
+    compression: int = zipfile.ZIP_DEFLATED,
+) -> Path:
     """A zip of exactly these entries (names as given: nothing normalised, so hostile names survive)."""
     items = entries.items() if isinstance(entries, dict) else entries
     with zipfile.ZipFile(path, "w", compression) as zf:

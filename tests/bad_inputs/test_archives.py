@@ -29,7 +29,12 @@ def _png(value: int, seed: int = 0) -> bytes:
     return encode(Image.new("RGB", (8, 8), (value, seed, 255 - value)), "PNG")
 
 
-GOOD = {"pets/cat/1.png": _png(10), "pets/cat/2.png": _png(20), "pets/dog/1.png": _png(200), "pets/dog/2.png": _png(220)}
+GOOD = {
+    "pets/cat/1.png": _png(10),
+    "pets/cat/2.png": _png(20),
+    "pets/dog/1.png": _png(200),
+    "pets/dog/2.png": _png(220),
+}
 
 
 def _refused(tmp_path: Path, ddir: Path, z: Path, match: str) -> str:

@@ -20,11 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.runs.checkpoint import CheckpointError, load_state, load_weights, save_weights
 from engine.cli.main import main
-from engine.models.factory import build_model
 from engine.errors import WeightsError
+from engine.models.factory import build_model
 from engine.predict.run_model import load_run_model
+from engine.runs.checkpoint import CheckpointError, load_state, load_weights, save_weights
 from engine.runs.folder import Run
 from engine.train.fit import fit
 from tests.conftest import ROOT
@@ -69,8 +69,9 @@ def cli(capsys: pytest.CaptureFixture, *args: str) -> tuple[int, str]:
 
 def engine_subprocess(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "engine", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
 
 
 def evil_files(tmp_path: Path) -> tuple[Path, list[Path]]:
@@ -94,14 +95,28 @@ def test_pickle_weights_file_is_refused_without_unpickling(tmp_path: Path, capsy
         with pytest.raises(WeightsError, match="never unpickles") as e:
             build_model("small_cnn", 10, in_chans=1, weights_file=str(path))
         assert str(path) in str(e.value)
-        code, err = cli(capsys, "train", "--dataset", "builtin:digits", "--model", "small_cnn", "--image-size", "8",
-                        "--epochs", "1", "--weights-file", str(path), "--no-progress")
+        code, err = cli(
+            capsys,
+            "train",
+            "--dataset",
+            "builtin:digits",
+            "--model",
+            "small_cnn",
+            "--image-size",
+            "8",
+            "--epochs",
+            "1",
+            "--weights-file",
+            str(path),
+            "--no-progress",
+        )
         assert code == 2 and "never unpickles" in err and str(path) in err and "Traceback" not in err
     assert not marker.exists()
 
 
-def test_pickle_as_a_runs_checkpoints_is_refused_without_unpickling(run: Run, tmp_path: Path, image: Path,
-                                                                    capsys: pytest.CaptureFixture):
+def test_pickle_as_a_runs_checkpoints_is_refused_without_unpickling(
+    run: Run, tmp_path: Path, image: Path, capsys: pytest.CaptureFixture
+):
     marker, (pt, pth) = evil_files(tmp_path)
     shutil.copy(pth, run.checkpoints / "best.safetensors")
     shutil.copy(pt, run.checkpoints / "last.safetensors")
@@ -143,7 +158,7 @@ def _flip_body(data: bytearray) -> None:
 
 
 def _truncate(data: bytearray) -> None:
-    del data[len(data) // 2:]
+    del data[len(data) // 2 :]
 
 
 @pytest.mark.parametrize("damage", [_flip_header, _flip_body, _truncate], ids=["header", "body", "truncated"])
@@ -157,7 +172,9 @@ def test_damaged_best_checkpoint_names_the_file(run: Run, image: Path, damage, c
     assert str(best) in str(e.value)
     code, err = cli(capsys, "predict", str(run.path), str(image))
     assert code == 2 and str(best) in err and "damaged" in err and "Traceback" not in err
-    code, err = cli(capsys, "explain", str(run.path), str(image), "--method", "saliency", "--out", str(image) + ".x.png")
+    code, err = cli(
+        capsys, "explain", str(run.path), str(image), "--method", "saliency", "--out", str(image) + ".x.png"
+    )
     assert code == 2 and str(best) in err and not Path(str(image) + ".x.png").exists()
 
 
@@ -178,7 +195,7 @@ def test_damaged_training_state_stops_resume_with_its_name(run: Run, how: str, c
         start, size = _largest_zip_record(state)
         data[start + size // 2] ^= 0xFF  # a tensor's bytes: the zip CRC no longer matches
     else:
-        del data[len(data) // 2:]
+        del data[len(data) // 2 :]
     state.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="last_state.pt' is damaged"):
         load_state(state)

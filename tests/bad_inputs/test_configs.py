@@ -15,21 +15,41 @@ import torch
 
 from engine.cli.main import main
 from engine.config import ConfigError, RunConfig
-from engine.train.jobs import prepare_run
 from engine.models.factory import build_model, check_image_size, min_image_size
 from engine.runs.folder import list_runs, runs_dir
 from engine.train.fit import fit
+from engine.train.jobs import prepare_run
 from tests.conftest import ROOT
 
-BASE = ["train", "--dataset", "builtin:digits", "--model", "small_cnn", "--strategy", "scratch", "--image-size", "8",
-        "--epochs", "1", "--no-progress"]
+BASE = [
+    "train",
+    "--dataset",
+    "builtin:digits",
+    "--model",
+    "small_cnn",
+    "--strategy",
+    "scratch",
+    "--image-size",
+    "8",
+    "--epochs",
+    "1",
+    "--no-progress",
+]
 
 
-@pytest.mark.parametrize("flag, value, field", [
-    ("--epochs", "-1", "epochs"), ("--epochs", "0", "epochs"), ("--lr", "0", "lr"), ("--lr", "-0.1", "lr"),
-    ("--lr", "nan", "lr"), ("--batch-size", "0", "batch_size"), ("--image-size", "4", "image_size"),
-    ("--time-budget-s", "inf", "time_budget_s"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag, value, field",
+    [
+        ("--epochs", "-1", "epochs"),
+        ("--epochs", "0", "epochs"),
+        ("--lr", "0", "lr"),
+        ("--lr", "-0.1", "lr"),
+        ("--lr", "nan", "lr"),
+        ("--batch-size", "0", "batch_size"),
+        ("--image-size", "4", "image_size"),
+        ("--time-budget-s", "inf", "time_budget_s"),
+    ],
+)
 def test_cli_refuses_out_of_range_values_naming_the_field(flag, value, field, capsys: pytest.CaptureFixture):
     code = main([*BASE, flag, value])
     err = capsys.readouterr().err
@@ -40,8 +60,14 @@ def test_cli_refuses_out_of_range_values_naming_the_field(flag, value, field, ca
 
 def test_cli_subprocess_prints_one_sentence_and_no_traceback():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-m", "engine", *BASE, "--epochs", "-1"], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", *BASE, "--epochs", "-1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1] == "error: Field 'epochs' must be >= 1; got -1."
 
@@ -69,8 +95,20 @@ def test_minimum_image_size_is_the_models_total_stride():
 
 
 def test_cli_refuses_a_too_small_image_for_the_model_before_any_run(capsys: pytest.CaptureFixture):
-    code = main(["train", "--dataset", "builtin:digits", "--model", "resnet18", "--image-size", "16", "--epochs", "1",
-                 "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "builtin:digits",
+            "--model",
+            "resnet18",
+            "--image-size",
+            "16",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "Field 'image_size' is 16 px, but 'resnet18'" in err and "at least 32 px" in err
     assert list_runs() == []

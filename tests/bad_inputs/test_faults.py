@@ -20,12 +20,12 @@ from pathlib import Path
 import pytest
 
 import engine.runs.folder
-from engine.train import jobs
-from engine.runs.checkpoint import load_state, load_weights, save_weights
 from engine.cli.main import main
 from engine.errors import LoupeError
 from engine.models.factory import build_model
+from engine.runs.checkpoint import load_state, load_weights, save_weights
 from engine.runs.folder import StorageError, atomic_write_json
+from engine.train import jobs
 from engine.train.run import run_training
 from tests.conftest import ROOT
 from tests.test_jobs import reap, wait_for
@@ -70,8 +70,9 @@ def test_sigkill_mid_write_leaves_the_previous_checkpoint_intact(tmp_path: Path)
     last = tmp_path / "checkpoints" / "last.safetensors"
     save_weights(small_model(0), last)
     before = last.read_bytes()
-    proc = subprocess.Popen([sys.executable, "-c", KILL_MID_WRITE.format(root=str(ROOT), path=str(last))],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_MID_WRITE.format(root=str(ROOT), path=str(last))], stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout.readline().strip() == "writing"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
@@ -87,8 +88,7 @@ def test_sigkill_mid_write_leaves_the_previous_checkpoint_intact(tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_leaves_loadable_checkpoints(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch):
+def test_sigkill_mid_epoch_leaves_loadable_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("LOUPE_HEARTBEAT_STALE_S", "1")
     run = jobs.start(tiny(epochs=4, batch_size=16, train_limit=600), tmp_path / "runs")
     # after epoch 1's checkpoints, somewhere in epochs 2-4 (38 steps each): maybe even mid-write
@@ -102,8 +102,12 @@ def test_sigkill_mid_epoch_leaves_loadable_checkpoints(tmp_path: Path,
         load_weights(model, run.checkpoints / name)
     state = load_state(run.checkpoints / "last_state.pt")
     assert state["trainer"]["epoch"] >= 1 and state["trainer"]["position"] == 0
-    assert temps(run.checkpoints) in ([], [f".last.safetensors.tmp-{pid}"], [f".last_state.pt.tmp-{pid}"],
-                                      [f".best.safetensors.tmp-{pid}"])
+    assert temps(run.checkpoints) in (
+        [],
+        [f".last.safetensors.tmp-{pid}"],
+        [f".last_state.pt.tmp-{pid}"],
+        [f".best.safetensors.tmp-{pid}"],
+    )
     assert jobs.can_resume(run)  # and resuming completes it: tests/test_jobs.py (same kill, then jobs.resume)
 
 
@@ -141,8 +145,7 @@ def test_full_disk_keeps_the_previous_last_and_names_the_file(tmp_path: Path, mo
     load_weights(small_model(2), last)
 
 
-def test_full_disk_during_training_fails_the_run_cleanly(tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch):
+def test_full_disk_during_training_fails_the_run_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     cfg = tiny(epochs=2, train_limit=300)
     run = jobs.prepare_run(cfg, tmp_path / "runs")
     snapshot: dict[str, bytes] = {}
@@ -175,8 +178,22 @@ def test_runs_folder_under_a_regular_file(tmp_path: Path, capsys: pytest.Capture
     target = blocker / "runs" / "x" / "status.json"
     with pytest.raises(StorageError, match=f"Cannot write '{target}'.*not a directory"):
         atomic_write_json(target, {"state": "queued"})
-    code = main(["train", "--runs-dir", str(blocker / "runs"), "--dataset", "builtin:digits", "--model", "small_cnn",
-                 "--image-size", "8", "--epochs", "1", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--runs-dir",
+            str(blocker / "runs"),
+            "--dataset",
+            "builtin:digits",
+            "--model",
+            "small_cnn",
+            "--image-size",
+            "8",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and f"Cannot write '{blocker / 'runs'}" in err and "not a directory" in err
     assert "--runs-dir" in err and "Traceback" not in err
@@ -202,9 +219,30 @@ def test_runs_folder_under_a_file_through_the_real_cli(tmp_path: Path):
     blocker.write_text("a file")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-m", "engine", "train", "--runs-dir", str(blocker / "runs"), "--dataset",
-                          "builtin:digits", "--model", "small_cnn", "--image-size", "8", "--epochs", "1",
-                          "--no-progress"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "train",
+            "--runs-dir",
+            str(blocker / "runs"),
+            "--dataset",
+            "builtin:digits",
+            "--model",
+            "small_cnn",
+            "--image-size",
+            "8",
+            "--epochs",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 2 and "Traceback" not in out.stderr and time.time() - t0 < 120
     error = [line for line in out.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and str(blocker / "runs") in error[0]

@@ -131,7 +131,12 @@ def test_alpha_is_composited_on_white_and_hidden_pixels_never_show():
 @pytest.mark.parametrize(
     "mode, make",
     [
-        ("LA", lambda: Image.fromarray(np.dstack([np.full((4, 4), 30, np.uint8), np.array([[255, 0] * 2] * 4, np.uint8)]), "LA")),
+        (
+            "LA",
+            lambda: Image.fromarray(
+                np.dstack([np.full((4, 4), 30, np.uint8), np.array([[255, 0] * 2] * 4, np.uint8)]), "LA"
+            ),
+        ),
         ("RGB+tRNS", lambda: Image.new("RGB", (4, 4), (255, 0, 0))),
     ],
 )

@@ -73,8 +73,14 @@ def measure(root: Path, cache: Path, tmp: Path) -> dict:
     script = tmp / "measure_memory.py"
     script.write_text(MEASURE)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LOUPE_CACHE_DIR": str(cache)}
-    out = subprocess.run([sys.executable, str(script), str(root), str(SIZE)], capture_output=True, text=True,
-                         env=env, cwd=ROOT, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(script), str(root), str(SIZE)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -98,9 +104,11 @@ def test_a_decoded_dataset_is_memory_mapped_not_held_in_the_heap(folder: Path, t
     array = N_IMAGES * SIZE * SIZE * 3
     assert first["array"] == again["array"] == array and first["memmap"] and again["memmap"]
     assert first["checksum"] == again["checksum"]
-    print(f"\narray {array / MB:.1f} MB; first open (decode): peak +{first['peak'] / MB:.1f} MB, "
-          f"after +{first['opened'] / MB:.1f} MB; reopen +{again['opened'] / MB:.1f} MB, "
-          f"after reading every image +{again['touched'] / MB:.1f} MB (RssAnon)")
+    print(
+        f"\narray {array / MB:.1f} MB; first open (decode): peak +{first['peak'] / MB:.1f} MB, "
+        f"after +{first['opened'] / MB:.1f} MB; reopen +{again['opened'] / MB:.1f} MB, "
+        f"after reading every image +{again['touched'] / MB:.1f} MB (RssAnon)"
+    )
     # reopening and reading every image adds almost nothing: the pixels stay in the page cache
     assert again["touched"] < array / 4 + 8 * MB
     # the decode keeps no heap copy of the array once it is done...
@@ -157,8 +165,10 @@ def test_predict_uploads_share_streamlits_buffer():
     from app.predict.load import uploads
 
     payload = bytes(range(256)) * 4096
-    files = [UploadedFile(UploadedFileRec(file_id=str(i), name="a.png", type="image/png", data=payload), None)
-             for i in range(2)]
+    files = [
+        UploadedFile(UploadedFileRec(file_id=str(i), name="a.png", type="image/png", data=payload), None)
+        for i in range(2)
+    ]
     items = uploads(files, None)
     assert [name for name, _ in items] == ["a.png", "a (2).png"]
     assert all(data is payload for _, data in items)  # the very same bytes object: no second copy

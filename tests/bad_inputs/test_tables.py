@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from engine.data import open_dataset, quick_stats, resolve_source
-from engine.data.sources import folders
-from engine.data.sources import tables
+from engine.data.sources import folders, tables
 from engine.errors import DatasetError
 from tests.conftest import write_image
 
@@ -103,7 +102,9 @@ def test_csv_empty_label_cell_in_a_single_label_table(tmp_path):
     text = "filename,label\nimg0.png,cat\nimg1.png,dog\nimg2.png,\nimg3.png,cat\nimg4.png, \nimg5.png,dog\n"
     with pytest.raises(DatasetError) as err:
         resolve_source(str(_table(tmp_path / "d", text)))
-    assert str(err.value).startswith("Row 4 of 'labels.csv' has an empty label (2 rows in all); fill or remove those rows")
+    assert str(err.value).startswith(
+        "Row 4 of 'labels.csv' has an empty label (2 rows in all); fill or remove those rows"
+    )
 
 
 def test_csv_empty_label_set_is_fine_when_multilabel(tmp_path):
@@ -144,8 +145,10 @@ def test_csv_unknown_labels_only_in_test(tmp_path):
     rows = [("train", "cat"), ("train", "dog"), ("train", "cat"), ("train", "dog"), ("test", "cat"), ("test", "bird")]
     text = "filename,label,split\n" + "".join(f"img{i}.png,{lab},{sp}\n" for i, (sp, lab) in enumerate(rows))
     path = _table(tmp_path / "d", text)
-    note = ("1 class ('bird') appears in val or test but not in train, so the model cannot learn it; "
-            "move some of those images to train.")  # fmt: skip
+    note = (
+        "1 class ('bird') appears in val or test but not in train, so the model cannot learn it; "
+        "move some of those images to train."
+    )
     assert note in quick_stats(str(path))["notes"]
     ds = open_dataset(str(path), image_size=8)
     assert note in ds.notes
@@ -164,7 +167,10 @@ def test_csv_row_cap_stops_reading_early(tmp_path, monkeypatch):
     path.write_bytes(path.read_bytes() + more + b"\xff\xfe garbage\n" * 10)
     with pytest.raises(DatasetError) as err:
         resolve_source(str(path))
-    assert str(err.value) == "The table 'labels.csv' has more than 6 image rows; split the dataset or raise LOUPE_MAX_CSV_ROWS."
+    assert (
+        str(err.value)
+        == "The table 'labels.csv' has more than 6 image rows; split the dataset or raise LOUPE_MAX_CSV_ROWS."
+    )
 
 
 def test_csv_caps_defaults_and_size_cap(tmp_path, monkeypatch):

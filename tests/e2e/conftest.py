@@ -84,15 +84,34 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = base / "streamlit.log"
-        env = {**os.environ, "LOUPE_RUNS_DIR": str(self.runs), "LOUPE_DATA_DIR": str(self.data),
-               "LOUPE_STATE_FILE": str(self.state_file), "LOUPE_CACHE_DIR": str(cache),
-               "PYTHONUNBUFFERED": "1"}  # fmt: skip
+        env = {
+            **os.environ,
+            "LOUPE_RUNS_DIR": str(self.runs),
+            "LOUPE_DATA_DIR": str(self.data),
+            "LOUPE_STATE_FILE": str(self.state_file),
+            "LOUPE_CACHE_DIR": str(cache),
+            "PYTHONUNBUFFERED": "1",
+        }
         streamlit = Path(sys.executable).with_name("streamlit")
-        cmd = [str(streamlit), "run", "streamlit_app.py", "--server.port", str(self.port), "--server.address", "127.0.0.1",
-               "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]  # fmt: skip
+        cmd = [
+            str(streamlit),
+            "run",
+            "streamlit_app.py",
+            "--server.port",
+            str(self.port),
+            "--server.address",
+            "127.0.0.1",
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ]
         self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # its own process group: training jobs die with it
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )  # its own process group: training jobs die with it
         self._wait_healthy()
 
     def _wait_healthy(self) -> None:
@@ -175,8 +194,9 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                               args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])  # fmt: skip
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"]
+        )
         yield b
         b.close()
 

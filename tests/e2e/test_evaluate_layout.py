@@ -68,7 +68,8 @@ def cut_texts(page, selector: str) -> list[str]:
 
 def card_value(page, label: str, nth: int = 0) -> str:
     card = page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$")))
+        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
+    )
     return card.nth(nth).locator('[data-testid="stMetricValue"]').inner_text().strip()
 
 
@@ -79,8 +80,11 @@ def by_hand(srv, t: float) -> dict[str, str]:
     far = (accept & neg).sum() / neg.sum()
     frr = (~accept & pos).sum() / pos.sum()
     acc = ((accept & pos).sum() + (~accept & neg).sum()) / len(labels)
-    return {"HTER": f"{(far + frr) / 2 * 100:.2f}%", "Accuracy": f"{acc * 100:.2f}%",
-            "Balanced accuracy": f"{(1 - (far + frr) / 2) * 100:.2f}%"}
+    return {
+        "HTER": f"{(far + frr) / 2 * 100:.2f}%",
+        "Accuracy": f"{acc * 100:.2f}%",
+        "Balanced accuracy": f"{(1 - (far + frr) / 2) * 100:.2f}%",
+    }
 
 
 def plot(page, title: str):

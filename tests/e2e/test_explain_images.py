@@ -36,8 +36,9 @@ def set_index(page, value: int) -> None:
     settle(page)
 
 
-def test_switching_to_an_image_predicted_otherwise_then_touching_widgets(page, tmp_path: Path, session_cache: Path,
-                                                                        artifacts):
+def test_switching_to_an_image_predicted_otherwise_then_touching_widgets(
+    page, tmp_path: Path, session_cache: Path, artifacts
+):
     base = tmp_path / "srv"
     run = train_tiny(base / "runs", "builtin:digits", 8, session_cache)
     a, b = _two_images_predicted_differently(run)

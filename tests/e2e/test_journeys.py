@@ -16,8 +16,18 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import needs_fashion
-from tests.e2e.conftest import (NAV_LINK, check_page, goto, metric, nav_titles, new_page, select_option, set_number,
-                                settle, shot)
+from tests.e2e.conftest import (
+    NAV_LINK,
+    check_page,
+    goto,
+    metric,
+    nav_titles,
+    new_page,
+    select_option,
+    set_number,
+    settle,
+    shot,
+)
 
 pytestmark = [needs_fashion]
 
@@ -70,7 +80,7 @@ def test_dataset_page_shows_counts_and_charts(page, server, artifacts):
 
     expected = quick_stats(f"builtin:{DATASET}")
     select_option(page, "Built-in dataset", re.compile(rf"^{DATASET} "))
-    page.wait_for_selector(f'text=Active dataset: builtin:{DATASET}')
+    page.wait_for_selector(f"text=Active dataset: builtin:{DATASET}")
     page.wait_for_selector('[data-testid="stMetric"]')
     settle(page)
     assert metric(page, "Images") == f"{expected['num_images']:,}"
@@ -116,7 +126,8 @@ def test_train_a_tiny_run(page, server, artifacts):
         pytest.fail(f"the run did not complete within {TRAIN_TIMEOUT_S}s; progress seen: {values}")
     inside = [v for v in values if 0 < v < 100]
     assert inside and any(b > a for a, b in zip(values, values[1:]) if a > 0), (
-        f"the progress bar should advance while training: values seen {values}")
+        f"the progress bar should advance while training: values seen {values}"
+    )
     assert values[-1] == 100
     page.locator('[data-testid="stBadge"], span', has_text="completed").first.wait_for()
     settle(page)

@@ -34,7 +34,9 @@ def body_text(page) -> str:
 
 
 def live_bar(page):
-    return page.locator('[data-testid="stProgress"]').filter(has_text=re.compile(r"^(Queued|Running|Completed|Stopped)"))
+    return page.locator('[data-testid="stProgress"]').filter(
+        has_text=re.compile(r"^(Queued|Running|Completed|Stopped)")
+    )
 
 
 def bar_reading(page) -> tuple[str, float, int]:
@@ -61,8 +63,8 @@ def open_robustness(page) -> None:
 
 def stop_run(run: Run) -> None:
     """Ask the run to stop, wait until it has; kill its process if it ignores the request."""
-    from engine.train import jobs
     from engine.runs.folder import RunError
+    from engine.train import jobs
 
     try:
         jobs.stop(run)
@@ -89,12 +91,19 @@ def runs(server, session_cache: Path):
     """`live`: a long tiny run training in the background (its own process, as the Train page starts one), with
     a best checkpoint already; `done`: a completed one-epoch run, trained here while `live` starts up. `live`
     is stopped (and waited for) when the module ends, or earlier by a test that no longer needs it."""
-    from engine.train import jobs
     from engine.config import RunConfig
+    from engine.train import jobs
     from tests.pagetools import train_tiny
 
-    cfg = RunConfig(dataset="builtin:digits", model="small_cnn", strategy="scratch", image_size=8, epochs=300,
-                    batch_size=32, precision="fp32").validate()  # fmt: skip
+    cfg = RunConfig(
+        dataset="builtin:digits",
+        model="small_cnn",
+        strategy="scratch",
+        image_size=8,
+        epochs=300,
+        batch_size=32,
+        precision="fp32",
+    ).validate()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("OMP_NUM_THREADS", "1")  # leave the other core to the server and the browser
         live = jobs.start(cfg, server.runs)
@@ -103,7 +112,9 @@ def runs(server, session_cache: Path):
         deadline = time.time() + RUN_START_TIMEOUT_S
         while not (live.checkpoints / "best.safetensors").exists():
             st = live.status()
-            assert st["display_state"] in ("queued", "running"), f"the run ended: {st}\n{(live.path / 'train.log').read_text()}"
+            assert st["display_state"] in ("queued", "running"), (
+                f"the run ended: {st}\n{(live.path / 'train.log').read_text()}"
+            )
             assert time.time() < deadline, f"no best checkpoint after {RUN_START_TIMEOUT_S}s: {st}"
             time.sleep(0.3)
         yield Runs(live, done)
@@ -173,7 +184,9 @@ def test_two_sessions_at_once_while_a_run_trains(server, browser, artifacts, run
         a.context.close()
         b.context.close()
     st = status_of(live_run)
-    assert st["state"] == "running" and st["step"] > step0, f"the run should keep training meanwhile: {st}, was step {step0}"
+    assert st["state"] == "running" and st["step"] > step0, (
+        f"the run should keep training meanwhile: {st}, was step {step0}"
+    )
 
 
 def test_reload_during_training_reattaches_to_the_run(server, browser, artifacts, runs):

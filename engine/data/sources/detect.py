@@ -1,4 +1,4 @@
-"""Turn a dataset spec string (DESIGN.md, contract 1) into a `Source`, detecting the format."""
+"""Turn a dataset spec string (ARCHITECTURE.md, contract 1) into a `Source`, detecting the format."""
 
 from __future__ import annotations
 
