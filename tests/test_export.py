@@ -11,7 +11,7 @@ import torch
 from engine.predict.export import card_path, export
 from engine.predict.predictor import Predictor
 from engine.predict.run_model import predict_tensor
-from tests.test_inference import digit_png, digits_run  # noqa: F401  (session fixture: one tiny run)
+from tests.test_inference import binary_run, digit_png, digits_run  # noqa: F401  (session fixtures: tiny runs)
 
 CARD_KEYS = {
     "classes",
@@ -73,3 +73,47 @@ def test_cli_export_and_bad_format(digits_run, tmp_path, capsys):  # noqa: F811
 
     with pytest.raises(ExportError, match="Unknown export format"):
         export(str(digits_run), "tflite", tmp_path / "x")
+
+
+def test_following_the_model_card_literally_gives_predicts_decisions(binary_run, tmp_path):  # noqa: F811
+    """The card says probabilities = softmax(logits / temperature) and gives a threshold: that threshold must
+    apply to those probabilities. With a strong temperature (20, as in the issue) a raw-probability threshold
+    would never accept the positive class."""
+    import io
+    import shutil
+
+    from PIL import Image
+
+    from engine.config import RunConfig
+    from engine.evaluate.thresholds import save_thresholds, tune_thresholds
+    from engine.runs.folder import Run
+    from engine.train.setup import dataset_for
+
+    ort = pytest.importorskip("onnxruntime")
+    run = Run(shutil.copytree(binary_run, tmp_path / "run"))  # the session's run stays as it is
+    save_thresholds(run, {**tune_thresholds(run, "min_hter"), "temperature": 20.0})
+    out = export(str(run.path), "onnx", tmp_path / "model.onnx")
+    card = json.loads(card_path(out).read_text())
+
+    ds = dataset_for(RunConfig.load(run.path / "config.json"))
+    test = ds.images[ds.splits["test"]]  # (N, 8, 8, 1) uint8, at the model's input size
+    # the card, literally: pixels in [0, 1] NCHW -> logits -> activation(logits / temperature) -> threshold
+    x = (test.astype(np.float32) / 255).transpose(0, 3, 1, 2)
+    logits = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(["logits"], {"pixels": x})[0]
+    assert card["output"]["activation"] == "softmax" and card["temperature"] == 20.0
+    z = logits.astype(np.float64) / card["temperature"]
+    p = np.exp(z - z.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    pos = card["positive_class"]
+    by_card = np.where(p[:, pos] >= card["thresholds"]["binary"], pos, 1 - pos)
+
+    def png(a: np.ndarray) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(a[..., 0]).save(buf, "PNG")
+        return buf.getvalue()
+
+    results = Predictor.from_ref(str(run.path)).predict_bytes([(f"{i}.png", png(a)) for i, a in enumerate(test)])
+    by_predict = np.array([card["classes"].index(r["label"]) for r in results])
+    assert (by_predict == pos).any() and (by_predict != pos).any()  # both decisions occur: the test can tell
+    np.testing.assert_array_equal(by_card, by_predict)
+    assert "thresholds" in card["output"]["note"] and "/ 20" in card["decision"]

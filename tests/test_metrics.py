@@ -100,11 +100,12 @@ def test_eer_min_hter_operating_points_on_a_small_case():
     y = np.array([0, 0, 0, 0, 1, 1, 1, 1], bool)
     s = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
     rep = M.binary_report(y, s)
-    # t=0.4: FAR 1/4, FRR 0; t=0.6: FAR 1/4, FRR 1/4 (|FAR-FRR| = 0); t=0.7: FAR 0, FRR 1/4
-    assert (rep["eer"], rep["eer_threshold"]) == (pytest.approx(0.25), pytest.approx(0.6))
-    assert (rep["min_hter"], rep["min_hter_threshold"]) == (pytest.approx(0.125), pytest.approx(0.4))
+    # t=0.4: FAR 1/4, FRR 0; t=0.6: FAR 1/4, FRR 1/4 (|FAR-FRR| = 0); t=0.7: FAR 0, FRR 1/4; each threshold
+    # is put in the middle of the gap below its operating point's score (0.6 -> 0.5, 0.4 -> 0.35)
+    assert (rep["eer"], rep["eer_threshold"]) == (pytest.approx(0.25), pytest.approx(0.5))
+    assert (rep["min_hter"], rep["min_hter_threshold"]) == (pytest.approx(0.125), pytest.approx(0.35))
     assert rep["frr_at_far"]["0.01"] == pytest.approx(0.25)  # FAR 0 reachable at t=0.7, losing one positive
-    assert M.choose_threshold(y, s, "f1") == pytest.approx(0.4)
+    assert M.choose_threshold(y, s, "f1") == pytest.approx(0.35)
     with pytest.raises(M.MetricsError):
         M.choose_threshold(y, s, "bogus")
 
@@ -153,9 +154,9 @@ def test_degenerate_inputs_are_defined_or_clear_errors():
     with pytest.raises(M.MetricsError, match="empty"):
         M.sweep(np.array([], bool), np.array([]))
     tiny = M.sweep(np.array([False, True]), np.array([0.3, 0.7]))
-    assert tiny.min_hter() == (0.0, 0.7)
+    assert tiny.min_hter() == (0.0, 0.5)  # the middle of the gap between 0.3 and 0.7
     ml = M.f1_thresholds(np.array([[0, 1], [0, 0]]), np.array([[0.2, 0.9], [0.8, 0.1]]))
-    assert ml.tolist() == [0.5, 0.9]  # a label with no positives keeps the default
+    assert ml.tolist() == [0.5, 0.5]  # a label with no positives keeps the default; 0.5 is between 0.1 and 0.9
 
 
 def test_multilabel_report_matches_sklearn():

@@ -20,14 +20,14 @@ K_PICK, K_COMPARE, K_METRIC = "train.runs.pick", "train.runs.compare", "train.ru
 K_CONFIRM, K_COMPARE_TOUCHED = "train.runs.confirm_delete", "train.runs.compare_touched"
 SHOWN = ("Run", "Dataset", "Model", "State", "Epochs", "Best (epoch)", "Duration", "Started")
 # Pixel widths that fit the shown columns side by side in the page's 940 px at a 1400 px window, so no
-# column is cut off or pushed out of view (the longest state, "failed (crashed)", fits its column).
+# column is cut off or pushed out of view (the longest state, "completed (time budget)", fits its column).
 WIDTHS = {
-    "Run": 260,
-    "Dataset": 110,
-    "Model": 105,
-    "State": 105,
+    "Run": 242,
+    "Dataset": 93,
+    "Model": 100,
+    "State": 155,
     "Epochs": 50,
-    "Best (epoch)": 145,
+    "Best (epoch)": 135,
     "Duration": 60,
     "Started": 95,
 }

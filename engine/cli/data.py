@@ -35,7 +35,18 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2, allow_nan=False))
     else:
         print(format_stats_text(stats))
+        for line in corrupt_lines(stats):
+            print(line)
     return 0
+
+
+def corrupt_lines(stats: dict, limit: int = 20) -> list[str]:
+    """Each unusable file with its reason, as the Dataset page lists them (the first `limit`)."""
+    corrupt = stats.get("corrupt") or []
+    lines = [f"corrupt: {c['path']}: {c['reason']}" for c in corrupt[:limit]]
+    if len(corrupt) > limit:
+        lines.append(f"corrupt: ... {len(corrupt) - limit} more (--json lists them all)")
+    return lines
 
 
 def register(sub: argparse._SubParsersAction) -> None:

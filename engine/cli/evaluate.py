@@ -12,6 +12,8 @@ import json
 from engine.cli.flags import JSON, RUNS_DIR
 from engine.metrics import display
 
+DEFAULT_RULE = "min_hter"  # engine.evaluate.report's default rule for binary runs
+
 
 def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
     """A readable report: headline metrics, binary/multi-label extras, per class, calibration, items.
@@ -31,9 +33,11 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
         else []
     )
     keys += ["samples_f1", "hamming_loss", "subset_accuracy"] if res["task"] == "multilabel" else []
+    binary = res["task"] == "binary"
     for k in keys:
         band = f"  (95% CI {display.interval(k, ci[k])})" if ci.get(k) else ""
-        lines.append(f"  {k:<20} {display.format_metric(k, res.get(k))}{band}")
+        at = f"  at the threshold {display.threshold(res.get('threshold'))}" if binary and k == "accuracy" else ""
+        lines.append(f"  {k:<20} {display.format_metric(k, res.get(k))}{at}{band}")
     if res["task"] == "binary":
         lines.append(f"  rule {res['rule']}, positive class '{res['positive_class']}'")
         for name in ("frr_at_far", "far_at_frr"):
@@ -44,7 +48,8 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
                     f"{display.format_metric(name, v)}"
                 )
     for k, v in res.get("top_k", {}).items():
-        lines.append(f"  {f'top-{k} accuracy':<20} {display.percent(v)}")
+        argmax = "  by argmax (highest probability), no threshold" if binary and str(k) == "1" else ""
+        lines.append(f"  {f'top-{k} accuracy':<20} {display.percent(v)}{argmax}")
     lines.append(
         f"  {'per class':<20} {'precision':>9}  {'recall':>8}  {'f1':>8}  support"
         + ("  threshold" if res["task"] == "multilabel" else "")
@@ -87,14 +92,26 @@ def _float(x: object) -> float | None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from engine.evaluate.predictions import load_predictions
+    from engine.evaluate.predictions import EvaluateError, load_predictions
     from engine.evaluate.report import evaluate_run, likely_mislabelled, top_losses
     from engine.evaluate.thresholds import save_thresholds
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)
+    task = run.config().get("task")
+    if args.rule is not None and task not in (None, "binary"):
+        raise EvaluateError(
+            f"--rule picks the threshold of a binary run; '{run.id}' is {task} "
+            f"({'one F1-optimal threshold per label' if task == 'multilabel' else 'decided by argmax, no threshold'}), "
+            "so leave --rule out."
+        )
     res = evaluate_run(
-        run, split=args.split, tune_split=args.tune_split, rule=args.rule, bootstrap=args.bootstrap, seed=args.seed
+        run,
+        split=args.split,
+        tune_split=args.tune_split,
+        rule=args.rule or DEFAULT_RULE,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
     )
     chosen = res["threshold_config"]
     top = top_losses(
@@ -135,7 +152,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("run", help="run id or run folder")
     ev.add_argument("--split", default="test", choices=["val", "test", "oof"], help="split to report on (default test)")
     ev.add_argument("--tune-split", default="val", choices=["val", "test", "oof"], help="split to tune thresholds on")
-    ev.add_argument("--rule", default="min_hter", choices=["min_hter", "f1", "eer"], help="binary threshold rule")
+    ev.add_argument(
+        "--rule",
+        default=None,
+        choices=["min_hter", "f1", "eer"],
+        help=f"binary runs only: the rule that picks the threshold on --tune-split (default {DEFAULT_RULE}); "
+        "multi-label runs tune one F1-optimal threshold per label, multi-class runs use argmax",
+    )
     ev.add_argument("--save-thresholds", action="store_true", help="write the chosen thresholds to thresholds.json")
     ev.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (0: none)"

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _class_index(value: str | None, classes: list[str]) -> int | None:
@@ -26,17 +30,45 @@ def _class_index(value: str | None, classes: list[str]) -> int | None:
     raise ExplainError(f"Unknown class '{value}'; give a class name or an index below {len(classes)}.")
 
 
+def full_size_overlay(
+    original: np.ndarray, heatmap: np.ndarray, alpha: float, sign: str
+) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """The overlay at the input image's own resolution: the heatmap over the centred square the model saw
+    (`engine.data.decode.resize` crops it before resizing), the rest of the image dimmed. Returns the image
+    and the square (left, top, right, bottom) in the input's pixels."""
+    import numpy as np
+
+    from engine.explain.render import overlay
+
+    img = original if original.ndim == 3 else original[..., None]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    h, w = img.shape[:2]
+    side = min(w, h)
+    left, top = int(round((w - side) / 2)), int(round((h - side) / 2))
+    out = (img.astype(np.float32) * 0.4).round().astype(np.uint8)  # outside what the model saw
+    out[top : top + side, left : left + side] = overlay(
+        img[top : top + side, left : left + side], heatmap, alpha=alpha, sign=sign
+    )
+    return out, (left, top, left + side, top + side)
+
+
 def cmd_explain(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from engine.explain.attributions import explain, overlay
-    from engine.predict.run_model import load_run_model, predict_tensor, prepare_image
+    from engine.data.decode import ImageDecodeError, decode
+    from engine.explain.attributions import explain
+    from engine.predict.run_model import RunModelError, load_run_model, predict_tensor, prepare_image
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)
     rm = load_run_model(run)
     path = Path(args.image)
-    pixels, x = prepare_image(path, path.name, rm)
+    _, x = prepare_image(path, path.name, rm)
+    try:
+        original, _ = decode(path, path.name, size=None, channels=rm.channels)
+    except ImageDecodeError as e:
+        raise RunModelError(f"The image '{path.name}' cannot be used: {e}.") from None
     probs = predict_tensor(rm, x)[0]
     top = int(probs.argmax())
     ex = explain(
@@ -44,10 +76,17 @@ def cmd_explain(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay(pixels, ex.heatmap, alpha=args.alpha, sign=args.sign)).save(out)
+    picture, (left, top_px, right, bottom) = full_size_overlay(original, ex.heatmap, args.alpha, args.sign)
+    Image.fromarray(picture).save(out)
+    h, w = original.shape[:2]
+    seen = (
+        ""
+        if (right - left, bottom - top_px) == (w, h)
+        else f"; the model saw the centre {right - left}x{bottom - top_px} square, the rest is dimmed"
+    )
     print(
         f"prediction: {rm.classes[top]} ({probs[top]:.4f}); explained class {rm.classes[ex.target]} "
-        f"({probs[ex.target]:.4f}) with {ex.method} in {ex.seconds:.2f} s -> {out}"
+        f"({probs[ex.target]:.4f}) with {ex.method} in {ex.seconds:.2f} s -> {out} ({w}x{h}, the input's size{seen})"
     )
     return 0
 
@@ -122,12 +161,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ex.add_argument("run", help="run id or run folder")
     ex.add_argument("image", help="image file")
-    ex.add_argument("--method", choices=METHOD_NAMES, default="integrated_gradients")
+    ex.add_argument(
+        "--method",
+        choices=METHOD_NAMES,
+        default="integrated_gradients",
+        help="attribution method (default %(default)s)",
+    )
     ex.add_argument("--target", default=None, help="class name or index to explain (default: the predicted class)")
-    ex.add_argument("--baseline", choices=BASELINE_NAMES, default="black")
+    ex.add_argument(
+        "--baseline",
+        choices=BASELINE_NAMES,
+        default="black",
+        help="the 'absent' image that integrated gradients, GradientShap and occlusion compare with (default black)",
+    )
     ex.add_argument("--n-steps", type=int, default=32, help="Integrated Gradients steps (capped by image size)")
-    ex.add_argument("--alpha", type=float, default=0.5)
-    ex.add_argument("--sign", choices=["positive", "absolute", "all"], default="positive")
+    ex.add_argument(
+        "--alpha", type=float, default=0.5, help="opacity of the heatmap over the image, 0 to 1 (default 0.5)"
+    )
+    ex.add_argument(
+        "--sign",
+        choices=["positive", "absolute", "all"],
+        default="positive",
+        help="which attributions to draw: those for the class (positive), their size (absolute), or both signs (all)",
+    )
     ex.add_argument("--out", required=True, help="output PNG")
     ex.set_defaults(func=cmd_explain)
 
@@ -139,7 +195,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     at.add_argument("run", help="run id or run folder")
     at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")
-    at.add_argument("--split", default="val", choices=["val", "test"])
+    at.add_argument(
+        "--split", default="val", choices=["val", "test"], help="split whose images are attacked (default val)"
+    )
     at.add_argument(
         "--limit",
         type=int,
@@ -147,7 +205,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="N images of the split, drawn stratified by class so each class keeps its share (0: all)",
     )
     at.add_argument("--seed", type=int, default=0, help="seed of the stratified sample (recorded in the result)")
-    at.add_argument("--attack", choices=["fgsm", "pgd"], default="fgsm")
+    at.add_argument(
+        "--attack", choices=["fgsm", "pgd"], default="fgsm", help="FGSM (one step) or PGD (--steps steps); default fgsm"
+    )
     at.add_argument("--steps", type=int, default=10, help="PGD steps")
     at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")
     at.add_argument(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
@@ -30,7 +31,7 @@ def _resolve(ref: str, runs_dir: str | None) -> str:
 
 def _line(r: dict, limit: float) -> str:
     if not r["ok"]:
-        return f"{r['file']}: ERROR {r['error']}"
+        return f"error: {r['file']}: {r['error']}"
     label = ", ".join(r["label"]) or "(no label)" if isinstance(r["label"], list) else r["label"]
     tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
     flag = f"  [unsure: margin {r['margin']:.4f} < {limit:g}]" if r["unsure"] and r.get("margin") is not None else ""
@@ -68,7 +69,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2, allow_nan=False))
     else:
         print(f"model: {pred.name} ({pred.task}, {pred.image_size} px)")
-        print("\n".join(_line(r, pred.unsure_margin) for r in results))
+        for r in results:  # an image that could not be read is an error: stderr, like every other error
+            print(_line(r, pred.unsure_margin), file=sys.stdout if r["ok"] else sys.stderr)
     return 0 if any(r["ok"] for r in results) else 2
 
 
@@ -90,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
     pr.add_argument("images", nargs="+", help="image files, or one folder or .zip (then --out FILE.csv)")
-    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--top-k", type=int, default=5, help="how many classes to list per image (default 5)")
     pr.add_argument(
         "--unsure-margin",
         type=float,
@@ -112,6 +114,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export a run's best model; it takes float32 NCHW pixels in [0, 1] and returns logits.",
     )
     ex.add_argument("run", help="run id or folder (or builtin:imagenet)")
-    ex.add_argument("--format", choices=["onnx", "torchscript"], required=True)
+    ex.add_argument(
+        "--format", choices=["onnx", "torchscript"], required=True, help="ONNX (onnxruntime and others) or TorchScript"
+    )
     ex.add_argument("--out", required=True, help="output file; the model card goes to OUT.json")
     ex.set_defaults(func=cmd_export)

@@ -29,11 +29,32 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config field; defaults are suppressed so we know which ones the user gave."""
+#: RunConfig fields lr-find has no use for (one short sweep in one process, with its own learning rates, saving
+#: nothing): they are not its flags, so giving one is refused instead of silently ignored
+LR_FIND_UNUSED = (
+    "name",
+    "kfold",
+    "nproc",
+    "sync_bn",
+    "compile",
+    "epochs",
+    "patience",
+    "monitor",
+    "time_budget_s",
+    "lr",
+    "scheduler",
+    "warmup_epochs",
+    "step_epochs",
+    "step_gamma",
+)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per config field (but those in `skip`); defaults are suppressed so we know which ones the user
+    gave."""
     for group, group_fields in field_groups().items():
         g = parser.add_argument_group(group, GROUPS[group])
-        for f in group_fields:
+        for f in (f for f in group_fields if f.name not in skip):
             flag = "--" + f.name.replace("_", "-")
             default = f.default if f.default is not MISSING else f.default_factory()
             help_text = f"{f.metadata['help']} (default: {default!r})"
@@ -114,34 +135,39 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[NO_PROGRESS],
         help="LR range test: loss vs learning rate and a suggested value",
         description="Train briefly with an exponentially rising learning rate on the configured "
-        "data and model (nothing is saved) and suggest a learning rate.",
+        "data and model (nothing is saved) and suggest a learning rate. It runs in one process and sets "
+        "the learning rates itself, so the flags of a whole run ("
+        + ", ".join("--" + n.replace("_", "-") for n in LR_FIND_UNUSED)
+        + ") are not its options.",
     )
     lrf.add_argument("--config", help="a JSON/YAML config file")
     lrf.add_argument("--preset", help="a named starting point: quick (for --dataset) or demo")
     lrf.add_argument("--steps", type=int, default=100, help="batches in the sweep")
-    lrf.add_argument("--start-lr", type=float, default=1e-6)
-    lrf.add_argument("--end-lr", type=float, default=1.0)
+    lrf.add_argument("--start-lr", type=float, default=1e-6, help="the sweep's first learning rate (default 1e-6)")
+    lrf.add_argument("--end-lr", type=float, default=1.0, help="the sweep's last learning rate (default 1)")
     lrf.add_argument("--json", action="store_true", help="print lrs, losses and the suggestion as JSON")
     lrf.set_defaults(func=cmd_lr_find)
-    add_config_flags(lrf)
+    add_config_flags(lrf, skip=LR_FIND_UNUSED)
 
     runs = sub.add_parser("runs", help="list or delete runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="SUBCOMMAND", required=True)
     ls = runs_sub.add_parser("list", parents=[RUNS_DIR, JSON], help="the runs, newest first")
     ls.set_defaults(func=cmd_runs_list)
     rm = runs_sub.add_parser("delete", parents=[RUNS_DIR], help="delete a finished run folder")
-    rm.add_argument("run")
+    rm.add_argument("run", help="run id or run folder")
     rm.set_defaults(func=cmd_runs_delete)
 
     stop = sub.add_parser("stop", parents=[RUNS_DIR], help="ask a running training to stop at the next batch")
-    stop.add_argument("run")
+    stop.add_argument("run", help="run id or run folder")
     stop.set_defaults(func=cmd_stop)
 
     resume = sub.add_parser(
         "resume", parents=[RUNS_DIR, NO_PROGRESS], help="continue a stopped or crashed run from its last checkpoint"
     )
-    resume.add_argument("run")
-    resume.add_argument("--background", action="store_true")
+    resume.add_argument("run", help="run id or run folder")
+    resume.add_argument(
+        "--background", action="store_true", help="resume as a background job and return (output in RUN/train.log)"
+    )
     resume.add_argument("--json", action="store_true", help="print the summary as JSON")
     resume.set_defaults(func=cmd_resume)
 
@@ -182,9 +208,14 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
 
         dataset = values.get("dataset", RunConfig().dataset)
         stats = quick_stats(dataset)
-        chosen, reasons = suggest(stats, set(values), gpu=resolve_device(values.get("device", "auto")).type == "cuda")
+        gpu = resolve_device(values.get("device", "auto")).type == "cuda"
+        chosen, reasons = suggest(stats, set(values), gpu=gpu, values=values)
         values = {**chosen, **values}
     cfg = RunConfig(**values).validate()
+    if flags.get("sync_bn") and resolve_device(cfg.device).type != "cuda":
+        raise ConfigError(
+            "--sync-bn synchronises batch norm across GPUs, and this run trains on the CPU; leave --sync-bn out."
+        )
     from engine.train.setup import image_size_for
 
     image_size_for(cfg)  # a size the model cannot take is refused before a run folder exists, not in the job
@@ -295,11 +326,17 @@ def _run_foreground(cfg: RunConfig, run, resume: bool, args: argparse.Namespace)
     if int(os.environ.get("RANK", 0)) != 0:
         return 0  # under torchrun, rank 0 reports for the whole job
     summary = run.summary() or {}
-    state = run.raw_status().get("state")
+    status = run.raw_status()
+    state, reason = status.get("state"), status.get("stop_reason")
     if args.json:
-        print(json.dumps({"run": run.id, "path": str(run.path), "state": state, **summary}, indent=2))
+        print(
+            json.dumps(
+                {"run": run.id, "path": str(run.path), "state": state, "stop_reason": reason, **summary}, indent=2
+            )
+        )
     else:
-        print(f"{state}: {run.path}")
+        budget = f" (time budget: {status.get('epoch')} of {cfg.epochs} epochs)" if reason == "time budget" else ""
+        print(f"{state}{budget}: {run.path}")
         for split, m in (summary.get("final") or {}).items():
             print(f"  {split}: " + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float)))
     return 0
@@ -371,9 +408,8 @@ def cmd_runs_list(args: argparse.Namespace) -> int:
         return 0
     for r in rows:
         best = f"{r['monitor']} {r['best']:.4f}" if isinstance(r["best"], float) else "-"
-        print(
-            f"{r['id']:<52} {r['state']:<17} {r['model']:<22} {r['dataset']:<28} epoch {r['epoch']}/{r['epochs']}  {best}"
-        )
+        where = f"fold {r['fold'] or 0}/{r['kfold']}" if r.get("kfold") else f"epoch {r['epoch']}/{r['epochs']}"
+        print(f"{r['id']:<52} {r['state']:<25} {r['model']:<22} {r['dataset']:<28} {where}  {best}")
     return 0
 
 

@@ -24,6 +24,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "cumulative_counts",
             "decide",
             "f1_averages",
+            "gap_midpoint",
             "far_frr",
             "log_loss",
             "multilabel_summary",

@@ -3,7 +3,9 @@
 One sort and two cumulative sums give the counts at every threshold at once, so the whole sweep is
 O(n log n) with no Python loop over thresholds. Thresholds are the distinct scores (ties are never
 split: a threshold between two equal scores does not exist), plus one value just above the highest
-score where everything is rejected, so both ends of the FAR/FRR trade-off are on the curve.
+score where everything is rejected, so both ends of the FAR/FRR trade-off are on the curve. A threshold a
+rule chooses (EER, min-HTER, F1) is put in the middle of the gap below its operating point's score
+(`core.gap_midpoint`, as bob.measure does), so it never sits on a validation score.
 Decisions are `score >= t`; FAR = false accepts / negatives; FRR = false rejects / positives;
 HTER = (FAR + FRR) / 2; EER = (FAR + FRR) / 2 at the threshold minimising |FAR - FRR|. The counting
 itself (`cumulative_counts`) and the decision rule live in `core`, which this module builds on.
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import ndtri
 
-from engine.metrics.core import MetricsError, check_scores, cumulative_counts
+from engine.metrics.core import MetricsError, check_scores, cumulative_counts, gap_midpoint
 
 
 @dataclass
@@ -37,34 +39,40 @@ class Sweep:
         """HTER = (FAR + FRR) / 2 at each threshold."""
         return (self.far + self.frr) / 2
 
+    def threshold_at(self, i: int) -> float:
+        """The threshold that puts operating point i in force: the middle of the gap below `thresholds[i]`
+        (`engine.metrics.core.gap_midpoint`), never on a score."""
+        return gap_midpoint(self.thresholds, i)
+
     def eer(self) -> tuple[float, float]:
-        """(EER, threshold): at the threshold minimising |FAR - FRR|, EER = (FAR + FRR) / 2 (lowest such t)."""
+        """(EER, threshold): at the operating point minimising |FAR - FRR|, EER = (FAR + FRR) / 2 (the lowest
+        such point); the threshold is the middle of the gap below it."""
         i = int(np.argmin(np.abs(self.far - self.frr)))
-        return float((self.far[i] + self.frr[i]) / 2), float(self.thresholds[i])
+        return float((self.far[i] + self.frr[i]) / 2), self.threshold_at(i)
 
     def min_hter(self) -> tuple[float, float]:
-        """(lowest HTER, its threshold); the lowest threshold wins a tie."""
+        """(lowest HTER, its threshold, in the middle of its gap); the lowest operating point wins a tie."""
         h = self.hter
         i = int(np.argmin(h))
-        return float(h[i]), float(self.thresholds[i])
+        return float(h[i]), self.threshold_at(i)
 
     def f1_optimal(self) -> tuple[float, float]:
-        """(best F1 of the positive class, its threshold); F1 = 2TP / (TP + FP + P)."""
+        """(best F1 of the positive class, its threshold, in the middle of its gap); F1 = 2TP / (TP + FP + P)."""
         f1 = 2 * self.tp / (self.tp + self.fp + self.n_pos)
         i = int(np.argmax(f1))
-        return float(f1[i]), float(self.thresholds[i])
+        return float(f1[i]), self.threshold_at(i)
 
     def frr_at_far(self, target: float) -> tuple[float, float]:
         """Lowest FRR with FAR <= target, and its threshold (reject-all always qualifies)."""
         ok = np.flatnonzero(self.far <= target + 1e-12)
         i = int(ok[0])  # FRR is non-decreasing in t, so the lowest qualifying threshold is best
-        return float(self.frr[i]), float(self.thresholds[i])
+        return float(self.frr[i]), self.threshold_at(i)
 
     def far_at_frr(self, target: float) -> tuple[float, float]:
         """Lowest FAR with FRR <= target, and its threshold (accept-all always qualifies)."""
         ok = np.flatnonzero(self.frr <= target + 1e-12)
         i = int(ok[-1])  # FAR is non-increasing in t, so the highest qualifying threshold is best
-        return float(self.far[i]), float(self.thresholds[i])
+        return float(self.far[i]), self.threshold_at(i)
 
 
 def sweep(y_pos: np.ndarray, scores: np.ndarray) -> Sweep:

@@ -54,6 +54,22 @@ def cumulative_counts(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np
     return s_sorted[last], tp, (last + 1) - tp
 
 
+def gap_midpoint(ascending: np.ndarray, i: int) -> float:
+    """THE threshold of an operating point: the middle of the gap below the i-th of the distinct `ascending`
+    thresholds of a sweep (bob.measure's placement).
+
+    Accepting `score >= ascending[i]` gives the same counts as any threshold in (ascending[i - 1],
+    ascending[i]], so a tuned threshold is put in the middle of that gap instead of on a validation score,
+    where the least change in held-out scores would flip a decision. The lowest point (accept everything)
+    keeps the lowest score, and the last point of a sweep (reject everything, just above the top score) stays
+    where it is: neither has a gap on both sides."""
+    a = np.asarray(ascending, np.float64)
+    if i <= 0:
+        return float(a[0])
+    mid = (a[i - 1] + a[i]) / 2
+    return float(mid if a[i - 1] < mid <= a[i] else a[i])  # two adjacent floats have no middle
+
+
 def decide(probs: np.ndarray, task: str, positive: int = 1, threshold: float | np.ndarray | None = None) -> np.ndarray:
     """THE decision rule: probabilities (N, C), or one item's (C,), -> decisions.
 

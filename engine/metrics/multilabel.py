@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.metrics.core import MetricsError, check_scores, cumulative_counts, decide
+from engine.metrics.core import MetricsError, check_scores, cumulative_counts, decide, gap_midpoint
 
 
 def f1_thresholds(labels: np.ndarray, probs: np.ndarray, default: float = 0.5) -> np.ndarray:
-    """Per-label F1-optimal thresholds (each from one sort); a label with no positives keeps `default`,
+    """Per-label F1-optimal thresholds (each from one sort, in the middle of the gap below the optimal
+    score: `engine.metrics.core.gap_midpoint`); a label with no positives keeps `default`,
     since every threshold gives F1 = 0 there and the highest would silently switch the label off."""
     p = check_scores(probs, "probabilities")
     y = np.asarray(labels).astype(bool)
@@ -25,8 +26,9 @@ def f1_thresholds(labels: np.ndarray, probs: np.ndarray, default: float = 0.5) -
         n_pos = int(y[:, c].sum())
         if n_pos == 0:
             continue
-        thr, tp, fp = cumulative_counts(y[:, c], p[:, c])
-        out[c] = thr[int(np.argmax(2 * tp / (tp + fp + n_pos)))]
+        thr, tp, fp = cumulative_counts(y[:, c], p[:, c])  # descending: the gap below point i is thr[i + 1]
+        best = int(np.argmax(2 * tp / (tp + fp + n_pos)))
+        out[c] = gap_midpoint(thr[::-1], len(thr) - 1 - best)
     return out
 
 

@@ -72,6 +72,8 @@ def model_card(pred, fmt: str, ref: str) -> dict:
     from engine.runs.folder import Run, now_iso
 
     rm = pred.rm
+    activation = "sigmoid" if rm.task == "multilabel" else "softmax"
+    probabilities = f"{activation}(logits / {pred.temperature:g})" if pred.temperature else f"{activation}(logits)"
     header, summary = {}, {}
     if not ref.startswith("builtin:"):
         run = Run(ref)
@@ -91,17 +93,46 @@ def model_card(pred, fmt: str, ref: str) -> dict:
         },
         "output": {
             "name": "logits",
-            "activation": "sigmoid" if rm.task == "multilabel" else "softmax",
-            "note": "probabilities = activation(logits / temperature) when a temperature is given",
+            "activation": activation,
+            "note": f"probabilities = {probabilities}; the thresholds below apply to these probabilities",
         },
         "classes": list(rm.classes),
         "image_size": rm.image_size,
         "channels": rm.channels,
         "task": rm.task,
         "positive_class": rm.positive if rm.task == "binary" else None,
-        "thresholds": pred.thresholds,
+        "decision": decision_recipe(pred, probabilities),
+        "thresholds": card_thresholds(pred),
         "temperature": pred.temperature,
         "metrics": summary.get("final") or {},
         "dataset_fingerprint": header.get("dataset_fingerprint"),
         "model": (header.get("config") or {}).get("model"),
     }
+
+
+def card_thresholds(pred) -> dict:
+    """The saved thresholds on the scale the card tells people to compute (activation(logits / temperature)):
+    `pred.decision_threshold()`, the same mapping `predict` uses, so following the card literally gives
+    `predict`'s decisions. The thresholds as tuned (on probabilities without the temperature) stay beside
+    them as `raw`, for whoever skips the temperature."""
+    out = {k: v for k, v in pred.thresholds.items() if k not in ("binary", "multilabel", "temperature")}
+    if pred.task in ("binary", "multilabel"):
+        out[pred.task] = pred.decision_threshold()
+        out["raw"] = pred.raw_threshold().tolist() if pred.task == "multilabel" else pred.raw_threshold()
+        out["positive_class"] = pred.positive if pred.task == "binary" else None
+        out["applies_to"] = "probabilities after the temperature" if pred.temperature else "probabilities"
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def decision_recipe(pred, probabilities: str) -> str:
+    """The decision rule in words, literally followable with the card's own numbers (`engine.metrics.core.decide`)."""
+    c = pred.classes
+    if pred.task == "binary":
+        pos = pred.positive
+        return (
+            f"p = {probabilities}; predict '{c[pos]}' (index {pos}) when p[:, {pos}] >= thresholds.binary "
+            f"({pred.decision_threshold():.6g}), else '{c[1 - pos]}' (index {1 - pos})"
+        )
+    if pred.task == "multilabel":
+        return f"p = {probabilities}; label j is present when p[:, j] >= thresholds.multilabel[j]"
+    return f"p = {probabilities}; predict the class with the highest probability (argmax)"

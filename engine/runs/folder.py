@@ -53,8 +53,10 @@ def storage_error(path: Path | str, e: OSError) -> StorageError:
     """One sentence for an OSError while writing `path` (the CLI and pages show it without a traceback)."""
     reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or type(e).__name__).lower()
     where = f"'{path}'" + (f" ('{e.filename}')" if e.filename and str(e.filename) != str(path) else "")
-    return StorageError(f"Cannot write {where}: {reason}; free disk space or point --runs-dir (LOUPE_RUNS_DIR) "
-                        "at a writable folder, then try again (a stopped or failed run can be resumed).")
+    return StorageError(
+        f"Cannot write {where}: {reason}; free disk space or point --runs-dir (LOUPE_RUNS_DIR) "
+        "at a writable folder, then try again (a stopped or failed run can be resumed)."
+    )
 
 
 _CHUNK = 1 << 20
@@ -64,7 +66,7 @@ _os_write = os.write  # module-level so tests can simulate a disk that fills up 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[_os_write(fd, view[:_CHUNK]):]
+        view = view[_os_write(fd, view[:_CHUNK]) :]
 
 
 def _remove_stale_temps(path: Path, min_age_s: float = 60.0) -> None:
@@ -278,7 +280,9 @@ def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
     for candidate in (Path(ref), runs_dir(root) / str(ref)):
         if (candidate / "config.json").exists():
             return Run(candidate)
-    raise RunError(f"No run '{ref}' found (looked for a run folder there and under '{runs_dir(root)}'); see `python -m engine runs list`.")
+    raise RunError(
+        f"No run '{ref}' found (looked for a run folder there and under '{runs_dir(root)}'); see `python -m engine runs list`."
+    )
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
@@ -300,9 +304,11 @@ def run_row(run: Run) -> dict:
         "name": cfg.get("name") or run.id,
         "dataset": cfg.get("dataset", ""),
         "model": cfg.get("model", ""),
-        "state": st["display_state"],
+        "state": st["display_state"] + (" (time budget)" if st.get("stop_reason") == "time budget" else ""),
         "epoch": st.get("epoch", 0),
         "epochs": st.get("epochs", cfg.get("epochs")),
+        "kfold": cfg.get("kfold") or 0,  # a k-fold parent counts folds (`fold`), its children count epochs
+        "fold": st.get("fold"),
         "monitor": summary.get("monitor"),
         "best": best.get((summary.get("monitor") or "").removeprefix("val_")),
         "best_epoch": summary.get("best_epoch"),

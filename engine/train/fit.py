@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from engine.config import RunConfig
+from engine.metrics.display import number
 from engine.models.classifier import apply_strategy, set_train_mode
 from engine.runs.checkpoint import load_state, load_weights, save_state, save_weights
 from engine.runs.folder import Run, now_iso
@@ -42,6 +43,10 @@ from engine.train.setup import TrainingSetup, prepared_run
 from engine.train.timing import Throughput, device_label, remember_throughput
 
 HEARTBEAT_S = 1.0  # at most one status.json heartbeat (and one throttled train record) per second
+
+
+#: status.json's `stop_reason` for a completed run that ended before its last epoch (ARCHITECTURE.md, contract 2)
+STOP_REASONS = {"time": "time budget", "patience": "early stopping"}
 
 
 @dataclass
@@ -355,8 +360,9 @@ class Trainer:
         )
         self.run.append_metrics(record)
         self.log(
-            f"epoch {epoch + 1}: train loss {train_loss:.4f}  val loss {record['loss']:.4f}  "
-            f"val acc {record['accuracy']:.4f}  bal acc {record['balanced_accuracy']:.4f}  {res.img_per_s:.0f} img/s"
+            f"epoch {epoch + 1}: train loss {number(train_loss)}  val loss {number(record['loss'])}  "
+            f"val acc {number(record['accuracy'])}  bal acc {number(record['balanced_accuracy'])}  "
+            f"{number(res.img_per_s, 0)} img/s"
         )
         return monitored_value(record, self.monitor)
 
@@ -400,11 +406,20 @@ class Trainer:
             compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None,
         )
         self.run.write_summary(summary)
-        self.run.write_status(state="completed", epoch=st.epoch, step=st.step)
+        # a run its time budget ended is completed but says so (`stop_reason`), in every listing of it
+        self.run.write_status(
+            state="completed", epoch=st.epoch, step=st.step, stop_reason=STOP_REASONS.get(stop_reason)
+        )
         self.remember_speed()
-        shown = final.get("test", final.get("val", {}))
+        split = "test" if "test" in final else "val"
+        shown = final.get(split, {})
+        budget = (
+            f" (the time budget of {self.cfg.time_budget_s:g} s ended it after {st.epoch} of {self.cfg.epochs} epochs)"
+            if stop_reason == "time"
+            else ""
+        )
         self.log(
-            f"done: best epoch {st.best_epoch}, "
+            f"done: best epoch {st.best_epoch}{budget}; {split} figures of the best model: "
             + ", ".join(f"{k} {v:.4f}" for k, v in shown.items() if isinstance(v, float))
         )
         return summary

@@ -93,52 +93,74 @@ def apply_preset(name: str, stats: dict | None = None, gpu: bool = False) -> dic
     return dict(PRESETS[name])
 
 
-def suggest(stats: dict, given: set[str], gpu: bool) -> tuple[dict[str, Any], list[str]]:
-    """Fields that suit the dataset described by `stats` (from `quick_stats`), except those in `given`."""
+def suggest(
+    stats: dict, given: set[str], gpu: bool, values: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], list[str]]:
+    """Fields that suit the dataset described by `stats` (from `quick_stats`), except those in `given`.
+
+    What the user gave always wins, and the other choices follow it: `values` holds the given fields' values
+    (the model and whether it is pretrained decide the image size, strategy and learning rate suggested
+    around them), and every reason names the model actually used, so `--model resnet18 --pretrained` on small
+    images never reads "small_cnn has no pretrained weights"."""
+    from engine.models.factory import BUILTIN_MODELS
     from engine.train.imbalance import recommend
 
+    values = {k: v for k, v in (values or {}).items() if k in given}
     out: dict[str, Any] = {}
     why: list[str] = []
     widths = stats.get("images", {}).get("width", {})
     heights = stats.get("images", {}).get("height", {})
     short = min(widths.get("mean") or 0, heights.get("mean") or 0)
     n = stats.get("num_images", 0)
+    small = bool(short and short <= 72)
 
     def put(field: str, value: Any, reason: str) -> None:
         if field not in given:
             out[field] = value
             why.append(reason)
 
-    if short and short <= 72:
-        size = max(8, int(round(short)))
+    if small:
         put(
             "model",
             "small_cnn",
-            f"model small_cnn: images are small (~{size}px), where a compact CNN trained from scratch beats resized ImageNet models",
+            f"model small_cnn: images are small (~{max(8, int(round(short)))}px), where a compact CNN trained from "
+            "scratch beats resized ImageNet models",
         )
-        put("image_size", size, f"image_size {size}: the images' own resolution, no upscaling")
-        put("strategy", "scratch", "strategy scratch: small_cnn has no pretrained weights")
     else:
-        size = 224 if gpu else 128
         put(
             "model",
             "tf_efficientnet_lite0",
             "model tf_efficientnet_lite0: larger photos profit from ImageNet features, and its weights ship offline",
         )
-        put("pretrained", True, "pretrained: start from ImageNet weights")
+    model = values.get("model", out.get("model"))
+    if model in BUILTIN_MODELS:  # a built-in network: trained from scratch at the images' own size
+        if small:
+            size = max(8, int(round(short)))
+            put("image_size", size, f"image_size {size}: the images' own resolution, no upscaling")
+        if not values.get("pretrained") and not values.get("weights_file"):
+            put("strategy", "scratch", f"strategy scratch: {model} has no pretrained weights")
+    else:
+        put("pretrained", True, f"pretrained: start {model} from ImageNet weights")
+        pretrained = values.get("pretrained", out.get("pretrained")) or bool(values.get("weights_file"))
+        size = 224 if gpu else 128
         put(
             "image_size",
             size,
-            f"image_size {size}: {'the pretrained resolution' if gpu else 'a CPU-friendly resolution close to pretraining'}",
+            f"image_size {size}: {'the pretrained resolution' if gpu else 'a CPU-friendly resolution close to pretraining'}"
+            + (f" ({model} needs more than the images' ~{int(round(short))}px)" if small else ""),
         )
-        put(
-            "strategy",
-            "finetune_all" if gpu or n < 5000 else "finetune_last",
-            "strategy finetune_all"
-            if gpu or n < 5000
-            else "strategy finetune_last: only the last stage and head train, which keeps CPU epochs short",
-        )
-        put("lr", 1e-3, "lr 0.001: gentle enough not to wreck pretrained features")
+        if pretrained:
+            put(
+                "strategy",
+                "finetune_all" if gpu or n < 5000 else "finetune_last",
+                f"strategy finetune_all: all of pretrained {model} trains"
+                if gpu or n < 5000
+                else f"strategy finetune_last: only the last stage and head of {model} train, which keeps CPU epochs "
+                "short",
+            )
+            put("lr", 1e-3, f"lr 0.001: gentle enough not to wreck {model}'s pretrained features")
+        else:
+            put("strategy", "scratch", f"strategy scratch: {model} starts from random weights (not pretrained)")
     epochs = 30 if n < 5000 else 15 if n < 50000 else 8
     put("epochs", epochs, f"epochs {epochs} for {n:,} images")
     put("patience", 5, "patience 5: stop when val stops improving for 5 epochs")

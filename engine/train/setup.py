@@ -71,8 +71,10 @@ class TrainingSetup:
     def describe(self, cfg: RunConfig) -> str:
         """One log line: the data, its splits and size, and the model on its device."""
         ds = self.ds
+        usable = sum(len(idx) for idx in ds.splits.values())
+        left_out = f" ({len(ds) - usable} unusable left out)" if len(ds) > usable else ""
         return (
-            f"{cfg.dataset}: {len(ds)} images, {len(ds.classes)} classes, task {ds.task}, "
+            f"{cfg.dataset}: {usable} usable images{left_out}, {len(ds.classes)} classes, task {ds.task}, "
             f"{ds.image_size}px x{ds.channels}; train {len(self.train_idx)}, val {len(ds.splits['val'])}, "
             f"test {len(ds.splits.get('test', []))}; model {cfg.model} ({self.info.weights_source}) on {self.compute.name}"
         )
