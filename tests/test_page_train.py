@@ -185,6 +185,24 @@ def test_edits_survive_a_page_switch_and_a_dataset_change(tmp_path: Path):
     assert any("Suggested: **oversample**" in i.value and "'dog'" in i.value for i in at.info)
 
 
+def test_a_chosen_pretrained_model_steers_the_suggestions_for_a_new_dataset(tmp_path: Path):
+    """Issue 14, item 9 on the page: the user's model and pretrained choice win over the small-image defaults,
+    and the reasons name the model used (as `train --model tf_efficientnet_lite0 --pretrained` does)."""
+    pets = make_class_folders(tmp_path / "pets", {"cat": 30, "dog": 6})  # 16x12 images: small_cnn territory
+    at = open_train("builtin:digits")
+    at.selectbox(key="train.model_pick").set_value("tf_efficientnet_lite0").run()
+    at.checkbox(key="train.f.pretrained").check().run()
+    at.query_params["dataset"] = str(pets)
+    at.run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="train.model_pick").value == "tf_efficientnet_lite0"
+    assert at.checkbox(key="train.f.pretrained").value is True
+    assert at.selectbox(key="train.f.strategy").value != "scratch"  # pretrained weights are used, not thrown away
+    assert number(at, "image_size").value >= 64  # a size the pretrained model was made for, not the images' 12 px
+    reasons = " ".join(m.value for m in at.markdown)
+    assert "small_cnn" not in reasons and "tf_efficientnet_lite0" in reasons
+
+
 @needs_fashion
 def test_demo_preset_fills_the_form_and_switches_to_fashion_mnist():
     at = open_train("builtin:digits")

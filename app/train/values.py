@@ -192,9 +192,12 @@ def sync(spec: str, stats: dict | None) -> None:
 
 
 def suggest_for(stats: dict, given: set[str]) -> tuple[dict, list[str]]:
+    """Suggestions for the fields the user has not set; the ones they set (their values) steer the rest, as
+    in the CLI: a chosen pretrained model keeps its weights and gets a size and strategy that suit it."""
     from engine.train.recipes import suggest
 
-    return suggest(stats, given=set(given), gpu=gpu_count() > 0)
+    values = read_values()
+    return suggest(stats, given=set(given), gpu=gpu_count() > 0, values={k: values[k] for k in given if k in values})
 
 
 def use_quick(stats: dict | None) -> None:
