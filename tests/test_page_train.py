@@ -439,6 +439,17 @@ def test_choosing_a_run_makes_it_active_and_shows_it_live():
     assert any(m.label == "Best bal. acc." and m.value == "80.00%" for m in at.metric)
 
 
+def test_a_run_its_time_budget_ended_says_so_on_its_badge_and_in_the_table():
+    """Issue 14, item 10 on the page: the live panel's badge and the runs table say `completed (time budget)`."""
+    run = fake_run("budgeted", scores=(0.5,), epochs=3)
+    run.write_status(stop_reason="time budget")
+    at = open_train("builtin:digits", run=run.id)
+    assert not at.exception
+    badges = [m.value for m in at.markdown if "-badge[" in m.value]  # st.badge is markdown's :color-badge[...]
+    assert any("-badge[completed (time budget)]" in b for b in badges), badges
+    assert runs_frame(at).set_index("Run").loc["budgeted", "State"] == "completed (time budget)"
+
+
 def test_delete_asks_for_confirmation_then_removes_the_folder():
     run = fake_run("to-delete")
     keep = fake_run("to-keep")

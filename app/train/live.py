@@ -16,7 +16,7 @@ import streamlit as st
 from app.train import charts
 from engine.errors import LoupeError
 from engine.metrics.display import MISSING, finite, format_metric
-from engine.runs.folder import Run, runs_dir
+from engine.runs.folder import Run, runs_dir, state_label
 from engine.train import jobs
 
 POLL_S = 1.5
@@ -210,7 +210,7 @@ def _live(run_id: str) -> None:
     with st.container(border=True):
         with st.container(horizontal=True, vertical_alignment="center"):
             st.markdown(f"**{cfg.get('name') or run.id}**")
-            st.badge(shown, color=BADGE.get(shown, "gray"))
+            st.badge(state_label(status), color=BADGE.get(shown, "gray"))
         started = parse_time(status.get("started_at"))
         st.caption(
             " · ".join(

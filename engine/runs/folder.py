@@ -294,6 +294,12 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
     return sorted(runs, key=lambda r: (r.path / "config.json").stat().st_mtime, reverse=True)
 
 
+def state_label(status: dict) -> str:
+    """A run's state as people read it: `completed (time budget)` when its time budget ended it early (a budget
+    cut is worth saying wherever the state is shown; early stopping on patience is the plan working)."""
+    return status["display_state"] + (" (time budget)" if status.get("stop_reason") == "time budget" else "")
+
+
 def run_row(run: Run) -> dict:
     """One line of the runs table (UI and `runs list`)."""
     cfg = run.config().get("config", {})
@@ -304,7 +310,7 @@ def run_row(run: Run) -> dict:
         "name": cfg.get("name") or run.id,
         "dataset": cfg.get("dataset", ""),
         "model": cfg.get("model", ""),
-        "state": st["display_state"] + (" (time budget)" if st.get("stop_reason") == "time budget" else ""),
+        "state": state_label(st),
         "epoch": st.get("epoch", 0),
         "epochs": st.get("epochs", cfg.get("epochs")),
         "kfold": cfg.get("kfold") or 0,  # a k-fold parent counts folds (`fold`), its children count epochs
