@@ -246,7 +246,8 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
 def labels_section(res: dict) -> None:
     """Multi-label: per-label precision/recall/F1 bars (no single confusion matrix), at the thresholds in force."""
     st.plotly_chart(
-        charts.per_class_bars(res.get("per_label") or res.get("per_class") or []), key="eval.chart.per_label"
+        charts.per_class_bars(res.get("per_label") or res.get("per_class") or [], what="label"),
+        key="eval.chart.per_label",
     )
     st.caption("Each label is its own yes/no decision; thresholds and their effect are on the Thresholds tab.")
 
