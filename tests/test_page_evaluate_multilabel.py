@@ -117,3 +117,115 @@ def test_saving_the_tuned_thresholds_records_where_they_were_tuned(run: Run):
     expected = ev.tune_thresholds(run, "f1", "val")["multilabel"]
     assert summary["thresholds"]["tuned_on"] == "val" and summary["thresholds"]["rule"] == "f1"
     assert summary["thresholds"]["multilabel"] == pytest.approx(expected, abs=1e-12)
+
+
+# --- item 7: top losses, calibration --------------------------------------------------------------------
+
+
+def test_top_losses_list_only_wrong_decisions_for_every_task(tmp_path: Path):
+    from tests.test_evaluate import binary_split, multiclass_split
+
+    runs = {
+        "binary": make_run(tmp_path / "b", "binary", ["no", "yes"], {"val": binary_split(3)}),
+        "multiclass": make_run(tmp_path / "m", "multiclass", list("abcdef"), {"val": multiclass_split(3)}),
+        "multilabel": make_run(tmp_path / "l", "multilabel", LABELS, {"val": multilabel_split(3)}),
+    }
+    for task, run in runs.items():
+        pred = ev.load_predictions(run, "val")
+        t = 0.3 if task == "binary" else [0.4, 0.5, 0.6] if task == "multilabel" else None
+        top = ev.top_losses(pred, n=len(pred.labels), threshold=t)
+        assert top, task
+        for item in top:
+            assert item["true"] != item["predicted"], (task, item)  # never a correct decision
+        if task == "binary":
+            wrong = int(((pred.probs[:, 1] >= 0.3).astype(int) != pred.labels).sum())
+            assert len(top) == wrong
+
+
+def test_multilabel_top_losses_name_missed_and_extra_labels_with_their_probabilities(tmp_path: Path):
+    y = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0]])
+    p = np.array([[0.2, 0.9, 0.1], [0.1, 0.8, 0.05], [0.9, 0.8, 0.1]])  # the third is right at 0.5
+    run = make_run(tmp_path, "multilabel", LABELS, {"val": (y, p)})
+    top = ev.top_losses(ev.load_predictions(run, "val"), n=5, threshold=[0.5, 0.5, 0.5])
+    assert [t["id"] for t in top] == ["val/0.png", "val/1.png"]
+    first, second = top
+    assert first["missed"] == [{"label": "cat", "prob": pytest.approx(0.2)}]
+    assert first["extra"] == [{"label": "dog", "prob": pytest.approx(0.9)}]
+    assert second["true"] == [] and second["missed"] == []
+    from app.evaluate.gallery import caption
+
+    text = caption(second, LABELS).replace("\u200b", "")
+    assert text.startswith("(none) → dog")
+    assert "missed: (none)" in text and "extra: dog 80.00%" in text
+    assert "%)" not in text  # no single "p%" for a whole label set
+    text = caption(first, LABELS).replace("\u200b", "")
+    assert "missed: cat 20.00%" in text and "extra: dog 90.00%" in text
+
+
+def test_calibration_text_does_not_claim_scaling_never_changes_a_thresholded_decision(run: Run):
+    at = open_page("pages/evaluation.py", "Evaluate", run)
+    text = " ".join(c.value for c in at.caption)
+    assert "never the predicted class" not in text
+    assert "can change the decision" in text
+
+
+def test_compare_tab_leaves_out_runs_of_another_task_with_a_warning(run: Run):
+    from tests.test_evaluate import multiclass_split
+
+    other = make_run(
+        run.path.parent, "multiclass", list("abc"), {"val": multiclass_split(1, c=3), "test": multiclass_split(2, c=3)}
+    )
+    atomic_write_json(other.path / "config.json", {**other.config(), "task": "multiclass"})
+    atomic_write_json(run.path / "config.json", {**run.config(), "task": "multilabel"})
+    at = open_page("pages/evaluation.py", "Evaluate", run)
+    assert any("Left out 1 run" in w.value and "multiclass" in w.value for w in at.warning)
+
+
+# --- item 3: confusion per label, the per-class table ---------------------------------------------------------
+
+
+def test_labels_tab_counts_each_labels_confusion_and_shows_the_images_of_a_cell(run: Run):
+    at = open_page("pages/evaluation.py", "Evaluate", run)
+    ts = [0.61234, 0.2, 0.87]
+    edit(at, run, ts)
+    pred = ev.load_predictions(run, "test")
+    y, d = pred.labels.astype(bool), pred.probs >= np.asarray(ts)
+    table = next(t for t in at.table if "FN (missed)" in str(t.value.columns.tolist()))
+    df = table.value
+    for i in range(3):
+        row = df.iloc[i]
+        assert row["TP"] == f"{int((y[:, i] & d[:, i]).sum()):,}"
+        assert row["FP (extra)"] == f"{int((~y[:, i] & d[:, i]).sum()):,}"
+        assert row["FN (missed)"] == f"{int((y[:, i] & ~d[:, i]).sum()):,}"
+        assert row["TN"] == f"{int((~y[:, i] & ~d[:, i]).sum()):,}"
+        assert row["threshold"] == display.threshold(ts[i])
+    at.selectbox(key=f"eval.ml_cell_label.{run.id}").set_value(0).run()
+    at.radio(key=f"eval.ml_cell.{run.id}").set_value("FN").run()
+    rows = np.flatnonzero(y[:, 0] & ~d[:, 0])
+    assert len(rows) > 0
+    assert any(f"**cat**, FN: {len(rows):,} image" in m.value for m in at.markdown)
+    # the images behind the cell (no dataset here: their table, one row per image shown), most sure first
+    want = [f"{i}.png" for i in rows[np.argsort(pred.probs[rows, 0], kind="mergesort")][:24]]
+    assert any(df.value["image"].tolist() == want for df in at.dataframe if "image" in df.value.columns)
+
+
+def test_multiclass_classes_tab_has_a_numeric_per_class_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from tests.test_evaluate import multiclass_split
+
+    run = make_run(
+        tmp_path / "runs",
+        "multiclass",
+        list("abc"),
+        {"val": multiclass_split(1, c=3), "test": multiclass_split(2, c=3)},
+    )
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
+    at = open_page("pages/evaluation.py", "Evaluate", run)
+    res = ev.evaluate_run(run, bootstrap=0)
+    table = next(t for t in at.table if "support" in t.value.columns)
+    rows = table.value.to_dict("records")
+    assert [r["class"] for r in rows] == ["a", "b", "c"]
+    for r, want in zip(rows, res["per_class"]):
+        assert r["precision"] == display.format_metric("precision", want["precision"])
+        assert r["recall"] == display.format_metric("recall", want["recall"])
+        assert r["F1"] == display.format_metric("f1", want["f1"])
+        assert r["support"] == f"{want['support']:,}"
