@@ -62,7 +62,7 @@ def in_force(run: Run, res: dict, n: int, tune_split: str | None) -> tuple[list[
     ts = [float(v) for v in st.session_state[key]]
     where = words.get(source, words["hand"])
     if unsaved(run, ts):
-        where += " (**edited, not saved**)"
+        where += " (**edited, not saved**)" if source == "hand" else " (**not saved**)"
     return ts, where
 
 
@@ -182,7 +182,7 @@ def state_line(run: Run, ts: list[float]) -> None:
         kept = saved(run)
         what = "the saved thresholds" if kept is not None else "0.5 for every label (nothing is saved yet)"
         st.warning(
-            f"**Edited, not saved.** Every figure on this page is counted at the thresholds above; Predict, export "
+            f"**{'Edited, not saved' if st.session_state.get(k_source(run)) == 'hand' else 'Not saved'}.** Every figure on this page is counted at the thresholds above; Predict, export "
             f"and the CLI still decide with {what} until you save.",
             icon=":material/edit_note:",
         )
