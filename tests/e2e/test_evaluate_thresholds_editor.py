@@ -31,10 +31,13 @@ def page(browser):
     p.context.close()
 
 
-def type_threshold(page, grid_box: dict, row: int, value: str) -> None:
+def type_threshold(page, grid, row: int, value: str) -> None:
     """Open the threshold cell of `row` (its label cell, one to the right, Enter), select all its text and type
     `value`, then Enter: what a user does with the keyboard."""
     header, height = 36, 35
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    grid_box = grid.bounding_box()  # where it is now: the lines above it change with the edits
     page.mouse.click(grid_box["x"] + 20, grid_box["y"] + header + row * height + height / 2)
     page.wait_for_timeout(300)  # the grid takes the focus
     page.keyboard.press("ArrowRight")
@@ -54,12 +57,9 @@ def test_typed_thresholds_keep_their_decimals_and_every_view_follows(ml_server, 
     goto(page, ml_server.url, f"evaluation?run={run.id}")
     page.get_by_role("tab", name="Thresholds", exact=True).click()
     grid = page.locator('[data-testid="stDataFrame"]:visible').first
-    grid.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    box = grid.bounding_box()
-    type_threshold(page, box, 1, "0.8765")
+    type_threshold(page, grid, 1, "0.8765")
     page.get_by_text(re.compile("edited by hand")).first.wait_for()
-    type_threshold(page, box, 0, "0.1234")  # a second edit must not lose the first
+    type_threshold(page, grid, 0, "0.1234")  # a second edit must not lose the first
     settle(page)
     check_page(page)
     shot(page, artifacts, "ml-thresholds-edited")
