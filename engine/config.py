@@ -32,6 +32,30 @@ SCHEDULERS = ("none", "cosine", "onecycle", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+# What `monitor` can pick per task: the validation record of each task carries these (binary: AUC and HTER;
+# multi-label: micro F1 and mAP, and "accuracy" is subset accuracy). 'auto': macro F1 for multi-label, else
+# balanced accuracy (`engine.train.records.monitor_name`).
+MONITORS = {
+    "binary": ("auto", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_auc", "val_hter"),
+    "multiclass": ("auto", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1"),
+    "multilabel": (
+        "auto",
+        "val_loss",
+        "val_macro_f1",
+        "val_micro_f1",
+        "val_map",
+        "val_accuracy",
+        "val_balanced_accuracy",
+    ),
+}
+MONITOR_CHOICES = tuple(dict.fromkeys(m for ms in MONITORS.values() for m in ms))
+
+
+def monitors_for(task: str | None) -> tuple[str, ...]:
+    """The monitor choices that mean something for `task` (every choice when the task is not known yet)."""
+    return MONITORS.get(task or "", MONITOR_CHOICES)
+
+
 class ConfigError(LoupeError):
     """A configuration value out of range or of the wrong kind; names the field."""
 
@@ -73,7 +97,12 @@ class RunConfig:
     # imbalance
     imbalance: str = _f("none", "imbalance", "imbalance handling", choices=IMBALANCE)
     class_weights: list = _f([], "imbalance", "user class weights for weighted_loss (empty: inverse frequency)")
-    loss: str = _f("ce", "imbalance", "loss: cross-entropy/BCE, or focal", choices=("ce", "focal"))
+    loss: str = _f(
+        "ce",
+        "imbalance",
+        "ce: cross-entropy (single-label) or binary cross-entropy per label (multi-label); focal: focal loss",
+        choices=("ce", "focal"),
+    )
     focal_gamma: float = _f(2.0, "imbalance", "focal loss focusing parameter", lo=0.0, hi=10.0)
     label_smoothing: float = _f(0.0, "imbalance", "label smoothing for single-label tasks", lo=0.0, hi=0.5)
     # augment
@@ -101,7 +130,7 @@ class RunConfig:
         "auto",
         "stopping",
         "metric that picks the best epoch",
-        choices=("auto", "val_loss", "val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_auc", "val_hter"),
+        choices=MONITOR_CHOICES,
     )
     time_budget_s: float = _f(0.0, "stopping", "stop after this many seconds of training (0: no limit)", lo=0.0)
     kfold: int = _f(0, "stopping", "k-fold cross-validation: number of folds (0: off)", lo=0, hi=20)

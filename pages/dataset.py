@@ -389,6 +389,25 @@ def show_samples(ds: Dataset) -> None:
             continue
         captions = [", ".join(ds.label_names(int(i))) for i in idx] if multilabel else None
         images.image([for_display(ds.thumbnail(int(i))) for i in idx], caption=captions, width=THUMB_PX)
+    if multilabel:
+        unlabelled_row(ds)
+
+
+NO_LABELS = "(no labels)"
+
+
+def unlabelled_row(ds: Dataset) -> None:
+    """The images without any label, in a sample row of their own (the "Images without labels" card counts them)."""
+    idx = ds.sample_unlabelled(PER_CLASS, seed=st.session_state.get(K_SEED, 0))
+    if len(idx) == 0:
+        return
+    label, images = st.columns([1, 7])
+    label.markdown(f"**{NO_LABELS}**")
+    images.image(
+        [for_display(ds.thumbnail(int(i))) for i in idx],
+        caption=[f"{NO_LABELS} · {ds.source.item_id(int(i))}" for i in idx],
+        width=THUMB_PX,
+    )
 
 
 def main() -> None:

@@ -240,15 +240,76 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
             + (f" (the {len(items)} most confident shown)" if total > len(items) else "")
         )
         gallery.show(gallery.dataset_of(run), items, classes, key="eval.cell_gallery", run_id=run.id)
-    st.plotly_chart(charts.per_class_bars(rows), key="eval.chart.per_class")
+    bars, numbers = st.columns([3, 2], gap="large")
+    bars.plotly_chart(charts.per_class_bars(rows), key="eval.chart.per_class")
+    with numbers:
+        st.markdown("##### Per class")
+        st.table(per_class_table(rows), hide_index=True)
+        st.caption("Support: the images of each class on this split. Balanced accuracy is the mean of the recalls.")
 
 
-def labels_section(res: dict) -> None:
-    """Multi-label: per-label precision/recall/F1 bars (no single confusion matrix), at the thresholds in force."""
+def per_class_table(rows: list[dict]) -> pd.DataFrame:
+    """The bars' numbers, written as every rate on the page is (percentages with 2 decimals; long names wrap)."""
+    return pd.DataFrame(
+        [
+            {
+                "class": gallery.breakable(r["class"]),
+                "precision": display.format_metric("precision", r.get("precision")),
+                "recall": display.format_metric("recall", r.get("recall")),
+                "F1": display.format_metric("f1", r.get("f1")),
+                "support": f"{int(r.get('support') or 0):,}",
+            }
+            for r in rows
+        ]
+    )
+
+
+def labels_section(run: Run, pred, res: dict, split: str, thresholds: list[float]) -> None:
+    """Multi-label: per-label precision/recall/F1 bars, and each label's own confusion (TP/FP/FN/TN) with the
+    images behind each cell, all at the thresholds in force."""
     st.plotly_chart(
-        charts.per_class_bars(res.get("per_label") or res.get("per_class") or []), key="eval.chart.per_label"
+        charts.per_class_bars(res.get("per_label") or res.get("per_class") or [], what="label"),
+        key="eval.chart.per_label",
     )
     st.caption("Each label is its own yes/no decision; thresholds and their effect are on the Thresholds tab.")
+    st.markdown("##### Confusion per label")
+    classes = list(pred.classes)
+    cm = np.asarray(res.get("confusion_matrix") or [])  # (labels, 2, 2): [[TN, FP], [FN, TP]] per label
+    rows = [
+        {
+            "label": gallery.breakable(c),
+            "threshold": display.threshold(thresholds[i]),
+            "TP": f"{int(cm[i, 1, 1]):,}",
+            "FP (extra)": f"{int(cm[i, 0, 1]):,}",
+            "FN (missed)": f"{int(cm[i, 1, 0]):,}",
+            "TN": f"{int(cm[i, 0, 0]):,}",
+        }
+        for i, c in enumerate(classes)
+        if cm.ndim == 3
+    ]
+    left, right = st.columns([3, 2], gap="large")
+    left.table(pd.DataFrame(rows), hide_index=True)
+    with right:
+        label = st.selectbox(
+            "Label", range(len(classes)), format_func=lambda i: classes[i], key=f"eval.ml_cell_label.{run.id}"
+        )
+        cell = st.radio(
+            "Cell",
+            list(gallery.LABEL_CELLS),
+            horizontal=True,
+            key=f"eval.ml_cell.{run.id}",
+            index=1,
+            help="TP: there and decided · FP: decided, not there · FN: there, not decided · TN: neither",
+        )
+        st.caption(gallery.LABEL_CELLS[cell].capitalize() + f", at threshold {display.threshold(thresholds[label])}.")
+    decided = M.decide(pred.probs, "multilabel", threshold=np.asarray(thresholds, np.float64))
+    items, total = gallery.label_cell_items(pred, decided, int(label), cell)
+    st.markdown(
+        f"##### **{classes[label]}**, {cell}: {total:,} image{'s' * (total != 1)}"
+        + (f" (the {len(items)} most confident shown)" if total > len(items) else "")
+    )
+    st.caption(f"Caption: true labels → decided labels (P({classes[label]})).")
+    gallery.show(gallery.dataset_of(run), items, classes, key="eval.ml_cell_gallery", run_id=run.id)
 
 
 # --- errors: top losses and likely mislabelled --------------------------------------------------------
@@ -261,8 +322,14 @@ def errors_section(run: Run, pred, res: dict) -> None:
     ds = gallery.dataset_of(run)
     st.markdown("##### Top losses")
     st.caption(
-        "The images the model is most confidently wrong about (highest loss first): label noise, ambiguous "
-        "images, or a real blind spot."
+        "The images the model is most confidently wrong about (highest loss first; correct decisions are never "
+        "listed): label noise, ambiguous images, or a real blind spot."
+        + (
+            " Caption: true labels → decided labels · the missed labels and the extra ones, each with its "
+            "probability; (none) is an empty set."
+            if pred.task == "multilabel"
+            else ""
+        )
     )
     t = eval_binary.current_threshold(run, res) if pred.task == "binary" else None
     if pred.task == "multilabel":
@@ -355,7 +422,19 @@ def calibration_section(pred, res: dict) -> None:
         )
     st.caption(
         "Bars: accuracy of the images in each confidence bin; the dotted diagonal is perfect calibration. "
-        "ECE = the images-weighted mean gap. Temperature scaling changes confidence, never the predicted class."
+        "ECE = the images-weighted mean gap. " + scaling_note(pred.task)
+    )
+
+
+def scaling_note(task: str) -> str:
+    """What temperature scaling does to the decisions: nothing for multi-class (the most probable class stays the
+    most probable), but with thresholds it moves scores across them unless the thresholds move too."""
+    if task == "multiclass":
+        return "Temperature scaling changes confidence, never the predicted class (the most probable stays so)."
+    what = "the threshold" if task == "binary" else "a label's threshold"
+    return (
+        f"Temperature scaling moves every score, so a score can cross {what}: at an unchanged threshold it can "
+        "change the decision. The thresholds on this page apply to the scores as trained."
     )
 
 
@@ -406,7 +485,9 @@ def main() -> None:
             eval_multilabel.panel(run, pred, res, split, tune_split)
     with tabs[names[0]]:
         if pred.task == "multilabel":
-            labels_section(shown)
+            labels_section(
+                run, pred, shown, split, [float(v) for v in st.session_state[eval_multilabel.k_thresholds(run)]]
+            )
         else:
             classes_section(run, pred, res, split)
     with tabs["Top losses"]:

@@ -526,7 +526,7 @@ def test_progress_text_names_the_epoch_under_way():
     text = train_live.progress_text
     assert (
         text({**base, "display_state": "stopped", "epoch": 0, "step": 72}, None)
-        == "Stopped in epoch 1 of 3 · step 72 of 300"
+        == "Stopped in epoch 1 of 3 · step 72 of 100 in this epoch · 72 of 300 steps in all"
     )
     assert text({**base, "display_state": "running", "epoch": 1, "step": 150}, 30.0).startswith("Running: epoch 2 of 3")
     assert text(
@@ -627,7 +627,7 @@ def test_live_panel_after_a_resume_shows_the_true_step_speed_and_eta():
     at = open_train("builtin:digits", run=run.id)
     assert not at.exception
     text = live_progress(at)[0]
-    assert "step 43 of 100" in text
+    assert "43 of 100 steps in all" in text
     eta = text.split("ETA ")[1]
     seconds = (
         int(eta.split("m")[0]) * 60 + int(eta.split("m")[1].strip().rstrip("s")) if "m" in eta else int(eta.rstrip("s"))

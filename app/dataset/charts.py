@@ -9,6 +9,7 @@ import textwrap
 import plotly.graph_objects as go
 
 from app.common.charts import BLUE, GREEN, HEIGHT, ORANGE, RED, layout
+from engine.data.stats import share_of_images
 from engine.metrics.display import percent
 
 BASE, MINORITY = BLUE, RED
@@ -40,7 +41,7 @@ def class_distribution(stats: dict) -> go.Figure:
     """Images per class (per label for multi-label); minority class(es) in red, extremes annotated."""
     counts = stats["class_counts"]
     names, values = list(counts), list(counts.values())
-    total = stats.get("num_images") or sum(values) or 1  # shares of images: the minority share's definition
+    total = stats.get("num_images") or sum(values)  # shares of images: the minority share's one definition
     minority = set(minority_classes(stats))
     fig = go.Figure(
         go.Bar(
@@ -50,7 +51,7 @@ def class_distribution(stats: dict) -> go.Figure:
             text=[f"{v:,}" for v in values] if len(names) <= MAX_TEXT_BARS else None,
             textposition="auto",
             textangle=0,
-            customdata=[v / total for v in values],
+            customdata=[share_of_images(v, total) for v in values],
             hovertemplate="%{x}: %{y:,} images (%{customdata:.2%} of the images)<extra></extra>",
         )
     )
@@ -59,7 +60,7 @@ def class_distribution(stats: dict) -> go.Figure:
         fig.add_annotation(
             x=majority,
             y=counts[majority],
-            text=f"majority · {percent(counts[majority] / total)}",
+            text=f"majority · {percent(share_of_images(counts[majority], total))}",
             showarrow=True,
             arrowhead=2,
             ay=-30,
@@ -68,7 +69,7 @@ def class_distribution(stats: dict) -> go.Figure:
             fig.add_annotation(
                 x=name,
                 y=counts[name],
-                text=f"minority · {percent(counts[name] / total)}",
+                text=f"minority · {percent(share_of_images(counts[name], total))}",
                 showarrow=True,
                 arrowhead=2,
                 ay=-30,

@@ -83,7 +83,7 @@ def in_force(run: Run, res: dict, tune_split: str | None) -> tuple[float, str]:
         saved = load.saved_thresholds(run)
         where = saved.get("tuned_on")
         how = rule_name if rule == "manual" or where in (None, "manual") else f"{rule_name}, tuned on **{where}**"
-        return t, f"saved with the run ({how})"
+        return t, f"saved with the run ({how})" + (" (**edited, not saved**)" if unsaved(run, t) else "")
     if source == HAND:
         ref = tuned_threshold(run, "min_hter", tune_split) if tune_split else None
         tail = (
@@ -91,8 +91,15 @@ def in_force(run: Run, res: dict, tune_split: str | None) -> tuple[float, str]:
             if ref is not None
             else ""
         )
-        return t, "moved by hand on the Threshold tab" + tail
+        return t, "moved by hand on the Threshold tab" + tail + (" (**edited, not saved**)" if unsaved(run, t) else "")
     return t, "the default (no threshold could be tuned)"
+
+
+def unsaved(run: Run, t: float) -> bool:
+    """Whether the threshold in force differs from the one saved with the run (or none is saved): what the page
+    shows is then not what Predict, export and the CLI decide with."""
+    kept = load.saved_thresholds(run).get("binary")
+    return kept is None or abs(float(kept) - float(t)) > 1e-12
 
 
 def _clamp(value: float) -> float:
@@ -154,7 +161,7 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
         0.0,
         1.0,
         step=STEP,
-        format="%.3f",
+        format="%.4f",  # the precision thresholds are shown, saved and applied at (engine.metrics.display)
         key=k_threshold(run),
         on_change=_moved,
         args=(run,),
@@ -208,7 +215,12 @@ def save_row(run: Run, pred, t: float, rule: str, tune_split: str | None) -> Non
             key="eval.save_threshold",
             help="Writes thresholds.json in the run folder; predictions and the CLI use it from then on.",
         )
-        if saved.get("binary") is not None:
+        if saved.get("binary") is not None and unsaved(run, t):
+            st.caption(
+                f"**Edited, not saved**: the page counts at {display.threshold(t)}; Predict, export and the CLI "
+                f"still decide at the saved {display.threshold(saved['binary'])}."
+            )
+        elif saved.get("binary") is not None:
             rule_name = RULE_NAMES.get(saved.get("rule"), saved.get("rule") or RULE_NAMES["manual"])
             where = saved.get("tuned_on")
             st.caption(
@@ -217,7 +229,10 @@ def save_row(run: Run, pred, t: float, rule: str, tune_split: str | None) -> Non
                 + ")."
             )
         else:
-            st.caption("No threshold saved with this run yet (0.5 is used).")
+            st.caption(
+                f"**Not saved**: the page counts at {display.threshold(t)}; Predict, export and the CLI decide at "
+                "0.5 until you save."
+            )
     if clicked:
         data = {
             "binary": float(t),

@@ -131,8 +131,9 @@ def cell_of(point: dict) -> tuple[int, int] | None:
     return None
 
 
-def per_class_bars(rows: Sequence[dict]) -> go.Figure:
-    """Precision, recall and F1 per class, grouped; the class support in the axis label and hover."""
+def per_class_bars(rows: Sequence[dict], what: str = "class") -> go.Figure:
+    """Precision, recall and F1 per class (per label: `what="label"`), grouped; the support in the axis label
+    and hover."""
     names = [f"{r['class']} (n={int(r.get('support', 0)):,})" for r in rows]
     fig = go.Figure()
     for key, color in (("precision", PRECISION_C), ("recall", RECALL_C), ("f1", F1_C)):
@@ -156,7 +157,7 @@ def per_class_bars(rows: Sequence[dict]) -> go.Figure:
             for r in rows
         ],
     )
-    return layout(fig, "Per class: precision, recall, F1 (support in brackets)", barmode="group", legend=TOP_RIGHT)
+    return layout(fig, f"Per {what}: precision, recall, F1 (support in brackets)", barmode="group", legend=TOP_RIGHT)
 
 
 # --- binary ----------------------------------------------------------------------------------------

@@ -120,9 +120,25 @@ def column_config(task: str) -> dict:
     return config
 
 
+def task_of(run: Run) -> str | None:
+    """The run's task as training resolved it (config.json), None when it does not say."""
+    task = run.config().get("task")
+    return task if isinstance(task, str) else None
+
+
 def section(run: Run, runs: list[Run], split: str, task: str) -> None:
     spec = load.dataset_spec(run)
-    peers = [r for r in runs if load.dataset_spec(r) == spec and split in load.splits_of(r)]
+    same_data = [r for r in runs if load.dataset_spec(r) == spec and split in load.splits_of(r)]
+    # one task per table: a binary run's HTER beside a multi-class run's accuracy compares nothing
+    peers = [r for r in same_data if task_of(r) in (task, None)]
+    others = [r for r in same_data if r not in peers]
+    if others:
+        st.warning(
+            f"Left out {len(others):,} run{'s' * (len(others) != 1)} on the same data with another task ("
+            + ", ".join(sorted({str(task_of(r)) for r in others}))
+            + f"): their metrics are not comparable with this **{task}** run's.",
+            icon=":material/compare_arrows:",
+        )
     by_id = {r.id: r for r in peers}
     key = f"{K_COMPARE}.{spec}.{split}"
     if key not in st.session_state:

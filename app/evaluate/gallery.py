@@ -17,6 +17,7 @@ from app.common.images import THUMB_PX, for_display
 from app.common.loaders import load_dataset
 from app.evaluate import load
 from engine.errors import LoupeError
+from engine.metrics.display import percent
 from engine.runs.folder import Run
 
 MAX_IMAGES = 24
@@ -40,13 +41,14 @@ def _name(classes: Sequence[str], value) -> str:
     if isinstance(value, (list, tuple, np.ndarray)):
         arr = np.asarray(value)
         if arr.dtype.kind in "biuf" and arr.ndim == 1 and len(arr) == len(classes):
-            return ", ".join(classes[i] for i in np.flatnonzero(arr)) or "(none)"
-        return ", ".join(_name(classes, v) for v in arr)
+            return ", ".join(classes[i] for i in np.flatnonzero(arr)) or NONE
+        return ", ".join(_name(classes, v) for v in arr) or NONE
     if isinstance(value, (int, np.integer)) and 0 <= int(value) < len(classes):
         return str(classes[int(value)])
     return str(value)
 
 
+NONE = "(none)"  # an empty label set, written so (a blank reads as a missing caption)
 SOFT_BREAK = "\u200b"  # zero-width space: where a browser may break a long name that has no spaces
 
 
@@ -77,10 +79,18 @@ def file_name(item_id: object) -> str:
     return name[:HEAD_CHARS] + "…" + name[len(name) - (NAME_CHARS - HEAD_CHARS - 1) :]
 
 
+def label_probs(entries: Sequence[dict]) -> str:
+    """'dog 12.00%, cat 81.00%' for a multi-label item's missed or extra labels; "(none)" when there are none."""
+    return ", ".join(f"{breakable(e['label'])} {percent(e['prob'])}" for e in entries) or NONE
+
+
 def caption(item: dict, classes: Sequence[str], extra: str | None = None) -> str:
-    """'true → predicted (confidence)' (+ `extra`, a field of the item, e.g. its loss)."""
+    """'true → predicted (confidence)' (+ `extra`, a field of the item, e.g. its loss). A multi-label item with its
+    `missed` and `extra` labels says which labels are wrong, with their probabilities, instead of one "p%"."""
     cap = f"{breakable(_name(classes, item.get('true')))} → {breakable(_name(classes, item.get('predicted')))}"
-    if item.get("confidence") is not None:
+    if "missed" in item or "extra" in item:
+        cap += f" · missed: {label_probs(item.get('missed') or [])} · extra: {label_probs(item.get('extra') or [])}"
+    elif item.get("confidence") is not None:
         cap += f" ({float(item['confidence']):.0%})"
     if extra and item.get(extra) is not None:
         cap += f" · {extra.replace('_', ' ')} {float(item[extra]):.2f}"
@@ -140,6 +150,41 @@ def cell_items(
             "true": true_c,
             "predicted": pred_c,
             "confidence": float(pred.probs[r, pred_c]),
+        }
+        for r in order
+    ]
+    return items, len(rows)
+
+
+# the four cells of one label's confusion, with what each means for that label
+LABEL_CELLS = {
+    "TP": "true positives: the label is there and was decided",
+    "FP": "false positives: decided, but the label is not there (extra)",
+    "FN": "false negatives: the label is there but was not decided (missed)",
+    "TN": "true negatives: neither there nor decided",
+}
+
+
+def label_cell_items(
+    pred, decided: np.ndarray, label: int, cell: str, limit: int = MAX_IMAGES
+) -> tuple[list[dict], int]:
+    """Multi-label: the images in one cell (TP, FP, FN or TN) of label `label`'s confusion at the thresholds in
+    force (`decided`, the (N, C) decisions), the most confident about that label first; and how many in all."""
+    y = np.asarray(pred.labels).astype(bool)[:, label]
+    d = np.asarray(decided).astype(bool)[:, label]
+    mask = {"TP": y & d, "FP": ~y & d, "FN": y & ~d, "TN": ~y & ~d}[cell]
+    rows = np.flatnonzero(mask)
+    p = np.asarray(pred.probs)[rows, label]
+    conf = p if cell in ("TP", "FP") else 1 - p  # how sure the model was of the decision it made
+    order = rows[np.argsort(-conf, kind="mergesort")][:limit]
+    labels, decisions = np.asarray(pred.labels).astype(bool), np.asarray(decided).astype(bool)
+    items = [
+        {
+            "id": str(pred.ids[r]),
+            "index": int(pred.indices[r]),
+            "true": [pred.classes[j] for j in np.flatnonzero(labels[r])],
+            "predicted": [pred.classes[j] for j in np.flatnonzero(decisions[r])],
+            "confidence": float(pred.probs[r, label]),
         }
         for r in order
     ]

@@ -7,7 +7,6 @@ them); where they came from (tuned on val, saved with the run, edited by hand) i
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -16,6 +15,8 @@ from engine import evaluate as ev
 from engine.errors import LoupeError
 from engine.metrics import display
 from engine.runs.folder import Run
+
+STEP = 0.0001  # thresholds are typed, kept and shown to 4 decimals, as `engine.metrics.display.threshold` writes them
 
 
 def k_thresholds(run: Run) -> str:
@@ -46,7 +47,8 @@ def initial(run: Run, res: dict, n: int) -> list[float]:
 
 
 def in_force(run: Run, res: dict, n: int, tune_split: str | None) -> tuple[list[float], str]:
-    """The per-label thresholds every number on the page is counted at, and where they came from."""
+    """The per-label thresholds every number on the page is counted at, and where they came from (with
+    "edited, not saved" when they are not the ones saved with the run, which Predict and export use)."""
     key = k_thresholds(run)
     if key not in st.session_state:
         st.session_state[key] = initial(run, res, n)
@@ -57,27 +59,35 @@ def in_force(run: Run, res: dict, n: int, tune_split: str | None) -> tuple[list[
         "hand": "edited by hand on the Thresholds tab",
         "default": "the default 0.5 for every label",
     }
-    return [float(v) for v in st.session_state[key]], words.get(source, words["hand"])
+    ts = [float(v) for v in st.session_state[key]]
+    where = words.get(source, words["hand"])
+    if unsaved(run, ts):
+        where += " (**edited, not saved**)" if source == "hand" else " (**not saved**)"
+    return ts, where
 
 
-def per_label(probs: np.ndarray, labels: np.ndarray, thresholds: list[float]) -> dict[str, np.ndarray]:
-    y = np.asarray(labels).astype(bool)
-    p = np.asarray(probs) >= np.asarray(thresholds)[None, :]
-    tp = (p & y).sum(0).astype(float)
-    fp = (p & ~y).sum(0).astype(float)
-    fn = (~p & y).sum(0).astype(float)
-    precision = np.divide(tp, tp + fp, out=np.zeros_like(tp), where=(tp + fp) > 0)
-    recall = np.divide(tp, tp + fn, out=np.zeros_like(tp), where=(tp + fn) > 0)
-    f1 = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros_like(tp), where=(2 * tp + fp + fn) > 0)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": y.sum(0)}
+def saved(run: Run) -> list[float] | None:
+    """The per-label thresholds saved with the run (thresholds.json), or None."""
+    values = load.saved_thresholds(run).get("multilabel")
+    return [float(v) for v in values] if isinstance(values, (list, tuple)) else None
+
+
+def unsaved(run: Run, ts: list[float]) -> bool:
+    """Whether the thresholds in force differ from the saved ones (or none are saved): what the page shows
+    is then not what Predict, export and the CLI decide with."""
+    kept = saved(run)
+    return kept is None or len(kept) != len(ts) or any(abs(a - b) > 1e-12 for a, b in zip(kept, ts))
 
 
 def _apply_edits(run: Run, editor_key: str) -> None:
+    """The table's edits into the thresholds in force, as typed: the cell keeps 4 decimals (`STEP`; at 0.01 the
+    browser's number editor rounded a typed 0.5894 to 0.59, and showed every threshold rounded so)."""
     edits = (st.session_state.get(editor_key) or {}).get("edited_rows", {})
     ts = list(st.session_state[k_thresholds(run)])
     for row, change in edits.items():
-        if "threshold" in change and change["threshold"] is not None:
-            ts[int(row)] = float(min(1.0, max(0.0, change["threshold"])))
+        value = change.get("threshold")
+        if isinstance(value, (int, float)) and 0.0 <= value <= 1.0:  # the column's bounds; NaN fails them too
+            ts[int(row)] = float(value)
     st.session_state[k_thresholds(run)] = ts
     st.session_state[k_source(run)] = "hand"
     st.session_state[k_version(run)] = st.session_state.get(k_version(run), 0) + 1
@@ -93,17 +103,19 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
     key = k_thresholds(run)
     if key not in st.session_state:
         st.session_state[key] = initial(run, res, len(classes))
-    ts = st.session_state[key]
-    stats = per_label(pred.probs, pred.labels, ts)
+    ts = [float(v) for v in st.session_state[key]]
+    # the report the cards and the Labels chart read (one count of the decisions at these thresholds)
+    rep = load.report_at(run, split, {"multilabel": ts})
+    rows = rep["per_label"]
     # rates in percent, written with two decimals like every rate on the page (engine.metrics.display)
     frame = pd.DataFrame(
         {
             "label": classes,
             "threshold": ts,
-            "precision": stats["precision"] * 100,
-            "recall": stats["recall"] * 100,
-            "F1": stats["f1"] * 100,
-            "support": stats["support"].astype(int),
+            "precision": [r["precision"] * 100 for r in rows],
+            "recall": [r["recall"] * 100 for r in rows],
+            "F1": [r["f1"] * 100 for r in rows],
+            "support": [int(r["support"]) for r in rows],
         }
     )
     editor_key = f"eval.ml_editor.{run.id}.{st.session_state.get(k_version(run), 0)}"
@@ -119,19 +131,20 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
                 "threshold",
                 min_value=0.0,
                 max_value=1.0,
-                step=0.01,
+                step=STEP,
                 format="%.4f",
-                help="Edit to move this label's threshold",
+                help="Type a number between 0 and 1 to move this label's threshold (4 decimals kept; every view on "
+                "the page follows)",
             ),
             "precision": st.column_config.NumberColumn(format="%.2f%%"),
             "recall": st.column_config.NumberColumn(format="%.2f%%"),
             "F1": st.column_config.NumberColumn(format="%.2f%%"),
         },
     )
-    micro = _micro_f1(pred.probs, pred.labels, ts)
     st.caption(
-        f"At these thresholds on {split}: micro F1 {display.percent(micro)} · "
-        f"macro F1 {display.percent(float(np.mean(stats['f1'])))}. The cards above the tabs follow these thresholds."
+        f"At these thresholds on {split}: micro F1 {display.format_metric('micro_f1', rep.get('micro_f1'))} · "
+        f"macro F1 {display.format_metric('macro_f1', rep.get('macro_f1'))}. The cards above the tabs and the "
+        "Labels tab follow these thresholds."
     )
     with st.container(horizontal=True):
         if st.button(
@@ -149,18 +162,46 @@ def panel(run: Run, pred, res: dict, split: str, tune_split: str | None) -> None
                 st.session_state[k_source(run)] = "tuned"
                 st.session_state[k_version(run)] = st.session_state.get(k_version(run), 0) + 1
                 st.rerun()
-        if st.button("Save thresholds to run", type="primary", icon=":material/save:", key="eval.ml_save"):
-            try:
-                ev.save_thresholds(run, {"multilabel": [float(v) for v in ts], "tuned_on": tune_split or split})
-            except (LoupeError, OSError, ValueError) as e:
-                st.error(f"Could not save the thresholds: {e}")
-            else:
-                st.session_state[k_source(run)] = "saved"
-                st.toast(f"Saved {len(ts)} thresholds to {run.id}", icon=":material/save:")
+        clicked = st.button("Save thresholds to run", type="primary", icon=":material/save:", key="eval.ml_save")
+    state_line(run, ts)
+    if clicked:
+        data = save_data(run, ts, tune_split)
+        try:
+            ev.save_thresholds(run, data)
+        except (LoupeError, OSError, ValueError) as e:
+            st.error(f"Could not save the thresholds: {e}")
+        else:
+            st.session_state[k_source(run)] = "saved"
+            st.toast(f"Saved {len(ts)} thresholds to {run.id}", icon=":material/save:")
+            st.rerun()
 
 
-def _micro_f1(probs, labels, ts) -> float:
-    y = np.asarray(labels).astype(bool)
-    p = np.asarray(probs) >= np.asarray(ts)[None, :]
-    tp, fp, fn = (p & y).sum(), (p & ~y).sum(), (~p & y).sum()
-    return float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else 0.0
+def state_line(run: Run, ts: list[float]) -> None:
+    """Whether the thresholds in force are the saved ones: an explicit "edited, not saved" otherwise."""
+    if unsaved(run, ts):
+        kept = saved(run)
+        what = "the saved thresholds" if kept is not None else "0.5 for every label (nothing is saved yet)"
+        st.warning(
+            f"**{'Edited, not saved' if st.session_state.get(k_source(run)) == 'hand' else 'Not saved'}.** Every figure on this page is counted at the thresholds above; Predict, export "
+            f"and the CLI still decide with {what} until you save.",
+            icon=":material/edit_note:",
+        )
+    else:
+        st.caption("Saved with the run: Predict, export and the CLI decide with these thresholds.")
+
+
+def save_data(run: Run, ts: list[float], tune_split: str | None) -> dict:
+    """thresholds.json for the thresholds in force: tuned on `tune_split` by the best-F1 rule when they are the
+    tuned ones, "manual" when edited by hand; an earlier saved temperature is kept."""
+    source = st.session_state.get(k_source(run), "hand")
+    previous = load.saved_thresholds(run)
+    if source == "tuned":
+        rule, where = "f1", tune_split
+    elif source == "saved" and not unsaved(run, ts):
+        rule, where = previous.get("rule", "manual"), previous.get("tuned_on", "manual")
+    else:
+        rule, where = "manual", "manual"
+    data = {"multilabel": [float(v) for v in ts], "rule": rule, "tuned_on": where}
+    if previous.get("temperature") is not None:
+        data["temperature"] = previous["temperature"]
+    return data

@@ -39,6 +39,7 @@ LABELS = {
     "far": "FAR",
     "frr": "FRR",
     "hamming_loss": "Hamming loss",
+    "map": "mAP",
 }
 SHORT = {
     "balanced_accuracy": "bal. acc.",
@@ -54,16 +55,35 @@ SHORT = {
 SCORES = ("accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "auc")  # the metric chart's lines, if present
 
 
-def label(key: str) -> str:
-    """'val_balanced_accuracy' or 'balanced_accuracy' -> 'balanced accuracy'."""
+def label(key: str, task: str | None = None) -> str:
+    """'val_balanced_accuracy' or 'balanced_accuracy' -> 'balanced accuracy'; a multi-label run's 'accuracy' is
+    exact-match accuracy, called 'subset accuracy'."""
     key = key.removeprefix("val_")
+    if task == "multilabel" and key == "accuracy":
+        return "subset accuracy"
     return LABELS.get(key, key.replace("_", " "))
 
 
-def short_label(key: str) -> str:
+def short_label(key: str, task: str | None = None) -> str:
     """A label that fits a narrow card: 'val_balanced_accuracy' -> 'bal. acc.'."""
     key = key.removeprefix("val_")
+    if task == "multilabel" and key == "accuracy":
+        return "subset acc."
     return SHORT.get(key, label(key))
+
+
+def train_loss_note(cfg: dict, task: str | None = None) -> str:
+    """What the train loss is, beside the val loss (always the unweighted log loss, `engine.metrics.log_loss`):
+    'weighted BCE', 'focal', 'cross-entropy'... so two different quantities on one axis say which is which."""
+    base = "BCE" if task == "multilabel" else "cross-entropy"
+    if cfg.get("loss") == "focal":
+        base = "focal"
+    parts = [base]
+    if cfg.get("imbalance") == "weighted_loss":
+        parts.insert(0, "weighted")
+    if cfg.get("label_smoothing") and task != "multilabel":
+        parts.append("smoothed")
+    return " ".join(parts)
 
 
 def val_records(records: list[dict]) -> list[dict]:
@@ -129,7 +149,7 @@ def _empty_note(fig: go.Figure, text: str) -> None:
     )
 
 
-def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
+def loss_curves(records: list[dict], epochs: int | None = None, train_note: str = "as optimised") -> go.Figure:
     """Train and validation loss per epoch, plus the throttled batch losses logged during each epoch.
 
     x is in epochs: a batch record's fractional epoch (0.5 = half-way through the first) and an epoch
@@ -151,7 +171,10 @@ def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
         )
         xs += [r["epoch"] for r in live]
         ys += [r["loss"] for r in live]
-    for key, color, name in (("train_loss", TRAIN, "train"), ("loss", VAL, "val")):
+    for key, color, name in (
+        ("train_loss", TRAIN, f"train ({train_note})"),
+        ("loss", VAL, "val (log loss, unweighted)"),
+    ):
         x, y = _series(recs, key)
         fig.add_scatter(
             x=x,
@@ -166,11 +189,13 @@ def loss_curves(records: list[dict], epochs: int | None = None) -> go.Figure:
     if not recs and not live:
         _empty_note(fig, "curves appear after the first batches")
     _epoch_axis(fig, xs, epochs)
-    fig.update_yaxes(title="loss", range=padded_range(ys, lo=0.0))
+    fig.update_yaxes(title=f"loss (train: {train_note}; val: log loss)", range=padded_range(ys, lo=0.0))
     return layout(fig, "Loss", height=HEIGHT, legend=TOP_RIGHT)
 
 
-def metric_curves(records: list[dict], monitor: str | None = None, epochs: int | None = None) -> go.Figure:
+def metric_curves(
+    records: list[dict], monitor: str | None = None, epochs: int | None = None, task: str | None = None
+) -> go.Figure:
     """Validation scores per epoch; the monitored one is drawn thicker and its best epoch marked. y spans
     the scores shown, padded (a fixed 0..1 axis flattened the differences that matter); rates read as
     percentages, as everywhere in the app."""
@@ -190,9 +215,9 @@ def metric_curves(records: list[dict], monitor: str | None = None, epochs: int |
             x=x,
             y=y,
             mode="lines+markers",
-            name=label(key),
+            name=label(key, task),
             line={"color": color, "width": width},
-            hovertemplate=f"epoch %{{x}} · {label(key)} {_hover(key)}<extra></extra>",
+            hovertemplate=f"epoch %{{x}} · {label(key, task)} {_hover(key)}<extra></extra>",
         )
         xs += x
         ys += y
@@ -204,7 +229,7 @@ def metric_curves(records: list[dict], monitor: str | None = None, epochs: int |
             mode="markers",
             name="best",
             marker={"symbol": "star", "size": 14, "color": "#222"},
-            hovertemplate=f"best: epoch %{{x}} · {label(mon)} {_hover(mon)}<extra></extra>",
+            hovertemplate=f"best: epoch %{{x}} · {label(mon, task)} {_hover(mon)}<extra></extra>",
         )
     if not recs:
         _empty_note(fig, "curves appear after the first epoch")

@@ -39,7 +39,7 @@ from app.train.values import (
     use_quick,
     wkey,
 )
-from engine.config import GROUPS, RunConfig, field_groups
+from engine.config import GROUPS, RunConfig, field_groups, monitors_for
 from engine.errors import LoupeError
 from engine.models.factory import CURATED
 
@@ -208,7 +208,36 @@ def _number(f: Field, disabled: bool) -> None:
     )
 
 
-def _choices(f: Field) -> tuple:
+def task_of(values: dict, stats: dict | None) -> str | None:
+    """The task the form's run will train: the Task field, else the active dataset's."""
+    task = values.get("task")
+    return task if task and task != "auto" else (stats or {}).get("task")
+
+
+LOSS_NAMES = {
+    "multilabel": {"ce": "bce: binary cross-entropy per label", "focal": "focal (binary, per label)"},
+    "single": {"ce": "ce: cross-entropy", "focal": "focal"},
+}
+SUBSET = {"val_accuracy": "val_subset_accuracy (exact match)"}
+
+
+def choice_name(name: str, task: str | None):
+    """How a field's choices read for this task: the loss named for what it is (binary cross-entropy for
+    multi-label), exact-match accuracy called subset accuracy."""
+    if name == "loss":
+        names = LOSS_NAMES["multilabel" if task == "multilabel" else "single"]
+        return lambda v: names.get(v, v)
+    if name == "monitor" and task == "multilabel":
+        return lambda v: SUBSET.get(v, v)
+    return str
+
+
+def _choices(f: Field, task: str | None = None) -> tuple:
+    if f.name == "monitor":  # only what this task's validation records carry (no HTER for multi-label)
+        options = monitors_for(task)
+        if st.session_state.get(wkey("monitor")) not in options:
+            st.session_state[wkey("monitor")] = "auto"
+        return options
     if f.name == "device":  # the devices this machine has, whatever the field allows
         current = st.session_state.get(wkey("device"), "auto")
         options = ["auto", "cpu", *(f"cuda:{i}" for i in range(gpu_count()))]
@@ -228,8 +257,8 @@ def field_widget(f: Field, values: dict, stats: dict | None) -> None:
         model_widget(f)
     elif kind is bool:
         st.checkbox(label(name), **common)
-    elif choices := _choices(f):
-        st.selectbox(label(name), choices, **common)
+    elif choices := _choices(f, task_of(values, stats)):
+        st.selectbox(label(name), choices, format_func=choice_name(name, task_of(values, stats)), **common)
     elif kind in (int, float):
         _number(f, disabled)
     elif kind is list:

@@ -54,13 +54,16 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m"
 
 
-def monitor_of(cfg: dict, records: list[dict], summary: dict | None) -> str:
-    """The metric that picks the best epoch: the summary's, the config's, or the trainer's 'auto' choice."""
+def monitor_of(cfg: dict, records: list[dict], summary: dict | None, task: str | None = None) -> str:
+    """The metric that picks the best epoch: the summary's, the config's, or the trainer's 'auto' choice.
+
+    `task` is the task training resolved (config.json's top level, written before the first epoch): with it the
+    'auto' choice is named right from the start, not changed once the first validation record shows micro F1."""
     if summary and summary.get("monitor"):
         return summary["monitor"]
     if cfg.get("monitor") not in (None, "auto"):
         return cfg["monitor"]
-    multilabel = cfg.get("task") == "multilabel" or any("micro_f1" in r for r in records)
+    multilabel = task == "multilabel" or cfg.get("task") == "multilabel" or any("micro_f1" in r for r in records)
     return "val_macro_f1" if multilabel else "val_balanced_accuracy"
 
 
@@ -140,9 +143,10 @@ def progress_text(status: dict, eta: float | None, summary: dict | None = None) 
     # while an epoch is under way (running, or stopped/failed in it) status.json holds its 0-based index
     under_way = shown == "running" or (shown != "completed" and step < (total or 0))
     current = epoch + 1 if under_way else epoch
-    where = f"epoch {min(current, epochs or current)} of {epochs}" if epochs else f"epoch {current}"
+    shown_epoch = min(current, epochs or current)
+    where = f"epoch {shown_epoch} of {epochs}" if epochs else f"epoch {current}"
     if total:
-        where += f" · step {step:,} of {total:,}"
+        where += " · " + steps_text(step, total, epochs, shown_epoch)
     if shown == "queued":
         return "Queued: starting (loading the data, building the model) or waiting for the device"
     if shown == "running":
@@ -155,6 +159,17 @@ def progress_text(status: dict, eta: float | None, summary: dict | None = None) 
         )
         return f"Completed: {epoch} epoch{'s' if epoch != 1 else ''}, {step:,} steps{why}"
     return f"{shown.capitalize()} in {where}"
+
+
+def steps_text(step: int, total: int, epochs: int | None, epoch: int) -> str:
+    """'step 9 of 11 in this epoch · 9 of 33 in all': the step counted within the epoch beside the epoch's
+    count, and the run's total beside its total, each said which (never a per-epoch figure of a total)."""
+    whole = f"{step:,} of {total:,} steps in all"
+    if not epochs or total % epochs or epoch < 1:
+        return whole
+    per_epoch = total // epochs
+    within = min(per_epoch, max(0, step - (epoch - 1) * per_epoch))
+    return f"step {within:,} of {per_epoch:,} in this epoch · {whole}"
 
 
 def log_tail(path: Path, lines: int = LOG_LINES) -> str:
@@ -226,9 +241,10 @@ def _live(run_id: str) -> None:
         )
         eta = eta_seconds(status, rate, float(cfg.get("time_budget_s") or 0), now)
         st.progress(progress_of(status), text=progress_text(status, eta, summary))
-        monitor = monitor_of(cfg, records, summary)
+        task = run.config().get("task")
+        monitor = monitor_of(cfg, records, summary, task)
         speed = speed_of(status, rate, int(cfg.get("batch_size") or 0)) if shown == "running" else None
-        _numbers(status, records, summary, monitor, now, speed)
+        _numbers(status, records, summary, monitor, now, speed, task)
         _buttons(run, status)
         if status.get("state") == "failed" or status.get("crashed"):
             st.error(
@@ -237,9 +253,13 @@ def _live(run_id: str) -> None:
             )
         quiet = {"displayModeBar": False}
         left, right = st.columns(2, gap="medium")  # the curves side by side, across the page
-        left.plotly_chart(charts.loss_curves(records, status.get("epochs")), key="train.live.loss", config=quiet)
+        left.plotly_chart(
+            charts.loss_curves(records, status.get("epochs"), charts.train_loss_note(cfg, task)),
+            key="train.live.loss",
+            config=quiet,
+        )
         right.plotly_chart(
-            charts.metric_curves(records, monitor, status.get("epochs")), key="train.live.metrics", config=quiet
+            charts.metric_curves(records, monitor, status.get("epochs"), task), key="train.live.metrics", config=quiet
         )
         with st.expander("Training log (last lines)", icon=":material/terminal:"):
             st.code(log_tail(run.path / "train.log") or "(empty)", language=None)
@@ -263,7 +283,13 @@ def elapsed_seconds(status: dict, summary: dict | None, now: float) -> float | N
 
 
 def _numbers(
-    status: dict, records: list[dict], summary: dict | None, monitor: str, now: float, live_speed: float | None
+    status: dict,
+    records: list[dict],
+    summary: dict | None,
+    monitor: str,
+    now: float,
+    live_speed: float | None,
+    task: str | None = None,
 ) -> None:
     """Four cards in a row: throughput, best so far, loss (or the test score once done), time. Metrics are
     written the one way the app writes them (`engine.metrics.display`)."""
@@ -287,7 +313,7 @@ def _numbers(
         **spark,
     )
     cards[1].metric(
-        f"Best {charts.short_label(key)}",
+        f"Best {charts.short_label(key, task)}",
         format_metric(key, value),
         delta=f"epoch {epoch}" if epoch else None,
         chart_data=[r[key] for r in recs if isinstance(r.get(key), (int, float))] or None,
@@ -298,7 +324,7 @@ def _numbers(
     if test:
         tkey = key if key in test else "accuracy"
         cards[2].metric(
-            f"Test {charts.short_label(tkey)}",
+            f"Test {charts.short_label(tkey, task)}",
             format_metric(tkey, test.get(tkey)),
             border=True,
             help="On the test split, with the best epoch's weights.",

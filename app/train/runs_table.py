@@ -44,7 +44,7 @@ def collect() -> list[dict]:
         cfg = run.config().get("config", {})
         records = run.metrics()
         summary = run.summary() or {}
-        monitor = row.get("monitor") or monitor_of(cfg, records, summary)
+        monitor = row.get("monitor") or monitor_of(cfg, records, summary, run.config().get("task"))
         best, best_epoch = row.get("best"), row.get("best_epoch")
         if best is None:
             best = (summary.get("best") or {}).get(monitor.removeprefix("val_"))
@@ -55,6 +55,7 @@ def collect() -> list[dict]:
         out.append(
             {
                 **row,
+                "task": run.config().get("task"),
                 "run": run,
                 "records": records,
                 "monitor": monitor,
@@ -91,7 +92,7 @@ def best_text(row: dict) -> str:
     if row["best"] is None:
         return MISSING
     epoch = f" ({row['best_epoch']})" if row.get("best_epoch") else ""
-    return f"{charts.short_label(row['monitor'])} {format_metric(row['monitor'], row['best'])}{epoch}"
+    return f"{charts.short_label(row['monitor'], row.get('task'))} {format_metric(row['monitor'], row['best'])}{epoch}"
 
 
 def table(rows: list[dict]) -> pd.DataFrame:
@@ -105,7 +106,9 @@ def table(rows: list[dict]) -> pd.DataFrame:
             "State": [r["state"] for r in rows],
             "Epochs": [f"{r['epoch'] or 0} / {r['epochs']}" if r.get("epochs") else MISSING for r in rows],
             "Best (epoch)": [best_text(r) for r in rows],
-            "Best metric": [charts.short_label(r["monitor"]) if r["best"] is not None else MISSING for r in rows],
+            "Best metric": [
+                charts.short_label(r["monitor"], r.get("task")) if r["best"] is not None else MISSING for r in rows
+            ],
             "Best": [format_metric(r["monitor"], r["best"]) for r in rows],
             "Best epoch": [str(r["best_epoch"]) if r.get("best_epoch") else MISSING for r in rows],
             "Duration": [fmt_duration(r["seconds"]) for r in rows],
@@ -241,15 +244,36 @@ def compare(by_id: dict[str, dict]) -> None:
         format_func=lambda i: shown_name(by_id, i),
         placeholder="Choose runs",
     )
-    monitor = by_id[picked[0]]["monitor"].removeprefix("val_") if picked else None
+    tasks = sorted({str(by_id[i].get("task") or "unknown") for i in picked})
+    if len(tasks) > 1:
+        st.warning(
+            f"These runs are of different tasks ({', '.join(tasks)}): a metric means something else for each "
+            "(accuracy is subset accuracy for multi-label), so their curves are not comparable. Compare runs of "
+            "one task.",
+            icon=":material/compare_arrows:",
+        )
+    default = default_metric(tasks[0] if len(tasks) == 1 else None, keys)
     if st.session_state.get(K_METRIC) not in keys:
-        st.session_state[K_METRIC] = monitor if monitor in keys else (keys[0] if keys else None)
+        st.session_state[K_METRIC] = default
     metric = right.selectbox("Metric", keys, key=K_METRIC, format_func=charts.label)
     series = {shown_name(by_id, i): by_id[i]["records"] for i in picked}
     a, b = st.columns(2)
     a.plotly_chart(charts.compare_curves(series, "loss"), key="train.runs.compare_loss")
     if metric:
         b.plotly_chart(charts.compare_curves(series, metric), key="train.runs.compare_metric")
+
+
+# the metric runs of a task are compared on first: the one that task's evaluation leads with
+COMPARE_METRIC = {"binary": "hter", "multiclass": "balanced_accuracy", "multilabel": "macro_f1"}
+
+
+def default_metric(task: str | None, keys: list[str]) -> str | None:
+    """The task's comparison metric when the runs record it; for mixed or unknown tasks the validation loss
+    (every run has one); else the first metric there is."""
+    for key in (COMPARE_METRIC.get(task or ""), "loss"):
+        if key in keys:
+            return key
+    return keys[0] if keys else None
 
 
 def shown_name(by_id: dict[str, dict], run_id: str) -> str:

@@ -87,6 +87,16 @@ class Dataset:
             out[name] = np.sort(rng.choice(members, size=min(per_class, len(members)), replace=False))
         return out
 
+    def sample_unlabelled(self, n: int, seed: int = 0) -> np.ndarray:
+        """Multi-label: up to `n` usable items that carry no label at all, for their own sample row (they are
+        counted on the Dataset page, and a person should be able to look at them). Empty for single-label data."""
+        if self.labels.ndim != 2:
+            return np.array([], dtype=np.int64)
+        pool = np.flatnonzero(self.scan.ok)
+        members = pool[(self.labels[pool] > 0).sum(axis=1) == 0]
+        rng = np.random.default_rng(seed)
+        return np.sort(rng.choice(members, size=min(n, len(members)), replace=False))
+
     def thumbnail(self, i: int, size: int = 128) -> np.ndarray:
         """Item `i` for display: from the original file when there is one (sharper than the cache)."""
         if self.source.files is not None and self.scan.ok[i]:

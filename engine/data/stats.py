@@ -105,6 +105,13 @@ def _named(classes: list[str], counts: np.ndarray) -> dict[str, int]:
     return {c: int(n) for c, n in zip(classes, counts)}
 
 
+def share_of_images(count: float, num_images: float) -> float | None:
+    """A class's (or label's) share: its images over ALL the dataset's images (images without any label
+    included), the one definition the Dataset page's card and chart, the CLI and the Train page's advice use
+    (written with `engine.metrics.display.percent`). None when there are no images."""
+    return float(count) / float(num_images) if num_images else None
+
+
 def _balance(classes: list[str], counts: np.ndarray, num_images: int) -> dict:
     """Imbalance figures. The minority share is the share of IMAGES in the rarest class (for multi-label
     data: of images carrying the rarest label), the one definition the page, the CLI and the Train
@@ -114,7 +121,7 @@ def _balance(classes: list[str], counts: np.ndarray, num_images: int) -> dict:
     smallest, largest = int(counts.min()), int(counts.max())
     return {
         "imbalance_ratio": largest / smallest if smallest else None,
-        "minority_share": smallest / num_images if num_images else None,
+        "minority_share": share_of_images(smallest, num_images),
         "majority_class": classes[int(np.argmax(counts))],
         "minority_class": classes[int(np.argmin(counts))],
     }

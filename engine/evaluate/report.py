@@ -235,37 +235,45 @@ def evaluate_run(
 
 
 def top_losses(pred: Predictions, n: int = 24, threshold=None) -> list[dict]:
-    """The n items with the highest loss (most confidently wrong first): id, true, predicted, confidence, loss."""
+    """The n wrongly decided items with the highest loss (the most confidently wrong first): id, true, predicted,
+    confidence, loss. A correct decision is never listed, however high its loss ("most confidently wrong").
+
+    Decisions follow `decide` at `threshold` (binary: one threshold, 0.5 when None; multi-label: one per label).
+    Multi-label items also carry `missed` (true labels not decided) and `extra` (decided labels not true), each
+    as [{"label", "prob"}]: what a single "p%" cannot say; their `confidence` is that of the most confident
+    wrong label decision (p for an extra label, 1 - p for a missed one)."""
     p, eps = pred.probs, 1e-12
     if pred.task == "multilabel":
         y = pred.labels.astype(bool)
         q = np.clip(p, eps, 1 - eps)
         loss = -np.where(y, np.log(q), np.log1p(-q)).sum(axis=1)
         decided = decide(p, "multilabel", threshold=threshold)
+        wrong = (decided != y).any(axis=1)
     else:
         y = pred.labels.astype(np.int64)
         loss = -np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))
         binary_t = 0.5 if threshold is None else threshold  # binary items are decided at t, never by argmax
         decided = decide(p, pred.task, pred.positive, binary_t if pred.task == "binary" else None)
-    order = np.argsort(-loss, kind="stable")[:n]
+        wrong = decided != y
+    candidates = np.flatnonzero(wrong)
+    order = candidates[np.argsort(-loss[candidates], kind="stable")][:n]
     out = []
     for i in order:
+        item = {"id": str(pred.ids[i]), "index": int(pred.indices[i])}
         if pred.task == "multilabel":
-            true = [pred.classes[j] for j in np.flatnonzero(y[i])]
-            predicted = [pred.classes[j] for j in np.flatnonzero(decided[i])]
-            confidence = float(np.abs(p[i] - 0.5).mean() * 2)
+            missed = np.flatnonzero(y[i] & ~decided[i])
+            extra = np.flatnonzero(~y[i] & decided[i])
+            item.update(
+                true=[pred.classes[j] for j in np.flatnonzero(y[i])],
+                predicted=[pred.classes[j] for j in np.flatnonzero(decided[i])],
+                missed=[{"label": pred.classes[j], "prob": float(p[i, j])} for j in missed],
+                extra=[{"label": pred.classes[j], "prob": float(p[i, j])} for j in extra],
+                confidence=float(max([1 - p[i, j] for j in missed] + [p[i, j] for j in extra])),
+            )
         else:
-            true, predicted, confidence = pred.classes[y[i]], pred.classes[decided[i]], float(p[i, decided[i]])
-        out.append(
-            {
-                "id": str(pred.ids[i]),
-                "index": int(pred.indices[i]),
-                "true": true,
-                "predicted": predicted,
-                "confidence": confidence,
-                "loss": float(loss[i]),
-            }
-        )
+            item.update(true=pred.classes[y[i]], predicted=pred.classes[decided[i]], confidence=float(p[i, decided[i]]))
+        item["loss"] = float(loss[i])
+        out.append(item)
     return out
 
 

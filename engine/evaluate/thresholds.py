@@ -42,8 +42,10 @@ def tune_thresholds(run: Run, rule: str = "min_hter", split: str = "val") -> dic
 
 
 def save_thresholds(run: Run, thresholds: dict) -> None:
-    """Write thresholds.json atomically: Predict and export pick it up on their next load."""
+    """Write thresholds.json atomically (Predict and export pick it up on their next load), and the same
+    thresholds, with where they were tuned (`tuned_on`), into summary.json: one truth in both files."""
     atomic_write_json(run.path / FILE, thresholds)
+    run.record_thresholds(thresholds)
 
 
 def load_thresholds(run: Run) -> dict:

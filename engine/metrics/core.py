@@ -170,7 +170,8 @@ def summarize(
 
 
 def multilabel_summary(labels: np.ndarray, probs: np.ndarray, threshold: float | np.ndarray = 0.5) -> dict[str, float]:
-    """Micro/macro F1, subset accuracy and Hamming loss at per-label thresholds (`decide`'s multi-label rule)."""
+    """Micro/macro F1, subset accuracy ("accuracy") and Hamming loss at per-label thresholds (`decide`'s multi-label
+    rule), and mAP (the macro average precision, which no threshold changes)."""
     y = np.asarray(labels).astype(bool)
     pred = decide(probs, "multilabel", threshold=threshold)
     tp = (pred & y).sum(axis=0).astype(np.float64)
@@ -186,6 +187,7 @@ def multilabel_summary(labels: np.ndarray, probs: np.ndarray, threshold: float |
         "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
         "micro_f1": float(2 * tp.sum() / micro_denom) if micro_denom else 0.0,
         "hamming_loss": float((pred != y).mean()),
+        "map": ovr_auc(y, probs, "pr"),  # mean average precision over labels: threshold-free
     }
 
 

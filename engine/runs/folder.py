@@ -254,6 +254,15 @@ class Run:
         """summary.json: the finished run's figures (the one writer; plain, k-fold and probe runs build it)."""
         atomic_write_json(self.path / "summary.json", summary)
 
+    def record_thresholds(self, thresholds: dict) -> None:
+        """summary.json's "thresholds" replaced by the ones just saved to thresholds.json (its other figures
+        kept), so the summary never keeps training's 0.5 and `tuned_on: null` after a user saved thresholds.
+        A run without a summary (still training) gets none: the trainer writes it when it ends."""
+        summary = self.summary()
+        if not isinstance(summary, dict):
+            return
+        atomic_write_json(self.path / "summary.json", {**summary, "thresholds": dict(thresholds)})
+
     def append_metrics(self, record: dict) -> None:
         line = json.dumps(record, allow_nan=False, default=_json_default)
         try:

@@ -24,7 +24,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from engine.config import IMBALANCE, RunConfig
+from engine.data.stats import share_of_images
 from engine.errors import LoupeError
+from engine.metrics.display import percent
 
 BALANCED_RATIO = 1.5  # below this largest/smallest ratio, a remedy costs more than it helps
 OVERSAMPLE_MAX_MINORITY = 50  # a minority this small is better shown more often than weighted up
@@ -265,13 +267,13 @@ def recommend(stats: dict) -> tuple[str, str]:
     n_rare = counts[rare]
     if stats.get("task") == "multilabel":
         n = int(stats.get("num_images") or 0)
-        share = n_rare / n if n else None
+        share = share_of_images(n_rare, n)
         if ratio < BALANCED_RATIO and (share is None or share >= 0.25):
             return (
                 "none",
                 f"Labels are about equally common (largest/smallest {ratio:.1f}:1), so no reweighting is needed.",
             )
-        on = f"on only {share:.0%} of images" if share is not None else f"on only {n_rare:,} images"
+        on = f"on only {percent(share)} of images" if share is not None else f"on only {n_rare:,} images"
         return "weighted_loss", (
             f"Label '{rare}' is {on}; a weighted loss (pos_weight = negatives/positives "
             f"per label) makes its rare positives count as much as its negatives."

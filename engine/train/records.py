@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig, monitors_for
 from engine.metrics.core import log_loss, summarize
 from engine.runs.folder import Run, now_iso, write_npz
 from engine.train.setup import TrainingSetup
@@ -27,6 +27,11 @@ LOWER_IS_BETTER = ("val_loss", "val_hter")  # every other monitored metric is be
 
 def monitor_name(cfg: RunConfig, task: str) -> str:
     """`cfg.monitor`, with 'auto' resolved per task: macro F1 for multi-label, else balanced accuracy."""
+    if cfg.monitor not in monitors_for(task):
+        raise ConfigError(
+            f"Field 'monitor': {cfg.monitor} is not recorded for {task} tasks; choose one of "
+            f"{', '.join(monitors_for(task))}."
+        )
     if cfg.monitor != "auto":
         return cfg.monitor
     return "val_macro_f1" if task == "multilabel" else "val_balanced_accuracy"

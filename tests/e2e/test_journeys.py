@@ -157,7 +157,7 @@ def test_evaluate_move_and_save_threshold(page, server, artifacts):
     for _ in range(25):
         thumb.press(key)
     settle(page)
-    page.wait_for_function("([el, v]) => el.innerText.trim() !== v", arg=[shown.element_handle(), f"{start:.3f}"])
+    page.wait_for_function("([el, v]) => el.innerText.trim() !== v", arg=[shown.element_handle(), f"{start:.4f}"])
     settle(page)
     shown_now = float(shown.inner_text())
     assert shown_now != start, "the threshold slider should move with the arrow keys"
