@@ -272,7 +272,17 @@ def test_predict_folder_on_a_zip_writes_one_row_per_image(digits_run, tmp_path):
         progress=lambda d, n, s: progress.append((d, n)),
     )
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["file", "label", "confidence", "unsure", "top_k", "error"]
+    assert list(rows[0]) == [
+        "file",
+        "label",
+        "confidence",
+        "unsure",
+        "top_k",
+        "error",
+        "unlike_training",
+        "ood_score",
+        "ood_threshold",
+    ]
     assert sorted(r["file"] for r in rows) == ["broken.png"] + [f"sub/{i}.png" for i in range(5)]
     bad = next(r for r in rows if r["file"] == "broken.png")
     assert bad["error"] and not bad["label"]

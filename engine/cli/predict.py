@@ -29,13 +29,26 @@ def _resolve(ref: str, runs_dir: str | None) -> str:
 
 
 def _line(r: dict, limit: float) -> str:
+    """One image: the decision (multi-label: the decided set, "(none)" when no label passes its threshold), the
+    unsure and out-of-distribution flags, then the top-k (multi-label: every label with its threshold)."""
+    from engine.metrics.display import number, threshold
+    from engine.predict.ood import verdict
+
     if not r["ok"]:
         return f"{r['file']}: ERROR {r['error']}"
-    label = ", ".join(r["label"]) or "(no label)" if isinstance(r["label"], list) else r["label"]
-    tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
     flag = f"  [unsure: margin {r['margin']:.4f} < {limit:g}]" if r["unsure"] and r.get("margin") is not None else ""
     flag = flag or ("  [unsure]" if r["unsure"] else "")
-    return f"{r['file']}: {label} ({r['confidence']:.4f}){flag}\n    top: {tops}"
+    unlike = "  [" + verdict(r) + "]" if r.get("unlike_training") else ""
+    if isinstance(r["label"], list):
+        ranked = sorted(r.get("labels") or [], key=lambda lab: -lab["prob"])
+        per_label = "\n".join(
+            f"    {lab['class']}: {number(lab['prob'])} {'>=' if lab['accepted'] else '<'} threshold "
+            f"{threshold(lab['threshold'])}: {'accepted' if lab['accepted'] else 'rejected'}"
+            for lab in ranked
+        )
+        return f"{r['file']}: {', '.join(r['label']) or '(none)'}{flag}{unlike}\n{per_label}"
+    tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
+    return f"{r['file']}: {r['label']} ({r['confidence']:.4f}){flag}{unlike}\n    top: {tops}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -67,7 +80,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2, allow_nan=False))
     else:
+        from engine.predict.ood import describe
+
         print(f"model: {pred.name} ({pred.task}, {pred.image_size} px)")
+        print(describe(pred.ood))
         print("\n".join(_line(r, pred.unsure_margin) for r in results))
     return 0 if any(r["ok"] for r in results) else 2
 
