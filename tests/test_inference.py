@@ -319,6 +319,8 @@ def test_multilabel_run_decides_with_its_saved_per_label_thresholds(tmp_path_fac
     save_thresholds(run, {"multilabel": [0.0] * len(classes), "tuned_on": "val"})
     everything = Predictor.from_ref(str(path)).predict_bytes(item)[0]
     assert everything["ok"] and sorted(everything["label"]) == sorted(classes) and not everything["unsure"]
+    # issue 14, item 8: the out-of-distribution check works for multi-label runs too (calibrated on its val split)
+    assert everything["unlike_training"] in (True, False) and everything["ood_threshold"] > 0
     save_thresholds(run, {"multilabel": [1.01] * len(classes), "tuned_on": "val"})  # nothing can pass
     nothing = Predictor.from_ref(str(path)).predict_bytes(item)[0]  # a new thresholds.json is picked up
     assert nothing["label"] == [] and nothing["unsure"]

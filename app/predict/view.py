@@ -183,11 +183,11 @@ def verdict_text(res: dict) -> str:
 
 
 def ood_help() -> str:
-    from engine.predict.ood import IN_SHARE, K
+    from engine.predict.ood import IN_SHARE
 
     return (
-        "Out-of-distribution check: the distance from this image's features (the model's penultimate layer) to "
-        f"its {K}th nearest training image, against a threshold set so that {IN_SHARE:.0%} of the validation "
+        "Out-of-distribution check: the Mahalanobis distance of this image's features (the model's penultimate "
+        f"layer) from the training images', against a threshold set so that {IN_SHARE:.0%} of the validation "
         "images fall below it. Far from everything the model was trained on means its prediction may mean little."
     )
 

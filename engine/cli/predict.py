@@ -102,7 +102,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[RUNS_DIR, JSON, NO_PROGRESS],
         help="classify images with a run or builtin:imagenet",
         description="Predict image files (or a folder/.zip of images into a CSV) with a run's model "
-        "and its saved thresholds, or with builtin:imagenet.",
+        "and its saved thresholds, or with builtin:imagenet. Multi-label: the decision is the set of labels "
+        "at or above their thresholds, each listed with its probability and threshold (CSV: prob:LABEL, "
+        "threshold:LABEL). For a run, each image is also checked against the training data (Mahalanobis "
+        "distance in the model's penultimate features, calibrated on the first use so that 95%% of validation "
+        "images pass, cached in RUN/ood.npz): 'looks unlike the training data' when it is far from them "
+        "(CSV: unlike_training, ood_score, ood_threshold).",
     )
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
     pr.add_argument("images", nargs="+", help="image files, or one folder or .zip (then --out FILE.csv)")
