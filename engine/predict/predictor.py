@@ -53,6 +53,23 @@ class PredictError(LoupeError):
     """A model reference, folder or archive that cannot be used for predictions."""
 
 
+def multilabel_thresholds(saved: dict, n_labels: int) -> np.ndarray:
+    """A multi-label run's threshold per label from its thresholds.json contents (`load_thresholds`): the saved
+    list, or 0.5 for every label when none (or a list of the wrong length) is saved. Predict, Explain and the
+    CLI read them here, so they decide at the same thresholds."""
+    t = saved.get("multilabel")
+    if isinstance(t, list) and len(t) == n_labels:
+        return np.asarray(t, np.float64)
+    return np.full(n_labels, 0.5)
+
+
+def accepted_labels(probs: np.ndarray, thresholds: np.ndarray) -> list[int]:
+    """The labels decided for one image's probabilities (`engine.metrics.core.decide`: p_j >= t_j), most
+    probable first."""
+    on = np.flatnonzero(decide(np.asarray(probs), "multilabel", threshold=np.asarray(thresholds, np.float64)))
+    return sorted((int(i) for i in on), key=lambda i: -float(probs[i]))
+
+
 def builtin_models() -> list[str]:
     """Refs for the built-in ImageNet models; the hub-downloaded ones only when the hub is reachable."""
     from engine.models.weights import hub_online
@@ -218,7 +235,7 @@ class Predictor:
         if self.task == "binary":
             return float(self.thresholds.get("binary", 0.5))
         if self.task == "multilabel":
-            return np.asarray(self.thresholds.get("multilabel") or [0.5] * len(self.classes), np.float64)
+            return multilabel_thresholds(self.thresholds, len(self.classes))
         return None
 
     def decision_threshold(self) -> float | list[float] | None:
