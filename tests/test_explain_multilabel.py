@@ -113,6 +113,14 @@ def test_a_2x2_gradcam_map_is_called_out(tmp_path_factory, session_cache, monkey
         "only say which of 4 cells mattered. Use saliency, integrated gradients or occlusion instead, or train "
         "at a bigger input size."
     ]
+    # the same on the Predict page's Grad-CAM overlay
+    from tests.test_page_predict import open_predict, upload
+
+    pat = open_predict(run8)
+    upload(pat, ("digit-14-4.png", _png(2), "image/png"))
+    pat.toggle(key="pred.gradcam").set_value(True).run()
+    assert not pat.exception and not pat.error
+    assert [w.value for w in pat.warning if "feature map" in w.value] == warnings
     img = tmp_path / "x.png"
     img.write_bytes(_png(1))
     assert main(["explain", str(run8.path), str(img), "--method", "gradcam", "--out", str(tmp_path / "o.png")]) == 0

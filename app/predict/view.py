@@ -124,7 +124,8 @@ def flag_of(res: dict) -> str:
 def result_card(
     i: int, res: dict, data: bytes, task: str, unsure_margin: float, overlay: Callable[[], np.ndarray] | None
 ) -> None:
-    """One image's card. `overlay` (when given) returns (Grad-CAM overlay, seconds), or raises NoGradCam/LoupeError."""
+    """One image's card. `overlay` (when given) returns (Grad-CAM overlay, seconds, coarse-map warning or None), or
+    raises NoGradCam/LoupeError."""
     with st.container(border=True, key=f"pred.card.{i}"):
         left, right = st.columns([1, 2], vertical_alignment="top")
         pixels = load.thumbnail(data)
@@ -137,9 +138,11 @@ def result_card(
         if overlay is not None:
             try:
                 with st.spinner("Grad-CAM…"):
-                    over, secs = overlay()
+                    over, secs, note = overlay()
                 left.image(for_display(over, 160), caption="Grad-CAM overlay", width=160)
                 left.caption(f"Grad-CAM of {gradcam_target(res)[1]} · {secs * 1000:.0f} ms")
+                if note:
+                    left.warning(note, icon=":material/grid_view:")
             except (load.NoGradCam, LoupeError, ValueError, RuntimeError) as e:
                 left.caption(f"Grad-CAM: {e}")
         right.markdown(f"## {headline(res, task)}")
