@@ -29,6 +29,7 @@ K_BROWSE_OPEN = "expl._browse_open"  # whether "Browse by class" starts open: de
 SOURCES = {"dataset": "From the dataset", "upload": "Upload an image"}
 BROWSE = 12
 TOP_K = 5
+NONE = "(none)"  # a multi-label image with no label decided (or none true)
 
 
 # --- image -----------------------------------------------------------------------------------------------
@@ -128,10 +129,13 @@ def pick_image(run: Run, rm, classes: list[str]) -> load.Picked | None:
 # --- the page ----------------------------------------------------------------------------------------------
 
 
-def prediction(run: Run, rm, picked, classes: list[str]) -> tuple[np.ndarray, int]:
-    """The image, the run's decision for it (a binary run's saved threshold, as Evaluate and Predict decide)
-    and the top confidences; returns (probabilities, decided class)."""
+def prediction(run: Run, rm, picked, classes: list[str]) -> tuple[np.ndarray, int, list[int] | None]:
+    """The image, the run's decision for it (a binary run's saved threshold, a multi-label run's per-label
+    thresholds, as Evaluate and Predict decide) and the top confidences; returns (probabilities, the class to
+    explain first, the accepted labels of a multi-label run or None)."""
     probs = expl_attack.probs_of(rm, picked.x)
+    if rm.task == "multilabel":
+        return multilabel_prediction(run, rm, picked, classes, probs)
     left, right = st.columns([1, 2], vertical_alignment="center")
     rule = load.decision_rule(run, rm)
     top = load.decided(probs, rm.task, rule)
@@ -150,12 +154,54 @@ def prediction(run: Run, rm, picked, classes: list[str]) -> tuple[np.ndarray, in
             else "training's default threshold (Evaluate saves a tuned one)"
         )
         left.caption(f"Decided at {whose}: {classes[rule[1]]} when P({classes[rule[1]]}) ≥ {threshold(rule[0])}.")
-    what = "label probabilities (independent)" if rm.task == "multilabel" else "confidences"
+    what = "confidences"
     right.plotly_chart(
         charts.top_k_bars(probs, classes, min(TOP_K, len(classes)), f"Top {min(TOP_K, len(classes))} {what}"),
         key="expl.chart.topk",
     )
-    return probs, top
+    return probs, top, None
+
+
+def names_of(indices: list[int], classes: list[str]) -> str:
+    return ", ".join(classes[i] for i in indices) or NONE
+
+
+def multilabel_prediction(
+    run: Run, rm, picked, classes: list[str], probs: np.ndarray
+) -> tuple[np.ndarray, int, list[int]]:
+    """A multi-label image: the decided set (each label at or above its threshold), the image's true labels
+    (dataset images), what was missed and what is extra, and every label's bar with its threshold."""
+    ths = load.label_thresholds(run, rm)
+    accepted = load.accepted_labels(probs, ths)
+    left, right = st.columns([1, 2], vertical_alignment="center")
+    left.image(for_display(picked.pixels, 160), caption=picked.name, width=160)
+    truth = picked.truth
+    with left.container(border=True, key="expl.predicted"):
+        st.caption("Decided labels")
+        st.markdown(f"### {names_of(accepted, classes)}")
+        if truth is not None:
+            missed = [i for i in truth if i not in accepted]
+            extra = [i for i in accepted if i not in truth]
+            verdict = "correct" if not missed and not extra else "wrong"
+            st.markdown(f":gray-badge[{verdict}]")
+    if truth is not None:
+        left.markdown(f"True labels: **{names_of(truth, classes)}**")
+        if missed or extra:
+            left.caption(f"Missed: {names_of(missed, classes)} · extra: {names_of(extra, classes)}")
+    else:
+        left.caption("True labels: unknown (an uploaded image)")
+    whose = "the run's saved thresholds" if load.threshold_saved(run) else "training's default thresholds"
+    left.caption(f"Each label is accepted when its probability ≥ its threshold ({whose}).")
+    rows = [
+        {"class": c, "prob": float(p), "threshold": float(t), "accepted": i in accepted}
+        for i, (c, p, t) in enumerate(zip(classes, probs, ths))
+    ]
+    k = min(max(TOP_K, len(accepted)), len(classes))
+    right.plotly_chart(
+        charts.label_bars(rows, k, "Label probabilities (independent) and thresholds"), key="expl.chart.topk"
+    )
+    first = accepted[0] if accepted else int(np.argmax(probs))
+    return probs, first, accepted
 
 
 def main() -> None:
@@ -176,11 +222,11 @@ def main() -> None:
     picked = pick_image(run, rm, classes)
     if picked is None:
         return
-    _, decided = prediction(run, rm, picked, classes)
+    _, decided, accepted = prediction(run, rm, picked, classes)
     scope = load.scope(run, picked)  # widgets whose options depend on the image are keyed by it
     tabs = st.tabs(["Attributions", "Adversarial", "Robustness"])
     with tabs[0]:
-        opts = methods.panel(run, rm, picked, classes, decided, scope=scope)
+        opts = methods.panel(run, rm, picked, classes, decided, scope=scope, accepted=accepted)
     with tabs[1]:
         expl_attack.adversarial_panel(run, rm, picked, classes, opts, scope=scope)
     with tabs[2]:

@@ -170,6 +170,11 @@ def main() -> None:
         st.error(f"The model `{ref}` cannot be loaded: {e}", icon=":material/error:")
         return
     st.caption(model_caption(pred, run))
+    ood = getattr(pred, "ood", None)
+    if ood is not None:
+        from engine.predict.ood import describe
+
+        st.caption(describe(ood)[0].upper() + describe(ood)[1:] + ".")
     if run is not None:
         view.export_panel(run)
     classes = list(getattr(pred, "classes", []) or [])
@@ -185,7 +190,7 @@ def main() -> None:
         if not r.get("ok"):
             st.error(f"`{r.get('file')}` cannot be read: {r.get('error') or 'not an image'}", icon=":material/error:")
     if len(items) >= 2:
-        view.results_table(results, str(getattr(pred, "name", ref)))
+        view.results_table(results, pred)
     cam = opts["gradcam"]
     if cam:
         try:
@@ -200,7 +205,7 @@ def main() -> None:
     task = str(getattr(pred, "task", "multiclass"))
     for i, r in good[:MAX_CARDS]:
         data = data_of.get(r["file"], b"")
-        target = (r.get("top") or [{}])[0].get("index")
+        target = view.gradcam_target(r)[0]
         overlay = None
         if cam:
 

@@ -272,7 +272,17 @@ def test_predict_folder_on_a_zip_writes_one_row_per_image(digits_run, tmp_path):
         progress=lambda d, n, s: progress.append((d, n)),
     )
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["file", "label", "confidence", "unsure", "top_k", "error"]
+    assert list(rows[0]) == [
+        "file",
+        "label",
+        "confidence",
+        "unsure",
+        "top_k",
+        "error",
+        "unlike_training",
+        "ood_score",
+        "ood_threshold",
+    ]
     assert sorted(r["file"] for r in rows) == ["broken.png"] + [f"sub/{i}.png" for i in range(5)]
     bad = next(r for r in rows if r["file"] == "broken.png")
     assert bad["error"] and not bad["label"]
@@ -309,6 +319,8 @@ def test_multilabel_run_decides_with_its_saved_per_label_thresholds(tmp_path_fac
     save_thresholds(run, {"multilabel": [0.0] * len(classes), "tuned_on": "val"})
     everything = Predictor.from_ref(str(path)).predict_bytes(item)[0]
     assert everything["ok"] and sorted(everything["label"]) == sorted(classes) and not everything["unsure"]
+    # issue 14, item 8: the out-of-distribution check works for multi-label runs too (calibrated on its val split)
+    assert everything["unlike_training"] in (True, False) and everything["ood_threshold"] > 0
     save_thresholds(run, {"multilabel": [1.01] * len(classes), "tuned_on": "val"})  # nothing can pass
     nothing = Predictor.from_ref(str(path)).predict_bytes(item)[0]  # a new thresholds.json is picked up
     assert nothing["label"] == [] and nothing["unsure"]

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app.common.charts import BLUE, GREEN, ORANGE, RED, layout
-from engine.metrics.display import finite, number, percent
+from app.common.charts import BLUE, GREEN, GREY, ORANGE, RED, layout
+from engine.metrics.display import finite, number, percent, threshold
 
 HEIGHT = 320
 ACC_C, HTER_C, FAR_C, FRR_C = BLUE, GREEN, RED, ORANGE
@@ -47,6 +47,47 @@ def top_k_bars(probs: np.ndarray, classes: Sequence[str], k: int = 5, title: str
     lines = sum(n.count("<br>") + 1 for n in names)
     fig = layout(fig, title, height=max(180, 60 + 22 * lines + 8 * len(order)))
     fig.update_layout(margin={"r": 28})  # room for the "100%" tick, which Plotly drops when it would be clipped
+    return fig
+
+
+def label_bars(labels: Sequence[Mapping], k: int | None = None, title: str = "Labels") -> go.Figure:
+    """Multi-label: each label's probability as a bar, its threshold as a tick on the bar, and the decision
+    (accepted: probability >= threshold, `engine.metrics.core.decide`) in the bar's colour and text.
+
+    `labels` are the Predictor's per-label dicts (class, prob, threshold, accepted). The `k` most probable are
+    drawn, plus every accepted label beyond them, so the decided set is always on the chart."""
+    ranked = sorted(labels, key=lambda lab: -float(lab["prob"]))
+    keep = [lab for i, lab in enumerate(ranked) if k is None or i < k or lab["accepted"]][::-1]
+    names = [wrap(str(lab["class"])) for lab in keep]
+    probs = [float(lab["prob"]) for lab in keep]
+    ths = [float(lab["threshold"]) for lab in keep]
+    words = ["accepted" if lab["accepted"] else "rejected" for lab in keep]
+    fig = go.Figure(
+        go.Bar(
+            x=probs,
+            y=names,
+            orientation="h",
+            text=[f"{p:.1%} · threshold {threshold(t)} · {w}" for p, t, w in zip(probs, ths, words)],
+            textposition="auto",
+            marker_color=[GREEN if lab["accepted"] else GREY for lab in keep],
+            customdata=[[str(lab["class"]), threshold(t), w] for lab, t, w in zip(keep, ths, words)],
+            hovertemplate="%{customdata[0]}: %{x:.2%}, threshold %{customdata[1]}: %{customdata[2]}<extra></extra>",
+            name="probability",
+        )
+    )
+    fig.add_scatter(
+        x=[min(max(t, 0.0), 1.0) for t in ths],
+        y=names,
+        mode="markers",
+        marker={"symbol": "line-ns", "size": 22, "line": {"width": 3, "color": RED}},
+        name="threshold",
+        hovertemplate="threshold %{x:.4f}<extra></extra>",
+    )
+    fig.update_xaxes(range=[0, 1], tickformat=".0%", tickvals=[0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    fig.update_yaxes(type="category")
+    lines = sum(n.count("<br>") + 1 for n in names)
+    fig = layout(fig, title, height=max(200, 80 + 26 * lines + 8 * len(keep)))
+    fig.update_layout(margin={"r": 28}, showlegend=True, legend={"orientation": "h", "y": -0.15})
     return fig
 
 

@@ -31,6 +31,7 @@ class Picked:
     x: object  # torch tensor (1, C, H, W) in [0, 1]
     label: int | None  # the true class (dataset images of single-label tasks), else None
     name: str
+    truth: list[int] | None = None  # multi-label dataset images: the indices of their true labels ([] for none)
 
 
 # --- the run's model ---------------------------------------------------------------------------------
@@ -101,6 +102,22 @@ def decision_rule(run: Run, rm) -> tuple[float | None, int]:
     return float(saved.get("binary", 0.5)), int(saved.get("positive_class", rm.positive))
 
 
+def label_thresholds(run: Run, rm) -> np.ndarray:
+    """A multi-label run's threshold per label: the saved ones (Evaluate), else training's defaults, else 0.5,
+    as Predict decides (`engine.predict.predictor.multilabel_thresholds`)."""
+    from engine.evaluate.thresholds import load_thresholds
+    from engine.predict.predictor import multilabel_thresholds
+
+    return multilabel_thresholds(load_thresholds(run), len(rm.classes))
+
+
+def accepted_labels(probs: np.ndarray, thresholds: np.ndarray) -> list[int]:
+    """The labels the run decides for one image, most probable first (`engine.predict.predictor`)."""
+    from engine.predict.predictor import accepted_labels as decided_labels
+
+    return decided_labels(probs, thresholds)
+
+
 def threshold_saved(run: Run) -> bool:
     """Whether a threshold was chosen for the run (thresholds.json, by Evaluate or `evaluate --save-thresholds`);
     otherwise decisions use training's default."""
@@ -152,7 +169,8 @@ def from_dataset(ds, index: int, rm) -> Picked:
         pixels, x = prepare_image(png_bytes(pixels), f"{index}.png", rm)
     labels = np.asarray(ds.labels)
     label = int(labels[index]) if labels.ndim == 1 else None
-    return Picked(f"ds:{index}", pixels, x, label, f"dataset image #{index}")
+    truth = [int(i) for i in np.flatnonzero(labels[index] > 0)] if labels.ndim == 2 else None
+    return Picked(f"ds:{index}", pixels, x, label, f"dataset image #{index}", truth)
 
 
 def from_upload(data: bytes, name: str, rm) -> Picked:

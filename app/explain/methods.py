@@ -97,10 +97,15 @@ def explanation(rkey: tuple, image_key: str, method: str, target: int, baseline:
     }
 
 
-def settings(classes: Sequence[str], predicted: int, key: str, scope: str = "") -> dict:
+def settings(
+    classes: Sequence[str], predicted: int, key: str, scope: str = "", accepted: Sequence[int] | None = None
+) -> dict:
     """The method / target / display controls; returns the choices. The class selector's labels name the
     predicted class, so it belongs to one image: its key carries `scope` (`load.scope`), and a value that is
-    not one of its options (say, from an older session) is dropped, never compared."""
+    not one of its options (say, from an older session) is dropped, never compared.
+
+    Multi-label (`accepted` given: the labels the run decides): several labels can be explained side by side,
+    the accepted ones by default (the most probable label when none is accepted)."""
     from engine.explain.attributions import METHODS
 
     names = list(METHODS)
@@ -112,17 +117,33 @@ def settings(classes: Sequence[str], predicted: int, key: str, scope: str = "") 
         "Methods", names, key=mkey, format_func=str, help="\n\n".join(f"**{n}**: {d}" for n, d in METHODS.items())
     )
     tkey = f"{key}.target.{scope}" if scope else f"{key}.target"
-    if not valid_choice(st.session_state.get(tkey), len(classes)):
-        st.session_state.pop(tkey, None)
-    target = c2.selectbox(
-        "Explain the class",
-        range(len(classes)),
-        index=predicted,
-        key=tkey,
-        format_func=lambda i: f"{classes[i]}" + (" (predicted)" if i == predicted else ""),
-        help="Attributions answer 'what in the image supports this class?'. Pick another class to "
-        "see what argues for it.",
-    )
+    targets: list[int] | None = None
+    if accepted is not None:
+        mkey_t = f"{key}.targets.{scope}" if scope else f"{key}.targets"
+        chosen = st.session_state.get(mkey_t)
+        if not isinstance(chosen, list) or not all(valid_choice(v, len(classes)) for v in chosen):
+            st.session_state[mkey_t] = list(accepted) or [predicted]
+        targets = c2.multiselect(
+            "Explain the labels",
+            list(range(len(classes))),
+            key=mkey_t,
+            format_func=lambda i: f"{classes[i]}" + (" (accepted)" if i in accepted else ""),
+            help="Each chosen label gets its own map, side by side: what in the image supports that label. The "
+            "labels the run accepts (probability at or above their thresholds) are chosen first.",
+        )
+        target = targets[0] if targets else predicted
+    else:
+        if not valid_choice(st.session_state.get(tkey), len(classes)):
+            st.session_state.pop(tkey, None)
+        target = c2.selectbox(
+            "Explain the class",
+            range(len(classes)),
+            index=predicted,
+            key=tkey,
+            format_func=lambda i: f"{classes[i]}" + (" (predicted)" if i == predicted else ""),
+            help="Attributions answer 'what in the image supports this class?'. Pick another class to "
+            "see what argues for it.",
+        )
     baseline = c3.selectbox(
         "Baseline",
         ["black", "blur", "noise"],
@@ -140,6 +161,7 @@ def settings(classes: Sequence[str], predicted: int, key: str, scope: str = "") 
     return {
         "methods": methods,
         "target": target,
+        "targets": [int(t) for t in targets] if targets else [target],
         "baseline": baseline,
         "sign": sign,
         "alpha": float(alpha),
@@ -165,50 +187,90 @@ def show_map(pixels: np.ndarray, heatmap: np.ndarray, opts: dict, col, caption: 
     )
 
 
-def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "expl", scope: str = "") -> dict:
-    """Draw the attribution panel; returns the settings (the adversarial panel reuses them)."""
-    opts = settings(classes, predicted, key, scope)
+def coarse_note(ex: dict, rm) -> str | None:
+    """The warning for a Grad-CAM map read from a feature map too small to mean anything, else None."""
+    from engine.explain.gradcam import coarse_warning
+
+    return coarse_warning(ex.get("params", {}).get("feature_map"), int(getattr(rm, "image_size", 0) or 0) or None)
+
+
+def _scores(ex: dict) -> dict[str, str]:
+    return {
+        "Deletion AUC": number(ex["curve"]["auc"]),
+        "infidelity": scientific(ex["scores"].get("infidelity")),
+        "max-sensitivity": number(ex["scores"].get("max_sensitivity")),
+    }
+
+
+def _score_caption(col, ex: dict, scores: dict[str, str]) -> None:
+    # one figure a line: the columns are narrow, and a line broken inside "1.45e-05" misreads
+    col.caption(
+        "  \n".join(
+            [
+                *(f"{k} **{v}**" if k == "Deletion AUC" else f"{k} {v}" for k, v in scores.items()),
+                f"{ex['seconds'] * 1000:,.0f} ms",
+            ]
+        ),
+        help=" ".join(["Lower is better for all three.", *helps().values()]),
+    )
+
+
+def panel(
+    run,
+    rm,
+    picked,
+    classes: Sequence[str],
+    predicted: int,
+    key: str = "expl",
+    scope: str = "",
+    accepted: Sequence[int] | None = None,
+) -> dict:
+    """Draw the attribution panel; returns the settings (the adversarial panel reuses them). Multi-label runs
+    (`accepted` given) can map several labels side by side: one row per method, one column per label."""
+    opts = settings(classes, predicted, key, scope, accepted)
     if not opts["methods"]:
         st.caption("Choose at least one method.")
         return opts
+    if accepted is not None and not opts["targets"]:
+        st.caption("Choose at least one label to explain.")
+        return opts
     rkey = run_key(run)
-    cols = st.columns(1 + len(opts["methods"]))
-    cols[0].image(for_display(picked.pixels), caption="original", width=THUMB_PX + 64)
-    curves, rows = {}, []
-    for col, method in zip(cols[1:], opts["methods"]):
-        col.markdown(f"**{method}**")
-        try:
-            with st.spinner(f"Computing {method}…"):
-                ex = explanation(rkey, picked.key, method, opts["target"], opts["baseline"], rm, picked.x)
-        except (LoupeError, ValueError, RuntimeError) as e:
-            col.error(f"{method}: {e}", icon=":material/error:")
-            continue
-        show_map(picked.pixels, ex["heatmap"], opts, col, method)
-        scores = {
-            "Deletion AUC": number(ex["curve"]["auc"]),
-            "infidelity": scientific(ex["scores"].get("infidelity")),
-            "max-sensitivity": number(ex["scores"].get("max_sensitivity")),
-        }
-        # one figure a line: the columns are narrow, and a line broken inside "1.45e-05" misreads
-        col.caption(
-            "  \n".join(
-                [
-                    *(f"{k} **{v}**" if k == "Deletion AUC" else f"{k} {v}" for k, v in scores.items()),
-                    f"{ex['seconds'] * 1000:,.0f} ms",
-                ]
-            ),
-            help=" ".join(["Lower is better for all three.", *helps().values()]),
-        )
-        curves[method] = ex["curve"]
-        rows.append(
-            {
-                "method": method,
-                "deletion AUC (lower is better)": scores["Deletion AUC"],
-                "infidelity": scores["infidelity"],
-                "max-sensitivity": scores["max-sensitivity"],
-                "time": f"{ex['seconds'] * 1000:,.0f} ms",
-            }
-        )
+    side_by_side = accepted is not None and len(opts["targets"]) > 1
+    curves, rows, warned = {}, [], set()
+    if side_by_side:
+        for method in opts["methods"]:
+            st.markdown(f"**{method}**")
+            cols = st.columns(1 + len(opts["targets"]))
+            cols[0].image(for_display(picked.pixels), caption="original", width=THUMB_PX + 64)
+            for col, target in zip(cols[1:], opts["targets"]):
+                name = str(classes[target])
+                col.markdown(f"**{name}**" + (" · accepted" if target in accepted else " · rejected"))
+                ex = _explain(col, rkey, picked, method, target, opts, rm)
+                if ex is None:
+                    continue
+                show_map(picked.pixels, ex["heatmap"], opts, col, f"{method} · {name}")
+                scores = _scores(ex)
+                _score_caption(col, ex, scores)
+                _warn_coarse(ex, rm, warned)
+                curves[f"{method} · {name}"] = ex["curve"]
+                rows.append(_row(f"{method}", scores, ex, name))
+    else:
+        cols = st.columns(1 + len(opts["methods"]))
+        cols[0].image(for_display(picked.pixels), caption="original", width=THUMB_PX + 64)
+        for col, method in zip(cols[1:], opts["methods"]):
+            col.markdown(f"**{method}**")
+            ex = _explain(col, rkey, picked, method, opts["target"], opts, rm)
+            if ex is None:
+                continue
+            show_map(picked.pixels, ex["heatmap"], opts, col, method)
+            scores = _scores(ex)
+            _score_caption(col, ex, scores)
+            curves[method] = ex["curve"]
+            rows.append(_row(method, scores, ex, None))
+        for method in opts["methods"]:
+            ex = _cached(rkey, picked, method, opts["target"], opts, rm)
+            if ex is not None:
+                _warn_coarse(ex, rm, warned)
     if curves:
         st.dataframe(
             rows,
@@ -216,10 +278,48 @@ def panel(run, rm, picked, classes: Sequence[str], predicted: int, key: str = "e
             key=f"{key}.table",
             column_config={c: st.column_config.TextColumn(help=h) for c, h in helps().items()},
         )
-        st.plotly_chart(charts.deletion_curves(curves, str(classes[opts["target"]])), key=f"{key}.chart.deletion")
+        what = str(classes[opts["target"]]) if not side_by_side else "each label"
+        st.plotly_chart(charts.deletion_curves(curves, what), key=f"{key}.chart.deletion")
         st.caption(
             "Faithfulness: pixels are removed most-important first (replaced by the baseline) and the target's "
             "probability is re-measured. A map that finds what the model really uses makes the probability fall "
             "fast: a lower area under the curve is better. Compare methods on the same image and target."
         )
     return opts
+
+
+def _cached(rkey: tuple, picked, method: str, target: int, opts: dict, rm) -> dict | None:
+    try:
+        return explanation(rkey, picked.key, method, target, opts["baseline"], rm, picked.x)
+    except (LoupeError, ValueError, RuntimeError):
+        return None
+
+
+def _explain(col, rkey: tuple, picked, method: str, target: int, opts: dict, rm) -> dict | None:
+    try:
+        with st.spinner(f"Computing {method}…"):
+            return explanation(rkey, picked.key, method, target, opts["baseline"], rm, picked.x)
+    except (LoupeError, ValueError, RuntimeError) as e:
+        col.error(f"{method}: {e}", icon=":material/error:")
+        return None
+
+
+def _warn_coarse(ex: dict, rm, warned: set) -> None:
+    """One warning per map size (under the maps, full width), however many labels or methods read it."""
+    note = coarse_note(ex, rm)
+    if note and note not in warned:
+        warned.add(note)
+        st.warning(note, icon=":material/grid_view:")
+
+
+def _row(method: str, scores: dict[str, str], ex: dict, label: str | None) -> dict:
+    row = {"method": method}
+    if label is not None:
+        row["label"] = label
+    return {
+        **row,
+        "deletion AUC (lower is better)": scores["Deletion AUC"],
+        "infidelity": scores["infidelity"],
+        "max-sensitivity": scores["max-sensitivity"],
+        "time": f"{ex['seconds'] * 1000:,.0f} ms",
+    }

@@ -126,19 +126,22 @@ def _gradcam(key: tuple, file_digest: str, target: int | None, _pred, _data: byt
 
     pixels, x = model_input(_pred, _data, _name)
     e = explain(_pred.rm, x, "gradcam", target=target)
-    return pixels, np.asarray(e.heatmap, dtype=np.float32), float(e.seconds)
+    return pixels, np.asarray(e.heatmap, dtype=np.float32), float(e.seconds), e.params.get("feature_map")
 
 
 def gradcam_overlay(
     pred, key: tuple, name: str, data: bytes, target: int | None, alpha: float = 0.5
-) -> tuple[np.ndarray, float]:
-    """The Grad-CAM of `target` (default: the predicted class) blended over the image as the model sees it, and
-    the seconds it took (cached per model, file and target)."""
+) -> tuple[np.ndarray, float, str | None]:
+    """The Grad-CAM of `target` (default: the predicted class) blended over the image as the model sees it, the
+    seconds it took (cached per model, file and target) and the warning when its feature map is too small to
+    mean anything (`engine.explain.gradcam.coarse_warning`), else None."""
     from engine.explain.attributions import overlay
+    from engine.explain.gradcam import coarse_warning
 
     run_model_of(pred)
-    pixels, heat, secs = _gradcam(key, digest(data), target, pred, data, name)
-    return np.asarray(overlay(pixels, heat, alpha=alpha), dtype=np.uint8), secs
+    pixels, heat, secs, fmap = _gradcam(key, digest(data), target, pred, data, name)
+    note = coarse_warning(fmap, int(getattr(pred, "image_size", 0) or 0) or None)
+    return np.asarray(overlay(pixels, heat, alpha=alpha), dtype=np.uint8), secs, note
 
 
 # --- uploads ----------------------------------------------------------------------------------------------

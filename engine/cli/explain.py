@@ -54,10 +54,13 @@ def full_size_overlay(
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    import sys
+
     from PIL import Image
 
     from engine.data.decode import ImageDecodeError, decode
     from engine.explain.attributions import explain
+    from engine.explain.gradcam import coarse_warning
     from engine.predict.run_model import RunModelError, load_run_model, predict_tensor, prepare_image
     from engine.runs.folder import find_run
 
@@ -71,9 +74,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise RunModelError(f"The image '{path.name}' cannot be used: {e}.") from None
     probs = predict_tensor(rm, x)[0]
     top = int(probs.argmax())
-    ex = explain(
-        rm, x, args.method, target=_class_index(args.target, rm.classes), baseline=args.baseline, n_steps=args.n_steps
-    )
+    target = _class_index(args.target, rm.classes)
+    decided = f"prediction: {rm.classes[top]} ({probs[top]:.4f})"
+    if rm.task == "multilabel":
+        accepted = _accepted(run, rm, probs)
+        names = ", ".join(f"{rm.classes[i]} ({probs[i]:.4f})" for i in accepted) or "(none)"
+        decided = f"decided labels: {names}"
+        if target is None and accepted:
+            target = accepted[0]  # the most probable decided label, not a top label its threshold rejects
+    ex = explain(rm, x, args.method, target=target, baseline=args.baseline, n_steps=args.n_steps)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     picture, (left, top_px, right, bottom) = full_size_overlay(original, ex.heatmap, args.alpha, args.sign)
@@ -85,10 +94,21 @@ def cmd_explain(args: argparse.Namespace) -> int:
         else f"; the model saw the centre {right - left}x{bottom - top_px} square, the rest is dimmed"
     )
     print(
-        f"prediction: {rm.classes[top]} ({probs[top]:.4f}); explained class {rm.classes[ex.target]} "
+        f"{decided}; explained class {rm.classes[ex.target]} "
         f"({probs[ex.target]:.4f}) with {ex.method} in {ex.seconds:.2f} s -> {out} ({w}x{h}, the input's size{seen})"
     )
+    note = coarse_warning(ex.params.get("feature_map"), rm.image_size)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     return 0
+
+
+def _accepted(run, rm, probs) -> list[int]:
+    """A multi-label run's decided labels for one image at its saved thresholds, most probable first."""
+    from engine.evaluate.thresholds import load_thresholds
+    from engine.predict.predictor import accepted_labels, multilabel_thresholds
+
+    return accepted_labels(probs, multilabel_thresholds(load_thresholds(run), len(rm.classes)))
 
 
 def cmd_attack(args: argparse.Namespace) -> int:

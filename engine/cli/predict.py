@@ -30,13 +30,26 @@ def _resolve(ref: str, runs_dir: str | None) -> str:
 
 
 def _line(r: dict, limit: float) -> str:
+    """One image: the decision (multi-label: the decided set, "(none)" when no label passes its threshold), the
+    unsure and out-of-distribution flags, then the top-k (multi-label: every label with its threshold)."""
+    from engine.metrics.display import number, threshold
+    from engine.predict.ood import verdict
+
     if not r["ok"]:
         return f"error: {r['file']}: {r['error']}"
-    label = ", ".join(r["label"]) or "(no label)" if isinstance(r["label"], list) else r["label"]
-    tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
     flag = f"  [unsure: margin {r['margin']:.4f} < {limit:g}]" if r["unsure"] and r.get("margin") is not None else ""
     flag = flag or ("  [unsure]" if r["unsure"] else "")
-    return f"{r['file']}: {label} ({r['confidence']:.4f}){flag}\n    top: {tops}"
+    unlike = "  [" + verdict(r) + "]" if r.get("unlike_training") else ""
+    if isinstance(r["label"], list):
+        ranked = sorted(r.get("labels") or [], key=lambda lab: -lab["prob"])
+        per_label = "\n".join(
+            f"    {lab['class']}: {number(lab['prob'])} {'>=' if lab['accepted'] else '<'} threshold "
+            f"{threshold(lab['threshold'])}: {'accepted' if lab['accepted'] else 'rejected'}"
+            for lab in ranked
+        )
+        return f"{r['file']}: {', '.join(r['label']) or '(none)'}{flag}{unlike}\n{per_label}"
+    tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
+    return f"{r['file']}: {r['label']} ({r['confidence']:.4f}){flag}{unlike}\n    top: {tops}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -68,7 +81,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, indent=2, allow_nan=False))
     else:
+        from engine.predict.ood import describe
+
         print(f"model: {pred.name} ({pred.task}, {pred.image_size} px)")
+        print(describe(pred.ood))
         for r in results:  # an image that could not be read is an error: stderr, like every other error
             print(_line(r, pred.unsure_margin), file=sys.stdout if r["ok"] else sys.stderr)
     return 0 if any(r["ok"] for r in results) else 2
@@ -88,7 +104,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         parents=[RUNS_DIR, JSON, NO_PROGRESS],
         help="classify images with a run or builtin:imagenet",
         description="Predict image files (or a folder/.zip of images into a CSV) with a run's model "
-        "and its saved thresholds, or with builtin:imagenet.",
+        "and its saved thresholds, or with builtin:imagenet. Multi-label: the decision is the set of labels "
+        "at or above their thresholds, each listed with its probability and threshold (CSV: prob:LABEL, "
+        "threshold:LABEL). For a run, each image is also checked against the training data (Mahalanobis "
+        "distance in the model's penultimate features, calibrated on the first use so that 95%% of validation "
+        "images pass, cached in RUN/ood.npz): 'looks unlike the training data' when it is far from them "
+        "(CSV: unlike_training, ood_score, ood_threshold).",
     )
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
     pr.add_argument("images", nargs="+", help="image files, or one folder or .zip (then --out FILE.csv)")

@@ -121,8 +121,8 @@ def _attribute(
     layer = gradcam_layer(model)
     params["layer"] = next((n for n, m in model.named_modules() if m is layer), "")
     if method == "gradcam":
-        return gradcam(model, layer, x, target).unsqueeze(1)
-    return guided_gradcam(model, layer, x, target)
+        return gradcam(model, layer, x, target, info=params).unsqueeze(1)
+    return guided_gradcam(model, layer, x, target, info=params)
 
 
 def explain(

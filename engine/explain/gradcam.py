@@ -84,8 +84,16 @@ def _as_map(act: torch.Tensor, model: nn.Module) -> torch.Tensor:
     raise ValueError(f"Grad-CAM cannot read a layer output of shape {tuple(act.shape)}")
 
 
-def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, forward=None) -> torch.Tensor:
-    """ReLU(sum_c mean(dy/dA_c) * A_c), upsampled bilinearly to the input size: (N, H, W)."""
+#: a feature map this small (per side) says little: upsampled, 2 x 2 cells are an almost uniform square
+COARSE_SIDE = 2
+
+
+def gradcam(
+    model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, forward=None, info: dict | None = None
+) -> torch.Tensor:
+    """ReLU(sum_c mean(dy/dA_c) * A_c), upsampled bilinearly to the input size: (N, H, W).
+
+    `info` (when given) receives `feature_map`: the (h, w) of the map before upsampling (see `coarse_warning`)."""
     captured: dict[str, torch.Tensor] = {}
 
     def keep(_m, _inp, out):
@@ -101,16 +109,42 @@ def gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, fo
     finally:
         handle.remove()
     a, g = _as_map(act.detach(), model), _as_map(grads, model)
+    if info is not None:
+        info["feature_map"] = [int(a.shape[-2]), int(a.shape[-1])]
     cam = F.relu((g.mean(dim=(2, 3), keepdim=True) * a).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return cam[:, 0]
 
 
-def guided_gradcam(model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, forward=None) -> torch.Tensor:
+def coarse_warning(feature_map: list[int] | tuple[int, int] | None, image_size: int | None = None) -> str | None:
+    """One sentence when a Grad-CAM feature map is too small to mean anything (a side of `COARSE_SIDE` cells or
+    fewer), else None. Grad-CAM weighs the channels of the last spatial layer and upsamples the h x w result:
+    at 2 x 2 or 1 x 1 the map can only say which quarter of the image (or nothing at all) mattered, and it
+    looks like an almost uniform square."""
+    if not feature_map:
+        return None
+    h, w = (int(v) for v in feature_map)
+    if min(h, w) > COARSE_SIDE:
+        return None
+    at = f" for a {image_size} px input" if image_size else ""
+    what = (
+        "one uniform square that says nothing about where the model looked"
+        if h * w == 1
+        else f"an almost uniform square that can only say which of {h * w} cells mattered"
+    )
+    return (
+        f"Grad-CAM read a {h}x{w} feature map{at}: upsampled, it is {what}. Use saliency, integrated "
+        "gradients or occlusion instead, or train at a bigger input size."
+    )
+
+
+def guided_gradcam(
+    model: nn.Module, layer: nn.Module, x: torch.Tensor, target: int, forward=None, info: dict | None = None
+) -> torch.Tensor:
     """Guided backprop (Captum) times the upsampled Grad-CAM map: (N, C, H, W), fine detail inside the CAM."""
     from captum.attr import GuidedBackprop
 
     with no_inplace_relu(model):
         gb = GuidedBackprop(model).attribute(x, target=target)
-    cam = gradcam(model, layer, x, target, forward)
+    cam = gradcam(model, layer, x, target, forward, info)
     return gb * cam.unsqueeze(1)

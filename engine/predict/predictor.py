@@ -17,6 +17,7 @@ import contextlib
 import copy
 import csv
 import functools
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,16 @@ from engine.data.pixels import to_tensor
 from engine.device import Compute, resolve_compute
 from engine.errors import LoupeError
 from engine.metrics.core import decide
-from engine.predict.run_model import RunModel, RunModelError, load_run_model, predict_tensor, prepare_image, wrap_model
+from engine.predict.ood import OodStatus, load_check
+from engine.predict.run_model import (
+    RunModel,
+    RunModelError,
+    load_run_model,
+    predict_features,
+    predict_tensor,
+    prepare_image,
+    wrap_model,
+)
 from engine.predict.unsure import DEFAULT_MARGIN, decision_margin, is_unsure
 
 BUILTIN_IMAGENET = "builtin:imagenet"
@@ -41,6 +51,23 @@ CHUNK = 32  # images decoded and run together: bounds memory on big folders
 
 class PredictError(LoupeError):
     """A model reference, folder or archive that cannot be used for predictions."""
+
+
+def multilabel_thresholds(saved: dict, n_labels: int) -> np.ndarray:
+    """A multi-label run's threshold per label from its thresholds.json contents (`load_thresholds`): the saved
+    list, or 0.5 for every label when none (or a list of the wrong length) is saved. Predict, Explain and the
+    CLI read them here, so they decide at the same thresholds."""
+    t = saved.get("multilabel")
+    if isinstance(t, list) and len(t) == n_labels:
+        return np.asarray(t, np.float64)
+    return np.full(n_labels, 0.5)
+
+
+def accepted_labels(probs: np.ndarray, thresholds: np.ndarray) -> list[int]:
+    """The labels decided for one image's probabilities (`engine.metrics.core.decide`: p_j >= t_j), most
+    probable first."""
+    on = np.flatnonzero(decide(np.asarray(probs), "multilabel", threshold=np.asarray(thresholds, np.float64)))
+    return sorted((int(i) for i in on), key=lambda i: -float(probs[i]))
 
 
 def builtin_models() -> list[str]:
@@ -97,6 +124,8 @@ class Predictor:
     #: built-in models only: channels_last + bf16 autocast where the CPU has bf16 (2-5x faster). Runs stay
     #: fp32 so their scores match the stored predictions their thresholds were tuned on.
     compute: Compute | None = None
+    #: the out-of-distribution check (`engine.predict.ood`), or why there is none
+    ood: OodStatus = OodStatus(None, "the model is not a saved run, so there are no training images to compare with")
 
     classes = property(lambda self: self.rm.classes)
     task = property(lambda self: self.rm.task)
@@ -164,13 +193,30 @@ class Predictor:
             x = torch.cat(xs)
             if self.compute is not None and self.compute.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
+            scores = None
             with self.compute.autocast() if self.compute is not None else contextlib.nullcontext():
-                raw = predict_tensor(self.rm, x)
+                if self.ood.check is not None:
+                    raw, feats = predict_features(self.rm, x)
+                    scores = self.ood.check.scores(feats)
+                else:
+                    raw = predict_tensor(self.rm, x)
             share = (time.perf_counter() - t0) / len(xs)
             cal = self._calibrate(raw)
             for j, i in enumerate(idx):
-                results[i] = self._result(items[i][0], raw[j], cal[j], top_k, secs[j] + share)
+                res = self._result(items[i][0], raw[j], cal[j], top_k, secs[j] + share)
+                results[i] = {**res, **self._ood_fields(None if scores is None else float(scores[j]))}
         return results  # type: ignore[return-value]
+
+    def _ood_fields(self, score: float | None) -> dict:
+        """`unlike_training` (True/False, None when the check is unavailable), the score and its threshold."""
+        check = self.ood.check
+        if check is None or score is None:
+            return {"unlike_training": None, "ood_score": None, "ood_threshold": None}
+        return {
+            "unlike_training": bool(check.unlike(np.array([score]))[0]),
+            "ood_score": score,
+            "ood_threshold": check.threshold,
+        }
 
     def _calibrate(self, probs: np.ndarray) -> np.ndarray:
         if not self.temperature or float(self.temperature) == 1.0:
@@ -189,7 +235,7 @@ class Predictor:
         if self.task == "binary":
             return float(self.thresholds.get("binary", 0.5))
         if self.task == "multilabel":
-            return np.asarray(self.thresholds.get("multilabel") or [0.5] * len(self.classes), np.float64)
+            return multilabel_thresholds(self.thresholds, len(self.classes))
         return None
 
     def decision_threshold(self) -> float | list[float] | None:
@@ -227,10 +273,14 @@ class Predictor:
             label = int(decide(raw, "binary", self.positive, self.raw_threshold()))
             res.update(label=self.classes[label], score=float(cal[self.positive]))
         elif self.task == "multilabel":
-            labels = [
-                self.classes[i] for i in np.flatnonzero(decide(raw, "multilabel", threshold=self.raw_threshold()))
-            ]
-            res.update(label=labels)
+            accepted = decide(raw, "multilabel", threshold=self.raw_threshold())
+            res.update(
+                label=[self.classes[i] for i in np.flatnonzero(accepted)],
+                labels=[
+                    {"class": c, "index": i, "prob": float(cal[i]), "threshold": float(t), "accepted": bool(a)}
+                    for i, (c, t, a) in enumerate(zip(self.classes, shown_threshold, accepted))
+                ],
+            )
         else:
             res.update(label=self.classes[order[0]])
         res["unsure"] = is_unsure(
@@ -252,6 +302,9 @@ def _failed(name: str, error: str, seconds: float = 0.0) -> dict:
         "unsure": True,
         "threshold": None,
         "seconds": float(seconds),
+        "unlike_training": None,
+        "ood_score": None,
+        "ood_threshold": None,
     }
 
 
@@ -263,7 +316,7 @@ def _load_run(path: str, mtimes: tuple[float, float], device: str) -> Predictor:
     run = Run(path)
     rm = load_run_model(run, device)
     th = load_thresholds(run)
-    return Predictor(rm, run.id, th, th.get("temperature") or None)
+    return Predictor(rm, run.id, th, th.get("temperature") or None, ood=load_check(run, rm))
 
 
 @functools.lru_cache(maxsize=2)
@@ -284,7 +337,13 @@ def _load_builtin(ref: str, device: str) -> Predictor:
     rm.device = str(compute.device)
     pre = functools.partial(_builtin_pre, size=size, resize_to=resize_to, interpolation=interp)
     return Predictor(
-        rm, f"{arch} (ImageNet-1k, {info.weights_source}, {compute.name})", {}, None, preprocess=pre, compute=compute
+        rm,
+        f"{arch} (ImageNet-1k, {info.weights_source}, {compute.name})",
+        {},
+        None,
+        preprocess=pre,
+        compute=compute,
+        ood=OodStatus(None, "the built-in model's training images (ImageNet) are not at hand to compare with"),
     )
 
 
@@ -315,6 +374,65 @@ def _image_files(src: Path) -> tuple[Path, list[Path]]:
     return src, files
 
 
+CSV_COLUMNS = ["file", "label", "confidence", "unsure", "top_k", "error"]
+OOD_COLUMNS = ["unlike_training", "ood_score", "ood_threshold"]
+
+
+def csv_header(predictor: Predictor) -> list[str]:
+    """The predictions CSV's columns (the CLI's `predict --out` and the Predict page's download write the same).
+
+    Multi-label adds each label's probability and threshold (`prob:<label>`, `threshold:<label>`, on the
+    reported scale), so a reader can see which labels were rejected and by how much; every task ends with the
+    out-of-distribution columns (`engine.predict.ood`; empty when the check is unavailable)."""
+    per_label = []
+    if predictor.task == "multilabel":
+        per_label = [f"{what}:{c}" for c in predictor.classes for what in ("prob", "threshold")]
+    return [*CSV_COLUMNS, *per_label, *OOD_COLUMNS]
+
+
+def _num(value: object) -> str:
+    return f"{float(value):.6f}" if isinstance(value, (int, float)) and np.isfinite(value) else ""
+
+
+def csv_row(result: dict, file: str | None = None) -> list[str]:
+    """One result as a row of `csv_header`: multi-label `label` is the decided set joined by ';' (empty when
+    none passes), and its `confidence` is empty: one label's probability is not the confidence of a set."""
+    label = result.get("label")
+    multilabel = isinstance(label, list)
+    per_label = [_num(v) for lab in result.get("labels") or [] for v in (lab.get("prob"), lab.get("threshold"))]
+    unlike = result.get("unlike_training")
+    return [
+        file if file is not None else str(result.get("file", "")),
+        ";".join(label) if multilabel else (label or ""),
+        "" if multilabel or not result.get("ok") else _num(result.get("confidence")),
+        str(bool(result.get("unsure"))),
+        "; ".join(f"{t['class']}:{t['prob']:.4f}" for t in result.get("top") or []),
+        result.get("error") or "",
+        *per_label,
+        "" if unlike is None else str(bool(unlike)),
+        _num(result.get("ood_score")),
+        _num(result.get("ood_threshold")),
+    ]
+
+
+def write_csv(predictor: Predictor, results: list[dict]) -> str:
+    """The predictions CSV of `results` as text (the Predict page's download)."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(csv_header(predictor))
+    n = len(csv_header(predictor))
+    for r in results:
+        w.writerow(_pad(csv_row(r), n))
+    return buf.getvalue()
+
+
+def _pad(row: list[str], n: int) -> list[str]:
+    """A failed multi-label image has no per-label values: its row is padded to the header before the OOD cells."""
+    if len(row) >= n:
+        return row
+    return [*row[: len(CSV_COLUMNS)], *[""] * (n - len(row)), *row[len(CSV_COLUMNS) :]]
+
+
 def predict_folder(
     predictor: Predictor,
     src: Path,
@@ -322,22 +440,20 @@ def predict_folder(
     top_k: int = 5,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Path:
-    """Predict every image under a folder (or a zip) into a CSV: file,label,confidence,unsure,top_k,error
+    """Predict every image under a folder (or a zip) into a CSV with `csv_header`'s columns
     (`unsure` by `engine.predict.unsure` at the predictor's `unsure_margin`)."""
     root, files = _image_files(Path(src))
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".part")
+    header = csv_header(predictor)
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file", "label", "confidence", "unsure", "top_k", "error"])
+        w.writerow(header)
         for s in range(0, len(files), CHUNK):
             batch = files[s : s + CHUNK]
             for p, r in zip(batch, predictor.predict_paths(batch, top_k)):
-                label = ";".join(r["label"]) if isinstance(r["label"], list) else (r["label"] or "")
-                tops = "; ".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top"])
-                conf = f"{r['confidence']:.6f}" if r["ok"] else ""
-                w.writerow([p.relative_to(root).as_posix(), label, conf, r["unsure"], tops, r["error"] or ""])
+                w.writerow(_pad(csv_row(r, p.relative_to(root).as_posix()), len(header)))
             if progress:
                 progress(min(s + CHUNK, len(files)), len(files), "predicting")
     tmp.replace(out_csv)

@@ -124,3 +124,20 @@ def predict_tensor(rm: RunModel, x: torch.Tensor, batch_size: int = 256) -> np.n
             logits = rm.model(x[s : s + batch_size].to(rm.device)).float()
             out.append(probs_from_logits(logits, rm.multilabel).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(rm.classes)), np.float32)
+
+
+def predict_features(rm: RunModel, x: torch.Tensor, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """((N, C) probabilities, (N, F) penultimate features) from one forward pass.
+
+    The probabilities are exactly `predict_tensor`'s: the wrapper's forward is `classify(features(x))`, so
+    reading the features on the way costs nothing and the out-of-distribution check sees the pass that decided.
+    """
+    probs, feats = [], []
+    with rm.lock, torch.no_grad():
+        for s in range(0, len(x), batch_size):
+            f = rm.model.features(x[s : s + batch_size].to(rm.device)).float()
+            probs.append(probs_from_logits(rm.model.classify(f).float(), rm.multilabel).cpu().numpy())
+            feats.append(f.cpu().numpy())
+    if not probs:
+        return np.zeros((0, len(rm.classes)), np.float32), np.zeros((0, 0), np.float32)
+    return np.concatenate(probs), np.concatenate(feats)

@@ -191,6 +191,11 @@ class Run:
         """Optimiser, scheduler, generator and trainer state of `last` (torch.save, loadable weights_only)."""
         return self.checkpoints / "last_state.pt"
 
+    @property
+    def ood_cache(self) -> Path:
+        """The out-of-distribution check's calibration (`engine.predict.ood`), computed on first use."""
+        return self.path / "ood.npz"
+
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
 
