@@ -325,3 +325,17 @@ def test_metrics_at_decides_at_the_given_threshold_even_at_zero():
     assert at0["accuracy"] == pytest.approx(float(y.mean()))
     default = E.metrics_at(y, probs, "binary", positive=1, threshold=None)
     assert default == E.metrics_at(y, probs, "binary", positive=1, threshold=0.5)
+
+
+def test_cli_top_losses_of_a_multilabel_run_name_the_wrong_labels(tmp_path, capsys):
+    """Issue 14, item 7 in the CLI: a multi-label top loss names its missed and extra labels with their
+    probabilities, "(none)" for an empty set, instead of one "p%"."""
+    from engine.cli.main import main
+
+    y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 10)
+    p = np.array([[0.9, 0.1], [0.2, 0.8], [0.9, 0.9], [0.1, 0.1]] * 10, dtype=float)
+    p[0] = [0.05, 0.1]  # item 0: 'cat' missed, nothing extra
+    run = make_run(tmp_path, "multilabel", ["cat", "dog"], {"val": (y, p), "test": (y, p)})
+    assert main(["evaluate", str(run.path), "--bootstrap", "0", "--runs-dir", str(tmp_path)]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "top loss:" in line]
+    assert lines and "missed: cat 5.00%; extra: (none)" in lines[0]

@@ -17,7 +17,7 @@ from app.common.images import THUMB_PX, for_display
 from app.common.loaders import load_dataset
 from app.evaluate import load
 from engine.errors import LoupeError
-from engine.metrics.display import percent
+from engine.metrics.display import NONE, label_probs, percent
 from engine.runs.folder import Run
 
 MAX_IMAGES = 24
@@ -48,7 +48,6 @@ def _name(classes: Sequence[str], value) -> str:
     return str(value)
 
 
-NONE = "(none)"  # an empty label set, written so (a blank reads as a missing caption)
 SOFT_BREAK = "\u200b"  # zero-width space: where a browser may break a long name that has no spaces
 
 
@@ -79,19 +78,15 @@ def file_name(item_id: object) -> str:
     return name[:HEAD_CHARS] + "…" + name[len(name) - (NAME_CHARS - HEAD_CHARS - 1) :]
 
 
-def label_probs(entries: Sequence[dict]) -> str:
-    """'dog 12.00%, cat 81.00%' for a multi-label item's missed or extra labels; "(none)" when there are none."""
-    return ", ".join(f"{breakable(e['label'])} {percent(e['prob'])}" for e in entries) or NONE
-
-
 def caption(item: dict, classes: Sequence[str], extra: str | None = None) -> str:
     """'true → predicted (confidence)' (+ `extra`, a field of the item, e.g. its loss). A multi-label item with its
     `missed` and `extra` labels says which labels are wrong, with their probabilities, instead of one "p%"."""
     cap = f"{breakable(_name(classes, item.get('true')))} → {breakable(_name(classes, item.get('predicted')))}"
     if "missed" in item or "extra" in item:
-        cap += f" · missed: {label_probs(item.get('missed') or [])} · extra: {label_probs(item.get('extra') or [])}"
+        missed, extra_labels = (label_probs(item.get(k) or [], name=breakable) for k in ("missed", "extra"))
+        cap += f" · missed: {missed} · extra: {extra_labels}"
     elif item.get("confidence") is not None:
-        cap += f" ({float(item['confidence']):.0%})"
+        cap += f" ({percent(item['confidence'])})"
     if extra and item.get(extra) is not None:
         cap += f" · {extra.replace('_', ' ')} {float(item[extra]):.2f}"
     return cap

@@ -72,9 +72,11 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
         )
     )
     for t in top[:10]:
-        lines.append(
-            f"  top loss: {t['id']} true {t['true']} predicted {t['predicted']} ({display.percent(t['confidence'])})"
-        )
+        if "missed" in t or "extra" in t:  # multi-label: which labels are wrong, not one probability
+            wrong = f"missed: {display.label_probs(t.get('missed') or [])}; extra: {display.label_probs(t.get('extra') or [])}"
+        else:
+            wrong = f"true {t['true']} predicted {t['predicted']} ({display.percent(t['confidence'])})"
+        lines.append(f"  top loss: {t['id']} {wrong}")
     for t in suspects[:10]:
         lines.append(
             f"  likely mislabelled: {t['id']} given {t['given']} suggested {t['suggested']} "

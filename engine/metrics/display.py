@@ -10,8 +10,10 @@ applied at in the UI. A missing or non-finite value is "n/a", never "None" or "n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 MISSING = "n/a"
+NONE = "(none)"  # an empty label set, written so (a blank reads as a missing value)
 
 # Shares of items, written as percentages. Matched on the metric's name without a split prefix
 # ("val_hter" -> "hter") and without a "_mean"/"_std" suffix.
@@ -164,3 +166,9 @@ __all__ = [
     "percent",
     "threshold",
 ]
+
+
+def label_probs(entries: Sequence[dict], name: Callable[[str], str] = str) -> str:
+    """'dog 12.00%, cat 81.00%' for a multi-label item's missed or extra labels (`{"label", "prob"}` each),
+    NONE when there are none; `name` lets a page make long labels breakable."""
+    return ", ".join(f"{name(e['label'])} {percent(e['prob'])}" for e in entries) or NONE
