@@ -94,3 +94,17 @@ def test_a_pickers_label_says_what_the_name_does_not_and_stays_short(tmp_path: P
     assert run_label(generated) == generated.id and "small_cnn-faces-" in generated.id
     assert run_label(named) == "baseline · small_cnn · faces"
     assert short_dataset("builtin:fashion-binary") == "fashion-binary" and short_dataset(folder + "/") == "faces"
+
+
+@pytest.mark.parametrize("script,title,needs", PAGES)
+def test_the_sidebar_names_the_run_shown_and_its_dataset(runs, script: str, title: str, needs: str):
+    """Issue 13 follow-up: on a run page the sidebar named the dataset chosen on the Dataset page (not the one
+    the run was trained on, which the page shows) and the run active before the page chose one ("none yet"
+    while the page showed its fallback)."""
+    at = open_page(script, title, None, dataset="builtin:fashion-binary")  # chosen elsewhere; the run is on digits
+    side = "\n".join(m.value for m in at.sidebar.markdown)
+    assert picked(at) == runs["trained"].id
+    assert f"**Run**  \n`{runs['trained'].id}`  \n" in side, side
+    assert "**Dataset**  \n`builtin:digits` (the run's)" in side, side
+    assert "The Dataset and Train pages use `builtin:fashion-binary`." in side
+    assert at.query_params["dataset"] == "builtin:fashion-binary"  # the choice itself is kept

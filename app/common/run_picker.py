@@ -12,6 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.common import state
+from app.common.sidebar import show_run
 from engine.runs.folder import Run, runs_dir
 
 
@@ -85,4 +86,5 @@ def pick_run(runs: list[Run], *, fallback: Run, needs: str, key: str) -> Run:
         format_func=lambda i: run_label(by_id[i]),
         help=f"Runs with {needs}, newest first.",
     )
+    show_run(chosen)  # the sidebar names the run shown and its dataset
     return chosen
