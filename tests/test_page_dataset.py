@@ -295,7 +295,7 @@ def test_a_handful_of_images_per_class_gets_a_warning_box(tmp_path: Path):
     # the advice names the page's control, not the command line's flag
     assert all("--kfold" not in t for t in texts)
     assert all(
-        t.endswith("or use k-fold cross-validation: on the Train page, set **K-fold folds** to 5 (under Stopping).")
+        t.endswith("or use k-fold cross-validation: on the Train page, set **K-fold folds** (under Stopping) to 5.")
         for t in texts
         if "split has fewer than" in t
     )

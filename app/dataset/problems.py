@@ -49,12 +49,10 @@ def warning_text(warning: dict) -> str:
     """A data-quality warning on the page: its message, with the Train page's control that follows its advice
     (the terminal names the `train` flag instead: `engine.data.stats.warning_text`)."""
     if warning.get("kfold"):
-        from app.train.form import TITLES, label
-        from app.train.values import FIELDS
+        from app.train.form import control
 
         return (
-            f"{warning['message'].removesuffix('.')}: on the Train page, set **{label('kfold')}** to "
-            f"{warning['kfold']} (under {TITLES[FIELDS['kfold'].metadata['group']]})."
+            f"{warning['message'].removesuffix('.')}: on the Train page, set {control('kfold')} to {warning['kfold']}."
         )
     return warning["message"]
 

@@ -123,6 +123,12 @@ def label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
+def control(name: str) -> str:
+    """Where a config field is set on the Train page, for other pages' advice: '**K-fold folds** (under
+    Stopping)'. A page names its own control, not the command line's flag or the config's field name."""
+    return f"**{label(name)}** (under {TITLES[FIELDS[name].metadata['group']]})"
+
+
 # --- drawing -------------------------------------------------------------------------------------
 
 
