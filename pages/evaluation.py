@@ -349,7 +349,7 @@ def calibration_section(pred, res: dict) -> None:
             charts.reliability_diagram(
                 rel["bins"],
                 rel["ece"],
-                f"After temperature scaling (T = {display.number(temperature, 2)})",
+                f"After temperature scaling (T = {display.number(temperature)})",
                 color=charts.F1_C,
             ),
             key="eval.chart.calib_after",

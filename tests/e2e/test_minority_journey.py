@@ -397,6 +397,9 @@ def test_every_page_after_the_journey(page, srv, artifacts):
             if tab:
                 open_tab(page, tab)
             name = f"m{n}-after-{title.lower()}" + (f"-{tab.lower().replace(' ', '-')}" if tab else "")
+            if tab == "Calibration":  # one number, one format: the card's temperature is the chart's
+                page.locator(".gtitle", has_text="After temperature scaling").first.wait_for()
+                assert f"(T = {metric(page, 'Temperature')})" in visible_text(page)
             if tab == "Top losses":  # advice names the page's control, not the config field or a CLI flag
                 page.get_by_text("on the Train page, K-fold folds (under Stopping) 2 or more").wait_for()
             done(page, artifacts, name, allow_errors=(r"^Prediction flipped",))
