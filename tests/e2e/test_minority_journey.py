@@ -61,6 +61,14 @@ CUT = """root => [...root.querySelectorAll('*')].filter(e => {
 }).map(e => e.innerText.trim())"""
 
 
+def test_the_raw_value_pattern_finds_reprs_and_spares_words():
+    raw = ["max-sensitivity None", "HTER nan", "NaN%", "-inf", "['a', 'b']", "{'loss': 0.1}", "dtype('float32')"]
+    raw += ["<engine.runs.folder.Run object at 0x7f>", "array([1, 2])"]
+    words = ["None found.", "None: every file decoded.", "inference", "infinite", "Nonetheless", "nanny", "[0, 1]"]
+    assert all(RAW.search(t) for t in raw), [t for t in raw if not RAW.search(t)]
+    assert not any(RAW.search(t) for t in words), [t for t in words if RAW.search(t)]
+
+
 def faces_dataset(root: Path) -> tuple[Path, Path]:
     """root/negatives (100 non-faces) and root/positives (33 faces) as PNG; returns (root, a face kept out)."""
     from PIL import Image
