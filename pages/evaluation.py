@@ -17,6 +17,7 @@ from app.common.sidebar import draw_frame
 from app.evaluate import binary as eval_binary
 from app.evaluate import charts, compare, gallery, load
 from app.evaluate import multilabel as eval_multilabel
+from app.train.form import control
 from engine import metrics as M
 from engine.errors import LoupeError
 from engine.evaluate import most_confused
@@ -339,8 +340,8 @@ def errors_section(run: Run, pred, res: dict) -> None:
     st.markdown("##### Likely mislabelled")
     if "oof" not in load.splits_of(run):
         st.caption(
-            "Needs out-of-fold probabilities: train with k-fold (Train page, `kfold` ≥ 2) to rank the images "
-            "whose given label the model doubts (confident learning)."
+            f"Needs out-of-fold probabilities: train with k-fold (on the Train page, {control('kfold')} 2 or more) "
+            "to rank the images whose given label the model doubts (confident learning)."
         )
         return
     rows = load.likely_mislabelled(run)
@@ -415,7 +416,7 @@ def calibration_section(pred, res: dict) -> None:
             charts.reliability_diagram(
                 rel["bins"],
                 rel["ece"],
-                f"After temperature scaling (T = {display.number(temperature, 2)})",
+                f"After temperature scaling (T = {display.number(temperature)})",
                 color=charts.F1_C,
             ),
             key="eval.chart.calib_after",

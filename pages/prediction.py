@@ -14,7 +14,7 @@ import streamlit as st
 
 from app.common import run_picker, state
 from app.common.loaders import runs_with_weights
-from app.common.sidebar import draw_frame
+from app.common.sidebar import draw_frame, show_run
 from app.predict import load, view
 from engine.errors import LoupeError
 from engine.metrics.display import finite, format_metric, label
@@ -164,6 +164,7 @@ def main() -> None:
     runs = {r.id: r for r in runs_with_weights()}
     ref = pick_model(runs)
     run = runs.get(ref)
+    show_run(run)  # the sidebar names the model's run and its dataset (the built-in model: as they were)
     try:
         pred = load.predictor(ref, runs)
     except (LoupeError, OSError, ValueError, RuntimeError) as e:

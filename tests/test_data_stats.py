@@ -295,6 +295,9 @@ def test_a_handful_of_validation_images_per_class_is_warned_about() -> None:
     text = format_stats_text(stats)
     assert f"warning: The validation split has fewer than {MIN_EVAL_PER_CLASS} images" in text
     assert text.index("warning:") < text.index("class counts")
+    # the message says what to do; the terminal adds the flag that does it (a page names its own control)
+    assert val_w["message"].endswith("or use k-fold cross-validation.") and val_w["kfold"] == 5
+    assert "or use k-fold cross-validation (train --kfold 5).\n" in text
 
 
 def test_enough_images_per_class_gives_no_warning() -> None:

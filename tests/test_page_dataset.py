@@ -292,6 +292,13 @@ def test_a_handful_of_images_per_class_gets_a_warning_box(tmp_path: Path):
         t.startswith("The validation split has fewer than 10 images of 2 classes ('cat' 3, 'dog' 3)") for t in texts
     )
     assert any(t.startswith("The test split has fewer than 10 images") for t in texts)
+    # the advice names the page's control, not the command line's flag
+    assert all("--kfold" not in t for t in texts)
+    assert all(
+        t.endswith("or use k-fold cross-validation: on the Train page, set **K-fold folds** (under Stopping) to 5.")
+        for t in texts
+        if "split has fewer than" in t
+    )
 
 
 def test_no_raw_python_values_on_the_page(tmp_path: Path):

@@ -448,3 +448,13 @@ def test_the_decided_class_per_task():
     assert decided(np.array([0.3, 0.7]), "binary", (0.5, 0)) == 1  # positive class 0: P(0) = 0.3 < 0.5
     assert decided(np.array([0.2, 0.5, 0.3]), "multiclass", (None, 0)) == 1
     assert decided(np.array([0.9, 0.95, 0.1]), "multilabel", (None, 0)) == 1  # the top label
+
+
+def test_the_minimal_epsilon_histogram_counts_images_in_whole_numbers():
+    """Issue 13 item 13 (numbers for people): with a handful of flipped images the y axis showed 0.5 and 1.5."""
+    from app.explain.charts import min_eps_histogram
+
+    few = min_eps_histogram([0.02, 0.05, 0.052, None, 0.0], 0.1).layout.yaxis
+    assert few.dtick == 1 and few.tickformat == ",d"
+    many = min_eps_histogram([0.001 * i for i in range(1, 60)], 0.1).layout.yaxis
+    assert many.dtick is None and many.tickformat == ",d"  # plotly spaces the ticks; each is a whole number

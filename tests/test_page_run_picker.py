@@ -50,8 +50,8 @@ def test_the_active_run_is_shown_and_stays_active(runs, script: str, title: str,
     at = open_page(script, title, runs["trained"])
     assert picked(at) == runs["trained"].id
     assert at.query_params["run"] == runs["trained"].id
-    options = run_box(at).options  # as shown: `name · model · dataset`
-    assert len(options) == 1 and options[0].startswith(f"{runs['trained'].id} · small_cnn · builtin:digits")
+    options = run_box(at).options  # as shown: the generated id names the model and the dataset already
+    assert options == [runs["trained"].id] and "small_cnn-digits" in options[0]
 
 
 @pytest.mark.parametrize("script,title,needs", PAGES)
@@ -81,3 +81,30 @@ def test_no_usable_run_stops_the_page_with_a_link_to_train(script: str, title: s
     links = [link.proto for link in at.main.get("page_link")]
     assert [(link.label, link.page) for link in links] == [("Go to Train", "training")]
     assert not at.selectbox and not at.tabs
+
+
+def test_a_pickers_label_says_what_the_name_does_not_and_stays_short(tmp_path: Path):
+    """Issue 13 follow-up: the label was `id · model · full dataset path`, cut off in the select box. A
+    generated id already holds the model and the dataset's short name; a chosen name gets both, short."""
+    from app.common.run_picker import run_label, short_dataset
+
+    folder = str(tmp_path / "data" / "faces")
+    generated = prepare_run(RunConfig(dataset=folder, image_size=8, **TINY), tmp_path / "runs")
+    named = prepare_run(RunConfig(dataset=folder, image_size=8, name="baseline", **TINY), tmp_path / "runs")
+    assert run_label(generated) == generated.id and "small_cnn-faces-" in generated.id
+    assert run_label(named) == "baseline · small_cnn · faces"
+    assert short_dataset("builtin:fashion-binary") == "fashion-binary" and short_dataset(folder + "/") == "faces"
+
+
+@pytest.mark.parametrize("script,title,needs", PAGES)
+def test_the_sidebar_names_the_run_shown_and_its_dataset(runs, script: str, title: str, needs: str):
+    """Issue 13 follow-up: on a run page the sidebar named the dataset chosen on the Dataset page (not the one
+    the run was trained on, which the page shows) and the run active before the page chose one ("none yet"
+    while the page showed its fallback)."""
+    at = open_page(script, title, None, dataset="builtin:fashion-binary")  # chosen elsewhere; the run is on digits
+    side = "\n".join(m.value for m in at.sidebar.markdown)
+    assert picked(at) == runs["trained"].id
+    assert f"**Run**  \n`{runs['trained'].id}`  \n" in side, side
+    assert "**Dataset**  \n`builtin:digits` (the run's)" in side, side
+    assert "The Dataset and Train pages use `builtin:fashion-binary`." in side
+    assert at.query_params["dataset"] == "builtin:fashion-binary"  # the choice itself is kept

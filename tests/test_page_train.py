@@ -768,3 +768,39 @@ def test_live_charts_spread_the_epoch_under_way_and_scale_to_the_scores():
     assert "%{y:.2%}" in fig.data[0].hovertemplate
     done = charts.loss_curves(batches + vals, epochs=3)
     assert 3 < done.layout.xaxis.range[1] <= 3.1
+
+
+@pytest.fixture
+def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every dataset decode (`open_dataset`) the page starts, recorded; kept tasks of earlier tests forgotten."""
+    import app.common.loaders
+    from app.common import scans
+
+    scans.forget(lambda key: True)
+    real, opened = app.common.loaders.open_dataset, []
+
+    def counting_open(spec, **kw):
+        opened.append(spec)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(app.common.loaders, "open_dataset", counting_open)
+    yield opened
+    scans.forget(lambda key: True)
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_a_first_visit_decodes_no_dataset_for_the_preview(count_opens: list[str]):
+    """Issue 13 follow-up: with no dataset chosen (the sidebar says so), the Train page decoded the default
+    Fashion-MNIST for the augmentation preview. It waits for a choice; a choice in the form shows it."""
+    at = open_train(dataset=None)
+    assert not at.exception and not at.error
+    assert "none chosen yet" in "\n".join(m.value for m in at.sidebar.markdown)
+    assert count_opens == [] and not at.image
+    assert any(c.value.startswith("No preview yet: the form starts from `builtin:fashion-mnist`") for c in at.caption)
+    at.run()  # a rerun (any widget) still decodes nothing
+    assert count_opens == []
+    at.selectbox(key="train.f.dataset").set_value("builtin:digits").run()  # choosing a dataset previews it
+    assert not at.exception
+    assert count_opens == ["builtin:digits"] and len(at.image) == 4
+    assert "`builtin:digits`" in "\n".join(m.value for m in at.sidebar.markdown)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import streamlit as st
 
 from app.common import state
-from engine.runs.folder import Run, run_row, runs_dir
+from app.common.sidebar import show_run
+from engine.runs.folder import Run, runs_dir
 
 
 def run_name(run: Run) -> str:
@@ -20,20 +21,21 @@ def run_name(run: Run) -> str:
     return (run.config().get("config") or {}).get("name") or run.id
 
 
-def run_label(run: Run, results: bool = False) -> str:
-    """`name · model · dataset`; with `results`, also `· state · best metric` (the Predict page's model picker)."""
+def short_dataset(spec: str) -> str:
+    """'builtin:fashion-mnist' -> 'fashion-mnist', '/data/faces/' -> 'faces': a dataset in a picker or a table
+    cell (the full spec is in the live panel, the sidebar and the run's config)."""
+    return spec.split(":", 1)[1] if spec.startswith("builtin:") else spec.rstrip("/").rsplit("/", 1)[-1] or spec
+
+
+def run_label(run: Run) -> str:
+    """`name · model · dataset` (the dataset's short name), leaving out what the name already says: a generated
+    id (`20261130-220155-small_cnn-faces-02bd`) holds both, so it stands alone and fits its select box whole."""
     cfg = run.config().get("config") or {}
-    parts = [run_name(run), cfg.get("model") or "?", cfg.get("dataset") or "?"]
-    if results:
-        try:
-            row = run_row(run)
-        except (OSError, ValueError, KeyError):
-            return run.id
-        parts.append(row.get("state") or "?")
-        best, monitor = row.get("best"), (row.get("monitor") or "").removeprefix("val_")
-        if isinstance(best, (int, float)):
-            parts.append(f"{monitor or 'best'} {best:.3f}")
-    return " · ".join(str(p) for p in parts)
+    name = run_name(run)
+    extra = [
+        p for p in (cfg.get("model") or "?", short_dataset(cfg.get("dataset") or "?")) if p == "?" or p not in name
+    ]
+    return " · ".join([name, *extra])
 
 
 def require_runs(runs: list[Run], message: str) -> list[Run]:
@@ -84,4 +86,5 @@ def pick_run(runs: list[Run], *, fallback: Run, needs: str, key: str) -> Run:
         format_func=lambda i: run_label(by_id[i]),
         help=f"Runs with {needs}, newest first.",
     )
+    show_run(chosen)  # the sidebar names the run shown and its dataset
     return chosen

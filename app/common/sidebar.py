@@ -13,6 +13,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app.common import state
+from engine.runs.folder import Run
 
 # (page script, title, icon), in menu order. A page's URL is its script's file name (`/training`); the
 # Dataset page is the entry point, `/`.
@@ -39,6 +40,9 @@ def draw_frame() -> None:
     render_sidebar()
 
 
+K_CONTEXT = "loupe.sidebar.context"  # this script run's placeholder for the Dataset / Run / Device lines
+
+
 def render_sidebar() -> None:
     """The pages, then the active dataset, active run and compute device."""
     spec, run = state.chosen_dataset(), state.active_run()
@@ -50,8 +54,33 @@ def render_sidebar() -> None:
             st.page_link(page, label=title, icon=icon, query_params=params)
         st.divider()
         st.markdown("### :material/center_focus_strong: Loupe")
-        st.markdown(
-            f"**Dataset**  \n{f'`{spec}`' if spec else 'none chosen yet'}  \n"
-            f"**Run**  \n{f'`{run}`' if run else 'none yet'}  \n"
-            f"**Device**  \n{compute_device()}"
-        )
+        st.session_state[K_CONTEXT] = st.empty()
+    _draw_context(f"`{spec}`" if spec else "none chosen yet", f"`{run}`" if run else "none yet")
+
+
+def show_run(run: Run | None) -> None:
+    """On a page about one run (Evaluate, Explain, Predict), once the page has chosen it: the sidebar names that
+    run and the dataset it was trained on, the data the page shows. Drawn first (before the page chose), the
+    lines named the dataset chosen on the Dataset page and the run active elsewhere (or none), which the page
+    may not show: a run trained on another dataset, or the run a page falls back to. `None` (the built-in model
+    on Predict) keeps the lines as they are."""
+    if run is None:
+        return
+    spec = (run.config().get("config") or {}).get("dataset")
+    chosen = state.chosen_dataset()
+    dataset = f"`{spec}` (the run's)" if spec else "n/a (the run's config names none)"
+    if chosen and chosen != spec:
+        dataset += f"  \nThe Dataset and Train pages use `{chosen}`."
+    shown = f"`{run.id}`"
+    active = state.active_run()
+    if active and active != run.id:  # the page shows another run than the one the Train page follows
+        shown += f" (shown here)  \nThe Train page follows `{active}`."
+    _draw_context(dataset, shown)
+
+
+def _draw_context(dataset: str, run: str) -> None:
+    """The Dataset / Run / Device lines into this script run's placeholder (`dataset` and `run` in words)."""
+    box = st.session_state.get(K_CONTEXT)
+    if box is None:
+        return
+    box.markdown(f"**Dataset**  \n{dataset}  \n**Run**  \n{run}  \n**Device**  \n{compute_device()}")

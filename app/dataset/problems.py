@@ -45,6 +45,18 @@ def problem_counts(stats: dict) -> dict[str, int]:
     return {kind: counts[kind] for kind in PROBLEMS}
 
 
+def warning_text(warning: dict) -> str:
+    """A data-quality warning on the page: its message, with the Train page's control that follows its advice
+    (the terminal names the `train` flag instead: `engine.data.stats.warning_text`)."""
+    if warning.get("kfold"):
+        from app.train.form import control
+
+        return (
+            f"{warning['message'].removesuffix('.')}: on the Train page, set {control('kfold')} to {warning['kfold']}."
+        )
+    return warning["message"]
+
+
 def show_summary(stats: dict) -> None:
     """Near the top of the page: label conflicts in a box of their own, each data-quality warning (an
     evaluation split with a handful of images per class), then one line of what is wrong, or that nothing is."""
@@ -57,7 +69,7 @@ def show_summary(stats: dict) -> None:
             icon=":material/report:",
         )
     for warning in stats.get("warnings") or []:
-        st.warning(warning["message"], icon=":material/warning:")
+        st.warning(warning_text(warning), icon=":material/warning:")
     found = {k: v for k, v in counts.items() if v}
     checked = (stats.get("duplicates") or {}).get("checked", False)
     if found:

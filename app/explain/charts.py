@@ -202,7 +202,8 @@ def min_eps_histogram(min_eps: Sequence[float | None], max_eps: float) -> go.Fig
         )
     )
     fig.update_xaxes(title="smallest epsilon that flips the prediction", range=[0, max_eps])
-    fig.update_yaxes(title="images")
+    # image counts: whole-number ticks (plotly puts 0.5, 1.5 between the bars of a handful of images)
+    fig.update_yaxes(title="images", tickformat=",d", dtick=1 if len(flipped) <= 8 else None, rangemode="tozero")
     return layout(fig, "Minimal epsilon per image", height=HEIGHT)
 
 

@@ -14,6 +14,7 @@ from dataclasses import Field
 import numpy as np
 import streamlit as st
 
+from app.common import state
 from app.common.images import for_display
 from app.common.loaders import load_dataset
 from app.common.sidebar import compute_device
@@ -120,6 +121,12 @@ PREVIEW_IMAGES, PREVIEW_VARIANTS, PREVIEW_PX = 4, 4, 52
 
 def label(name: str) -> str:
     return LABELS.get(name, name.replace("_", " ").capitalize())
+
+
+def control(name: str) -> str:
+    """Where a config field is set on the Train page, for other pages' advice: '**K-fold folds** (under
+    Stopping)'. A page names its own control, not the command line's flag or the config's field name."""
+    return f"**{label(name)}** (under {TITLES[FIELDS[name].metadata['group']]})"
 
 
 # --- drawing -------------------------------------------------------------------------------------
@@ -365,11 +372,28 @@ def augment_section(group_fields: list[Field], spec: str, values: dict) -> None:
 
 
 def augment_preview(spec: str, values: dict) -> None:
-    """A few training images and random augmentations of each, from the engine's own batch augmenter."""
+    """A few training images and random augmentations of each, from the engine's own batch augmenter.
+
+    Only for a dataset the user chose: on a first visit the form starts from the default dataset, and decoding
+    its 70,000 images for a preview nobody asked for would hold the page up (the sidebar says none is chosen)."""
     from engine.train.augment import is_identity, preview, resized
 
     aug = {f.name: values[f.name] for f in field_groups()["augment"]}
     cfg = RunConfig(**aug)
+    if state.chosen_dataset() is None:  # a first visit: the form starts from the default, which nobody chose
+        st.caption(
+            f"No preview yet: the form starts from `{spec}`, and no dataset is decoded before you choose one "
+            "(in the Dataset field above, or on the Dataset page)."
+        )
+        st.button(
+            f"Choose {spec} and preview",
+            key="train.preview_choose",
+            icon=":material/visibility:",
+            type="tertiary",
+            on_click=state.set_active_dataset,
+            args=(spec,),
+        )
+        return
     try:
         ds = load_dataset(spec)
     except LoupeError:

@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from app.common import state
+from app.common.run_picker import short_dataset
 from app.train import charts
 from app.train.live import ACTIVE, best_so_far, elapsed_seconds, fmt_duration, monitor_of, parse_time
 from engine.errors import LoupeError
@@ -79,12 +80,6 @@ def started_text(iso: str | None, now: float | None = None) -> str:
         if dt.year == datetime.fromtimestamp(now or time.time()).year
         else dt.strftime("%Y-%m-%d")
     )
-
-
-def short_dataset(spec: str) -> str:
-    """'builtin:fashion-mnist' -> 'fashion-mnist', '/data/faces/' -> 'faces': the table's Dataset column
-    (the full spec is in the live panel and the run's config)."""
-    return spec.split(":", 1)[1] if spec.startswith("builtin:") else spec.rstrip("/").rsplit("/", 1)[-1] or spec
 
 
 def best_text(row: dict) -> str:

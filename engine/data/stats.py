@@ -31,6 +31,7 @@ NEAR_MAX_DISTANCE = 4
 #: fewer validation (or test) images than this of some class, and that split's per-class figures are
 #: noise: one image moves that class's recall by 10 points or more
 MIN_EVAL_PER_CLASS = 10
+SUGGESTED_KFOLD = 5  # folds suggested when an evaluation split is too small to measure on
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
@@ -257,10 +258,18 @@ def split_warnings(stats: dict, minimum: int = MIN_EVAL_PER_CLASS) -> list[dict]
         message = (f"The {word} split has fewer than {minimum} images of {len(few):,} {nouns} ({shown}{more}), so one "
                    f"image moves {'its' if len(few) == 1 else 'their'} {word} figures by more than "
                    f"{100 // minimum} percentage points: metrics and thresholds measured there are noise. Add images, "
-                   f"or use k-fold cross-validation (--kfold 5).")
+                   f"or use k-fold cross-validation.")
+        # how to ask for k-fold is said by whoever shows the message: a flag in the terminal, a field on a page
         out.append({"kind": "small_split", "split": split, "min_per_class": minimum, "classes": few,
-                    "message": message})
+                    "message": message, "kfold": SUGGESTED_KFOLD})
     return out
+
+
+def warning_text(warning: dict) -> str:
+    """A data-quality warning for the terminal: its message, with the `train` flag that follows its advice."""
+    if warning.get("kfold"):
+        return f"{warning['message'].removesuffix('.')} (train --kfold {warning['kfold']})."
+    return warning["message"]
 
 
 def _clean(obj: Any) -> Any:
@@ -288,7 +297,7 @@ def format_stats_text(stats: dict, bar_width: int = 30, max_classes: int = 50, m
         f"{stats['num_images']} usable images of {stats['num_files']} files",
     ]
     first = _conflict_lines(stats.get("duplicates") or {}, max_conflicts)
-    first += [f"warning: {w['message']}" for w in stats.get("warnings") or []]
+    first += [f"warning: {warning_text(w)}" for w in stats.get("warnings") or []]
     lines += [""] + first if first else []
     lines += ["", "class counts" + (" (per label)" if stats["task"] == "multilabel" else "") + ":"]
     counts = stats["class_counts"]

@@ -11,7 +11,7 @@ Helpers used by the journeys:
   the "Page not found" modal;
 - `nav_titles(page)`: the page titles in the sidebar's navigation;
 - `shot(page, name)`: a full-page screenshot into the artifacts folder (`LOUPE_TEST_ARTIFACTS`, default
-  `test-artifacts/e2e/`).
+  `test-artifacts/e2e/`); `whole_shot(page, name)`: the same, top to bottom of everything the app drew.
 """
 
 from __future__ import annotations
@@ -267,6 +267,27 @@ def shot(page, artifacts: Path, name: str) -> Path:
     path = artifacts / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# the height of everything the app drew: the page scrolls inside Streamlit's main block, not the document
+CONTENT_HEIGHT = """() => Math.max(document.body.scrollHeight,
+    ...[...document.querySelectorAll('[data-testid="stMain"], [data-testid="stAppViewContainer"]')].map(e => e.scrollHeight))"""
+TWO_FRAMES = "() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))"
+
+
+def whole_shot(page, artifacts: Path, name: str, max_height: int = 12_000) -> Path:
+    """A screenshot of the whole page, top to bottom, at the page's width: the viewport is made as tall as
+    the content for the shot (a full-page screenshot alone shows only the first screen, since Streamlit
+    scrolls its main block rather than the document), then set back."""
+    size = page.viewport_size
+    height = min(max_height, max(size["height"], int(page.evaluate(CONTENT_HEIGHT))))
+    page.set_viewport_size({"width": size["width"], "height": height})
+    try:
+        page.evaluate(TWO_FRAMES)  # laid out (and the charts redrawn) at the new height
+        settle(page)
+        return shot(page, artifacts, name)
+    finally:
+        page.set_viewport_size(size)
 
 
 def metric(page, label: str) -> str:
