@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from engine.data.decode import ImageDecodeError, decode, read_header
+from engine.data.decode import ImageDecodeError, decode, read_header, read_image_file
 
 #: below this many files the pool's start-up costs more than it saves
 POOL_MIN_FILES = 3000
@@ -34,15 +34,15 @@ def header_chunk(root: str, items: list[tuple[int, str]]) -> list[tuple]:
     return out
 
 
-def decode_chunk(root: str, items: list[tuple[int, str]], out_path: str, size: int, channels: int,
-                 resize_mode: str) -> list[tuple]:
+def decode_chunk(
+    root: str, items: list[tuple[int, str]], out_path: str, size: int, channels: int, resize_mode: str
+) -> list[tuple]:
     """Decode files into rows of the memory-mapped cache; (index, (w, h, mode, format, sha) | None, reason)."""
     images = np.load(out_path, mmap_mode="r+")
     out = []
     for i, rel in items:
         try:
-            with open(_path(root, rel), "rb") as f:
-                data = f.read()
+            data = read_image_file(_path(root, rel))
             arr, h = decode(data, rel, size=size, channels=channels, resize_mode=resize_mode)
         except OSError as e:
             out.append((i, None, f"cannot read the file ({e.strerror or e})"))
@@ -62,8 +62,14 @@ def _path(root: str, rel: str):
     return Path(os.path.join(root, rel))
 
 
-def run_chunks(fn: Callable[..., list[tuple]], root: str, files: list[str], extra: tuple, stage: str,
-               progress: Callable[[int, int, str], None]) -> Iterable[tuple]:
+def run_chunks(
+    fn: Callable[..., list[tuple]],
+    root: str,
+    files: list[str],
+    extra: tuple,
+    stage: str,
+    progress: Callable[[int, int, str], None],
+) -> Iterable[tuple]:
     """Apply `fn(root, chunk, *extra)` over all files in chunks, in a process pool when it pays off."""
     n = len(files)
     chunks = [list(zip(range(s, min(n, s + CHUNK)), files[s : s + CHUNK])) for s in range(0, n, CHUNK)]

@@ -132,12 +132,14 @@ class Predictor:
 
     def predict_paths(self, paths: list[str | Path], top_k: int = 5) -> list[dict]:
         """Like `predict_bytes` for files; an unreadable file is a per-file error too."""
+        from engine.data.decode import ImageDecodeError, read_image_file
+
         items, read_errors = [], {}
         for p in paths:
             try:
-                items.append((str(p), Path(p).read_bytes()))
-            except OSError as e:
-                read_errors[len(items)] = _failed(str(p), f"The file '{p}' cannot be read ({e.strerror or e}).")
+                items.append((str(p), read_image_file(Path(p))))
+            except ImageDecodeError as e:
+                read_errors[len(items)] = _failed(str(p), f"The file '{p}' cannot be read ({e}).")
                 items.append((str(p), b""))
         res = self.predict_bytes(items, top_k)
         return [read_errors.get(i, r) for i, r in enumerate(res)]

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.env import env_float
 from engine.errors import LoupeError
 
 STATES = ("queued", "running", "completed", "stopped", "failed")
@@ -38,7 +39,7 @@ def runs_dir(override: str | Path | None = None) -> Path:
 
 def stale_after_s() -> float:
     """A running job rewrites status.json at least this often; older means it may be dead."""
-    return float(os.environ.get("LOUPE_HEARTBEAT_STALE_S", 30))
+    return env_float("LOUPE_HEARTBEAT_STALE_S", 30.0)
 
 
 def now_iso() -> str:
@@ -53,8 +54,10 @@ def storage_error(path: Path | str, e: OSError) -> StorageError:
     """One sentence for an OSError while writing `path` (the CLI and pages show it without a traceback)."""
     reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or type(e).__name__).lower()
     where = f"'{path}'" + (f" ('{e.filename}')" if e.filename and str(e.filename) != str(path) else "")
-    return StorageError(f"Cannot write {where}: {reason}; free disk space or point --runs-dir (LOUPE_RUNS_DIR) "
-                        "at a writable folder, then try again (a stopped or failed run can be resumed).")
+    return StorageError(
+        f"Cannot write {where}: {reason}; free disk space or point --runs-dir (LOUPE_RUNS_DIR) "
+        "at a writable folder, then try again (a stopped or failed run can be resumed)."
+    )
 
 
 _CHUNK = 1 << 20
@@ -64,7 +67,7 @@ _os_write = os.write  # module-level so tests can simulate a disk that fills up 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[_os_write(fd, view[:_CHUNK]):]
+        view = view[_os_write(fd, view[:_CHUNK]) :]
 
 
 def _remove_stale_temps(path: Path, min_age_s: float = 60.0) -> None:
@@ -278,7 +281,9 @@ def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
     for candidate in (Path(ref), runs_dir(root) / str(ref)):
         if (candidate / "config.json").exists():
             return Run(candidate)
-    raise RunError(f"No run '{ref}' found (looked for a run folder there and under '{runs_dir(root)}'); see `python -m engine runs list`.")
+    raise RunError(
+        f"No run '{ref}' found (looked for a run folder there and under '{runs_dir(root)}'); see `python -m engine runs list`."
+    )
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
