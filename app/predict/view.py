@@ -152,9 +152,11 @@ def results_table(results: Sequence[dict], model_name: str) -> pd.DataFrame:
             "seconds": st.column_config.NumberColumn("seconds", format="%.3f"),
         },
     )
+    from engine.predict import csv_cell
+
     st.download_button(
         "Download CSV",
-        df.to_csv(index=False).encode("utf-8"),
+        df.map(csv_cell).to_csv(index=False).encode("utf-8"),  # names escaped against spreadsheet formulas
         file_name="predictions.csv",
         mime="text/csv",
         icon=":material/download:",

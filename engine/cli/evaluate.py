@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli.flags import JSON, RUNS_DIR
+from engine.cli.flags import JSON, RUNS_DIR, SEED, whole
 from engine.metrics import display
 
 
@@ -138,8 +138,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--rule", default="min_hter", choices=["min_hter", "f1", "eer"], help="binary threshold rule")
     ev.add_argument("--save-thresholds", action="store_true", help="write the chosen thresholds to thresholds.json")
     ev.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (0: none)"
+        "--bootstrap",
+        type=whole(0, 100_000),
+        default=1000,
+        help="bootstrap resamples for confidence intervals (0: none)",
     )
-    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    ev.add_argument("--top", type=int, default=24, help="how many top losses / likely mislabelled items")
+    ev.add_argument("--seed", type=SEED, default=0, help="bootstrap seed")
+    ev.add_argument("--top", type=whole(0, 10_000), default=24, help="how many top losses / likely mislabelled items")
     ev.set_defaults(func=cmd_evaluate)

@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR, SEED, image_out, number, numbers, whole
 from engine.cli.progress import TqdmProgress
 
 
@@ -58,7 +58,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)
-    eps = [float(e) for e in args.eps.split(",") if e.strip()]
+    eps = list(args.eps)  # validated by its flag type: finite, in [0, 1]
     progress = TqdmProgress(enabled=not args.no_progress)
     try:
         res = epsilon_sweep(
@@ -125,10 +125,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     ex.add_argument("--method", choices=METHOD_NAMES, default="integrated_gradients")
     ex.add_argument("--target", default=None, help="class name or index to explain (default: the predicted class)")
     ex.add_argument("--baseline", choices=BASELINE_NAMES, default="black")
-    ex.add_argument("--n-steps", type=int, default=32, help="Integrated Gradients steps (capped by image size)")
-    ex.add_argument("--alpha", type=float, default=0.5)
+    ex.add_argument(
+        "--n-steps", type=whole(1, 1024), default=32, help="Integrated Gradients steps (capped by image size)"
+    )
+    ex.add_argument("--alpha", type=number(0, 1), default=0.5, help="heatmap opacity, 0 to 1")
     ex.add_argument("--sign", choices=["positive", "absolute", "all"], default="positive")
-    ex.add_argument("--out", required=True, help="output PNG")
+    ex.add_argument("--out", type=image_out, required=True, help="output image (.png, .jpg, ...)")
     ex.set_defaults(func=cmd_explain)
 
     at = sub.add_parser(
@@ -138,17 +140,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Sweep adversarial epsilons over a run's evaluation images.",
     )
     at.add_argument("run", help="run id or run folder")
-    at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")
+    at.add_argument(
+        "--eps", type=numbers(0, 1), default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units"
+    )
     at.add_argument("--split", default="val", choices=["val", "test"])
     at.add_argument(
         "--limit",
-        type=int,
+        type=whole(0),
         default=200,
         help="N images of the split, drawn stratified by class so each class keeps its share (0: all)",
     )
-    at.add_argument("--seed", type=int, default=0, help="seed of the stratified sample (recorded in the result)")
+    at.add_argument("--seed", type=SEED, default=0, help="seed of the stratified sample (recorded in the result)")
     at.add_argument("--attack", choices=["fgsm", "pgd"], default="fgsm")
-    at.add_argument("--steps", type=int, default=10, help="PGD steps")
+    at.add_argument("--steps", type=whole(1, 1000), default=10, help="PGD steps")
     at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")
     at.add_argument(
         "--save", action="store_true", help="also save the sweep in RUN/robustness/ (the Explain page shows it)"

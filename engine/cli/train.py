@@ -13,7 +13,7 @@ import sys
 from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING
 
-from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR, numbers
 from engine.cli.progress import TqdmProgress
 from engine.config import GROUPS, ConfigError, RunConfig, field_groups
 
@@ -50,7 +50,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             elif isinstance(default, list):
                 g.add_argument(
                     flag,
-                    type=lambda s: [float(x) for x in s.split(",") if x],
+                    type=numbers(0, lo_open=True),
                     default=argparse.SUPPRESS,
                     metavar="W1,W2,...",
                     help=help_text,

@@ -11,7 +11,8 @@ from engine.data.decode import decode
 from engine.data.sources.detect import resolve_source
 from engine.data.source import FOUND_FILES, FOUND_IMAGES, Progress, ScanResult, Source, no_progress
 from engine.data.splits import make_splits, missing_from_train
-from engine.errors import DatasetError
+from engine.config import MAX_IMAGE_SIZE
+from engine.errors import DatasetError, excerpt
 
 TASKS = ("binary", "multiclass", "multilabel")
 #: headers read before decoding, spread evenly over the files (all of them in smaller datasets)
@@ -106,6 +107,16 @@ def unseen_note(source: Source, splits: dict[str, np.ndarray]) -> list[str]:
             f"train, so the model cannot learn {'them' if many else 'it'}; move some of those images to train."]
 
 
+def check_size_and_seed(image_size: int | None, seed: int) -> None:
+    """Refuse a working size or seed no decode cache or split can use, before a file is read or written."""
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= MAX_IMAGE_SIZE
+    ):
+        raise DatasetError(f"The image size must be 1 to {MAX_IMAGE_SIZE} pixels; got {excerpt(image_size)}.")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise DatasetError(f"The seed must be a whole number >= 0; got {excerpt(seed)}.")
+
+
 def open_dataset(
     spec: str,
     image_size: int | None = None,
@@ -118,6 +129,7 @@ def open_dataset(
 ) -> Dataset:
     """Resolve, scan, decode once (cached) and split. Unusable files are listed in `scan.corrupt`, not fatal."""
     progress = progress or no_progress
+    check_size_and_seed(image_size, seed)
     source = resolve_source(spec, seed=seed)
     # the count is known before any file is read: say it (the app shows "Opening X: 13,214 files found")
     progress(0, len(source), FOUND_FILES if source.files is not None else FOUND_IMAGES)
@@ -159,6 +171,7 @@ def quick_stats(spec: str, task: str | None = None, seed: int = 0, progress: Pro
     progress = progress or no_progress
     from engine.data.stats import compute_stats
 
+    check_size_and_seed(None, seed)
     source = resolve_source(spec, seed=seed)
     task = check_task(source, task)
     scan = scan_headers(source, progress)

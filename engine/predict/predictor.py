@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -317,30 +318,59 @@ def _image_files(src: Path) -> tuple[Path, list[Path]]:
     return src, files
 
 
+#: first characters a spreadsheet reads as a formula (OWASP "CSV injection"): such a cell gets a leading "'"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell made safe to open in a spreadsheet: a leading `=`, `+`, `-`, `@`, tab or CR is escaped
+    with a `'`, as OWASP recommends (file and class names come from users). Non-text passes unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def predict_folder(
     predictor: Predictor,
     src: Path,
-    out_csv: Path,
+    out_csv: Path | TextIO,
     top_k: int = 5,
     progress: Callable[[int, int, str], None] | None = None,
-) -> Path:
+) -> Path | TextIO:
     """Predict every image under a folder (or a zip) into a CSV: file,label,confidence,unsure,top_k,error
-    (`unsure` by `engine.predict.unsure` at the predictor's `unsure_margin`)."""
+    (`unsure` by `engine.predict.unsure` at the predictor's `unsure_margin`). `out_csv` is a file, written
+    atomically, or an open text stream (the CLI's stdout when no --out is given). Text cells go through
+    `csv_cell`, so a file named `=cmd|...` is not a formula in a spreadsheet."""
     root, files = _image_files(Path(src))
+    if not isinstance(out_csv, Path | str):
+        _write_rows(predictor, root, files, out_csv, top_k, progress)
+        return out_csv
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".part")
     with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["file", "label", "confidence", "unsure", "top_k", "error"])
-        for s in range(0, len(files), CHUNK):
-            batch = files[s : s + CHUNK]
-            for p, r in zip(batch, predictor.predict_paths(batch, top_k)):
-                label = ";".join(r["label"]) if isinstance(r["label"], list) else (r["label"] or "")
-                tops = "; ".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top"])
-                conf = f"{r['confidence']:.6f}" if r["ok"] else ""
-                w.writerow([p.relative_to(root).as_posix(), label, conf, r["unsure"], tops, r["error"] or ""])
-            if progress:
-                progress(min(s + CHUNK, len(files)), len(files), "predicting")
+        _write_rows(predictor, root, files, f, top_k, progress)
     tmp.replace(out_csv)
     return out_csv
+
+
+def _write_rows(
+    predictor: Predictor,
+    root: Path,
+    files: list[Path],
+    f: TextIO,
+    top_k: int,
+    progress: Callable[[int, int, str], None] | None,
+) -> None:
+    w = csv.writer(f)
+    w.writerow(["file", "label", "confidence", "unsure", "top_k", "error"])
+    for s in range(0, len(files), CHUNK):
+        batch = files[s : s + CHUNK]
+        for p, r in zip(batch, predictor.predict_paths(batch, top_k)):
+            label = ";".join(r["label"]) if isinstance(r["label"], list) else (r["label"] or "")
+            tops = "; ".join(f"{t['class']}:{t['prob']:.4f}" for t in r["top"])
+            conf = f"{r['confidence']:.6f}" if r["ok"] else ""
+            row = [p.relative_to(root).as_posix(), label, conf, r["unsure"], tops, r["error"] or ""]
+            w.writerow([csv_cell(c) for c in row])
+        if progress:
+            progress(min(s + CHUNK, len(files)), len(files), "predicting")

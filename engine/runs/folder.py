@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -54,10 +55,8 @@ def storage_error(path: Path | str, e: OSError) -> StorageError:
     """One sentence for an OSError while writing `path` (the CLI and pages show it without a traceback)."""
     reason = "the disk is full" if e.errno == errno.ENOSPC else (e.strerror or type(e).__name__).lower()
     where = f"'{path}'" + (f" ('{e.filename}')" if e.filename and str(e.filename) != str(path) else "")
-    return StorageError(
-        f"Cannot write {where}: {reason}; free disk space or point --runs-dir (LOUPE_RUNS_DIR) "
-        "at a writable folder, then try again (a stopped or failed run can be resumed)."
-    )
+    return StorageError(f"Cannot write {where}: {reason}; free disk space or point --runs-dir (LOUPE_RUNS_DIR) "
+                        "at a writable folder, then try again (a stopped or failed run can be resumed).")
 
 
 _CHUNK = 1 << 20
@@ -67,7 +66,7 @@ _os_write = os.write  # module-level so tests can simulate a disk that fills up 
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[_os_write(fd, view[:_CHUNK]) :]
+        view = view[_os_write(fd, view[:_CHUNK]):]
 
 
 def _remove_stale_temps(path: Path, min_age_s: float = 60.0) -> None:
@@ -221,7 +220,11 @@ class Run:
         st = st or self.raw_status()
         if st.get("state") not in ("running", "queued") or st.get("host", socket.gethostname()) != socket.gethostname():
             return False
-        age = time.time() - float(st.get("heartbeat", 0))
+        try:  # status.json is outside input too: a damaged heartbeat counts as none (stale)
+            beat = float(st.get("heartbeat", 0))
+        except (TypeError, ValueError):
+            beat = 0.0
+        age = time.time() - (beat if math.isfinite(beat) else 0.0)
         return age > stale_after_s() and not pid_alive(st.get("pid"))
 
     def metrics(self) -> list[dict]:
@@ -281,9 +284,7 @@ def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
     for candidate in (Path(ref), runs_dir(root) / str(ref)):
         if (candidate / "config.json").exists():
             return Run(candidate)
-    raise RunError(
-        f"No run '{ref}' found (looked for a run folder there and under '{runs_dir(root)}'); see `python -m engine runs list`."
-    )
+    raise RunError(f"No run '{ref}' found (looked for a run folder there and under '{runs_dir(root)}'); see `python -m engine runs list`.")
 
 
 def list_runs(root: str | Path | None = None) -> list[Run]:
