@@ -202,7 +202,7 @@ class RunConfig:
                 data = load_yaml(text, path) or {}
             else:
                 data = json.loads(text)
-        except ConfigError:
+        except LoupeError:  # a ConfigError from the YAML reader, or an EnvError from its budget
             raise
         except json.JSONDecodeError as e:
             raise ConfigError(

@@ -103,10 +103,10 @@ def image_out(text: str) -> str:
     """An argparse type: a path for an output image, with an image extension and not an existing folder."""
     path = Path(text)
     if path.is_dir() or text.endswith(("/", "\\")):
-        raise argparse.ArgumentTypeError(f"names the folder {excerpt(text)}; give a file such as heatmap.png")
+        raise argparse.ArgumentTypeError(f"names the folder {excerpt(text, 160)}; give a file such as heatmap.png")
     if path.suffix.lower() not in IMAGE_OUT_SUFFIXES:
         raise argparse.ArgumentTypeError(
-            f"must name an image file ending in {', '.join(IMAGE_OUT_SUFFIXES)}, got {excerpt(text)}"
+            f"must name an image file ending in {', '.join(IMAGE_OUT_SUFFIXES)}, got {excerpt(text, 160)}"
         )
     return text
 

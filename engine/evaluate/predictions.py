@@ -83,10 +83,10 @@ def _read_arrays(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
             probs, labels = z["probs"], z["labels"]
             ids = z["ids"] if "ids" in z.files else None
             indices = z["indices"] if "indices" in z.files else None
-    except EvaluateError:
-        raise
     except FileRefused as e:
         raise damaged(f"cannot be used ({e})") from None
+    except LoupeError:  # damaged() above, or an EnvError from the caps
+        raise
     except Exception as e:  # a truncated or non-zip file, an object array (refused unpickled), a bad header
         raise damaged(f"is not a readable predictions file ({type(e).__name__}: {excerpt(str(e))})") from None
     if probs.dtype.kind not in "fiu" or probs.ndim != 2 or probs.shape[1] < 1:

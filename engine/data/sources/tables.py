@@ -14,7 +14,7 @@ from engine.data.decode import is_image_name
 from engine.data.sources.folders import MAX_TABLE_BYTES, file_stats, list_dir, sort_labels
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, Source, fingerprint
 from engine.env import env_int
-from engine.errors import DatasetError, excerpt
+from engine.errors import DatasetError, LoupeError, excerpt
 from engine.files import FileRefused, open_npz, open_regular
 
 FILE_COLUMNS = ("filename", "file", "file_name", "image", "image_id", "img", "path", "filepath", "id", "name")
@@ -263,10 +263,10 @@ def load_npz(path: Path, spec: str) -> Source:
             raw = z["labels"]
             given_classes = [str(c) for c in z["classes"]] if "classes" in keys else None
             split = z["split"] if "split" in keys else None
-    except DatasetError:
-        raise
     except FileRefused as e:
         raise DatasetError(f"Cannot use the dataset: {e}.") from None
+    except LoupeError:  # a DatasetError above, or an EnvError from the caps
+        raise
     except Exception as e:  # zipfile/pickle/format errors all mean the same to the user
         raise DatasetError(
             f"'{path.name}' is not a readable .npz file ({type(e).__name__}: {excerpt(str(e))})."
