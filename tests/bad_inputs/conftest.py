@@ -190,3 +190,11 @@ def peak_rss_mb(
     )
     res = json.loads(done.stdout.strip().splitlines()[-1])
     return subprocess.CompletedProcess(argv, res["code"], res["out"], res["err"]), res["kb"] / 1024
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path):
+    """One real one-epoch digits run (8 px, grayscale) for the issue-15 cases; copy it before damaging it."""
+    from tests.pagetools import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("r2-runs"), "builtin:digits", 8, session_cache)

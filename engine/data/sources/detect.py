@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.data.decode import is_image_name
 from engine.data.sources.folders import (
+    LabelsDoNotFit,
     find_label_file,
     is_class_folder_tree,
     list_dir,
@@ -74,10 +75,11 @@ def _resolve_folder(root: Path, spec: str) -> Source:
     beside_classes = bool(dirs) and not any(is_image_name(f) for f in files)
     label_file = find_label_file(root)
     if label_file is not None:
-        return _table_or_folders(root, spec, label_file, beside_classes, load_label_file)
+        # beside class folders, a label file that cannot be read as one label per image is not about them
+        return _table_or_folders(root, spec, label_file, beside_classes, load_label_file, DatasetError)
     csvs = [f for f in files if f.lower().endswith(".csv")]
     if len(csvs) == 1:
-        return _table_or_folders(root, spec, root / csvs[0], beside_classes, lambda _r, path, s: load_csv(path, s))
+        return _table_or_folders(root, spec, root / csvs[0], beside_classes, lambda _r, path, s: load_csv(path, s), LabelsDoNotFit)
     if len(csvs) > 1:
         raise DatasetError(
             f"The folder '{root}' holds several tables {csvs[:4]}; name the one to use (path/to/labels.csv)."
@@ -91,24 +93,28 @@ def _resolve_folder(root: Path, spec: str) -> Source:
 
 
 def _table_or_folders(
-    root: Path, spec: str, table: Path, beside_classes: bool, load: Callable[[Path, Path, str], Source]
+    root: Path,
+    spec: str,
+    table: Path,
+    beside_classes: bool,
+    load: Callable[[Path, Path, str], Source],
+    misfit: type[DatasetError],
 ) -> Source:
-    """`load(root, table, spec)`, or, when it does not fit and class folders are there, the class folders."""
+    """`load(root, table, spec)`, or, when it does not fit the images and class folders are there, those."""
     try:
         return load(root, table, spec)
-    except DatasetError as err:
+    except misfit as err:
         if not beside_classes:
             raise
+        why = str(err).split(";")[0].rstrip(".")
         try:
             source = load_class_folders(root, spec)
         except DatasetError:
             raise err from None
         if len(source.classes) < 2:
             raise err from None
-    first = str(err).split(";")[0].rstrip(".")
     source.notes.insert(
-        0,
-        f"Read the class folders and set {excerpt(table.name)} aside: it does not label these images ({excerpt(first, 120)[1:-1]}).",
+        0, f"Read the class folders and set {excerpt(table.name)} aside: it does not label these images ({excerpt(why, 120)[1:-1]})."
     )
     return source
 

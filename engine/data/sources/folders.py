@@ -29,6 +29,13 @@ MAX_TABLE_BYTES = 100 * 1024 * 1024
 MAX_DEPTH = 64
 
 
+class LabelsDoNotFit(DatasetError):
+    """A label file or table that does not describe the images beside it (wrong count, names no file).
+
+    Beside class folders such a file is most likely unrelated (Teachable Machine's class list, a
+    classes.csv), so the class folders are read instead; anywhere else it is the error shown."""
+
+
 def natural_key(name: str) -> list:
     """Sort 'img2' before 'img10': numbered files must line up with the label file's lines."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
@@ -240,11 +247,11 @@ def sort_labels(values: list[str]) -> list[str]:
 
 def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
     images, others = walk_images(root)
-    labels_text = parse_label_lines(label_file)
     if not images:
         raise DatasetError(f"'{root}' holds the label file '{label_file.name}' but no images.")
+    labels_text = parse_label_lines(label_file)
     if len(labels_text) != len(images):
-        raise DatasetError(
+        raise LabelsDoNotFit(
             f"The label file '{label_file.name}' has {len(labels_text)} labels but '{root.name}' holds "
             f"{len(images)} images; it needs exactly one line per image, in file-name order."
         )

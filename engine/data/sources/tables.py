@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.decode import is_image_name
-from engine.data.sources.folders import MAX_TABLE_BYTES, file_stats, list_dir, sort_labels
+from engine.data.sources.folders import MAX_TABLE_BYTES, LabelsDoNotFit, file_stats, list_dir, sort_labels
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, Source, fingerprint
 from engine.env import env_int
 from engine.errors import DatasetError, LoupeError, excerpt
@@ -105,7 +105,7 @@ def _resolve_files(csv_path: Path, names: list[str]) -> tuple[Path, list[str]]:
             seen[target] = n
         files.append(rel)
     if missing:
-        raise DatasetError(
+        raise LabelsDoNotFit(
             f"The table '{csv_path.name}' names {len(missing)} files that do not exist under '{root}' "
             f"(e.g. '{missing[0]}'); fix the paths or remove those rows."
         )
