@@ -279,8 +279,9 @@ def load_npz(path: Path, spec: str) -> Source:
         )
     if raw.shape[0] != shape[0]:
         raise DatasetError(f"'{path.name}' has {shape[0]} images but {raw.shape[0]} labels; they must match.")
-    if raw.ndim == 2 and raw.shape[1] == 1 and raw.dtype.kind in "biu":
-        raw = raw[:, 0].astype(np.int64)  # an (N, 1) column of class ids (or 0/1) is one label per image
+    if raw.ndim == 2 and raw.shape[1] == 1 and raw.dtype.kind in "biuf":
+        raw = raw[:, 0]  # an (N, 1) column of class ids (or 0/1) is one label per image, not one-label multi-label
+        raw = raw.astype(np.int64) if raw.dtype.kind in "biu" else raw
     keep = None
     if raw.dtype.kind == "f":
         nan_rows = np.isnan(raw).any(axis=1) if raw.ndim == 2 else np.isnan(raw)
