@@ -159,9 +159,9 @@ def test_images_at_the_root_of_class_folders_are_named_as_such(tmp_path: Path, l
     jail.seal()
     stats = _stats(root, capsys)
     assert stats["num_images"] == 4
+    what = "1 image" if loose == 1 else f"{loose} images"
     assert any(
-        n.startswith(f"Left out {loose} images lying outside any class folder (e.g. 'stray0.png')")
-        for n in stats["notes"]
+        n.startswith(f"Left out {what} lying outside any class folder (e.g. 'stray0.png')") for n in stats["notes"]
     )
     assert not any("not images by their extension" in n for n in stats["notes"])
 
@@ -176,7 +176,7 @@ def test_an_empty_class_folder_is_noted(tmp_path: Path, split: str | None, capsy
     stats = _stats(tmp_path / "faces", capsys)
     assert stats["classes"] == ["a", "b"]
     where = f"{split}/zebra" if split else "zebra"
-    assert f"Left out 1 empty class folders (no images): '{where}'." in stats["notes"]
+    assert f"Left out 1 empty class folder (no images): '{where}'." in stats["notes"]
 
 
 TEACHABLE = {
@@ -199,6 +199,7 @@ def test_a_class_list_beside_class_folders_leaves_the_folders_read(tmp_path: Pat
     assert stats["notes"][0].startswith(
         f"Read the class folders and set '{name}' aside: it does not label these images"
     )
+    assert not any(name in n for n in stats["notes"][1:])  # not also listed as an ignored file
 
 
 def test_a_table_that_names_the_images_beside_class_folders_still_has_its_say(tmp_path: Path, capsys, jail):

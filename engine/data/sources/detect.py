@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.data.decode import is_image_name
+from engine.data.source import Source
 from engine.data.sources.folders import (
     LabelsDoNotFit,
     find_label_file,
@@ -15,7 +15,6 @@ from engine.data.sources.folders import (
     load_class_folders,
     load_label_file,
 )
-from engine.data.source import Source
 from engine.data.sources.tables import load_csv, load_npz
 from engine.errors import DatasetError, excerpt
 
@@ -65,14 +64,14 @@ def _resolve_path(path: Path, spec: str) -> Source:
 def _resolve_folder(root: Path, spec: str) -> Source:
     """The dataset in a folder: a label file, then one table, then a lone `.npz`, then class folders.
 
-    When the folder holds class folders and no loose images, a label file or table beside them is
-    used only if it fits (e.g. Teachable Machine's `labels.txt` of `0 cat` lines is a class list, not
-    one label per image): otherwise the class folders are read and a note says which file was set aside.
+    When the folder holds sub-folders, a label file or table beside them is used only if it fits (e.g.
+    Teachable Machine's `labels.txt` of `0 cat` lines is a class list, not one label per image): otherwise
+    the class folders are read, if there are at least two, and a note says which file was set aside.
     """
     dirs, files = list_dir(root)
     if not dirs and not files:
         raise DatasetError(f"The folder '{root}' is empty; expected {LOOKED_FOR}.")
-    beside_classes = bool(dirs) and not any(is_image_name(f) for f in files)
+    beside_classes = bool(dirs)  # a table that does not fit falls back to these folders only if they are classes
     label_file = find_label_file(root)
     if label_file is not None:
         # beside class folders, a label file that cannot be read as one label per image is not about them
@@ -108,7 +107,7 @@ def _table_or_folders(
             raise
         why = str(err).split(";")[0].rstrip(".")
         try:
-            source = load_class_folders(root, spec)
+            source = load_class_folders(root, spec, set_aside=table.name)
         except DatasetError:
             raise err from None
         if len(source.classes) < 2:

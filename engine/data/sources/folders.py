@@ -97,6 +97,11 @@ def walk_images(root: Path) -> tuple[list[str], list[str]]:
     return images, others
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 image', '3 images': notes read as sentences."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _ignored_note(others: list[str]) -> list[str]:
     if not others:
         return []
@@ -108,8 +113,8 @@ def _loose_note(loose_images: list[str]) -> list[str]:
     if not loose_images:
         return []
     return [
-        f"Left out {len(loose_images)} images lying outside any class folder (e.g. {excerpt(loose_images[0])}); "
-        "move them into the folder of their class to use them."
+        f"Left out {_count(len(loose_images), 'image')} lying outside any class folder (e.g. {excerpt(loose_images[0])}); "
+        "move each into the folder of its class to use it."
     ]
 
 
@@ -117,7 +122,7 @@ def _empty_note(empty: list[str]) -> list[str]:
     if not empty:
         return []
     shown = ", ".join(excerpt(e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
-    return [f"Left out {len(empty)} empty class folders (no images): {shown}."]
+    return [f"Left out {_count(len(empty), 'empty class folder')} (no images): {shown}."]
 
 
 def file_stats(root: Path, files: list[str]) -> list[tuple[str, int, int]]:
@@ -138,8 +143,10 @@ def is_class_folder_tree(root: Path) -> bool:
     return bool(dirs)
 
 
-def load_class_folders(root: Path, spec: str) -> Source:
-    """`root/<class>/*.jpg`, or `root/{train,val,test}/<class>/*.jpg` when split folders exist."""
+def load_class_folders(root: Path, spec: str, set_aside: str | None = None) -> Source:
+    """`root/<class>/*.jpg`, or `root/{train,val,test}/<class>/*.jpg` when split folders exist.
+
+    `set_aside` names a root file already explained in a note (a label file that does not fit)."""
     dirs, root_files = list_dir(root)
     split_dirs = {d: SPLIT_DIRS[d.lower()] for d in dirs if d.lower() in SPLIT_DIRS}
     notes: list[str] = []
@@ -162,7 +169,7 @@ def load_class_folders(root: Path, spec: str) -> Source:
             raise DatasetError(
                 f"The split folder '{folder}' holds no class folders; put its images in one folder per class."
             )
-        others_all += [f"{prefix}{f}" for f in loose if not is_image_name(f)]
+        others_all += [f"{prefix}{f}" for f in loose if not is_image_name(f) and f"{prefix}{f}" != set_aside]
         loose_images += [f"{prefix}{f}" for f in loose if is_image_name(f)]
         for cls in class_dirs:
             images, others = walk_images(folder / cls)
