@@ -12,8 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli.flags import JSON, NO_PROGRESS, SEED, image_size
+from engine.cli.flags import JSON, NO_PROGRESS
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import SEED, image_size
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:

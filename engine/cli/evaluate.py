@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from engine.cli.flags import JSON, RUNS_DIR, SEED, whole
+from engine.cli.flags import JSON, RUNS_DIR
+from engine.cli.values import SEED, whole
 from engine.metrics import display
 
 

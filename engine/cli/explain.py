@@ -10,8 +10,9 @@ import argparse
 import json
 from pathlib import Path
 
-from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR, SEED, image_out, number, numbers, whole
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import SEED, image_out, number, numbers, whole
 
 
 def _class_index(value: str | None, classes: list[str]) -> int | None:

@@ -12,8 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR, number, whole
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import number, whole
 
 DEFAULT_MARGIN = (
     0.1  # engine.predict.unsure.DEFAULT_MARGIN, spelled out so building the parser imports no torch (tested equal)

@@ -13,8 +13,9 @@ import sys
 from dataclasses import MISSING, fields
 from typing import TYPE_CHECKING
 
-from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR, numbers
+from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import numbers
 from engine.config import GROUPS, ConfigError, RunConfig, field_groups
 
 if TYPE_CHECKING:
