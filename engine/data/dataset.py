@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -109,11 +110,13 @@ def unseen_note(source: Source, splits: dict[str, np.ndarray]) -> list[str]:
 
 def check_size_and_seed(image_size: int | None, seed: int) -> None:
     """Refuse a working size or seed no decode cache or split can use, before a file is read or written."""
-    if image_size is not None and (
-        isinstance(image_size, bool) or not isinstance(image_size, int) or not 1 <= image_size <= MAX_IMAGE_SIZE
-    ):
+
+    def whole(value: object) -> int | None:  # a Python or numpy integer, never a bool or a float
+        return None if isinstance(value, bool) or not isinstance(value, numbers.Integral) else int(value)
+
+    if image_size is not None and not 1 <= (whole(image_size) or 0) <= MAX_IMAGE_SIZE:
         raise DatasetError(f"The image size must be 1 to {MAX_IMAGE_SIZE} pixels; got {excerpt(image_size)}.")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+    if whole(seed) is None or whole(seed) < 0:
         raise DatasetError(f"The seed must be a whole number >= 0; got {excerpt(seed)}.")
 
 
