@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from engine.errors import LoupeError
+from engine.env import env_int
+from engine.errors import LoupeError, excerpt
 
 GROUPS = {
     "data": "Which images, at which resolution, and how they are split.",
@@ -30,6 +31,11 @@ IMBALANCE = ("none", "weighted_loss", "weighted_sampler", "undersample", "oversa
 OPTIMIZERS = ("sgd", "adam", "adamw", "nadam")
 SCHEDULERS = ("none", "cosine", "onecycle", "step")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+#: the largest working resolution anything decodes to (a 1024 px cache of 10k RGB images is 31 GB)
+MAX_IMAGE_SIZE = 1024
+#: YAML nodes a config may hold once its aliases are expanded (env LOUPE_MAX_YAML_NODES): a config has ~60
+#: fields, while a 1 KB file of nested aliases ("billion laughs") expands to hundreds of millions of nodes
+DEFAULT_MAX_YAML_NODES = 10_000
 
 
 # What `monitor` can pick per task: the validation record of each task carries these (binary: AUC and HTER;
@@ -80,7 +86,9 @@ def _f(
 class RunConfig:
     # data
     dataset: str = _f("builtin:fashion-mnist", "data", "dataset spec: builtin:NAME, a folder, a .zip, a .csv or a .npz")
-    image_size: int = _f(0, "data", "working resolution in pixels (0: the model's or the data's own)", lo=0, hi=1024)
+    image_size: int = _f(
+        0, "data", "working resolution in pixels (0: the model's or the data's own)", lo=0, hi=MAX_IMAGE_SIZE
+    )
     task: str = _f("auto", "data", "task type", choices=("auto", "binary", "multiclass", "multilabel"))
     positive_class: int = _f(1, "data", "binary tasks: index of the positive ('accept') class", lo=0, hi=1)
     val_fraction: float = _f(0.15, "data", "share of images for val when the data has no val split", lo=0.01, hi=0.5)
@@ -162,11 +170,13 @@ class RunConfig:
                 value = float(value)
                 setattr(self, f.name, value)
             if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-                raise ConfigError(f"Field '{f.name}' must be {kind.__name__}, got {value!r}.")
+                raise ConfigError(f"Field '{f.name}' must be {kind.__name__}, got {excerpt(value)}.")
             if kind is float and not abs(value) < float("inf"):  # NaN passes every < and > bound check
                 raise ConfigError(f"Field '{f.name}' must be a finite number; got {value}.")
             if meta["choices"] and value not in meta["choices"]:
-                raise ConfigError(f"Field '{f.name}' must be one of {', '.join(meta['choices'])}; got {value!r}.")
+                raise ConfigError(
+                    f"Field '{f.name}' must be one of {', '.join(meta['choices'])}; got {excerpt(value)}."
+                )
             lo, hi = meta["lo"], meta["hi"]
             if lo is not None and (value <= lo if meta["lo_open"] else value < lo):
                 raise ConfigError(f"Field '{f.name}' must be {'>' if meta['lo_open'] else '>='} {lo}; got {value}.")
@@ -178,8 +188,16 @@ class RunConfig:
             )
         if self.kfold == 1:
             raise ConfigError("Field 'kfold' must be 0 (off) or at least 2.")
-        if self.class_weights and not all(isinstance(w, (int, float)) and w > 0 for w in self.class_weights):
-            raise ConfigError("Field 'class_weights' must be a list of positive numbers, one per class.")
+        bad_weights = [
+            w
+            for w in self.class_weights
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 < w < float("inf")  # NaN fails 0 < w
+        ]
+        if bad_weights:
+            raise ConfigError(
+                f"Field 'class_weights' must be a list of positive finite numbers, one per class; got "
+                f"{excerpt(bad_weights[0])}."
+            )
         if self.strategy == "linear_probe" and self.model in ("small_cnn", "facenet") and not self.weights_file:
             raise ConfigError(
                 "Field 'strategy': a linear probe needs a pretrained backbone; choose a timm model with pretrained weights."
@@ -195,7 +213,9 @@ class RunConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"Unknown config field(s) {unknown}; see `python -m engine train --help` for the fields.")
+            raise ConfigError(
+                f"Unknown config field(s) {excerpt(unknown)}; see `python -m engine train --help` for the fields."
+            )
         return cls(**data).validate()
 
     @classmethod
@@ -208,14 +228,18 @@ class RunConfig:
             raise ConfigError(f"Cannot read the config file '{path}' ({e.strerror}).") from None
         try:
             if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
+                data = load_yaml(text, path) or {}
             else:
                 data = json.loads(text)
+        except LoupeError:  # a ConfigError from the YAML reader, or an EnvError from its budget
+            raise
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"The config file '{path}' is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}."
+            ) from None
         except Exception as e:
             raise ConfigError(
-                f"The config file '{path}' is not valid {path.suffix[1:].upper() or 'JSON'} ({e})."
+                f"The config file '{path}' is not valid {path.suffix[1:].upper() or 'JSON'} ({excerpt(str(e))})."
             ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"The config file '{path}' must hold a mapping of field names to values.")
@@ -224,6 +248,59 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes).validate()
+
+
+def load_yaml(text: str, path: Path) -> Any:
+    """`yaml.safe_load` with a budget on the nodes its aliases expand to, and errors as one sentence.
+
+    PyYAML shares an aliased node rather than copying it, so a billion-laughs file loads in microseconds
+    but becomes hundreds of megabytes the moment anything walks it (validation, JSON, an error message);
+    the composed graph is measured before it is built, counting each alias as the whole subtree it stands for.
+    """
+    import yaml
+
+    budget = env_int("LOUPE_MAX_YAML_NODES", DEFAULT_MAX_YAML_NODES)
+    sizes: dict[int, int] = {}
+
+    def size(n: yaml.Node) -> int:  # expanded size, memoised per node: linear in the file, not in the expansion
+        if id(n) not in sizes:
+            sizes[id(n)] = 0  # a node reached again while being measured is a recursive alias
+            if isinstance(n, yaml.MappingNode):
+                total = 1 + sum(size(k) + size(v) for k, v in n.value)
+            elif isinstance(n, yaml.SequenceNode):
+                total = 1 + sum(size(v) for v in n.value)
+            else:
+                total = 1
+            sizes[id(n)] = total
+            if total > budget:
+                raise ConfigError(
+                    f"The config file '{path}' expands to more than {budget:,} YAML nodes through its aliases "
+                    "(&anchor and *alias); write the values out, or raise LOUPE_MAX_YAML_NODES."
+                )
+        return sizes[id(n)]
+
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        size(node)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:  # PyYAML's own message spans several lines: one sentence, line and column
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"The config file '{path}' is not valid YAML: {excerpt(e.problem or e.context or 'unreadable', 80)[1:-1]}"
+            f"{where}."
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"The config file '{path}' is not valid YAML ({excerpt(str(e))}).") from None
+    except RecursionError:
+        raise ConfigError(
+            f"The config file '{path}' is nested too deeply; a config is a flat mapping of field names to values."
+        ) from None
+    finally:
+        loader.dispose()
 
 
 def field_groups() -> dict[str, list[dataclasses.Field]]:

@@ -37,3 +37,21 @@ class WeightsError(ModelError):
 
 class EnvError(LoupeError):
     """A LOUPE_* environment variable set to a value Loupe cannot use."""
+
+
+#: how many characters of an outside value an error message echoes
+EXCERPT_CHARS = 60
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """`repr`-like text of `value` cut to `limit` characters, for echoing outside input in an error.
+
+    Why one helper: a message must name the bad value, but a value can be a megabyte of text (an
+    expanded YAML alias, a CSV cell, an environment variable); every error cuts it here, the same way.
+    Control characters (a NUL byte, a newline) are escaped so the message stays one line.
+    """
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("unicode_escape").decode("ascii") if not text.isprintable() else text
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return f"'{text}'" if isinstance(value, str) else text

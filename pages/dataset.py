@@ -261,7 +261,15 @@ def show_summary(stats: dict) -> None:
         "Images",
         f"{stats['num_images']:,}",
         border=True,
-        help=f"{stats['num_files']:,} items, {unusable:,} unusable" if unusable else None,
+        help=", ".join(
+            part
+            for part in (
+                f"{stats['num_files']:,} items, {unusable:,} unusable" if unusable else "",
+                f"{stats.get('unlabelled', 0):,} unlabelled, left out" if stats.get("unlabelled") else "",
+            )
+            if part
+        )
+        or None,
     )
     cols[1].metric("Labels" if multilabel else "Classes", f"{len(stats['classes']):,}", border=True)
     cols[2].metric("Task", stats["task"], border=True)

@@ -14,6 +14,7 @@ import json
 
 from engine.cli.flags import JSON, NO_PROGRESS
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import SEED, image_size
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -60,9 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("spec", help="dataset spec, e.g. builtin:fashion-mnist or path/to/folder")
     stats.add_argument("--quick", action="store_true", help="headers only: no decoding, no corrupt/duplicate check")
-    stats.add_argument("--image-size", type=int, default=None, help="working resolution of the decode cache")
+    stats.add_argument("--image-size", type=image_size(), default=None, help="working resolution of the decode cache")
     stats.add_argument(
         "--task", choices=["binary", "multiclass", "multilabel"], default=None, help="override the inferred task"
     )
-    stats.add_argument("--seed", type=int, default=0, help="seed for splits and derived datasets")
+    stats.add_argument("--seed", type=SEED, default=0, help="seed for splits and derived datasets")
     stats.set_defaults(func=cmd_data_stats)

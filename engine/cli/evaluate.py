@@ -10,6 +10,7 @@ import argparse
 import json
 
 from engine.cli.flags import JSON, RUNS_DIR
+from engine.cli.values import SEED, whole
 from engine.metrics import display
 
 DEFAULT_RULE = "min_hter"  # engine.evaluate.report's default rule for binary runs
@@ -163,8 +164,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("--save-thresholds", action="store_true", help="write the chosen thresholds to thresholds.json")
     ev.add_argument(
-        "--bootstrap", type=int, default=1000, help="bootstrap resamples for confidence intervals (0: none)"
+        "--bootstrap",
+        type=whole(0, 100_000),
+        default=1000,
+        help="bootstrap resamples for confidence intervals (0: none)",
     )
-    ev.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    ev.add_argument("--top", type=int, default=24, help="how many top losses / likely mislabelled items")
+    ev.add_argument("--seed", type=SEED, default=0, help="bootstrap seed")
+    ev.add_argument("--top", type=whole(0, 10_000), default=24, help="how many top losses / likely mislabelled items")
     ev.set_defaults(func=cmd_evaluate)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import SEED, image_out, number, numbers, whole
 
 if TYPE_CHECKING:
     import numpy as np
@@ -117,7 +118,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from engine.runs.folder import find_run
 
     run = find_run(args.run, args.runs_dir)
-    eps = [float(e) for e in args.eps.split(",") if e.strip()]
+    eps = list(args.eps)  # validated by its flag type: finite, in [0, 1]
     progress = TqdmProgress(enabled=not args.no_progress)
     try:
         res = epsilon_sweep(
@@ -194,9 +195,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="black",
         help="the 'absent' image that integrated gradients, GradientShap and occlusion compare with (default black)",
     )
-    ex.add_argument("--n-steps", type=int, default=32, help="Integrated Gradients steps (capped by image size)")
     ex.add_argument(
-        "--alpha", type=float, default=0.5, help="opacity of the heatmap over the image, 0 to 1 (default 0.5)"
+        "--n-steps", type=whole(1, 1024), default=32, help="Integrated Gradients steps (capped by image size)"
+    )
+    ex.add_argument(
+        "--alpha", type=number(0, 1), default=0.5, help="opacity of the heatmap over the image, 0 to 1 (default 0.5)"
     )
     ex.add_argument(
         "--sign",
@@ -204,7 +207,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="positive",
         help="which attributions to draw: those for the class (positive), their size (absolute), or both signs (all)",
     )
-    ex.add_argument("--out", required=True, help="output PNG")
+    ex.add_argument("--out", type=image_out, required=True, help="output image (.png, .jpg, ...)")
     ex.set_defaults(func=cmd_explain)
 
     at = sub.add_parser(
@@ -214,21 +217,23 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Sweep adversarial epsilons over a run's evaluation images.",
     )
     at.add_argument("run", help="run id or run folder")
-    at.add_argument("--eps", default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units")
+    at.add_argument(
+        "--eps", type=numbers(0, 1), default="0,0.004,0.01,0.03", help="comma-separated epsilons in [0, 1] pixel units"
+    )
     at.add_argument(
         "--split", default="val", choices=["val", "test"], help="split whose images are attacked (default val)"
     )
     at.add_argument(
         "--limit",
-        type=int,
+        type=whole(0),
         default=200,
         help="N images of the split, drawn stratified by class so each class keeps its share (0: all)",
     )
-    at.add_argument("--seed", type=int, default=0, help="seed of the stratified sample (recorded in the result)")
+    at.add_argument("--seed", type=SEED, default=0, help="seed of the stratified sample (recorded in the result)")
     at.add_argument(
         "--attack", choices=["fgsm", "pgd"], default="fgsm", help="FGSM (one step) or PGD (--steps steps); default fgsm"
     )
-    at.add_argument("--steps", type=int, default=10, help="PGD steps")
+    at.add_argument("--steps", type=whole(1, 1000), default=10, help="PGD steps")
     at.add_argument("--no-min-eps", action="store_true", help="skip the per-image minimal-epsilon search")
     at.add_argument(
         "--save", action="store_true", help="also save the sweep in RUN/robustness/ (the Explain page shows it)"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import number, whole
 
 DEFAULT_MARGIN = (
     0.1  # engine.predict.unsure.DEFAULT_MARGIN, spelled out so building the parser imports no torch (tested equal)
@@ -69,7 +70,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if bulk:
         if len(sources) != 1:
             raise PredictError("Give either one folder/zip (with --out FILE.csv) or image files, not both.")
-        out = Path(args.out or "predictions.csv")
+        if args.out is None:  # the table on stdout: nothing is written where the user did not ask (issue 15)
+            if args.json:
+                raise PredictError("--json with a folder or zip needs --out FILE.csv (the CSV is the result).")
+            progress = TqdmProgress(enabled=not args.no_progress)
+            try:
+                predict_folder(pred, bulk[0], sys.stdout, top_k=args.top_k, progress=progress)
+            finally:
+                progress.close()
+            return 0
+        out = Path(args.out)
         progress = TqdmProgress(enabled=not args.no_progress)
         try:
             predict_folder(pred, bulk[0], out, top_k=args.top_k, progress=progress)
@@ -113,10 +123,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     pr.add_argument("model", help="run id or folder, or builtin:imagenet")
     pr.add_argument("images", nargs="+", help="image files, or one folder or .zip (then --out FILE.csv)")
-    pr.add_argument("--top-k", type=int, default=5, help="how many classes to list per image (default 5)")
+    pr.add_argument("--top-k", type=whole(1, 1000), default=5, help="how many classes to list per image (default 5)")
     pr.add_argument(
         "--unsure-margin",
-        type=float,
+        type=number(0, 1),
         default=DEFAULT_MARGIN,
         metavar="M",
         help="flag a prediction 'unsure' when it is within M of changing its decision: binary, the positive "
@@ -125,7 +135,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"label at all (default {DEFAULT_MARGIN:g})",
     )
     pr.add_argument("--unsure-below", type=float, default=None, help=argparse.SUPPRESS)  # replaced: says so
-    pr.add_argument("--out", default=None, help="CSV for a folder/zip (default predictions.csv)")
+    pr.add_argument("--out", default=None, help="CSV file for a folder/zip (default: the CSV on stdout)")
     pr.set_defaults(func=cmd_predict)
 
     ex = sub.add_parser(

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from engine.cli.flags import JSON, NO_PROGRESS, RUNS_DIR
 from engine.cli.progress import TqdmProgress
+from engine.cli.values import numbers
 from engine.config import GROUPS, ConfigError, RunConfig, field_groups
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
             elif isinstance(default, list):
                 g.add_argument(
                     flag,
-                    type=lambda s: [float(x) for x in s.split(",") if x],
+                    type=numbers(0, lo_open=True),
                     default=argparse.SUPPRESS,
                     metavar="W1,W2,...",
                     help=help_text,

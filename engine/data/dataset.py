@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +12,8 @@ from engine.data.decode import decode
 from engine.data.sources.detect import resolve_source
 from engine.data.source import FOUND_FILES, FOUND_IMAGES, Progress, ScanResult, Source, no_progress
 from engine.data.splits import make_splits, missing_from_train
-from engine.errors import DatasetError
+from engine.config import MAX_IMAGE_SIZE
+from engine.errors import DatasetError, excerpt
 
 TASKS = ("binary", "multiclass", "multilabel")
 #: headers read before decoding, spread evenly over the files (all of them in smaller datasets)
@@ -116,6 +118,18 @@ def unseen_note(source: Source, splits: dict[str, np.ndarray]) -> list[str]:
             f"train, so the model cannot learn {'them' if many else 'it'}; move some of those images to train."]
 
 
+def check_size_and_seed(image_size: int | None, seed: int) -> None:
+    """Refuse a working size or seed no decode cache or split can use, before a file is read or written."""
+
+    def whole(value: object) -> int | None:  # a Python or numpy integer, never a bool or a float
+        return None if isinstance(value, bool) or not isinstance(value, numbers.Integral) else int(value)
+
+    if image_size is not None and not 1 <= (whole(image_size) or 0) <= MAX_IMAGE_SIZE:
+        raise DatasetError(f"The image size must be 1 to {MAX_IMAGE_SIZE} pixels; got {excerpt(image_size)}.")
+    if whole(seed) is None or whole(seed) < 0:
+        raise DatasetError(f"The seed must be a whole number >= 0; got {excerpt(seed)}.")
+
+
 def open_dataset(
     spec: str,
     image_size: int | None = None,
@@ -128,6 +142,7 @@ def open_dataset(
 ) -> Dataset:
     """Resolve, scan, decode once (cached) and split. Unusable files are listed in `scan.corrupt`, not fatal."""
     progress = progress or no_progress
+    check_size_and_seed(image_size, seed)
     source = resolve_source(spec, seed=seed)
     # the count is known before any file is read: say it (the app shows "Opening X: 13,214 files found")
     progress(0, len(source), FOUND_FILES if source.files is not None else FOUND_IMAGES)
@@ -169,6 +184,7 @@ def quick_stats(spec: str, task: str | None = None, seed: int = 0, progress: Pro
     progress = progress or no_progress
     from engine.data.stats import compute_stats
 
+    check_size_and_seed(None, seed)
     source = resolve_source(spec, seed=seed)
     task = check_task(source, task)
     scan = scan_headers(source, progress)

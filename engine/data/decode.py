@@ -12,9 +12,13 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from engine.env import env_int
+from engine.files import FileRefused, open_regular, read_regular
 
 #: extensions we treat as images, and the Pillow format each must really be
 EXTENSION_FORMATS: dict[str, tuple[str, ...]] = {
@@ -34,9 +38,21 @@ GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", 
 BACKGROUND = (255, 255, 255)
 
 
+#: pixels per image (env LOUPE_MAX_PIXELS)
+DEFAULT_MAX_PIXELS = 40_000_000
+#: bytes read per image file (env LOUPE_MAX_IMAGE_BYTES): a 40-megapixel 16-bit RGBA TIFF stored raw is 320 MB,
+#: a photo a few MB; a tiny image padded to gigabytes is refused before a byte of it is read
+DEFAULT_MAX_IMAGE_BYTES = 512 * 1024**2
+
+
+def max_image_bytes() -> int:
+    """Our cap on the bytes of one image file, so a padded or endless file is never read whole."""
+    return env_int("LOUPE_MAX_IMAGE_BYTES", DEFAULT_MAX_IMAGE_BYTES)
+
+
 def max_pixels() -> int:
     """Our own pixel cap, below Pillow's bomb threshold so its warning never fires first."""
-    return int(os.environ.get("LOUPE_MAX_PIXELS", 40_000_000))
+    return env_int("LOUPE_MAX_PIXELS", DEFAULT_MAX_PIXELS)
 
 
 class ImageDecodeError(ValueError):
@@ -55,10 +71,26 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in EXTENSION_FORMATS
 
 
-def _open(data: bytes | Path, name: str) -> Image.Image:
+def read_image_file(path: str | Path) -> bytes:
+    """The bytes of one image file: a regular file (symlinks resolved) under the byte cap, else
+    `ImageDecodeError` with the reason. Every image file Loupe reads is read here."""
+    try:
+        return read_regular(path, max_image_bytes(), "LOUPE_MAX_IMAGE_BYTES")
+    except FileRefused as e:
+        raise ImageDecodeError(str(e)) from None
+    except (OSError, ValueError) as e:  # missing, unreadable, or a name holding a NUL byte
+        raise ImageDecodeError(f"cannot read the file ({getattr(e, 'strerror', None) or e})") from None
+
+
+def _open(data: bytes | BinaryIO, name: str) -> Image.Image:
     fp = io.BytesIO(data) if isinstance(data, bytes) else data
     if isinstance(data, bytes) and not data:
         raise ImageDecodeError("the file is empty (0 bytes)")
+    if isinstance(data, bytes) and len(data) > max_image_bytes():
+        raise ImageDecodeError(
+            f"the file is {len(data):,} bytes, over the cap of {max_image_bytes():,} bytes per image "
+            "(LOUPE_MAX_IMAGE_BYTES)"
+        )
     try:
         with warnings.catch_warnings():
             # Pillow only warns between 1x and 2x MAX_IMAGE_PIXELS; for untrusted files that is a refusal
@@ -78,14 +110,16 @@ def _open(data: bytes | Path, name: str) -> Image.Image:
     if w < 1 or h < 1:
         raise ImageDecodeError(f"the image has no pixels ({w}x{h})")
     if w * h > max_pixels():
-        raise ImageDecodeError(
-            f"{w}x{h} pixels exceeds the cap of {max_pixels():,} (LOUPE_MAX_PIXELS); downscale it"
-        )
+        raise ImageDecodeError(f"{w}x{h} pixels exceeds the cap of {max_pixels():,} (LOUPE_MAX_PIXELS); downscale it")
     return img
 
 
-def _not_image_reason(data: bytes | Path) -> str:
-    head = data[:256] if isinstance(data, bytes) else Path(data).open("rb").read(256)
+def _not_image_reason(data: bytes | BinaryIO) -> str:
+    if isinstance(data, bytes):
+        head = data[:256]
+    else:
+        data.seek(0)
+        head = data.read(256)
     if not head:
         return "the file is empty (0 bytes)"
     text = head.lstrip().lower()
@@ -103,10 +137,14 @@ def _not_image_reason(data: bytes | Path) -> str:
 def read_header(path: Path) -> Header:
     """Size, mode and format without decoding pixels: what the quick scan needs."""
     try:
-        with _open(path, path.name) as img:
+        with open_regular(path, max_image_bytes(), "LOUPE_MAX_IMAGE_BYTES") as f, _open(f, path.name) as img:
             return Header(img.width, img.height, img.mode, img.format or "")
-    except OSError as e:  # e.g. the file vanished or is unreadable
-        raise ImageDecodeError(f"cannot read the file ({e.strerror or e})") from None
+    except ImageDecodeError:
+        raise
+    except FileRefused as e:
+        raise ImageDecodeError(str(e)) from None
+    except (OSError, ValueError) as e:  # e.g. the file vanished or is unreadable
+        raise ImageDecodeError(f"cannot read the file ({getattr(e, 'strerror', None) or e})") from None
 
 
 def to_array(img: Image.Image, channels: int = 3) -> np.ndarray:
@@ -118,8 +156,10 @@ def to_array(img: Image.Image, channels: int = 3) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img)
-        if mode == "F":
-            lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if mode == "F":  # float pixels: scaled by their finite range; NaN and inf count as the darkest value
+            finite = np.isfinite(arr)
+            lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+            arr = np.where(finite, arr, lo).astype(np.float64)
             arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
         elif mode == "I" and arr.max() <= 255 and arr.min() >= 0:
             pass  # 8-bit values stored in 32-bit ints
@@ -164,10 +204,7 @@ def decode(
     """
     if isinstance(data, Path):
         name = name or data.name
-        try:
-            data = data.read_bytes()
-        except OSError as e:
-            raise ImageDecodeError(f"cannot read the file ({e.strerror or e})") from None
+        data = read_image_file(data)
     img = _open(data, name)
     header = Header(img.width, img.height, img.mode, img.format or "")
     try:

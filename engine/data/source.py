@@ -50,6 +50,8 @@ class Source:
     split_of: np.ndarray | None = None  # (N,) int8 split code per item; None when no splits are given
     fingerprint: str = ""
     notes: list[str] = field(default_factory=list)  # facts the user should see (e.g. a carved split)
+    #: images left out because their label is missing (an empty or NaN cell): never trained on or scored
+    unlabelled: int = 0
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

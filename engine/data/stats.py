@@ -53,6 +53,7 @@ def compute_stats(
         "task": task,
         "num_images": int(ok_idx.size),
         "num_files": len(source),
+        "unlabelled": int(source.unlabelled),
         "classes": classes,
         "class_counts": _named(classes, counts),
         **_balance(classes, counts, int(ok_idx.size)),
@@ -329,6 +330,8 @@ def format_stats_text(stats: dict, bar_width: int = 30, max_classes: int = 50, m
             f"labels per image {card:.2f}" if card is not None else "labels per image: n/a"
         )
         lines[-1] += f", {ml['no_label_images']} images without labels"
+    if stats.get("unlabelled"):
+        lines.append(f"unlabelled {stats['unlabelled']:,} images (label empty or NaN; left out of training and metrics)")
     if stats["splits"]:
         parts = [f"{name} {s['num_images']}" for name, s in stats["splits"].items()]
         lines.append("splits: " + ", ".join(parts))

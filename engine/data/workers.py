@@ -15,7 +15,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from engine.data.decode import ImageDecodeError, decode, read_header
+from engine.data.decode import ImageDecodeError, decode, read_header, read_image_file
 
 #: below this many files the pool's start-up costs more than it saves
 POOL_MIN_FILES = 3000
@@ -41,8 +41,7 @@ def decode_chunk(root: str, items: list[tuple[int, str]], out_path: str, size: i
     out = []
     for i, rel in items:
         try:
-            with open(_path(root, rel), "rb") as f:
-                data = f.read()
+            data = read_image_file(_path(root, rel))
             arr, h = decode(data, rel, size=size, channels=channels, resize_mode=resize_mode)
         except OSError as e:
             out.append((i, None, f"cannot read the file ({e.strerror or e})"))

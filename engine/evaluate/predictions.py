@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import LoupeError
+from engine.errors import LoupeError, excerpt
+from engine.files import FileRefused, open_npz
 from engine.runs.folder import Run
 
 SPLITS = ("val", "test", "oof")
@@ -53,14 +54,58 @@ def load_predictions(run: Run, split: str) -> Predictions:
         raise EvaluateError(
             f"The run '{run.id}' has no {split} predictions ({path} is missing); train it to completion first."
         )
-    with np.load(path, allow_pickle=False) as z:
-        probs = np.asarray(z["probs"], np.float64)
-        labels = np.asarray(z["labels"])
-        ids = z["ids"].astype(str) if "ids" in z else np.arange(len(labels)).astype(str)
-        indices = z["indices"] if "indices" in z else np.arange(len(labels))
+    probs, labels, ids, indices = _read_arrays(path)
     classes = run.classes() or [str(i) for i in range(probs.shape[1])]
+    if probs.shape[1] != len(classes):
+        raise EvaluateError(
+            f"'{path}' holds probabilities for {probs.shape[1]} classes but the run's classes.json names "
+            f"{len(classes)}; the run folder is damaged: retrain the run."
+        )
     task, positive = _task_and_positive(run, labels, probs.shape[1])
     return Predictions(ids, indices, labels, probs, list(classes), task, positive, split)
+
+
+def _read_arrays(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(probs, labels, ids, indices) of a predictions file, each checked where it enters.
+
+    A run folder is outside input too: a truncated or hand-edited file, an object array, a missing
+    member or non-finite probabilities get one sentence naming the file, never a traceback.
+    """
+
+    def damaged(what: str) -> EvaluateError:
+        return EvaluateError(f"'{path}' {what}; the run folder is damaged: retrain the run or restore the file.")
+
+    try:
+        with open_npz(path) as z:
+            missing = [k for k in ("probs", "labels") if k not in z.files]
+            if missing:
+                raise damaged(f"has no {' or '.join(repr(m) for m in missing)} array")
+            probs, labels = z["probs"], z["labels"]
+            ids = z["ids"] if "ids" in z.files else None
+            indices = z["indices"] if "indices" in z.files else None
+    except FileRefused as e:
+        raise damaged(f"cannot be used ({e})") from None
+    except LoupeError:  # damaged() above, or an EnvError from the caps
+        raise
+    except Exception as e:  # a truncated or non-zip file, an object array (refused unpickled), a bad header
+        raise damaged(f"is not a readable predictions file ({type(e).__name__}: {excerpt(str(e))})") from None
+    if probs.dtype.kind not in "fiu" or probs.ndim != 2 or probs.shape[1] < 1:
+        raise damaged(f"holds 'probs' of {probs.dtype} {probs.shape}; it must be numbers, one row per image")
+    probs = np.asarray(probs, np.float64)
+    if not np.isfinite(probs).all() or probs.min(initial=0) < -1e-6 or probs.max(initial=0) > 1 + 1e-6:
+        raise damaged("holds probabilities that are not numbers between 0 and 1")
+    n = probs.shape[0]
+    if labels.dtype.kind not in "biu" or labels.shape[:1] != (n,) or labels.ndim not in (1, 2):
+        raise damaged(f"holds 'labels' of {labels.dtype} {labels.shape}; it must be {n} whole-number labels")
+    if labels.ndim == 2 and labels.shape[1] != probs.shape[1]:
+        raise damaged(f"holds {labels.shape[1]} label columns but {probs.shape[1]} probability columns")
+    if labels.ndim == 1 and n and (labels.min() < 0 or labels.max() >= probs.shape[1]):
+        raise damaged(f"holds class ids outside 0..{probs.shape[1] - 1}")
+    ids = np.arange(n).astype(str) if ids is None else ids
+    indices = np.arange(n) if indices is None else indices
+    if ids.shape != (n,) or ids.dtype.kind not in "USiu" or indices.shape != (n,) or indices.dtype.kind not in "iu":
+        raise damaged(f"holds 'ids' or 'indices' that do not list its {n} images")
+    return probs, labels, ids.astype(str), indices
 
 
 def splits_available(run: Run) -> list[str]:

@@ -10,7 +10,9 @@ the same thresholds Evaluate reported.
 from __future__ import annotations
 
 import json
+import math
 
+from engine.errors import excerpt
 from engine.evaluate.predictions import EvaluateError, Predictions, load_predictions
 from engine.metrics.binary import choose_threshold
 from engine.metrics.calibration import fit_temperature
@@ -51,12 +53,45 @@ def save_thresholds(run: Run, thresholds: dict) -> None:
 def load_thresholds(run: Run) -> dict:
     """thresholds.json, else summary.json's "thresholds" (training's defaults), else {}.
 
-    An unreadable or damaged thresholds.json counts as absent, as it did before (the run still opens).
+    An unreadable thresholds.json counts as absent, as it did before (the run still opens); one that
+    parses but holds a value no decision can use (a string, NaN, inf) is one
+    sentence naming the file, the key and the value.
     """
+    path = run.path / FILE
     try:
-        saved = json.loads((run.path / FILE).read_text())
+        saved = json.loads(path.read_text())
     except (OSError, ValueError):
         saved = None
-    if isinstance(saved, dict):
-        return saved
-    return dict((run.summary() or {}).get("thresholds") or {})
+    if saved is None:
+        return dict((run.summary() or {}).get("thresholds") or {})
+    return check_thresholds(saved, str(path))
+
+
+def check_thresholds(saved: object, where: str) -> dict:
+    """`saved` if it is a thresholds mapping every consumer can use, else `EvaluateError` naming `where`."""
+
+    def bad(key: str, value: object, allowed: str) -> EvaluateError:
+        return EvaluateError(
+            f"'{where}' holds {excerpt(value)} for '{key}'; it must be {allowed}. Delete the file or save the "
+            "thresholds again (evaluate --save-thresholds)."
+        )
+
+    def real(value: object) -> bool:  # a threshold above 1 is legitimate (no score reaches it); NaN and inf are not
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    if not isinstance(saved, dict):
+        raise bad("thresholds", saved, 'a mapping such as {"binary": 0.5}')
+    if "binary" in saved and not real(saved["binary"]):
+        raise bad("binary", saved["binary"], "a finite number")
+    ml = saved.get("multilabel")
+    if ml is not None and not (isinstance(ml, list) and all(real(v) for v in ml)):
+        raise bad("multilabel", ml, "a list of finite numbers, one per label")
+    temp = saved.get("temperature")
+    if temp is not None and not (
+        isinstance(temp, (int, float)) and not isinstance(temp, bool) and math.isfinite(temp) and temp > 0
+    ):
+        raise bad("temperature", temp, "a positive number")
+    pos = saved.get("positive_class")
+    if pos is not None and not (isinstance(pos, int) and not isinstance(pos, bool) and pos in (0, 1)):
+        raise bad("positive_class", pos, "0 or 1")
+    return saved

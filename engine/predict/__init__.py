@@ -12,6 +12,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "PredictError",
             "Predictor",
             "builtin_models",
+            "csv_cell",
             "imagenet_classes",
             "predict_folder",
         ],

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import torch
@@ -161,12 +162,14 @@ class Predictor:
 
     def predict_paths(self, paths: list[str | Path], top_k: int = 5) -> list[dict]:
         """Like `predict_bytes` for files; an unreadable file is a per-file error too."""
+        from engine.data.decode import ImageDecodeError, read_image_file
+
         items, read_errors = [], {}
         for p in paths:
             try:
-                items.append((str(p), Path(p).read_bytes()))
-            except OSError as e:
-                read_errors[len(items)] = _failed(str(p), f"The file '{p}' cannot be read ({e.strerror or e}).")
+                items.append((str(p), read_image_file(Path(p))))
+            except ImageDecodeError as e:
+                read_errors[len(items)] = _failed(str(p), f"The file '{p}' cannot be read ({e}).")
                 items.append((str(p), b""))
         res = self.predict_bytes(items, top_k)
         return [read_errors.get(i, r) for i, r in enumerate(res)]
@@ -374,6 +377,18 @@ def _image_files(src: Path) -> tuple[Path, list[Path]]:
     return src, files
 
 
+#: first characters a spreadsheet reads as a formula (OWASP "CSV injection"): such a cell gets a leading "'"
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: object) -> object:
+    """A text cell made safe to open in a spreadsheet: a leading `=`, `+`, `-`, `@`, tab or CR is escaped
+    with a `'`, as OWASP recommends (file and class names come from users). Non-text passes unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 CSV_COLUMNS = ["file", "label", "confidence", "unsure", "top_k", "error"]
 OOD_COLUMNS = ["unlike_training", "ood_score", "ood_threshold"]
 
@@ -416,13 +431,13 @@ def csv_row(result: dict, file: str | None = None) -> list[str]:
 
 
 def write_csv(predictor: Predictor, results: list[dict]) -> str:
-    """The predictions CSV of `results` as text (the Predict page's download)."""
+    """The predictions CSV of `results` as text (the Predict page's download), cells escaped by `csv_cell`."""
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(csv_header(predictor))
     n = len(csv_header(predictor))
     for r in results:
-        w.writerow(_pad(csv_row(r), n))
+        w.writerow([csv_cell(c) for c in _pad(csv_row(r), n)])
     return buf.getvalue()
 
 
@@ -436,25 +451,41 @@ def _pad(row: list[str], n: int) -> list[str]:
 def predict_folder(
     predictor: Predictor,
     src: Path,
-    out_csv: Path,
+    out_csv: Path | TextIO,
     top_k: int = 5,
     progress: Callable[[int, int, str], None] | None = None,
-) -> Path:
+) -> Path | TextIO:
     """Predict every image under a folder (or a zip) into a CSV with `csv_header`'s columns
-    (`unsure` by `engine.predict.unsure` at the predictor's `unsure_margin`)."""
+    (`unsure` by `engine.predict.unsure` at the predictor's `unsure_margin`). `out_csv` is a file, written
+    atomically, or an open text stream (the CLI's stdout when no --out is given). Text cells go through
+    `csv_cell`, so a file named `=cmd|...` is not a formula in a spreadsheet."""
     root, files = _image_files(Path(src))
+    if not isinstance(out_csv, Path | str):
+        _write_rows(predictor, root, files, out_csv, top_k, progress)
+        return out_csv
     out_csv = Path(out_csv)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_csv.with_name(out_csv.name + ".part")
-    header = csv_header(predictor)
     with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        for s in range(0, len(files), CHUNK):
-            batch = files[s : s + CHUNK]
-            for p, r in zip(batch, predictor.predict_paths(batch, top_k)):
-                w.writerow(_pad(csv_row(r, p.relative_to(root).as_posix()), len(header)))
-            if progress:
-                progress(min(s + CHUNK, len(files)), len(files), "predicting")
+        _write_rows(predictor, root, files, f, top_k, progress)
     tmp.replace(out_csv)
     return out_csv
+
+
+def _write_rows(
+    predictor: Predictor,
+    root: Path,
+    files: list[Path],
+    f: TextIO,
+    top_k: int,
+    progress: Callable[[int, int, str], None] | None,
+) -> None:
+    w = csv.writer(f)
+    header = csv_header(predictor)
+    w.writerow(header)
+    for s in range(0, len(files), CHUNK):
+        batch = files[s : s + CHUNK]
+        for p, r in zip(batch, predictor.predict_paths(batch, top_k)):
+            w.writerow([csv_cell(c) for c in _pad(csv_row(r, p.relative_to(root).as_posix()), len(header))])
+        if progress:
+            progress(min(s + CHUNK, len(files)), len(files), "predicting")

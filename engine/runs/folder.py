@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.env import env_float
 from engine.errors import LoupeError
 
 STATES = ("queued", "running", "completed", "stopped", "failed")
@@ -38,7 +40,7 @@ def runs_dir(override: str | Path | None = None) -> Path:
 
 def stale_after_s() -> float:
     """A running job rewrites status.json at least this often; older means it may be dead."""
-    return float(os.environ.get("LOUPE_HEARTBEAT_STALE_S", 30))
+    return env_float("LOUPE_HEARTBEAT_STALE_S", 30.0)
 
 
 def now_iso() -> str:
@@ -225,7 +227,11 @@ class Run:
         st = st or self.raw_status()
         if st.get("state") not in ("running", "queued") or st.get("host", socket.gethostname()) != socket.gethostname():
             return False
-        age = time.time() - float(st.get("heartbeat", 0))
+        try:  # status.json is outside input too: a damaged heartbeat counts as none (stale)
+            beat = float(st.get("heartbeat", 0))
+        except (TypeError, ValueError):
+            beat = 0.0
+        age = time.time() - (beat if math.isfinite(beat) else 0.0)
         return age > stale_after_s() and not pid_alive(st.get("pid"))
 
     def metrics(self) -> list[dict]:

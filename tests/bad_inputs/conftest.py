@@ -1,14 +1,20 @@
-"""Builders for the bad inputs of issue 8: each makes one awkward or hostile file from scratch."""
+"""Builders for the bad inputs of issues 8 and 15: each makes one awkward or hostile file from scratch;
+and (issue 15) the one check of a refusal's outcome: exit 2, one line naming the input, no traceback."""
 
 from __future__ import annotations
 
 import io
+import json
 import struct
+import subprocess
+import sys
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 
@@ -95,3 +101,100 @@ def make_zip(
 def snapshot(root: Path) -> set[str]:
     """Every path under `root` (files, folders and links), to prove nothing appeared where it should not."""
     return {p.relative_to(root).as_posix() for p in root.rglob("*")}
+
+
+# --- issue 15: the exact outcome of a refused input ----------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What one command did: its exit code and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    def refusal(self) -> str:
+        """The one line a refusal prints, argparse's usage lines (which name the command) left aside."""
+        lines = [ln for ln in self.err.splitlines() if ln.strip() and not ln.startswith(("usage:", " "))]
+        assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
+        return lines[0]
+
+
+def cli(argv: list[str], capsys: pytest.CaptureFixture) -> Outcome:
+    """`python -m engine ARGV` in this process (an argparse refusal exits through SystemExit)."""
+    from engine.cli.main import main
+
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return Outcome(code, out, err)
+
+
+def refused(outcome: Outcome, *names: str) -> str:
+    """Assert the issue-15 contract: exit 2, no traceback, exactly one line that names each of `names`."""
+    assert "Traceback" not in outcome.err, outcome.err[-2000:]
+    assert outcome.code == 2, (outcome.code, outcome.err[-2000:])
+    line = outcome.refusal()
+    assert "error" in line, line
+    for name in names:
+        assert name in line, (name, line)
+    assert len(line) < 500, f"an error echoes at most an excerpt of a value: {len(line)} characters"
+    return line
+
+
+@pytest.fixture
+def jail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Runs the test in an empty working folder and checks that nothing appeared there, nor anywhere under
+    tmp_path outside the data, runs and cache folders and what the test itself built before `jail.seal()`."""
+
+    class Jail:
+        cwd = tmp_path / "cwd"
+        before: set[str] | None = None
+
+        def seal(self) -> None:
+            self.before = outside(tmp_path)
+
+    def outside(root: Path) -> set[str]:
+        allowed = ("data", "runs", "cache")
+        return {p for p in snapshot(root) if p.split("/")[0] not in allowed}
+
+    j = Jail()
+    j.cwd.mkdir()
+    monkeypatch.chdir(j.cwd)
+    yield j
+    assert not any(j.cwd.iterdir()), f"written into the working folder: {sorted(snapshot(j.cwd))}"
+    if j.before is not None:
+        assert outside(tmp_path) == j.before, sorted(outside(tmp_path) ^ j.before)
+
+
+def peak_rss_mb(
+    argv: list[str], env: dict[str, str], timeout: float = 120
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run `argv` in a fresh process and return it with its peak resident memory in MB.
+
+    A small wrapper process starts the command and reads `getrusage(RUSAGE_CHILDREN)` after it ends, so
+    the figure is this command's own peak, not the largest child the test session ever had.
+    """
+    wrapper = (
+        "import json, resource, subprocess, sys\n"
+        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+        "print(json.dumps({'code': p.returncode, 'out': p.stdout[-20000:], 'err': p.stderr[-20000:],\n"
+        "                  'kb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *argv], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    return subprocess.CompletedProcess(argv, res["code"], res["out"], res["err"]), res["kb"] / 1024
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory: pytest.TempPathFactory, session_cache: Path):
+    """One real one-epoch digits run (8 px, grayscale) for the issue-15 cases; copy it before damaging it."""
+    from tests.pagetools import train_tiny
+
+    return train_tiny(tmp_path_factory.mktemp("r2-runs"), "builtin:digits", 8, session_cache)

@@ -99,12 +99,12 @@ def test_csv_with_bom_crlf_and_the_split_column_first(tmp_path):
 
 
 def test_csv_empty_label_cell_in_a_single_label_table(tmp_path):
+    """Issue 15 (3): an empty label cell is an unlabelled image, left out and counted (it used to be refused)."""
     text = "filename,label\nimg0.png,cat\nimg1.png,dog\nimg2.png,\nimg3.png,cat\nimg4.png, \nimg5.png,dog\n"
-    with pytest.raises(DatasetError) as err:
-        resolve_source(str(_table(tmp_path / "d", text)))
-    assert str(err.value).startswith(
-        "Row 4 of 'labels.csv' has an empty label (2 rows in all); fill or remove those rows"
-    )
+    src = resolve_source(str(_table(tmp_path / "d", text)))
+    assert src.classes == ["cat", "dog"] and not src.multilabel and src.unlabelled == 2
+    assert src.files == ["img0.png", "img1.png", "img3.png", "img5.png"]
+    assert "Left out 2 unlabelled images (label empty or NaN; rows 4, 6)" in " ".join(src.notes)
 
 
 def test_csv_empty_label_set_is_fine_when_multilabel(tmp_path):

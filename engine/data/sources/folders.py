@@ -10,12 +10,30 @@ import numpy as np
 
 from engine.data.decode import is_image_name
 from engine.data.source import TEST, TRAIN, UNASSIGNED, VAL, Source, fingerprint
-from engine.errors import DatasetError
+from engine.errors import DatasetError, excerpt
+from engine.files import FileRefused, read_regular
 
-SPLIT_DIRS = {"train": TRAIN, "training": TRAIN, "val": VAL, "valid": VAL, "validation": VAL, "test": TEST, "testing": TEST}
+SPLIT_DIRS = {
+    "train": TRAIN,
+    "training": TRAIN,
+    "val": VAL,
+    "valid": VAL,
+    "validation": VAL,
+    "test": TEST,
+    "testing": TEST,
+}
 IGNORED_DIRS = {"__MACOSX", "__pycache__"}
 #: label files and CSV tables larger than this are refused before reading (100 MiB holds ~4M rows)
 MAX_TABLE_BYTES = 100 * 1024 * 1024
+#: class folders nested deeper than this are refused: no real dataset needs it, and a walk must end
+MAX_DEPTH = 64
+
+
+class LabelsDoNotFit(DatasetError):
+    """A label file or table that does not describe the images beside it (wrong count, names no file).
+
+    Beside class folders such a file is most likely unrelated (Teachable Machine's class list, a
+    classes.csv), so the class folders are read instead; anywhere else it is the error shown."""
 
 
 def natural_key(name: str) -> list:
@@ -33,7 +51,9 @@ def list_dir(path: Path) -> tuple[list[str], list[str]]:
     try:
         entries = list(os.scandir(path))
     except OSError as e:
-        raise DatasetError(f"Cannot read the folder '{path}' ({e.strerror}); check that it exists and is readable.") from None
+        raise DatasetError(
+            f"Cannot read the folder '{path}' ({e.strerror}); check that it exists and is readable."
+        ) from None
     for entry in entries:
         if not _visible(entry.name):
             continue
@@ -54,6 +74,11 @@ def walk_images(root: Path) -> tuple[list[str], list[str]]:
     seen: dict[tuple[int, int], Path] = {}
 
     def visit(folder: Path, rel: str) -> None:
+        if rel.count("/") > MAX_DEPTH:
+            raise DatasetError(
+                f"The folder '{excerpt(str(root / rel), 80)}' is nested more than {MAX_DEPTH} folders deep; "
+                "flatten the dataset (images in one folder per class)."
+            )
         st = folder.stat()
         key = (st.st_dev, st.st_ino)
         if key in seen:
@@ -72,10 +97,32 @@ def walk_images(root: Path) -> tuple[list[str], list[str]]:
     return images, others
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 image', '3 images': notes read as sentences."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _ignored_note(others: list[str]) -> list[str]:
     if not others:
         return []
-    return [f"Ignored {len(others)} files that are not images by their extension (e.g. '{others[0]}')."]
+    return [f"Ignored {len(others)} files that are not images by their extension (e.g. {excerpt(others[0])})."]
+
+
+def _loose_note(loose_images: list[str]) -> list[str]:
+    """Images lying beside the class folders rather than in one: they have no class, so they are left out."""
+    if not loose_images:
+        return []
+    return [
+        f"Left out {_count(len(loose_images), 'image')} lying outside any class folder (e.g. {excerpt(loose_images[0])}); "
+        "move each into the folder of its class to use it."
+    ]
+
+
+def _empty_note(empty: list[str]) -> list[str]:
+    if not empty:
+        return []
+    shown = ", ".join(excerpt(e) for e in empty[:5]) + (" ..." if len(empty) > 5 else "")
+    return [f"Left out {_count(len(empty), 'empty class folder')} (no images): {shown}."]
 
 
 def file_stats(root: Path, files: list[str]) -> list[tuple[str, int, int]]:
@@ -96,8 +143,10 @@ def is_class_folder_tree(root: Path) -> bool:
     return bool(dirs)
 
 
-def load_class_folders(root: Path, spec: str) -> Source:
-    """`root/<class>/*.jpg`, or `root/{train,val,test}/<class>/*.jpg` when split folders exist."""
+def load_class_folders(root: Path, spec: str, set_aside: str | None = None) -> Source:
+    """`root/<class>/*.jpg`, or `root/{train,val,test}/<class>/*.jpg` when split folders exist.
+
+    `set_aside` names a root file already explained in a note (a label file that does not fit)."""
     dirs, root_files = list_dir(root)
     split_dirs = {d: SPLIT_DIRS[d.lower()] for d in dirs if d.lower() in SPLIT_DIRS}
     notes: list[str] = []
@@ -112,15 +161,20 @@ def load_class_folders(root: Path, spec: str) -> Source:
     class_of: list[str] = []
     split_of: list[int] = []
     others_all: list[str] = []
+    loose_images: list[str] = []
+    empty: list[str] = []
     for folder, prefix, code in parts:
         class_dirs, loose = list_dir(folder)
         if split_dirs and not class_dirs:
             raise DatasetError(
                 f"The split folder '{folder}' holds no class folders; put its images in one folder per class."
             )
-        others_all += [f"{prefix}{f}" for f in loose]
+        others_all += [f"{prefix}{f}" for f in loose if not is_image_name(f) and f"{prefix}{f}" != set_aside]
+        loose_images += [f"{prefix}{f}" for f in loose if is_image_name(f)]
         for cls in class_dirs:
             images, others = walk_images(folder / cls)
+            if not images:
+                empty.append(f"{prefix}{cls}")
             others_all += [f"{prefix}{cls}/{o}" for o in others]
             files += [f"{prefix}{cls}/{i}" for i in images]
             class_of += [cls] * len(images)
@@ -132,11 +186,19 @@ def load_class_folders(root: Path, spec: str) -> Source:
     classes = sorted(set(class_of), key=natural_key)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for c in class_of], dtype=np.int64)
-    notes += _ignored_note(others_all)
+    notes += _loose_note(loose_images) + _empty_note(empty) + _ignored_note(others_all)
     splits = np.array(split_of, dtype=np.int8) if split_dirs else None
     return Source(
-        spec=spec, name=root.name, kind="folder", classes=classes, labels=labels, multilabel=False,
-        root=root, files=files, split_of=splits, notes=notes,
+        spec=spec,
+        name=root.name,
+        kind="folder",
+        classes=classes,
+        labels=labels,
+        multilabel=False,
+        root=root,
+        files=files,
+        split_of=splits,
+        notes=notes,
         fingerprint=fingerprint("folder", file_stats(root, files), classes, labels, splits),
     )
 
@@ -154,11 +216,17 @@ def parse_label_lines(path: Path) -> list[str]:
     """One label per line; trailing blank lines tolerated, blank or multi-token lines inside are not."""
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
-        raise DatasetError(f"The label file '{path.name}' is {size / 2**20:.0f} MB, over the {MAX_TABLE_BYTES // 2**20} MB limit; check it is a label file.")
+        raise DatasetError(
+            f"The label file '{path.name}' is {size / 2**20:.0f} MB, over the {MAX_TABLE_BYTES // 2**20} MB limit; check it is a label file."
+        )
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular(path, MAX_TABLE_BYTES, "the table size limit").decode("utf-8-sig")
+    except FileRefused as e:
+        raise DatasetError(f"Cannot use the label file: {e}.") from None
     except UnicodeDecodeError:
-        raise DatasetError(f"The label file '{path.name}' is not UTF-8 text; save it as plain text, one label per line.") from None
+        raise DatasetError(
+            f"The label file '{path.name}' is not UTF-8 text; save it as plain text, one label per line."
+        ) from None
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -169,7 +237,7 @@ def parse_label_lines(path: Path) -> list[str]:
             raise DatasetError(f"Line {n} of '{path.name}' is empty; every image needs one label, one per line.")
         if len(label.split()) > 1 or "," in label:
             raise DatasetError(
-                f"Line {n} of '{path.name}' holds '{label[:40]}', which is not one label; "
+                f"Line {n} of '{path.name}' holds {excerpt(label, 40)}, which is not one label; "
                 "use one label per line (for several labels per image use a CSV)."
             )
         labels.append(label)
@@ -186,11 +254,11 @@ def sort_labels(values: list[str]) -> list[str]:
 
 def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
     images, others = walk_images(root)
-    labels_text = parse_label_lines(label_file)
     if not images:
         raise DatasetError(f"'{root}' holds the label file '{label_file.name}' but no images.")
+    labels_text = parse_label_lines(label_file)
     if len(labels_text) != len(images):
-        raise DatasetError(
+        raise LabelsDoNotFit(
             f"The label file '{label_file.name}' has {len(labels_text)} labels but '{root.name}' holds "
             f"{len(images)} images; it needs exactly one line per image, in file-name order."
         )
@@ -201,8 +269,14 @@ def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
     labels = np.array([index[v] for v in labels_text], dtype=np.int64)
     others = [o for o in others if (root / o) != label_file]
     return Source(
-        spec=spec, name=root.name, kind="labelfile", classes=classes, labels=labels, multilabel=False,
-        root=root, files=images, notes=[f"Labels read from '{label_file.name}', matched to images in file-name order."]
-        + _ignored_note(others),
+        spec=spec,
+        name=root.name,
+        kind="labelfile",
+        classes=classes,
+        labels=labels,
+        multilabel=False,
+        root=root,
+        files=images,
+        notes=[f"Labels read from '{label_file.name}', matched to images in file-name order."] + _ignored_note(others),
         fingerprint=fingerprint("labelfile", file_stats(root, images), labels_text),
     )

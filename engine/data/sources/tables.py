@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.decode import is_image_name
-from engine.data.sources.folders import MAX_TABLE_BYTES, file_stats, list_dir, sort_labels
+from engine.data.sources.folders import MAX_TABLE_BYTES, LabelsDoNotFit, file_stats, list_dir, sort_labels
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, Source, fingerprint
 from engine.env import env_int
-from engine.errors import DatasetError
+from engine.errors import DatasetError, LoupeError, excerpt
+from engine.files import FileRefused, open_npz, open_regular
 
 FILE_COLUMNS = ("filename", "file", "file_name", "image", "image_id", "img", "path", "filepath", "id", "name")
 LABEL_COLUMNS = ("labels", "label", "tags", "tag", "classes", "class", "category", "target", "y")
@@ -23,16 +25,23 @@ MAX_CSV_BYTES = MAX_TABLE_BYTES
 #: image rows per table (env LOUPE_MAX_CSV_ROWS): 1M rows parse in ~1 s into ~200 MB of Python lists;
 #: the byte cap alone would let ~4M short rows through, several GB once parsed
 MAX_CSV_ROWS = 1_000_000
+#: label cells that mean "no label given" (compared lower-cased, stripped): the image is unlabelled, not a class
+MISSING_LABELS = frozenset({"", "nan"})
 
 
 def _read_rows(path: Path) -> list[list[str]]:
     size = path.stat().st_size
     if size > MAX_CSV_BYTES:
-        raise DatasetError(f"The table '{path.name}' is {size / 2**20:.0f} MB, over the {MAX_CSV_BYTES // 2**20} MB limit; split it.")
+        raise DatasetError(
+            f"The table '{path.name}' is {size / 2**20:.0f} MB, over the {MAX_CSV_BYTES // 2**20} MB limit; split it."
+        )
     max_rows = env_int("LOUPE_MAX_CSV_ROWS", MAX_CSV_ROWS)
     rows: list[list[str]] = []
     try:
-        with path.open(newline="", encoding="utf-8-sig") as f:  # utf-8-sig drops a BOM; csv handles CRLF
+        with (
+            open_regular(path, MAX_CSV_BYTES, "the table size limit") as raw,
+            io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f,  # utf-8-sig drops a BOM; csv handles CRLF
+        ):
             for r in csv.reader(f):
                 if not any(c.strip() for c in r):
                     continue
@@ -42,6 +51,8 @@ def _read_rows(path: Path) -> list[list[str]]:
                         f"The table '{path.name}' has more than {max_rows:,} image rows; split the dataset or raise "
                         "LOUPE_MAX_CSV_ROWS."
                     )
+    except FileRefused as e:
+        raise DatasetError(f"Cannot use the table: {e}.") from None
     except UnicodeDecodeError:
         raise DatasetError(f"The table '{path.name}' is not UTF-8 text; save it as UTF-8 CSV.") from None
     except csv.Error as e:
@@ -78,7 +89,9 @@ def _resolve_files(csv_path: Path, names: list[str]) -> tuple[Path, list[str]]:
         rel = n.replace("\\", "/").strip()
         target = (root / rel).resolve()
         if os.path.isabs(rel) or not target.is_relative_to(real_root):
-            raise DatasetError(f"The table '{csv_path.name}' names '{n}', which lies outside '{root}'; use paths relative to the table's folder.")
+            raise DatasetError(
+                f"The table '{csv_path.name}' names '{n}', which lies outside '{root}'; use paths relative to the table's folder."
+            )
         if not target.is_file() and not Path(rel).suffix and rel in stems:
             rel = stems[rel]
             target = (root / rel).resolve()
@@ -92,7 +105,7 @@ def _resolve_files(csv_path: Path, names: list[str]) -> tuple[Path, list[str]]:
             seen[target] = n
         files.append(rel)
     if missing:
-        raise DatasetError(
+        raise LabelsDoNotFit(
             f"The table '{csv_path.name}' names {len(missing)} files that do not exist under '{root}' "
             f"(e.g. '{missing[0]}'); fix the paths or remove those rows."
         )
@@ -110,7 +123,9 @@ def load_csv(path: Path, spec: str) -> Source:
     width = len(header)
     for n, r in enumerate(body, start=2):
         if len(r) != width:
-            raise DatasetError(f"Row {n} of '{path.name}' has {len(r)} columns but the header has {width}; fix that row.")
+            raise DatasetError(
+                f"Row {n} of '{path.name}' has {len(r)} columns but the header has {width}; fix that row."
+            )
     file_col = _pick(header, FILE_COLUMNS)
     file_col = 0 if file_col is None else file_col
     split_col = _pick(header, SPLIT_COLUMNS)
@@ -123,47 +138,87 @@ def load_csv(path: Path, spec: str) -> Source:
     for n, name in enumerate(names, start=2):
         if not name:
             raise DatasetError(f"Row {n} of '{path.name}' has an empty file name.")
-        if name in seen:
-            raise DatasetError(f"The table '{path.name}' lists '{name}' twice (rows {seen[name]} and {n}); keep one row per image.")
-        seen[name] = n
-    if label_col is not None:
-        label_sets = [[t for t in LABEL_SEPARATORS.split(r[label_col].strip()) if t] for r in body]
-        classes = sort_labels([t for s in label_sets for t in s])
-        empty = [n for n, s in enumerate(label_sets, start=2) if not s]
-        if empty and classes and all(len(s) <= 1 for s in label_sets):
-            # one label per row elsewhere: a blank cell is a mistake, not "no labels" in a multi-label set
+        if not name.isprintable():  # a NUL byte or a line break cannot be part of a file name Loupe opens
             raise DatasetError(
-                f"Row {empty[0]} of '{path.name}' has an empty label ({len(empty)} rows in all); fill or remove those rows, "
-                "or give one 0/1 column per label if images may have no label."
+                f"Row {n} of '{path.name}' has the file name {excerpt(name)}, which holds a control character; "
+                "fix the name in the table."
             )
+        if name in seen:
+            raise DatasetError(
+                f"The table '{path.name}' lists '{name}' twice (rows {seen[name]} and {n}); keep one row per image."
+            )
+        seen[name] = n
+    unlabelled_rows: list[int] = []
+    if label_col is not None:
+        cells = [r[label_col].strip() for r in body]
+        label_sets = [[t for t in LABEL_SEPARATORS.split(c) if t] for c in cells]
+        several = any(len(ls) > 1 for ls in label_sets)
+        # a missing label (NaN, or an empty cell where each image has one label) is no label given: the image
+        # is unlabelled and left out; in a multi-label table an empty cell means "none of the labels"
+        missing = MISSING_LABELS - {""} if several else MISSING_LABELS
+        unlabelled_rows = [i for i, c in enumerate(cells) if c.lower() in missing]
+        if unlabelled_rows:
+            drop = set(unlabelled_rows)
+            body = [r for i, r in enumerate(body) if i not in drop]
+            names = [nm for i, nm in enumerate(names) if i not in drop]
+            label_sets = [ls for i, ls in enumerate(label_sets) if i not in drop]
+            if not body:
+                raise DatasetError(
+                    f"Every label in '{path.name}' is empty or NaN; fill its label column ({excerpt(header[label_col])})."
+                )
+        classes = sort_labels([t for ls in label_sets for t in ls])
     else:
         label_sets, classes = _one_hot(path, header, body, rest)
     if not classes:
         raise DatasetError(f"The table '{path.name}' has no labels at all; fill its label column.")
-    multilabel = any(len(s) != 1 for s in label_sets)
+    multilabel = any(len(ls) != 1 for ls in label_sets)
     index = {c: i for i, c in enumerate(classes)}
     if multilabel:
         labels = np.zeros((len(body), len(classes)), dtype=np.uint8)
-        for i, s in enumerate(label_sets):
-            labels[i, [index[t] for t in s]] = 1
+        for i, ls in enumerate(label_sets):
+            labels[i, [index[t] for t in ls]] = 1
     else:
-        labels = np.array([index[s[0]] for s in label_sets], dtype=np.int64)
+        labels = np.array([index[ls[0]] for ls in label_sets], dtype=np.int64)
     root, files = _resolve_files(path, names)
     split_of = _splits(path, body, split_col) if split_col is not None else None
-    notes = [f"Labels read from '{path.name}'."]
+    notes = [f"Labels read from '{path.name}'."] + unlabelled_note(
+        len(unlabelled_rows), f"rows {', '.join(str(i + 2) for i in unlabelled_rows[:5])}"
+    )
     if multilabel:
         empty = sum(1 for s in label_sets if not s)
         notes.append(f"Multi-label: some images have several labels; {empty} have none.")
     return Source(
-        spec=spec, name=path.stem if path.parent.name in ("", ".") else path.parent.name, kind="csv",
-        classes=classes, labels=labels, multilabel=multilabel, root=root, files=files, split_of=split_of,
-        notes=notes, fingerprint=fingerprint("csv", file_stats(root, files), classes, labels, split_of),
+        spec=spec,
+        name=path.stem if path.parent.name in ("", ".") else path.parent.name,
+        kind="csv",
+        classes=classes,
+        labels=labels,
+        multilabel=multilabel,
+        root=root,
+        files=files,
+        split_of=split_of,
+        notes=notes,
+        fingerprint=fingerprint("csv", file_stats(root, files), classes, labels, split_of),
+        unlabelled=len(unlabelled_rows),
     )
 
 
-def _one_hot(path: Path, header: list[str], body: list[list[str]], cols: list[int]) -> tuple[list[list[str]], list[str]]:
+def unlabelled_note(count: int, where: str) -> list[str]:
+    """The note every source gives for images left out because their label is missing."""
+    if not count:
+        return []
+    return [
+        f"Left out {count} unlabelled images (label empty or NaN; {where}): they are kept out of training and metrics."
+    ]
+
+
+def _one_hot(
+    path: Path, header: list[str], body: list[list[str]], cols: list[int]
+) -> tuple[list[list[str]], list[str]]:
     if not cols:
-        raise DatasetError(f"The table '{path.name}' has no label column; add a 'labels' column or one 0/1 column per class.")
+        raise DatasetError(
+            f"The table '{path.name}' has no label column; add a 'labels' column or one 0/1 column per class."
+        )
     classes = [header[c] for c in cols]
     sets = []
     for n, r in enumerate(body, start=2):
@@ -193,24 +248,53 @@ def _splits(path: Path, body: list[list[str]], col: int) -> np.ndarray:
 
 
 def load_npz(path: Path, spec: str) -> Source:
-    """Arrays `images` (N,H,W[,C] uint8) and `labels` (N,) or (N,C) multi-hot; optional `classes`, `split`."""
+    """Arrays `images` (N,H,W[,C] uint8) and `labels` (N,) or (N,C) multi-hot; optional `classes`, `split`.
+
+    NaN labels are unlabelled images (left out, counted); an (N, 1) column of class ids is single-label.
+    """
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path) as z:
             keys = set(z.files)
             if not {"images", "labels"} <= keys:
-                raise DatasetError(f"'{path.name}' must hold arrays named 'images' and 'labels' (found {sorted(keys)}).")
+                raise DatasetError(
+                    f"'{path.name}' must hold arrays named 'images' and 'labels' (found {sorted(keys)[:8]})."
+                )
             shape, dtype = z["images"].shape, z["images"].dtype
             raw = z["labels"]
             given_classes = [str(c) for c in z["classes"]] if "classes" in keys else None
             split = z["split"] if "split" in keys else None
-    except DatasetError:
+    except FileRefused as e:
+        raise DatasetError(f"Cannot use the dataset: {e}.") from None
+    except LoupeError:  # a DatasetError above, or an EnvError from the caps
         raise
     except Exception as e:  # zipfile/pickle/format errors all mean the same to the user
-        raise DatasetError(f"'{path.name}' is not a readable .npz file ({type(e).__name__}: {e}).") from None
+        raise DatasetError(
+            f"'{path.name}' is not a readable .npz file ({type(e).__name__}: {excerpt(str(e))})."
+        ) from None
     if dtype != np.uint8 or len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] not in (1, 3)):
         raise DatasetError(f"'images' in '{path.name}' is {dtype} {shape}; it must be uint8 (N,H,W) or (N,H,W,1|3).")
+    if raw.ndim not in (1, 2) or raw.dtype.kind not in "biufUS":
+        raise DatasetError(
+            f"'labels' in '{path.name}' is {raw.dtype} {raw.shape}; it must be (N,) class ids or names, or (N,C) 0/1."
+        )
     if raw.shape[0] != shape[0]:
         raise DatasetError(f"'{path.name}' has {shape[0]} images but {raw.shape[0]} labels; they must match.")
+    if raw.ndim == 2 and raw.shape[1] == 1 and raw.dtype.kind in "biuf":
+        raw = raw[:, 0]  # an (N, 1) column of class ids (or 0/1) is one label per image, not one-label multi-label
+        raw = raw.astype(np.int64) if raw.dtype.kind in "biu" else raw
+    keep = None
+    if raw.dtype.kind == "f":
+        nan_rows = np.isnan(raw).any(axis=1) if raw.ndim == 2 else np.isnan(raw)
+        if np.isinf(raw).any():
+            raise DatasetError(f"'labels' in '{path.name}' holds inf; labels are class ids, names or 0/1.")
+        if nan_rows.any():
+            keep = np.flatnonzero(~nan_rows)
+            raw = raw[keep]
+            if not len(raw):
+                raise DatasetError(f"Every label in '{path.name}' is NaN; give each image its label.")
+        if raw.ndim == 1 and np.array_equal(raw, np.round(raw)):
+            raw = raw.astype(np.int64)  # 3.0 is class 3, as an integer column would say
+    unlabelled = 0 if keep is None else int(shape[0] - len(keep))
     multilabel = raw.ndim == 2
     if multilabel:
         labels = (raw > 0).astype(np.uint8)
@@ -226,17 +310,30 @@ def load_npz(path: Path, spec: str) -> Source:
     split_of = None
     if split is not None:
         names = {n: i for i, n in enumerate(SPLIT_NAMES)}
+        split = split if keep is None or len(split) != shape[0] else split[keep]
         bad = sorted({str(s) for s in split.tolist()} - set(names))
         if bad:
-            raise DatasetError(f"'split' in '{path.name}' holds {bad[:3]}; use 'train', 'val' or 'test'.")
+            raise DatasetError(
+                f"'split' in '{path.name}' holds {[excerpt(b) for b in bad[:3]]}; use 'train', 'val' or 'test'."
+            )
         split_of = np.array([names[str(s)] for s in split.tolist()], dtype=np.int8)
 
     def arrays() -> np.ndarray:
-        with np.load(path, allow_pickle=False) as z:
-            return z["images"]
+        with open_npz(path) as z:
+            images = z["images"]
+        return images if keep is None else images[keep]
 
     st = path.stat()
     return Source(
-        spec=spec, name=path.stem, kind="npz", classes=classes, labels=labels, multilabel=multilabel,
-        arrays=arrays, split_of=split_of, fingerprint=fingerprint("npz", str(path.resolve()), st.st_size, st.st_mtime_ns),
+        spec=spec,
+        name=path.stem,
+        kind="npz",
+        classes=classes,
+        labels=labels,
+        multilabel=multilabel,
+        arrays=arrays,
+        split_of=split_of,
+        fingerprint=fingerprint("npz", str(path.resolve()), st.st_size, st.st_mtime_ns),
+        notes=unlabelled_note(unlabelled, "NaN in 'labels'"),
+        unlabelled=unlabelled,
     )
