@@ -144,7 +144,11 @@ def _fill_from_arrays(source: Source, images: np.ndarray, size: int, channels: i
     for start in range(0, n, 4096):
         batch = raw[start : start + 4096]
         if batch.shape[3] != channels:
-            batch = batch.mean(axis=3, keepdims=True).round().astype(np.uint8) if channels == 1 else np.repeat(batch, 3, axis=3)
+            batch = (
+                batch.mean(axis=3, keepdims=True).round().astype(np.uint8)
+                if channels == 1
+                else np.repeat(batch, 3, axis=3)
+            )
         if batch.shape[1:3] != (size, size):
             t = torch.from_numpy(np.array(batch)).permute(0, 3, 1, 2).float()  # a writable copy
             t = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -164,16 +168,28 @@ def _array_scan(source: Source, deep: bool, raw: np.ndarray | None = None) -> Sc
         flat = raw.reshape(n, -1)
         sha = [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in flat]
     return ScanResult(
-        ok=np.ones(n, bool), width=np.full(n, w, np.int32), height=np.full(n, h, np.int32),
-        mode=["L" if gray else "RGB"] * n, format=["array"] * n, corrupt=[], deep=deep, sha=sha,
+        ok=np.ones(n, bool),
+        width=np.full(n, w, np.int32),
+        height=np.full(n, h, np.int32),
+        mode=["L" if gray else "RGB"] * n,
+        format=["array"] * n,
+        corrupt=[],
+        deep=deep,
+        sha=sha,
     )
 
 
 def _save_scan(path: Path, scan: ScanResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "ok": scan.ok.tolist(), "width": scan.width.tolist(), "height": scan.height.tolist(),
-        "mode": scan.mode, "format": scan.format, "corrupt": scan.corrupt, "deep": scan.deep, "sha": scan.sha,
+        "ok": scan.ok.tolist(),
+        "width": scan.width.tolist(),
+        "height": scan.height.tolist(),
+        "mode": scan.mode,
+        "format": scan.format,
+        "corrupt": scan.corrupt,
+        "deep": scan.deep,
+        "sha": scan.sha,
         "dhash": None if scan.dhash is None else [int(x) for x in scan.dhash],
     }
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
@@ -184,7 +200,13 @@ def _save_scan(path: Path, scan: ScanResult) -> None:
 def _load_scan(path: Path) -> ScanResult:
     p = json.loads(path.read_text())
     return ScanResult(
-        ok=np.array(p["ok"], bool), width=np.array(p["width"], np.int32), height=np.array(p["height"], np.int32),
-        mode=p["mode"], format=p["format"], corrupt=p["corrupt"], deep=p["deep"], sha=p["sha"],
+        ok=np.array(p["ok"], bool),
+        width=np.array(p["width"], np.int32),
+        height=np.array(p["height"], np.int32),
+        mode=p["mode"],
+        format=p["format"],
+        corrupt=p["corrupt"],
+        deep=p["deep"],
+        sha=p["sha"],
         dhash=None if p["dhash"] is None else np.array(p["dhash"], dtype=np.uint64),
     )

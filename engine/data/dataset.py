@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.config import MAX_IMAGE_SIZE
 from engine.data.cache import channels_for, decoded, default_size, scan_headers
 from engine.data.decode import decode
-from engine.data.sources.detect import resolve_source
 from engine.data.source import FOUND_FILES, FOUND_IMAGES, Progress, ScanResult, Source, no_progress
+from engine.data.sources.detect import resolve_source
 from engine.data.splits import make_splits, missing_from_train
-from engine.config import MAX_IMAGE_SIZE
 from engine.errors import DatasetError, excerpt
 
 TASKS = ("binary", "multiclass", "multilabel")
@@ -40,7 +40,9 @@ def check_task(source: Source, task: str | None) -> str:
             f"The dataset '{source.spec}' has images with zero or several labels, so it cannot be treated as {task}; use multilabel."
         )
     if task == "binary" and len(source.classes) != 2:
-        raise DatasetError(f"The dataset '{source.spec}' has {len(source.classes)} classes; a binary task needs exactly 2.")
+        raise DatasetError(
+            f"The dataset '{source.spec}' has {len(source.classes)} classes; a binary task needs exactly 2."
+        )
     return task
 
 
@@ -114,8 +116,10 @@ def unseen_note(source: Source, splits: dict[str, np.ndarray]) -> list[str]:
         return []
     shown = ", ".join(f"'{c}'" for c in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
     many = len(missing) > 1
-    return [f"{len(missing)} class{'es' if many else ''} ({shown}) appear{'' if many else 's'} in val or test but not in "
-            f"train, so the model cannot learn {'them' if many else 'it'}; move some of those images to train."]
+    return [
+        f"{len(missing)} class{'es' if many else ''} ({shown}) appear{'' if many else 's'} in val or test but not in "
+        f"train, so the model cannot learn {'them' if many else 'it'}; move some of those images to train."
+    ]
 
 
 def check_size_and_seed(image_size: int | None, seed: int) -> None:
@@ -163,7 +167,9 @@ def open_dataset(
         channels = 3
         images, scan = decoded(source, size, channels, resize_mode, progress)
     if not scan.ok.any():
-        raise DatasetError(f"None of the images in '{spec}' could be decoded (e.g. '{scan.corrupt[0]['path']}': {scan.corrupt[0]['reason']}).")
+        raise DatasetError(
+            f"None of the images in '{spec}' could be decoded (e.g. '{scan.corrupt[0]['path']}': {scan.corrupt[0]['reason']})."
+        )
     splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed, val_fraction, test_fraction)
     notes += unseen_note(source, splits)
     return Dataset(source, task, size, channels, images, scan, splits, notes=source.notes + notes)

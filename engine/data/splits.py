@@ -23,7 +23,9 @@ def strata(labels: np.ndarray, min_size: int = 3) -> np.ndarray:
     return inverse
 
 
-def carve(groups: np.ndarray, items: np.ndarray, fractions: tuple[float, ...], rng: np.random.Generator) -> list[np.ndarray]:
+def carve(
+    groups: np.ndarray, items: np.ndarray, fractions: tuple[float, ...], rng: np.random.Generator
+) -> list[np.ndarray]:
     """Split `items` into len(fractions)+1 parts, each stratum in the same proportions.
 
     Rounding is done per stratum, but any stratum with at least len(fractions)+1 items gets at least
@@ -88,6 +90,7 @@ def missing_from_train(labels: np.ndarray, splits: dict[str, np.ndarray]) -> lis
     Only given splits can do this (carved ones are stratified): a model never shown a class cannot
     predict it, so its test results would be misleading without a word about it.
     """
+
     def present(idx: np.ndarray) -> np.ndarray:
         if labels.ndim == 2:
             return np.flatnonzero(labels[idx].sum(axis=0) > 0)
@@ -101,7 +104,9 @@ def missing_from_train(labels: np.ndarray, splits: dict[str, np.ndarray]) -> lis
     return sorted(held_out - train)
 
 
-def kfold_indices(labels: np.ndarray, indices: np.ndarray, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def kfold_indices(
+    labels: np.ndarray, indices: np.ndarray, k: int, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Stratified k folds over `indices`: [(train_idx, held_out_idx)] with every index held out once."""
     if k < 2:
         raise ValueError("k-fold cross-validation needs k >= 2")

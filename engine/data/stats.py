@@ -35,9 +35,7 @@ SUGGESTED_KFOLD = 5  # folds suggested when an evaluation split is too small to 
 SPLIT_WORDS = {"train": "training", "val": "validation", "test": "test"}
 
 
-def compute_stats(
-    source: Source, scan: ScanResult, splits: dict[str, np.ndarray], task: str
-) -> dict:
+def compute_stats(source: Source, scan: ScanResult, splits: dict[str, np.ndarray], task: str) -> dict:
     """Everything the data page and `engine data stats` show, as a JSON-ready dict."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
@@ -143,8 +141,7 @@ def _multilabel(classes: list[str], y: np.ndarray) -> dict:
         "no_label_images": int((per_image == 0).sum()),
         "cooccurrence": (y.T @ y).tolist(),
         "label_set_counts": [
-            {"labels": [classes[j] for j in np.flatnonzero(sets[i])], "count": int(set_counts[i])}
-            for i in top
+            {"labels": [classes[j] for j in np.flatnonzero(sets[i])], "count": int(set_counts[i])} for i in top
         ],
     }
 
@@ -196,8 +193,9 @@ def _duplicates(source: Source, scan: ScanResult, ok: np.ndarray, split_of: np.n
     in_near = {i for g in near for i in g}
     clusters = sorted(near + [g for g in exact if g[0] not in in_near], key=lambda g: g[0])
     leaks = sorted(cross_split(clusters, split_of), key=lambda x: x["items"][0])
-    conflicts = label_conflicts(clusters, y, hashes=scan.dhash, thumbs=scan.thumbs, exact=exact,
-                                max_distance=NEAR_MAX_DISTANCE)
+    conflicts = label_conflicts(
+        clusters, y, hashes=scan.dhash, thumbs=scan.thumbs, exact=exact, max_distance=NEAR_MAX_DISTANCE
+    )
     exact_of = {i: k for k, g in enumerate(exact) for i in g}
 
     def ids(groups: list[list[int]]) -> list[list[str]]:
@@ -211,9 +209,12 @@ def _duplicates(source: Source, scan: ScanResult, ok: np.ndarray, split_of: np.n
         "checked": True,
         "max_distance": NEAR_MAX_DISTANCE,
         "label_conflicts": [
-            {"kind": "exact" if len({exact_of.get(i, -1 - i) for i in g}) == 1 else "near",
-             "items": [source.item_id(i) for i in g],
-             "labels": [label_text(source.classes, y[i]) for i in g], "splits": [split_name(i) for i in g]}
+            {
+                "kind": "exact" if len({exact_of.get(i, -1 - i) for i in g}) == 1 else "near",
+                "items": [source.item_id(i) for i in g],
+                "labels": [label_text(source.classes, y[i]) for i in g],
+                "splits": [split_name(i) for i in g],
+            }
             for g in conflicts[:MAX_GROUPS]
         ],
         "exact": ids(exact),
@@ -256,13 +257,23 @@ def split_warnings(stats: dict, minimum: int = MIN_EVAL_PER_CLASS) -> list[dict]
         noun = "label" if stats["task"] == "multilabel" else "class"
         nouns = noun if len(few) == 1 else ("labels" if noun == "label" else "classes")
         word = SPLIT_WORDS[split]
-        message = (f"The {word} split has fewer than {minimum} images of {len(few):,} {nouns} ({shown}{more}), so one "
-                   f"image moves {'its' if len(few) == 1 else 'their'} {word} figures by more than "
-                   f"{100 // minimum} percentage points: metrics and thresholds measured there are noise. Add images, "
-                   f"or use k-fold cross-validation.")
+        message = (
+            f"The {word} split has fewer than {minimum} images of {len(few):,} {nouns} ({shown}{more}), so one "
+            f"image moves {'its' if len(few) == 1 else 'their'} {word} figures by more than "
+            f"{100 // minimum} percentage points: metrics and thresholds measured there are noise. Add images, "
+            f"or use k-fold cross-validation."
+        )
         # how to ask for k-fold is said by whoever shows the message: a flag in the terminal, a field on a page
-        out.append({"kind": "small_split", "split": split, "min_per_class": minimum, "classes": few,
-                    "message": message, "kfold": SUGGESTED_KFOLD})
+        out.append(
+            {
+                "kind": "small_split",
+                "split": split,
+                "min_per_class": minimum,
+                "classes": few,
+                "message": message,
+                "kfold": SUGGESTED_KFOLD,
+            }
+        )
     return out
 
 
@@ -326,12 +337,12 @@ def format_stats_text(stats: dict, bar_width: int = 30, max_classes: int = 50, m
     if "multilabel" in stats:
         ml = stats["multilabel"]
         card = ml["label_cardinality"]
-        lines.append(
-            f"labels per image {card:.2f}" if card is not None else "labels per image: n/a"
-        )
+        lines.append(f"labels per image {card:.2f}" if card is not None else "labels per image: n/a")
         lines[-1] += f", {ml['no_label_images']} images without labels"
     if stats.get("unlabelled"):
-        lines.append(f"unlabelled {stats['unlabelled']:,} images (label empty or NaN; left out of training and metrics)")
+        lines.append(
+            f"unlabelled {stats['unlabelled']:,} images (label empty or NaN; left out of training and metrics)"
+        )
     if stats["splits"]:
         parts = [f"{name} {s['num_images']}" for name, s in stats["splits"].items()]
         lines.append("splits: " + ", ".join(parts))
@@ -347,11 +358,15 @@ def _conflict_lines(dup: dict, limit: int) -> list[str]:
     if not n:
         return []
     many = n != 1
-    lines = [f"LABEL CONFLICTS: {n:,} duplicate group{'s' if many else ''} "
-             f"carr{'y' if many else 'ies'} different labels (the same picture filed under different classes):"]
+    lines = [
+        f"LABEL CONFLICTS: {n:,} duplicate group{'s' if many else ''} "
+        f"carr{'y' if many else 'ies'} different labels (the same picture filed under different classes):"
+    ]
     for c in dup["label_conflicts"][:limit]:
-        copies = [f"{item} [{label}{', ' + split if split else ''}]"
-                  for item, label, split in zip(c["items"], c["labels"], c["splits"])]
+        copies = [
+            f"{item} [{label}{', ' + split if split else ''}]"
+            for item, label, split in zip(c["items"], c["labels"], c["splits"])
+        ]
         lines.append(f"  {c['kind']}: " + " = ".join(copies))
     if n > limit:
         lines.append(f"  ... {n - limit:,} more (--json lists up to {MAX_GROUPS})")
@@ -372,11 +387,15 @@ def _problems_line(stats: dict) -> str:
     dup = stats["duplicates"]
     parts = [f"{len(stats['corrupt'])} corrupt"]
     if dup.get("checked"):
-        parts = [f"{dup.get('num_label_conflicts', 0)} label conflicts"] + parts + [
-            f"{dup['num_exact_groups']} exact duplicate groups",
-            f"{dup['num_near_groups']} near-duplicate groups",
-            f"{dup['num_cross_split']} leaking across splits",
-        ]
+        parts = (
+            [f"{dup.get('num_label_conflicts', 0)} label conflicts"]
+            + parts
+            + [
+                f"{dup['num_exact_groups']} exact duplicate groups",
+                f"{dup['num_near_groups']} near-duplicate groups",
+                f"{dup['num_cross_split']} leaking across splits",
+            ]
+        )
     else:
         parts.append("duplicates not checked (needs a deep scan)")
     return "problems: " + ", ".join(parts)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -34,8 +34,9 @@ def header_chunk(root: str, items: list[tuple[int, str]]) -> list[tuple]:
     return out
 
 
-def decode_chunk(root: str, items: list[tuple[int, str]], out_path: str, size: int, channels: int,
-                 resize_mode: str) -> list[tuple]:
+def decode_chunk(
+    root: str, items: list[tuple[int, str]], out_path: str, size: int, channels: int, resize_mode: str
+) -> list[tuple]:
     """Decode files into rows of the memory-mapped cache; (index, (w, h, mode, format, sha) | None, reason)."""
     images = np.load(out_path, mmap_mode="r+")
     out = []
@@ -61,8 +62,14 @@ def _path(root: str, rel: str):
     return Path(os.path.join(root, rel))
 
 
-def run_chunks(fn: Callable[..., list[tuple]], root: str, files: list[str], extra: tuple, stage: str,
-               progress: Callable[[int, int, str], None]) -> Iterable[tuple]:
+def run_chunks(
+    fn: Callable[..., list[tuple]],
+    root: str,
+    files: list[str],
+    extra: tuple,
+    stage: str,
+    progress: Callable[[int, int, str], None],
+) -> Iterable[tuple]:
     """Apply `fn(root, chunk, *extra)` over all files in chunks, in a process pool when it pays off."""
     n = len(files)
     chunks = [list(zip(range(s, min(n, s + CHUNK)), files[s : s + CHUNK])) for s in range(0, n, CHUNK)]

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -33,7 +34,7 @@ def _plain_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
-def _feed_tensor(h: "hashlib._Hash", t: torch.Tensor, header: Callable[[torch.dtype, tuple], str]) -> None:
+def _feed_tensor(h: hashlib._Hash, t: torch.Tensor, header: Callable[[torch.dtype, tuple], str]) -> None:
     """`header(dtype, shape)`, then the tensor's raw bytes."""
     t = t.detach().cpu().contiguous()
     h.update(header(t.dtype, tuple(t.shape)).encode())
@@ -45,7 +46,7 @@ def tensor_digest(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 over every tensor's name, dtype, shape and bytes, in name order (what a load must reproduce)."""
     h = hashlib.sha256()
     for k in sorted(state):
-        _feed_tensor(h, state[k], lambda dtype, shape: f"{k}|{dtype}|{shape}\n")
+        _feed_tensor(h, state[k], lambda dtype, shape, k=k: f"{k}|{dtype}|{shape}\n")
     return h.hexdigest()
 
 
@@ -64,24 +65,34 @@ def read_weights(path: Path, what: str = "checkpoint") -> dict[str, torch.Tensor
         with open(path, "rb") as f:
             head = f.read(4)
     except FileNotFoundError:
-        raise CheckpointError(f"The {what} '{path}' does not exist; check the path (a run writes it after its first epoch).") from None
+        raise CheckpointError(
+            f"The {what} '{path}' does not exist; check the path (a run writes it after its first epoch)."
+        ) from None
     except OSError as e:
-        raise CheckpointError(f"The {what} '{path}' cannot be read ({e.strerror or e}); check its permissions.") from None
+        raise CheckpointError(
+            f"The {what} '{path}' cannot be read ({e.strerror or e}); check its permissions."
+        ) from None
     if head.startswith(_PICKLE_MAGIC):
-        raise CheckpointError(f"The {what} '{path}' is a PyTorch pickle (.pt/.pth), not a readable safetensors file; "
-                              "Loupe never unpickles weights (a pickle can run code), so convert it with "
-                              "safetensors.torch.save_file and give the .safetensors file.")
+        raise CheckpointError(
+            f"The {what} '{path}' is a PyTorch pickle (.pt/.pth), not a readable safetensors file; "
+            "Loupe never unpickles weights (a pickle can run code), so convert it with "
+            "safetensors.torch.save_file and give the .safetensors file."
+        )
     try:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         state = load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"The {what} '{path}' is damaged, truncated or not a readable safetensors file ({e}); "
-                              "replace it (retrain or resume the run that wrote it).") from None
+        raise CheckpointError(
+            f"The {what} '{path}' is damaged, truncated or not a readable safetensors file ({e}); "
+            "replace it (retrain or resume the run that wrote it)."
+        ) from None
     expected = meta.get(DIGEST_KEY)
     if expected and tensor_digest(state) != expected:
-        raise CheckpointError(f"The {what} '{path}' is damaged: its tensors do not match the checksum saved with them; "
-                              "replace it (retrain or resume the run that wrote it).")
+        raise CheckpointError(
+            f"The {what} '{path}' is damaged: its tensors do not match the checksum saved with them; "
+            "replace it (retrain or resume the run that wrote it)."
+        )
     return state
 
 
@@ -113,7 +124,7 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     target.load_state_dict(state)
 
 
-def _feed(h: "hashlib._Hash", obj: Any) -> None:
+def _feed(h: hashlib._Hash, obj: Any) -> None:
     """Hash a plain-data tree (dicts, lists, tensors, numbers, strings) in a fixed order."""
     if isinstance(obj, torch.Tensor):
         _feed_tensor(h, obj, lambda dtype, shape: f"T{dtype}{shape}")
@@ -151,13 +162,19 @@ def load_state(path: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise CheckpointError(f"The training state '{path}' does not exist; the run cannot be resumed.") from None
     except Exception as e:  # truncation, a damaged zip, or a pickle that asks for anything but plain data
-        raise CheckpointError(f"The training state '{path}' is damaged or not a plain-data checkpoint "
-                              f"({type(e).__name__}); it cannot be resumed, so train the run again.") from None
+        raise CheckpointError(
+            f"The training state '{path}' is damaged or not a plain-data checkpoint "
+            f"({type(e).__name__}); it cannot be resumed, so train the run again."
+        ) from None
     if not isinstance(state, dict):
-        raise CheckpointError(f"The training state '{path}' is damaged or not a plain-data checkpoint "
-                              "(not a mapping); it cannot be resumed, so train the run again.")
+        raise CheckpointError(
+            f"The training state '{path}' is damaged or not a plain-data checkpoint "
+            "(not a mapping); it cannot be resumed, so train the run again."
+        )
     expected = state.pop(DIGEST_KEY, None)
     if expected is not None and state_digest(state) != expected:
-        raise CheckpointError(f"The training state '{path}' is damaged: its contents do not match the checksum "
-                              "saved with them; it cannot be resumed, so train the run again.")
+        raise CheckpointError(
+            f"The training state '{path}' is damaged: its contents do not match the checksum "
+            "saved with them; it cannot be resumed, so train the run again."
+        )
     return state

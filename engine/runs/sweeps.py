@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from engine.runs.folder import Run, atomic_write_json, now_iso
 
@@ -27,20 +28,39 @@ SWEEP_DIR = "robustness"
 VERSION = 2  # 2: stratified, seeded sample (see the module docstring)
 
 
-def sweep_params(eps: Sequence[float], split: str = "val", limit: int = 200, attack: str = "fgsm", steps: int = 10,
-                 min_eps: bool = True, seed: int = 0) -> dict:
+def sweep_params(
+    eps: Sequence[float],
+    split: str = "val",
+    limit: int = 200,
+    attack: str = "fgsm",
+    steps: int = 10,
+    min_eps: bool = True,
+    seed: int = 0,
+) -> dict:
     """The settings that define a sweep, normalised so equal sweeps get equal keys: epsilons sorted and
     deduplicated (the sweep sorts them too), and `steps` 1 for FGSM (it is one step whatever was typed)."""
     attack = str(attack)
-    return {"eps": sorted({round(float(e), 6) for e in eps}), "split": str(split), "limit": int(limit or 0),
-            "attack": attack, "steps": int(steps) if attack == "pgd" else 1, "min_eps": bool(min_eps),
-            "seed": int(seed)}
+    return {
+        "eps": sorted({round(float(e), 6) for e in eps}),
+        "split": str(split),
+        "limit": int(limit or 0),
+        "attack": attack,
+        "steps": int(steps) if attack == "pgd" else 1,
+        "min_eps": bool(min_eps),
+        "seed": int(seed),
+    }
 
 
 def _normal(params: dict) -> dict:
-    return sweep_params(params["eps"], params.get("split", "val"), params.get("limit", 200),
-                        params.get("attack", "fgsm"), params.get("steps", 10), params.get("min_eps", True),
-                        params.get("seed", 0))
+    return sweep_params(
+        params["eps"],
+        params.get("split", "val"),
+        params.get("limit", 200),
+        params.get("attack", "fgsm"),
+        params.get("steps", 10),
+        params.get("min_eps", True),
+        params.get("seed", 0),
+    )
 
 
 def sweep_key(params: dict) -> str:
@@ -81,8 +101,13 @@ def save_sweep(run: Run, params: dict, result: dict) -> Path:
     """Write the sweep's record (settings, result, when, which weights); returns the file."""
     path = sweep_path(run, params)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"version": VERSION, "params": _normal(params), "saved_at": now_iso(), "model_mtime": _model_stamp(run),
-              "result": jsonable(dict(result))}
+    record = {
+        "version": VERSION,
+        "params": _normal(params),
+        "saved_at": now_iso(),
+        "model_mtime": _model_stamp(run),
+        "result": jsonable(dict(result)),
+    }
     atomic_write_json(path, record)
     return path
 
@@ -137,8 +162,10 @@ def outdated(record: dict) -> str | None:
         version = 1
     if version >= VERSION:
         return None
-    return ("It was saved by an older Loupe that attacked the first images of the split instead of a sample "
-            "stratified by class, so on class-ordered data it may hold one class only; run it again.")
+    return (
+        "It was saved by an older Loupe that attacked the first images of the split instead of a sample "
+        "stratified by class, so on class-ordered data it may hold one class only; run it again."
+    )
 
 
 def is_stale(run: Run, record: dict) -> bool:

@@ -15,10 +15,10 @@ import shutil
 import struct
 import urllib.request
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -33,10 +33,24 @@ BUILTINS: dict[str, str] = {
     "digits": "scikit-learn digits: 1,797 8x8 grayscale handwritten digits, 10 classes, no official split",
 }
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-FASHION_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+FASHION_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 FASHION_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"  # Zalando's official mirror
 DOWNLOAD_TIMEOUT_S = 5.0
@@ -200,8 +214,9 @@ def _plan_subset(labels: np.ndarray, official: np.ndarray, seed: int, keep: list
     return _Plan(classes, new_labels, _carve_val(new_labels, official[idx], seed), params, notes, lambda x: x[idx])
 
 
-def _mosaic_plan(official: np.ndarray, seed: int, n_train: int = 12000, n_test: int = 2000,
-                 p_blank: float = 0.3) -> np.ndarray:
+def _mosaic_plan(
+    official: np.ndarray, seed: int, n_train: int = 12000, n_test: int = 2000, p_blank: float = 0.3
+) -> np.ndarray:
     """(N, 4) Fashion-MNIST indices of each mosaic's tiles (row-major), -1 for a blank tile.
 
     Train mosaics use official train items only and test mosaics test items only, so no picture is
@@ -265,9 +280,16 @@ def _load_fashion(name: str, seed: int) -> Source:
     labels, official = _fashion_labels(str(d), stamp)
     plan = _PLANS[name](labels, official, seed)
     return Source(
-        spec=f"builtin:{name}", name=name, kind="builtin", classes=list(plan.classes), labels=plan.labels,
-        multilabel=plan.multilabel, arrays=partial(_variant_images, name, seed, str(d), stamp),
-        split_of=plan.split_of, fingerprint=fingerprint(name, seed, plan.params, stamp), notes=plan.notes,
+        spec=f"builtin:{name}",
+        name=name,
+        kind="builtin",
+        classes=list(plan.classes),
+        labels=plan.labels,
+        multilabel=plan.multilabel,
+        arrays=partial(_variant_images, name, seed, str(d), stamp),
+        split_of=plan.split_of,
+        fingerprint=fingerprint(name, seed, plan.params, stamp),
+        notes=plan.notes,
     )
 
 
@@ -285,11 +307,20 @@ def _digits() -> tuple[np.ndarray, np.ndarray, tuple]:
 
 def _load_digits(seed: int) -> Source:
     images, labels, stamp = _digits()
-    notes = ["scikit-learn digits: 1,797 8x8 images, values 0..16 scaled to 0..255",
-             "no official split: the train/val/test split is made by the caller"]
+    notes = [
+        "scikit-learn digits: 1,797 8x8 images, values 0..16 scaled to 0..255",
+        "no official split: the train/val/test split is made by the caller",
+    ]
     return Source(
-        spec="builtin:digits", name="digits", kind="builtin", classes=[str(i) for i in range(10)], labels=labels.copy(),
-        multilabel=False, arrays=lambda: images, split_of=None, fingerprint=fingerprint("digits", seed, stamp),
+        spec="builtin:digits",
+        name="digits",
+        kind="builtin",
+        classes=[str(i) for i in range(10)],
+        labels=labels.copy(),
+        multilabel=False,
+        arrays=lambda: images,
+        split_of=None,
+        fingerprint=fingerprint("digits", seed, stamp),
         notes=notes,
     )
 

@@ -78,7 +78,9 @@ def _resolve_folder(root: Path, spec: str) -> Source:
         return _table_or_folders(root, spec, label_file, beside_classes, load_label_file, DatasetError)
     csvs = [f for f in files if f.lower().endswith(".csv")]
     if len(csvs) == 1:
-        return _table_or_folders(root, spec, root / csvs[0], beside_classes, lambda _r, path, s: load_csv(path, s), LabelsDoNotFit)
+        return _table_or_folders(
+            root, spec, root / csvs[0], beside_classes, lambda _r, path, s: load_csv(path, s), LabelsDoNotFit
+        )
     if len(csvs) > 1:
         raise DatasetError(
             f"The folder '{root}' holds several tables {csvs[:4]}; name the one to use (path/to/labels.csv)."
@@ -113,7 +115,8 @@ def _table_or_folders(
         if len(source.classes) < 2:
             raise err from None
     source.notes.insert(
-        0, f"Read the class folders and set {excerpt(table.name)} aside: it does not label these images ({excerpt(why, 120)[1:-1]})."
+        0,
+        f"Read the class folders and set {excerpt(table.name)} aside: it does not label these images ({excerpt(why, 120)[1:-1]}).",
     )
     return source
 

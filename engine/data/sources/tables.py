@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.decode import is_image_name
-from engine.data.sources.folders import MAX_TABLE_BYTES, LabelsDoNotFit, file_stats, list_dir, sort_labels
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, Source, fingerprint
+from engine.data.sources.folders import MAX_TABLE_BYTES, LabelsDoNotFit, file_stats, list_dir, sort_labels
 from engine.env import env_int
 from engine.errors import DatasetError, LoupeError, excerpt
 from engine.files import FileRefused, open_npz, open_regular
