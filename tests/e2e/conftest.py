@@ -257,6 +257,18 @@ def check_page(page, allow_errors: tuple[str, ...] = ()) -> None:
         pytest.fail(f"unexpected dialog on {page.url}: {dialogs}")
 
 
+def nav(page, title: str) -> None:
+    """Go to a page through the sidebar navigation, as a user would (same browser session)."""
+    page.locator(NAV_LINK, has_text=re.compile(rf"{title}\s*$")).first.click()
+    page.wait_for_selector(f'h1:has-text("{title}")')
+    settle(page)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+    settle(page)
+
+
 def nav_titles(page) -> list[str]:
     """The page titles the sidebar's navigation offers, in order (each link's text ends with its title)."""
     page.locator(NAV_LINK).first.wait_for()  # st.page_link's component is loaded lazily

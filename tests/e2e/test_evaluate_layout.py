@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_fashion
-from tests.e2e.conftest import check_page, settle, shot, start_server
+from tests.e2e.conftest import check_page, open_tab, settle, shot, start_server
 from tests.pagetools import train_tiny
 
 pytestmark = needs_fashion
@@ -51,11 +51,6 @@ def open_evaluate(page, srv) -> None:
     page.locator('[data-testid="stMetric"]').first.wait_for()
     settle(page)
     check_page(page)
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
-    settle(page)
 
 
 def cut_texts(page, selector: str) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import check_page, goto, metric, new_page, set_number, settle, shot, start_server
+from tests.e2e.conftest import check_page, goto, metric, nav, new_page, set_number, settle, shot, start_server
 from tests.multilabel_faces import TAGS, make_faces_csv
 
 TRAIN = {"Image size (px)": 32, "Training images (0: all)": 0, "Epochs": 4, "Batch size": 32}
@@ -45,14 +45,6 @@ def page(browser):
     p.set_default_timeout(120_000)
     yield p
     p.context.close()
-
-
-def nav(page, title: str) -> None:
-    page.locator(
-        '[data-testid="stSidebar"] [data-testid="stPageLink-NavLink"]', has_text=re.compile(rf"{title}\s*$")
-    ).first.click()
-    page.wait_for_selector(f'h1:has-text("{title}")')
-    settle(page)
 
 
 def shot_at(page, locator, artifacts: Path, name: str) -> None:

@@ -17,12 +17,13 @@ import pytest
 
 from tests.conftest import needs_fashion
 from tests.e2e.conftest import (
-    NAV_LINK,
     check_page,
     goto,
     metric,
+    nav,
     nav_titles,
     new_page,
+    open_tab,
     select_option,
     set_number,
     settle,
@@ -43,17 +44,6 @@ def page(browser):
     p = new_page(browser)
     yield p
     p.context.close()
-
-
-def nav(page, title: str) -> None:
-    """Go to a page through the sidebar navigation, as a user would (same browser session)."""
-    page.locator(NAV_LINK, has_text=re.compile(rf"{title}\s*$")).first.click()
-    page.wait_for_selector(f'h1:has-text("{title}")')
-    settle(page)
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def run_dir(server) -> Path:

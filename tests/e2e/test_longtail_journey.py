@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import FASHION_DIR, needs_fashion
-from tests.e2e.conftest import NAV_LINK, check_page, goto, metric, new_page, set_number, settle, shot, start_server
+from tests.e2e.conftest import check_page, goto, metric, nav, new_page, set_number, settle, shot, start_server
 
 pytestmark = [needs_fashion]
 
@@ -60,12 +60,6 @@ def page(browser):
     p = new_page(browser)
     yield p
     p.context.close()
-
-
-def nav(page, title: str) -> None:
-    page.locator(NAV_LINK, has_text=re.compile(rf"{title}\s*$")).first.click()
-    page.wait_for_selector(f'h1:has-text("{title}")')
-    settle(page)
 
 
 def test_dataset_page_shows_the_long_tail(lt_server, page, artifacts):

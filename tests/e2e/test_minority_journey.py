@@ -30,10 +30,11 @@ import numpy as np
 import pytest
 
 from tests.e2e.conftest import (
-    NAV_LINK,
     check_page,
     metric,
+    nav,
     new_page,
+    open_tab,
     set_number,
     settle,
     start_server,
@@ -106,17 +107,6 @@ def page(browser):
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-
-
-def nav(page, title: str) -> None:
-    page.locator(NAV_LINK, has_text=re.compile(rf"{title}\s*$")).first.click()
-    page.wait_for_selector(f'h1:has-text("{title}")')
-    settle(page)
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
-    settle(page)
 
 
 def visible_text(page) -> str:
