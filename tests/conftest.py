@@ -61,3 +61,21 @@ def make_class_folders(root: Path, counts: dict[str, int], split: str | None = N
         for i in range(n):
             write_image(base / name / f"{i}.png", size=size, seed=zlib.crc32(f"{split}/{name}/{i}".encode()))
     return root
+
+
+@pytest.fixture
+def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every dataset decode (`open_dataset`) the app's pages start, recorded; kept tasks of earlier tests forgotten."""
+    import app.common.loaders
+    from app.common import scans
+
+    scans.forget(lambda key: True)
+    real, opened = app.common.loaders.open_dataset, []
+
+    def counting_open(spec, **kw):
+        opened.append(spec)
+        return real(spec, **kw)
+
+    monkeypatch.setattr(app.common.loaders, "open_dataset", counting_open)
+    yield opened
+    scans.forget(lambda key: True)

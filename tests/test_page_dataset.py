@@ -189,24 +189,6 @@ def test_shuffle_samples_draws_other_images():
 # --- issue 13: first visit, label conflicts, class weights, small splits, no raw values -----------------
 
 
-@pytest.fixture
-def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every `open_dataset` the page starts (the decode), recorded; kept tasks of earlier tests forgotten."""
-    import app.common.loaders
-    from app.common import scans
-
-    scans.forget(lambda key: True)
-    real, opened = app.common.loaders.open_dataset, []
-
-    def counting_open(spec, **kw):
-        opened.append(spec)
-        return real(spec, **kw)
-
-    monkeypatch.setattr(app.common.loaders, "open_dataset", counting_open)
-    yield opened
-    scans.forget(lambda key: True)
-
-
 def test_a_first_visit_decodes_nothing_until_a_dataset_is_chosen(count_opens: list[str]):
     from app.common import scans
 

@@ -770,24 +770,6 @@ def test_live_charts_spread_the_epoch_under_way_and_scale_to_the_scores():
     assert 3 < done.layout.xaxis.range[1] <= 3.1
 
 
-@pytest.fixture
-def count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every dataset decode (`open_dataset`) the page starts, recorded; kept tasks of earlier tests forgotten."""
-    import app.common.loaders
-    from app.common import scans
-
-    scans.forget(lambda key: True)
-    real, opened = app.common.loaders.open_dataset, []
-
-    def counting_open(spec, **kw):
-        opened.append(spec)
-        return real(spec, **kw)
-
-    monkeypatch.setattr(app.common.loaders, "open_dataset", counting_open)
-    yield opened
-    scans.forget(lambda key: True)
-
-
 @pytest.mark.slow
 @needs_fashion
 def test_a_first_visit_decodes_no_dataset_for_the_preview(count_opens: list[str]):
