@@ -233,6 +233,18 @@ def test_sync_bn_on_the_cpu_is_refused(tmp_path, capsys):
     assert "--sync-bn" in capsys.readouterr().err and not (tmp_path / "runs").exists()
 
 
+def test_sync_bn_from_a_config_file_on_the_cpu_is_refused_too(tmp_path, capsys):
+    config = tmp_path / "gpu.yaml"
+    config.write_text("dataset: builtin:digits\ndevice: cpu\nsync_bn: true\n")
+    argv = ["train", "--config", str(config), "--runs-dir", str(tmp_path), "--no-estimate", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "sync_bn: true in the config" in err and not (tmp_path / "runs").exists()
+    assert main([*argv, "--sync-bn", "false", "--epochs", "0"]) == 2  # refused for its 0 epochs, not for sync_bn
+    err = capsys.readouterr().err
+    assert "epochs" in err and "sync" not in err  # `--sync-bn false` overrides the config file
+
+
 def _all_parsers(parser: argparse.ArgumentParser, name: str = "engine"):
     yield name, parser
     for action in parser._actions:

@@ -213,9 +213,11 @@ def build_config(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
         chosen, reasons = suggest(stats, set(values), gpu=gpu, values=values)
         values = {**chosen, **values}
     cfg = RunConfig(**values).validate()
-    if flags.get("sync_bn") and resolve_device(cfg.device).type != "cuda":
+    if cfg.sync_bn and resolve_device(cfg.device).type != "cuda":  # from a flag, a config file or a preset
+        given = "--sync-bn" if flags.get("sync_bn") else "sync_bn: true in the config"
         raise ConfigError(
-            "--sync-bn synchronises batch norm across GPUs, and this run trains on the CPU; leave --sync-bn out."
+            f"{given} synchronises batch norm across GPUs, and this run trains on the CPU; "
+            "leave it out (or pass --sync-bn false)."
         )
     from engine.train.setup import image_size_for
 
