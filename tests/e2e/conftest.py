@@ -269,6 +269,27 @@ def open_tab(page, name: str) -> None:
     settle(page)
 
 
+def type_threshold(page, grid, row: int, value: str) -> None:
+    """Open the threshold cell of `row` (its label cell, one to the right, Enter), select all its text and type
+    `value`, then Enter: what a user does with the keyboard."""
+    header, height = 36, 35
+    grid.scroll_into_view_if_needed()
+    page.wait_for_timeout(300)
+    grid_box = grid.bounding_box()  # where it is now: the lines above it change with the edits
+    page.mouse.click(grid_box["x"] + 20, grid_box["y"] + header + row * height + height / 2)
+    page.wait_for_timeout(300)  # the grid takes the focus
+    page.keyboard.press("ArrowRight")
+    page.wait_for_timeout(300)
+    page.keyboard.press("Enter")
+    page.wait_for_function(  # the cell's editor is open and has the focus
+        "() => ['INPUT', 'TEXTAREA'].includes(document.activeElement && document.activeElement.tagName)"
+    )
+    page.keyboard.press("Control+A")
+    page.keyboard.type(value, delay=60)  # as a person types (keys sent at once can outrun the cell's editor)
+    page.keyboard.press("Enter")
+    settle(page)
+
+
 def nav_titles(page) -> list[str]:
     """The page titles the sidebar's navigation offers, in order (each link's text ends with its title)."""
     page.locator(NAV_LINK).first.wait_for()  # st.page_link's component is loaded lazily

@@ -13,7 +13,7 @@ import pytest
 
 from engine import evaluate as ev
 from engine.metrics import display
-from tests.e2e.conftest import check_page, goto, metric, new_page, settle, shot, start_server
+from tests.e2e.conftest import check_page, goto, metric, new_page, settle, shot, start_server, type_threshold
 from tests.test_page_evaluate_multilabel import ml_run
 
 
@@ -29,27 +29,6 @@ def page(browser):
     p = new_page(browser)
     yield p
     p.context.close()
-
-
-def type_threshold(page, grid, row: int, value: str) -> None:
-    """Open the threshold cell of `row` (its label cell, one to the right, Enter), select all its text and type
-    `value`, then Enter: what a user does with the keyboard."""
-    header, height = 36, 35
-    grid.scroll_into_view_if_needed()
-    page.wait_for_timeout(300)
-    grid_box = grid.bounding_box()  # where it is now: the lines above it change with the edits
-    page.mouse.click(grid_box["x"] + 20, grid_box["y"] + header + row * height + height / 2)
-    page.wait_for_timeout(300)  # the grid takes the focus
-    page.keyboard.press("ArrowRight")
-    page.wait_for_timeout(300)
-    page.keyboard.press("Enter")
-    page.wait_for_function(  # the cell's editor is open and has the focus
-        "() => ['INPUT', 'TEXTAREA'].includes(document.activeElement && document.activeElement.tagName)"
-    )
-    page.keyboard.press("Control+A")
-    page.keyboard.type(value, delay=60)  # as a person types (keys sent at once can outrun the cell's editor)
-    page.keyboard.press("Enter")
-    settle(page)
 
 
 def test_typed_thresholds_keep_their_decimals_and_every_view_follows(ml_server, page, artifacts):

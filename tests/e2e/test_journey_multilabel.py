@@ -20,7 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.e2e.conftest import check_page, goto, metric, nav, new_page, set_number, settle, shot, start_server
+from tests.e2e.conftest import (
+    check_page,
+    goto,
+    metric,
+    nav,
+    new_page,
+    set_number,
+    settle,
+    shot,
+    start_server,
+    type_threshold,
+)
 from tests.multilabel_faces import TAGS, make_faces_csv
 
 TRAIN = {"Image size (px)": 32, "Training images (0: all)": 0, "Epochs": 4, "Batch size": 32}
@@ -132,29 +143,11 @@ def test_ml_evaluate_edit_and_save_a_threshold(page, srv, artifacts):
     page.wait_for_timeout(500)  # the grid lays out its rows after the canvas appears
     check_page(page)
     shot(page, artifacts, "ml04-evaluate-thresholds")
-    # the label's threshold cell: click its row's first cell, step right, edit, type, Enter
-    cell = grid.locator(f"#glide-cell-1-{label}")  # the grid's accessible copy of the cell
-    for attempt in range(3):
-        # the label's threshold cell: click its row's first cell, step right, open the editor, type, Enter
-        grid.scroll_into_view_if_needed()
-        box = grid.bounding_box()  # in the viewport's coordinates, where the mouse clicks
-        row_h = 35  # the data editor's header and rows
-        page.mouse.click(box["x"] + 20, box["y"] + row_h + label * row_h + row_h / 2)
+    cell = grid.locator(f"#glide-cell-1-{label}")  # the grid's accessible copy of the label's threshold cell
+    type_threshold(page, grid, label, f"{new}")
+    deadline = time.time() + 10
+    while float(cell.inner_text()) != pytest.approx(new) and time.time() < deadline:
         page.wait_for_timeout(300)
-        page.keyboard.press("ArrowRight")
-        page.keyboard.press("Enter")  # opens the cell's editor
-        page.wait_for_timeout(500)
-        page.keyboard.press("Control+A")
-        page.keyboard.type(f"{new}")
-        page.keyboard.press("Enter")
-        settle(page)
-        deadline = time.time() + 10
-        while float(cell.inner_text()) != pytest.approx(new) and time.time() < deadline:
-            page.wait_for_timeout(300)
-        if float(cell.inner_text()) == pytest.approx(new):
-            break
-        # issue 14, item 2 (another engineer's): a first edit by select-all and typing is sometimes lost
-        print(f"the threshold edit was lost (attempt {attempt + 1}); typing it again")
     assert float(cell.inner_text()) == pytest.approx(new), "the edited threshold shows in the table"
     page.get_by_role("button", name="Save thresholds to run").click()
     settle(page)

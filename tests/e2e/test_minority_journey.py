@@ -231,7 +231,10 @@ def test_train_two_epochs_stop_and_resume(page, srv, artifacts):
     total, stopped_at = st["total_steps"], st["step"]
     assert 0 < stopped_at < total, st  # mid-run
     text = wait_progress(page, r"^Stopped")
-    assert text == f"Stopped in epoch {st['epoch'] + 1} of {EPOCHS} · step {stopped_at:,} of {total:,}", text
+    per_epoch = total // EPOCHS  # the step within the epoch beside the run's total, each said which
+    within = stopped_at - st["epoch"] * per_epoch
+    expected = f"step {within:,} of {per_epoch:,} in this epoch · {stopped_at:,} of {total:,} steps in all"
+    assert text == f"Stopped in epoch {st['epoch'] + 1} of {EPOCHS} · {expected}", text
     journey["stopped"] = (stopped_at, total)
     done(page, artifacts, "m03-train-stopped")
     page.get_by_role("button", name="Resume").click()
