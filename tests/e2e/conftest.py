@@ -290,6 +290,48 @@ def type_threshold(page, grid, row: int, value: str) -> None:
     settle(page)
 
 
+def move_threshold(page, presses: int):
+    """On Evaluate's Threshold tab: move the slider `presses` steps with the keyboard, away from the middle,
+    and wait until the caption above the cards says the moved value. Returns (the value, the slider's thumb)."""
+    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Threshold").first
+    thumb, shown = slider.get_by_role("slider", name="Threshold"), slider.locator('[data-testid="stSliderThumbValue"]')
+    start = shown.inner_text()
+    thumb.focus()
+    for _ in range(presses):
+        thumb.press("ArrowRight" if float(start) < 0.5 else "ArrowLeft")
+    page.wait_for_function("([el, v]) => el.innerText.trim() !== v", arg=[shown.element_handle(), start])
+    settle(page)
+    t = float(shown.inner_text())
+    caption = page.get_by_text(re.compile(r"^At threshold \d\.\d{4}: moved by hand")).first
+    caption.wait_for()
+    page.wait_for_function("([el, v]) => el.innerText.includes(v)", arg=[caption.element_handle(), f"{t:.4f}"])
+    settle(page)
+    return t, thumb
+
+
+def wait_until_trained(page, runs: Path, timeout_s: float, check=None) -> str:
+    """After Start on the Train page: follow the live panel's progress bar until it reads Completed (failing on
+    Failed/Stopped or after `timeout_s`; `check(text)` asserts on each progress text seen), then check that the
+    server's only run completed. Returns that run's id."""
+    bar = page.locator('[data-testid="stProgress"]').filter(has_text=re.compile(r"^(Queued|Running|Completed)"))
+    bar.first.wait_for()
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        text = bar.first.inner_text(timeout=30_000)
+        if text.startswith("Completed"):
+            break
+        assert not text.startswith(("Failed", "Stopped")), text
+        if check:
+            check(text)
+        page.wait_for_timeout(500)
+    else:
+        pytest.fail(f"the run did not complete within {timeout_s}s")
+    settle(page)
+    done = [p for p in runs.iterdir() if (p / "status.json").exists()]
+    assert len(done) == 1 and json.loads((done[0] / "status.json").read_text())["state"] == "completed"
+    return done[0].name
+
+
 def nav_titles(page) -> list[str]:
     """The page titles the sidebar's navigation offers, in order (each link's text ends with its title)."""
     page.locator(NAV_LINK).first.wait_for()  # st.page_link's component is loaded lazily

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import needs_fashion
-from tests.e2e.conftest import check_page, open_tab, settle, shot, start_server
+from tests.e2e.conftest import check_page, move_threshold, open_tab, settle, shot, start_server
 from tests.pagetools import train_tiny
 
 pytestmark = needs_fashion
@@ -114,19 +114,7 @@ def test_cards_and_badges_show_whole_and_follow_the_slider(page, srv, artifacts)
     assert not cut_texts(page, '[data-testid="stMetric"]'), "cut off on a card"
     shot(page, artifacts, "eval-layout-01-cards")
     open_tab(page, "Threshold")
-    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Threshold").first
-    thumb, shown = slider.get_by_role("slider", name="Threshold"), slider.locator('[data-testid="stSliderThumbValue"]')
-    start = shown.inner_text()
-    thumb.focus()
-    for _ in range(60):
-        thumb.press("ArrowRight" if float(start) < 0.5 else "ArrowLeft")
-    page.wait_for_function("([el, v]) => el.innerText.trim() !== v", arg=[shown.element_handle(), start])
-    settle(page)
-    t = float(shown.inner_text())
-    caption = page.get_by_text(re.compile(r"^At threshold \d\.\d{4}: moved by hand")).first
-    caption.wait_for()
-    page.wait_for_function("([el, v]) => el.innerText.includes(v)", arg=[caption.element_handle(), f"{t:.4f}"])
-    settle(page)
+    t, thumb = move_threshold(page, 60)
     for label, want in by_hand(srv, t).items():
         assert card_value(page, label) == want, (label, t)
     assert card_value(page, "HTER", 1) == card_value(page, "HTER")  # the Threshold tab's card agrees

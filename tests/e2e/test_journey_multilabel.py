@@ -31,6 +31,7 @@ from tests.e2e.conftest import (
     shot,
     start_server,
     type_threshold,
+    wait_until_trained,
 )
 from tests.multilabel_faces import TAGS, make_faces_csv
 
@@ -96,21 +97,7 @@ def test_ml_train_a_tiny_run(page, srv, artifacts):
     check_page(page)
     shot(page, artifacts, "ml02-train-form")
     page.get_by_role("button", name="Start training").click()
-    bar = page.locator('[data-testid="stProgress"]').filter(has_text=re.compile(r"^(Queued|Running|Completed)"))
-    bar.first.wait_for()
-    deadline = time.time() + TRAIN_TIMEOUT_S
-    while time.time() < deadline:
-        text = bar.first.inner_text(timeout=30_000)
-        if text.startswith("Completed"):
-            break
-        assert not text.startswith(("Failed", "Stopped")), text
-        page.wait_for_timeout(500)
-    else:
-        pytest.fail(f"the run did not complete within {TRAIN_TIMEOUT_S}s")
-    settle(page)
-    runs = [p for p in srv.runs.iterdir() if (p / "status.json").exists()]
-    assert len(runs) == 1 and json.loads((runs[0] / "status.json").read_text())["state"] == "completed"
-    journey["run"] = runs[0].name
+    journey["run"] = wait_until_trained(page, srv.runs, TRAIN_TIMEOUT_S)
     check_page(page)
     shot(page, artifacts, "ml03-train-completed")
 

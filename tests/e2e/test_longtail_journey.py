@@ -9,16 +9,25 @@ folder as `longtail-*.png`."""
 from __future__ import annotations
 
 import gzip
-import json
 import re
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.conftest import FASHION_DIR, needs_fashion
-from tests.e2e.conftest import check_page, goto, metric, nav, new_page, set_number, settle, shot, start_server
+from tests.e2e.conftest import (
+    check_page,
+    goto,
+    metric,
+    nav,
+    new_page,
+    set_number,
+    settle,
+    shot,
+    start_server,
+    wait_until_trained,
+)
 
 pytestmark = [needs_fashion]
 
@@ -88,23 +97,12 @@ def test_train_a_tiny_run(lt_server, page, artifacts):
     set_number(page, "Batch size", 32)
     shot(page, artifacts, "longtail-02-train-form")
     page.get_by_role("button", name="Start training").click()
-    bar = page.locator('[data-testid="stProgress"]').filter(has_text=re.compile(r"^(Queued|Running|Completed)"))
-    bar.first.wait_for()
-    deadline = time.time() + TRAIN_TIMEOUT_S
-    while time.time() < deadline:
-        text = bar.first.inner_text(timeout=30_000)
-        if text.startswith("Completed"):
-            break
-        assert not text.startswith(("Failed", "Stopped")), text
+
+    def says_which_count(text: str) -> None:
         if "in this epoch" in text:  # the step count says which count it is
             assert re.search(r"step [\d,]+ of [\d,]+ in this epoch · [\d,]+ of [\d,]+ steps in all", text), text
-        page.wait_for_timeout(500)
-    else:
-        pytest.fail(f"the run did not complete within {TRAIN_TIMEOUT_S}s")
-    settle(page)
-    runs = [p for p in lt_server.runs.iterdir() if (p / "status.json").exists()]
-    assert len(runs) == 1 and json.loads((runs[0] / "status.json").read_text())["state"] == "completed"
-    journey["run"] = runs[0].name
+
+    journey["run"] = wait_until_trained(page, lt_server.runs, TRAIN_TIMEOUT_S, check=says_which_count)
     check_page(page)
     shot(page, artifacts, "longtail-03-train-completed")
 

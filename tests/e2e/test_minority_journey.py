@@ -32,6 +32,7 @@ import pytest
 from tests.e2e.conftest import (
     check_page,
     metric,
+    move_threshold,
     nav,
     new_page,
     open_tab,
@@ -295,18 +296,7 @@ def test_evaluate_cards_follow_the_moved_threshold(page, srv, artifacts):
     assert f"{srv.folder} (the run's)" in sidebar_text(page)  # the sidebar names the run's dataset
     done(page, artifacts, "m05-evaluate")
     open_tab(page, "Threshold")
-    slider = page.locator('[data-testid="stSlider"]').filter(has_text="Threshold").first
-    thumb, shown = slider.get_by_role("slider", name="Threshold"), slider.locator('[data-testid="stSliderThumbValue"]')
-    start = shown.inner_text()
-    thumb.focus()
-    for _ in range(40):
-        thumb.press("ArrowRight" if float(start) < 0.5 else "ArrowLeft")
-    page.wait_for_function("([el, v]) => el.innerText.trim() !== v", arg=[shown.element_handle(), start])
-    settle(page)
-    t = float(shown.inner_text())
-    caption = page.get_by_text(re.compile(r"^At threshold \d\.\d{4}: moved by hand")).first
-    page.wait_for_function("([el, v]) => el.innerText.includes(v)", arg=[caption.element_handle(), f"{t:.4f}"])
-    settle(page)
+    t, thumb = move_threshold(page, 40)
     want = by_hand(folder, split, t)
     for label in ("FAR", "FRR"):  # the Threshold tab's cards
         assert card_values(page, label) == [want[label]], (label, t)
