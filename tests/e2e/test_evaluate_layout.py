@@ -18,6 +18,7 @@ import re
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from tests.conftest import needs_fashion
 from tests.e2e.conftest import check_page, move_threshold, open_tab, settle, shot, start_server
@@ -155,13 +156,14 @@ def test_each_gallery_image_has_its_link_right_under_it(page, srv, artifacts):
     open_tab(page, "Top losses")
     images = page.locator('[data-testid="stImage"]').filter(visible=True)
     images.first.wait_for()
+    settle(page)  # the gallery's items stream in: an image can be drawn before the link under it
     n = images.count()
     assert n > 1
     for i in range(n):
         img = images.nth(i)
         item = img.locator("xpath=ancestor::div[@data-testid='stVerticalBlock'][1]")
         links = item.locator('[data-testid="stPageLink-NavLink"]').filter(visible=True)  # (a hidden twin has no size)
-        assert links.count() == 1, f"image {i}: {links.count()} links in its block"
+        expect(links, f"image {i}: one link in its block").to_have_count(1, timeout=10_000)  # (retries while it draws)
         a, b = img.bounding_box(), links.first.bounding_box()
         assert 0 <= b["y"] - (a["y"] + a["height"]) < 90 and abs(b["x"] - a["x"]) < 40  # under its image
         text = links.first.locator('[data-testid="stMarkdownContainer"]').inner_text().strip()  # (not the icon's name)
