@@ -45,7 +45,14 @@ def write_tiny_fashion(d: Path, magic_labels: int = 2049) -> None:
 
 
 def test_names_and_unknown():
-    assert set(BUILTINS) == {"fashion-mnist", "fashion-binary", "fashion-longtail", "fashion-multilabel", "digits"}
+    assert set(BUILTINS) == {
+        "fashion-mnist",
+        "fashion-binary",
+        "fashion-longtail",
+        "fashion-multilabel",
+        "fashion-coarse",
+        "digits",
+    }
     with pytest.raises(DatasetError, match="fashion-binary.*digits"):
         load_builtin("imagenet")
 

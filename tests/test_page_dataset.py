@@ -205,6 +205,7 @@ def test_a_first_visit_decodes_nothing_until_a_dataset_is_chosen(count_opens: li
         "fashion-binary",
         "fashion-longtail",
         "fashion-multilabel",
+        "fashion-coarse",
         "digits",
     ]
     assert offered.loc["digits", "images"] == "1,797" and offered.loc["digits", "classes"] == "10"

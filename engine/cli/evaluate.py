@@ -26,6 +26,8 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
         f"task {res['task']}, {res['n']} items; thresholds tuned on {res['tuned_on'] or 'nothing (given)'}, "
         f"reported on {res['reported_on']}" + ("  [OPTIMISTIC: same split]" if res["optimistic"] else "")
     ]
+    if res.get("coarse"):
+        lines.append(f"fine level ({len(res['classes'])} classes, what the model was trained on):")
     ci = res.get("ci", {})
     keys = ["accuracy", "balanced_accuracy", "macro_f1", "micro_f1", "weighted_f1", "log_loss", "roc_auc", "pr_auc"]
     keys += (
@@ -72,6 +74,8 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
             else ""
         )
     )
+    if res.get("coarse"):
+        lines += coarse_lines(res["coarse"])
     for t in top[:10]:
         if "missed" in t or "extra" in t:  # multi-label: which labels are wrong, not one probability
             wrong = f"missed: {display.label_probs(t.get('missed') or [])}; extra: {display.label_probs(t.get('extra') or [])}"
@@ -84,6 +88,35 @@ def format_text(res: dict, top: list[dict], suspects: list[dict]) -> str:
             f"(margin {display.number(t['margin'])})"
         )
     return "\n".join(lines)
+
+
+def coarse_lines(res: dict) -> list[str]:
+    """The coarse level of a two-level run: its headline metrics, per class and confusion matrix.
+
+    The coarse prediction is the argmax of the summed fine probabilities (`engine.metrics.hierarchy`)."""
+    members = res.get("members") or {}
+    lines = [
+        f"coarse level ({len(res['classes'])} classes; P(coarse) = sum of its fine classes' P, predicted by argmax):"
+    ]
+    lines += [f"  {c}: {', '.join(fs)}" for c, fs in members.items()]
+    ci = res.get("ci", {})
+    for k in ("accuracy", "balanced_accuracy", "macro_f1", "log_loss"):
+        band = f"  (95% CI {display.interval(k, ci[k])})" if ci.get(k) else ""
+        lines.append(f"  {k:<20} {display.format_metric(k, res.get(k))}{band}")
+    for k, v in res.get("top_k", {}).items():
+        lines.append(f"  {f'top-{k} accuracy':<20} {display.percent(v)}")
+    lines.append(f"  {'per class':<20} {'precision':>9}  {'recall':>8}  {'f1':>8}  support")
+    for row in res["per_class"]:
+        lines.append(
+            f"  {row['class'][:20]:<20} {display.percent(row['precision']):>9}  {display.percent(row['recall']):>8}"
+            f"  {display.percent(row['f1']):>8}  {row['support']}"
+        )
+    names = [c[:12] for c in res["classes"]]
+    lines.append("  confusion (rows: true, columns: predicted)")
+    lines.append("  " + " " * 20 + " ".join(f"{n:>12}" for n in names))
+    for name, row in zip(names, res["confusion_matrix"]):
+        lines.append(f"  {name:<20}" + " ".join(f"{int(v):>12,}" for v in row))
+    return lines
 
 
 def _float(x: object) -> float | None:

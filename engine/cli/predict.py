@@ -50,7 +50,8 @@ def _line(r: dict, limit: float) -> str:
         )
         return f"{r['file']}: {', '.join(r['label']) or '(none)'}{flag}{unlike}\n{per_label}"
     tops = "  ".join(f"{t['class']} {t['prob']:.4f}" for t in r["top"])
-    return f"{r['file']}: {r['label']} ({r['confidence']:.4f}){flag}{unlike}\n    top: {tops}"
+    coarse = f"\n    coarse: {r['coarse']} ({r['coarse_confidence']:.4f})" if "coarse" in r else ""
+    return f"{r['file']}: {r['label']} ({r['confidence']:.4f}){flag}{unlike}\n    top: {tops}{coarse}"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -33,6 +33,11 @@ def check_task(source: Source, task: str | None) -> str:
         return inferred
     if task not in TASKS:
         raise DatasetError(f"Unknown task '{task}'; use one of {', '.join(TASKS)}.")
+    if source.hierarchy is not None:
+        raise DatasetError(
+            f"The dataset '{source.spec}' has two-level labels ({source.hierarchy.origin}), so it is multiclass, "
+            f"not {task}; leave the task to Loupe or remove the coarse labels."
+        )
     if task == "multilabel":
         return task  # single labels are a special case of label sets
     if source.multilabel:

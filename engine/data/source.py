@@ -10,6 +10,8 @@ from typing import Protocol
 
 import numpy as np
 
+from engine.data.hierarchy import Hierarchy
+
 #: split codes used in `Source.split_of`
 TRAIN, VAL, TEST, UNASSIGNED = 0, 1, 2, -1
 SPLIT_NAMES = ("train", "val", "test")
@@ -53,6 +55,8 @@ class Source:
     notes: list[str] = field(default_factory=list)  # facts the user should see (e.g. a carved split)
     #: images left out because their label is missing (an empty or NaN cell): never trained on or scored
     unlabelled: int = 0
+    #: two-level labels: each fine class's coarse class (a CSV's coarse column, hierarchy.json, a built-in)
+    hierarchy: Hierarchy | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

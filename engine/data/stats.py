@@ -68,6 +68,8 @@ def compute_stats(source: Source, scan: ScanResult, splits: dict[str, np.ndarray
             split_of[idx] = SPLIT_NAMES.index(name)
     if task == "multilabel":
         stats["multilabel"] = _multilabel(classes, y[ok_idx])
+    if source.hierarchy is not None:
+        stats["hierarchy"] = hierarchy_counts(source.hierarchy.members(), stats["class_counts"])
     stats["images"] = _images(scan, ok_idx)
     stats["corrupt"] = list(scan.corrupt)
     stats["duplicates"] = _duplicates(source, scan, ok, split_of, y)
@@ -90,6 +92,20 @@ def _label_matrix(labels: np.ndarray, num_classes: int, task: str) -> np.ndarray
     valid = (labels >= 0) & (labels < num_classes)
     onehot[np.flatnonzero(valid), labels[valid]] = 1
     return onehot
+
+
+def hierarchy_counts(members: dict[str, list[str]], class_counts: dict[str, int]) -> dict:
+    """A two-level dataset's coarse classes: each with its fine members and images (the sum of theirs)."""
+    return {
+        "coarse": [
+            {
+                "name": coarse,
+                "images": int(sum(class_counts.get(f, 0) for f in fine)),
+                "members": {f: int(class_counts.get(f, 0)) for f in fine},
+            }
+            for coarse, fine in members.items()
+        ]
+    }
 
 
 def _counts(y: np.ndarray, idx: np.ndarray, num_classes: int) -> np.ndarray:

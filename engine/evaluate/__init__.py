@@ -10,8 +10,23 @@ from engine.lazy import lazy_exports
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "predictions": ["EvaluateError", "Predictions", "SPLITS", "load_predictions", "splits_available"],
+        "predictions": [
+            "EvaluateError",
+            "Predictions",
+            "SPLITS",
+            "coarse_predictions",
+            "load_predictions",
+            "splits_available",
+        ],
         "thresholds": ["RULES", "load_thresholds", "save_thresholds", "tune_predictions", "tune_thresholds"],
-        "report": ["evaluate_run", "likely_mislabelled", "metrics_at", "most_confused", "report_at", "top_losses"],
+        "report": [
+            "coarse_report",
+            "evaluate_run",
+            "likely_mislabelled",
+            "metrics_at",
+            "most_confused",
+            "report_at",
+            "top_losses",
+        ],
     },
 )

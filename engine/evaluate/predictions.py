@@ -7,12 +7,14 @@ probs) is part of the run-folder contract in ARCHITECTURE.md; nothing here re-ru
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
+from engine.data.hierarchy import Hierarchy
 from engine.errors import LoupeError, excerpt
 from engine.files import FileRefused, open_npz
+from engine.metrics.hierarchy import coarse_labels, coarse_probs
 from engine.runs.folder import Run
 
 SPLITS = ("val", "test", "oof")
@@ -34,6 +36,27 @@ class Predictions:
     task: str
     positive: int
     split: str = ""
+    hierarchy: Hierarchy | None = None  # two-level runs: the fine -> coarse mapping saved with the run
+    level: str = "fine"  # "coarse" for the view `coarse_predictions` derives
+
+
+def coarse_predictions(pred: Predictions) -> Predictions:
+    """The same images at the coarse level: probabilities summed over each coarse class's fine members and
+    labels mapped to their coarse class (`engine.metrics.hierarchy`), so every report and page figure that
+    reads a multi-class `Predictions` works on the coarse level unchanged."""
+    h = pred.hierarchy
+    if h is None:
+        raise EvaluateError("This run has no coarse level; train it on a dataset with two-level labels.")
+    return replace(
+        pred,
+        labels=coarse_labels(pred.labels, h.parent),
+        probs=coarse_probs(pred.probs, h.parent),
+        classes=list(h.coarse),
+        task="multiclass",
+        positive=0,
+        hierarchy=None,
+        level="coarse",
+    )
 
 
 def _task_and_positive(run: Run, labels: np.ndarray, n_classes: int) -> tuple[str, int]:
@@ -62,7 +85,8 @@ def load_predictions(run: Run, split: str) -> Predictions:
             f"{len(classes)}; the run folder is damaged: retrain the run."
         )
     task, positive = _task_and_positive(run, labels, probs.shape[1])
-    return Predictions(ids, indices, labels, probs, list(classes), task, positive, split)
+    hierarchy = run.hierarchy() if task == "multiclass" else None
+    return Predictions(ids, indices, labels, probs, list(classes), task, positive, split, hierarchy)
 
 
 def _read_arrays(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

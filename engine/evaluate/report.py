@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.evaluate.predictions import EvaluateError, Predictions, load_predictions, splits_available
+from engine.evaluate.predictions import (
+    EvaluateError,
+    Predictions,
+    coarse_predictions,
+    load_predictions,
+    splits_available,
+)
 from engine.evaluate.thresholds import tune_predictions
 from engine.metrics.binary import binary_report
 from engine.metrics.bootstrap import confusion_bootstrap, multilabel_bootstrap
@@ -208,6 +214,8 @@ def evaluate_run(
         if "temperature" not in chosen:
             chosen["temperature"] = fit_temperature(tune.labels, tune.probs)
     out = report_at(report, chosen, bootstrap, seed)
+    if report.hierarchy is not None:
+        out["coarse"] = coarse_report(report, chosen, bootstrap, seed)
     temperature = chosen.get("temperature")
     calib = reliability(report.labels, report.probs)
     if temperature:
@@ -227,6 +235,26 @@ def evaluate_run(
         reported_on=split,
         optimistic=chosen.get("tuned_on") == split,
         threshold_config=chosen,
+    )
+    return out
+
+
+def coarse_report(fine: Predictions, chosen: dict, bootstrap: int = 1000, seed: int = 0) -> dict:
+    """Every metric of the coarse level (probabilities summed over fine members, decided by their argmax),
+    counted by the same multi-class report as the fine level, with its own calibration (the fine level's
+    temperature is fitted on fine logits, so none is applied here) and the fine -> coarse mapping."""
+    coarse = coarse_predictions(fine)
+    out = report_at(coarse, {}, bootstrap, seed)
+    out.update(
+        calibration=reliability(coarse.labels, coarse.probs),
+        task=coarse.task,
+        classes=coarse.classes,
+        n=int(len(coarse.labels)),
+        tuned_on=chosen.get("tuned_on"),
+        reported_on=fine.split,
+        optimistic=chosen.get("tuned_on") == fine.split,
+        level="coarse",
+        members=fine.hierarchy.members() if fine.hierarchy is not None else {},
     )
     return out
 

@@ -38,6 +38,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "binary": ["Sweep", "binary_report", "choose_threshold", "curves", "probit", "sweep"],
         "multilabel": ["f1_thresholds", "multilabel_report"],
         "calibration": ["apply_temperature", "fit_temperature", "nll", "reliability"],
+        "hierarchy": ["coarse_decide", "coarse_labels", "coarse_probs"],
         "bootstrap": ["confusion_bootstrap", "multilabel_bootstrap"],
         "display": ["format_delta", "format_metric"],
     },

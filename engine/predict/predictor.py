@@ -27,10 +27,12 @@ from typing import TextIO
 import numpy as np
 import torch
 
+from engine.data.hierarchy import Hierarchy
 from engine.data.pixels import to_tensor
 from engine.device import Compute, resolve_compute
 from engine.errors import LoupeError
 from engine.metrics.core import decide
+from engine.metrics.hierarchy import coarse_decide, coarse_probs
 from engine.predict.ood import OodStatus, load_check
 from engine.predict.run_model import (
     RunModel,
@@ -127,6 +129,8 @@ class Predictor:
     compute: Compute | None = None
     #: the out-of-distribution check (`engine.predict.ood`), or why there is none
     ood: OodStatus = OodStatus(None, "the model is not a saved run, so there are no training images to compare with")
+    #: a two-level run's fine -> coarse mapping (its hierarchy.json): results then carry the coarse class too
+    hierarchy: Hierarchy | None = None
 
     classes = property(lambda self: self.rm.classes)
     task = property(lambda self: self.rm.task)
@@ -210,6 +214,16 @@ class Predictor:
                 results[i] = {**res, **self._ood_fields(None if scores is None else float(scores[j]))}
         return results  # type: ignore[return-value]
 
+    def _coarse(self, raw: np.ndarray, cal: np.ndarray) -> dict:
+        """The coarse class as Evaluate decides it (argmax of the summed raw fine probabilities) and its
+        probability on the reported (temperature-scaled) scale, as `confidence` is."""
+        assert self.hierarchy is not None
+        k = int(coarse_decide(raw[None, :], self.hierarchy.parent)[0])
+        return {
+            "coarse": self.hierarchy.coarse[k],
+            "coarse_confidence": float(coarse_probs(cal[None, :], self.hierarchy.parent)[0, k]),
+        }
+
     def _ood_fields(self, score: float | None) -> dict:
         """`unlike_training` (True/False, None when the check is unavailable), the score and its threshold."""
         check = self.ood.check
@@ -286,6 +300,8 @@ class Predictor:
             )
         else:
             res.update(label=self.classes[order[0]])
+            if self.hierarchy is not None:
+                res.update(self._coarse(raw, cal))
         res["unsure"] = is_unsure(
             margin, self.unsure_margin, self.task, res["label"] if self.task == "multilabel" else None
         )
@@ -319,7 +335,8 @@ def _load_run(path: str, mtimes: tuple[float, float], device: str) -> Predictor:
     run = Run(path)
     rm = load_run_model(run, device)
     th = load_thresholds(run)
-    return Predictor(rm, run.id, th, th.get("temperature") or None, ood=load_check(run, rm))
+    hierarchy = run.hierarchy() if rm.task == "multiclass" else None
+    return Predictor(rm, run.id, th, th.get("temperature") or None, ood=load_check(run, rm), hierarchy=hierarchy)
 
 
 @functools.lru_cache(maxsize=2)
@@ -390,6 +407,7 @@ def csv_cell(value: object) -> object:
 
 
 CSV_COLUMNS = ["file", "label", "confidence", "unsure", "top_k", "error"]
+COARSE_COLUMNS = ["coarse", "coarse_confidence"]  # two-level runs only, right after CSV_COLUMNS
 OOD_COLUMNS = ["unlike_training", "ood_score", "ood_threshold"]
 
 
@@ -402,7 +420,8 @@ def csv_header(predictor: Predictor) -> list[str]:
     per_label = []
     if predictor.task == "multilabel":
         per_label = [f"{what}:{c}" for c in predictor.classes for what in ("prob", "threshold")]
-    return [*CSV_COLUMNS, *per_label, *OOD_COLUMNS]
+    coarse = COARSE_COLUMNS if predictor.hierarchy is not None else []
+    return [*CSV_COLUMNS, *coarse, *per_label, *OOD_COLUMNS]
 
 
 def _num(value: object) -> str:
@@ -423,6 +442,7 @@ def csv_row(result: dict, file: str | None = None) -> list[str]:
         str(bool(result.get("unsure"))),
         "; ".join(f"{t['class']}:{t['prob']:.4f}" for t in result.get("top") or []),
         result.get("error") or "",
+        *([result["coarse"], _num(result.get("coarse_confidence"))] if "coarse" in result else []),
         *per_label,
         "" if unlike is None else str(bool(unlike)),
         _num(result.get("ood_score")),

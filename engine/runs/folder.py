@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.data.hierarchy import HIERARCHY_FILE, Hierarchy, read_hierarchy_file
 from engine.env import env_float
 from engine.errors import LoupeError
 
@@ -198,6 +199,11 @@ class Run:
         """The out-of-distribution check's calibration (`engine.predict.ood`), computed on first use."""
         return self.path / "ood.npz"
 
+    @property
+    def hierarchy_file(self) -> Path:
+        """Two-level runs: the fine -> coarse mapping, so evaluation and prediction never re-read the dataset."""
+        return self.path / HIERARCHY_FILE
+
     def exists(self) -> bool:
         return (self.path / "config.json").exists()
 
@@ -207,6 +213,16 @@ class Run:
 
     def classes(self) -> list[str]:
         return read_json(self.path / "classes.json", [])
+
+    def hierarchy(self) -> Hierarchy | None:
+        """The run's coarse level (validated against classes.json), or None for a one-level run."""
+        if not self.hierarchy_file.is_file():
+            return None
+        return read_hierarchy_file(self.hierarchy_file, self.classes())
+
+    def write_hierarchy(self, hierarchy: Hierarchy | None) -> None:
+        if hierarchy is not None:
+            atomic_write_json(self.hierarchy_file, hierarchy.to_json())
 
     def summary(self) -> dict | None:
         return read_json(self.path / "summary.json")

@@ -47,6 +47,7 @@ def fit_kfold(
     folds = kfold_indices(ds.labels, pool, cfg.kfold, cfg.seed)
     child_cfg = cfg.replace(kfold=0)
     atomic_write_json(run.path / "classes.json", ds.classes)
+    run.write_hierarchy(ds.source.hierarchy)
     header = run.config()
     header.update(
         {

@@ -201,6 +201,7 @@ def write_header(run: Run, setup: TrainingSetup, cfg: RunConfig) -> None:
     ds = setup.ds
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.path / "classes.json", ds.classes)
+    run.write_hierarchy(ds.source.hierarchy)
     header = run.config()
     header.update(
         {

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.data.hierarchy import Hierarchy
 from engine.data.source import TEST, TRAIN, VAL, Source, fingerprint
 from engine.errors import DatasetError
 
@@ -30,6 +31,7 @@ BUILTINS: dict[str, str] = {
     "fashion-binary": "T-shirt/top vs Shirt at about 88/12: an imbalanced, confusable binary task (positive = Shirt)",
     "fashion-longtail": "Sneaker / Sandal / Ankle boot at about 80/12/8: a long-tail 3-class task",
     "fashion-multilabel": "2x2 mosaics (56x56) of Fashion-MNIST items; labels = the classes present (multi-label)",
+    "fashion-coarse": "Fashion-MNIST with two-level labels: the 10 classes under tops / footwear / other",
     "digits": "scikit-learn digits: 1,797 8x8 grayscale handwritten digits, 10 classes, no official split",
 }
 
@@ -176,6 +178,7 @@ class _Plan:
     notes: list[str]
     build: Callable[[np.ndarray], np.ndarray]  # all 70,000 images -> this variant's images
     multilabel: bool = False
+    coarse: dict[str, str] | None = None  # two-level variants: fine class -> coarse class
 
 
 def _val_note(seed: int, what: str = "stratified", pool: str = "the official train split") -> str:
@@ -257,11 +260,40 @@ def _plan_mosaic(labels: np.ndarray, official: np.ndarray, seed: int) -> _Plan:
     return _Plan(FASHION_CLASSES, hot, split, params, notes, partial(_build_mosaics, tiles=tiles), True)
 
 
+#: fashion-coarse's second level: what a shop's menu would group (tops, footwear, the rest)
+FASHION_COARSE = {
+    "T-shirt/top": "tops",
+    "Pullover": "tops",
+    "Coat": "tops",
+    "Shirt": "tops",
+    "Sandal": "footwear",
+    "Sneaker": "footwear",
+    "Ankle boot": "footwear",
+    "Trouser": "other",
+    "Dress": "other",
+    "Bag": "other",
+}
+
+
+def _plan_coarse(labels: np.ndarray, official: np.ndarray, seed: int) -> _Plan:
+    """Fashion-MNIST as it is, with each class under a coarse class (the two-level evaluation's real data)."""
+    plan = _plan_full(labels, official, seed)
+    plan.notes.insert(
+        1,
+        "coarse classes: tops (T-shirt/top, Pullover, Coat, Shirt), footwear (Sandal, Sneaker, "
+        "Ankle boot), other (Trouser, Dress, Bag)",
+    )
+    plan.params["coarse"] = FASHION_COARSE
+    plan.coarse = FASHION_COARSE
+    return plan
+
+
 _PLANS: dict[str, Callable[[np.ndarray, np.ndarray, int], _Plan]] = {
     "fashion-mnist": _plan_full,
     "fashion-binary": partial(_plan_subset, keep=[0, 6], shares=[0.88, 0.12]),
     "fashion-longtail": partial(_plan_subset, keep=[7, 5, 9], shares=[0.80, 0.12, 0.08]),
     "fashion-multilabel": _plan_mosaic,
+    "fashion-coarse": _plan_coarse,
 }
 
 
@@ -290,6 +322,9 @@ def _load_fashion(name: str, seed: int) -> Source:
         split_of=plan.split_of,
         fingerprint=fingerprint(name, seed, plan.params, stamp),
         notes=plan.notes,
+        hierarchy=None
+        if plan.coarse is None
+        else Hierarchy.from_mapping(plan.classes, plan.coarse, f"builtin:{name}", ["tops", "footwear", "other"]),
     )
 
 

@@ -6,6 +6,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.data.hierarchy import HIERARCHY_FILE, read_hierarchy_file
+from engine.data.hierarchy import check_task as check_hierarchy_task
 from engine.data.source import Source
 from engine.data.sources.folders import (
     LabelsDoNotFit,
@@ -42,7 +44,26 @@ def resolve_source(spec: str, seed: int = 0) -> Source:
         )
     source = _resolve_path(path, spec)
     _check_classes(source)
+    _attach_hierarchy(source, path)
     return source
+
+
+def _attach_hierarchy(source: Source, path: Path) -> None:
+    """Two-level labels from a `hierarchy.json` beside the data: in the named folder (or the zip's), next to
+    the named CSV or .npz, or in the folder the images were found in. A table's own coarse column wins; the file is
+    then set aside with a note."""
+    places = [path] if path.is_dir() else [path.parent] if path.suffix.lower() in (".csv", ".npz") else []
+    if source.root is not None:  # a zip's extracted folder, or the folder a table's images are in
+        places.append(source.root)
+    found = next((p / HIERARCHY_FILE for p in dict.fromkeys(places) if (p / HIERARCHY_FILE).is_file()), None)
+    if found is not None and source.hierarchy is not None:
+        source.notes.append(f"Set '{HIERARCHY_FILE}' aside: {source.hierarchy.origin} gives the coarse classes.")
+    elif found is not None:
+        hierarchy = read_hierarchy_file(found, source.classes)
+        check_hierarchy_task(hierarchy, source.multilabel, len(source.classes))
+        source.hierarchy = hierarchy
+    if source.hierarchy is not None:
+        source.notes.append(source.hierarchy.note())
 
 
 def _resolve_path(path: Path, spec: str) -> Source:

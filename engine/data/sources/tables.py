@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.decode import is_image_name
+from engine.data.hierarchy import Hierarchy
+from engine.data.hierarchy import check_task as check_hierarchy_task
 from engine.data.source import SPLIT_NAMES, UNASSIGNED, Source, fingerprint
 from engine.data.sources.folders import MAX_TABLE_BYTES, LabelsDoNotFit, file_stats, list_dir, sort_labels
 from engine.env import env_int
@@ -18,9 +20,13 @@ from engine.errors import DatasetError, LoupeError, excerpt
 from engine.files import FileRefused, open_npz, open_regular
 
 FILE_COLUMNS = ("filename", "file", "file_name", "image", "image_id", "img", "path", "filepath", "id", "name")
-LABEL_COLUMNS = ("labels", "label", "tags", "tag", "classes", "class", "category", "target", "y")
+LABEL_COLUMNS = ("labels", "label", "tags", "tag", "classes", "class", "category", "target", "y", "fine", "fine_label")
+#: a second label column makes a two-level dataset: its cell is the coarse class of the row's (fine) label
+COARSE_COLUMNS = ("coarse", "coarse_label", "coarse_class", "superclass", "super_class")
 SPLIT_COLUMNS = ("split", "subset", "fold")
 LABEL_SEPARATORS = re.compile(r"[ ;|]+")
+#: beside a coarse column each image has one fine label, so a space is part of its name ('Ankle boot')
+TWO_LEVEL_SEPARATORS = re.compile(r"[;|]+")
 MAX_CSV_BYTES = MAX_TABLE_BYTES
 #: image rows per table (env LOUPE_MAX_CSV_ROWS): 1M rows parse in ~1 s into ~200 MB of Python lists;
 #: the byte cap alone would let ~4M short rows through, several GB once parsed
@@ -129,8 +135,9 @@ def load_csv(path: Path, spec: str) -> Source:
     file_col = _pick(header, FILE_COLUMNS)
     file_col = 0 if file_col is None else file_col
     split_col = _pick(header, SPLIT_COLUMNS)
+    coarse_col = _pick(header, COARSE_COLUMNS)
     label_col = _pick(header, LABEL_COLUMNS)
-    rest = [i for i in range(width) if i not in (file_col, split_col)]
+    rest = [i for i in range(width) if i not in (file_col, split_col, coarse_col)]
     if label_col is None and len(rest) == 1:
         label_col = rest[0]
     names = [r[file_col].strip() for r in body]
@@ -151,12 +158,15 @@ def load_csv(path: Path, spec: str) -> Source:
     unlabelled_rows: list[int] = []
     if label_col is not None:
         cells = [r[label_col].strip() for r in body]
-        label_sets = [[t for t in LABEL_SEPARATORS.split(c) if t] for c in cells]
+        separators = LABEL_SEPARATORS if coarse_col is None else TWO_LEVEL_SEPARATORS
+        label_sets = [[t.strip() for t in separators.split(c) if t.strip()] for c in cells]
         several = any(len(ls) > 1 for ls in label_sets)
         # a missing label (NaN, or an empty cell where each image has one label) is no label given: the image
         # is unlabelled and left out; in a multi-label table an empty cell means "none of the labels"
         missing = MISSING_LABELS - {""} if several else MISSING_LABELS
         unlabelled_rows = [i for i, c in enumerate(cells) if c.lower() in missing]
+        skipped = set(unlabelled_rows)
+        rows = [i + 2 for i in range(len(body)) if i not in skipped]  # the file row number of each row kept
         if unlabelled_rows:
             drop = set(unlabelled_rows)
             body = [r for i, r in enumerate(body) if i not in drop]
@@ -168,6 +178,7 @@ def load_csv(path: Path, spec: str) -> Source:
                 )
         classes = sort_labels([t for ls in label_sets for t in ls])
     else:
+        rows = list(range(2, len(body) + 2))
         label_sets, classes = _one_hot(path, header, body, rest)
     if not classes:
         raise DatasetError(f"The table '{path.name}' has no labels at all; fill its label column.")
@@ -179,6 +190,11 @@ def load_csv(path: Path, spec: str) -> Source:
             labels[i, [index[t] for t in ls]] = 1
     else:
         labels = np.array([index[ls[0]] for ls in label_sets], dtype=np.int64)
+    hierarchy = (
+        _coarse_column(path, header[coarse_col], label_sets, [r[coarse_col].strip() for r in body], rows, classes)
+        if coarse_col is not None
+        else None
+    )
     root, files = _resolve_files(path, names)
     split_of = _splits(path, body, split_col) if split_col is not None else None
     notes = [f"Labels read from '{path.name}'."] + unlabelled_note(
@@ -200,7 +216,41 @@ def load_csv(path: Path, spec: str) -> Source:
         notes=notes,
         fingerprint=fingerprint("csv", file_stats(root, files), classes, labels, split_of),
         unlabelled=len(unlabelled_rows),
+        hierarchy=hierarchy,
     )
+
+
+def _coarse_column(
+    path: Path, column: str, label_sets: list[list[str]], cells: list[str], rows: list[int], classes: list[str]
+) -> Hierarchy:
+    """The fine -> coarse mapping a CSV's coarse column gives, row by row: every labelled row needs a coarse
+    cell, one label, and the coarse class every other row of its fine class gives."""
+    several = next((n for n, ls in zip(rows, label_sets) if len(ls) != 1), None)
+    if several is not None:
+        raise DatasetError(
+            f"Row {several} of '{path.name}' has {'no label' if not label_sets[rows.index(several)] else 'several labels'} "
+            f"but the table has a coarse column ({excerpt(column)}); two-level labels need exactly one fine label per image."
+        )
+    mapping: dict[str, str] = {}
+    first: dict[str, int] = {}
+    for n, ls, cell in zip(rows, label_sets, cells):
+        fine = ls[0]
+        if not cell:
+            raise DatasetError(
+                f"Row {n} of '{path.name}' has the label {excerpt(fine)} but an empty {excerpt(column)} cell; "
+                "give every labelled row its coarse class."
+            )
+        if fine in mapping and mapping[fine] != cell:
+            raise DatasetError(
+                f"Rows {first[fine]} and {n} of '{path.name}' put the class {excerpt(fine)} under two coarse classes "
+                f"({excerpt(mapping[fine])} and {excerpt(cell)}); each fine class belongs to one coarse class."
+            )
+        mapping.setdefault(fine, cell)
+        first.setdefault(fine, n)
+    origin = f"the column {excerpt(column)} of '{path.name}'"
+    hierarchy = Hierarchy.from_mapping(classes, mapping, origin)
+    check_hierarchy_task(hierarchy, multilabel=False, n_classes=len(classes))
+    return hierarchy
 
 
 def unlabelled_note(count: int, where: str) -> list[str]:
