@@ -17,6 +17,7 @@ from app.common.images import THUMB_PX, for_display
 from app.common.loaders import builtin_summaries, dataset_ready, forget_dataset, load_dataset, load_stats
 from app.common.sidebar import draw_frame
 from app.dataset import charts, problems
+from app.evaluate.gallery import breakable
 from engine.data import Dataset
 from engine.data.roots import check_spec
 from engine.data.sources.archive import data_dir, list_datasets, save_upload
@@ -295,6 +296,8 @@ def show_charts(stats: dict) -> None:
         share = st.toggle("Share of each split instead of counts", key="dataset.split_share")
         chart.plotly_chart(charts.split_bars(stats, share=share), key="dataset.chart.splits")
     show_class_weights(stats)
+    if stats.get("hierarchy"):
+        show_hierarchy(stats)
     if stats.get("multilabel"):
         show_multilabel(stats)
     st.subheader("Image sizes")
@@ -302,6 +305,27 @@ def show_charts(stats: dict) -> None:
     left.plotly_chart(charts.size_scatter(stats), key="dataset.chart.sizes")
     right.plotly_chart(charts.aspect_histogram(stats), key="dataset.chart.aspect")
     st.caption(size_summary(stats.get("images", {})))
+
+
+def show_hierarchy(stats: dict) -> None:
+    """Two-level labels: the coarse classes with their fine members and counts (a treemap and its table)."""
+    coarse = stats["hierarchy"]["coarse"]
+    st.subheader("Coarse classes")
+    st.caption(
+        f"{len(stats['classes'])} fine classes in {len(coarse)} coarse classes. Models train on the fine classes; "
+        "Evaluate reports both levels (a coarse class's probability is the sum of its fine classes')."
+    )
+    left, right = st.columns([3, 2], gap="large")
+    left.plotly_chart(charts.hierarchy_treemap(stats), key="dataset.chart.hierarchy")
+    rows = [
+        {
+            "coarse class": breakable(c["name"]),
+            "images": f"{c['images']:,}",
+            "fine classes (images)": ", ".join(f"{breakable(f)} ({n:,})" for f, n in c["members"].items()),
+        }
+        for c in coarse
+    ]
+    right.table(pd.DataFrame(rows), hide_index=True)
 
 
 def _span(d: dict | None, unit: str = " px") -> str:

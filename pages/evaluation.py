@@ -44,6 +44,38 @@ def pick_split(run: Run, splits: list[str]) -> str:
     )
 
 
+LEVELS = {"fine": "Fine classes", "coarse": "Coarse classes"}
+
+
+def pick_level(run: Run, pred) -> str:
+    """Two-level runs: which level the page reports (the cards, the confusion matrix, the galleries)."""
+    if pred.hierarchy is None:
+        return "fine"
+    return (
+        st.segmented_control(
+            "Level",
+            list(LEVELS),
+            key=f"eval.level.{run.id}",
+            default="fine",
+            format_func=LEVELS.get,
+            help="Coarse: each coarse class's probability is the sum of its fine classes' probabilities, and the "
+            "prediction is the coarse class with the largest sum (it can differ from the coarse class of the fine "
+            "prediction).",
+        )
+        or "fine"
+    )
+
+
+def coarse_caption(res: dict) -> None:
+    members = res.get("members") or {}
+    st.caption(
+        f"Coarse level: {len(members)} classes ("
+        + "; ".join(f"**{c}**: {', '.join(fs)}" for c, fs in members.items())
+        + "). P(coarse class) = the sum of its fine classes' P; predicted by the largest sum. "
+        "The model was trained on the fine classes."
+    )
+
+
 # --- the top: protocol and metric cards ------------------------------------------------------------
 
 CARDS = {
@@ -197,8 +229,9 @@ def classes_section(run: Run, pred, res: dict, split: str) -> None:
             "Share of each true class", key=K_NORM, help="Rows sum to 100%: each cell is a recall / miss rate"
         )
         shown = M.normalise_cm(cm) if normalised else cm
-        cell_key = f"eval.cell.{run.id}.{split}"
-        chart_key = f"eval.chart.cm.{run.id}.{split}"
+        level = "" if pred.level == "fine" else f".{pred.level}"  # a cell of one level is not a cell of the other
+        cell_key = f"eval.cell.{run.id}.{split}{level}"
+        chart_key = f"eval.chart.cm.{run.id}.{split}{level}"
         cells = [f"{i},{j}" for i in range(len(classes)) for j in range(len(classes))]
         if st.session_state.get(cell_key) not in cells:
             st.session_state.pop(cell_key, None)
@@ -467,9 +500,15 @@ def main() -> None:
     try:
         res = load.evaluation(run, split, tune_split)
         pred = load.predictions(run, split)
+        with side:
+            level = pick_level(run, pred)
+        if level == "coarse":
+            pred, res = load.coarse_predictions(run, split), res["coarse"]
     except LoupeError as e:
         st.error(str(e), icon=":material/error:")
         return
+    if level == "coarse":
+        coarse_caption(res)
     shown, where = at_threshold_in_force(run, pred, res, split, tune_split)
     protocol(shown, where)
     cards(shown)

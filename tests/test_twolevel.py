@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 from engine import evaluate as ev
 from engine.cli.main import main
@@ -23,7 +24,7 @@ from engine.metrics import display
 from engine.metrics.hierarchy import coarse_decide, coarse_probs
 from engine.runs.folder import Run
 from tests.conftest import make_class_folders, needs_fashion
-from tests.pagetools import train_tiny
+from tests.pagetools import APP, open_page, train_tiny
 from tests.twolevel import fashion_csv, fashion_folders, folder_name
 
 pytestmark = needs_fashion
@@ -191,3 +192,48 @@ def test_cli_evaluate_prints_both_levels_and_predict_the_coarse_class(run: Run, 
     lines = capsys.readouterr().out.splitlines()
     coarse_line = next(line for line in lines if line.strip().startswith("coarse: "))
     assert coarse_line.split()[1] in COARSE
+
+
+# --- the pages --------------------------------------------------------------------------------------------
+
+
+def _heatmap_classes(at) -> list[list[str]]:
+    out = []
+    for el in at.get("plotly_chart"):
+        fig = json.loads(el.proto.spec)
+        out += [t["x"] for t in fig.get("data", []) if t.get("type") == "heatmap"]
+    return out
+
+
+def test_evaluate_page_toggles_between_fine_and_coarse(run: Run, monkeypatch):
+    monkeypatch.setenv("LOUPE_RUNS_DIR", str(run.path.parent))
+    at = open_page("pages/evaluation.py", "Evaluate", run)
+    res = ev.evaluate_run(run)
+    accuracy = next(m for m in at.metric if m.label == "Accuracy")
+    assert accuracy.value == display.percent(res["accuracy"])
+    assert len(_heatmap_classes(at)[0]) == 10
+    at.segmented_control(key=f"eval.level.{run.id}").set_value("coarse").run()
+    assert not at.exception and not at.error
+    accuracy = next(m for m in at.metric if m.label == "Accuracy")
+    assert accuracy.value == display.percent(res["coarse"]["accuracy"])
+    assert sorted(_heatmap_classes(at)[0]) == sorted(COARSE)
+    assert any("**footwear**: Ankle boot, Sandal, Sneaker" in c.value for c in at.caption)
+    at.segmented_control(key=f"eval.level.{run.id}").set_value("fine").run()
+    assert len(_heatmap_classes(at)[0]) == 10
+
+
+def test_dataset_page_shows_the_hierarchy_with_counts(tmp_path: Path):
+    spec = str(fashion_csv(tmp_path, per_class=2))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.query_params["dataset"] = spec
+    at.run()
+    assert not at.exception and not at.error
+    assert any(s.value == "Coarse classes" for s in at.subheader)
+    table = next(t.value for t in at.table if "coarse class" in t.value.columns)
+    rows = {r["coarse class"]: r for r in table.to_dict("records")}
+    assert rows["tops"]["images"] == "8" and rows["footwear"]["images"] == "6"
+    assert "Sandal (2)" in rows["footwear"]["fine classes (images)"]
+    treemaps = [
+        t for el in at.get("plotly_chart") for t in json.loads(el.proto.spec)["data"] if t.get("type") == "treemap"
+    ]
+    assert len(treemaps) == 1 and sum(v for v, p in zip(treemaps[0]["values"], treemaps[0]["parents"]) if not p) == 20

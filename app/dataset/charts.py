@@ -212,3 +212,38 @@ def label_sets(stats: dict, top: int = 15) -> go.Figure:
     fig.update_xaxes(title="images")
     fig.update_yaxes(type="category", automargin=True)
     return layout(fig, "Commonest label sets", height=max(HEIGHT, 60 + 24 * len(rows)), showlegend=False)
+
+
+def hierarchy_treemap(stats: dict) -> go.Figure:
+    """Two-level data: a box per coarse class holding a box per fine class, each sized by its images.
+
+    Ids are prefixed by level, so a fine class may share its name with a coarse one ('other')."""
+    coarse = (stats.get("hierarchy") or {}).get("coarse") or []
+    total = stats.get("num_images") or sum(c["images"] for c in coarse) or 1
+    ids, labels, parents, values = [], [], [], []
+    for c in coarse:
+        ids.append(f"coarse:{c['name']}")
+        labels.append(c["name"])
+        parents.append("")
+        values.append(c["images"])
+        for fine, n in c["members"].items():
+            ids.append(f"fine:{c['name']}:{fine}")
+            labels.append(fine)
+            parents.append(f"coarse:{c['name']}")
+            values.append(n)
+    fig = go.Figure(
+        go.Treemap(
+            ids=ids,
+            labels=labels,
+            parents=parents,
+            values=values,
+            branchvalues="total",
+            customdata=[percent(share_of_images(v, total)) for v in values],
+            texttemplate="%{label}<br>%{value:,} images",
+            hovertemplate="%{label}: %{value:,} images (%{customdata} of the images)<extra></extra>",
+            marker={"colors": [BLUE if p == "" else None for p in parents]},
+        )
+    )
+    layout(fig, title="Coarse classes and their fine classes (images)", height=HEIGHT)
+    fig.update_layout(margin={"t": 40, "l": 0, "r": 0, "b": 0})
+    return fig

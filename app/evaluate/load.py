@@ -78,6 +78,11 @@ def predictions(run: Run, split: str) -> ev.Predictions:
     return _predictions(str(run.path), split, files_key(run))
 
 
+def coarse_predictions(run: Run, split: str) -> ev.Predictions:
+    """A two-level run's split at the coarse level (summed fine probabilities; cheap, so derived each time)."""
+    return ev.coarse_predictions(predictions(run, split))
+
+
 @st.cache_data(show_spinner="Evaluating (bootstrap confidence intervals)…", max_entries=32)
 def _evaluate(path: str, split: str, tune_split: str | None, bootstrap: int, use_saved: bool, key: tuple) -> dict:
     run = Run(path)

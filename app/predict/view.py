@@ -74,6 +74,8 @@ def decision_text(res: dict, task: str) -> str:
             return f"Decided labels: **{NONE}**: no label reaches its threshold"
         return f"Decided labels: **{decided_set(res)}** (each at or above its threshold)"
     text = f"Decision: **{label}**"
+    if res.get("coarse"):  # a two-level run: the coarse class is decided on its own (the summed probabilities)
+        text += f" · coarse class **{res['coarse']}** ({percent(res.get('coarse_confidence'))})"
     score, th = res.get("score"), res.get("threshold")
     if task == "binary" and isinstance(score, (int, float)):
         text += f" · score {number(score)}" + (f" (threshold {threshold(th)})" if isinstance(th, (int, float)) else "")
@@ -222,6 +224,8 @@ def table(results: Sequence[dict], task: str = "multiclass") -> pd.DataFrame:
             cols[name] = [_label_cell(r, name) for r in results]
     else:
         cols["confidence"] = [r.get("confidence") if r.get("ok") else None for r in results]
+        if any("coarse" in r for r in results):
+            cols["coarse class"] = [r.get("coarse") or "" for r in results]
     cols.update(
         {
             "margin": [number(r.get("margin")) if r.get("ok") else "" for r in results],
