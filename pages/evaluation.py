@@ -173,6 +173,8 @@ def cards(res: dict) -> None:
     """The headline metrics, in rows of `CARDS_PER_ROW` so each card's interval badge shows whole."""
     ci = res.get("ci") or {}
     shown = CARDS.get(res.get("task"), CARDS["multiclass"])
+    if res.get("level") == "coarse":  # a few coarse classes may have no top-3: a card reading n/a says nothing
+        shown = [(k, label) for k, label in shown if k != "top3_accuracy" or _value(res, k) is not None]
     for start in range(0, len(shown), CARDS_PER_ROW):
         cols = st.columns(CARDS_PER_ROW)
         for col, (key, label) in zip(cols, shown[start : start + CARDS_PER_ROW]):

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from engine import evaluate as ev
 from engine.cli.main import main
 from engine.data.dataset import open_dataset
-from engine.data.sources.builtin import FASHION_COARSE, load_builtin
+from engine.data.sources.builtin import load_builtin
 from engine.data.sources.detect import resolve_source
 from engine.errors import DatasetError
 from engine.metrics import display
@@ -25,7 +26,7 @@ from engine.metrics.hierarchy import coarse_decide, coarse_probs
 from engine.runs.folder import Run
 from tests.conftest import make_class_folders, needs_fashion
 from tests.pagetools import APP, open_page, train_tiny
-from tests.twolevel import fashion_csv, fashion_folders, folder_name
+from tests.twolevel import FASHION_COARSE, fashion_csv, fashion_folders, folder_name
 
 pytestmark = needs_fashion
 COARSE = ["tops", "other", "footwear"]  # in the order of their first fine class (alphabetical fine names)
@@ -185,8 +186,6 @@ def test_cli_evaluate_prints_both_levels_and_predict_the_coarse_class(run: Run, 
     assert "footwear: Ankle boot, Sandal, Sneaker" in coarse
     assert "confusion (rows: true, columns: predicted)" in coarse
     picture = tmp_path / "x.png"
-    from PIL import Image
-
     Image.fromarray(np.asarray(load_builtin("fashion-mnist").arrays()[0])).save(picture)
     assert main(["predict", str(run.path), str(picture)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -237,3 +236,25 @@ def test_dataset_page_shows_the_hierarchy_with_counts(tmp_path: Path):
         t for el in at.get("plotly_chart") for t in json.loads(el.proto.spec)["data"] if t.get("type") == "treemap"
     ]
     assert len(treemaps) == 1 and sum(v for v, p in zip(treemaps[0]["values"], treemaps[0]["parents"]) if not p) == 20
+
+
+def test_predict_page_and_csv_carry_the_coarse_class_decided_by_summed_probabilities(run: Run, tmp_path: Path):
+    from app.predict import view
+    from engine.predict.predictor import Predictor, write_csv
+    from engine.predict.run_model import predict_tensor
+
+    picture = tmp_path / "x.png"
+    Image.fromarray(np.asarray(load_builtin("fashion-mnist").arrays()[1])).save(picture)
+    predictor = Predictor.from_ref(str(run.path))
+    (res,) = predictor.predict_paths([picture])
+    # the model's own raw probabilities, summed by hand
+    p = predict_tensor(predictor.rm, predictor.prepare(picture.read_bytes(), picture.name))[0]
+    sums = {c: 0.0 for c in COARSE}
+    for j, fine in enumerate(predictor.classes):
+        sums[FASHION_COARSE[fine]] += float(p[j])
+    assert res["coarse"] == max(sums, key=sums.get)
+    assert f"coarse class **{res['coarse']}**" in view.decision_text(res, "multiclass")
+    assert view.table([res])["coarse class"].tolist() == [res["coarse"]]
+    header, row = write_csv(predictor, [res]).splitlines()
+    assert header.split(",")[6:8] == ["coarse", "coarse_confidence"]
+    assert res["coarse"] in row.split(",")

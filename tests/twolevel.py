@@ -11,7 +11,21 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.data.sources.builtin import FASHION_COARSE, load_builtin
+from engine.data.sources.builtin import load_builtin
+
+#: the mapping the tests expect (written out here, not imported: the engine's copy is under test)
+FASHION_COARSE = {
+    "T-shirt/top": "tops",
+    "Pullover": "tops",
+    "Coat": "tops",
+    "Shirt": "tops",
+    "Sandal": "footwear",
+    "Sneaker": "footwear",
+    "Ankle boot": "footwear",
+    "Trouser": "other",
+    "Dress": "other",
+    "Bag": "other",
+}
 
 
 def fashion_pictures(per_class: int) -> tuple[list[str], list[tuple[str, np.ndarray]]]:

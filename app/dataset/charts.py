@@ -8,7 +8,7 @@ import textwrap
 
 import plotly.graph_objects as go
 
-from app.common.charts import BLUE, GREEN, HEIGHT, ORANGE, RED, layout
+from app.common.charts import BLUE, GREEN, HEIGHT, ORANGE, PALETTE, RED, layout
 from engine.data.stats import share_of_images
 from engine.metrics.display import percent
 
@@ -220,8 +220,9 @@ def hierarchy_treemap(stats: dict) -> go.Figure:
     Ids are prefixed by level, so a fine class may share its name with a coarse one ('other')."""
     coarse = (stats.get("hierarchy") or {}).get("coarse") or []
     total = stats.get("num_images") or sum(c["images"] for c in coarse) or 1
-    ids, labels, parents, values = [], [], [], []
-    for c in coarse:
+    ids, labels, parents, values, colors = [], [], [], [], []
+    for k, c in enumerate(coarse):
+        colors += [PALETTE[k % len(PALETTE)]] * (1 + len(c["members"]))  # a coarse class and its fine boxes
         ids.append(f"coarse:{c['name']}")
         labels.append(c["name"])
         parents.append("")
@@ -241,7 +242,7 @@ def hierarchy_treemap(stats: dict) -> go.Figure:
             customdata=[percent(share_of_images(v, total)) for v in values],
             texttemplate="%{label}<br>%{value:,} images",
             hovertemplate="%{label}: %{value:,} images (%{customdata} of the images)<extra></extra>",
-            marker={"colors": [BLUE if p == "" else None for p in parents]},
+            marker={"colors": colors},
         )
     )
     layout(fig, title="Coarse classes and their fine classes (images)", height=HEIGHT)
