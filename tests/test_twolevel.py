@@ -258,3 +258,13 @@ def test_predict_page_and_csv_carry_the_coarse_class_decided_by_summed_probabili
     header, row = write_csv(predictor, [res]).splitlines()
     assert header.split(",")[6:8] == ["coarse", "coarse_confidence"]
     assert res["coarse"] in row.split(",")
+
+
+def test_data_stats_lists_each_coarse_class_with_its_fine_members_and_counts(tmp_path: Path, capsys):
+    spec = str(fashion_csv(tmp_path, per_class=2))
+    assert main(["data", "stats", spec, "--quick", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "coarse class footwear: 6 images (Ankle boot 2, Sandal 2, Sneaker 2)" in out
+    assert main(["data", "stats", spec, "--quick", "--no-progress", "--json"]) == 0
+    coarse = json.loads(capsys.readouterr().out)["hierarchy"]["coarse"]
+    assert {c["name"]: c["images"] for c in coarse} == {"tops": 8, "footwear": 6, "other": 6}

@@ -355,6 +355,9 @@ def format_stats_text(stats: dict, bar_width: int = 30, max_classes: int = 50, m
         card = ml["label_cardinality"]
         lines.append(f"labels per image {card:.2f}" if card is not None else "labels per image: n/a")
         lines[-1] += f", {ml['no_label_images']} images without labels"
+    for c in (stats.get("hierarchy") or {}).get("coarse", [])[:max_classes]:
+        members = ", ".join(f"{f} {n:,}" for f, n in c["members"].items())
+        lines.append(f"coarse class {c['name']}: {c['images']:,} images ({members})")
     if stats.get("unlabelled"):
         lines.append(
             f"unlabelled {stats['unlabelled']:,} images (label empty or NaN; left out of training and metrics)"
