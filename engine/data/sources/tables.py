@@ -168,10 +168,9 @@ def load_csv(path: Path, spec: str) -> Source:
         skipped = set(unlabelled_rows)
         rows = [i + 2 for i in range(len(body)) if i not in skipped]  # the file row number of each row kept
         if unlabelled_rows:
-            drop = set(unlabelled_rows)
-            body = [r for i, r in enumerate(body) if i not in drop]
-            names = [nm for i, nm in enumerate(names) if i not in drop]
-            label_sets = [ls for i, ls in enumerate(label_sets) if i not in drop]
+            body = [r for i, r in enumerate(body) if i not in skipped]
+            names = [nm for i, nm in enumerate(names) if i not in skipped]
+            label_sets = [ls for i, ls in enumerate(label_sets) if i not in skipped]
             if not body:
                 raise DatasetError(
                     f"Every label in '{path.name}' is empty or NaN; fill its label column ({excerpt(header[label_col])})."
