@@ -229,3 +229,21 @@ def test_a_killed_sweep_resumes_keeping_completed_trials_and_reaching_its_target
     assert retry[0].params == killed.params  # its parameters were tried again
     assert Run(killed.user_attrs["run_path"]).raw_status()["state"] == "failed"
     assert "# best trial" in out and "completed" in out and "failed" in out
+
+
+def test_a_kfold_trials_objective_is_the_mean_and_std_over_folds_of_each_folds_best_epoch(tmp_path: Path):
+    from engine.runs.folder import atomic_write_json
+    from engine.sweep.report import objective_text
+    from engine.sweep.study import trial_value
+
+    run = Run(tmp_path / "parent")
+    for k, values in enumerate([[0.5, 0.8, 0.7], [0.6, 0.9, 0.4]]):  # best epochs: 0.8 and 0.9
+        fold = Run(run.path / "folds" / f"fold{k + 1}")
+        fold.path.mkdir(parents=True)
+        atomic_write_json(fold.path / "config.json", {"config": {}})
+        for epoch, v in enumerate(values, 1):
+            fold.append_metrics({"epoch": epoch, "split": "val", "loss": 1 - v, "balanced_accuracy": v})
+    mean, std = trial_value(run, BASE.replace(kfold=2, monitor="val_balanced_accuracy"), "val_balanced_accuracy")
+    assert mean == pytest.approx(0.85) and std == pytest.approx(0.0707107, abs=1e-6)
+    assert objective_text("val_balanced_accuracy", mean, std) == "85.00% ± 7.07%"
+    assert trial_value(run, BASE.replace(kfold=2), "val_loss") == (pytest.approx(0.15), pytest.approx(0.0707107))

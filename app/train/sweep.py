@@ -11,6 +11,7 @@ it every few seconds while the sweep runs, so a reload or another browser reatta
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any
 
 import pandas as pd
@@ -20,7 +21,7 @@ from app.common import charts
 from app.train.live import fmt_duration
 from engine.config import RunConfig
 from engine.errors import LoupeError
-from engine.metrics.display import MISSING, format_metric, label
+from engine.metrics.display import MISSING, format_metric, is_rate, label
 from engine.sweep import report
 from engine.sweep.space import KINDS, SWEEPABLE, parse_space
 from engine.sweep.study import (
@@ -39,7 +40,7 @@ from engine.sweep.study import (
 
 K_SPACE, K_TRIALS, K_BUDGET = "train.sweep.space", "train.sweep.trials", "train.sweep.budget_min"
 K_PRUNER, K_GRID, K_NAME, K_PICK = "train.sweep.pruner", "train.sweep.grid", "train.sweep.name", "train.sweep.pick"
-K_FLASH = "train.sweep.flash"
+K_FLASH, K_SEEN = "train.sweep.flash", "train.sweep.seen"
 POLL_S = 2.0
 DEFAULT_SPACE = pd.DataFrame(
     {
@@ -100,7 +101,13 @@ def editor(base_of: Any, stats: dict | None, stats_error: LoupeError | None) -> 
     c1, c2, c3 = st.columns(3)
     trials = c1.number_input("Trials", min_value=1, max_value=1000, value=12, step=1, key=K_TRIALS)
     budget = c2.number_input(
-        "Time budget (minutes, 0: none)", min_value=0.0, max_value=10_000.0, value=0.0, step=5.0, key=K_BUDGET
+        "Time budget (minutes, 0: none)",
+        min_value=0.0,
+        max_value=10_000.0,
+        value=0.0,
+        step=5.0,
+        format="%g",
+        key=K_BUDGET,
     )
     pruner = c3.selectbox("Pruner", PRUNERS, key=K_PRUNER, format_func=lambda p: PRUNER_TEXT[p].split(":")[0])
     st.caption(PRUNER_TEXT[pruner])
@@ -187,6 +194,10 @@ def follow(name: str) -> None:
     """Progress, stop, trials table, best trial and figures of sweep `name` (re-run every POLL_S while it runs)."""
     prog = read_progress(name) or {}
     state = prog.get("state", MISSING)
+    seen = st.session_state.get(K_SEEN)
+    st.session_state[K_SEEN] = (name, state)
+    if seen == (name, "running") and state != "running":  # it just ended: the runs table and the rest redraw
+        st.rerun(scope="app")
     with st.container(horizontal=True, vertical_alignment="center"):
         st.markdown(f"**{name}** · {state}")
         if state == "running" and st.button("Stop sweep", icon=":material/stop:", key="train.sweep.stop"):
@@ -233,6 +244,7 @@ def figures(study: Any) -> None:
     """Optuna's plotly figures, each in its tab; one that cannot be drawn yet says why instead."""
     import optuna.visualization as vis
 
+    monitor = study.user_attrs.get("monitor", "value")
     completed = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     params = {p for t in completed for p in t.params}
     tabs = st.tabs(["Optimisation history", "Parallel coordinates", "Parameter importances", "Slices"])
@@ -253,8 +265,12 @@ def figures(study: Any) -> None:
                 )
                 continue
             try:
-                fig = plot(study)
+                with warnings.catch_warnings():  # e.g. "importances will be equal" for a 2-trial study
+                    warnings.simplefilter("ignore")
+                    fig = plot(study)
             except Exception as e:  # Optuna refuses some studies (e.g. one value for every trial): say so
                 st.caption(f"{title} cannot be drawn for this study yet ({type(e).__name__}: {e}).")
                 continue
+            if key in ("history", "slice"):  # the objective by its name, a rate as a percentage
+                fig.update_yaxes(title_text=label(monitor), tickformat=".0%" if is_rate(monitor) else None)
             st.plotly_chart(charts.layout(fig, title, height=380), key=f"train.sweep.fig.{key}")
