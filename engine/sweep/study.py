@@ -346,7 +346,7 @@ def run_sweep(
     import optuna
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints its own lines
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # the sweep prints its own lines (a failed trial too)
     check_name(name)
     url = storage_url or default_storage(root)
     storage = open_storage(url)
