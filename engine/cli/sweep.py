@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Search RunConfig fields with Optuna (TPE, or --grid), pruning hopeless trials from their "
         "per-epoch validation figure; each trial is a run folder tagged with the study. The study is stored in "
         "RUNS/sweeps.db (or --storage, any database Optuna supports, so several machines can work one study); "
-        "run the same command again, or `sweep --study NAME`, to continue it.",
+        "`sweep --study NAME` continues it (trials a killed or stopped sweep left unfinished are tried again).",
     )
     sw.add_argument(
         "--param",

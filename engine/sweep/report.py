@@ -33,7 +33,8 @@ def trial_rows(study: Any) -> list[dict]:
             {
                 "trial": t.number,
                 "state": STATES.get(t.state.name, t.state.name.lower()),
-                "params": dict(t.params),
+                # a queued trial (a killed one queued again) has no params yet: the values it will be given
+                "params": dict(t.params) or dict(t.system_attrs.get("fixed_params") or {}),
                 "value": value,
                 "std": t.user_attrs.get("std"),
                 "epochs": steps[-1] if steps else None,
