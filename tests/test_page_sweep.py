@@ -97,3 +97,12 @@ def test_start_sends_the_space_and_budget_to_a_background_sweep_and_a_bad_name_i
     assert [p.text() for p in settings.params] == ["lr=loguniform:0.0001:0.01", "batch_size=choice:32,64,128"]
     assert (settings.trials, settings.time_budget_s, settings.pruner) == (5, 1800.0, "median")
     assert settings.base.dataset == "builtin:digits"
+
+
+def test_the_live_panel_says_a_pruned_trial_was_pruned_by_its_sweep():
+    from app.train.live import progress_text
+
+    status = {"display_state": "completed", "epoch": 1, "epochs": 3, "step": 2, "total_steps": 6}
+    assert (
+        progress_text(status, None, {"stopped_early": "pruned"}) == "Completed: 1 epoch, 2 steps · pruned by its sweep"
+    )
