@@ -1,6 +1,6 @@
 """Train page (`/training`): the live panel of the run being followed, a form with every option (prefilled for
 the active dataset, with the time the run will take on this device) -> a background training job; below,
-every run for comparison and clean-up.
+a sweep of many runs (an Optuna study over the form's config); every run for comparison and clean-up.
 
 The run folder is the truth: the job writes it, the live panel and the table only read it, so a
 reload or another browser reattaches to whatever is training.
@@ -16,6 +16,7 @@ from app.train import estimate as train_estimate
 from app.train import form as train_form
 from app.train import live as train_live
 from app.train import runs_table, values
+from app.train import sweep as train_sweep
 from engine.errors import LoupeError
 from engine.runs.folder import list_runs
 from engine.train import jobs
@@ -66,6 +67,8 @@ def main() -> None:
     st.subheader("New run")
     train_form.render(spec, stats, stats_error)
     start_bar(stats, stats_error)
+    st.divider()
+    train_sweep.section(values.build_config, stats, stats_error)  # many runs of the form's config, searched
     st.divider()
     runs_table.render()
 

@@ -154,9 +154,11 @@ def progress_text(status: dict, eta: float | None, summary: dict | None = None) 
             return "Running: preparing the first epoch"
         return f"Running: {where}" + (f" · ETA {fmt_duration(eta)}" if eta is not None else " · ETA after a few steps")
     if shown == "completed":
-        why = {"patience": " · stopped early: no improvement", "time": " · the time budget ended it"}.get(
-            (summary or {}).get("stopped_early") or "", ""
-        )
+        why = {
+            "patience": " · stopped early: no improvement",
+            "time": " · the time budget ended it",
+            "pruned": " · pruned by its sweep",
+        }.get((summary or {}).get("stopped_early") or "", "")
         return f"Completed: {epoch} epoch{'s' if epoch != 1 else ''}, {step:,} steps{why}"
     return f"{shown.capitalize()} in {where}"
 

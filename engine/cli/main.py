@@ -19,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from engine.cli import data, evaluate, explain, predict, train
+from engine.cli import data, evaluate, explain, predict, sweep, train
 from engine.errors import LoupeError
 
 USER_ERROR = 2  # exit code of every user error, with or without --debug
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    for group in (data, train, evaluate, explain, predict):  # in the order `--help` lists them
+    for group in (data, train, evaluate, explain, predict, sweep):  # in the order `--help` lists them
         group.register(sub)
     for leaf in leaves(parser):  # --debug after the subcommand too: `engine predict ... --debug`
         leaf.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP)

@@ -172,3 +172,15 @@ def label_probs(entries: Sequence[dict], name: Callable[[str], str] = str) -> st
     """'dog 12.00%, cat 81.00%' for a multi-label item's missed or extra labels (`{"label", "prob"}` each),
     NONE when there are none; `name` lets a page make long labels breakable."""
     return ", ".join(f"{name(e['label'])} {percent(e['prob'])}" for e in entries) or NONE
+
+
+def setting(value: object) -> str:
+    """A config value as people read it (a sweep's searched learning rate, batch size, optimiser): floats to 3
+    significant digits ("0.00123", "1.5e-05"), booleans "true"/"false", names as they are; missing "n/a"."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.3g}" if math.isfinite(value) else MISSING
+    if value is None:
+        return MISSING
+    return str(value)

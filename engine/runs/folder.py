@@ -332,8 +332,10 @@ def list_runs(root: str | Path | None = None) -> list[Run]:
 
 def state_label(status: dict) -> str:
     """A run's state as people read it: `completed (time budget)` when its time budget ended it early (a budget
-    cut is worth saying wherever the state is shown; early stopping on patience is the plan working)."""
-    return status["display_state"] + (" (time budget)" if status.get("stop_reason") == "time budget" else "")
+    cut is worth saying wherever the state is shown; early stopping on patience is the plan working), and
+    `completed (pruned)` for a sweep's trial its pruner ended after an epoch (`engine.sweep`)."""
+    reason = status.get("stop_reason")
+    return status["display_state"] + (f" ({reason})" if reason in ("time budget", "pruned") else "")
 
 
 def run_row(run: Run) -> dict:
@@ -356,6 +358,7 @@ def run_row(run: Run) -> dict:
         "best_epoch": summary.get("best_epoch"),
         "wall_seconds": summary.get("wall_seconds"),
         "started_at": st.get("started_at"),
+        "study": (run.config().get("study") or {}).get("name"),  # a sweep's trial names its study (engine.sweep)
     }
 
 

@@ -46,7 +46,11 @@ HEARTBEAT_S = 1.0  # at most one status.json heartbeat (and one throttled train 
 
 
 #: status.json's `stop_reason` for a completed run that ended before its last epoch (ARCHITECTURE.md, contract 2)
-STOP_REASONS = {"time": "time budget", "patience": "early stopping"}
+STOP_REASONS = {"time": "time budget", "patience": "early stopping", "pruned": "pruned"}
+
+#: called by rank 0 after each epoch's validation with (epoch 1-based, monitored figure); True asks the
+#: trainer to end the run there (a sweep's pruner judged it hopeless): it completes with `stop_reason` "pruned"
+EpochHook = Callable[[int, "float | None"], bool]
 
 
 @dataclass
@@ -86,15 +90,16 @@ def fit(
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] | None = None,
     setup: TrainingSetup | None = None,
+    epoch_hook: EpochHook | None = None,
 ) -> dict:
     """Train the whole model (every strategy but the linear probe) per `cfg` into `run`; returns the summary,
     or `{'state': 'stopped', ...}` when asked to stop. Raises `LoupeError` for user-fixable problems.
 
     `resume` continues from `run`'s last checkpoint. `setup`: data, model and device already prepared
-    (by default prepared here, see `engine.train.setup.prepared_run`).
+    (by default prepared here, see `engine.train.setup.prepared_run`). `epoch_hook`: see `EpochHook`.
     """
     with prepared_run(cfg, run, log, progress, setup) as setup:
-        return Trainer(cfg, run, setup, log, progress).fit(resume)
+        return Trainer(cfg, run, setup, log, progress, epoch_hook).fit(resume)
 
 
 def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Module, bool]:
@@ -139,8 +144,11 @@ class Trainer:
         setup: TrainingSetup,
         log: Callable[[str], None] = print,
         progress: Callable[[int, int, str], None] | None = None,
+        epoch_hook: EpochHook | None = None,
     ) -> None:
         self.cfg, self.run, self.setup, self.log, self.progress = cfg, run, setup, log, progress
+        self.epoch_hook = epoch_hook
+        self.pruned = False  # the epoch hook asked to end the run after the last epoch
         self.dist, self.compute = setup.dist, setup.compute
         ds = setup.ds
         trainable = apply_strategy(setup.model, cfg.strategy)
@@ -214,13 +222,18 @@ class Trainer:
             st.epoch, st.position = epoch + 1, 0
             if main:
                 self.end_epoch(epoch, train_loss, res)
-            stop_reason = res.stopped or ("patience" if cfg.patience and st.bad_epochs >= cfg.patience else "")
+            stop_reason = (
+                res.stopped
+                or ("pruned" if self.pruned else "")
+                or ("patience" if cfg.patience and st.bad_epochs >= cfg.patience else "")
+            )
             stop_reason = distributed.broadcast_str(self.dist, stop_reason, self.compute.device)
             if stop_reason:
                 self.log(
                     {
                         "time": "time budget reached",
                         "patience": f"early stopping: no improvement in {cfg.patience} epochs",
+                        "pruned": "pruned: the sweep's pruner ended this trial after this epoch",
                     }[stop_reason]
                 )
                 break
@@ -325,6 +338,8 @@ class Trainer:
         """Rank 0 after epoch `epoch` (0-based): validate, keep the best weights, save `last`."""
         st = self.state
         value = self.validate(epoch, train_loss, res)
+        if self.epoch_hook is not None:  # every epoch is reported; a prune after the last one changes nothing
+            self.pruned = bool(self.epoch_hook(epoch + 1, value)) and epoch + 1 < self.cfg.epochs
         if improved(value, st.best_value, self.monitor):
             st.best_value, st.best_epoch, st.bad_epochs = value, epoch + 1, 0
             save_weights(self.model, self.run.best_weights)

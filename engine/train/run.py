@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 from engine.config import RunConfig
 from engine.runs.folder import Run
-from engine.train.fit import fit
+from engine.train.fit import EpochHook, fit
 from engine.train.kfold import fit_kfold
 from engine.train.loop import TrainingFailed
 from engine.train.probe import fit_probe
@@ -30,9 +30,11 @@ def run_training(
     resume: bool = False,
     log: Callable[[str], None] = print,
     progress: Callable[[int, int, str], None] | None = None,
+    epoch_hook: EpochHook | None = None,
 ) -> dict:
     """Train per `cfg` into `run` (made by `engine.train.jobs.prepare_run`); returns the summary, or
-    `{'state': 'stopped', ...}` when the run was asked to stop. `resume` continues from the last checkpoint."""
+    `{'state': 'stopped', ...}` when the run was asked to stop. `resume` continues from the last checkpoint.
+    `epoch_hook` (a sweep's pruning) reaches plain runs only: k-fold and the probe report no epochs to it."""
     main = int(os.environ.get("RANK", 0)) == 0  # under torchrun only rank 0 logs and writes the run folder
     if not main:
         log, progress = (lambda message: None), None
@@ -41,7 +43,7 @@ def run_training(
             return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
         if cfg.strategy == "linear_probe":
             return fit_probe(cfg, run, resume=resume, log=log, progress=progress)
-        return fit(cfg, run, resume=resume, log=log, progress=progress)
+        return fit(cfg, run, resume=resume, log=log, progress=progress, epoch_hook=epoch_hook)
     except TrainingFailed as e:
         if main:
             run.write_status(state="failed", error=str(e))
