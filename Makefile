@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" != 0 ] && command -v sudo >/dev/null && echo sudo)
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup run test lint format bench clean-cache
+.PHONY: setup run test lint format bench bench-gpu clean-cache
 
 setup: $(STAMP) $(FASHION_DIR) $(CHROMIUM)
 
@@ -59,6 +59,10 @@ bench: setup
 	$(PY) bench/bench_predict.py
 	$(PY) bench/bench_explain.py
 	$(PY) bench/bench_sweep.py
+
+# The GPU check (bench/bench_gpu.py, under 8 minutes on one GPU); DRY_RUN=1 walks every code path on the CPU.
+bench-gpu: setup
+	$(PY) bench/bench_gpu.py $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
 
 clean-cache:
 	rm -rf $${LOUPE_CACHE_DIR:-$$HOME/.cache/loupe}

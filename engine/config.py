@@ -160,6 +160,14 @@ class RunConfig:
     )
     sync_bn: bool = _f(False, "compute", "DDP: synchronise batch-norm statistics across GPUs (GPUs only)")
     name: str = _f("", "compute", "a name for the run (default: model and dataset)")
+    max_memory_gb: float = _f(
+        0.0,
+        "compute",
+        "memory budget in GB for the decoded dataset; a larger one is streamed from the cache on disk "
+        "(0: half of the available RAM)",
+        lo=0.0,
+        hi=1e6,
+    )
 
     def validate(self) -> RunConfig:
         """Check every field against its metadata; raise `ConfigError` naming the first bad one."""

@@ -92,6 +92,7 @@ LABELS = {
     "compile": "torch.compile",
     "nproc": "DDP processes",
     "sync_bn": "Sync batch norm",
+    "max_memory_gb": "Memory budget (GB, 0: auto)",
 }
 STEPS = {
     "lr": 1e-4,

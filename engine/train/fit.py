@@ -28,8 +28,9 @@ from engine.models.classifier import apply_strategy, set_train_mode
 from engine.runs.checkpoint import load_state, load_weights, save_state, save_weights
 from engine.runs.folder import Run, now_iso
 from engine.train import distributed
+from engine.train.feed import open_data
 from engine.train.imbalance import epoch_indices, make_loss
-from engine.train.loop import DeviceData, EpochResult, eval_batch_size, predict_probs, train_one_epoch
+from engine.train.loop import EpochResult, eval_batch_size, predict_probs, train_one_epoch
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.train.records import (
     improved,
@@ -166,7 +167,13 @@ class Trainer:
         self.monitor = monitor_name(cfg, setup.task)
         self.generator = torch.Generator(device=self.compute.device)  # augmentation randomness, saved with `last`
         self.state = TrainerState(batch_size=self.per_rank_batch)
-        self.data = DeviceData(ds.images, ds.labels, self.compute.device, setup.multilabel)
+        noted = len(setup.notes)
+        self.data = open_data(
+            ds.images, ds.labels, self.compute.device, setup.multilabel, cfg.max_memory_gb, notes=setup.notes
+        )
+        if self.dist.is_main:
+            for note in setup.notes[noted:]:  # streamed from disk: said once in the log, kept in the summary
+                log(note)
         self.epoch_len = epoch_len  # items in one epoch's order, all processes together
         self.last_beat = 0.0  # time of the last heartbeat
         self.budget_t0 = time.time()  # the time budget counts training time, so a resumed run moves this back

@@ -1,4 +1,5 @@
-"""One epoch of training and one pass of prediction, over uint8 data already in memory (or on the GPU).
+"""One epoch of training and one pass of prediction, over uint8 data in memory (or on the GPU) or streamed
+from the decoded cache on disk (`engine.train.feed`).
 
 Modelled on torchvision's classification reference (`train_one_epoch` / `evaluate`) and airbench:
 batches are gathered by index from a uint8 tensor and augmented as tensor ops on the device, so an
@@ -43,6 +44,10 @@ class DeviceData:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def prefetch(self, upcoming: list[np.ndarray]) -> None:
+        """The batches that come next, in order: nothing to read ahead here (`engine.train.feed.StreamedData`
+        reads them from disk in the background)."""
 
     def batch(self, idx: np.ndarray, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Float NCHW in [0, 1] (channels_last memory: the NHWC storage permuted) and the targets."""
@@ -108,6 +113,7 @@ def train_one_epoch(
         if cfg.compile and len(idx) < batch_size and res.images + start > 0:
             res.position = len(order)  # a compiled model recompiles for a new batch shape: drop the short last batch
             break
+        data.prefetch([order[p : p + batch_size] for p in range(pos + batch_size, len(order), batch_size)[:2]])
         t_step = time.perf_counter()
         try:
             loss = train_step(model, data, idx, cfg, loss_fn, optimizer, compute, generator, scaler)
@@ -196,6 +202,7 @@ def predict_probs(
     model.eval()
     out = []
     for s in range(0, len(indices), batch_size):
+        data.prefetch([indices[p : p + batch_size] for p in range(s + batch_size, len(indices), batch_size)[:2]])
         x, _ = data.batch(indices[s : s + batch_size], compute.channels_last)
         with compute.autocast():
             logits = model(x)

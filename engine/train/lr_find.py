@@ -14,8 +14,9 @@ import torch
 
 from engine.config import RunConfig
 from engine.models.classifier import apply_strategy, set_train_mode
+from engine.train.feed import open_data
 from engine.train.imbalance import epoch_indices, make_loss
-from engine.train.loop import DeviceData, train_step
+from engine.train.loop import train_step
 from engine.train.optim import lr_range_test, make_optimizer
 from engine.train.setup import prepare
 
@@ -36,7 +37,7 @@ def find_lr(
     set_train_mode(model)
     loss_fn = make_loss(s.task, len(s.ds.classes), cfg, s.ds.labels[s.train_idx]).to(compute.device)
     optimizer = make_optimizer(params, cfg)
-    data = DeviceData(s.ds.images, s.ds.labels, compute.device, s.task == "multilabel")
+    data = open_data(s.ds.images, s.ds.labels, compute.device, s.task == "multilabel", cfg.max_memory_gb)
     rng = np.random.default_rng(cfg.seed)
     order = np.concatenate(
         [
