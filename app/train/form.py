@@ -92,6 +92,7 @@ LABELS = {
     "compile": "torch.compile",
     "nproc": "DDP processes",
     "sync_bn": "Sync batch norm",
+    "pseudo_label": "Pseudo-label confidence (0: off)",
 }
 STEPS = {
     "lr": 1e-4,
@@ -104,6 +105,7 @@ STEPS = {
     "rotation": 1.0,
     "train_limit": 100,
     "batch_size": 16,
+    "pseudo_label": 0.05,
 }
 # Fields that only matter for some other choices: shown disabled otherwise (their values are kept).
 RELEVANT = {

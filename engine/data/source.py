@@ -53,6 +53,14 @@ class Source:
     notes: list[str] = field(default_factory=list)  # facts the user should see (e.g. a carved split)
     #: images left out because their label is missing (an empty or NaN cell): never trained on or scored
     unlabelled: int = 0
+    #: the unlabelled pool's files (relative to `root`), when the source has files: an empty CSV label cell, an
+    #: `unlabeled/` folder, a `-1` or empty line in a label file. `unlabelled` counts them (and NaN `.npz` rows)
+    pool_files: list[str] = field(default_factory=list)
+    #: the folder `labels.loupe.csv` lives in (`engine.data.labels_file`); None for built-ins and `.npz` files
+    home: Path | None = None
+    #: (N,) bool: items that were in the pool until `labels.loupe.csv` labelled them (they always train; see
+    #: `engine.data.dataset.split_items`); None when there are none
+    from_pool: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from engine.data.labels_file import LABELS_FILE, apply_labels
 from engine.data.source import Source
 from engine.data.sources.folders import (
     LabelsDoNotFit,
@@ -41,6 +42,9 @@ def resolve_source(spec: str, seed: int = 0) -> Source:
             f"The dataset path '{spec}' does not exist; check the spelling, or use a built-in such as builtin:fashion-mnist."
         )
     source = _resolve_path(path, spec)
+    if source.home is None and source.kind != "npz":
+        source.home = path.parent if path.is_file() and path.suffix.lower() == ".csv" else source.home or path
+    source = apply_labels(source)
     _check_classes(source)
     return source
 
@@ -52,7 +56,10 @@ def _resolve_path(path: Path, spec: str) -> Source:
             from engine.data.sources.archive import extract_zip
 
             root = extract_zip(path)
-            return _resolve_folder(root, spec)
+            source = _resolve_folder(root, spec)
+            if source.kind != "npz":
+                source.home = root  # labels given in Loupe live beside the extracted copy, never in the .zip
+            return source
         if suffix == ".csv":
             return load_csv(path, spec)
         if suffix == ".npz":
@@ -76,7 +83,7 @@ def _resolve_folder(root: Path, spec: str) -> Source:
     if label_file is not None:
         # beside class folders, a label file that cannot be read as one label per image is not about them
         return _table_or_folders(root, spec, label_file, beside_classes, load_label_file, DatasetError)
-    csvs = [f for f in files if f.lower().endswith(".csv")]
+    csvs = [f for f in files if f.lower().endswith(".csv") and f != LABELS_FILE]  # Loupe's own labels are no table
     if len(csvs) == 1:
         return _table_or_folders(
             root, spec, root / csvs[0], beside_classes, lambda _r, path, s: load_csv(path, s), LabelsDoNotFit

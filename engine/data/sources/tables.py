@@ -149,6 +149,7 @@ def load_csv(path: Path, spec: str) -> Source:
             )
         seen[name] = n
     unlabelled_rows: list[int] = []
+    pool_names: list[str] = []
     if label_col is not None:
         cells = [r[label_col].strip() for r in body]
         label_sets = [[t for t in LABEL_SEPARATORS.split(c) if t] for c in cells]
@@ -159,6 +160,7 @@ def load_csv(path: Path, spec: str) -> Source:
         unlabelled_rows = [i for i, c in enumerate(cells) if c.lower() in missing]
         if unlabelled_rows:
             drop = set(unlabelled_rows)
+            pool_names = [nm for i, nm in enumerate(names) if i in drop]
             body = [r for i, r in enumerate(body) if i not in drop]
             names = [nm for i, nm in enumerate(names) if i not in drop]
             label_sets = [ls for i, ls in enumerate(label_sets) if i not in drop]
@@ -179,7 +181,9 @@ def load_csv(path: Path, spec: str) -> Source:
             labels[i, [index[t] for t in ls]] = 1
     else:
         labels = np.array([index[ls[0]] for ls in label_sets], dtype=np.int64)
-    root, files = _resolve_files(path, names)
+    # one resolution for labelled and pool rows: the same root, and one image named twice is refused across both
+    root, all_files = _resolve_files(path, names + pool_names)
+    files, pool = all_files[: len(names)], all_files[len(names) :]
     split_of = _splits(path, body, split_col) if split_col is not None else None
     notes = [f"Labels read from '{path.name}'."] + unlabelled_note(
         len(unlabelled_rows), f"rows {', '.join(str(i + 2) for i in unlabelled_rows[:5])}"
@@ -200,6 +204,7 @@ def load_csv(path: Path, spec: str) -> Source:
         notes=notes,
         fingerprint=fingerprint("csv", file_stats(root, files), classes, labels, split_of),
         unlabelled=len(unlabelled_rows),
+        pool_files=pool,
     )
 
 
@@ -208,7 +213,8 @@ def unlabelled_note(count: int, where: str) -> list[str]:
     if not count:
         return []
     return [
-        f"Left out {count} unlabelled images (label empty or NaN; {where}): they are kept out of training and metrics."
+        f"Left out {count} unlabelled images (label empty or NaN; {where}): they are kept out of training and metrics "
+        "(the unlabelled pool)."
     ]
 
 
