@@ -126,16 +126,16 @@ def unseen_note(source: Source, splits: dict[str, np.ndarray]) -> list[str]:
 def split_items(
     source: Source, ok: np.ndarray, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
 ) -> tuple[dict[str, np.ndarray], list[str]]:
-    """`make_splits` over the given items; images labelled from the pool in Loupe (`Source.from_pool`) all train.
+    """`make_splits` over the given items, stratified by their given labels (`Source.strata_labels`); images
+    labelled from the pool in Loupe (`Source.from_pool`) all train.
 
     Why apart: they are appended after the given items and left out of the stratified draw, so labelling one
     never moves another image between train, val and test (a test set that shifted with each label would make
     runs before and after incomparable)."""
+    labels = source.labels if source.strata_labels is None else source.strata_labels
     if source.from_pool is None:
-        return make_splits(source.labels, ok, source.split_of, seed, val_fraction, test_fraction)
-    splits, notes = make_splits(
-        source.labels, ok & ~source.from_pool, source.split_of, seed, val_fraction, test_fraction
-    )
+        return make_splits(labels, ok, source.split_of, seed, val_fraction, test_fraction)
+    splits, notes = make_splits(labels, ok & ~source.from_pool, source.split_of, seed, val_fraction, test_fraction)
     splits["train"] = np.sort(np.concatenate([splits["train"], np.flatnonzero(ok & source.from_pool)]))
     return splits, notes
 

@@ -200,8 +200,11 @@ def apply_labels(source: Source) -> Source:
             added_files.append(image)
             added_labels.append(value)
     relabelled = sum(1 for image in live if image in position)
+    strata = source.labels
     if added_files:
-        labels = np.concatenate([labels, np.asarray(added_labels, dtype=labels.dtype).reshape(-1, *labels.shape[1:])])
+        added_array = np.asarray(added_labels, dtype=labels.dtype).reshape(-1, *labels.shape[1:])
+        labels = np.concatenate([labels, added_array])
+        strata = np.concatenate([strata, added_array])
     split_of = source.split_of
     if split_of is not None and added_files:
         split_of = np.concatenate([split_of, np.full(len(added_files), TRAIN, np.int8)])
@@ -230,4 +233,5 @@ def apply_labels(source: Source) -> Source:
         pool_files=[f for f in source.pool_files if f not in added],
         home=source.home,
         from_pool=from_pool if added_files else None,
+        strata_labels=strata if relabelled else None,
     )

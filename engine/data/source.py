@@ -61,6 +61,9 @@ class Source:
     #: (N,) bool: items that were in the pool until `labels.loupe.csv` labelled them (they always train; see
     #: `engine.data.dataset.split_items`); None when there are none
     from_pool: np.ndarray | None = None
+    #: the labels splits are stratified by when `labels.loupe.csv` changed some (the given ones, so a relabel never
+    #: moves an image between train, val and test); None: `labels`
+    strata_labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

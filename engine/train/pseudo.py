@@ -77,6 +77,7 @@ def with_pseudo_labels(ds: Dataset, files: list[str], images: np.ndarray, labels
         files=[*(src.files or []), *files],
         split_of=None if src.split_of is None else np.concatenate([src.split_of, np.full(k, TRAIN, np.int8)]),
         from_pool=from_pool,
+        strata_labels=None,  # the splits are made: val and test stay as they are
         fingerprint=fingerprint(src.fingerprint, "pseudo", files, labels),
     )
     scan = ds.scan
