@@ -437,7 +437,7 @@ def main() -> None:
         show_charts(stats)
         show_samples(ds)
         problems.show_details(ds, stats)
-        queue.section(spec)
+        queue.section(spec, ds)
 
 
 if __name__ == "__main__":  # run by Streamlit at /dataset; streamlit_app.py imports main() to serve it at /

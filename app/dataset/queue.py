@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from app.common.images import THUMB_PX, for_display
+from engine.data import Dataset
 from engine.data.decode import decode
 from engine.data.labels_file import in_force, labels_path, read_changes, set_label, undo_label
 from engine.data.source import Source
@@ -109,9 +110,17 @@ def _controls(spec: str, source: Source, item: QueueItem) -> None:
     st.button("Save", key=f"{key}.save", on_click=_label, args=(spec, item.id, choice), type="primary")
 
 
-def section(spec: str) -> None:
-    """The label queue, under the dataset's figures; nothing for built-ins and datasets without a pool or labels."""
-    if spec.startswith("builtin:"):
+@st.cache_data(max_entries=32, show_spinner=False)
+def _queue(run_path: str, spec: str, key: tuple) -> list[QueueItem]:
+    """`label_queue` once per run and state of the labels file (`key`): reruns that change nothing reuse it."""
+    return label_queue(Run(run_path), resolve_source(spec), n=SHOWN)
+
+
+def section(spec: str, ds: Dataset) -> None:
+    """The label queue, under the dataset's figures; nothing for built-ins and datasets without a pool or labels
+    (decided from the opened dataset first, so those never re-read their index on a rerun)."""
+    path = labels_path(ds.source)
+    if spec.startswith("builtin:") or (not ds.source.pool_files and (path is None or not path.is_file())):
         return
     try:
         view = _view(spec)
@@ -154,7 +163,8 @@ def section(spec: str) -> None:
         st.session_state[K_RUN] = ids[0]
     run_id = st.selectbox("Ranked by run", ids, key=K_RUN, help="The newest completed run on this dataset by default.")
     try:
-        items = label_queue(Run(runs[ids.index(run_id)].path), source, n=SHOWN)
+        stamp = (path.stat().st_mtime_ns, path.stat().st_size) if path is not None and path.is_file() else None
+        items = _queue(str(runs[ids.index(run_id)].path), spec, (stamp, source.fingerprint))
     except LoupeError as e:
         st.error(str(e))
         return

@@ -294,7 +294,7 @@ def label_issues(labels: np.ndarray, probs: np.ndarray, n: int | None = None) ->
         on = labels.astype(bool)
         counts = on.sum(axis=0)
         thresholds = np.divide((probs * on).sum(axis=0), counts, out=np.ones(c), where=counts > 0)
-        idx = find_label_issues(given, probs, multi_label=True, return_indices_ranked_by="self_confidence")
+        idx = find_label_issues(given, probs, multi_label=True, return_indices_ranked_by="self_confidence", n_jobs=1)
     else:
         y = labels.astype(np.int64)
         counts = np.bincount(y, minlength=c)
@@ -303,7 +303,7 @@ def label_issues(labels: np.ndarray, probs: np.ndarray, n: int | None = None) ->
         if (counts == 0).any():  # cleanlab needs every class present once; the missing ones get a tiny share
             probs = np.where(counts > 0, probs, 0.0)
             probs = probs / probs.sum(axis=1, keepdims=True).clip(1e-12)
-        idx = find_label_issues(y, probs, return_indices_ranked_by="normalized_margin")
+        idx = find_label_issues(y, probs, return_indices_ranked_by="normalized_margin", n_jobs=1)
     idx = np.asarray(idx, np.int64)
     return (idx if n is None else idx[:n]), thresholds
 
