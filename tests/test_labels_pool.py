@@ -202,7 +202,20 @@ def test_pseudo_labelling_adds_the_pool_images_that_clear_their_class_threshold(
     assert len(resolve_source(str(root)).pool_files) == 30
 
 
-def test_pseudo_labelling_refuses_a_dataset_without_a_pool_and_kfold():
+def test_pseudo_label_thresholds_are_per_class_and_multilabel_needs_every_label_sure():
+    # val: class 0 predicted at 0.9 on average, class 1 at 0.6 -> t = (0.9, 0.9 * 0.6 / 0.9 = 0.6)
+    val = np.array([[0.9, 0.1], [0.9, 0.1], [0.4, 0.6], [0.4, 0.6]])
+    t = class_thresholds(val, 0.9, multilabel=False)
+    assert t == pytest.approx([0.9, 0.6])
+    rows, labels = pick(np.array([[0.85, 0.15], [0.35, 0.65], [0.95, 0.05], [0.45, 0.55]]), t, multilabel=False)
+    assert rows.tolist() == [1, 2] and labels.tolist() == [1, 0]  # 0.85 misses class 0's bar, 0.55 class 1's
+    assert class_thresholds(np.array([[0.55, 0.45]]), 0.6, multilabel=False).min() >= 0.5  # never below 0.5
+    ml_t = np.array([0.9, 0.9])
+    rows, labels = pick(np.array([[0.95, 0.02], [0.95, 0.5], [0.05, 0.08]]), ml_t, multilabel=True)
+    assert rows.tolist() == [0, 2] and labels.tolist() == [[1, 0], [0, 0]]
+
+
+def test_pseudo_label_is_refused_with_kfold_and_below_one_half():
     with pytest.raises(Exception, match="pseudo_label"):
         RunConfig(pseudo_label=0.9, kfold=3).validate()
     with pytest.raises(Exception, match="0.5 to 0.999"):
