@@ -168,6 +168,15 @@ class RunConfig:
         lo=0.0,
         hi=1e6,
     )
+    # data (issue 17): appended here so fields above keep their order
+    pseudo_label: float = _f(
+        0.0,
+        "data",
+        "pseudo-labelling: train, add unlabelled images predicted above this confidence (per-class scaled), "
+        "retrain (0: off)",
+        lo=0.0,
+        hi=0.999,
+    )
 
     def validate(self) -> RunConfig:
         """Check every field against its metadata; raise `ConfigError` naming the first bad one."""
@@ -193,6 +202,14 @@ class RunConfig:
         if self.image_size and self.image_size < 8:
             raise ConfigError(
                 f"Field 'image_size' must be at least 8 pixels (or 0 for automatic); got {self.image_size}."
+            )
+        if self.pseudo_label and not 0.5 <= self.pseudo_label < 1:
+            raise ConfigError(
+                f"Field 'pseudo_label' must be 0 (off) or a confidence from 0.5 to 0.999; got {self.pseudo_label}."
+            )
+        if self.pseudo_label and (self.kfold or self.strategy == "linear_probe"):
+            raise ConfigError(
+                "Field 'pseudo_label' works with plain runs; turn off kfold and the linear probe to use it."
             )
         if self.kfold == 1:
             raise ConfigError("Field 'kfold' must be 0 (off) or at least 2.")

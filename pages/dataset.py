@@ -16,7 +16,7 @@ from app.common import state
 from app.common.images import THUMB_PX, for_display
 from app.common.loaders import builtin_summaries, dataset_ready, forget_dataset, load_dataset, load_stats
 from app.common.sidebar import draw_frame
-from app.dataset import charts, problems
+from app.dataset import charts, problems, queue
 from app.evaluate.gallery import breakable
 from engine.data import Dataset
 from engine.data.roots import check_spec
@@ -461,6 +461,7 @@ def main() -> None:
         show_charts(stats)
         show_samples(ds)
         problems.show_details(ds, stats)
+        queue.section(spec, ds)
 
 
 if __name__ == "__main__":  # run by Streamlit at /dataset; streamlit_app.py imports main() to serve it at /

@@ -381,8 +381,9 @@ def errors_section(run: Run, pred, res: dict) -> None:
         return
     rows = load.likely_mislabelled(run)
     st.caption(
-        "Out-of-fold images whose given label's probability is below that class's average self-confidence, ranked "
-        "by how much more the model believes another class. Caption: given label → suggested label (probability)."
+        "Out-of-fold images cleanlab (confident learning) finds likely mislabelled, ranked by how much more the model "
+        "believes another class. Caption: given label → suggested label (probability). Confirm or relabel them in "
+        "the Dataset page's label queue."
     )
     items = [
         {

@@ -93,6 +93,7 @@ LABELS = {
     "nproc": "DDP processes",
     "sync_bn": "Sync batch norm",
     "max_memory_gb": "Memory budget (GB, 0: auto)",
+    "pseudo_label": "Pseudo-label confidence (0: off)",
 }
 STEPS = {
     "lr": 1e-4,
@@ -105,6 +106,7 @@ STEPS = {
     "rotation": 1.0,
     "train_limit": 100,
     "batch_size": 16,
+    "pseudo_label": 0.05,
 }
 # Fields that only matter for some other choices: shown disabled otherwise (their values are kept).
 RELEVANT = {

@@ -13,6 +13,7 @@ import argparse
 import json
 
 from engine.cli.flags import JSON, NO_PROGRESS
+from engine.cli.labels import register_labels
 from engine.cli.progress import TqdmProgress
 from engine.cli.values import SEED, image_size
 
@@ -67,3 +68,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     stats.add_argument("--seed", type=SEED, default=0, help="seed for splits and derived datasets")
     stats.set_defaults(func=cmd_data_stats)
+    register_labels(data_sub)

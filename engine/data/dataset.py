@@ -63,6 +63,7 @@ class Dataset:
     scan: ScanResult
     splits: dict[str, np.ndarray]  # usable indices per split ('test' absent when the data has none)
     notes: list[str] = field(default_factory=list)
+    resize_mode: str = "crop"  # how `images` were resized (the pool is decoded the same way)
 
     @property
     def classes(self) -> list[str]:
@@ -127,6 +128,23 @@ def unseen_note(source: Source, splits: dict[str, np.ndarray]) -> list[str]:
     ]
 
 
+def split_items(
+    source: Source, ok: np.ndarray, seed: int, val_fraction: float = 0.15, test_fraction: float = 0.15
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """`make_splits` over the given items, stratified by their given labels (`Source.strata_labels`); images
+    labelled from the pool in Loupe (`Source.from_pool`) all train.
+
+    Why apart: they are appended after the given items and left out of the stratified draw, so labelling one
+    never moves another image between train, val and test (a test set that shifted with each label would make
+    runs before and after incomparable)."""
+    labels = source.labels if source.strata_labels is None else source.strata_labels
+    if source.from_pool is None:
+        return make_splits(labels, ok, source.split_of, seed, val_fraction, test_fraction)
+    splits, notes = make_splits(labels, ok & ~source.from_pool, source.split_of, seed, val_fraction, test_fraction)
+    splits["train"] = np.sort(np.concatenate([splits["train"], np.flatnonzero(ok & source.from_pool)]))
+    return splits, notes
+
+
 def check_size_and_seed(image_size: int | None, seed: int) -> None:
     """Refuse a working size or seed no decode cache or split can use, before a file is read or written."""
 
@@ -175,9 +193,11 @@ def open_dataset(
         raise DatasetError(
             f"None of the images in '{spec}' could be decoded (e.g. '{scan.corrupt[0]['path']}': {scan.corrupt[0]['reason']})."
         )
-    splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed, val_fraction, test_fraction)
+    splits, notes = split_items(source, scan.ok, seed, val_fraction, test_fraction)
     notes += unseen_note(source, splits)
-    return Dataset(source, task, size, channels, images, scan, splits, notes=source.notes + notes)
+    return Dataset(
+        source, task, size, channels, images, scan, splits, notes=source.notes + notes, resize_mode=resize_mode
+    )
 
 
 def dataset_stats(ds: Dataset) -> dict:
@@ -199,7 +219,7 @@ def quick_stats(spec: str, task: str | None = None, seed: int = 0, progress: Pro
     source = resolve_source(spec, seed=seed)
     task = check_task(source, task)
     scan = scan_headers(source, progress)
-    splits, notes = make_splits(source.labels, scan.ok, source.split_of, seed)
+    splits, notes = split_items(source, scan.ok, seed)
     notes += unseen_note(source, splits)
     stats = compute_stats(source, scan, splits, task)
     stats["notes"] = source.notes + notes

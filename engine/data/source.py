@@ -57,6 +57,17 @@ class Source:
     unlabelled: int = 0
     #: two-level labels: each fine class's coarse class (a CSV's coarse column, hierarchy.json, a built-in)
     hierarchy: Hierarchy | None = None
+    #: the unlabelled pool's files (relative to `root`), when the source has files: an empty CSV label cell, an
+    #: `unlabeled/` folder, a `-1` or empty line in a label file. `unlabelled` counts them (and NaN `.npz` rows)
+    pool_files: list[str] = field(default_factory=list)
+    #: the folder `labels.loupe.csv` lives in (`engine.data.labels_file`); None for built-ins and `.npz` files
+    home: Path | None = None
+    #: (N,) bool: items that were in the pool until `labels.loupe.csv` labelled them (they always train; see
+    #: `engine.data.dataset.split_items`); None when there are none
+    from_pool: np.ndarray | None = None
+    #: the labels splits are stratified by when `labels.loupe.csv` changed some (the given ones, so a relabel never
+    #: moves an image between train, val and test); None: `labels`
+    strata_labels: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

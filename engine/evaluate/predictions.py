@@ -89,6 +89,21 @@ def load_predictions(run: Run, split: str) -> Predictions:
     return Predictions(ids, indices, labels, probs, list(classes), task, positive, split, hierarchy)
 
 
+def load_pool(run: Run) -> Predictions | None:
+    """predictions/pool.npz (the run's probabilities on its dataset's unlabelled pool, written at the end of
+    training by `engine.train.records.save_pool_predictions`) as a `Predictions` whose `ids` are the pool's file
+    ids and whose `labels` mean nothing; None when the run has none (no pool, or trained before there was one)."""
+    path = run.predictions / "pool.npz"
+    if not path.exists():
+        return None
+    probs, labels, ids, indices = _read_arrays(path)
+    classes = run.classes() or [str(i) for i in range(probs.shape[1])]
+    if probs.shape[1] != len(classes):
+        raise EvaluateError(f"'{path}' does not match the run's classes.json; retrain the run.")
+    task, positive = _task_and_positive(run, labels, probs.shape[1])
+    return Predictions(ids, indices, labels, probs, list(classes), task, positive, "pool")
+
+
 def _read_arrays(path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(probs, labels, ids, indices) of a predictions file, each checked where it enters.
 

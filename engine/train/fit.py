@@ -36,6 +36,7 @@ from engine.train.records import (
     improved,
     monitor_name,
     monitored_value,
+    save_pool_predictions,
     save_predictions,
     training_summary,
     validation_record,
@@ -413,6 +414,18 @@ class Trainer:
                 self.core, self.data, idx, self.compute, setup.multilabel, batch_size=eval_batch_size(st.batch_size)
             ),
         )
+        pool_images = save_pool_predictions(
+            self.run,
+            setup,
+            lambda images: predict_probs(
+                self.core,
+                DeviceData(images, np.zeros(len(images), np.int64), self.compute.device, False),
+                np.arange(len(images)),
+                self.compute,
+                setup.multilabel,
+                batch_size=eval_batch_size(st.batch_size),
+            ),
+        )
         summary = training_summary(
             setup,
             monitor=self.monitor,
@@ -426,6 +439,7 @@ class Trainer:
             notes=setup.notes + st.notes,
             stopped_early=stop_reason or None,
             compile_seconds=round(st.compile_seconds, 2) if self.cfg.compile else None,
+            pool_images=pool_images or None,
         )
         self.run.write_summary(summary)
         # a run its time budget ended is completed but says so (`stop_reason`), in every listing of it

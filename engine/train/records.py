@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from engine.config import ConfigError, RunConfig, monitors_for
+from engine.data.pool import decode_pool
 from engine.metrics.core import log_loss, summarize
 from engine.runs.folder import Run, now_iso, write_npz
 from engine.train.setup import TrainingSetup
@@ -101,6 +102,26 @@ def save_predictions(run: Run, setup: TrainingSetup, predict: Callable[[np.ndarr
         write_npz(run.predictions / f"{split}.npz", ids=ids, indices=idx, labels=labels, probs=probs)
         out[split] = summarize(labels=labels, probs=probs, task=setup.task, positive=setup.positive)
     return out
+
+
+def save_pool_predictions(run: Run, setup: TrainingSetup, predict: Callable[[np.ndarray], np.ndarray]) -> int:
+    """predictions/pool.npz: the best model's probabilities on the dataset's unlabelled pool (`engine.data.pool`),
+    which the label queue ranks and pseudo-labelling picks from; `predict` maps (P, H, W, C) uint8 images to
+    probabilities. `labels` are zeros (the pool has none) and `indices` index the pool's files. Returns how many
+    images were predicted (0 without a pool: no file is written)."""
+    pool = decode_pool(setup.ds)
+    if pool is None:
+        return 0
+    source, images, scan = pool
+    keep = np.flatnonzero(scan.ok)
+    if not len(keep):
+        return 0
+    probs = predict(np.asarray(images[keep]))
+    labels = np.zeros((len(keep), len(setup.ds.classes)) if setup.multilabel else len(keep), np.int64)
+    ids = np.array([source.item_id(int(i)) for i in keep])
+    run.predictions.mkdir(parents=True, exist_ok=True)
+    write_npz(run.predictions / "pool.npz", ids=ids, indices=keep, labels=labels, probs=probs)
+    return int(len(keep))
 
 
 def training_summary(

@@ -3,6 +3,7 @@
 It picks the mode, and each mode knows nothing of the ones above it:
 - k-fold cross-validation (`cfg.kfold >= 2`): `engine.train.kfold`, which trains one child run per fold
   with the plain trainer or the probe;
+- pseudo-labelling (`cfg.pseudo_label > 0`): `engine.train.pseudo`, two plain runs (round 1 in `RUN/round1/`);
 - linear probe (`cfg.strategy == "linear_probe"`): `engine.train.probe`;
 - everything else: `engine.train.fit`.
 
@@ -22,6 +23,7 @@ from engine.train.fit import EpochHook, fit
 from engine.train.kfold import fit_kfold
 from engine.train.loop import TrainingFailed
 from engine.train.probe import fit_probe
+from engine.train.pseudo import fit_pseudo
 
 
 def run_training(
@@ -41,6 +43,8 @@ def run_training(
     try:
         if cfg.kfold >= 2:
             return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
+        if cfg.pseudo_label > 0:
+            return fit_pseudo(cfg, run, resume=resume, log=log, progress=progress)
         if cfg.strategy == "linear_probe":
             return fit_probe(cfg, run, resume=resume, log=log, progress=progress)
         return fit(cfg, run, resume=resume, log=log, progress=progress, epoch_hook=epoch_hook)

@@ -153,7 +153,11 @@ def prepare(
     if dist.enabled and compute.device.type == "cuda":
         compute.device = torch.device("cuda", dist.local_rank)
     ds = dataset if dataset is not None else dataset_for(cfg, progress)
-    train_idx = limit_train(ds.splits["train"], ds.labels, cfg.train_limit, cfg.seed)
+    given = ds.splits["train"]
+    from_pool = np.zeros(0, np.int64)  # images labelled from the pool (by a person or pseudo-labels) always train
+    if ds.source.from_pool is not None:
+        given, from_pool = given[~ds.source.from_pool[given]], given[ds.source.from_pool[given]]
+    train_idx = np.sort(np.concatenate([limit_train(given, ds.labels, cfg.train_limit, cfg.seed), from_pool]))
     pretrained = cfg.pretrained and cfg.strategy != "scratch"
     model, info = build_model(
         cfg.model,

@@ -60,9 +60,8 @@ def test_label_file_with_bom_and_crlf(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("0\n\n1\n", "Line 2 of 'labels.txt' is empty; every image needs one label, one per line."),
-        ("0\n   \n1\n", "Line 2 of 'labels.txt' is empty; every image needs one label, one per line."),
         ("0\n1\ncat,dog\n", "Line 3 of 'labels.txt' holds 'cat,dog', which is not one label"),
+        ("\n-1\n\n", "Every line of 'labels.txt' is empty or -1; give each image its label."),
     ],
 )
 def test_label_file_empty_or_several_labels(tmp_path, text, message):
@@ -70,6 +69,15 @@ def test_label_file_empty_or_several_labels(tmp_path, text, message):
     with pytest.raises(DatasetError) as err:
         resolve_source(str(root))
     assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("text", ["0\n\n1\n", "0\n   \n1\n", "0\n-1\n1\n"])
+def test_label_file_empty_or_minus_one_line_is_an_unlabelled_pool_image(tmp_path, text):
+    """Issue 17: an empty or -1 line inside the label file is an unlabelled image (it used to be refused)."""
+    root = _labelled(tmp_path / "d", text, 3)
+    src = resolve_source(str(root))
+    assert src.classes == ["0", "1"] and len(src) == 2 and src.unlabelled == 1
+    assert src.pool_files == [sorted(src.files + src.pool_files)[1]]
 
 
 def test_label_file_not_utf8(tmp_path):

@@ -387,3 +387,15 @@ def set_number(page, label: str, value) -> None:
     box.press("Enter")
     settle(page)
     assert box.input_value() == str(value), f"{label}: the page shows {box.input_value()!r}, not {value!r}"
+
+
+def wait_for_metric(page, label: str, value: str, timeout_ms: int = RUN_TIMEOUT_MS) -> None:
+    """Wait until the st.metric card labelled `label` shows `value` (after a click's rerun has drawn it)."""
+    page.wait_for_function(
+        """([label, value]) => [...document.querySelectorAll('[data-testid="stMetric"]')].some(card =>
+            card.querySelector('[data-testid="stMetricLabel"]')?.innerText.trim() === label &&
+            card.querySelector('[data-testid="stMetricValue"]')?.innerText.trim() === value)""",
+        arg=[label, value],
+        timeout=timeout_ms,
+    )
+    settle(page)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from engine.data.hierarchy import HIERARCHY_FILE, read_hierarchy_file
 from engine.data.hierarchy import check_task as check_hierarchy_task
+from engine.data.labels_file import LABELS_FILE, apply_labels
 from engine.data.source import Source
 from engine.data.sources.folders import (
     LabelsDoNotFit,
@@ -43,6 +44,9 @@ def resolve_source(spec: str, seed: int = 0) -> Source:
             f"The dataset path '{spec}' does not exist; check the spelling, or use a built-in such as builtin:fashion-mnist."
         )
     source = _resolve_path(path, spec)
+    if source.home is None and source.kind != "npz":
+        source.home = path.parent if path.is_file() and path.suffix.lower() == ".csv" else source.home or path
+    source = apply_labels(source)
     _check_classes(source)
     _attach_hierarchy(source, path)
     return source
@@ -73,7 +77,10 @@ def _resolve_path(path: Path, spec: str) -> Source:
             from engine.data.sources.archive import extract_zip
 
             root = extract_zip(path)
-            return _resolve_folder(root, spec)
+            source = _resolve_folder(root, spec)
+            if source.kind != "npz":
+                source.home = root  # labels given in Loupe live beside the extracted copy, never in the .zip
+            return source
         if suffix == ".csv":
             return load_csv(path, spec)
         if suffix == ".npz":
@@ -97,7 +104,7 @@ def _resolve_folder(root: Path, spec: str) -> Source:
     if label_file is not None:
         # beside class folders, a label file that cannot be read as one label per image is not about them
         return _table_or_folders(root, spec, label_file, beside_classes, load_label_file, DatasetError)
-    csvs = [f for f in files if f.lower().endswith(".csv")]
+    csvs = [f for f in files if f.lower().endswith(".csv") and f != LABELS_FILE]  # Loupe's own labels are no table
     if len(csvs) == 1:
         return _table_or_folders(
             root, spec, root / csvs[0], beside_classes, lambda _r, path, s: load_csv(path, s), LabelsDoNotFit

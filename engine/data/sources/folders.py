@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.data.decode import is_image_name
+from engine.data.labels_file import LABELS_FILE
 from engine.data.source import TEST, TRAIN, UNASSIGNED, VAL, Source, fingerprint
 from engine.errors import DatasetError, excerpt
 from engine.files import FileRefused, read_regular
@@ -23,6 +24,10 @@ SPLIT_DIRS = {
     "testing": TEST,
 }
 IGNORED_DIRS = {"__MACOSX", "__pycache__"}
+#: a folder of these names (any case) beside the class folders holds the unlabelled pool, never a class
+UNLABELLED_DIRS = {"unlabeled", "unlabelled"}
+#: label-file lines that mean "no label given" (stripped): the image joins the unlabelled pool
+UNLABELLED_LINES = frozenset({"", "-1"})
 #: label files and CSV tables larger than this are refused before reading (100 MiB holds ~4M rows)
 MAX_TABLE_BYTES = 100 * 1024 * 1024
 #: class folders nested deeper than this are refused: no real dataset needs it, and a walk must end
@@ -150,9 +155,13 @@ def load_class_folders(root: Path, spec: str, set_aside: str | None = None) -> S
     dirs, root_files = list_dir(root)
     split_dirs = {d: SPLIT_DIRS[d.lower()] for d in dirs if d.lower() in SPLIT_DIRS}
     notes: list[str] = []
+    pool: list[str] = []
     if split_dirs:
-        if len(split_dirs) < len(dirs):
-            others = [d for d in dirs if d not in split_dirs]
+        for d in dirs:  # root/unlabeled beside train/ val/ test/ is the pool too
+            if d.lower() in UNLABELLED_DIRS:
+                pool += [f"{d}/{i}" for i in walk_images(root / d)[0]]
+        if len(split_dirs) < len(dirs) - sum(d.lower() in UNLABELLED_DIRS for d in dirs):
+            others = [d for d in dirs if d not in split_dirs and d.lower() not in UNLABELLED_DIRS]
             notes.append(f"Used the split folders {sorted(split_dirs)} and ignored the other folders {others[:5]}.")
         parts = [(root / d, f"{d}/", code) for d, code in split_dirs.items()]
     else:
@@ -169,9 +178,13 @@ def load_class_folders(root: Path, spec: str, set_aside: str | None = None) -> S
             raise DatasetError(
                 f"The split folder '{folder}' holds no class folders; put its images in one folder per class."
             )
-        others_all += [f"{prefix}{f}" for f in loose if not is_image_name(f) and f"{prefix}{f}" != set_aside]
+        others_all += [
+            f"{prefix}{f}" for f in loose if not is_image_name(f) and f"{prefix}{f}" not in (set_aside, LABELS_FILE)
+        ]
         loose_images += [f"{prefix}{f}" for f in loose if is_image_name(f)]
-        for cls in class_dirs:
+        for d in [d for d in class_dirs if d.lower() in UNLABELLED_DIRS]:
+            pool += [f"{prefix}{d}/{i}" for i in walk_images(folder / d)[0]]
+        for cls in [d for d in class_dirs if d.lower() not in UNLABELLED_DIRS]:
             images, others = walk_images(folder / cls)
             if not images:
                 empty.append(f"{prefix}{cls}")
@@ -186,7 +199,7 @@ def load_class_folders(root: Path, spec: str, set_aside: str | None = None) -> S
     classes = sorted(set(class_of), key=natural_key)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[c] for c in class_of], dtype=np.int64)
-    notes += _loose_note(loose_images) + _empty_note(empty) + _ignored_note(others_all)
+    notes += _loose_note(loose_images) + _empty_note(empty) + _ignored_note(others_all) + pool_note(len(pool))
     splits = np.array(split_of, dtype=np.int8) if split_dirs else None
     return Source(
         spec=spec,
@@ -200,7 +213,19 @@ def load_class_folders(root: Path, spec: str, set_aside: str | None = None) -> S
         split_of=splits,
         notes=notes,
         fingerprint=fingerprint("folder", file_stats(root, files), classes, labels, splits),
+        unlabelled=len(pool),
+        pool_files=pool,
     )
+
+
+def pool_note(count: int) -> list[str]:
+    """The note for images found without a label (an `unlabeled/` folder, a `-1` or empty label line)."""
+    if not count:
+        return []
+    return [
+        f"Found {_count(count, 'unlabelled image')} (the unlabelled pool): kept out of training and metrics; label "
+        "them in the label queue or train with pseudo-labels."
+    ]
 
 
 def find_label_file(root: Path) -> Path | None:
@@ -213,7 +238,8 @@ def find_label_file(root: Path) -> Path | None:
 
 
 def parse_label_lines(path: Path) -> list[str]:
-    """One label per line; trailing blank lines tolerated, blank or multi-token lines inside are not."""
+    """One label per line, multi-token lines refused. A blank line comes back as "" (an unlabelled image:
+    `UNLABELLED_LINES`); `load_label_file` drops trailing blank lines beyond the image count."""
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
         raise DatasetError(
@@ -228,13 +254,9 @@ def parse_label_lines(path: Path) -> list[str]:
             f"The label file '{path.name}' is not UTF-8 text; save it as plain text, one label per line."
         ) from None
     lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
     labels = []
     for n, line in enumerate(lines, start=1):
         label = line.strip()
-        if not label:
-            raise DatasetError(f"Line {n} of '{path.name}' is empty; every image needs one label, one per line.")
         if len(label.split()) > 1 or "," in label:
             raise DatasetError(
                 f"Line {n} of '{path.name}' holds {excerpt(label, 40)}, which is not one label; "
@@ -257,6 +279,8 @@ def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
     if not images:
         raise DatasetError(f"'{root}' holds the label file '{label_file.name}' but no images.")
     labels_text = parse_label_lines(label_file)
+    while len(labels_text) > len(images) and not labels_text[-1]:
+        labels_text.pop()  # a trailing blank line is the file's end, unless it is an image's (empty) label
     if len(labels_text) != len(images):
         raise LabelsDoNotFit(
             f"The label file '{label_file.name}' has {len(labels_text)} labels but '{root.name}' holds "
@@ -264,10 +288,18 @@ def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
         )
     # natural order of the full relative path: 'img2.png' before 'img10.png'
     images.sort(key=natural_key)
+    missing = set(UNLABELLED_LINES)
+    if set(labels_text) - missing == {"1"}:
+        missing.discard("-1")  # -1/1 is the signed binary convention: there -1 is a class
+    pool = [f for f, v in zip(images, labels_text) if v in missing]
+    images = [f for f, v in zip(images, labels_text) if v not in missing]
+    labels_text = [v for v in labels_text if v not in missing]
+    if not images:
+        raise DatasetError(f"Every line of '{label_file.name}' is empty or -1; give each image its label.")
     classes = sort_labels(labels_text)
     index = {c: i for i, c in enumerate(classes)}
     labels = np.array([index[v] for v in labels_text], dtype=np.int64)
-    others = [o for o in others if (root / o) != label_file]
+    others = [o for o in others if (root / o) != label_file and o != LABELS_FILE]
     return Source(
         spec=spec,
         name=root.name,
@@ -277,6 +309,10 @@ def load_label_file(root: Path, label_file: Path, spec: str) -> Source:
         multilabel=False,
         root=root,
         files=images,
-        notes=[f"Labels read from '{label_file.name}', matched to images in file-name order."] + _ignored_note(others),
+        notes=[f"Labels read from '{label_file.name}', matched to images in file-name order."]
+        + _ignored_note(others)
+        + pool_note(len(pool)),
         fingerprint=fingerprint("labelfile", file_stats(root, images), labels_text),
+        unlabelled=len(pool),
+        pool_files=pool,
     )

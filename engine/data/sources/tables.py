@@ -156,6 +156,7 @@ def load_csv(path: Path, spec: str) -> Source:
             )
         seen[name] = n
     unlabelled_rows: list[int] = []
+    pool_names: list[str] = []
     if label_col is not None:
         cells = [r[label_col].strip() for r in body]
         separators = LABEL_SEPARATORS if coarse_col is None else TWO_LEVEL_SEPARATORS
@@ -168,6 +169,7 @@ def load_csv(path: Path, spec: str) -> Source:
         skipped = set(unlabelled_rows)
         rows = [i + 2 for i in range(len(body)) if i not in skipped]  # the file row number of each row kept
         if unlabelled_rows:
+            pool_names = [nm for i, nm in enumerate(names) if i in skipped]
             body = [r for i, r in enumerate(body) if i not in skipped]
             names = [nm for i, nm in enumerate(names) if i not in skipped]
             label_sets = [ls for i, ls in enumerate(label_sets) if i not in skipped]
@@ -194,7 +196,9 @@ def load_csv(path: Path, spec: str) -> Source:
         if coarse_col is not None
         else None
     )
-    root, files = _resolve_files(path, names)
+    # one resolution for labelled and pool rows: the same root, and one image named twice is refused across both
+    root, all_files = _resolve_files(path, names + pool_names)
+    files, pool = all_files[: len(names)], all_files[len(names) :]
     split_of = _splits(path, body, split_col) if split_col is not None else None
     notes = [f"Labels read from '{path.name}'."] + unlabelled_note(
         len(unlabelled_rows), f"rows {', '.join(str(i + 2) for i in unlabelled_rows[:5])}"
@@ -216,6 +220,7 @@ def load_csv(path: Path, spec: str) -> Source:
         fingerprint=fingerprint("csv", file_stats(root, files), classes, labels, split_of),
         unlabelled=len(unlabelled_rows),
         hierarchy=hierarchy,
+        pool_files=pool,
     )
 
 
@@ -257,7 +262,8 @@ def unlabelled_note(count: int, where: str) -> list[str]:
     if not count:
         return []
     return [
-        f"Left out {count} unlabelled images (label empty or NaN; {where}): they are kept out of training and metrics."
+        f"Left out {count} unlabelled images (label empty or NaN; {where}): they are kept out of training and metrics "
+        "(the unlabelled pool)."
     ]
 
 
