@@ -85,7 +85,8 @@ def test_label_file_line_count_mismatch(tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "content, match", [("0\ncat dog\n", "Line 2 .* not one label")]  # an empty line is an unlabelled image
+    "content, match",
+    [("0\ncat dog\n", "Line 2 .* not one label")],  # an empty line is an unlabelled image
 )
 def test_label_file_unparseable_lines(tmp_path: Path, content: str, match: str):
     for i in range(3):

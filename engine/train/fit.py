@@ -30,7 +30,7 @@ from engine.runs.folder import Run, now_iso
 from engine.train import distributed
 from engine.train.feed import open_data
 from engine.train.imbalance import epoch_indices, make_loss
-from engine.train.loop import EpochResult, eval_batch_size, predict_probs, train_one_epoch
+from engine.train.loop import DeviceData, EpochResult, eval_batch_size, predict_probs, train_one_epoch
 from engine.train.optim import make_optimizer, make_scheduler
 from engine.train.records import (
     improved,
