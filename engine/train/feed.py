@@ -107,6 +107,10 @@ class StreamedData(DeviceData):
             return images
         with open(filename, "rb") as f:
             self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        # batches are rows scattered over the file: without this the kernel reads ahead around every row
+        # (up to megabytes each); measured on a 30 GB cache, a batch of 128 random rows took 1.9-2.3 s cold
+        # with read-ahead and 0.03-0.06 s without (bench/RESULTS.md)
+        self._map.madvise(mmap.MADV_RANDOM)
         return np.ndarray(images.shape, dtype=images.dtype, buffer=self._map, offset=int(images.offset))
 
     def __len__(self) -> int:
