@@ -16,7 +16,7 @@ from app.common import state
 from app.common.images import THUMB_PX, for_display
 from app.common.loaders import builtin_summaries, dataset_ready, forget_dataset, load_dataset, load_stats
 from app.common.sidebar import draw_frame
-from app.dataset import charts, problems
+from app.dataset import charts, problems, quality
 from engine.data import Dataset
 from engine.data.roots import check_spec
 from engine.data.sources.archive import data_dir, list_datasets, save_upload
@@ -437,6 +437,8 @@ def main() -> None:
         show_charts(stats)
         show_samples(ds)
         problems.show_details(ds, stats)
+        quality.show_quality(ds)
+        quality.show_embedding(ds)
 
 
 if __name__ == "__main__":  # run by Streamlit at /dataset; streamlit_app.py imports main() to serve it at /

@@ -32,17 +32,15 @@ def _square(img: np.ndarray, side: int = SIDE, box: tuple[float, float] = (0.0, 
     return Image.fromarray(img[y : y + s, x : x + s]).resize((side, side), Image.Resampling.LANCZOS)
 
 
-@pytest.fixture(scope="module")
-def quality_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def make_quality_folder(root: Path) -> Path:
     """Two classes of sharp photos plus one image per problem (`problem/<measure>.png`)."""
     from skimage import data
 
-    root = tmp_path_factory.mktemp("quality")
     photos = _photos()
     for k, (name, img) in enumerate(photos.items()):
         for j, box in enumerate(((0.0, 0.0), (1.0, 1.0))):
             folder = root / ("people" if k % 2 == 0 else "things")
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             _square(img, box=box).save(folder / f"{name}{j}.png")
     sharp = np.asarray(_square(photos["astronaut"], box=(0.5, 0.5)))
     (root / "problem").mkdir()
@@ -57,6 +55,11 @@ def quality_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     Image.fromarray(photos["chelsea"]).resize((240, 48)).save(root / "problem" / "odd_aspect_ratio.png")
     Image.fromarray(photos["coffee"]).resize((400, 400)).save(root / "problem" / "odd_size.png")
     return root
+
+
+@pytest.fixture(scope="module")
+def quality_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_quality_folder(tmp_path_factory.mktemp("quality"))
 
 
 @pytest.fixture(scope="module")
