@@ -126,6 +126,16 @@ def choose_method(method: str, n: int) -> str:
 
 def project(features: np.ndarray, method: str, seed: int = 0) -> np.ndarray:
     """(n, 2) float32: PCA to `PCA_COMPONENTS` (whitened out of scale differences), then `method` to 2-D."""
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS/OpenMP thread: on a shared CPU, scikit-learn's OpenMP threads spin-wait for each other (t-SNE of
+    # 60 points took 14 s with the default threads and 0.5 s with one, under a load of 29 on 2 cores); these sizes
+    # need no more, and UMAP with a seed runs single-threaded anyway
+    with threadpool_limits(1):
+        return _project(features, method, seed)
+
+
+def _project(features: np.ndarray, method: str, seed: int) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     x = np.asarray(features, dtype=np.float32)
