@@ -2,7 +2,8 @@
 
 Image quality: per measure of `engine.data.quality` (cleanvision's definitions, one ours) the count, the rule
 with its threshold and a gallery of the flagged images worst first, each captioned with its score. The scores
-are computed once per dataset content (a server task with a progress bar, then a file in the cache).
+are computed while the dataset opens (`app.common.loaders.load_quality`: a server task whose progress takes the
+opening's place, then a file in the cache).
 
 Embedding map: `engine.explain.embedding` places every image (a stratified sample above 20,000) in 2-D; the
 points are coloured by class, split, a run's prediction errors or a quality issue; hovering names the image,
@@ -22,8 +23,9 @@ import streamlit as st
 from app.common import scans
 from app.common.charts import PALETTE, layout
 from app.common.images import THUMB_PX, for_display
+from app.common.loaders import load_quality
 from engine.data import Dataset
-from engine.data.quality import QualityReport, measures, quality_report
+from engine.data.quality import QualityReport, measures
 from engine.data.stats import label_text
 from engine.errors import LoupeError
 from engine.metrics.display import number, threshold
@@ -44,27 +46,16 @@ FLAGGED, FINE = "flagged", "not flagged"
 COLOURS = {"wrong": "#E45756", "right": "#4C78A8", "not scored": "#BAB0AC", FLAGGED: "#E45756", FINE: "#BAB0AC"}
 
 
-def load_quality(ds: Dataset) -> QualityReport:
-    """The dataset's quality report, computed once per content and working size in a server task."""
-    key = ("quality", ds.fingerprint, ds.image_size, ds.channels)
-    return scans.result(key, lambda progress: quality_report(ds, progress=progress), "Scoring image quality")
-
-
 def caption(ds: Dataset, i: int, score: float | None = None) -> str:
     """A thumbnail's caption: its score (4 decimals) when given, its label and its folder/file name."""
     parts = [f"score {number(score)}"] if score is not None else []
     return " · ".join([*parts, label_text(ds.classes, ds.labels[i]), ds.source.item_id(i)])
 
 
-def show_quality(ds: Dataset) -> None:
+def show_quality(ds: Dataset, report: QualityReport) -> None:
     """One expander per measure: the rule with its threshold and whose definition it is, then the flagged images
-    worst first with their scores (or that none is flagged)."""
+    worst first with their scores (or that none is flagged). `report` was computed while the dataset opened."""
     st.subheader("Image quality")
-    try:
-        report = load_quality(ds)
-    except LoupeError as e:
-        st.error(str(e))
-        return
     counts = report.counts()
     found = [f"{counts[m.key]:,} {m.title.lower()}" for m in measures() if counts[m.key]]
     st.caption(
@@ -84,7 +75,7 @@ def show_quality(ds: Dataset) -> None:
                 continue
             flagged = report.flagged(m.key)
             if not len(flagged):
-                st.caption("None flagged.")
+                st.caption("No image is flagged by this measure.")
                 continue
             if n > GALLERY:
                 st.caption(f"The {GALLERY} lowest scores of {n:,}.")
@@ -110,11 +101,11 @@ def runs_on(ds: Dataset) -> list[str]:
     return out
 
 
-def load_map(ds: Dataset, method: str) -> Any:
+def load_map(spec: str, ds: Dataset, method: str) -> Any:
     """The map for `method`, computed once per dataset content in a server task (progress bar meanwhile)."""
     from engine.explain.embedding import embedding_map
 
-    key = ("embedding", ds.fingerprint, ds.image_size, ds.channels, method)
+    key = ("embedding", spec, ds.fingerprint, ds.image_size, ds.channels, method)  # Re-scan forgets it (key[1])
     return scans.result(key, lambda progress: embedding_map(ds, method=method, progress=progress), "Embedding map")
 
 
@@ -178,7 +169,7 @@ def selected_items(event: Any) -> list[int]:
 
 
 @st.fragment
-def show_embedding(ds: Dataset) -> None:
+def show_embedding(spec: str, ds: Dataset) -> None:
     """The map's controls, the map on request and the images selected on it (only this part reruns)."""
     st.subheader("Embedding map")
     left, middle, right = st.columns(3)
@@ -196,8 +187,8 @@ def show_embedding(ds: Dataset) -> None:
         st.caption("A 2-D map of the images, look-alikes close together: switch it on to compute it (cached after).")
         return
     try:
-        emap = load_map(ds, method)
-        report = load_quality(ds) if colour.startswith(ISSUE) else None
+        emap = load_map(spec, ds, method)
+        report = load_quality(spec, ds) if colour.startswith(ISSUE) else None
         groups = colour_groups(ds, emap, colour, run, report)
     except LoupeError as e:
         st.error(str(e))
