@@ -14,9 +14,16 @@ import streamlit as st
 
 from app.common import state
 from app.common.images import THUMB_PX, for_display
-from app.common.loaders import builtin_summaries, dataset_ready, forget_dataset, load_dataset, load_stats
+from app.common.loaders import (
+    builtin_summaries,
+    dataset_ready,
+    forget_dataset,
+    load_dataset,
+    load_quality,
+    load_stats,
+)
 from app.common.sidebar import draw_frame
-from app.dataset import charts, problems, queue
+from app.dataset import charts, problems, quality, queue
 from app.evaluate.gallery import breakable
 from engine.data import Dataset
 from engine.data.roots import check_spec
@@ -226,6 +233,7 @@ def open_now(spec: str) -> None:
         check_spec(spec)  # typed, URL and remembered paths alike: only inside the allowed data roots
         ds = load_dataset(spec, bar=bar)
         load_stats(spec, ds.fingerprint, ds.image_size, ds, bar=bar)
+        load_quality(spec, ds, bar=bar)
     except LoupeError as e:
         stop_with(slot, e)
     st.rerun()
@@ -461,6 +469,8 @@ def main() -> None:
         show_charts(stats)
         show_samples(ds)
         problems.show_details(ds, stats)
+        quality.show_quality(ds, load_quality(spec, ds))
+        quality.show_embedding(spec, ds)
         queue.section(spec, ds)
 
 

@@ -63,9 +63,17 @@ def test_digits_metrics_and_sections():
     assert float(m["Imbalance ratio"].split(":")[0]) == pytest.approx(183 / 174, abs=0.05)
     assert at.selectbox(key="dataset.builtin").value == "digits"
     assert [s.value for s in at.subheader][:1] == ["digits"]
-    assert [s.value for s in at.subheader][1:] == ["Classes", "Image sizes", "Samples", "Problems"]
-    assert len(at.get("plotly_chart")) == 4
-    assert [len(row.value) for row in at.image] == [8] * 10  # a row of thumbnails per class
+    assert [s.value for s in at.subheader][1:] == [
+        "Classes",
+        "Image sizes",
+        "Samples",
+        "Problems",
+        "Image quality",
+        "Embedding map",
+    ]
+    assert len(at.get("plotly_chart")) == 4  # the embedding map is drawn on request
+    # a row of thumbnails per class, then the 16 lowest-information digits (8x8 images hold little entropy)
+    assert [len(row.value) for row in at.image] == [8] * 10 + [16]
 
 
 def test_chosen_dataset_goes_to_query_params_and_state_file():
@@ -183,7 +191,7 @@ def test_shuffle_samples_draws_other_images():
     at.button(key="dataset.shuffle").click().run()
     assert not at.exception
     after = [row.value for row in at.image]
-    assert len(after) == 10 and after != before
+    assert len(after) == 11 and after[:10] != before[:10] and after[10] == before[10]  # the quality gallery stays
 
 
 # --- issue 13: first visit, label conflicts, class weights, small splits, no raw values -----------------

@@ -16,6 +16,7 @@ from typing import Any
 
 from app.common import scans
 from engine.data import Dataset, dataset_stats, open_dataset, quick_stats
+from engine.data.quality import QualityReport, quality_report
 from engine.data.source import Progress
 from engine.data.sources.builtin import BUILTINS
 from engine.errors import LoupeError
@@ -48,15 +49,28 @@ def load_stats(spec: str, fingerprint: str, image_size: int, ds: Dataset, bar: A
     )
 
 
+def _quality_key(spec: str, ds: Dataset) -> tuple:
+    return ("quality", spec, ds.fingerprint, ds.image_size, ds.channels)
+
+
+def load_quality(spec: str, ds: Dataset, bar: Any = None) -> QualityReport:
+    """`quality_report` (image-quality scores, cached on disk too) once per dataset content, in a background task:
+    part of opening a dataset on the Dataset page, so its progress shows in the opening's place."""
+    return scans.result(
+        _quality_key(spec, ds), lambda progress: quality_report(ds, progress=progress), "Scoring image quality", bar
+    )
+
+
 def dataset_ready(spec: str) -> bool:
-    """True when `spec` is open and its statistics computed (nothing to wait for), without starting either:
-    the Dataset page asks before drawing, to show the progress of an opening in place of the last figures."""
+    """True when `spec` is open and its statistics and quality scores computed (nothing to wait for), without
+    starting any: the Dataset page asks before drawing, to show the progress of an opening in place of the last
+    figures."""
     opened = scans.peek(_open_key(spec))
     if opened is None or not opened.finished.is_set() or opened.error is not None:
         return False
     ds = opened.result
-    stats = scans.peek(_stats_key(spec, ds.fingerprint, ds.image_size))
-    return stats is not None and stats.finished.is_set() and stats.error is None
+    done = [scans.peek(_stats_key(spec, ds.fingerprint, ds.image_size)), scans.peek(_quality_key(spec, ds))]
+    return all(t is not None and t.finished.is_set() and t.error is None for t in done)
 
 
 def forget_dataset(spec: str) -> None:

@@ -15,7 +15,7 @@ import json
 from engine.cli.flags import JSON, NO_PROGRESS
 from engine.cli.labels import register_labels
 from engine.cli.progress import TqdmProgress
-from engine.cli.values import SEED, image_size
+from engine.cli.values import SEED, image_size, whole
 
 
 def cmd_data_stats(args: argparse.Namespace) -> int:
@@ -51,6 +51,22 @@ def corrupt_lines(stats: dict, limit: int = 20) -> list[str]:
     return lines
 
 
+def cmd_data_quality(args: argparse.Namespace) -> int:
+    """Blurry, dark, bright, near-constant, odd-sized and grayscale images, each ranked worst first with its score
+    (cleanvision's definitions on the decoded images: `engine.data.quality`)."""
+    from engine.data.dataset import open_dataset
+    from engine.data.quality import format_quality_text, json_dumps, quality_json, quality_report
+
+    progress = TqdmProgress(enabled=not args.no_progress)
+    try:
+        ds = open_dataset(args.spec, image_size=args.image_size, seed=args.seed, progress=progress)
+        summary = quality_json(ds, quality_report(ds, progress=progress), limit=args.limit)
+    finally:
+        progress.close()
+    print(json_dumps(summary) if args.json else format_quality_text(summary))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     data = sub.add_parser("data", help="inspect datasets")
     data_sub = data.add_subparsers(dest="data_command", metavar="SUBCOMMAND", required=True)
@@ -69,3 +85,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     stats.add_argument("--seed", type=SEED, default=0, help="seed for splits and derived datasets")
     stats.set_defaults(func=cmd_data_stats)
     register_labels(data_sub)
+    quality = data_sub.add_parser(
+        "quality",
+        parents=[JSON, NO_PROGRESS],
+        help="blurry, too dark, too bright, near-constant, odd-sized and grayscale images, worst first",
+        description="Score every image of a dataset spec with cleanvision's quality measures (computed on the "
+        "decoded images, cached per dataset) and list the flagged ones, worst first, with their scores.",
+    )
+    quality.add_argument("spec", help="dataset spec, e.g. builtin:digits or path/to/folder")
+    quality.add_argument("--image-size", type=image_size(), default=None, help="working resolution of the decode cache")
+    quality.add_argument("--seed", type=SEED, default=0, help="seed for splits and derived datasets")
+    quality.add_argument(
+        "--limit", type=whole(1, 100_000), default=100, help="flagged images listed per measure with --json"
+    )
+    quality.set_defaults(func=cmd_data_quality)

@@ -262,6 +262,19 @@ def coarse_report(fine: Predictions, chosen: dict, bootstrap: int = 1000, seed: 
 # --- inspecting items ----------------------------------------------------------------------------------
 
 
+def decisions(pred: Predictions, threshold=None) -> tuple[np.ndarray, np.ndarray]:
+    """Each item's decision by `decide` at `threshold` (binary: one threshold, 0.5 when None, never argmax;
+    multi-label: one per label) and whether it is wrong (multi-label: any label wrong): what top losses and the
+    Dataset page's embedding map ("prediction error") both call wrong."""
+    p = pred.probs
+    if pred.task == "multilabel":
+        decided = decide(p, "multilabel", threshold=threshold)
+        return decided, (decided != pred.labels.astype(bool)).any(axis=1)
+    binary_t = 0.5 if threshold is None else threshold  # binary items are decided at t, never by argmax
+    decided = decide(p, pred.task, pred.positive, binary_t if pred.task == "binary" else None)
+    return decided, decided != pred.labels.astype(np.int64)
+
+
 def top_losses(pred: Predictions, n: int = 24, threshold=None) -> list[dict]:
     """The n wrongly decided items with the highest loss (the most confidently wrong first): id, true, predicted,
     confidence, loss. A correct decision is never listed, however high its loss ("most confidently wrong").
@@ -271,18 +284,14 @@ def top_losses(pred: Predictions, n: int = 24, threshold=None) -> list[dict]:
     as [{"label", "prob"}]: what a single "p%" cannot say; their `confidence` is that of the most confident
     wrong label decision (p for an extra label, 1 - p for a missed one)."""
     p, eps = pred.probs, 1e-12
+    decided, wrong = decisions(pred, threshold)
     if pred.task == "multilabel":
         y = pred.labels.astype(bool)
         q = np.clip(p, eps, 1 - eps)
         loss = -np.where(y, np.log(q), np.log1p(-q)).sum(axis=1)
-        decided = decide(p, "multilabel", threshold=threshold)
-        wrong = (decided != y).any(axis=1)
     else:
         y = pred.labels.astype(np.int64)
         loss = -np.log(np.clip(p[np.arange(len(y)), y], eps, 1.0))
-        binary_t = 0.5 if threshold is None else threshold  # binary items are decided at t, never by argmax
-        decided = decide(p, pred.task, pred.positive, binary_t if pred.task == "binary" else None)
-        wrong = decided != y
     candidates = np.flatnonzero(wrong)
     order = candidates[np.argsort(-loss[candidates], kind="stable")][:n]
     out = []
