@@ -132,7 +132,10 @@ def build_config() -> RunConfig:
 
 
 def mark_edited(name: str) -> None:
-    st.session_state.setdefault(K_EDITED, set()).add(name)
+    edited = st.session_state.setdefault(K_EDITED, set())
+    edited.add(name)
+    if name == "time_budget_s" and "epochs" not in edited:
+        st.session_state[K_SYNCED] = None  # the suggested epochs were planned to the budget: plan them again
 
 
 # --- prefilling: defaults, dataset-aware suggestions, the preset ------------------------------------
@@ -197,7 +200,12 @@ def suggest_for(stats: dict, given: set[str]) -> tuple[dict, list[str]]:
     from engine.train.recipes import suggest
 
     values = read_values()
-    return suggest(stats, given=set(given), gpu=gpu_count() > 0, values={k: values[k] for k in given if k in values})
+    # the epochs are planned to the time budget from a timed probe of the chosen model (cached per model, size,
+    # batch and device: only a configuration not timed before waits here, and the estimate then reuses it)
+    with st.spinner("Timing the model on this device to plan the epochs to the time budget…"):
+        return suggest(
+            stats, given=set(given), gpu=gpu_count() > 0, values={k: values[k] for k in given if k in values}
+        )
 
 
 def use_quick(stats: dict | None) -> None:
