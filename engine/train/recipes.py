@@ -42,7 +42,9 @@ PRESET_NAMES = (QUICK, *PRESETS)
 # from a timed probe of the chosen model (engine.train.timing). The budget is also the run's stop guard.
 DEFAULT_BUDGET_S = {"cpu": 600.0, "gpu": 300.0}  # about 10 minutes on a CPU; a GPU does the same work far faster
 MIN_EPOCHS, MAX_EPOCHS = 1, 100  # a budget far beyond the data's needs still stops at MAX (patience ends it earlier)
-Measure = Callable[["RunConfig", dict], "Throughput"]  # (config, quick_stats) -> the model's measured speed
+# (config, quick_stats) -> the model's measured speed, or None: not measured yet (the Train page times it in the
+# background and plans again once it has)
+Measure = Callable[["RunConfig", dict], "Throughput | None"]
 
 
 def quick_recipe(stats: dict, gpu: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -183,9 +185,9 @@ def suggest(
         budget = (
             float(values["time_budget_s"]) if "time_budget_s" in given else DEFAULT_BUDGET_S["gpu" if gpu else "cpu"]
         )
-        epochs, reason, planned = _budget_epochs(stats, {**values, **out}, budget, measure)
+        epochs, reason, budgeted = _budget_epochs(stats, {**values, **out}, budget, measure)
         put("epochs", epochs, reason)
-        if planned:
+        if budgeted:
             put(
                 "time_budget_s",
                 budget,
@@ -204,8 +206,9 @@ def fixed_epochs(num_images: int) -> int:
 def _budget_epochs(
     stats: dict, values: dict[str, Any], budget_s: float, measure: Measure | None
 ) -> tuple[int, str, bool]:
-    """(epochs, reason, planned to the budget): `plan_epochs` for the config `values` describe, or the size
-    rule where no plan can be made."""
+    """(epochs, reason, whether the budget applies): `plan_epochs` for the config `values` describe, or the
+    size rule where no plan can be made (no budget, a linear probe, a model that cannot be timed), or for now
+    (`measure` returned None: the model is being timed; the budget already guards the run)."""
     from engine.config import RunConfig
     from engine.errors import LoupeError
 
@@ -217,7 +220,16 @@ def _budget_epochs(
         cfg = RunConfig(**values)
         if cfg.strategy == "linear_probe":
             return fixed, f"epochs {fixed} of the head on features computed once (seconds each)", False
-        throughput = measure(cfg, stats) if measure is not None else None
+        if measure is None:
+            return (*plan_epochs(cfg, stats, budget_s), True)
+        throughput = measure(cfg, stats)
+        if throughput is None:
+            return (
+                fixed,
+                f"epochs {fixed} for {n:,} images for now: {cfg.model} is being timed on this device, then the "
+                "epochs are planned to the time budget",
+                True,
+            )
         return (*plan_epochs(cfg, stats, budget_s, throughput), True)
     except (LoupeError, RuntimeError, TypeError, ValueError) as e:  # a model that cannot be timed here
         return fixed, f"epochs {fixed} for {n:,} images (the timing probe failed: {str(e).rstrip('.')})", False

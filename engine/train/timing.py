@@ -4,7 +4,7 @@
 shape, through the engine's own augmentation, forward, loss, backward and optimiser step) and a few
 forward passes of the configured model at the configured batch size, precision and memory format, on
 the device the run will use. The result is cached per (model, size, channels, batch, strategy, device,
-precision, memory format) in the cache folder, so the Train page and the CLI pay for it once.
+precision, memory format, compute threads) in the cache folder, so the Train page and the CLI pay for it once.
 
 `estimate_run(cfg, stats)` turns that speed into the plan: images per epoch (the training split, the
 train limit and the imbalance mode's epoch length) over the training speed, plus one validation pass
