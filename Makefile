@@ -58,6 +58,7 @@ bench: setup
 	$(PY) bench/bench_metrics.py
 	$(PY) bench/bench_predict.py
 	$(PY) bench/bench_explain.py
+	$(PY) bench/bench_recipes.py
 
 clean-cache:
 	rm -rf $${LOUPE_CACHE_DIR:-$$HOME/.cache/loupe}
