@@ -63,6 +63,7 @@ bench: setup
 # The GPU check (bench/bench_gpu.py, under 8 minutes on one GPU); DRY_RUN=1 walks every code path on the CPU.
 bench-gpu: setup
 	$(PY) bench/bench_gpu.py $(if $(filter-out 0,$(DRY_RUN)),--dry-run)
+	$(PY) bench/bench_recipes.py
 
 clean-cache:
 	rm -rf $${LOUPE_CACHE_DIR:-$$HOME/.cache/loupe}

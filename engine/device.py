@@ -67,14 +67,20 @@ def configure_threads() -> int:
     torch's default counts the host's cores, which oversubscribes a container pinned to fewer; and
     the engine has no DataLoader workers competing for cores, so every allowed core computes.
     torchrun sets OMP_NUM_THREADS=1 per process, which this leaves alone."""
+    n = compute_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+def compute_threads() -> int:
+    """The thread count `configure_threads` sets (and so a training job computes on): OMP_NUM_THREADS's
+    (torch's count under it), else the cores this process may use. The timing probe's cache is keyed by it."""
     import os
 
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads()
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def describe_device() -> str:

@@ -35,6 +35,7 @@ def isolated_dirs(tmp_path: Path, session_cache: Path, monkeypatch: pytest.Monke
     monkeypatch.setenv("LOUPE_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("LOUPE_STATE_FILE", str(tmp_path / "data" / ".loupe_state.json"))
     monkeypatch.setenv("LOUPE_DATA_ROOTS", str(tmp_path))  # the app may open test data typed as server paths
+    monkeypatch.setenv("LOUPE_PROBE_SECONDS", "0.05")  # the timing probe times its minimum steps only
 
 
 def write_image(

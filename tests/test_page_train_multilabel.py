@@ -123,6 +123,29 @@ def test_best_card_named_from_the_start_losses_labelled_and_subset_accuracy(tmp_
     assert "subset accuracy" in [t["name"] for t in metrics["data"]]
 
 
+def test_multilabel_metric_chart_draws_macro_f1_at_half_and_tuned_not_subset_or_balanced_accuracy():
+    """Issue 16 item 5 on the live panel: the validation chart of a multi-label run (monitor 'auto': macro F1)
+    draws macro F1 at 0.5 and at tuned thresholds, and micro F1; not exact-set or balanced accuracy."""
+    from app.train import charts
+
+    recs = [
+        {
+            "epoch": e,
+            "split": "val",
+            "loss": 0.3,
+            "accuracy": 0.1 * e,
+            "balanced_accuracy": 0.6,
+            "macro_f1": 0.5 + e / 10,
+        }
+        | {"macro_f1_tuned": 0.6 + e / 10, "micro_f1": 0.55, "map": 0.7}
+        for e in (1, 2)
+    ]
+    fig = charts.metric_curves(recs, "val_macro_f1", epochs=2, task="multilabel")
+    names = [t.name for t in fig.data]
+    assert names[:3] == ["macro F1", "macro F1 (per-label thresholds)", "micro F1"], names
+    assert "subset accuracy" not in names and "balanced accuracy" not in names, names
+
+
 # --- comparing runs ---------------------------------------------------------------------------------------
 
 

@@ -149,3 +149,94 @@ def test_the_estimate_command_prints_the_plan_as_json():
     assert plan["epochs"] == 4 and plan["image_size"] == 8 and plan["channels"] == 1
     assert plan["train_seconds_per_epoch"] == pytest.approx(plan["train_images"] / tp["train_img_per_s"])
     assert "per epoch" in plan["describe"]
+
+
+# --- issue 16 item 1: time-aware defaults plan the epochs to a budget from the probe --------------------------
+
+CPU_TP = Throughput(
+    train_img_per_s=200.0, eval_img_per_s=2000.0, device="CPU (2 cores, bf16 no) fp32", probe_seconds=1.0
+)
+
+
+@pytest.mark.parametrize("budget", [20.0, 60.0, 300.0])
+def test_planned_epochs_fill_the_budget_within_20_percent(digits: dict, budget: float):
+    """The plan, not the wall clock: the planned run (every epoch's training and validation passes, then the
+    final predictions) takes the budget to within +-20%, and the reason says so in people's words."""
+    from engine.train.recipes import plan_epochs
+    from engine.train.timing import duration
+
+    cfg = cfg_of(imbalance="none")
+    epochs, reason = plan_epochs(cfg, digits, budget, CPU_TP)
+    planned = estimate_run(cfg_of(imbalance="none", epochs=epochs), digits, CPU_TP)
+    assert 0.8 * budget <= planned.total_seconds <= 1.2 * budget, (epochs, planned.total_seconds)
+    assert planned.total_seconds <= budget  # within the guard: the budget does not cut the last epoch
+    assert f"{epochs} epochs fit in about {duration(planned.total_seconds)} on this CPU" in reason, reason
+
+
+def test_planned_epochs_stay_within_their_bounds(digits: dict):
+    from engine.train.recipes import MAX_EPOCHS, MIN_EPOCHS, plan_epochs
+
+    cfg = cfg_of(imbalance="none")
+    many, why_many = plan_epochs(cfg, digits, 1e6, CPU_TP)  # far more time than the data needs
+    assert many == MAX_EPOCHS and "patience ends it earlier" in why_many
+    one, why_one = plan_epochs(cfg, digits, 2.0, CPU_TP)  # less than one epoch
+    assert one == MIN_EPOCHS and "ends the run part-way" in why_one
+    slow = Throughput(train_img_per_s=2.0, eval_img_per_s=20.0, device="GPU x fp32", probe_seconds=1.0)
+    assert "on this GPU" in plan_epochs(cfg, digits, 1e4, slow)[1]
+
+
+def test_suggest_plans_the_epochs_from_a_probe_and_sets_the_budget_as_the_guard(digits: dict):
+    """`train --dataset D` alone: epochs from a timed probe of the chosen model for the default CPU budget
+    (10 minutes), which is also set as the run's guard; --epochs given wins (no budget is added); a budget
+    given is planned to; a budget of 0 (none) falls back to the size rule."""
+    from engine.train.recipes import DEFAULT_BUDGET_S, fixed_epochs, plan_epochs, suggest
+
+    out, why = suggest(digits, set(), gpu=False)
+    cfg = RunConfig(**out)
+    tp = cached_throughput(cfg, 8, 1)  # the probe the suggestion ran, cached
+    assert tp is not None
+    assert DEFAULT_BUDGET_S["cpu"] == 600.0 and out["time_budget_s"] == 600.0
+    epochs, reason = plan_epochs(cfg, digits, 600.0, tp)
+    assert out["epochs"] == epochs and reason in why
+    assert "on this CPU" in reason and any(r.startswith("time_budget_s 600") for r in why)
+
+    given_epochs, _ = suggest(digits, {"epochs"}, gpu=False, values={"epochs": 3})
+    assert "epochs" not in given_epochs and "time_budget_s" not in given_epochs
+    short, why_short = suggest(digits, {"time_budget_s"}, gpu=False, values={"time_budget_s": 20.0})
+    assert short["epochs"] == plan_epochs(cfg, digits, 20.0, tp)[0] < out["epochs"]
+    assert "time_budget_s" not in short and any("time budget 20 s" in r for r in why_short)
+    none, why_none = suggest(digits, {"time_budget_s"}, gpu=False, values={"time_budget_s": 0.0})
+    assert none["epochs"] == fixed_epochs(digits["num_images"]) and any("no time budget" in r for r in why_none)
+
+
+def test_the_cli_defaults_plan_to_the_budget_and_explicit_epochs_win(capsys: pytest.CaptureFixture):
+    import json
+
+    from engine.cli.main import main
+
+    common = ["estimate", "--dataset", "builtin:digits", "--json"]
+    assert main([*common, "--time-budget-s", "30"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["budget_s"] == 30.0 and plan["epochs"] > 1
+    assert (
+        0.8 * 30
+        <= plan["epochs"] * plan["seconds_per_epoch"] + plan["final_images"] / plan["throughput"]["eval_img_per_s"]
+        <= 30
+    )
+    assert main([*common, "--epochs", "3"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["epochs"] == 3 and plan["budget_s"] == 0.0  # no budget was given: none is added
+
+
+def test_the_probe_cache_is_keyed_by_the_thread_count(monkeypatch: pytest.MonkeyPatch):
+    import torch
+
+    cfg = cfg_of(batch_size=47)
+    measure_throughput(cfg, 8, 1, 10)
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", str(threads + 1))
+    try:
+        torch.set_num_threads(threads + 1)
+        assert cached_throughput(cfg, 8, 1) is None  # timed with other threads: not these figures
+    finally:
+        torch.set_num_threads(threads)

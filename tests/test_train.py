@@ -182,6 +182,30 @@ def test_multilabel_trains_with_bce(tmp_path: Path):
     assert summary["thresholds"]["multilabel"] == [0.5] * 10
 
 
+def test_multilabel_progress_lines_show_macro_f1_at_half_and_at_tuned_thresholds(tmp_path: Path):
+    """Issue 16 item 5: exact-set accuracy and balanced accuracy say little for a multi-label run; its epoch
+    line shows what it is judged by, macro F1 at 0.5 and at per-label thresholds tuned on val."""
+    from engine.metrics import multilabel_summary
+    from engine.metrics.display import format_metric
+    from engine.metrics.multilabel import f1_thresholds
+
+    cfg = tiny(dataset="builtin:fashion-multilabel", image_size=28, train_limit=300, epochs=1)
+    run = prepare_run(cfg, tmp_path / "runs")
+    lines: list[str] = []
+    run_training(cfg, run, log=lambda m: lines.append(str(m)))
+    record = next(r for r in map(json.loads, (run.path / "metrics.jsonl").read_text().splitlines()) if r["epoch"] == 1)
+    val = np.load(run.path / "predictions" / "val.npz")  # the best (only) epoch's val predictions
+    tuned = multilabel_summary(val["labels"], val["probs"], f1_thresholds(val["labels"], val["probs"]))["macro_f1"]
+    assert record["macro_f1_tuned"] == pytest.approx(tuned, abs=1e-6)
+    assert record["macro_f1_tuned"] >= record["macro_f1"]  # tuned on these items: never below 0.5's
+    line = next(m for m in lines if m.startswith("epoch 1:"))
+    assert (
+        f"val macro F1 {format_metric('macro_f1', record['macro_f1'])} at 0.5, "
+        f"{format_metric('macro_f1_tuned', record['macro_f1_tuned'])} at per-label tuned thresholds"
+    ) in line, line
+    assert "val acc" not in line and "bal acc" not in line, line
+
+
 def test_binary_run_reports_auc_and_hter(tmp_path: Path):
     run, summary = run_fit(
         tmp_path,

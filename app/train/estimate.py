@@ -18,6 +18,7 @@ from pathlib import Path
 import streamlit as st
 
 from app.common import scans
+from app.train.values import replan_if_pending
 from engine.config import RunConfig
 from engine.errors import LoupeError
 from engine.train.jobs import REPO_ROOT, engine_command, engine_env
@@ -97,6 +98,7 @@ def section(values: dict, stats: dict | None, busy: bool) -> None:
                 return
             st.session_state.pop(K_REFRESH, None)
             tp = task.result
+        replan_if_pending(ident)  # suggested epochs that waited for this timing are planned now
         show(estimate_run(cfg, stats, tp), tp, ident)
 
 

@@ -10,7 +10,7 @@ of them, and how the form is prefilled (defaults, dataset-aware suggestions, the
 from __future__ import annotations
 
 from dataclasses import MISSING, Field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -20,9 +20,13 @@ from engine.data.roots import check_allowed, check_spec
 from engine.errors import LoupeError
 from engine.models.factory import CURATED
 
+if TYPE_CHECKING:
+    from engine.train.timing import Throughput
+
 FIELDS: dict[str, Field] = {f.name: f for f in fields(RunConfig)}
 K_SAVED, K_EDITED, K_SYNCED, K_REASONS = "train.saved", "train.edited", "train.synced", "train.reasons"
 K_MODEL_PICK, K_MODEL_OTHER = "train.model_pick", "train.model_other"
+K_PLAN_PENDING, K_REPLANNED = "train.plan.pending", "train.plan.replanned"  # epochs waiting for the model's timing
 OTHER_MODEL = "other timm model…"
 DEMO = "demo"  # the Fashion-MNIST demo preset (the quick recipe follows the active dataset)
 AUG_ON = {"rotation": 15.0, "crop_scale": 0.6, "color_jitter": 0.3, "grayscale_p": 0.2}  # strength when switched on
@@ -132,7 +136,10 @@ def build_config() -> RunConfig:
 
 
 def mark_edited(name: str) -> None:
-    st.session_state.setdefault(K_EDITED, set()).add(name)
+    edited = st.session_state.setdefault(K_EDITED, set())
+    edited.add(name)
+    if name == "time_budget_s" and "epochs" not in edited:
+        st.session_state[K_SYNCED] = None  # the suggested epochs were planned to the budget: plan them again
 
 
 # --- prefilling: defaults, dataset-aware suggestions, the preset ------------------------------------
@@ -197,7 +204,39 @@ def suggest_for(stats: dict, given: set[str]) -> tuple[dict, list[str]]:
     from engine.train.recipes import suggest
 
     values = read_values()
-    return suggest(stats, given=set(given), gpu=gpu_count() > 0, values={k: values[k] for k in given if k in values})
+    st.session_state.pop(K_PLAN_PENDING, None)
+    return suggest(
+        stats,
+        given=set(given),
+        gpu=gpu_count() > 0,
+        values={k: values[k] for k in given if k in values},
+        measure=_cached_speed,
+    )
+
+
+def _cached_speed(cfg: RunConfig, stats: dict) -> Throughput | None:
+    """The epochs are planned to the time budget from the chosen model's timed probe: its cached figures,
+    or None while it has not been timed (the form is not held up for it): the estimate above Start then
+    times it in the background and asks for the plan again (`replan_if_pending`)."""
+    from engine.train.timing import cached_throughput, planned_shape
+
+    size, channels = planned_shape(cfg, stats)
+    multilabel = (cfg.task if cfg.task != "auto" else stats.get("task")) == "multilabel"
+    tp = cached_throughput(cfg, size, channels, multilabel)
+    if tp is None:
+        st.session_state[K_PLAN_PENDING] = True
+    return tp
+
+
+def replan_if_pending(ident: str) -> None:
+    """Once the model is timed: plan the suggested epochs again if they were waiting for it (once per
+    configuration `ident`, so a plan that still finds no figures cannot loop)."""
+    ss = st.session_state
+    if not ss.get(K_PLAN_PENDING) or "epochs" in ss.get(K_EDITED, set()) or ss.get(K_REPLANNED) == ident:
+        return
+    ss[K_REPLANNED] = ident
+    ss[K_SYNCED] = None
+    st.rerun()
 
 
 def use_quick(stats: dict | None) -> None:

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from engine.config import RunConfig
-from engine.metrics.display import number
 from engine.models.classifier import apply_strategy, set_train_mode
 from engine.runs.checkpoint import load_state, load_weights, save_state, save_weights
 from engine.runs.folder import Run, now_iso
@@ -36,6 +35,7 @@ from engine.train.records import (
     improved,
     monitor_name,
     monitored_value,
+    progress_line,
     save_pool_predictions,
     save_predictions,
     training_summary,
@@ -382,11 +382,7 @@ class Trainer:
             img_per_s=res.img_per_s,
         )
         self.run.append_metrics(record)
-        self.log(
-            f"epoch {epoch + 1}: train loss {number(train_loss)}  val loss {number(record['loss'])}  "
-            f"val acc {number(record['accuracy'])}  bal acc {number(record['balanced_accuracy'])}  "
-            f"{number(res.img_per_s, 0)} img/s"
-        )
+        self.log(progress_line(epoch + 1, train_loss, record, self.setup.task, res.img_per_s))
         return monitored_value(record, self.monitor)
 
     def stop(self, epoch: int, position: int) -> dict:

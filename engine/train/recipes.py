@@ -6,7 +6,12 @@ see (and override) every choice the defaults made.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from engine.config import RunConfig
+    from engine.train.timing import Throughput
 
 # The fast small-image recipe: measured on the project's 2-core CPU (bench/RESULTS.md), about 92% test
 # accuracy on builtin:fashion-mnist after 3 epochs; the time budget is a guard that it ends within 2 minutes.
@@ -32,6 +37,14 @@ QUICK = "quick"  # not a fixed set of fields: a small, fast recipe for the datas
 QUICK_MAX_TRAIN = 60_000  # quick trains on at most this many images (Fashion-MNIST's whole training split)
 QUICK_PROBE_TRAIN = 5_000  # ... and a linear probe on larger photos on at most this many (features take longest)
 PRESET_NAMES = (QUICK, *PRESETS)
+
+# Time-aware defaults (issue 16): with no --epochs, the epochs are planned to fill a time budget on this device,
+# from a timed probe of the chosen model (engine.train.timing). The budget is also the run's stop guard.
+DEFAULT_BUDGET_S = {"cpu": 600.0, "gpu": 300.0}  # about 10 minutes on a CPU; a GPU does the same work far faster
+MIN_EPOCHS, MAX_EPOCHS = 1, 100  # a budget far beyond the data's needs still stops at MAX (patience ends it earlier)
+# (config, quick_stats) -> the model's measured speed, or None: not measured yet (the Train page times it in the
+# background and plans again once it has)
+Measure = Callable[["RunConfig", dict], "Throughput | None"]
 
 
 def quick_recipe(stats: dict, gpu: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -94,9 +107,13 @@ def apply_preset(name: str, stats: dict | None = None, gpu: bool = False) -> dic
 
 
 def suggest(
-    stats: dict, given: set[str], gpu: bool, values: dict[str, Any] | None = None
+    stats: dict, given: set[str], gpu: bool, values: dict[str, Any] | None = None, measure: Measure | None = None
 ) -> tuple[dict[str, Any], list[str]]:
     """Fields that suit the dataset described by `stats` (from `quick_stats`), except those in `given`.
+
+    Epochs not given are planned to a time budget (`plan_epochs`): the given `time_budget_s`, else
+    DEFAULT_BUDGET_S for the device, which is then set as the run's guard. `measure` times the chosen model
+    (default: `measure_throughput` in this process, cached); the Train page passes its own.
 
     What the user gave always wins, and the other choices follow it: `values` holds the given fields' values
     (the model and whether it is pretrained decide the image size, strategy and learning rate suggested
@@ -161,9 +178,93 @@ def suggest(
             put("lr", 1e-3, f"lr 0.001: gentle enough not to wreck {model}'s pretrained features")
         else:
             put("strategy", "scratch", f"strategy scratch: {model} starts from random weights (not pretrained)")
-    epochs = 30 if n < 5000 else 15 if n < 50000 else 8
-    put("epochs", epochs, f"epochs {epochs} for {n:,} images")
     put("patience", 5, "patience 5: stop when val stops improving for 5 epochs")
     mode, reason = recommend(stats)
     put("imbalance", mode, f"imbalance {mode}: {reason}")
+    if "epochs" not in given:  # after every other choice: the plan times the model, size and epoch length chosen
+        budget = (
+            float(values["time_budget_s"]) if "time_budget_s" in given else DEFAULT_BUDGET_S["gpu" if gpu else "cpu"]
+        )
+        epochs, reason, budgeted = _budget_epochs(stats, {**values, **out}, budget, measure)
+        put("epochs", epochs, reason)
+        if budgeted:
+            put(
+                "time_budget_s",
+                budget,
+                f"time_budget_s {budget:g}: the budget the epochs were planned to, also a guard that ends the run "
+                "there (--time-budget-s, or the Train form's time budget, changes it)",
+            )
     return out, why
+
+
+def fixed_epochs(num_images: int) -> int:
+    """The epochs from the dataset's size alone: the defaults before issue 16, and still the plan when there
+    is no time budget or the speed cannot be measured. bench/bench_recipes.py compares against it."""
+    return 30 if num_images < 5000 else 15 if num_images < 50000 else 8
+
+
+def _budget_epochs(
+    stats: dict, values: dict[str, Any], budget_s: float, measure: Measure | None
+) -> tuple[int, str, bool]:
+    """(epochs, reason, whether the budget applies): `plan_epochs` for the config `values` describe, or the
+    size rule where no plan can be made (no budget, a linear probe, a model that cannot be timed), or for now
+    (`measure` returned None: the model is being timed; the budget already guards the run)."""
+    from engine.config import RunConfig
+    from engine.errors import LoupeError
+
+    n = stats.get("num_images", 0)
+    fixed = fixed_epochs(n)
+    if not budget_s:
+        return fixed, f"epochs {fixed} for {n:,} images (no time budget to plan to)", False
+    try:
+        cfg = RunConfig(**values)
+        if cfg.strategy == "linear_probe":
+            return fixed, f"epochs {fixed} of the head on features computed once (seconds each)", False
+        if measure is None:
+            return (*plan_epochs(cfg, stats, budget_s), True)
+        throughput = measure(cfg, stats)
+        if throughput is None:
+            return (
+                fixed,
+                f"epochs {fixed} for {n:,} images for now: {cfg.model} is being timed on this device, then the "
+                "epochs are planned to the time budget",
+                True,
+            )
+        return (*plan_epochs(cfg, stats, budget_s, throughput), True)
+    except (LoupeError, RuntimeError, TypeError, ValueError) as e:  # a model that cannot be timed here
+        return fixed, f"epochs {fixed} for {n:,} images (the timing probe failed: {str(e).rstrip('.')})", False
+
+
+def plan_epochs(cfg: RunConfig, stats: dict, budget_s: float, throughput: Throughput | None = None) -> tuple[int, str]:
+    """(epochs, reason): as many epochs of `cfg` on the data `stats` describe as fit in `budget_s` seconds on
+    this device, between MIN_EPOCHS and MAX_EPOCHS.
+
+    The time per epoch is the training pass plus the validation pass after it, from `throughput` (a timed
+    probe of this model, size, batch and device, cached: `engine.train.timing.measure_throughput` when not
+    given); the final predictions on val and test come off the budget first (`Estimate.epochs_within`). The
+    one-cycle or cosine schedule spans the epochs planned, so a plan that fills the budget also anneals."""
+    from dataclasses import replace
+
+    from engine.train.timing import duration, estimate_run
+
+    est = estimate_run(replace(cfg, epochs=1, time_budget_s=0.0), stats, throughput)
+    epochs = min(MAX_EPOCHS, max(MIN_EPOCHS, est.epochs_within(budget_s)))
+    total = est.folds * (epochs * est.seconds_per_epoch + est.final_images / est.throughput.eval_img_per_s)
+    where = "this CPU" if est.on_cpu else "this GPU"
+    per_epoch = f"about {duration(est.seconds_per_epoch)} per epoch, measured by a probe"
+    one = epochs == 1
+    n_epochs = f"{epochs} epoch{'' if one else 's'}"
+    if total > budget_s:
+        return epochs, (
+            f"epochs {epochs}: {n_epochs} {'takes' if one else 'take'} about {duration(total)} on {where} ({per_epoch}), more than the "
+            f"time budget ({duration(budget_s)}), which ends the run part-way"
+        )
+    if epochs == MAX_EPOCHS and total < 0.8 * budget_s:
+        return epochs, (
+            f"epochs {epochs}: the most the defaults plan; {n_epochs} fit in about {duration(total)} on "
+            f"{where} ({per_epoch}), inside the time budget ({duration(budget_s)}); patience ends it earlier"
+        )
+    return epochs, (
+        f"epochs {epochs}: {n_epochs} {'fits' if one else 'fit'} in about {duration(total)} on {where} ({per_epoch}; time budget "
+        f"{duration(budget_s)})"
+    )

@@ -4,13 +4,14 @@
 shape, through the engine's own augmentation, forward, loss, backward and optimiser step) and a few
 forward passes of the configured model at the configured batch size, precision and memory format, on
 the device the run will use. The result is cached per (model, size, channels, batch, strategy, device,
-precision, memory format) in the cache folder, so the Train page and the CLI pay for it once.
+precision, memory format, compute threads) in the cache folder, so the Train page and the CLI pay for it once.
 
 `estimate_run(cfg, stats)` turns that speed into the plan: images per epoch (the training split, the
 train limit and the imbalance mode's epoch length) over the training speed, plus one validation pass
 over the evaluation speed, times the epochs (and folds), capped by the time budget. It is a plan, not a
 promise: the machine's load changes, and the first epoch of a timm model also pays for loading weights.
-Issue 16's time-aware defaults plan epochs with `Estimate.epochs_within`.
+Issue 16's time-aware defaults (`engine.train.recipes.plan_epochs`) plan epochs with `Estimate.epochs_within`.
+`LOUPE_PROBE_SECONDS` (default 2) sets how long training steps (and then forward passes) are timed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from engine.config import RunConfig
 from engine.data.cache import cache_dir
 from engine.data.decode import GRAY_MODES
 from engine.data.pixels import to_tensor
-from engine.device import Compute, configure_threads, cpu_supports_bf16, resolve_compute
+from engine.device import Compute, compute_threads, configure_threads, cpu_supports_bf16, resolve_compute
+from engine.env import env_float
 from engine.models import factory
 from engine.models.classifier import apply_strategy, set_train_mode
 from engine.runs.folder import StorageError, atomic_write_json
@@ -39,8 +41,8 @@ from engine.train.imbalance import make_loss
 from engine.train.optim import make_optimizer
 from engine.train.setup import image_size_for
 
-TIMING_VERSION = 1  # bump when the probe measures something else, so old figures are not reused
-PROBE_SECONDS = 2.0  # timed training steps stop after this long (at least MIN_STEPS of them)
+TIMING_VERSION = 2  # bump when the probe measures something else, so old figures are not reused (2: threads)
+PROBE_SECONDS = 2.0  # timed training steps stop after this long (at least MIN_STEPS of them); LOUPE_PROBE_SECONDS
 MIN_STEPS, MAX_STEPS = 3, 8
 CPU_WARN_S = 300.0  # a run planned longer than this on a CPU gets a warning on the Train page
 MAX_AGE_S = 24 * 3600.0  # older figures are measured again: the machine's load and software change
@@ -169,6 +171,7 @@ def probe_key(cfg: RunConfig, image_size: int, channels: int, compute: Compute) 
         "strategy": cfg.strategy,
         "head": cfg.head,
         "device": device_label(compute),
+        "threads": compute_threads() if compute.device.type == "cpu" else 0,
         "torch": torch.__version__,
     }
 
@@ -313,8 +316,9 @@ def _timed(step, batch_size: int, compute: Compute) -> float:
     step()  # warm-up: allocations, kernel choice, lazy initialisation
     _sync(compute)
     times: list[float] = []
+    seconds = env_float("LOUPE_PROBE_SECONDS", PROBE_SECONDS)  # the test suite sets it short
     t0 = time.perf_counter()
-    while len(times) < MIN_STEPS or (len(times) < MAX_STEPS and time.perf_counter() - t0 < PROBE_SECONDS):
+    while len(times) < MIN_STEPS or (len(times) < MAX_STEPS and time.perf_counter() - t0 < seconds):
         t = time.perf_counter()
         step()
         _sync(compute)
