@@ -207,6 +207,7 @@ def main() -> None:
             resolve_labels(labels, files=False)
         except LabelSubsetError as e:
             st.error(str(e), icon=":material/error:")
+            inputs()  # drawn still, so a typo in the list does not drop the uploaded images
             return
     try:
         pred = load.predictor(ref, runs, labels)

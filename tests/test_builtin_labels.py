@@ -99,3 +99,7 @@ def test_predict_page_offers_dogs_and_cats_only():
     at.text_input(key="pred.labels_own").set_value("beagle, tabbby").run()
     assert not at.exception
     assert [e.value for e in at.error] and "'tabbby'" in at.error[0].value
+    assert at.file_uploader(key="pred.uploader")  # still there, so the uploaded photo is kept
+    at.text_input(key="pred.labels_own").set_value("beagle, tabby").run()
+    assert not at.error and any("labels: custom (your list, 2 of 1000 classes)" in c.value for c in at.caption)
+    assert big_lines(at)[0][1] == "tabby"  # the photo uploaded before the typo is predicted among the two
