@@ -104,3 +104,29 @@ def test_the_photo_defaults_train_end_to_end_on_real_crops(tmp_path: Path):
     pred = Predictor.from_ref(str(run.path))
     res = pred.predict_paths([data / "cat" / "0.jpg", data / "cup" / "0.jpg"], top_k=2)
     assert [r["label"] for r in res] == ["cat", "cup"]
+
+
+def test_the_probe_applies_the_configs_dropout_to_the_features(tmp_path: Path):
+    """The photo defaults regularise the head with dropout 0.3: the probe must apply it (it used to be ignored).
+    The second run reads the first one's cached features."""
+    from engine.config import RunConfig
+    from engine.train.jobs import prepare_run
+    from engine.train.run import run_training
+
+    losses = []
+    for dropout in (0.0, 0.5):
+        cfg = RunConfig(
+            dataset="builtin:digits",
+            model="tf_efficientnet_lite0",
+            pretrained=True,
+            strategy="linear_probe",
+            image_size=32,
+            epochs=1,
+            batch_size=64,
+            dropout=dropout,
+            precision="fp32",
+        ).validate()
+        run = prepare_run(cfg, tmp_path / "runs")
+        run_training(cfg, run, log=lambda m: None)
+        losses.append([r["train_loss"] for r in run.metrics() if r["split"] == "val"][0])
+    assert losses[0] != pytest.approx(losses[1], rel=1e-6), losses  # same seed, data and head: only dropout differs
