@@ -23,6 +23,8 @@ from engine.runs.folder import Run, run_row
 
 K_MODEL, K_UPLOADER, K_CAMERA, K_USE_CAMERA = "pred.model", "pred.uploader", "pred.camera", "pred.use_camera"
 K_TOP_K, K_UNSURE, K_GRADCAM = "pred.top_k", "pred.unsure", "pred.gradcam"
+K_LABELS, K_LABELS_OWN = "pred.labels", "pred.labels_own"  # the built-in model's label subset, a user's list
+OWN_LIST = "own"
 K_SEEN_RUN = "pred._active_run"  # the active run last seen (a run chosen on another page is followed)
 TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif"]
 MAX_CARDS = 24  # more images than this: the table has them all, cards are drawn for the first ones
@@ -68,6 +70,38 @@ def pick_model(runs: dict[str, Run]) -> str:
             "to predict your own classes."
         )
     return ref
+
+
+def pick_labels() -> str:
+    """The built-in model's label subset (`engine.predict.labels`): all 1000 classes, a named subset, or the
+    user's own comma list of ImageNet class names; returns the spec ('' for all)."""
+    from engine.predict.labels import ALL, NAMED
+
+    titles = {
+        ALL: "All 1,000 ImageNet classes",
+        **{k: f"{title[0].upper()}{title[1:]} ({len(idx)} classes)" for k, (title, idx) in NAMED.items()},
+        OWN_LIST: "Your own list of ImageNet classes…",
+    }
+    choice = st.selectbox(
+        "Answer among",
+        list(titles),
+        key=K_LABELS,
+        format_func=lambda k: titles.get(k, k),
+        help="The built-in model knows 1,000 ImageNet classes, so a clear dog photo spreads its probability over "
+        "similar breeds and unrelated things. When you know the photo shows a pet, answer among the dog and cat "
+        "classes only: the probabilities are renormalised over the chosen classes (their order does not change).",
+    )
+    if choice != OWN_LIST:
+        return "" if choice == ALL else str(choice)
+    own = st.text_input(
+        "ImageNet class names, separated by commas",
+        key=K_LABELS_OWN,
+        placeholder="beagle, golden retriever, tabby",
+        help="Names as the built-in model shows them (any case). Unknown names are listed in an error.",
+    )
+    if not own.strip():
+        st.caption("Type some class names; until then the model answers among all 1,000 classes.")
+    return own.strip()
 
 
 def model_caption(pred, run: Run | None = None) -> str:
@@ -165,8 +199,18 @@ def main() -> None:
     ref = pick_model(runs)
     run = runs.get(ref)
     show_run(run)  # the sidebar names the model's run and its dataset (the built-in model: as they were)
+    labels = pick_labels() if run is None else ""
+    if labels:
+        from engine.predict.labels import LabelSubsetError, resolve_labels
+
+        try:
+            resolve_labels(labels, files=False)
+        except LabelSubsetError as e:
+            st.error(str(e), icon=":material/error:")
+            inputs()  # drawn still, so a typo in the list does not drop the uploaded images
+            return
     try:
-        pred = load.predictor(ref, runs)
+        pred = load.predictor(ref, runs, labels)
     except (LoupeError, OSError, ValueError, RuntimeError) as e:
         st.error(f"The model `{ref}` cannot be loaded: {e}", icon=":material/error:")
         return
@@ -184,7 +228,7 @@ def main() -> None:
     if not items:
         st.info("Upload one or more images (or take a picture) to see what the model predicts.", icon=":material/info:")
         return
-    key = load.model_key(ref, runs)
+    key = (*load.model_key(ref, runs), labels)
     with st.spinner(f"Predicting {len(items)} image{'s' if len(items) > 1 else ''}…"):
         results = load.predict(pred, key, items, opts["top_k"], opts["unsure_margin"])
     for r in results:

@@ -46,16 +46,18 @@ def model_key(ref: str, runs: dict[str, Run]) -> tuple:
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=4)
-def _predictor(ref: str, key: tuple):
+def _predictor(ref: str, key: tuple, labels: str = ""):
+    from engine.predict.labels import resolve_labels
     from engine.predict.predictor import Predictor
 
-    return Predictor.from_ref(ref, device="cpu")
+    return Predictor.from_ref(ref, device="cpu", labels=resolve_labels(labels, files=False))
 
 
-def predictor(ref: str, runs: dict[str, Run]):
-    """The model's `Predictor`, loaded once per process (and per weights file for a run)."""
+def predictor(ref: str, runs: dict[str, Run], labels: str = ""):
+    """The model's `Predictor`, loaded once per process (and per weights file for a run); `labels`: the
+    built-in model's label subset (`engine.predict.labels.resolve_labels`), '' for all its classes."""
     run = runs.get(ref)
-    return _predictor(str(run.path) if run is not None else ref, model_key(ref, runs))
+    return _predictor(str(run.path) if run is not None else ref, model_key(ref, runs), labels)
 
 
 # --- predictions -----------------------------------------------------------------------------------------

@@ -64,7 +64,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if not 0 <= args.unsure_margin <= 1:
         raise PredictError(f"--unsure-margin must be between 0 and 1 (probability units); got {args.unsure_margin:g}.")
-    pred = Predictor.from_ref(_resolve(args.model, args.runs_dir))
+    pred = Predictor.from_ref(_resolve(args.model, args.runs_dir), labels=args.labels)
     pred.unsure_margin = args.unsure_margin
     sources = [Path(p) for p in args.images]
     bulk = [p for p in sources if p.is_dir() or p.suffix.lower() == ".zip"]
@@ -134,6 +134,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score within M of the run's threshold (the saved one, else 0.5); multi-class, the top two "
         "probabilities less than M apart; multi-label, a label's score within M of its threshold, or no "
         f"label at all (default {DEFAULT_MARGIN:g})",
+    )
+    pr.add_argument(
+        "--labels",
+        default=None,
+        metavar="SUBSET",
+        help="builtin:imagenet only: answer among these ImageNet classes, probabilities renormalised over them: "
+        "dogs-cats (the 118 dog breeds and 5 domestic cats), dogs, cats, a comma list of class names "
+        "('beagle,tabby'), or a text file with one name a line (default: all 1000)",
     )
     pr.add_argument("--unsure-below", type=float, default=None, help=argparse.SUPPRESS)  # replaced: says so
     pr.add_argument("--out", default=None, help="CSV file for a folder/zip (default: the CSV on stdout)")

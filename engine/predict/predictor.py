@@ -33,6 +33,7 @@ from engine.device import Compute, resolve_compute
 from engine.errors import LoupeError
 from engine.metrics.core import decide
 from engine.metrics.hierarchy import coarse_decide, coarse_probs
+from engine.predict.labels import LabelSubset, imagenet_classes, resolve_labels, subset_head
 from engine.predict.ood import OodStatus, load_check
 from engine.predict.run_model import (
     RunModel,
@@ -80,17 +81,6 @@ def builtin_models() -> list[str]:
     return [BUILTIN_IMAGENET] + ([f"{BUILTIN_IMAGENET}:{a}" for a in HUB_ARCHS] if hub_online() else [])
 
 
-@functools.lru_cache(maxsize=1)
-def imagenet_classes() -> tuple[str, ...]:
-    """ImageNet-1k names from timm (first synonym; the full description where the first is ambiguous)."""
-    from timm.data import ImageNetInfo
-
-    info = ImageNetInfo()
-    full = [info.index_to_description(i) for i in range(1000)]
-    short = [d.split(",")[0].strip() for d in full]
-    return tuple(s if short.count(s) == 1 else f for s, f in zip(short, full))
-
-
 def _imagenet_pixels(data: bytes, name: str, size: int, resize_to: int, interpolation: str) -> torch.Tensor:
     """timm's eval transform on our decoder's output: shorter side to size/crop_pct, then a centre crop."""
     from PIL import Image
@@ -131,17 +121,28 @@ class Predictor:
     ood: OodStatus = OodStatus(None, "the model is not a saved run, so there are no training images to compare with")
     #: a two-level run's fine -> coarse mapping (its hierarchy.json): results then carry the coarse class too
     hierarchy: Hierarchy | None = None
+    #: built-in models only: the ImageNet classes it answers among (`engine.predict.labels`), None for all 1000
+    subset: LabelSubset | None = None
 
     classes = property(lambda self: self.rm.classes)
     task = property(lambda self: self.rm.task)
     image_size = property(lambda self: self.rm.image_size)
 
     @classmethod
-    def from_ref(cls, ref: str, device: str = "cpu") -> Predictor:
-        """A run id/folder or `builtin:imagenet[:timm_name]`, loaded once per process per file version."""
+    def from_ref(cls, ref: str, device: str = "cpu", labels: str | LabelSubset | None = None) -> Predictor:
+        """A run id/folder or `builtin:imagenet[:timm_name]`, loaded once per process per file version.
+
+        `labels` (built-in models only): a label subset or its spec (`engine.predict.labels.resolve_labels`:
+        'dogs-cats', a comma list, a file); the model then answers among those classes only."""
         ref = str(ref)
+        subset = labels if isinstance(labels, LabelSubset) or labels is None else resolve_labels(labels)
         if ref.startswith(BUILTIN_IMAGENET):
-            return copy.copy(_load_builtin(ref, str(device)))
+            return copy.copy(_load_builtin(ref, str(device), subset))
+        if subset is not None:
+            raise PredictError(
+                "A label subset (--labels) applies to the built-in ImageNet model only; a run answers among "
+                "its own classes, so leave it out."
+            )
         from engine.runs.folder import find_run
 
         run = find_run(ref)
@@ -286,6 +287,8 @@ class Predictor:
             "margin": margin,
             "seconds": float(seconds),
         }
+        if self.subset is not None:  # the result says which classes it was chosen among
+            res["label_subset"] = self.subset.name
         if self.task == "binary":
             label = int(decide(raw, "binary", self.positive, self.raw_threshold()))
             res.update(label=self.classes[label], score=float(cal[self.positive]))
@@ -339,8 +342,35 @@ def _load_run(path: str, mtimes: tuple[float, float], device: str) -> Predictor:
     return Predictor(rm, run.id, th, th.get("temperature") or None, ood=load_check(run, rm), hierarchy=hierarchy)
 
 
+@functools.lru_cache(maxsize=4)
+def _load_builtin(ref: str, device: str, subset: LabelSubset | None = None) -> Predictor:
+    """The built-in model, restricted to `subset` by a smaller head that shares the loaded backbone."""
+    full = _load_builtin_full(ref, device)
+    if subset is None:
+        return full
+    from engine.models.classifier import ImageClassifier
+
+    net = full.rm.model
+    model = ImageClassifier(
+        net.backbone,
+        net.num_features,
+        subset_head(net.head, subset.indices),
+        in_chans=net.in_chans,
+        backbone_chans=net.in_chans * net.repeat,
+        mean=tuple(net.mean.flatten().tolist()),
+        std=tuple(net.std.flatten().tolist()),
+    ).to(net.mean.device)
+    names = imagenet_classes()
+    rm = wrap_model(model, [names[i] for i in subset.indices], "multiclass", full.image_size, 3, run_id=ref)
+    rm.device, rm.lock = full.rm.device, full.rm.lock  # one backbone: one lock
+    out = copy.copy(full)
+    out.rm, out.subset = rm, subset
+    out.name = f"{full.name[:-1]}, {subset.describe(len(names))})"
+    return out
+
+
 @functools.lru_cache(maxsize=2)
-def _load_builtin(ref: str, device: str) -> Predictor:
+def _load_builtin_full(ref: str, device: str) -> Predictor:
     from engine.models.factory import build_model
 
     if ref != BUILTIN_IMAGENET and not ref.startswith(BUILTIN_IMAGENET + ":"):

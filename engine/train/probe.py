@@ -9,9 +9,10 @@ Validation records, the monitored metric (`cfg.monitor`) and the summary are the
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +34,21 @@ from engine.train.records import (
     validation_record,
 )
 from engine.train.setup import TrainingSetup, prepared_run
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the head's epochs, restored after.
+
+    Why: the head's matrices are small, and two OpenMP threads spin-wait on every tiny op; on the 2-core CPU
+    with other jobs running, 30 epochs of an MLP head on 600 features took 82 s of wall time with 2 threads
+    and 7 s with 1 (bench/RESULTS.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _head_probs(head: torch.nn.Module, feats: torch.Tensor, multilabel: bool) -> np.ndarray:
@@ -83,6 +99,7 @@ def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str],
     head = model.head.cpu().float()
     for p in head.parameters():
         p.requires_grad_(True)
+    drop = model.drop.train()  # the config's dropout on the features (as `classify` applies it), training only
     loss_fn = make_loss(s.task, len(ds.classes), cfg, ds.labels[s.train_idx])
     optimizer = make_optimizer(list(head.parameters()), cfg)
     bs = cfg.batch_size
@@ -91,50 +108,51 @@ def _train_head(cfg: RunConfig, run: Run, s: TrainingSetup, log: Callable[[str],
     val_idx = ds.splits["val"]
     monitor = monitor_name(cfg, s.task)
     best, best_epoch, best_head, step, t_train = None, None, None, 0, 0.0
-    for epoch in range(cfg.epochs):
-        t0 = time.perf_counter()
-        head.train()
-        order = epoch_indices(ds.labels, s.train_idx, cfg.imbalance, np.random.default_rng([cfg.seed, epoch]))
-        total = 0.0
-        for i in range(0, len(order), bs):
-            idx = torch.from_numpy(order[i : i + bs])
-            loss = loss_fn(head(feats[idx]), labels[idx])
-            if not torch.isfinite(loss):
-                raise TrainingFailed(
-                    f"The training loss became {float(loss)} in epoch {epoch + 1}; lower the learning rate."
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            total += float(loss.detach()) * len(idx)
-            step += 1
-        t_train += time.perf_counter() - t0
-        probs = _head_probs(head, feats[val_idx], multilabel)
-        img_per_s = len(order) / max(1e-9, time.perf_counter() - t0)
-        record = validation_record(
-            epoch + 1,
-            step,
-            probs=probs,
-            labels=ds.labels[val_idx],
-            task=s.task,
-            positive=s.positive,
-            train_loss=total / len(order),
-            lr=optimizer.param_groups[0]["lr"],
-            img_per_s=img_per_s,
-        )
-        run.append_metrics(record)
-        value = monitored_value(record, monitor)
-        if improved(value, best, monitor):
-            best, best_epoch = value, epoch + 1
-            best_head = {k: v.clone() for k, v in head.state_dict().items()}
-            save_weights(
-                model, run.best_weights
-            )  # `head` is `model.head` (.cpu() and .float() return the module itself)
-        run.write_status(state="running", epoch=epoch + 1, step=step)
-        if run.stop_requested():
-            run.clear_stop()
-            break
+    with one_thread():
+        for epoch in range(cfg.epochs):
+            t0 = time.perf_counter()
+            head.train()
+            order = epoch_indices(ds.labels, s.train_idx, cfg.imbalance, np.random.default_rng([cfg.seed, epoch]))
+            total = 0.0
+            for i in range(0, len(order), bs):
+                idx = torch.from_numpy(order[i : i + bs])
+                loss = loss_fn(head(drop(feats[idx])), labels[idx])
+                if not torch.isfinite(loss):
+                    raise TrainingFailed(
+                        f"The training loss became {float(loss)} in epoch {epoch + 1}; lower the learning rate."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                total += float(loss.detach()) * len(idx)
+                step += 1
+            t_train += time.perf_counter() - t0
+            probs = _head_probs(head, feats[val_idx], multilabel)
+            img_per_s = len(order) / max(1e-9, time.perf_counter() - t0)
+            record = validation_record(
+                epoch + 1,
+                step,
+                probs=probs,
+                labels=ds.labels[val_idx],
+                task=s.task,
+                positive=s.positive,
+                train_loss=total / len(order),
+                lr=optimizer.param_groups[0]["lr"],
+                img_per_s=img_per_s,
+            )
+            run.append_metrics(record)
+            value = monitored_value(record, monitor)
+            if improved(value, best, monitor):
+                best, best_epoch = value, epoch + 1
+                best_head = {k: v.clone() for k, v in head.state_dict().items()}
+                save_weights(
+                    model, run.best_weights
+                )  # `head` is `model.head` (.cpu() and .float() return the module itself)
+            run.write_status(state="running", epoch=epoch + 1, step=step)
+            if run.stop_requested():
+                run.clear_stop()
+                break
     save_weights(model, run.last_weights)
     if best_head is not None:  # predictions come from the best epoch's head, the one best.safetensors holds
         head.load_state_dict(best_head)

@@ -106,6 +106,66 @@ def apply_preset(name: str, stats: dict | None = None, gpu: bool = False) -> dic
     return dict(PRESETS[name])
 
 
+#: the offline ImageNet models for larger photos, largest first, with their pretrained resolution
+TRANSFER_SIZES = {"tf_efficientnet_lite2": 260, "tf_efficientnet_lite1": 240, "tf_efficientnet_lite0": 224}
+#: their feature-extraction speed (images/s at that resolution, bf16 + channels_last) on the project's 2-core
+#: CPU, rounded down from the CPU time of one thread x 2 (bench/RESULTS.md: 50, 38 and 22 img/s per thread)
+CPU_FEATURE_IMG_S = {"tf_efficientnet_lite2": 35.0, "tf_efficientnet_lite1": 60.0, "tf_efficientnet_lite0": 80.0}
+#: the time budget planned for when none is given (seconds): what a user waits for a first model on a CPU
+TRANSFER_BUDGET_S = 600.0
+#: the share of the budget the features may take (the decode before them and the head after them take the rest)
+FEATURE_SHARE = 0.6
+
+
+def transfer_model(n_images: int, budget_s: float, gpu: bool) -> tuple[str, str]:
+    """The largest offline EfficientNet-Lite whose features for all `n_images` fit the budget, and why.
+
+    Why by budget: the features are computed once over every image (train, val and test), so their time is
+    the run's time; lite2 at 260 px gives better features than lite0 at 224 px but costs ~2x per image.
+    On a GPU every one of them takes seconds, so the largest is chosen."""
+    if gpu:
+        return "tf_efficientnet_lite2", (
+            "model tf_efficientnet_lite2: the largest offline ImageNet model; its features take seconds on a GPU"
+        )
+    budget = budget_s or TRANSFER_BUDGET_S
+    for name in TRANSFER_SIZES:
+        seconds = n_images / CPU_FEATURE_IMG_S[name]
+        if seconds <= FEATURE_SHARE * budget or name == "tf_efficientnet_lite0":
+            return name, (
+                f"model {name}: the largest offline ImageNet model whose features for {n_images:,} images take "
+                f"at most {FEATURE_SHARE:.0%} of the {budget / 60:.0f}-minute budget on this CPU (about "
+                f"{max(1, round(seconds / 60))} min at {TRANSFER_SIZES[name]} px)"
+            )
+    raise AssertionError("unreachable: lite0 is always chosen last")
+
+
+def transfer_head(model: str) -> list[tuple[str, Any, str]]:
+    """The frozen-features recipe for larger photos: (field, value, reason) for each choice.
+
+    Why: fine-tuning the last stage at 128 px on a CPU overfits within a few epochs (issue 16: train loss
+    0.05 vs val 1.04 on dog breeds) and ends below the untrained ImageNet model; a practitioner on a CPU
+    computes the features once at the pretrained resolution (cached) and trains a regularised head on them
+    in seconds per epoch (bench/RESULTS.md, imagenette)."""
+    return [
+        (
+            "strategy",
+            "linear_probe",
+            f"strategy linear_probe: {model}'s frozen features computed once (cached) and only a head trains "
+            "on them, seconds per epoch on a CPU, where fine-tuning overfits",
+        ),
+        ("head", "mlp", "head mlp: one hidden layer (512) over the features"),
+        ("dropout", 0.3, "dropout 0.3 on the features: the head must not lean on a few of them"),
+        (
+            "weight_decay",
+            0.05,
+            "weight_decay 0.05: keeps the head's weights small (it overfits the features otherwise)",
+        ),
+        ("label_smoothing", 0.1, "label_smoothing 0.1: no over-confident answers on the training features"),
+        ("lr", 1e-3, "lr 0.001: a steady rate for a head on fixed features"),
+        ("scheduler", "cosine", "scheduler cosine: the head settles at the end of its epochs"),
+    ]
+
+
 def suggest(
     stats: dict, given: set[str], gpu: bool, values: dict[str, Any] | None = None, measure: Measure | None = None
 ) -> tuple[dict[str, Any], list[str]]:
@@ -144,11 +204,9 @@ def suggest(
             "scratch beats resized ImageNet models",
         )
     else:
-        put(
-            "model",
-            "tf_efficientnet_lite0",
-            "model tf_efficientnet_lite0: larger photos profit from ImageNet features, and its weights ship offline",
-        )
+        budget = float(values.get("time_budget_s") or 0.0)
+        name, reason = transfer_model(n, budget, gpu)
+        put("model", name, reason)
     model = values.get("model", out.get("model"))
     if model in BUILTIN_MODELS:  # a built-in network: trained from scratch at the images' own size
         if small:
@@ -156,7 +214,21 @@ def suggest(
             put("image_size", size, f"image_size {size}: the images' own resolution, no upscaling")
         if not values.get("pretrained") and not values.get("weights_file"):
             put("strategy", "scratch", f"strategy scratch: {model} has no pretrained weights")
-    else:
+    elif not small and model in TRANSFER_SIZES and values.get("strategy", "linear_probe") == "linear_probe":
+        # Larger photos with an offline EfficientNet-Lite (the default): frozen features, a regularised head.
+        put("pretrained", True, f"pretrained: start {model} from ImageNet weights")
+        if values.get("pretrained", True) or values.get("weights_file"):
+            size = TRANSFER_SIZES[model]
+            put(
+                "image_size",
+                size,
+                f"image_size {size}: {model}'s pretrained resolution, where its frozen features are best",
+            )
+            for field, value, reason in transfer_head(model):
+                put(field, value, reason)
+        else:
+            put("strategy", "scratch", f"strategy scratch: {model} starts from random weights (not pretrained)")
+    else:  # a pretrained model the user chose, or small images: fine-tune it
         put("pretrained", True, f"pretrained: start {model} from ImageNet weights")
         pretrained = values.get("pretrained", out.get("pretrained")) or bool(values.get("weights_file"))
         size = 224 if gpu else 128
