@@ -20,13 +20,15 @@ import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from engine.data.hierarchy import HIERARCHY_FILE, Hierarchy, read_hierarchy_file
 from engine.env import env_float
 from engine.errors import LoupeError
+
+if TYPE_CHECKING:  # engine.data's package imports the dataset readers, and labels_file imports this module
+    from engine.data.hierarchy import Hierarchy
 
 STATES = ("queued", "running", "completed", "stopped", "failed")
 
@@ -202,6 +204,8 @@ class Run:
     @property
     def hierarchy_file(self) -> Path:
         """Two-level runs: the fine -> coarse mapping, so evaluation and prediction never re-read the dataset."""
+        from engine.data.hierarchy import HIERARCHY_FILE  # at call time: see the TYPE_CHECKING import above
+
         return self.path / HIERARCHY_FILE
 
     def exists(self) -> bool:
@@ -216,6 +220,8 @@ class Run:
 
     def hierarchy(self) -> Hierarchy | None:
         """The run's coarse level (validated against classes.json), or None for a one-level run."""
+        from engine.data.hierarchy import read_hierarchy_file  # at call time: see the TYPE_CHECKING import above
+
         if not self.hierarchy_file.is_file():
             return None
         return read_hierarchy_file(self.hierarchy_file, self.classes())
