@@ -86,6 +86,8 @@ LABELS = {
     "crop_scale": "Random crop",
     "color_jitter": "Colour jitter",
     "grayscale_p": "Grayscale",
+    "translate": "Translation",
+    "tta_hflip": "Test-time flip",
     "focal_gamma": "Focal gamma",
     "class_weights": "Class weights",
     "name": "Run name",
@@ -104,6 +106,7 @@ STEPS = {
     "rotation": 1.0,
     "train_limit": 100,
     "batch_size": 16,
+    "translate": 0.03125,  # 1 px at 32 px
 }
 # Fields that only matter for some other choices: shown disabled otherwise (their values are kept).
 RELEVANT = {

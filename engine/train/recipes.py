@@ -6,6 +6,7 @@ see (and override) every choice the defaults made.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # The fast small-image recipe: measured on the project's 2-core CPU (bench/RESULTS.md), about 92% test
@@ -32,6 +33,12 @@ QUICK = "quick"  # not a fixed set of fields: a small, fast recipe for the datas
 QUICK_MAX_TRAIN = 60_000  # quick trains on at most this many images (Fashion-MNIST's whole training split)
 QUICK_PROBE_TRAIN = 5_000  # ... and a linear probe on larger photos on at most this many (features take longest)
 PRESET_NAMES = (QUICK, *PRESETS)
+# The small-image recipe (images up to 72 px, trained from scratch), after the fast CIFAR-10 recipes
+# (airbench, Myrtle's ResNet-9): random translation by 1/16 of the side (2 px at 32 px), label smoothing
+# 0.1, and test-time flip wherever the horizontal flip is a training augmentation (bench/RESULTS.md).
+SMALL_TRANSLATE = 0.0625
+SMALL_LABEL_SMOOTHING = 0.1
+RESNET_MIN_SIDE = 24  # below this small_resnet's three 2x2 poolings leave a 2x2 map or less (Grad-CAM 4 cells)
 
 
 def quick_recipe(stats: dict, gpu: bool = False) -> tuple[dict[str, Any], list[str]]:
@@ -119,12 +126,19 @@ def suggest(
             out[field] = value
             why.append(reason)
 
-    if small:
+    if small and short >= RESNET_MIN_SIDE:
+        put(
+            "model",
+            "small_resnet",
+            f"model small_resnet: images are small (~{max(8, int(round(short)))}px), where a compact residual CNN "
+            "trained from scratch beats resized ImageNet models",
+        )
+    elif small:
         put(
             "model",
             "small_cnn",
-            f"model small_cnn: images are small (~{max(8, int(round(short)))}px), where a compact CNN trained from "
-            "scratch beats resized ImageNet models",
+            f"model small_cnn: images are tiny (~{max(8, int(round(short)))}px), too small for small_resnet's three "
+            "poolings, and a compact CNN trained from scratch beats resized ImageNet models",
         )
     else:
         put(
@@ -161,9 +175,41 @@ def suggest(
             put("lr", 1e-3, f"lr 0.001: gentle enough not to wreck {model}'s pretrained features")
         else:
             put("strategy", "scratch", f"strategy scratch: {model} starts from random weights (not pretrained)")
+    if small:
+        _small_image_recipe(stats, values, out, put)
     epochs = 30 if n < 5000 else 15 if n < 50000 else 8
     put("epochs", epochs, f"epochs {epochs} for {n:,} images")
     put("patience", 5, "patience 5: stop when val stops improving for 5 epochs")
     mode, reason = recommend(stats)
     put("imbalance", mode, f"imbalance {mode}: {reason}")
     return out, why
+
+
+def _small_image_recipe(
+    stats: dict, values: dict[str, Any], out: dict[str, Any], put: Callable[[str, Any, str], None]
+) -> None:
+    """The augmentation and loss of the small-image recipe, for whichever model trains on small images:
+    random translation, label smoothing (single-label tasks: multi-label losses take none), and test-time
+    flip when the horizontal flip trains (it teaches the model that a mirror image is the same thing) and
+    the strategy scores whole images (a linear probe scores cached features of unflipped images)."""
+    put(
+        "translate",
+        SMALL_TRANSLATE,
+        f"translate {SMALL_TRANSLATE}: random shifts of up to 1/16 of the side (2 px at 32 px), the fast small-image "
+        "recipes' random crop with padding",
+    )
+    if stats.get("task") != "multilabel":
+        put(
+            "label_smoothing",
+            SMALL_LABEL_SMOOTHING,
+            f"label_smoothing {SMALL_LABEL_SMOOTHING}: keeps a net trained from scratch from growing over-confident",
+        )
+    hflip = values.get("hflip", True)
+    strategy = values.get("strategy", out.get("strategy"))
+    if hflip and strategy != "linear_probe":
+        put(
+            "tta_hflip",
+            True,
+            "tta_hflip: predictions average each image and its mirror image, as the horizontal flip is a training "
+            "augmentation",
+        )
