@@ -363,6 +363,7 @@ def augment_section(group_fields: list[Field], spec: str, values: dict) -> None:
                 min_value=float(meta["lo"]),
                 max_value=float(meta["hi"]),
                 step=float(STEPS.get(f.name, 0.05)),
+                format="%.4f" if f.name == "translate" else None,  # 0.0625 (2 px at 32 px) would read 0.06
                 key=wkey(f.name),
                 disabled=not on,
                 label_visibility="collapsed",

@@ -192,10 +192,14 @@ def _small_image_recipe(
     random translation, label smoothing (single-label tasks: multi-label losses take none), and test-time
     flip when the horizontal flip trains (it teaches the model that a mirror image is the same thing) and
     the strategy scores whole images (a linear probe scores cached features of unflipped images)."""
+    from engine.config import RunConfig
+    from engine.train.augment import max_shift
+
+    shift = max_shift(RunConfig(translate=SMALL_TRANSLATE), values.get("image_size") or out.get("image_size") or 32)
     put(
         "translate",
         SMALL_TRANSLATE,
-        f"translate {SMALL_TRANSLATE}: random shifts of up to 1/16 of the side (2 px at 32 px), the fast small-image "
+        f"translate {SMALL_TRANSLATE}: random shifts of up to {shift} px (1/16 of the side), the fast small-image "
         "recipes' random crop with padding",
     )
     if stats.get("task") != "multilabel":
