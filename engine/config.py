@@ -119,6 +119,18 @@ class RunConfig:
     crop_scale: float = _f(1.0, "augment", "random resized crop: smallest area kept (1: off)", lo=0.05, hi=1.0)
     color_jitter: float = _f(0.0, "augment", "brightness/contrast/saturation jitter strength (0: off)", lo=0.0, hi=1.0)
     grayscale_p: float = _f(0.0, "augment", "probability of turning an image grayscale", lo=0.0, hi=1.0)
+    translate: float = _f(
+        0.0,
+        "augment",
+        "random translation: largest shift as a share of the image side, in whole pixels, edges reflected (0: off)",
+        lo=0.0,
+        hi=0.25,
+    )
+    tta_hflip: bool = _f(
+        False,
+        "augment",
+        "test-time flip: predictions average the probabilities of each image and its mirror image",
+    )
     # optim
     optimizer: str = _f("adamw", "optim", "optimiser", choices=OPTIMIZERS)
     lr: float = _f(2e-3, "optim", "peak learning rate", lo=0.0, hi=10.0, lo_open=True)
@@ -223,7 +235,16 @@ class RunConfig:
                 f"Field 'class_weights' must be a list of positive finite numbers, one per class; got "
                 f"{excerpt(bad_weights[0])}."
             )
-        if self.strategy == "linear_probe" and self.model in ("small_cnn", "facenet") and not self.weights_file:
+        if self.strategy == "linear_probe" and self.tta_hflip:
+            raise ConfigError(
+                "Field 'tta_hflip': a linear probe scores cached features of the unflipped images; turn tta_hflip off "
+                "or choose another strategy."
+            )
+        if (
+            self.strategy == "linear_probe"
+            and self.model in ("small_cnn", "small_resnet", "facenet")
+            and not self.weights_file
+        ):
             raise ConfigError(
                 "Field 'strategy': a linear probe needs a pretrained backbone; choose a timm model with pretrained weights."
             )

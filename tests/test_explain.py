@@ -110,7 +110,13 @@ def test_explaining_leaves_the_model_untouched(digits_run, digit_image):
 
 @pytest.mark.parametrize(
     "name,size,chans",
-    [("resnet18", 32, 3), ("tf_efficientnet_lite0", 32, 3), ("small_cnn", 16, 1), ("vit_tiny_patch16_224", 32, 3)],
+    [
+        ("resnet18", 32, 3),
+        ("tf_efficientnet_lite0", 32, 3),
+        ("small_cnn", 16, 1),
+        ("small_resnet", 32, 3),
+        ("vit_tiny_patch16_224", 32, 3),
+    ],
 )
 def test_gradcam_finds_a_layer_and_maps_to_the_input(name, size, chans):
     model, _ = build_model(name, 3, in_chans=chans, pretrained=False, allow_scratch=True, image_size=size)

@@ -86,6 +86,8 @@ LABELS = {
     "crop_scale": "Random crop",
     "color_jitter": "Colour jitter",
     "grayscale_p": "Grayscale",
+    "translate": "Translation",
+    "tta_hflip": "Test-time flip",
     "focal_gamma": "Focal gamma",
     "class_weights": "Class weights",
     "name": "Run name",
@@ -107,6 +109,7 @@ STEPS = {
     "train_limit": 100,
     "batch_size": 16,
     "pseudo_label": 0.05,
+    "translate": 0.03125,  # 1 px at 32 px
 }
 # Fields that only matter for some other choices: shown disabled otherwise (their values are kept).
 RELEVANT = {
@@ -363,6 +366,7 @@ def augment_section(group_fields: list[Field], spec: str, values: dict) -> None:
                 min_value=float(meta["lo"]),
                 max_value=float(meta["hi"]),
                 step=float(STEPS.get(f.name, 0.05)),
+                format="%.4f" if f.name == "translate" else None,  # 0.0625 (2 px at 32 px) would read 0.06
                 key=wkey(f.name),
                 disabled=not on,
                 label_visibility="collapsed",

@@ -29,7 +29,13 @@ K_MODEL_PICK, K_MODEL_OTHER = "train.model_pick", "train.model_other"
 K_PLAN_PENDING, K_REPLANNED = "train.plan.pending", "train.plan.replanned"  # epochs waiting for the model's timing
 OTHER_MODEL = "other timm model…"
 DEMO = "demo"  # the Fashion-MNIST demo preset (the quick recipe follows the active dataset)
-AUG_ON = {"rotation": 15.0, "crop_scale": 0.6, "color_jitter": 0.3, "grayscale_p": 0.2}  # strength when switched on
+AUG_ON = {
+    "rotation": 15.0,
+    "crop_scale": 0.6,
+    "color_jitter": 0.3,
+    "grayscale_p": 0.2,
+    "translate": 0.0625,
+}  # strength when switched on
 
 
 def wkey(name: str) -> str:

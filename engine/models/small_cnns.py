@@ -53,3 +53,44 @@ class FaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.embed(self.stages(x).mean((2, 3))), dim=1)
+
+
+class _Residual(nn.Module):
+    """x + conv-bn-relu(conv-bn-relu(x)): the ResNet-9 (Myrtle, airbench) residual pair at one width."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(_cbr(width, width), _cbr(width, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class SmallResNet(nn.Module):
+    """Compact residual CNN for small images (up to ~72 px) trained from scratch: a ResNet-9 at a fraction
+    of its width, the shape behind the fast CIFAR-10 recipes (Myrtle's DAWNBench entry, airbench).
+
+    A 3x3 stem at full resolution, then one stage per width: conv-bn-relu, 2x2 max-pool, and (in the
+    first and last stage) a residual pair of conv-bn-relu at that width; global average pool. Why this
+    shape: wide, shallow stages keep the CPU's matrix units busy (a deep, narrow ResNet-20 of similar
+    FLOPs runs far slower per image), pooling right after each widening conv keeps the costly convs at
+    low resolution, and the two residual pairs let the net train fast at a high learning rate.
+    Widths were chosen by measured epoch time (bench/RESULTS.md).
+    """
+
+    def __init__(self, in_chans: int = 3, widths: tuple[int, ...] = (32, 64, 128, 256)) -> None:
+        super().__init__()
+        stem, *rest = widths
+        self.stem = _cbr(in_chans, stem)
+        stages, c = [], stem
+        for i, w in enumerate(rest):
+            block = [_cbr(c, w), nn.MaxPool2d(2)]
+            if i in (0, len(rest) - 1):
+                block.append(_Residual(w))
+            stages.append(nn.Sequential(*block))
+            c = w
+        self.stages = nn.Sequential(*stages)
+        self.num_features = widths[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x)).mean((2, 3))

@@ -3,7 +3,9 @@
 Why the exported graph is the `ImageClassifier` itself: normalisation (and the grey-to-RGB channel
 repeat) live inside it, so a deployment feeds float32 (N, C, H, W) pixels in [0, 1] and cannot get the
 mean/std wrong. It outputs logits; the card says how to turn them into the decision Evaluate reported
-(softmax or sigmoid, optional temperature, saved thresholds), because those are data, not graph.
+(softmax or sigmoid, optional temperature, saved thresholds), because those are data, not graph. A run
+with test-time flip (`tta_hflip`) exports `MirrorAveraged`: the flip and the averaging are in the graph,
+so the card's recipe gives the probabilities the run's thresholds were tuned on.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import warnings
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from engine.errors import LoupeError
+from engine.models.classifier import tta_probs
 
 FORMATS = ("onnx", "torchscript")
 OPSET = 17
@@ -22,6 +26,23 @@ OPSET = 17
 
 class ExportError(LoupeError):
     """A format or destination that export cannot write."""
+
+
+class MirrorAveraged(nn.Module):
+    """A test-time-flip run's model as one graph: logits whose softmax (sigmoid for multi-label) is exactly
+    `tta_probs` (the mean of the image's and its mirror's probabilities), so a consumer applies the
+    activation, temperature and thresholds to its output as to any exported Loupe model."""
+
+    def __init__(self, model: nn.Module, multilabel: bool) -> None:
+        super().__init__()
+        self.model, self.multilabel = model, multilabel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = tta_probs(self.model, x, self.multilabel, hflip=True)
+        tiny = torch.finfo(p.dtype).tiny  # log(0) would be -inf; a probability this small is 0 to every decision
+        if self.multilabel:  # logit(p): sigmoid(logit(p)) = p
+            return torch.log(p.clamp_min(tiny)) - torch.log((1 - p).clamp_min(tiny))
+        return torch.log(p.clamp_min(tiny))  # softmax(log p) = p / sum(p) = p
 
 
 def card_path(out: Path) -> Path:
@@ -44,6 +65,8 @@ def export(run, fmt: str, out: Path) -> Path:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     example = torch.rand(2, rm.channels, rm.image_size, rm.image_size, generator=torch.Generator().manual_seed(0))
     model = rm.model.cpu() if rm.device == "cpu" else rm.model
+    if rm.tta_hflip:
+        model = MirrorAveraged(model, rm.multilabel).eval()
     with rm.lock, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer / legacy-exporter deprecation chatter
         if fmt == "onnx":
@@ -94,8 +117,15 @@ def model_card(pred, fmt: str, ref: str) -> dict:
         "output": {
             "name": "logits",
             "activation": activation,
-            "note": f"probabilities = {probabilities}; the thresholds below apply to these probabilities",
+            "note": f"probabilities = {probabilities}; the thresholds below apply to these probabilities"
+            + (
+                "; test-time flip is inside the graph (these logits give the mean of the probabilities of the "
+                "image and its mirror image)"
+                if rm.tta_hflip
+                else ""
+            ),
         },
+        "tta_hflip": rm.tta_hflip,
         "classes": list(rm.classes),
         "image_size": rm.image_size,
         "channels": rm.channels,

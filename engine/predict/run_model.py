@@ -18,7 +18,7 @@ import torch
 
 from engine.data.pixels import to_tensor
 from engine.errors import LoupeError
-from engine.models.classifier import probs_from_logits
+from engine.models.classifier import tta_probs
 from engine.runs.folder import Run
 
 
@@ -38,6 +38,9 @@ class RunModel:
     positive: int = 1
     run_id: str = ""
     device: str = "cpu"
+    #: the run's `tta_hflip`: its probabilities average each image and its mirror (`tta_probs`); False
+    #: for a run saved before the field existed, which never averaged
+    tta_hflip: bool = False
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
@@ -61,9 +64,12 @@ def wrap_model(
     channels: int,
     positive: int = 1,
     run_id: str = "",
+    tta_hflip: bool = False,
 ) -> RunModel:
     """A RunModel around an in-memory model (tests, benchmarks, notebooks)."""
-    return RunModel(freeze(model), list(classes), task, int(image_size), int(channels), positive, run_id)
+    return RunModel(
+        freeze(model), list(classes), task, int(image_size), int(channels), positive, run_id, tta_hflip=bool(tta_hflip)
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -91,7 +97,10 @@ def _load_cached(path: str, mtime: float, device: str) -> RunModel:
     load_weights(model, run.best_weights)
     task = header.get("task") or ("binary" if len(classes) == 2 else "multiclass")
     positive = int(cfg.get("positive_class", 1)) if task == "binary" else 0
-    rm = wrap_model(model.to(device), classes, task, size, channels, positive, run.id)
+    tta = cfg.get("tta_hflip", False)  # absent from runs saved before the field existed: they never averaged
+    if not isinstance(tta, bool):
+        raise RunModelError(f"The run '{run.id}' has a config.json whose 'tta_hflip' is not true or false.")
+    rm = wrap_model(model.to(device), classes, task, size, channels, positive, run.id, tta_hflip=tta)
     rm.device = device
     return rm
 
@@ -117,12 +126,13 @@ def prepare_image(data: bytes | Path, name: str, rm: RunModel) -> tuple[np.ndarr
 
 
 def predict_tensor(rm: RunModel, x: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """(N, C) probabilities as numpy: softmax, or independent sigmoids for multi-label."""
+    """(N, C) probabilities as numpy: softmax, or independent sigmoids for multi-label; averaged with the
+    mirror images' when the run says so (`tta_probs`), as its saved predictions were."""
     out = []
     with rm.lock, torch.no_grad():
         for s in range(0, len(x), batch_size):
-            logits = rm.model(x[s : s + batch_size].to(rm.device)).float()
-            out.append(probs_from_logits(logits, rm.multilabel).cpu().numpy())
+            xb = x[s : s + batch_size].to(rm.device)
+            out.append(tta_probs(rm.model, xb, rm.multilabel, rm.tta_hflip).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(rm.classes)), np.float32)
 
 
@@ -130,13 +140,16 @@ def predict_features(rm: RunModel, x: torch.Tensor, batch_size: int = 256) -> tu
     """((N, C) probabilities, (N, F) penultimate features) from one forward pass.
 
     The probabilities are exactly `predict_tensor`'s: the wrapper's forward is `classify(features(x))`, so
-    reading the features on the way costs nothing and the out-of-distribution check sees the pass that decided.
+    reading the features on the way costs nothing and the out-of-distribution check sees the pass that decided
+    (with test-time flip, the features are the unflipped image's; the mirror adds only its probabilities).
     """
     probs, feats = [], []
     with rm.lock, torch.no_grad():
         for s in range(0, len(x), batch_size):
-            f = rm.model.features(x[s : s + batch_size].to(rm.device)).float()
-            probs.append(probs_from_logits(rm.model.classify(f).float(), rm.multilabel).cpu().numpy())
+            xb = x[s : s + batch_size].to(rm.device)
+            f = rm.model.features(xb).float()
+            p = tta_probs(rm.model, xb, rm.multilabel, rm.tta_hflip, logits=rm.model.classify(f))
+            probs.append(p.cpu().numpy())
             feats.append(f.cpu().numpy())
     if not probs:
         return np.zeros((0, len(rm.classes)), np.float32), np.zeros((0, 0), np.float32)

@@ -5,7 +5,8 @@ costs a Python call per image per op and, on a 2-core machine, competes with the
 Here one call augments a whole (N, C, H, W) batch with a handful of tensor ops wherever the batch
 already lives (CPU or CUDA), in the spirit of airbench:
 
-- horizontal flip, random resized crop (zoom) and rotation are folded into ONE affine matrix per
+- horizontal flip, random translation (whole pixels, the "random crop with padding" of the fast
+  CIFAR recipes), random resized crop (zoom) and rotation are folded into ONE affine matrix per
   image and applied with a single sampling grid + `grid_sample` pass (one resampling, so no blur
   piles up from chaining geometric ops); when only the flip is on, it is a `torch.where` instead;
 - colour jitter (brightness, contrast, saturation) and random grayscale are per-image factors
@@ -34,7 +35,13 @@ _RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of the random resized crop (torchv
 def is_identity(cfg: RunConfig, channels: int = 3) -> bool:
     """True when `cfg` enables no augmentation for images with `channels` channels."""
     colour = cfg.color_jitter > 0 or (channels == 3 and cfg.grayscale_p > 0)
-    return not (cfg.hflip or cfg.rotation > 0 or cfg.crop_scale < 1.0 or colour)
+    return not (cfg.hflip or cfg.rotation > 0 or cfg.crop_scale < 1.0 or cfg.translate > 0 or colour)
+
+
+def max_shift(cfg: RunConfig, side: int) -> int:
+    """The largest random translation in whole pixels on a `side`-pixel image: `translate` x side, rounded,
+    and at least 1 pixel when translation is on (a share below half a pixel would otherwise do nothing)."""
+    return max(1, round(cfg.translate * side)) if cfg.translate > 0 else 0
 
 
 def _uniform(n: int, lo: float, hi: float, device: torch.device, generator: torch.Generator | None) -> Tensor:
@@ -54,8 +61,10 @@ def _affine_theta(
     """(n, 2, 3) sampling matrices mapping output to input coordinates (normalised to [-1, 1]).
 
     input = t + S @ R @ F @ output, where F is the optional flip, R the rotation and S the crop's
-    size as a fraction of the image (a crop smaller than the image is a zoom-in), t the crop centre.
-    R is conjugated by the pixel aspect so a rotation stays a rotation on non-square images.
+    size as a fraction of the image (a crop smaller than the image is a zoom-in), t the crop centre
+    plus the translation. R is conjugated by the pixel aspect so a rotation stays a rotation on
+    non-square images. A translation is a whole number of pixels (2 / side in normalised units per
+    pixel), so with nothing else on, every output pixel is an input pixel, not a blend of two.
     """
     sx = torch.ones(n, device=device)
     sy = torch.ones(n, device=device)
@@ -73,6 +82,11 @@ def _affine_theta(
         # Centre anywhere that keeps the crop inside the image (before rotation).
         tx = (1 - sx) * _uniform(n, -1.0, 1.0, device, generator)
         ty = (1 - sy) * _uniform(n, -1.0, 1.0, device, generator)
+    for side, t in ((w, tx), (h, ty)):
+        shift = max_shift(cfg, side)
+        if shift:  # uniform over the 2 * shift + 1 whole-pixel offsets
+            offset = torch.floor(_uniform(n, -shift, shift + 1, device, generator)).clamp_(-shift, shift)
+            t += offset * (2 / side)
     cos = torch.ones(n, device=device)
     sin = torch.zeros(n, device=device)
     if cfg.rotation > 0:
@@ -137,7 +151,7 @@ def _color_jitter(x: Tensor, s: float, generator: torch.Generator | None) -> Ten
 
 
 def augment_batch(x: Tensor, cfg: RunConfig, generator: torch.Generator | None = None) -> Tensor:
-    """Randomly augment a batch; the enabled ops come from `cfg` (hflip, rotation, crop_scale,
+    """Randomly augment a batch; the enabled ops come from `cfg` (hflip, translate, rotation, crop_scale,
     color_jitter, grayscale_p).
 
     `x` is float (N, C, H, W) in [0, 1], C = 1 or 3, on any device; the result has the same shape,
@@ -152,7 +166,7 @@ def augment_batch(x: Tensor, cfg: RunConfig, generator: torch.Generator | None =
         return x
     device = x.device
     flip = _uniform(n, 0.0, 1.0, device, generator) < 0.5 if cfg.hflip else None
-    resampled = cfg.rotation > 0 or cfg.crop_scale < 1.0
+    resampled = cfg.rotation > 0 or cfg.crop_scale < 1.0 or cfg.translate > 0
     if resampled:
         theta = _affine_theta(n, h, w, cfg, flip, device, generator)
         # Resample in fp32 (or fp64): half-precision coordinates would misplace pixels on large images.

@@ -367,6 +367,7 @@ class Trainer:
             self.compute,
             self.setup.multilabel,
             batch_size=eval_batch_size(self.state.batch_size),
+            tta_hflip=self.cfg.tta_hflip,
         )
         self.eval_seconds += time.perf_counter() - t0
         self.eval_images += len(probs)
@@ -407,7 +408,13 @@ class Trainer:
             self.run,
             setup,
             lambda idx: predict_probs(
-                self.core, self.data, idx, self.compute, setup.multilabel, batch_size=eval_batch_size(st.batch_size)
+                self.core,
+                self.data,
+                idx,
+                self.compute,
+                setup.multilabel,
+                batch_size=eval_batch_size(st.batch_size),
+                tta_hflip=self.cfg.tta_hflip,
             ),
         )
         pool_images = save_pool_predictions(

@@ -20,7 +20,7 @@ from engine.config import RunConfig
 from engine.data.pixels import to_tensor
 from engine.device import Compute
 from engine.errors import LoupeError
-from engine.models.classifier import probs_from_logits
+from engine.models.classifier import tta_probs
 from engine.train.augment import augment_batch
 
 
@@ -196,18 +196,22 @@ def predict_probs(
     compute: Compute,
     multilabel: bool,
     batch_size: int = 512,
+    tta_hflip: bool = False,
 ) -> np.ndarray:
-    """(len(indices), C) float32 probabilities: softmax, or sigmoid for multi-label."""
+    """(len(indices), C) float32 probabilities: softmax, or sigmoid for multi-label; with `tta_hflip`,
+    averaged with the mirror images' (`tta_probs`, the one definition)."""
     was_training = model.training
     model.eval()
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:  # the model under autocast; probabilities in fp32
+        with compute.autocast():
+            return model(x)
+
     out = []
     for s in range(0, len(indices), batch_size):
         data.prefetch([indices[p : p + batch_size] for p in range(s + batch_size, len(indices), batch_size)[:2]])
         x, _ = data.batch(indices[s : s + batch_size], compute.channels_last)
-        with compute.autocast():
-            logits = model(x)
-        logits = logits.float()
-        out.append(probs_from_logits(logits, multilabel).cpu().numpy())
+        out.append(tta_probs(logits_of, x, multilabel, tta_hflip).cpu().numpy())
     model.train(was_training)
     if not out:
         return np.zeros((0, 0), np.float32)

@@ -37,6 +37,12 @@ QUICK = "quick"  # not a fixed set of fields: a small, fast recipe for the datas
 QUICK_MAX_TRAIN = 60_000  # quick trains on at most this many images (Fashion-MNIST's whole training split)
 QUICK_PROBE_TRAIN = 5_000  # ... and a linear probe on larger photos on at most this many (features take longest)
 PRESET_NAMES = (QUICK, *PRESETS)
+# The small-image recipe (images up to 72 px, trained from scratch), after the fast CIFAR-10 recipes
+# (airbench, Myrtle's ResNet-9): random translation by 1/16 of the side (2 px at 32 px), label smoothing
+# 0.1, and test-time flip wherever the horizontal flip is a training augmentation (bench/RESULTS.md).
+SMALL_TRANSLATE = 0.0625
+SMALL_LABEL_SMOOTHING = 0.1
+RESNET_MIN_SIDE = 24  # below this small_resnet's three 2x2 poolings leave a 2x2 map or less (Grad-CAM 4 cells)
 
 # Time-aware defaults (issue 16): with no --epochs, the epochs are planned to fill a time budget on this device,
 # from a timed probe of the chosen model (engine.train.timing). The budget is also the run's stop guard.
@@ -196,12 +202,19 @@ def suggest(
             out[field] = value
             why.append(reason)
 
-    if small:
+    if small and short >= RESNET_MIN_SIDE:
+        put(
+            "model",
+            "small_resnet",
+            f"model small_resnet: images are small (~{max(8, int(round(short)))}px), where a compact residual CNN "
+            "trained from scratch beats resized ImageNet models",
+        )
+    elif small:
         put(
             "model",
             "small_cnn",
-            f"model small_cnn: images are small (~{max(8, int(round(short)))}px), where a compact CNN trained from "
-            "scratch beats resized ImageNet models",
+            f"model small_cnn: images are tiny (~{max(8, int(round(short)))}px), too small for small_resnet's three "
+            "poolings, and a compact CNN trained from scratch beats resized ImageNet models",
         )
     else:
         budget = float(values.get("time_budget_s") or 0.0)
@@ -250,6 +263,8 @@ def suggest(
             put("lr", 1e-3, f"lr 0.001: gentle enough not to wreck {model}'s pretrained features")
         else:
             put("strategy", "scratch", f"strategy scratch: {model} starts from random weights (not pretrained)")
+    if small:
+        _small_image_recipe(stats, values, out, put)
     put("patience", 5, "patience 5: stop when val stops improving for 5 epochs")
     mode, reason = recommend(stats)
     put("imbalance", mode, f"imbalance {mode}: {reason}")
@@ -340,3 +355,37 @@ def plan_epochs(cfg: RunConfig, stats: dict, budget_s: float, throughput: Throug
         f"epochs {epochs}: {n_epochs} {'fits' if one else 'fit'} in about {duration(total)} on {where} ({per_epoch}; time budget "
         f"{duration(budget_s)})"
     )
+
+
+def _small_image_recipe(
+    stats: dict, values: dict[str, Any], out: dict[str, Any], put: Callable[[str, Any, str], None]
+) -> None:
+    """The augmentation and loss of the small-image recipe, for whichever model trains on small images:
+    random translation, label smoothing (single-label tasks: multi-label losses take none), and test-time
+    flip when the horizontal flip trains (it teaches the model that a mirror image is the same thing) and
+    the strategy scores whole images (a linear probe scores cached features of unflipped images)."""
+    from engine.config import RunConfig
+    from engine.train.augment import max_shift
+
+    shift = max_shift(RunConfig(translate=SMALL_TRANSLATE), values.get("image_size") or out.get("image_size") or 32)
+    put(
+        "translate",
+        SMALL_TRANSLATE,
+        f"translate {SMALL_TRANSLATE}: random shifts of up to {shift} px (1/16 of the side), the fast small-image "
+        "recipes' random crop with padding",
+    )
+    if stats.get("task") != "multilabel":
+        put(
+            "label_smoothing",
+            SMALL_LABEL_SMOOTHING,
+            f"label_smoothing {SMALL_LABEL_SMOOTHING}: keeps a net trained from scratch from growing over-confident",
+        )
+    hflip = values.get("hflip", True)
+    strategy = values.get("strategy", out.get("strategy"))
+    if hflip and strategy != "linear_probe":
+        put(
+            "tta_hflip",
+            True,
+            "tta_hflip: predictions average each image and its mirror image, as the horizontal flip is a training "
+            "augmentation",
+        )
