@@ -3,6 +3,7 @@ and a plan that is the probe's speed times the images of each stage (checked as 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -10,7 +11,14 @@ import pytest
 from engine.config import RunConfig
 from engine.data import quick_stats
 from engine.train import timing
-from engine.train.timing import Throughput, cached_throughput, estimate_run, measure_throughput, planned_images
+from engine.train.timing import (
+    Throughput,
+    cached_throughput,
+    duration,
+    estimate_run,
+    measure_throughput,
+    planned_images,
+)
 
 TINY = dict(
     dataset="builtin:digits",
@@ -202,9 +210,12 @@ def test_suggest_plans_the_epochs_from_a_probe_and_sets_the_budget_as_the_guard(
 
     given_epochs, _ = suggest(digits, {"epochs"}, gpu=False, values={"epochs": 3})
     assert "epochs" not in given_epochs and "time_budget_s" not in given_epochs
-    short, why_short = suggest(digits, {"time_budget_s"}, gpu=False, values={"time_budget_s": 20.0})
-    assert short["epochs"] == plan_epochs(cfg, digits, 20.0, tp)[0] < out["epochs"]
-    assert "time_budget_s" not in short and any("time budget 20 s" in r for r in why_short)
+    # a budget a few epochs long at the probed speed (on a quiet CPU 8 px digits take well under a second an
+    # epoch, so a fixed 20 s already reached MAX_EPOCHS: the plan, not a guess about the machine, sets it)
+    few = 3 * estimate_run(dataclasses.replace(cfg, epochs=1, time_budget_s=0.0), digits, tp).seconds_per_epoch + 1.0
+    short, why_short = suggest(digits, {"time_budget_s"}, gpu=False, values={"time_budget_s": few})
+    assert short["epochs"] == plan_epochs(cfg, digits, few, tp)[0] < out["epochs"]
+    assert "time_budget_s" not in short and any(f"time budget {duration(few)}" in r for r in why_short)
     none, why_none = suggest(digits, {"time_budget_s"}, gpu=False, values={"time_budget_s": 0.0})
     assert none["epochs"] == fixed_epochs(digits["num_images"]) and any("no time budget" in r for r in why_none)
 
@@ -215,13 +226,17 @@ def test_the_cli_defaults_plan_to_the_budget_and_explicit_epochs_win(capsys: pyt
     from engine.cli.main import main
 
     common = ["estimate", "--dataset", "builtin:digits", "--json"]
-    assert main([*common, "--time-budget-s", "30"]) == 0
+    assert main([*common, "--epochs", "1"]) == 0  # the probe's speed: a budget of about five epochs at it
+    one = json.loads(capsys.readouterr().out)
+    final_s = one["final_images"] / one["throughput"]["eval_img_per_s"]
+    budget = round(5 * one["seconds_per_epoch"] + final_s, 3)  # (a fixed 30 s reached MAX_EPOCHS on a quiet CPU)
+    assert main([*common, "--time-budget-s", str(budget)]) == 0
     plan = json.loads(capsys.readouterr().out)
-    assert plan["budget_s"] == 30.0 and plan["epochs"] > 1
+    assert plan["budget_s"] == budget and plan["epochs"] > 1
     assert (
-        0.8 * 30
+        0.8 * budget
         <= plan["epochs"] * plan["seconds_per_epoch"] + plan["final_images"] / plan["throughput"]["eval_img_per_s"]
-        <= 30
+        <= budget
     )
     assert main([*common, "--epochs", "3"]) == 0
     plan = json.loads(capsys.readouterr().out)
