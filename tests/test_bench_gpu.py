@@ -22,6 +22,9 @@ def test_make_bench_gpu_dry_run_passes_the_flag():
 def test_bench_gpu_dry_run_prints_every_section(monkeypatch: pytest.MonkeyPatch, capsys):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     monkeypatch.setattr(sys, "argv", ["bench_gpu.py", "--dry-run"])
+    # the dry run sets LOUPE_NO_QUEUE for its own runs: set here, so it is undone after this test (it leaked into
+    # tests/test_jobs.py once, whose second run then trained beside the first instead of queueing)
+    monkeypatch.setenv("LOUPE_NO_QUEUE", "1")
     import bench_gpu
 
     assert bench_gpu.main() == 0

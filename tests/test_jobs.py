@@ -121,9 +121,9 @@ def test_only_dataset_given_picks_a_recipe_and_says_why(tmp_path: Path):
         timeout=300,
     )
     assert out.returncode == 0, out.stderr
-    assert "chose model small_cnn" in out.stderr and "chose imbalance weighted_loss" in out.stderr
+    assert "chose model small_resnet" in out.stderr and "chose imbalance weighted_loss" in out.stderr
     cfg = Run(json.loads(out.stdout)["path"]).config()["config"]
-    assert cfg["model"] == "small_cnn" and cfg["image_size"] == 28 and cfg["imbalance"] == "weighted_loss"
+    assert cfg["model"] == "small_resnet" and cfg["image_size"] == 28 and cfg["imbalance"] == "weighted_loss"
     assert cfg["epochs"] == 1  # what the user gave wins over the recipe
 
 

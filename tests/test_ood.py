@@ -189,7 +189,7 @@ def test_the_predict_page_says_looks_unlike_the_training_data(monkeypatch):
     rm = wrap_model(net, ["Sneaker", "Sandal", "Ankle boot"], "multiclass", 8, 1)
     pred = Predictor.from_model(rm, name="fashion-run")
     pred.ood = OodStatus(OodCheck(np.zeros(1), np.eye(1), 0.25, 100, 50))  # mean pixel above 0.25: unlike
-    monkeypatch.setattr(load, "predictor", lambda ref, runs: pred)
+    monkeypatch.setattr(load, "predictor", lambda ref, runs, labels=None: pred)
     at = open_predict()
     bright, dark = png(np.full((8, 8), 250)), png(np.full((8, 8), 20))
     upload(at, ("bright-14-8.png", bright, "image/png"), ("dark-14-8.png", dark, "image/png"))
@@ -211,6 +211,6 @@ def test_the_predict_page_says_when_the_check_is_unavailable(monkeypatch):
     from tests.test_predict_multilabel import constant_multilabel
 
     pred = constant_multilabel()
-    monkeypatch.setattr(load, "predictor", lambda ref, runs: pred)
+    monkeypatch.setattr(load, "predictor", lambda ref, runs, labels=None: pred)
     at = open_predict()
     assert any(c.value.startswith("Out-of-distribution check unavailable: ") for c in at.caption)

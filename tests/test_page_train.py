@@ -75,7 +75,8 @@ def run_picker(at: AppTest):
 
 
 def runs_frame(at: AppTest):
-    frames = [d.value for d in at.dataframe]
+    """The runs table: the page's table with a Run and an Id column (the Sweep section's tables come first)."""
+    frames = [d.value for d in at.dataframe if {"Run", "Id"} <= set(d.value.columns)]
     assert frames, "no runs table"
     return frames[0]
 
@@ -332,7 +333,10 @@ def test_augmentation_preview_follows_the_toggles():
     assert at.toggle(key="train.f.hflip").value is True
     assert len(at.image) == 4  # 4 training images, each a row: original + 4 draws
     assert all(len(row.value) == 5 for row in at.image)
+    assert at.toggle(key="train.on.translate").value is True  # the small-image recipe's random shifts
     at.toggle(key="train.f.hflip").set_value(False).run()
+    assert len(at.image) == 4  # the shifts alone still draw
+    at.toggle(key="train.on.translate").set_value(False).run()
     assert len(at.image) == 0
     assert any("All augmentations are off" in c.value for c in at.caption)
     at.toggle(key="train.on.rotation").set_value(True).run()
@@ -592,7 +596,7 @@ def test_ddp_processes_field_launches_a_torchrun_job_from_the_page():
     at = open_train("builtin:digits")
     assert not [b for b in at.button if b.key == "train.all_gpus"]  # no GPUs here: no such shortcut
     at.selectbox(key="train.model_pick").set_value("small_cnn").run()
-    for name, value in (("image_size", 8), ("epochs", 1), ("batch_size", 64), ("nproc", 2)):
+    for name, value in (("image_size", 8), ("epochs", 3), ("batch_size", 64), ("nproc", 2)):  # 3: label smoothing
         number(at, name).set_value(value).run()
     at.button(key="train.start").click().run()
     assert not at.exception and not at.error

@@ -105,7 +105,7 @@ def test_the_predict_page_headline_is_the_decided_set(monkeypatch):
     from tests.test_page_predict import open_predict, upload
 
     pred = constant_multilabel()
-    monkeypatch.setattr(load, "predictor", lambda ref, runs: pred)
+    monkeypatch.setattr(load, "predictor", lambda ref, runs, labels=None: pred)
     at = open_predict()
     upload(at, ("face-14-1.png", png(101), "image/png"), ("blank-14-1.png", png(7), "image/png"))
     assert not at.exception and not at.error
@@ -136,7 +136,7 @@ def test_a_set_with_no_label_reads_none(monkeypatch):
     from tests.test_page_predict import open_predict, upload
 
     pred = constant_multilabel([0.3, 0.2, 0.1])
-    monkeypatch.setattr(load, "predictor", lambda ref, runs: pred)
+    monkeypatch.setattr(load, "predictor", lambda ref, runs, labels=None: pred)
     at = open_predict()
     upload(at, ("nothing-14-1.png", png(55), "image/png"))
     assert [md.value for md in at.markdown if md.value.startswith("## ")] == ["## (none)"]

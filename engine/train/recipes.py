@@ -304,7 +304,7 @@ def _budget_epochs(
     if not budget_s:
         return fixed, f"epochs {fixed} for {n:,} images (no time budget to plan to)", False
     try:
-        cfg = RunConfig(**values)
+        cfg = RunConfig(**values).validate()  # a bad value is refused by the config check later, not planned to
         if cfg.strategy == "linear_probe":
             return fixed, f"epochs {fixed} of the head on features computed once (seconds each)", False
         if measure is None:
