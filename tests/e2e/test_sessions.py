@@ -40,11 +40,13 @@ def live_bar(page):
 
 
 def bar_reading(page) -> tuple[str, float, int]:
-    """The live panel's text, its progress value and the step it names (0 before the first step)."""
+    """The live panel's text, its progress value and the run's step it names ('N of M steps in all'; 0 before the
+    first step). Not 'step N of' the epoch: that one starts again at 0 each epoch, and a reload across an epoch's
+    end read as going back (once in CI)."""
     bar = live_bar(page).first
     text = bar.inner_text(timeout=30_000)
     now = float(bar.locator('[role="progressbar"]').get_attribute("aria-valuenow") or 0)
-    step = re.search(r"step ([\d,]+) of", text)
+    step = re.search(r"([\d,]+) of [\d,]+ steps in all", text)
     return text, now, int(step.group(1).replace(",", "")) if step else 0
 
 
