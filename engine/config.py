@@ -100,6 +100,13 @@ class RunConfig:
     weights_file: str = _f("", "model", "a local .safetensors file with pretrained weights")
     allow_scratch: bool = _f(False, "model", "train from scratch when no pretrained weights can be found")
     strategy: str = _f("finetune_all", "model", "which parts train", choices=STRATEGIES)
+    finetune_epochs: int = _f(
+        0,
+        "model",
+        "linear probe only: then fine-tune the last stage for this many epochs, starting from the trained head (0: none)",
+        lo=0,
+        hi=100,
+    )
     head: str = _f("linear", "model", "classifier head", choices=("linear", "mlp"))
     dropout: float = _f(0.0, "model", "dropout before the classifier", lo=0.0, hi=0.9)
     # imbalance
@@ -225,6 +232,13 @@ class RunConfig:
             )
         if self.kfold == 1:
             raise ConfigError("Field 'kfold' must be 0 (off) or at least 2.")
+        if self.finetune_epochs and self.strategy != "linear_probe":
+            raise ConfigError(
+                "Field 'finetune_epochs' follows a linear probe's head; set strategy to linear_probe or "
+                "finetune_epochs to 0."
+            )
+        if self.finetune_epochs and self.kfold:
+            raise ConfigError("Field 'finetune_epochs' works with single runs; set kfold to 0 or finetune_epochs to 0.")
         bad_weights = [
             w
             for w in self.class_weights

@@ -49,21 +49,35 @@ def test_larger_lite_weights_load_offline_onto_timm_and_see_a_cat(name: str, siz
     assert CATS & {imagenet_classes()[i] for i in top5}, [imagenet_classes()[i] for i in top5]
 
 
+def no_time(cfg, stats):
+    """A device too slow for any fine-tune after the head (`plan_finetune`; tests/test_head_first.py plans one):
+    keeps these tests off the real timing probe of lite1/lite2, which takes ~40 s at 260 px on a 2-core CPU."""
+    from engine.train.timing import Throughput
+
+    return Throughput(train_img_per_s=0.01, eval_img_per_s=1e4, device="CPU (2 cores) bf16", probe_seconds=1.0)
+
+
 def test_photo_defaults_are_frozen_features_and_a_regularised_head_at_the_pretrained_resolution():
-    out, why = suggest(photo_stats(20_000), set(), gpu=False)
+    out, why = suggest(photo_stats(20_000), set(), gpu=False, measure=no_time)
     assert out["model"] == "tf_efficientnet_lite1" and out["image_size"] == 240  # 20k x lite2 would not fit
     assert (out["strategy"], out["head"], out["pretrained"]) == ("linear_probe", "mlp", True)
     assert out["dropout"] > 0 and out["weight_decay"] >= 0.01 and out["label_smoothing"] > 0
     assert any(r.startswith("model tf_efficientnet_lite1: the largest offline ImageNet model") for r in why), why
     assert all(r for r in why)
-    small, _ = suggest(photo_stats(1_000), set(), gpu=False)
+    small, _ = suggest(photo_stats(1_000), set(), gpu=False, measure=no_time)
     assert (small["model"], small["image_size"]) == ("tf_efficientnet_lite2", 260)
-    tight, _ = suggest(photo_stats(20_000), {"time_budget_s"}, gpu=False, values={"time_budget_s": 120.0})
+    tight, _ = suggest(
+        photo_stats(20_000), {"time_budget_s"}, gpu=False, values={"time_budget_s": 120.0}, measure=no_time
+    )
     assert (tight["model"], tight["image_size"]) == ("tf_efficientnet_lite0", 224)
-    assert suggest(photo_stats(200_000), set(), gpu=True)[0]["model"] == "tf_efficientnet_lite2"
+    assert suggest(photo_stats(200_000), set(), gpu=True, measure=no_time)[0]["model"] == "tf_efficientnet_lite2"
     # a user's own pretrained choice and strategy still win, and fine-tuning keeps its own recipe
     mine, _ = suggest(
-        photo_stats(20_000), {"model", "strategy"}, gpu=False, values={"model": "resnet18", "strategy": "finetune_all"}
+        photo_stats(20_000),
+        {"model", "strategy"},
+        gpu=False,
+        values={"model": "resnet18", "strategy": "finetune_all"},
+        measure=no_time,
     )
     assert "strategy" not in mine and "head" not in mine and mine["image_size"] == 128
 

@@ -96,6 +96,7 @@ LABELS = {
     "sync_bn": "Sync batch norm",
     "max_memory_gb": "Memory budget (GB, 0: auto)",
     "pseudo_label": "Pseudo-label confidence (0: off)",
+    "finetune_epochs": "Then fine-tune (epochs)",
 }
 STEPS = {
     "lr": 1e-4,
@@ -121,6 +122,7 @@ RELEVANT = {
     "focal_gamma": lambda v: v.get("loss") == "focal",
     "class_weights": lambda v: v.get("imbalance") == "weighted_loss",
     "sync_bn": lambda v: v.get("nproc", 1) > 1,
+    "finetune_epochs": lambda v: v.get("strategy") == "linear_probe",
 }
 PREVIEW_IMAGES, PREVIEW_VARIANTS, PREVIEW_PX = 4, 4, 52
 

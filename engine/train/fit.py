@@ -93,14 +93,17 @@ def fit(
     progress: Callable[[int, int, str], None] | None = None,
     setup: TrainingSetup | None = None,
     epoch_hook: EpochHook | None = None,
+    header: RunConfig | None = None,
 ) -> dict:
     """Train the whole model (every strategy but the linear probe) per `cfg` into `run`; returns the summary,
     or `{'state': 'stopped', ...}` when asked to stop. Raises `LoupeError` for user-fixable problems.
 
     `resume` continues from `run`'s last checkpoint. `setup`: data, model and device already prepared
     (by default prepared here, see `engine.train.setup.prepared_run`). `epoch_hook`: see `EpochHook`.
+    `header`: the config config.json records, when it is not `cfg` (the head-first recipe's second phase
+    records the config the user gave, which a resume runs again).
     """
-    with prepared_run(cfg, run, log, progress, setup) as setup:
+    with prepared_run(cfg, run, log, progress, setup, header) as setup:
         return Trainer(cfg, run, setup, log, progress, epoch_hook).fit(resume)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from engine.config import ConfigError, RunConfig
 from engine.data.splits import kfold_indices
 from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
+from engine.train.children import train_child
 from engine.train.fit import fit
 from engine.train.probe import fit_probe
 from engine.train.setup import dataset_for, prepare
@@ -71,36 +72,18 @@ def fit_kfold(
     )
     summaries = []
     for k, (train_idx, held_idx) in enumerate(folds):
-        child = Run(run.path / "folds" / f"fold{k + 1}")
-        state = child.raw_status().get("state") if child.exists() else None
-        if state == "completed":
-            summaries.append(child.summary())
-            continue
-        if not child.exists():
-            child.path.mkdir(parents=True)
-            atomic_write_json(
-                child.path / "config.json",
-                {
-                    "config": child_cfg.to_dict(),
-                    "run_id": child.id,
-                    "parent": run.id,
-                    "fold": k + 1,
-                    "created_at": now_iso(),
-                },
-            )
-            child.write_status(state="queued", epoch=0, epochs=cfg.epochs, step=0)
         log(f"fold {k + 1}/{cfg.kfold}: train {len(train_idx)}, held out {len(held_idx)}")
         run.write_status(state="running", fold=k + 1, epoch=k)
-        if run.stop_requested():
-            child.request_stop()  # the child's loop checks its own folder
         fold_ds = dataclasses.replace(ds, splits={"train": train_idx, "val": held_idx, "test": test})
-        out = train_fold(
+        _, out = train_child(
+            run,
+            f"folds/fold{k + 1}",
             child_cfg,
-            child,
-            resume=state in ("stopped", "failed"),
-            log=log,
-            progress=progress,
-            setup=prepare(child_cfg, progress=progress, dataset=fold_ds),
+            train_fold,
+            lambda fold_ds=fold_ds: prepare(child_cfg, progress=progress, dataset=fold_ds),
+            log,
+            progress,
+            fold=k + 1,
         )
         if out.get("state") == "stopped":
             run.clear_stop()

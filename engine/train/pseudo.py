@@ -26,7 +26,8 @@ from engine.config import ConfigError, RunConfig
 from engine.data.dataset import Dataset
 from engine.data.pool import decode_pool
 from engine.data.source import TRAIN, ScanResult, fingerprint
-from engine.runs.folder import Run, atomic_write_json, now_iso
+from engine.runs.folder import Run, now_iso
+from engine.train.children import train_child
 from engine.train.fit import fit
 from engine.train.setup import dataset_for, prepare
 
@@ -120,39 +121,18 @@ def fit_pseudo(
             "unlabeled/ folder or a -1 line); set it to 0 or add some."
         )
     pool_source, pool_images, _ = pool
-    child = Run(run.path / "round1")
     child_cfg = cfg.replace(pseudo_label=0.0)
-    state = child.raw_status().get("state") if child.exists() else None
-    if state != "completed":
-        if not child.exists():
-            child.path.mkdir(parents=True)
-            atomic_write_json(
-                child.path / "config.json",
-                {
-                    "config": child_cfg.to_dict(),
-                    "run_id": child.id,
-                    "parent": run.id,
-                    "round": 1,
-                    "created_at": now_iso(),
-                },
-            )
-            child.write_status(state="queued", epoch=0, epochs=cfg.epochs, step=0)
-        run.write_status(
-            state="running", round=1, pid=os.getpid(), started_at=run.raw_status().get("started_at") or now_iso()
-        )
-        log(f"pseudo-labelling round 1: the {len(ds.splits['train'])} labelled training images alone")
-        out = fit(
-            child_cfg,
-            child,
-            resume=state in ("stopped", "failed"),
-            log=log,
-            progress=progress,
-            setup=prepare(child_cfg, progress=progress, dataset=ds),
-        )
-        if out.get("state") == "stopped":
-            run.write_status(state="stopped", round=1)
-            return {"state": "stopped", "round": 1}
-        resume = False  # round 2 starts now
+    run.write_status(
+        state="running", round=1, pid=os.getpid(), started_at=run.raw_status().get("started_at") or now_iso()
+    )
+    log(f"pseudo-labelling round 1: the {len(ds.splits['train'])} labelled training images alone")
+    child, out = train_child(
+        run, "round1", child_cfg, fit, lambda: prepare(child_cfg, progress=progress, dataset=ds), log, progress, round=1
+    )
+    if out.get("state") == "stopped":
+        run.write_status(state="stopped", round=1)
+        return {"state": "stopped", "round": 1}
+    resume = resume and run.last_state.exists()  # round 2 goes on from its checkpoint, if it had begun
     multilabel = ds.task == "multilabel"
     with np.load(child.predictions / "val.npz") as z:
         val_probs = z["probs"]

@@ -47,6 +47,7 @@ RESNET_MIN_SIDE = 24  # below this small_resnet's three 2x2 poolings leave a 2x2
 # Time-aware defaults (issue 16): with no --epochs, the epochs are planned to fill a time budget on this device,
 # from a timed probe of the chosen model (engine.train.timing). The budget is also the run's stop guard.
 DEFAULT_BUDGET_S = {"cpu": 600.0, "gpu": 300.0}  # about 10 minutes on a CPU; a GPU does the same work far faster
+FINETUNE_MAX_EPOCHS = 5  # the head-first recipe's fine-tune is short: the head is already trained
 MIN_EPOCHS, MAX_EPOCHS = 1, 100  # a budget far beyond the data's needs still stops at MAX (patience ends it earlier)
 # (config, quick_stats) -> the model's measured speed, or None: not measured yet (the Train page times it in the
 # background and plans again once it has)
@@ -268,10 +269,8 @@ def suggest(
     put("patience", 5, "patience 5: stop when val stops improving for 5 epochs")
     mode, reason = recommend(stats)
     put("imbalance", mode, f"imbalance {mode}: {reason}")
+    budget = float(values["time_budget_s"]) if "time_budget_s" in given else DEFAULT_BUDGET_S["gpu" if gpu else "cpu"]
     if "epochs" not in given:  # after every other choice: the plan times the model, size and epoch length chosen
-        budget = (
-            float(values["time_budget_s"]) if "time_budget_s" in given else DEFAULT_BUDGET_S["gpu" if gpu else "cpu"]
-        )
         epochs, reason, budgeted = _budget_epochs(stats, {**values, **out}, budget, measure)
         put("epochs", epochs, reason)
         if budgeted:
@@ -281,7 +280,58 @@ def suggest(
                 f"time_budget_s {budget:g}: the budget the epochs were planned to, also a guard that ends the run "
                 "there (--time-budget-s, or the Train form's time budget, changes it)",
             )
+    chosen = {**values, **out}
+    # the head-first recipe, when the defaults chose the probe (a user who asks for a linear probe gets one)
+    if out.get("strategy") == "linear_probe" and model in TRANSFER_SIZES and budget and chosen.get("pretrained"):
+        epochs, reason = plan_finetune(stats, chosen, budget, measure)
+        put("finetune_epochs", epochs, reason)
+        if epochs:
+            put(
+                "time_budget_s",
+                budget,
+                f"time_budget_s {budget:g}: the features, the head and the fine-tune together, also a guard that ends "
+                "the fine-tune there (--time-budget-s, or the Train form's time budget, changes it)",
+            )
     return out, why
+
+
+def plan_finetune(stats: dict, values: dict[str, Any], budget_s: float, measure: Measure | None) -> tuple[int, str]:
+    """(epochs, reason) of the head-first recipe's fine-tune (`engine.train.head_first`): as many epochs of the
+    last stage, at most FINETUNE_MAX_EPOCHS, as fit in what the features and the head leave of `budget_s`
+    ("time permitting"); 0 when not even one does.
+
+    One timed probe of the fine-tune's configuration gives both figures: its evaluation speed is the feature
+    extraction's (the same forward pass), its training speed the fine-tune's."""
+    from engine.config import RunConfig
+    from engine.errors import LoupeError
+    from engine.train.timing import duration, estimate_run
+
+    try:
+        probe_cfg = RunConfig(**{**values, "finetune_epochs": 0, "epochs": 1, "time_budget_s": 0.0}).validate()
+        ft_cfg = probe_cfg.replace(strategy="finetune_last")
+        throughput = measure(ft_cfg, stats) if measure is not None else None
+        if measure is not None and throughput is None:
+            return 0, "finetune_epochs 0 for now: the fine-tune is being timed on this device, then planned"
+        ft = estimate_run(ft_cfg, stats, throughput)
+        head = estimate_run(probe_cfg, stats, ft.throughput)
+    except (LoupeError, RuntimeError, TypeError, ValueError) as e:  # a model that cannot be timed here
+        return 0, f"finetune_epochs 0: the fine-tune could not be timed ({str(e).rstrip('.')})"
+    where = "this CPU" if ft.on_cpu else "this GPU"
+    left = budget_s - 1.1 * head.total_seconds  # the head's own epochs: a tenth of the features' time at most
+    per_epoch = ft.seconds_per_epoch
+    final = ft.final_images / ft.throughput.eval_img_per_s
+    epochs = min(FINETUNE_MAX_EPOCHS, int((left - final) / per_epoch)) if per_epoch > 0 and left > final else 0
+    if epochs < 1:
+        return 0, (
+            f"finetune_epochs 0: the features and the head take about {duration(head.total_seconds)} on {where}, and "
+            f"one epoch of fine-tuning the last stage about {duration(per_epoch)} more, past the time budget "
+            f"({duration(budget_s)}): the head alone"
+        )
+    return epochs, (
+        f"finetune_epochs {epochs}: then the last stage fine-tunes from the trained head, {epochs} epoch"
+        f"{'' if epochs == 1 else 's'} of about {duration(per_epoch)} on {where}, in what the features and the head "
+        f"(about {duration(head.total_seconds)}) leave of the time budget ({duration(budget_s)})"
+    )
 
 
 def fixed_epochs(num_images: int) -> int:

@@ -4,6 +4,8 @@ It picks the mode, and each mode knows nothing of the ones above it:
 - k-fold cross-validation (`cfg.kfold >= 2`): `engine.train.kfold`, which trains one child run per fold
   with the plain trainer or the probe;
 - pseudo-labelling (`cfg.pseudo_label > 0`): `engine.train.pseudo`, two plain runs (round 1 in `RUN/round1/`);
+- head first, then fine-tune (a linear probe with `cfg.finetune_epochs`): `engine.train.head_first`, the head
+  run in `RUN/head/`, then the last stage fine-tuned into RUN;
 - linear probe (`cfg.strategy == "linear_probe"`): `engine.train.probe`;
 - everything else: `engine.train.fit`.
 
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from engine.config import RunConfig
 from engine.runs.folder import Run
 from engine.train.fit import EpochHook, fit
+from engine.train.head_first import fit_head_first
 from engine.train.kfold import fit_kfold
 from engine.train.loop import TrainingFailed
 from engine.train.probe import fit_probe
@@ -45,6 +48,8 @@ def run_training(
             return fit_kfold(cfg, run, resume=resume, log=log, progress=progress)
         if cfg.pseudo_label > 0:
             return fit_pseudo(cfg, run, resume=resume, log=log, progress=progress)
+        if cfg.strategy == "linear_probe" and cfg.finetune_epochs:
+            return fit_head_first(cfg, run, resume=resume, log=log, progress=progress)
         if cfg.strategy == "linear_probe":
             return fit_probe(cfg, run, resume=resume, log=log, progress=progress)
         return fit(cfg, run, resume=resume, log=log, progress=progress, epoch_hook=epoch_hook)

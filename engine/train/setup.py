@@ -240,6 +240,7 @@ def prepared_run(
     log: Callable[[str], None],
     progress: Progress | None = None,
     setup: TrainingSetup | None = None,
+    header: RunConfig | None = None,
 ) -> Iterator[TrainingSetup]:
     """The setup one plain or linear-probe run trains with, its header written (by rank 0 under torchrun).
 
@@ -250,7 +251,7 @@ def prepared_run(
         if setup is None:
             setup = prepare(cfg, dist, progress=progress)
         if dist.is_main:
-            write_header(run, setup, cfg)
+            write_header(run, setup, header or cfg)
         log(setup.describe(cfg))
         yield setup
     finally:
