@@ -152,7 +152,9 @@ class RunConfig:
     # stopping
     epochs: int = _f(10, "stopping", "number of epochs", lo=1, hi=10000)
     batch_size: int = _f(128, "stopping", "training batch size", lo=1, hi=65536)
-    patience: int = _f(0, "stopping", "early stopping: epochs without improvement (0: off)", lo=0)
+    patience: int = _f(
+        0, "stopping", "early stopping: epochs without improvement, counted after the warm-up (0: off)", lo=0
+    )
     monitor: str = _f(
         "auto",
         "stopping",

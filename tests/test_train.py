@@ -403,3 +403,25 @@ def test_evaluation_runs_in_larger_batches_with_the_same_probabilities():
     small = predict_probs(model, data, idx, compute, multilabel=False, batch_size=7)
     large = predict_probs(model, data, idx, compute, multilabel=False, batch_size=eval_batch_size(64))
     np.testing.assert_allclose(small, large, atol=1e-5)  # eval mode: batch norm uses running statistics
+
+
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_patience_counts_only_the_epochs_after_the_warm_up(tmp_path: Path, scheduler: str):
+    """Patience 1 ends the run at the first epoch after the warm-up (one-cycle: 30% of 10 epochs; cosine:
+    warmup_epochs 3) that does not improve val, never at one inside it (issue 16: a planned 100-epoch
+    one-cycle run stopped at epoch 18, the rate still rising). At this tiny rate only BatchNorm's statistics
+    move the val figure; with this seed an epoch inside the warm-up repeats its predecessor's figure."""
+    cfg = tiny(epochs=10, patience=1, lr=1e-9, scheduler=scheduler, warmup_epochs=3.0, monitor="val_balanced_accuracy")
+    run, summary = run_fit(tmp_path, cfg)
+    values = [r["balanced_accuracy"] for r in run.metrics() if r["split"] == "val"]
+    best, expected, inside = -1.0, None, []
+    for epoch, value in enumerate(values, start=1):
+        if value > best:
+            best = value
+        elif epoch > 3:
+            expected = epoch
+            break
+        else:
+            inside.append(epoch)
+    assert inside, values  # an epoch without improvement inside the warm-up did not stop the run
+    assert summary["epochs_run"] == expected and summary["stopped_early"] == "patience", values

@@ -30,7 +30,7 @@ from engine.train import distributed
 from engine.train.feed import open_data
 from engine.train.imbalance import epoch_indices, make_loss
 from engine.train.loop import DeviceData, EpochResult, eval_batch_size, predict_probs, train_one_epoch
-from engine.train.optim import make_optimizer, make_scheduler
+from engine.train.optim import make_optimizer, make_scheduler, warmup_length
 from engine.train.records import (
     improved,
     monitor_name,
@@ -354,7 +354,7 @@ class Trainer:
         if improved(value, st.best_value, self.monitor):
             st.best_value, st.best_epoch, st.bad_epochs = value, epoch + 1, 0
             save_weights(self.model, self.run.best_weights)
-        else:
+        elif epoch + 1 > warmup_length(self.cfg, self.cfg.epochs):  # patience counts after the warm-up only
             st.bad_epochs += 1
         self.save_last()
         self.run.write_status(state="running", epoch=st.epoch, step=st.step)
