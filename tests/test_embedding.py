@@ -92,11 +92,3 @@ def _tiny_folder(root: Path) -> Path:
     from tests.conftest import make_class_folders
 
     return make_class_folders(root / "other", {"a": 3, "b": 3})
-
-
-def test_selected_items_reads_the_chart_selection():
-    from app.dataset.quality import selected_items
-
-    event = {"selection": {"points": [{"customdata": 7}, {"customdata": [3]}, {"customdata": 7}, {"x": 1}]}}
-    assert selected_items(event) == [7, 3]
-    assert selected_items(None) == [] and selected_items({"selection": {"points": []}}) == []

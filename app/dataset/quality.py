@@ -6,9 +6,12 @@ are computed while the dataset opens (`app.common.loaders.load_quality`: a serve
 opening's place, then a file in the cache).
 
 Embedding map: `engine.explain.embedding` places every image (a stratified sample above 20,000) in 2-D; the
-points are coloured by class, split, a run's prediction errors or a quality issue; hovering names the image,
-and clicking or lasso-selecting points shows the selected images under the map. The map is drawn on request
-(a first UMAP or t-SNE takes seconds to minutes on a small CPU), in a fragment, so a selection reruns only it.
+points are coloured by class, split, a run's prediction errors or a quality issue; hovering a point shows its
+image with its name and label (`app.dataset.map_component`: a small Streamlit component, since Plotly's own hover
+labels cannot hold an image; images for up to 2,000 points, the others hover with their name), legend entries
+toggle groups, and clicking, box- or lasso-selecting points shows the selected images under the map. The map is
+drawn on request (a first UMAP or t-SNE takes seconds to minutes on a small CPU), in a fragment, so a selection
+reruns only it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from app.common import scans
 from app.common.charts import PALETTE, layout
 from app.common.images import THUMB_PX, for_display
 from app.common.loaders import load_quality
+from app.dataset.map_component import Thumbnails, hover_thumbnails, map_chart
 from engine.data import Dataset
 from engine.data.quality import QualityReport, measures
 from engine.data.stats import label_text
@@ -34,6 +38,7 @@ GALLERY = 16  # flagged images shown per measure, worst first
 SELECTED_SHOWN = 48  # selected images shown under the map
 MAP_HEIGHT = 560
 K_METHOD, K_COLOUR, K_RUN, K_DRAW = "dataset.map.method", "dataset.map.colour", "dataset.map.run", "dataset.map.draw"
+K_CHART = "dataset.map.chart"
 METHODS = {
     "auto": "Auto (t-SNE below 5,000 points, UMAP above)",
     "umap": "UMAP",
@@ -109,6 +114,12 @@ def load_map(spec: str, ds: Dataset, method: str) -> Any:
     return scans.result(key, lambda progress: embedding_map(ds, method=method, progress=progress), "Embedding map")
 
 
+def load_thumbnails(spec: str, ds: Dataset, method: str, emap: Any) -> Thumbnails:
+    """The map's hover images, encoded once per map in a server task (a second or two for 2,000 files)."""
+    key = ("map-thumbnails", spec, ds.fingerprint, ds.image_size, ds.channels, method)  # Re-scan forgets it
+    return scans.result(key, lambda progress: hover_thumbnails(ds, emap.indices, progress=progress), "Hover images")
+
+
 def colour_groups(ds: Dataset, emap: Any, colour: str, run: str | None, report: QualityReport | None) -> np.ndarray:
     """(n,) the group name of each point for `colour`."""
     from engine.explain.embedding import class_key, prediction_errors, split_names
@@ -129,7 +140,9 @@ def colour_groups(ds: Dataset, emap: Any, colour: str, run: str | None, report: 
 
 
 def map_figure(ds: Dataset, emap: Any, groups: np.ndarray, title: str) -> go.Figure:
-    """One WebGL trace per group (legend entries toggle them); hover names the image, customdata holds its index."""
+    """One WebGL trace per group (legend entries toggle them); customdata holds each point's dataset index and
+    text its name and label, which the map component shows on hover beside the image (Plotly's own hover label
+    is off: it cannot hold an image)."""
     fig = go.Figure()
     order = list(dict.fromkeys(sorted(set(groups.tolist()), key=lambda g: (g in (FINE, "not scored"), str(g)))))
     for k, name in enumerate(order):
@@ -145,27 +158,20 @@ def map_figure(ds: Dataset, emap: Any, groups: np.ndarray, title: str) -> go.Fig
                 marker={"size": 6, "color": COLOURS.get(str(name), PALETTE[k % len(PALETTE)]), "opacity": 0.8},
                 customdata=items,
                 text=text,
-                hovertemplate="%{text}<extra>" + str(name) + "</extra>",
+                meta=str(name),
+                hoverinfo="none",
             )
         )
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)
-    return layout(fig, title, height=MAP_HEIGHT, dragmode="lasso", legend={"itemsizing": "constant"})
-
-
-def selected_items(event: Any) -> list[int]:
-    """The dataset indices of the points selected on the map (clicked, boxed or lassoed), in order, no repeats."""
-    points = (event or {}).get("selection", {}).get("points", []) if isinstance(event, dict) else []
-    if not isinstance(event, dict):
-        points = getattr(getattr(event, "selection", None), "points", None) or []
-    out = []
-    for p in points:
-        value = p.get("customdata")
-        if isinstance(value, list):
-            value = value[0] if value else None
-        if value is not None:
-            out.append(int(value))
-    return list(dict.fromkeys(out))
+    return layout(
+        fig,
+        title,
+        height=MAP_HEIGHT,
+        dragmode="lasso",
+        legend={"itemsizing": "constant"},
+        template="plotly_white",
+    )
 
 
 @st.fragment
@@ -190,6 +196,7 @@ def show_embedding(spec: str, ds: Dataset) -> None:
         emap = load_map(spec, ds, method)
         report = load_quality(spec, ds) if colour.startswith(ISSUE) else None
         groups = colour_groups(ds, emap, colour, run, report)
+        thumbs = load_thumbnails(spec, ds, method, emap)
     except LoupeError as e:
         st.error(str(e))
         return
@@ -198,24 +205,30 @@ def show_embedding(spec: str, ds: Dataset) -> None:
         if emap.sampled
         else f" ({len(emap.indices):,} images)"
     )
+    hover = (
+        f"Hover a point to see its image (images for a stratified sample of {len(thumbs.urls):,} of "
+        f"{thumbs.drawn:,} points; the others show their name only)"
+        if thumbs.partial
+        else "Hover a point to see its image"
+    )
     st.caption(
-        f"{emap.method} of {emap.features}{sample}. Hover a point to name its image; click, box- or "
-        "lasso-select points to see their images below."
+        f"{emap.method} of {emap.features}{sample}. {hover}; click, box- or lasso-select points to see their "
+        "images below (double-click the map to clear); click a legend entry to hide or show its group."
     )
-    event = st.plotly_chart(
-        map_figure(ds, emap, groups, f"Embedding map, coloured by {colour}"),
-        key="dataset.map.chart",
-        on_select="rerun",
-        selection_mode=("points", "box", "lasso"),
-    )
-    show_selection(ds, selected_items(event), caption)
+    fig = map_figure(ds, emap, groups, f"Embedding map, coloured by {colour}")
+    items = map_chart(fig, thumbs, emap.indices, MAP_HEIGHT, key=K_CHART)
+    show_selection(ds, items, caption)
 
 
 def show_selection(ds: Dataset, items: list[int], captions: Callable[[Dataset, int], str]) -> None:
-    if not items:
-        st.caption("Nothing selected on the map.")
-        return
-    more = f" (the first {SELECTED_SHOWN} shown)" if len(items) > SELECTED_SHOWN else ""
-    st.markdown(f"**{len(items):,} image{'s' if len(items) != 1 else ''} selected**{more}")
-    shown = items[:SELECTED_SHOWN]
-    st.image([for_display(ds.thumbnail(i)) for i in shown], caption=[captions(ds, i) for i in shown], width=THUMB_PX)
+    """The images selected on the map (the first `SELECTED_SHOWN`), captioned, in a container of their own."""
+    with st.container(key="dataset-map-selection"):
+        if not items:
+            st.caption("Nothing selected on the map.")
+            return
+        more = f" (the first {SELECTED_SHOWN} shown)" if len(items) > SELECTED_SHOWN else ""
+        st.markdown(f"**{len(items):,} image{'s' if len(items) != 1 else ''} selected**{more}")
+        shown = items[:SELECTED_SHOWN]
+        st.image(
+            [for_display(ds.thumbnail(i)) for i in shown], caption=[captions(ds, i) for i in shown], width=THUMB_PX
+        )
