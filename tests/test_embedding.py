@@ -23,7 +23,7 @@ def digits(session_cache: Path):
 def test_map_of_digits_is_a_pca_of_pixels_with_one_point_per_image(digits):
     emap = E.embedding_map(digits, method="pca")
     assert emap.xy.shape == (1797, 2) and emap.xy.dtype == np.float32 and np.isfinite(emap.xy).all()
-    assert emap.method == "PCA" and emap.features == "PCA of the pixels"
+    assert emap.method == "PCA" and emap.features == "the pixels"
     np.testing.assert_array_equal(emap.indices, np.arange(1797))
     assert not emap.sampled
     # look-alikes land together: a point's nearest neighbour on the map is mostly of its class

@@ -54,7 +54,7 @@ class EmbeddingMap:
     xy: np.ndarray  # (n, 2) float32
     indices: np.ndarray  # (n,) int64 dataset item per point, ascending
     method: str  # "UMAP", "t-SNE" or "PCA"
-    features: str  # "PCA of the pixels" or "frozen efficientnet-lite0 features (ImageNet weights)"
+    features: str  # "the pixels" (reduced by PCA first, a detail) or "frozen efficientnet-lite0 features (ImageNet weights)"
     usable: int  # usable images before sampling (== len(indices) when nothing was left out)
 
     @property
@@ -177,7 +177,7 @@ def embedding_map(
     indices = stratified_sample(class_key(ds), pool, max_points, seed)
     chosen = choose_method(method, len(indices))
     pixels = uses_pixels(ds)
-    what = "PCA of the pixels" if pixels else "frozen efficientnet-lite0 features (ImageNet weights)"
+    what = "the pixels" if pixels else "frozen efficientnet-lite0 features (ImageNet weights)"
     path = _cache_path(ds, chosen, seed, indices)
     if os.path.exists(path):
         try:
