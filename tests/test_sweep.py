@@ -23,7 +23,7 @@ from engine.config import RunConfig
 from engine.runs.folder import Run, run_row, state_label
 from engine.sweep.report import best_yaml, format_table, trial_rows
 from engine.sweep.space import SweepError, parse_param, parse_space
-from engine.sweep.study import SweepSettings, default_storage, open_storage, run_sweep
+from engine.sweep.study import SweepSettings, default_storage, open_storage, run_sweep, sweep_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = RunConfig(
@@ -247,3 +247,67 @@ def test_a_kfold_trials_objective_is_the_mean_and_std_over_folds_of_each_folds_b
     assert mean == pytest.approx(0.85) and std == pytest.approx(0.0707107, abs=1e-6)
     assert objective_text("val_balanced_accuracy", mean, std) == "85.00% ± 7.07%"
     assert trial_value(run, BASE.replace(kfold=2), "val_loss") == (pytest.approx(0.15), pytest.approx(0.0707107))
+
+
+def test_the_successive_halving_pruner_ends_a_trial_that_cannot_learn(tmp_path: Path):
+    """`--pruner halving` (Optuna's SuccessiveHalvingPruner, rungs at epochs 1 and 3): a trial whose epoch-1 val
+    loss is not in the top third of the trials at that rung is pruned, and its run folder says so."""
+    settings = SweepSettings(
+        base=BASE.replace(epochs=3),
+        params=parse_space(["lr=choice:0.02,0.0000001", "seed=choice:0,1,2"], BASE, grid=True),
+        trials=6,
+        grid=True,
+        pruner="halving",
+    )
+    study = run_sweep(settings, "halving-test", tmp_path / "runs", log=lambda m: None)
+    pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
+    assert len(study.trials) == 6 and pruned, [t.state for t in study.trials]
+    assert type(study.pruner).__name__ == "SuccessiveHalvingPruner"
+    for t in pruned:
+        status = Run(t.user_attrs["run_path"]).raw_status()
+        assert status["stop_reason"] == "pruned" and status["epoch"] < 3
+    completed = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert min(t.value for t in completed) < min(t.intermediate_values[1] for t in pruned)  # the pruned were worse
+
+
+def test_stopping_a_sweep_stops_its_trial_and_a_second_start_tries_that_trial_again(tmp_path: Path):
+    """The page's Stop (and `sweep --stop`) writes the sweep's STOP file: the trial under way stops at its next
+    batch, no new trial starts, the sweep reads 'stopped'; started again, the stopped trial's parameters are
+    queued first and the sweep reaches its target."""
+    import threading
+
+    from engine.sweep.study import read_progress, request_stop
+
+    root = tmp_path / "runs"
+    settings = SweepSettings(
+        base=BASE.replace(epochs=60),  # long enough to be stopped mid-trial (an epoch takes tens of milliseconds)
+        params=parse_space(["lr=choice:0.02,0.01"], BASE, grid=True),
+        trials=2,
+        grid=True,
+        pruner="none",
+    )
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(run_sweep(settings, "stop-test", root, log=lambda m: None)))
+    thread.start()
+    runs: list[Path] = []
+
+    def second_epoch() -> bool:
+        runs[:] = [p.parent for p in root.glob("*/status.json")]
+        return any(Run(p).raw_status().get("epoch", 0) >= 2 for p in runs)
+
+    _wait(second_epoch, 120, "the first trial's second epoch")
+    request_stop("stop-test", root)
+    thread.join(60)
+    assert not thread.is_alive()
+    study = done[0]
+    assert len(study.trials) == 1 and study.trials[0].state == TrialState.FAIL
+    assert study.trials[0].user_attrs["error"] == "stopped by the user"
+    stopped = Run(study.trials[0].user_attrs["run_path"])
+    assert stopped.raw_status()["state"] == "stopped" and stopped.raw_status()["epoch"] < 60
+    assert read_progress("stop-test", root)["state"] == "stopped"
+    assert not (sweep_dir("stop-test", root) / "STOP").exists()  # the next start is not stopped at once
+
+    again = run_sweep(settings, "stop-test", root, log=lambda m: None)
+    finished = [t for t in again.trials if t.state == TrialState.COMPLETE]
+    assert len(finished) == 2 and {t.params["lr"] for t in finished} == {0.02, 0.01}
+    assert finished[0].params == study.trials[0].params  # the stopped trial's parameters went first

@@ -296,6 +296,12 @@ def requeue_stale(study: Any, storage: Any, log: Callable[[str], None]) -> list[
         elif not (t.state == TrialState.FAIL and t.user_attrs.get("retry")):
             continue
         study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+        if "grid_id" in t.system_attrs:  # a grid point: the retry must carry it (Optuna's GridSampler.after_trial
+            # reads it and raised KeyError 'grid_id' on an enqueued trial when one grid point was left)
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            retry = next(w for w in reversed(waiting) if w.user_attrs.get("retry_of") == t.number)
+            for key in ("grid_id", "search_space"):
+                storage.set_trial_system_attr(retry._trial_id, key, t.system_attrs[key])
         again.append(t.number)
         log(f"trial {t.number} did not finish (its sweep was killed or stopped); queued its parameters again")
     if again:
