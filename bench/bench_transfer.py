@@ -3,7 +3,9 @@
 Old default (before issue 16): efficientnet-lite0 at 128 px, fine-tuned (all of it under 5,000 images, else
 its last stage), lr 0.001, up to 30 epochs with patience 5, under the same time budget as the new one.
 New default: what `train --dataset D` now chooses (`engine.train.recipes.suggest`): frozen features at the
-pretrained resolution, computed once and cached, and a regularised MLP head on them.
+pretrained resolution, computed once and cached, and a regularised MLP head on them; then, time permitting, the
+last stage fine-tuned from that head (`engine.train.head_first`). "new, head only" is the same with
+`--finetune-epochs 0`, so the fine-tune's gain (or loss) is measured, not assumed.
 
 Data: a class-balanced subset of Imagenette (`../shared/data/imagenette-224.zip`, skipped with a note when
 absent), N_TRAIN/N_VAL/N_TEST images per class, copied into train/val/test folders. Imagenette is an
@@ -65,8 +67,13 @@ def train(argv: list[str], runs: Path) -> dict:
     summary = run_training(cfg, Run(run.path), log=lambda m: None)
     wall = time.perf_counter() - t0
     test = (summary.get("final") or {}).get("test") or {}
+    recipe = f"{cfg.model} {cfg.image_size}px {cfg.strategy} head={cfg.head} epochs={cfg.epochs}"
+    if cfg.finetune_epochs:
+        kept = (summary.get("head_first") or {}).get("kept", "?")
+        ran = len([r for r in Run(run.path).metrics() if r.get("split") == "val"])
+        recipe += f", then fine-tune {ran} of {cfg.finetune_epochs} epochs (kept: {kept})"
     return {
-        "recipe": f"{cfg.model} {cfg.image_size}px {cfg.strategy} head={cfg.head} epochs={cfg.epochs}",
+        "recipe": recipe,
         "test acc": f"{test.get('accuracy', float('nan')):.4f}",
         "wall s": f"{wall:.0f}",
         "reasons": reasons,
@@ -92,7 +99,7 @@ def main() -> None:
     old = ["--model", "tf_efficientnet_lite0", "--pretrained", "--image-size", "128", "--lr", "0.001"]
     old += ["--strategy", "finetune_all" if n * 10 < 5000 else "finetune_last", "--epochs", "30", "--patience", "5"]
     rows = []
-    for name, argv in [("old default", old), ("new default", [])]:
+    for name, argv in [("old default", old), ("new, head only", ["--finetune-epochs", "0"]), ("new default", [])]:
         r = train(["--dataset", str(data), *argv, *budget], tmp / "runs")
         rows.append({"defaults": name, **{k: v for k, v in r.items() if k != "reasons"}})
         print(name, "reasons:", "; ".join(r["reasons"]), flush=True)

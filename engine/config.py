@@ -149,6 +149,14 @@ class RunConfig:
     step_epochs: int = _f(10, "optim", "step schedule: epochs between decays", lo=1)
     step_gamma: float = _f(0.1, "optim", "step schedule: decay factor", lo=0.0, hi=1.0, lo_open=True)
     grad_clip: float = _f(0.0, "optim", "clip gradient norm to this value (0: off)", lo=0.0)
+    ema_decay: float = _f(
+        0.0,
+        "optim",
+        "weight averaging: validation, checkpoints and predictions use an exponential moving average of the weights "
+        "with this decay per step (e.g. 0.999; 0: off)",
+        lo=0.0,
+        hi=0.99999,
+    )
     # stopping
     epochs: int = _f(10, "stopping", "number of epochs", lo=1, hi=10000)
     batch_size: int = _f(128, "stopping", "training batch size", lo=1, hi=65536)
@@ -238,6 +246,11 @@ class RunConfig:
             raise ConfigError(
                 "Field 'finetune_epochs' follows a linear probe's head; set strategy to linear_probe or "
                 "finetune_epochs to 0."
+            )
+        if self.ema_decay and self.strategy == "linear_probe":
+            raise ConfigError(
+                "Field 'ema_decay': a linear probe's head trains in seconds on fixed features; set ema_decay to 0 or "
+                "choose another strategy."
             )
         if self.finetune_epochs and self.kfold:
             raise ConfigError("Field 'finetune_epochs' works with single runs; set kfold to 0 or finetune_epochs to 0.")

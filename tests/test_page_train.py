@@ -151,7 +151,8 @@ def test_form_renders_grouped_and_prefilled_for_the_active_dataset():
     assert number(at, "image_size").value == 8
     assert at.selectbox(key="train.model_pick").value == "small_cnn"
     assert at.selectbox(key="train.f.strategy").value == "scratch"
-    assert number(at, "patience").value == 5
+    assert number(at, "patience").value == 0  # the epochs are planned to the time budget: no early stop
+    assert any("patience 0: the epochs fill the time budget" in m.value for m in at.markdown)
     assert any(e.label.startswith("Prefilled for this dataset") for e in at.expander)
     assert any("image_size 8" in m.value for m in at.markdown)
     # the imbalance choice is pre-selected from the statistics, with the reason
@@ -168,9 +169,9 @@ def test_form_defaults_to_the_default_dataset():
     assert number(at, "image_size").value == 28
     assert number(at, "time_budget_s").value == 600.0  # issue 16: epochs planned to a 10-minute CPU budget
     planned = [m.value for m in at.markdown if "fit in about" in m.value or "ends the run part-way" in m.value]
-    # not timed yet in this session: the size rule's 8 epochs until the estimate's probe has timed small_cnn
+    # not timed yet in this session: the size rule's 8 epochs until the estimate's probe has timed small_resnet
     assert planned or (
-        number(at, "epochs").value == 8 and any("small_cnn is being timed" in m.value for m in at.markdown)
+        number(at, "epochs").value == 8 and any("small_resnet is being timed" in m.value for m in at.markdown)
     )
 
 

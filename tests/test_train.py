@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig
 from engine.runs.folder import Run
 from engine.train.fit import fit
 from engine.train.jobs import prepare_run
@@ -222,7 +222,8 @@ def test_train_limit_is_stratified(tmp_path: Path):
     assert json.loads((run.path / "config.json").read_text())["num_train"] == 200
 
 
-def test_linear_probe_reuses_cached_features(tmp_path: Path):
+def test_linear_probe_reuses_cached_features(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LOUPE_CACHE_DIR", str(tmp_path / "cache"))  # cold: another test may have cached these
     cfg = tiny(
         model="tf_efficientnet_lite0",
         pretrained=True,
@@ -425,3 +426,40 @@ def test_patience_counts_only_the_epochs_after_the_warm_up(tmp_path: Path, sched
             inside.append(epoch)
     assert inside, values  # an epoch without improvement inside the warm-up did not stop the run
     assert summary["epochs_run"] == expected and summary["stopped_early"] == "patience", values
+
+
+def test_ema_weights_are_what_validation_checkpoints_and_predictions_use_and_resume_keeps_them(tmp_path: Path):
+    """`ema_decay`: the best checkpoint holds the moving average (not the raw weights, which `last` holds), the
+    saved predictions are that average's (the Predictor, loading best, gives the same probabilities), and a
+    run stopped mid-way and resumed ends with the same average as one trained straight through."""
+    from engine.data import open_dataset
+    from engine.data.pixels import to_tensor
+    from engine.models.weights import read_safetensors
+    from engine.predict.run_model import load_run_model, predict_tensor
+
+    cfg = tiny(epochs=2, batch_size=16, train_limit=300, ema_decay=0.99, hflip=False)
+    run, summary = run_fit(tmp_path / "a", cfg)
+    best, last = read_safetensors(str(run.best_weights)), read_safetensors(str(run.last_weights))
+    assert summary["best_epoch"] == 2  # the last epoch's average is the best: best and last differ only by EMA
+    assert any(not torch.equal(best[k], last[k]) for k in best if k.endswith("weight"))
+    with np.load(run.predictions / "test.npz") as z:
+        ids, probs = z["indices"], z["probs"]
+    ds = open_dataset("builtin:digits", image_size=8)
+    again = predict_tensor(load_run_model(run), to_tensor(np.asarray(ds.images)[ids]))
+    assert np.allclose(again, probs, atol=1e-5)  # the saved predictions are the best checkpoint's: the average's
+
+    stopped = prepare_run(cfg, tmp_path / "b" / "runs")
+    calls = {"n": 0}
+
+    def stop_mid_epoch_2(done: int, total: int, stage: str) -> None:
+        if stage == "training":
+            calls["n"] += 1
+            if calls["n"] == 26:
+                stopped.request_stop()
+
+    assert fit(cfg, stopped, log=lambda m: None, progress=stop_mid_epoch_2)["state"] == "stopped"
+    fit(cfg, stopped, resume=True, log=lambda m: None)
+    resumed = read_safetensors(str(stopped.best_weights))
+    assert all(torch.allclose(resumed[k].float(), best[k].float(), atol=1e-6) for k in best)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        tiny(model="tf_efficientnet_lite0", pretrained=True, strategy="linear_probe", ema_decay=0.99)

@@ -97,6 +97,7 @@ LABELS = {
     "max_memory_gb": "Memory budget (GB, 0: auto)",
     "pseudo_label": "Pseudo-label confidence (0: off)",
     "finetune_epochs": "Then fine-tune (epochs)",
+    "ema_decay": "EMA decay (0: off)",
 }
 STEPS = {
     "lr": 1e-4,
@@ -111,6 +112,7 @@ STEPS = {
     "batch_size": 16,
     "pseudo_label": 0.05,
     "translate": 0.03125,  # 1 px at 32 px
+    "ema_decay": 0.001,
 }
 # Fields that only matter for some other choices: shown disabled otherwise (their values are kept).
 RELEVANT = {

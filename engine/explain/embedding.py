@@ -54,7 +54,9 @@ class EmbeddingMap:
     xy: np.ndarray  # (n, 2) float32
     indices: np.ndarray  # (n,) int64 dataset item per point, ascending
     method: str  # "UMAP", "t-SNE" or "PCA"
-    features: str  # "the pixels" (reduced by PCA first, a detail) or "frozen efficientnet-lite0 features (ImageNet weights)"
+    features: (
+        str  # "the pixels" (reduced by PCA first, a detail) or "frozen efficientnet-lite0 features (ImageNet weights)"
+    )
     usable: int  # usable images before sampling (== len(indices) when nothing was left out)
 
     @property

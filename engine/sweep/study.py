@@ -24,7 +24,6 @@ import math
 import os
 import re
 import socket
-import subprocess
 import threading
 import time
 import warnings
@@ -560,7 +559,7 @@ def start_background(
 ) -> Path:
     """`python -m engine sweep ...` in its own session (it survives page reloads), its output in
     RUNS/.sweeps/NAME/sweep.log; returns the sweep's folder. The base config goes as a JSON file."""
-    from engine.train.jobs import REPO_ROOT, engine_command, engine_env
+    from engine.train.jobs import spawn_engine
 
     settings.validate()
     folder = sweep_dir(name, root)
@@ -577,16 +576,7 @@ def start_background(
     if storage_url:
         args += ["--storage", storage_url]
     prog = SweepProgress(study=name, target=settings.trials, state="running")
-    with open(folder / "sweep.log", "ab") as out:
-        proc = subprocess.Popen(
-            engine_command(args),
-            cwd=REPO_ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=engine_env(),
-        )
+    proc = spawn_engine(args, folder / "sweep.log")
     prog.pid = proc.pid
     atomic_write_json(folder / "status.json", {**prog.to_dict(), "queued_at": now_iso()})
     return folder

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from timm.utils import ModelEmaV3
 
 from engine.config import RunConfig
 from engine.models.classifier import apply_strategy, set_train_mode
@@ -107,6 +108,15 @@ def fit(
         return Trainer(cfg, run, setup, log, progress, epoch_hook).fit(resume)
 
 
+def make_ema(model: torch.nn.Module, decay: float) -> ModelEmaV3 | None:
+    """timm's ModelEmaV3 of `model` (None when `decay` is 0), with its warm-up: the decay used at step t is
+    min(decay, 1 - (1 + t)^(-2/3)), so a short run's average is not dominated by its random start. timm's
+    because it is the kept implementation (buffers averaged too, foreach updates)."""
+    if not decay:
+        return None
+    return ModelEmaV3(model, decay=decay, use_warmup=True)
+
+
 def _maybe_compile(model: torch.nn.Module, cfg: RunConfig) -> tuple[torch.nn.Module, bool]:
     """The module the training steps call: `torch.compile(model)` when asked, else `model` itself.
 
@@ -170,6 +180,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.compute.dtype is torch.float16 else None
         self.monitor = monitor_name(cfg, setup.task)
         self.generator = torch.Generator(device=self.compute.device)  # augmentation randomness, saved with `last`
+        self.ema = make_ema(self.core, cfg.ema_decay)
         self.state = TrainerState(batch_size=self.per_rank_batch)
         noted = len(setup.notes)
         self.data = open_data(
@@ -189,6 +200,12 @@ class Trainer:
     def core(self) -> torch.nn.Module:
         """The plain model (no DDP wrapper): what validation, checkpoints and predictions use."""
         return getattr(self.model, "module", self.model)
+
+    @property
+    def scored(self) -> torch.nn.Module:
+        """The model validation, the best checkpoint and the predictions use: the weights' moving average when
+        `ema_decay` is set, else the plain model."""
+        return self.ema.module if self.ema is not None else self.core
 
     @property
     def lr(self) -> float:
@@ -275,6 +292,8 @@ class Trainer:
             nonlocal steps
             steps += 1
             self.segment.images += n * self.dist.world
+            if self.ema is not None:
+                self.ema.update(self.core, step=step0 + steps)
             self.heartbeat(epoch, step0 + steps, epoch + pos / len(order), loss, self.images_done(epoch, pos))
 
         set_train_mode(self.core)
@@ -353,7 +372,7 @@ class Trainer:
             self.pruned = bool(self.epoch_hook(epoch + 1, value)) and epoch + 1 < self.cfg.epochs
         if improved(value, st.best_value, self.monitor):
             st.best_value, st.best_epoch, st.bad_epochs = value, epoch + 1, 0
-            save_weights(self.model, self.run.best_weights)
+            save_weights(self.scored, self.run.best_weights)
         elif epoch + 1 > warmup_length(self.cfg, self.cfg.epochs):  # patience counts after the warm-up only
             st.bad_epochs += 1
         self.save_last()
@@ -364,7 +383,7 @@ class Trainer:
         ds = self.setup.ds
         t0 = time.perf_counter()
         probs = predict_probs(
-            self.core,
+            self.scored,
             self.data,
             ds.splits["val"],
             self.compute,
@@ -406,12 +425,12 @@ class Trainer:
         """The best weights' predictions (predictions/*.npz), summary.json and status `completed`."""
         st, setup = self.state, self.setup
         if self.run.best_weights.exists():
-            load_weights(self.core, self.run.best_weights)
+            load_weights(self.scored, self.run.best_weights)
         final = save_predictions(
             self.run,
             setup,
             lambda idx: predict_probs(
-                self.core,
+                self.scored,
                 self.data,
                 idx,
                 self.compute,
@@ -424,7 +443,7 @@ class Trainer:
             self.run,
             setup,
             lambda images: predict_probs(
-                self.core,
+                self.scored,
                 DeviceData(images, np.zeros(len(images), np.int64), self.compute.device, False),
                 np.arange(len(images)),
                 self.compute,
@@ -496,6 +515,7 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict(),
                 "generator": self.generator.get_state(),
                 "trainer": self.state.to_dict(),
+                **({"ema": self.ema.module.state_dict()} if self.ema is not None else {}),
             },
             self.run.last_state,
         )
@@ -507,6 +527,8 @@ class Trainer:
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.generator.set_state(saved["generator"])
+        if self.ema is not None and "ema" in saved:  # a run saved before EMA was on starts its average here
+            self.ema.module.load_state_dict(saved["ema"])
         self.state = TrainerState.from_dict(saved["trainer"], default=self.state)
         self.wall_before = self.state.wall_seconds
         self.log(f"resuming at epoch {self.state.epoch + 1}, step {self.state.step}")

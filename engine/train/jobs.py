@@ -66,18 +66,23 @@ def engine_env() -> dict[str, str]:
     return env
 
 
+def spawn_engine(args: list[str], log_path: Path) -> subprocess.Popen:
+    """`python -m engine ARGS` in the background, detached (its own session: it outlives the app's process and
+    a Ctrl-C there), its output appended to `log_path`. Background runs and background sweeps start here."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            engine_command(args),
+            cwd=REPO_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=engine_env(),
+        )
+
+
 def _spawn(run: Run, args: list[str]) -> subprocess.Popen:
-    log = open(run.path / "train.log", "ab")
-    proc = subprocess.Popen(
-        engine_command(args),
-        cwd=REPO_ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        env=engine_env(),
-    )
-    log.close()
+    proc = spawn_engine(args, run.path / "train.log")
     run.write_status(pid=proc.pid)
     return proc
 
