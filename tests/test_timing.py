@@ -260,3 +260,23 @@ def test_the_probe_cache_is_keyed_by_the_thread_count(monkeypatch: pytest.Monkey
         assert cached_throughput(cfg, 8, 1) is None  # timed with other threads: not these figures
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_linear_probe_is_timed_as_its_head_first_fine_tune_and_its_estimate_counts_the_fine_tune(digits: dict):
+    """One probe plans both phases of the head-first recipe: a linear probe's probe key is its fine-tune's (the
+    Train page's estimate of the form's config caches the figures `plan_finetune` reads), and the estimate of a
+    probe with `finetune_epochs` adds those epochs (training and validation passes), capped by the budget."""
+    from engine.train.timing import probe_key, resolve_compute
+
+    lp = dict(model="tf_efficientnet_lite0", pretrained=True, strategy="linear_probe", image_size=32, imbalance="none")
+    probe, ft = cfg_of(**lp), cfg_of(**{**lp, "strategy": "finetune_last"})
+    compute = resolve_compute(probe.device, probe.precision, probe.channels_last)
+    assert probe_key(probe, 32, 1, compute) == probe_key(ft, 32, 1, compute)
+    assert probe_key(probe, 32, 1, compute) != probe_key(cfg_of(**{**lp, "strategy": "finetune_all"}), 32, 1, compute)
+    head = estimate_run(probe, digits, CPU_TP)
+    both = estimate_run(probe.replace(finetune_epochs=3), digits, CPU_TP)
+    epoch = estimate_run(ft.replace(epochs=1), digits, CPU_TP).seconds_per_epoch
+    assert both.total_seconds == pytest.approx(head.total_seconds + 3 * epoch)
+    assert "then 3 epochs of fine-tuning" in both.describe() and "fine-tuning" not in head.describe()
+    capped = estimate_run(probe.replace(finetune_epochs=3, time_budget_s=head.total_seconds), digits, CPU_TP)
+    assert capped.total_seconds <= head.total_seconds + capped.final_images / CPU_TP.eval_img_per_s + 1e-9

@@ -41,7 +41,8 @@ from engine.train.imbalance import make_loss
 from engine.train.optim import make_optimizer
 from engine.train.setup import image_size_for
 
-TIMING_VERSION = 2  # bump when the probe measures something else, so old figures are not reused (2: threads)
+TIMING_VERSION = 3  # bump when the probe measures something else, so old figures are not reused (2: threads;
+# 3: a linear probe is timed as its head-first fine-tune)
 PROBE_SECONDS = 2.0  # timed training steps stop after this long (at least MIN_STEPS of them); LOUPE_PROBE_SECONDS
 MIN_STEPS, MAX_STEPS = 3, 8
 CPU_WARN_S = 300.0  # a run planned longer than this on a CPU gets a warning on the Train page
@@ -86,6 +87,7 @@ class Estimate:
     budget_s: float  # the run's time budget (0: none)
     throughput: Throughput
     linear_probe: bool = False  # features computed once, then a head that trains in seconds
+    finetune_epochs: int = 0  # a linear probe's head-first fine-tune: epochs of the last stage after the head
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -115,7 +117,8 @@ class Estimate:
         """One line for people: 'about 12 s per epoch, 2.5 min in total on this CPU'."""
         where = "this CPU" if self.on_cpu else "this GPU"
         if self.linear_probe:
-            return f"about {duration(self.total_seconds)} in total on {where} (features computed once, then the head)"
+            then = f", then {self.finetune_epochs} epochs of fine-tuning" if self.finetune_epochs else ""
+            return f"about {duration(self.total_seconds)} in total on {where} (features computed once, then the head{then})"
         text = f"about {duration(self.seconds_per_epoch)} per epoch, {duration(self.total_seconds)} in total on {where}"
         if self.folds > 1:
             text += f" ({self.folds} folds)"
@@ -160,6 +163,13 @@ def device_label(compute: Compute) -> str:
     return f"{where} {compute.name.split(' ', 1)[1]}"
 
 
+def timed_strategy(strategy: str) -> str:
+    """The strategy the probe times for `strategy`. A linear probe is timed as its head-first fine-tune
+    (`engine.train.head_first`): the same forward pass is its features' speed, and the last stage's training
+    step is the fine-tune's, so one probe plans both (`recipes.plan_finetune`)."""
+    return "finetune_last" if strategy == "linear_probe" else strategy
+
+
 def probe_key(cfg: RunConfig, image_size: int, channels: int, compute: Compute) -> dict:
     """What the measured speed depends on (and so what its cache entry is keyed by)."""
     return {
@@ -168,7 +178,7 @@ def probe_key(cfg: RunConfig, image_size: int, channels: int, compute: Compute) 
         "image_size": int(image_size),
         "channels": int(channels),
         "batch_size": int(cfg.batch_size),
-        "strategy": cfg.strategy,
+        "strategy": timed_strategy(cfg.strategy),
         "head": cfg.head,
         "device": device_label(compute),
         "threads": compute_threads() if compute.device.type == "cpu" else 0,
@@ -261,7 +271,7 @@ def _probe(
     model = model.to(compute.device)
     if compute.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    params = apply_strategy(model, "finetune_all" if cfg.strategy == "linear_probe" else cfg.strategy)
+    params = apply_strategy(model, timed_strategy(cfg.strategy))
     optimizer = make_optimizer(params, cfg)
     task = "multilabel" if multilabel else "multiclass"
     labels = np.arange(max(2, cfg.batch_size)) % max(2, num_classes)
@@ -386,8 +396,12 @@ def estimate_run(cfg: RunConfig, stats: dict, throughput: Throughput | None = No
     final_s = (n_val + n_test) / tp.eval_img_per_s
     probe = cfg.strategy == "linear_probe"
     if probe:  # the backbone runs once over every image; the head's epochs take seconds
-        train_s, val_s = 0.0, 0.0
         loop_s = (per_epoch + n_val + n_test) / tp.eval_img_per_s
+        # then the head-first fine-tune's epochs (`timed_strategy`: the probe timed them), within the budget
+        loop_s += cfg.finetune_epochs * (train_s + val_s)
+        if cfg.finetune_epochs and cfg.time_budget_s:
+            loop_s = min(loop_s, cfg.time_budget_s)
+        train_s, val_s = 0.0, 0.0
     else:
         loop_s = cfg.epochs * (train_s + val_s)
         if cfg.time_budget_s:
@@ -406,4 +420,5 @@ def estimate_run(cfg: RunConfig, stats: dict, throughput: Throughput | None = No
         budget_s=cfg.time_budget_s,
         throughput=tp,
         linear_probe=probe,
+        finetune_epochs=cfg.finetune_epochs if probe else 0,
     )
