@@ -308,23 +308,12 @@ def requeue_stale(study: Any, storage: Any, log: Callable[[str], None]) -> list[
     return again
 
 
-def best_value(records: list[dict], monitor: str) -> float | None:
-    """The best per-epoch validation figure of a run's metrics.jsonl (what its best checkpoint scored)."""
-    from engine.train.records import improved, monitored_value
-
-    best = None
-    for r in records:
-        if r.get("split") == "val":
-            value = monitored_value(r, monitor)
-            if improved(value, best, monitor):
-                best = value
-    return best
-
-
 def trial_value(run: Run, cfg: RunConfig, monitor: str) -> tuple[float | None, float | None]:
     """The objective of a finished trial and, for k-fold, the std over folds: the best epoch's monitored
     figure (k-fold: the mean over folds of each fold's best)."""
     import numpy as np
+
+    from engine.train.records import best_value
 
     if cfg.kfold >= 2:
         per_fold = [best_value(Run(run.path / "folds" / f"fold{k + 1}").metrics(), monitor) for k in range(cfg.kfold)]

@@ -7,12 +7,20 @@ One function makes, trains and resumes them all, so a child always has the same 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Protocol
 
-from engine.config import RunConfig
+from engine.config import ConfigError, RunConfig
 from engine.runs.folder import Run, atomic_write_json, now_iso
 from engine.train.setup import TrainingSetup
+
+
+def require_one_process(field: str, what: str) -> None:
+    """Refuse a mode that trains child runs one after another under torchrun (every rank would train them all):
+    `ConfigError` naming the field when WORLD_SIZE says this process is one of several."""
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        raise ConfigError(f"Field '{field}': {what} runs in one process; start it without torchrun.")
 
 
 class TrainFn(Protocol):

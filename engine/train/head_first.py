@@ -23,13 +23,13 @@ import shutil
 import time
 from collections.abc import Callable
 
-from engine.config import ConfigError, RunConfig
+from engine.config import RunConfig
 from engine.data.dataset import Dataset
 from engine.runs.folder import Run, now_iso
-from engine.train.children import train_child
+from engine.train.children import require_one_process, train_child
 from engine.train.fit import fit
 from engine.train.probe import fit_probe
-from engine.train.records import improved, monitor_name, monitored_value
+from engine.train.records import best_value, improved, monitor_name
 from engine.train.setup import dataset_for, prepare, write_header
 
 HEAD = "head"  # the head run's folder inside RUN
@@ -48,15 +48,6 @@ def finetune_config(cfg: RunConfig, head_run: Run, seconds_left: float) -> RunCo
         pretrained=True,
         time_budget_s=max(1.0, seconds_left) if cfg.time_budget_s else 0.0,
     ).validate()
-
-
-def best_value(run: Run, monitor: str) -> float | None:
-    """The best monitored figure over a run's validation records (None when none is finite)."""
-    best = None
-    for record in run.metrics():
-        if record.get("split") == "val" and improved(monitored_value(record, monitor), best, monitor):
-            best = monitored_value(record, monitor)
-    return best
 
 
 def keep_head(run: Run, head_run: Run) -> None:
@@ -100,10 +91,7 @@ def fit_head_first(
 ) -> dict:
     """The head into `run/head/`, then the fine-tune into `run`; returns RUN's summary with `head_first` added
     (or `{'state': 'stopped', ...}`). A completed head run is kept on resume."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise ConfigError(
-            "Field 'finetune_epochs': the head-first recipe runs in one process; start it without torchrun."
-        )
+    require_one_process("finetune_epochs", "the head-first recipe")
     wall0 = time.time()
     ds = dataset_for(cfg, progress)  # both phases train on this one decoded copy
     head_cfg = cfg.replace(finetune_epochs=0)
@@ -154,7 +142,7 @@ def fit_head_first(
         return summary
     ft_final = summary.get("final", {})
     monitor = monitor_name(cfg, ds.task)
-    head_best, ft_best = best_value(head_run, monitor), best_value(run, monitor)
+    head_best, ft_best = best_value(head_run.metrics(), monitor), best_value(run.metrics(), monitor)
     kept = "finetune" if improved(ft_best, head_best, monitor) else HEAD
     if kept == HEAD:
         keep_head(run, head_run)

@@ -19,10 +19,10 @@ from collections.abc import Callable
 
 import numpy as np
 
-from engine.config import ConfigError, RunConfig
+from engine.config import RunConfig
 from engine.data.splits import kfold_indices
 from engine.runs.folder import Run, atomic_write_json, now_iso, write_npz
-from engine.train.children import train_child
+from engine.train.children import require_one_process, train_child
 from engine.train.fit import fit
 from engine.train.probe import fit_probe
 from engine.train.setup import dataset_for, prepare
@@ -39,8 +39,7 @@ def fit_kfold(
     or `{'state': 'stopped', ...}`. `resume` is implied per child: completed folds are kept, stopped or
     failed ones resume."""
     train_fold = fit_probe if cfg.strategy == "linear_probe" else fit
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise ConfigError("Field 'kfold': cross-validation runs in one process; start it without torchrun.")
+    require_one_process("kfold", "cross-validation")
     wall0 = time.time()
     ds = dataset_for(cfg, progress)  # the children train on this same decoded copy, with their fold's splits
     pool = np.sort(np.concatenate([ds.splits["train"], ds.splits["val"]]))

@@ -27,7 +27,7 @@ from engine.data.dataset import Dataset
 from engine.data.pool import decode_pool
 from engine.data.source import TRAIN, ScanResult, fingerprint
 from engine.runs.folder import Run, now_iso
-from engine.train.children import train_child
+from engine.train.children import require_one_process, train_child
 from engine.train.fit import fit
 from engine.train.setup import dataset_for, prepare
 
@@ -111,8 +111,7 @@ def fit_pseudo(
 ) -> dict:
     """Round 1 into `run/round1/`, the pseudo-labels from its pool predictions, round 2 into `run`; returns round
     2's summary with `pseudo_label` added (or `{'state': 'stopped', ...}`). A completed round 1 is kept on resume."""
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        raise ConfigError("Field 'pseudo_label': pseudo-labelling runs in one process; start it without torchrun.")
+    require_one_process("pseudo_label", "pseudo-labelling")
     ds = dataset_for(cfg, progress)
     pool = decode_pool(ds)
     if pool is None:

@@ -57,6 +57,18 @@ def improved(value: float | None, best: float | None, monitor: str) -> bool:
     return value < best if monitor in LOWER_IS_BETTER else value > best
 
 
+def best_value(records: list[dict], monitor: str) -> float | None:
+    """The best per-epoch validation figure of a run's metrics.jsonl (what its best checkpoint scored; None
+    when no epoch gave a finite one). Sweeps rank trials by it; the head-first recipe compares its phases."""
+    best = None
+    for r in records:
+        if r.get("split") == "val":
+            value = monitored_value(r, monitor)
+            if improved(value, best, monitor):
+                best = value
+    return best
+
+
 # --- metrics.jsonl, predictions, summary.json ----------------------------------------------------------
 
 
